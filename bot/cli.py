@@ -1,0 +1,179 @@
+"""The ``guardian`` command line (DESIGN §7): lint, plan, status, serve, socket, worker, db, dev, manifest.
+
+Usage::
+
+    guardian lint --format json migrations/
+    guardian db upgrade
+    guardian serve --port 3000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from bot.config import load_config, load_settings
+from bot.errors import ConfigError, GuardianError
+
+log = logging.getLogger("guardian")
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from bot.schema import upgrade
+
+    settings = load_settings()
+    settings.require("database_url")
+    applied = upgrade(settings.database_url.get_secret_value())
+    print(f"applied {len(applied)} schema file(s)" + (": " + ", ".join(applied) if applied else "; already current"))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bot.slack.server import serve
+
+    settings = load_settings()
+    config = load_config(settings.guardian_config)
+    port = args.port if args.port is not None else int(os.environ.get("PORT", "3000"))
+    serve(settings, config, host=args.host, port=port)
+    return 0
+
+
+def _cmd_socket(args: argparse.Namespace) -> int:
+    from bot.slack.socket import run_socket
+
+    settings = load_settings()
+    run_socket(settings, load_config(settings.guardian_config))
+    return 0
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    from bot.slack.manifest import build_manifest
+
+    manifest = build_manifest(args.name, args.request_url, args.socket_mode)
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import run_worker
+
+    settings = load_settings()
+    return run_worker(settings, burst=args.burst)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    config = load_config(settings.guardian_config)
+    try:
+        from bot.sources.status import run_status_command
+    except ImportError:
+        raise GuardianError("`guardian status` is not available in this build yet") from None
+    return run_status_command(config, args)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        from bot.pg.rehearsal import run_plan_command
+    except ImportError:
+        raise GuardianError("`guardian plan` is not available in this build yet") from None
+    settings = load_settings()
+    return run_plan_command(load_config(settings.guardian_config), args)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    try:
+        from bot.dev import run_dev
+    except ImportError:
+        raise GuardianError("`guardian dev` is not available in this build yet; use `guardian serve`") from None
+    return run_dev(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guardian", description="Review, approve and safely run PostgreSQL migrations.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    lint = add("lint", _cmd_lint, "analyse migration files for locking, rewrite and data-loss hazards")
+    try:
+        from bot import lint as lint_module
+
+        lint_module.add_arguments(lint)
+    except ImportError:
+        lint.add_argument("paths", nargs="*")
+
+    plan = add("plan", _cmd_plan, "lint and rehearse migrations against a rehearsal database")
+    plan.add_argument("--target-url", help="rehearsal database URL (the transaction is always rolled back)")
+    plan.add_argument("--env", help="rehearse on this environment's rehearsal database")
+    plan.add_argument("--format", choices=["text", "json"], default="text")
+    plan.add_argument("--pg-version", type=int)
+    plan.add_argument("paths", nargs="+", metavar="PATH")
+
+    status = add("status", _cmd_status, "applied, pending, failed and modified migrations per environment")
+    status.add_argument("env", nargs="?", help="one environment (default: all)")
+    status.add_argument("--format", choices=["text", "json"], default="text")
+    status.add_argument("--ref", help="git ref to read migrations at (default: the configured branch)")
+
+    serve = add("serve", _cmd_serve, "run the Slack HTTP endpoint (POST /slack/events, GET /healthz)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default $PORT or 3000")
+
+    add("socket", _cmd_socket, "run the Slack app over Socket Mode (needs SLACK_APP_TOKEN)")
+
+    worker = add("worker", _cmd_worker, "run an RQ worker on the 'guardian' queue")
+    worker.add_argument("--burst", action="store_true", help="run what is queued, then exit")
+
+    db = add("db", lambda a: (db.print_help(), 2)[1], "the bot's own database")
+    db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
+    up = db_sub.add_parser("upgrade", help="apply the bot's pending schema files")
+    up.set_defaults(handler=_cmd_db_upgrade)
+
+    dev = add("dev", _cmd_dev, "run everything locally with a Slack-like page in the browser")
+    dev.add_argument("--port", type=int, default=8700)
+    dev.add_argument("--no-browser", action="store_true")
+
+    manifest = add("manifest", _cmd_manifest, "print a Slack app manifest to paste when creating the app")
+    manifest.add_argument("--name", default="Migration Guardian")
+    manifest.add_argument("--request-url", default="https://guardian.example.com/slack/events")
+    manifest.add_argument("--socket-mode", action="store_true")
+    return parser
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from bot import lint as lint_module
+
+    return lint_module.run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except ConfigError as exc:
+        print(f"guardian: {exc.message}", file=sys.stderr)
+        return 2
+    except GuardianError as exc:
+        print(f"guardian: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Settings from the environment and the team's guardian.toml, validated with pydantic.
+
+Usage::
+
+    settings = load_settings()            # env vars: SLACK_*, DATABASE_URL, REDIS_URL, GUARDIAN_CONFIG
+    config = load_config(settings.guardian_config)
+    staging = config.environment("staging")
+    url = staging.database_url()          # read from the variable the file names, never the file
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+RiskLevel = Literal["low", "medium", "high", "critical"]
+RISK_LEVELS: tuple[str, ...] = ("low", "medium", "high", "critical")
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a PostgreSQL-style duration such as ``3s``, ``15min``, ``250ms``, ``2h``, ``7d``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration like '3s', '15min', '250ms', '2h' or '7d', got {text!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Settings(BaseSettings):
+    """Secrets and URLs, from the environment only (DESIGN §7)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    database_url: SecretStr | None = None
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    guardian_config: Path = Path("guardian.toml")
+
+    def require(self, *names: str) -> None:
+        """Raise one clear ConfigError naming every required variable that is unset."""
+        missing = [n.upper() for n in names if not _secret_value(getattr(self, n))]
+        if missing:
+            raise ConfigError(
+                f"environment variable {', '.join(missing)} is not set; export it "
+                "(see guardian.example.toml and the README) and start again",
+                code="missing-env",
+            )
+
+
+def _secret_value(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return "" if value is None else str(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectConfig(_Strict):
+    repo: Path = Path(".")
+    layout: Literal["prisma", "supabase", "sql"] = "sql"
+    path: str = "migrations"
+    branch: str = "main"
+    working_tree: bool = False  # read files as they are on disk instead of at a pinned commit
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+
+class SlackConfig(_Strict):
+    channel: str | None = None
+    incident_channel: str | None = None
+
+
+class MaintenanceWindow(_Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    start: str  # "HH:MM" UTC
+    end: str  # "HH:MM" UTC
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"expected a UTC time 'HH:MM', got {value!r}")
+        return value
+
+
+class Approvals(_Strict):
+    low: int = Field(default=1, ge=0)
+    medium: int = Field(default=1, ge=0)
+    high: int = Field(default=2, ge=0)
+    critical: int = Field(default=2, ge=0)
+
+    def required(self, risk: str) -> int:
+        return int(getattr(self, risk))
+
+
+class EnvironmentConfig(_Strict):
+    name: str = ""
+    database_url_env: str
+    approvers: list[str] = Field(default_factory=list)
+    approvals: Approvals = Approvals()
+    requires: list[str] = Field(default_factory=list)
+    lock_timeout: str = "3s"
+    statement_timeout: str = "15min"
+    production: bool = False
+    color: str | None = None
+    allow_adhoc_sql: bool = False
+    approval_expiry: str = "24h"
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    rehearsal_database_url_env: str | None = None
+    allow_rehearsal: bool = False  # rehearse directly on this environment (refused for production unless true)
+    apply_retries: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("database_url_env", "rehearsal_database_url_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(
+                "expected the NAME of an environment variable holding the URL (e.g. "
+                "'STAGING_DATABASE_URL'), never the URL itself"
+            )
+        return value
+
+    @field_validator("lock_timeout", "statement_timeout", "approval_expiry")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    def database_url(self) -> SecretStr:
+        """The target's URL from the environment variable this environment names."""
+        value = os.environ.get(self.database_url_env, "")
+        if not value:
+            raise ConfigError(
+                f"environment {self.name!r}: variable {self.database_url_env} is not set; export "
+                "the target database URL in it",
+                code="missing-env",
+            )
+        return SecretStr(value)
+
+
+class BackupConfig(_Strict):
+    dir: Path = Path(".guardian/backups")
+    retention_days: int = Field(default=30, ge=1)
+    mode: Literal["full", "touched", "schema"] = "full"
+
+
+class LintConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    disabled: list[str] = Field(default_factory=list)
+    pg_version: int = 16
+    fail_on: RiskLevel = "high"
+
+
+class GuardianConfig(_Strict):
+    source: Path | None = None
+    project: ProjectConfig = ProjectConfig()
+    slack: SlackConfig = SlackConfig()
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    backup: BackupConfig = BackupConfig()
+    lint: LintConfig = LintConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_environments(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("environments"), dict):
+            data = dict(data)
+            data["environments"] = {
+                name: ({**env, "name": name} if isinstance(env, dict) else env)
+                for name, env in data["environments"].items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _requires_known(self) -> "GuardianConfig":
+        for name, env in self.environments.items():
+            for dep in env.requires:
+                if dep not in self.environments:
+                    raise ValueError(
+                        f"environments.{name}.requires names {dep!r}, which is not a configured environment"
+                    )
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none configured"
+            raise ConfigError(
+                f"unknown environment {name!r}; known: {known}", code="unknown-environment"
+            ) from None
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value becomes one ConfigError line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line("environment", exc)) from None
+
+
+def load_config(path: Path | str | None = None, *, required: bool = False) -> GuardianConfig:
+    """Parse and validate guardian.toml. A missing optional file gives the defaults."""
+    path = Path(path if path is not None else os.environ.get("GUARDIAN_CONFIG", "guardian.toml"))
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(
+                f"{path}: file not found; copy guardian.example.toml there or set GUARDIAN_CONFIG",
+                code="config-missing",
+            ) from None
+        return GuardianConfig(source=None)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return GuardianConfig.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise ConfigError(_one_line(str(path), exc)) from None
+
+
+def _one_line(where: str, exc: ValidationError) -> str:
+    """The first validation error as 'where: key.path: what is expected'."""
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err.get("loc", ()) if part != "__root__")
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key (check its spelling against guardian.example.toml)"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {key or '(top level)'}: {msg}{more}"

