@@ -1,0 +1,192 @@
+"""Approval policy: who may decide, how many must approve, and whether an approved request may run now.
+
+Pure decisions over the config, the request and its decisions; the caller supplies the facts that
+need I/O (user-group members, active freeze, environments where the same SQL already succeeded).
+
+Usage::
+
+    policy = Policy(config.environment("production"))
+    policy.check_can_decide(request, "U0BBB", groups=resolver)        # raises PolicyDenied
+    tally = policy.tally(request, store.list_decisions(request.id), now)
+    if tally.reached: ...
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, time, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.config import EnvironmentConfig, MaintenanceWindow, parse_duration
+from bot.errors import PolicyDenied
+from bot.models import Decision, Freeze, Request, RequestStatus
+
+GroupResolver = Callable[[str], Sequence[str]]  # user-group id -> member user ids
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Tally(BaseModel):
+    """Where a request stands against its quorum."""
+
+    model_config = ConfigDict(frozen=True)
+    required: int
+    approvers: tuple[str, ...]  # users whose live, bound, unexpired approvals count
+    rejected_by: tuple[str, ...]
+    stale: tuple[tuple[str, str], ...]  # (user, why it no longer counts)
+
+    @property
+    def count(self) -> int:
+        return len(self.approvers)
+
+    @property
+    def reached(self) -> bool:
+        return not self.rejected_by and self.count >= self.required
+
+
+class Policy:
+    """The policy of one environment."""
+
+    def __init__(self, env: EnvironmentConfig) -> None:
+        self.env = env
+
+    @property
+    def version(self) -> str:
+        """A fingerprint of everything in the policy that decides approvals; changing it voids them."""
+        material = self.env.model_dump(
+            include={"approvers", "approvals", "requires", "production", "approval_expiry",
+                     "maintenance_windows", "allow_adhoc_sql"},
+            mode="json",
+        )
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+    def required_approvals(self, risk: str | None) -> int:
+        return self.env.approvals.required(risk or "critical")
+
+    def is_approver(self, user_id: str, groups: GroupResolver) -> bool:
+        for entry in self.env.approvers:
+            if entry == user_id:
+                return True
+            if entry.startswith("S") and user_id in groups(entry):
+                return True
+        return False
+
+    def check_can_decide(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
+        """Raise PolicyDenied (with what to do next) unless ``user_id`` may approve or reject now."""
+        if request.status is not RequestStatus.AWAITING_APPROVAL:
+            raise PolicyDenied(
+                f"request {request.id} is {request.status.value.replace('_', ' ')}; only a request "
+                "awaiting approval can be approved or rejected",
+                code="not-awaiting-approval",
+            )
+        if user_id == request.requester:
+            raise PolicyDenied(
+                f"you requested #{request.id}, so you cannot approve or reject it; ask one of the "
+                f"{self.env.name} approvers",
+                code="self-approval",
+            )
+        if not self.is_approver(user_id, groups):
+            raise PolicyDenied(
+                f"you are not an approver for {self.env.name}; ask one of: "
+                + ", ".join(f"<{'!subteam^' if a.startswith('S') else '@'}{a}>" for a in self.env.approvers),
+                code="not-an-approver",
+            )
+
+    def check_can_cancel(self, request: Request, user_id: str) -> None:
+        if user_id != request.requester:
+            raise PolicyDenied(
+                f"only the requester (<@{request.requester}>) can cancel #{request.id}; approvers can Reject",
+                code="not-the-requester",
+            )
+        if request.status not in (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL,
+                                  RequestStatus.APPROVED, RequestStatus.QUEUED):
+            raise PolicyDenied(
+                f"request {request.id} is {request.status.value.replace('_', ' ')} and can no longer be cancelled",
+                code="not-cancellable",
+            )
+
+    def binding_problem(self, decision: Decision, request: Request) -> str | None:
+        """Why a decision no longer covers what the request holds now, or None."""
+        if decision.sha256s != request.sha256s:
+            changed = sorted(
+                name for name in set(decision.sha256s) | set(request.sha256s)
+                if decision.sha256s.get(name) != request.sha256s.get(name)
+            )
+            return "the SQL changed (" + ", ".join(changed) + ")"
+        if decision.git_commit != request.git_commit:
+            return f"the git commit moved ({(decision.git_commit or '-')[:10]} → {(request.git_commit or '-')[:10]})"
+        if decision.environment != request.environment:
+            return "the target environment changed"
+        if decision.target_fingerprint != request.target_fingerprint:
+            return "the target database changed"
+        if decision.policy_version != self.version:
+            return f"the {self.env.name} approval policy changed"
+        return None
+
+    def tally(self, request: Request, decisions: Iterable[Decision], now: datetime) -> Tally:
+        expiry = timedelta(seconds=parse_duration(self.env.approval_expiry))
+        approvers: list[str] = []
+        rejected: list[str] = []
+        stale: list[tuple[str, str]] = []
+        for d in decisions:
+            if d.voided_at is not None:
+                continue
+            problem = self.binding_problem(d, request)
+            if problem is None and d.decision == "approve" and now - d.created_at > expiry:
+                problem = f"the approval expired after {self.env.approval_expiry}"
+            if problem is not None:
+                stale.append((d.user_id, problem))
+            elif d.decision == "approve" and d.user_id != request.requester:
+                approvers.append(d.user_id)
+            elif d.decision == "reject":
+                rejected.append(d.user_id)
+        return Tally(required=self.required_approvals(request.risk), approvers=tuple(approvers),
+                     rejected_by=tuple(rejected), stale=tuple(stale))
+
+    def missing_prerequisites(self, succeeded_in: Iterable[str]) -> list[str]:
+        """Environments in ``requires`` where the same SQL has not succeeded yet."""
+        done = set(succeeded_in)
+        return [env for env in self.env.requires if env not in done]
+
+    def run_gate(self, now: datetime, freeze: Freeze | None) -> tuple[bool, datetime | None, str]:
+        """(may run now, when it may run, why). A freeze or a closed window holds the run."""
+        if freeze is not None and freeze.ends_at > now:
+            return False, freeze.ends_at, (
+                f"{self.env.name} is frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC "
+                f"by <@{freeze.created_by}>: {freeze.reason}"
+            )
+        if not self.env.maintenance_windows:
+            return True, now, "no maintenance window configured"
+        if any(_in_window(w, now) for w in self.env.maintenance_windows):
+            return True, now, "inside the maintenance window"
+        start = min(_next_start(w, now) for w in self.env.maintenance_windows)
+        return False, start, f"waiting for the {self.env.name} maintenance window at {start:%a %Y-%m-%d %H:%M} UTC"
+
+
+def _hhmm(text: str) -> time:
+    hour, minute = text.split(":")
+    return time(int(hour), int(minute), tzinfo=timezone.utc)
+
+
+def _in_window(window: MaintenanceWindow, now: datetime) -> bool:
+    now = now.astimezone(timezone.utc)
+    start, end = _hhmm(window.start), _hhmm(window.end)
+    t = now.timetz()
+    day = _DAYS[now.weekday()]
+    if start <= end:
+        return day in window.days and start <= t < end
+    # a window across midnight belongs to the day it starts on
+    yesterday = _DAYS[(now.weekday() - 1) % 7]
+    return (day in window.days and t >= start) or (yesterday in window.days and t < end)
+
+
+def _next_start(window: MaintenanceWindow, now: datetime) -> datetime:
+    now = now.astimezone(timezone.utc)
+    start = _hhmm(window.start)
+    for offset in range(0, 8):
+        day = now.date() + timedelta(days=offset)
+        candidate = datetime.combine(day, start)
+        if _DAYS[day.weekday()] in window.days and candidate > now:
+            return candidate
+    raise PolicyDenied("the maintenance window has no days configured", code="no-window-days")
