@@ -1,0 +1,45 @@
+"""Every slash command, action, block and callback id the app uses, as Enums (never raw strings in handlers)."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Command(StrEnum):
+    MIGRATE = "/migrate"
+
+
+class ActionId(StrEnum):
+    """Buttons on request and incident cards; their values carry only ids (DESIGN §7)."""
+
+    APPROVE = "request_approve"
+    REJECT = "request_reject"
+    CANCEL = "request_cancel"
+    ROLL_BACK = "incident_roll_back"
+    RESTORE_BACKUP = "incident_restore_backup"
+    RETRY = "incident_retry"
+    RESOLVE = "incident_resolve"
+
+
+class CallbackId(StrEnum):
+    """Modal callback ids."""
+
+    SQL_REQUEST = "sql_request_modal"
+
+
+class BlockId(StrEnum):
+    HELP = "help"
+    REQUEST_ACTIONS = "request_actions"
+    INCIDENT_ACTIONS = "incident_actions"
+    SQL_INPUT = "sql_input"
+
+
+# Visible labels of the buttons, part of the Slack contract (DESIGN §7).
+BUTTON_LABELS: dict[ActionId, str] = {
+    ActionId.APPROVE: "Approve",
+    ActionId.REJECT: "Reject",
+    ActionId.CANCEL: "Cancel",
+    ActionId.ROLL_BACK: "Roll back",
+    ActionId.RESTORE_BACKUP: "Restore backup",
+    ActionId.RETRY: "Retry",
+    ActionId.RESOLVE: "Resolve",
+}
