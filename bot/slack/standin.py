@@ -84,7 +84,10 @@ class SlackStandIn:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"slack-standin:{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"slack-standin:{self.port}",
+            daemon=True,
         )
         self._thread.start()
         logger.info("slack stand-in listening on %s", self.url)
