@@ -3,9 +3,10 @@
 Usage::
 
     server, port = make_server(settings, config, "127.0.0.1", 0)   # bound, not yet serving
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     ...
-    server.close()
+    stop_server(server)          # from any thread; server.run() returns
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 from typing import Any, Callable, Iterable
 
 import waitress
+from waitress import trigger, wasyncore
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
@@ -63,7 +65,7 @@ def make_server(
 ) -> tuple[Any, int]:
     """Check the environment, verify the bot token (auth.test), bind; returns (waitress server, actual port).
 
-    Port 0 picks a free port. Call ``server.run()`` to serve and ``server.close()`` to stop.
+    Port 0 picks a free port. ``server.run()`` serves; ``stop_server(server)`` stops it from another thread.
     """
     settings.require("slack_signing_secret", "slack_bot_token")
     app = build_app(settings, config, client, verify_token=True)
@@ -71,14 +73,33 @@ def make_server(
         server = waitress.create_server(build_wsgi_app(app), host=host, port=port, ident="migration-guardian")
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})", code="bind-failed") from None
-    return server, int(server.effective_port)
+    port = getattr(server, "effective_port", None)
+    if port is None:  # a host resolving to several addresses gives a MultiSocketServer
+        port = server.effective_listen[0][1]
+    return server, int(port)
+
+
+def stop_server(server: Any) -> None:
+    """Stop a server that runs in another thread: everything is closed from inside its own loop,
+    so ``server.run()`` returns (closing it from outside races with the loop's select)."""
+    channels = getattr(server, "_map", None) or getattr(server, "map", {})
+    pipe = getattr(server, "trigger", None) or next(
+        (ch for ch in list(channels.values()) if isinstance(ch, trigger.trigger)), None
+    )
+
+    def close_everything() -> None:
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(channels)
+
+    if pipe is None:
+        close_everything()
+    else:
+        pipe.pull_trigger(close_everything)
 
 
 def serve(settings: Settings, config: GuardianConfig, host: str = DEFAULT_HOST, port: int | None = None) -> None:
     """Serve until interrupted. ``port`` None means $PORT (as on PaaS) or 3000."""
-    if port is None:
-        port = _env_port()
-    server, actual = make_server(settings, config, host, port)
+    server, actual = make_server(settings, config, host, resolve_port(port))
     logger.info("guardian serve: listening on http://%s:%s%s (health: %s)", host, actual, EVENTS_PATH, HEALTH_PATH)
     try:
         server.run()
@@ -88,7 +109,10 @@ def serve(settings: Settings, config: GuardianConfig, host: str = DEFAULT_HOST, 
         server.close()
 
 
-def _env_port() -> int:
+def resolve_port(port: int | None) -> int:
+    """An explicit port wins; else $PORT (as on PaaS); else 3000."""
+    if port is not None:
+        return port
     raw = os.environ.get("PORT", "").strip()
     if not raw:
         return DEFAULT_PORT

@@ -212,6 +212,7 @@ class SlackStandIn:
     # ---- request handling (called from server threads)
 
     def handle_api(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """Answer one Web API call as Slack would (``params`` already decoded)."""
         if method not in self.workspace.methods:
             return {"ok": False, "error": "unknown_method"}
         if not token:
@@ -219,7 +220,7 @@ class SlackStandIn:
         if token not in self.tokens:
             return {"ok": False, "error": "invalid_auth"}
         try:
-            return self.workspace.call(method, decode_params(params))
+            return self.workspace.call(method, params)
         except ApiError as exc:
             return {"ok": False, "error": exc.code}
 
@@ -275,7 +276,12 @@ class _StandInHandler(BaseHTTPRequestHandler):
             return
         token = self._bearer() or params.pop("token", None) or None
         params.pop("token", None)
-        response = self.owner.handle_api(method, params, token)
+        try:
+            params = decode_params(params)  # blocks, view, files... arrive as JSON strings in forms
+        except ApiError as exc:
+            response = {"ok": False, "error": exc.code}
+        else:
+            response = self.owner.handle_api(method, params, token)
         self._record(method, params, token, response, body)
         self._send_json(200, response)
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.config import GuardianConfig, Settings
 from bot.slack.sender import SlackSender
-from bot.slack.server import EVENTS_PATH, make_server
+from bot.slack.server import EVENTS_PATH, make_server, stop_server
 from bot.slack.standin import SlackStandIn
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -55,8 +55,9 @@ def server(slack_settings: Settings, guardian_config: GuardianConfig) -> Iterato
     try:
         yield RunningServer(base_url=f"http://127.0.0.1:{port}", port=port)
     finally:
-        wsgi_server.close()
+        stop_server(wsgi_server)
         thread.join(timeout=5)
+        assert not thread.is_alive(), "guardian serve did not stop"
 
 
 @pytest.fixture

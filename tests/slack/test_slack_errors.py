@@ -12,7 +12,7 @@ from slack_bolt import Ack
 from bot.errors import PolicyDenied
 from bot.slack.app import build_app
 from bot.slack.sender import SlackSender
-from bot.slack.server import build_wsgi_app
+from bot.slack.server import build_wsgi_app, stop_server
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def failing_sender(slack_settings, guardian_config, standin):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield SlackSender(f"http://127.0.0.1:{server.effective_port}/slack/events", signing_secret=secret)
-    server.close()
+    stop_server(server)
     thread.join(timeout=5)
 
 

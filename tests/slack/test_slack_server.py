@@ -136,3 +136,18 @@ def test_sender_signature_matches_slack_sdk_verifier():
     body = "command=%2Fmigrate&text=help"
     assert SignatureVerifier("abc").is_valid(body, ts, sign("abc", ts, body))
     assert not SignatureVerifier("abc").is_valid(body, ts, sign("xyz", ts, body))
+
+
+def test_port_resolution_honours_the_port_variable(monkeypatch):
+    from bot.slack.server import resolve_port
+
+    monkeypatch.delenv("PORT", raising=False)
+    assert resolve_port(None) == 3000
+    monkeypatch.setenv("PORT", "8123")
+    assert resolve_port(None) == 8123
+    assert resolve_port(4000) == 4000
+    monkeypatch.setenv("PORT", "web")
+    with pytest.raises(ConfigError) as caught:
+        resolve_port(None)
+    assert "PORT" in str(caught.value)
+

@@ -134,3 +134,10 @@ def test_stop_releases_the_port():
     standin.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "auth.test", timeout=1)
+
+
+def test_recorded_params_are_decoded_whatever_the_encoding(standin):
+    client = WebClient(token=standin.token, base_url=standin.url)
+    client.api_call("chat.postMessage", params={"channel": "C3", "text": "f", "blocks": json.dumps([{"type": "divider"}])})
+    client.chat_postMessage(channel="C3", text="j", blocks=[{"type": "divider"}])
+    assert [c.params["blocks"] for c in standin.calls("chat.postMessage")] == [[{"type": "divider"}]] * 2
