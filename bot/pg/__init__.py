@@ -1,0 +1,1 @@
+"""Talking to target databases: connections, statistics, schema snapshots, lock rehearsal."""

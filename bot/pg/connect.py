@@ -1,0 +1,145 @@
+"""Connecting to a target database with errors that name the environment, never the URL or password.
+
+Usage::
+
+    with connect_target(env.database_url(), env.name) as conn:
+        info = target_info(conn, env.name)
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import conninfo
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from bot.errors import TargetError
+
+_URL = re.compile(r"\b\w+(?:ql)?://\S+", re.IGNORECASE)
+_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+class TargetInfo(BaseModel):
+    """Where we are connected: what every message shows to avoid target confusion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    environment: str
+    host: str
+    port: int | None
+    database: str
+    user: str
+    server_version: str  # e.g. "15.20"
+    server_version_num: int  # e.g. 150020
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` without URLs, ``password=…`` pairs or any of ``secrets``."""
+    text = _URL.sub("<url>", text)
+    text = _PASSWORD.sub(r"\1***", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _secret(url: SecretStr | str) -> str:
+    return url.get_secret_value() if isinstance(url, SecretStr) else url
+
+
+def _where(url: str) -> str:
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the configured server"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def _password(url: str) -> str:
+    try:
+        return str(conninfo.conninfo_to_dict(url).get("password") or "")
+    except psycopg.ProgrammingError:
+        return ""
+
+
+def classify(exc: BaseException, environment: str, url: str = "") -> TargetError:
+    """One TargetError (code + what to do next) for a psycopg error, scrubbed of URL and password."""
+    raw = str(exc)
+    reason = scrub(raw.strip().splitlines()[-1] if raw.strip() else type(exc).__name__, _password(url), url)
+    reason = reason.removeprefix("FATAL:  ").strip()
+    lowered = raw.lower()
+    where = _where(url) if url else "the target"
+    env = f"environment {environment!r}"
+    sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or ""
+    if "password authentication failed" in lowered or sqlstate == "28P01" or "no password supplied" in lowered:
+        return TargetError(
+            f"{env}: {where} rejected the credentials ({reason}); update the password in the variable this "
+            "environment names", code="target-auth",
+        )
+    if sqlstate.startswith("28") or "no pg_hba.conf entry" in lowered or (
+        "role" in lowered and "does not exist" in lowered
+    ):
+        return TargetError(
+            f"{env}: {where} refused the login ({reason}); check the user and the server's pg_hba.conf",
+            code="target-auth",
+        )
+    if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
+        return TargetError(f"{env}: the database at {where} does not exist; check the URL's database name",
+                           code="target-missing-database")
+    if sqlstate == "42501" or "permission denied" in lowered or "must be owner" in lowered:
+        return TargetError(
+            f"{env}: the user lacks a permission on {where} ({reason}); grant it or use a role that has it",
+            code="target-permission",
+        )
+    if isinstance(exc, psycopg.OperationalError) and not sqlstate:
+        return TargetError(
+            f"{env}: cannot reach {where} ({reason}); check that the server is up and the host and port are right",
+            code="target-unreachable",
+        )
+    return TargetError(f"{env}: the target at {where} failed: {reason}", code="target-error")
+
+
+@contextmanager
+def target_errors(environment: str, url: SecretStr | str = "") -> Iterator[None]:
+    """Turn any psycopg error raised inside into a scrubbed TargetError naming ``environment``."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise classify(exc, environment, _secret(url)) from None
+
+
+def connect_target(
+    url: SecretStr | str, environment: str, *, autocommit: bool = True, connect_timeout: int = 5,
+    application_name: str = "migration-guardian",
+) -> psycopg.Connection:
+    """An open connection to the target, or a TargetError naming the environment (never the URL)."""
+    secret = _secret(url)
+    try:
+        return psycopg.connect(
+            secret, autocommit=autocommit, connect_timeout=connect_timeout, application_name=application_name,
+        )
+    except psycopg.ProgrammingError as exc:  # malformed URL
+        raise TargetError(
+            f"environment {environment!r}: the database URL is malformed ({scrub(str(exc), _password(secret))}); "
+            "fix the variable this environment names", code="target-url",
+        ) from None
+    except psycopg.Error as exc:
+        raise classify(exc, environment, secret) from None
+
+
+def target_info(conn: psycopg.Connection, environment: str) -> TargetInfo:
+    """Host, database, user and server version of an open connection."""
+    with target_errors(environment):
+        row = conn.execute(
+            "SELECT current_database(), current_user, current_setting('server_version'), "
+            "current_setting('server_version_num')::int"
+        ).fetchone()
+    version = row[2].split()[0]
+    return TargetInfo(
+        environment=environment, host=conn.info.host, port=conn.info.port, database=row[0], user=row[1],
+        server_version=version, server_version_num=row[3],
+    )

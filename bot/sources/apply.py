@@ -1,0 +1,228 @@
+"""Applying one migration file in one transaction together with its ledger rows, as its tool would.
+
+Usage::
+
+    with psycopg.connect(url, autocommit=True) as conn, prisma_advisory_lock(conn):
+        result = apply_migration(conn, "prisma", snapshot.migrations[0], request_id="r-42")
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+
+from bot.errors import GuardianError
+from bot.sources.ledgers import (
+    HISTORY_TABLE,
+    PRISMA_TABLE,
+    SIDECAR_TABLE,
+    SUPABASE_TABLE,
+    LedgerError,
+    ensure_ledgers,
+    prisma_checksum,
+)
+from bot.sources.models import ApplyResult, Layout, Migration
+from bot.sources.statements import split_statements
+
+log = logging.getLogger(__name__)
+
+PRISMA_ADVISORY_LOCK_KEY = 72707369  # prisma-engines: the number that identifies Migrate
+PRISMA_LOCK_TIMEOUT_S = 10.0
+
+# execute(conn, migration): runs the migration's SQL on ``conn`` inside the open transaction.
+Executor = Callable[[psycopg.Connection, Migration], None]
+
+
+class ApplyError(GuardianError):
+    """A migration's SQL failed; the database is rolled back to before the file."""
+
+    code = "apply-failed"
+
+
+class LockBusy(GuardianError):
+    code = "lock-busy"
+
+
+def run_script(conn: psycopg.Connection, migration: Migration) -> None:
+    """Default executor: the whole file as one simple query, as Prisma sends it."""
+    if split_statements(migration.sql):
+        conn.execute(migration.sql.encode("utf-8"))  # bytes: no client-side placeholder handling
+
+
+@contextmanager
+def prisma_advisory_lock(conn: psycopg.Connection, timeout_s: float = PRISMA_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold Prisma Migrate's session advisory lock (72707369) so `prisma migrate deploy` waits for us."""
+    with advisory_lock(conn, PRISMA_ADVISORY_LOCK_KEY, timeout_s, holder="prisma migrate"):
+        yield
+
+
+@contextmanager
+def advisory_lock(conn: psycopg.Connection, key: int, timeout_s: float, *, holder: str = "another session") -> Iterator[None]:
+    """Session-level ``pg_advisory_lock(key)``, polled with pg_try_advisory_lock until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            raise LockBusy(
+                f"advisory lock {key} is held by {holder} for more than {timeout_s:g}s; wait for it to finish "
+                "and retry",
+            )
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _now(conn: psycopg.Connection) -> datetime:
+    return conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+
+def _error_text(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(diag, "sqlstate", None) if diag else None
+    primary = getattr(diag, "message_primary", None) if diag else None
+    text = primary or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+
+
+def _statements_sha(statements: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(statements), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration) -> None:
+    if layout == "prisma":
+        failed = conn.execute(
+            f"SELECT migration_name FROM {PRISMA_TABLE} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
+            "ORDER BY started_at"
+        ).fetchall()
+        if failed:
+            raise LedgerError(
+                f"failed migration(s) {', '.join(r[0] for r in failed)} block further applies (Prisma P3009); "
+                "fix the database, then mark it with `prisma migrate resolve --rolled-back` or `--applied`",
+                code="failed-migration",
+            )
+        done = conn.execute(
+            f"SELECT 1 FROM {PRISMA_TABLE} WHERE migration_name = %s AND finished_at IS NOT NULL "
+            "AND rolled_back_at IS NULL",
+            (migration.ledger_name,),
+        ).fetchone()
+    elif layout == "supabase":
+        done = conn.execute(
+            f"SELECT 1 FROM {SUPABASE_TABLE} WHERE version = %s", (migration.version,)
+        ).fetchone()
+    else:
+        done = conn.execute(f"SELECT 1 FROM {HISTORY_TABLE} WHERE version = %s", (migration.version,)).fetchone()
+    if done:
+        raise LedgerError(
+            f"migration {migration.ledger_name} is already applied on this target; nothing to do",
+            code="already-applied",
+        )
+
+
+def _record_sidecar(
+    conn: psycopg.Connection, layout: Layout, migration: Migration, *, started: datetime,
+    finished: datetime | None, duration_ms: int | None, succeeded: bool, error: str | None,
+    statements_sha256: str | None, request_id: str | None, approvers: Sequence[str], backup_id: str | None,
+) -> None:
+    conn.execute(
+        f"""INSERT INTO {SIDECAR_TABLE} (layout, version, name, sha256, statements_sha256, request_id, approvers,
+               backup_id, started_at, finished_at, duration_ms, succeeded, error)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (layout, migration.version, migration.name, migration.sha256, statements_sha256, request_id,
+         list(approvers), backup_id, started, finished, duration_ms, succeeded, error),
+    )
+
+
+def apply_migration(
+    conn: psycopg.Connection,
+    layout: Layout,
+    migration: Migration,
+    *,
+    request_id: str | None = None,
+    approvers: Sequence[str] = (),
+    backup_id: str | None = None,
+    execute: Executor | None = None,
+) -> ApplyResult:
+    """Run one file's SQL and write its ledger rows (the tool's and our sidecar) in ONE transaction.
+
+    ``conn`` must be idle (no open transaction). On failure the file is rolled back and, in a second
+    transaction, Prisma's failed row (``logs`` = the error) and a failed sidecar row are recorded;
+    ApplyError is raised. ``execute`` replaces the default whole-script executor (e.g. to set
+    timeouts or run statement by statement); it runs inside the open transaction.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise GuardianError("apply_migration needs a connection with no open transaction", code="busy-connection")
+    execute = execute or run_script
+    ensure_ledgers(conn, layout)
+    with conn.transaction():
+        _check_applicable(conn, layout, migration)
+    row_id = str(uuid.uuid4())
+    statements = [p.text for p in split_statements(migration.sql)] if layout == "supabase" else None
+    stmts_sha = _statements_sha(statements) if statements is not None else None
+    started = _now(conn)
+    clock = time.monotonic()
+    try:
+        with conn.transaction():
+            if layout == "prisma":
+                conn.execute(
+                    f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, applied_steps_count) "
+                    "VALUES (%s, %s, clock_timestamp(), %s, 0)",
+                    (row_id, prisma_checksum(migration.sql), migration.ledger_name),
+                )
+            execute(conn, migration)
+            duration_ms = int((time.monotonic() - clock) * 1000)
+            finished = _now(conn)
+            if layout == "prisma":
+                conn.execute(
+                    f"UPDATE {PRISMA_TABLE} SET applied_steps_count = applied_steps_count + 1, "
+                    "finished_at = clock_timestamp() WHERE id = %s",
+                    (row_id,),
+                )
+            elif layout == "supabase":
+                conn.execute(
+                    f"INSERT INTO {SUPABASE_TABLE} (version, name, statements) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, statements),
+                )
+            else:
+                conn.execute(
+                    f"INSERT INTO {HISTORY_TABLE} (version, name, sha256, applied_at, duration_ms) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (migration.version, migration.name, migration.sha256, finished, duration_ms),
+                )
+            _record_sidecar(
+                conn, layout, migration, started=started, finished=finished, duration_ms=duration_ms,
+                succeeded=True, error=None, statements_sha256=stmts_sha, request_id=request_id,
+                approvers=approvers, backup_id=backup_id,
+            )
+    except psycopg.Error as exc:
+        error = _error_text(exc)
+        log.warning("request %s: migration %s failed: %s", request_id, migration.ledger_name, error)
+        with conn.transaction():
+            if layout == "prisma":
+                conn.execute(
+                    f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, logs, "
+                    "applied_steps_count) VALUES (%s, %s, %s, %s, %s, 0)",
+                    (row_id, prisma_checksum(migration.sql), started, migration.ledger_name, error),
+                )
+            _record_sidecar(
+                conn, layout, migration, started=started, finished=None,
+                duration_ms=int((time.monotonic() - clock) * 1000), succeeded=False, error=error,
+                statements_sha256=stmts_sha, request_id=request_id, approvers=approvers, backup_id=backup_id,
+            )
+        raise ApplyError(
+            f"migration {migration.ledger_name} failed and was rolled back: {error}; fix the file and retry",
+            sqlstate=getattr(getattr(exc, "diag", None), "sqlstate", None),
+        ) from exc
+    total_ms = int((time.monotonic() - clock) * 1000)
+    return ApplyResult(
+        layout=layout, version=migration.version, ledger_name=migration.ledger_name, started_at=started,
+        finished_at=_now(conn), duration_ms=total_ms,
+    )

@@ -1,0 +1,202 @@
+"""What a migrations folder holds, per layout (prisma, supabase, sql), in the order each tool applies it.
+
+Usage::
+
+    snapshot = load_snapshot(config.project)                 # at the configured branch, pinned sha
+    snapshot = load_snapshot(config.project, ref="v1.2")     # at another ref
+    [m.version for m in snapshot.migrations]
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.config import ProjectConfig
+from bot.errors import SourceError
+from bot.sources.files import FileEntry, GitReader, WorkingTreeReader
+from bot.sources.models import Migration, SourceSnapshot
+
+_PRISMA_DIR = re.compile(r"^(\d+)_([A-Za-z0-9][A-Za-z0-9_\-]*)$")
+_SUPABASE_FILE = re.compile(r"^([0-9]+)_(.*)\.sql$")
+_SQL_FILE = re.compile(r"^(\d+)_([A-Za-z0-9][A-Za-z0-9_\-]*?)(\.down|\.verify)?\.sql$")
+SUPABASE_LEGACY_INIT_BEFORE = "20211209000000"  # the CLI skips an older first `<ts>_init.sql`
+
+Reader = GitReader | WorkingTreeReader
+
+
+def load_snapshot(project: ProjectConfig, ref: str | None = None) -> SourceSnapshot:
+    """Discover the project's migrations at ``ref`` (default: project.branch), or on disk if working_tree."""
+    if project.working_tree and ref is None:
+        reader: Reader = WorkingTreeReader(Path(project.repo), project.path)
+    else:
+        reader = GitReader(Path(project.repo), ref or project.branch, project.path)
+    build = {"prisma": _prisma, "supabase": _supabase, "sql": _plain}[project.layout]
+    migrations = build(reader, reader.list(), project.max_file_bytes)
+    return SourceSnapshot(
+        layout=project.layout,
+        repo=str(project.repo),
+        folder=str(reader.folder),
+        ref=reader.ref,
+        commit=reader.commit,
+        migrations=tuple(migrations),
+    )
+
+
+def _read_texts(reader: Reader, entries: list[FileEntry], max_bytes: int) -> dict[str, tuple[str, bytes]]:
+    for entry in entries:
+        if entry.size > max_bytes:
+            raise SourceError(
+                f"{reader.describe(entry.rel)} is {entry.size} bytes, over project.max_file_bytes ({max_bytes}); "
+                "split the migration or raise the limit",
+                code="file-too-large",
+            )
+    texts = {}
+    for rel, data in reader.read(entries).items():
+        if len(data) > max_bytes:
+            raise SourceError(
+                f"{reader.describe(rel)} is {len(data)} bytes, over project.max_file_bytes ({max_bytes}); split "
+                "the migration or raise the limit",
+                code="file-too-large",
+            )
+        try:
+            texts[rel] = (data.decode("utf-8"), data)
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{reader.describe(rel)} is not UTF-8 (invalid byte at offset {exc.start}); re-save it as UTF-8",
+                code="not-utf8",
+            ) from None
+    return texts
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _duplicate(reader: Reader, version: str, first: str, second: str) -> SourceError:
+    return SourceError(
+        f"version {version} is used twice ({reader.describe(first)} and {reader.describe(second)}); give one "
+        "of them a new version",
+        code="duplicate-version",
+    )
+
+
+def _bad_name(reader: Reader, rel: str, expected: str) -> SourceError:
+    return SourceError(
+        f"{reader.describe(rel)} does not follow the layout ({expected}); rename or move it", code="bad-name"
+    )
+
+
+def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
+    """`<ts>_<name>/migration.sql`, ordered by folder name as Prisma sorts its migrations directory."""
+    dirs: dict[str, FileEntry | None] = {}
+    for entry in entries:
+        head, sep, tail = entry.rel.partition("/")
+        if not sep:
+            if entry.rel.endswith(".sql"):
+                raise _bad_name(reader, entry.rel, "prisma/migrations/<timestamp>_<name>/migration.sql")
+            continue  # migration_lock.toml, README, .gitkeep
+        dirs.setdefault(head, None)
+        if tail == "migration.sql":
+            dirs[head] = entry
+    seen: dict[str, str] = {}
+    wanted: list[tuple[str, re.Match[str], FileEntry]] = []
+    for folder in sorted(dirs):
+        match = _PRISMA_DIR.match(folder)
+        if not match:
+            raise _bad_name(reader, folder, "<timestamp>_<name> folders holding migration.sql")
+        entry = dirs[folder]
+        if entry is None:
+            raise SourceError(
+                f"{reader.describe(folder)} has no migration.sql; add it or remove the folder",
+                code="missing-migration-sql",
+            )
+        if match.group(1) in seen:
+            raise _duplicate(reader, match.group(1), seen[match.group(1)], folder)
+        seen[match.group(1)] = folder
+        wanted.append((folder, match, entry))
+    texts = _read_texts(reader, [w[2] for w in wanted], max_bytes)
+    return [
+        Migration(
+            version=match.group(1), name=match.group(2), ledger_name=folder,
+            path=reader.describe(entry.rel), sql=texts[entry.rel][0], sha256=_sha(texts[entry.rel][1]),
+            size=len(texts[entry.rel][1]),
+        )
+        for folder, match, entry in wanted
+    ]
+
+
+def _supabase(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
+    """`<digits>_<name>.sql` directly in the folder, in file-name order as `supabase db push` reads them."""
+    wanted: list[tuple[re.Match[str], FileEntry]] = []
+    seen: dict[str, str] = {}
+    for entry in sorted(entries, key=lambda e: e.rel):
+        if "/" in entry.rel or not entry.rel.endswith(".sql"):
+            continue  # the CLI reads only top-level .sql files
+        match = _SUPABASE_FILE.match(entry.rel)
+        if not match:
+            raise _bad_name(reader, entry.rel, "supabase/migrations/<YYYYMMDDHHMMSS>_<name>.sql")
+        if match.group(1) in seen:
+            raise _duplicate(reader, match.group(1), seen[match.group(1)], entry.rel)
+        seen[match.group(1)] = entry.rel
+        wanted.append((match, entry))
+    if wanted:
+        first = wanted[0][0]
+        if first.group(2) == "init" and len(first.group(1)) == 14 and first.group(1) < SUPABASE_LEGACY_INIT_BEFORE:
+            wanted = wanted[1:]
+    texts = _read_texts(reader, [w[1] for w in wanted], max_bytes)
+    return [
+        Migration(
+            version=m.group(1), name=m.group(2), ledger_name=m.group(1), path=reader.describe(e.rel),
+            sql=texts[e.rel][0], sha256=_sha(texts[e.rel][1]), size=len(texts[e.rel][1]),
+        )
+        for m, e in wanted
+    ]
+
+
+def _plain(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
+    """`<version>_<name>.sql` (+ `.down.sql`, `.verify.sql`), ordered by the version's numeric value."""
+    groups: dict[str, dict[str, FileEntry]] = {}
+    names: dict[str, tuple[str, str]] = {}  # numeric version -> (written version, first file)
+    for entry in sorted(entries, key=lambda e: e.rel):
+        if "/" in entry.rel or not entry.rel.endswith(".sql"):
+            continue
+        match = _SQL_FILE.match(entry.rel)
+        if not match:
+            raise _bad_name(reader, entry.rel, "<version>_<name>.sql with optional .down.sql and .verify.sql")
+        version, name, kind = match.group(1), match.group(2), (match.group(3) or ".up")[1:]
+        key = str(int(version))
+        stem = f"{version}_{name}"
+        if key in names and names[key][0] != stem:
+            raise _duplicate(reader, version, names[key][1], entry.rel)
+        names.setdefault(key, (stem, entry.rel))
+        groups.setdefault(key, {})[kind] = entry
+    for key, group in groups.items():
+        if "up" not in group:
+            orphan = next(iter(group.values()))
+            raise SourceError(
+                f"{reader.describe(orphan.rel)} has no matching {names[key][0]}.sql; add the migration or "
+                "remove the companion file",
+                code="orphan-companion",
+            )
+    texts = _read_texts(reader, [e for g in groups.values() for e in g.values()], max_bytes)
+    result = []
+    for key in sorted(groups, key=int):
+        group, stem = groups[key], names[key][0]
+        version, _, name = stem.partition("_")
+        up, down, verify = group["up"], group.get("down"), group.get("verify")
+        result.append(
+            Migration(
+                version=version, name=name, ledger_name=version, path=reader.describe(up.rel),
+                sql=texts[up.rel][0], sha256=_sha(texts[up.rel][1]), size=len(texts[up.rel][1]),
+                down_path=reader.describe(down.rel) if down else None,
+                down_sql=texts[down.rel][0] if down else None,
+                verify_path=reader.describe(verify.rel) if verify else None,
+                verify_sql=texts[verify.rel][0] if verify else None,
+            )
+        )
+    return result
+
+
+LayoutBuilder = Callable[[Reader, list[FileEntry], int], list[Migration]]

@@ -1,0 +1,190 @@
+"""Per-environment migration status: applied, pending, failed, modified, missing locally, out of order.
+
+Usage::
+
+    report = compute_status(load_snapshot(config.project), read_ledger(conn, "prisma"))
+    report.by_state(MigrationState.PENDING)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+
+from bot.config import GuardianConfig
+from bot.errors import GuardianError
+from bot.pg.connect import TargetInfo, connect_target, target_errors, target_info
+from bot.sources.layouts import load_snapshot
+from bot.sources.ledgers import prisma_checksum_matches, read_ledger
+from bot.sources.models import (
+    LedgerRow,
+    LedgerState,
+    Migration,
+    MigrationState,
+    MigrationStatus,
+    SidecarRow,
+    SourceSnapshot,
+    StatusReport,
+)
+
+_PROBLEMS = {MigrationState.FAILED, MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.OUT_OF_ORDER}
+
+
+def _latest_sidecar(rows: tuple[SidecarRow, ...]) -> tuple[dict[str, SidecarRow], dict[str, SidecarRow]]:
+    """(latest succeeded row, latest row of any outcome) per version."""
+    ok: dict[str, SidecarRow] = {}
+    last: dict[str, SidecarRow] = {}
+    for row in rows:
+        last[row.version] = row
+        if row.succeeded:
+            ok[row.version] = row
+    return ok, last
+
+
+def _tool_rows(ledger: LedgerState) -> dict[str, list[LedgerRow]]:
+    by_key: dict[str, list[LedgerRow]] = {}
+    for row in ledger.rows:
+        if row.rolled_back_at is None:  # Prisma ignores rolled-back rows
+            by_key.setdefault(row.ledger_name, []).append(row)
+    return by_key
+
+
+def _modified(m: Migration, applied: LedgerRow, sidecar: SidecarRow | None) -> tuple[bool, str | None, str | None]:
+    """(modified?, the sha recorded at apply, a detail line)."""
+    if applied.layout == "prisma" and applied.checksum:
+        return not prisma_checksum_matches(m.sql, applied.checksum), applied.checksum, None
+    if applied.layout == "sql" and applied.checksum:
+        return applied.checksum.strip() != m.sha256, applied.checksum.strip(), None
+    if sidecar is not None:
+        return sidecar.sha256.strip() != m.sha256, sidecar.sha256.strip(), None
+    return False, None, "applied outside Guardian: no sidecar row, so edits after apply cannot be detected"
+
+
+def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusReport:
+    """Pure: compare what is on disk with what the target holds. No I/O; reusable from Slack."""
+    tool = _tool_rows(ledger)
+    side_ok, side_last = _latest_sidecar(ledger.sidecar)
+    local_keys = {m.ledger_name for m in snapshot.migrations}
+    result: list[MigrationStatus] = []
+    last_applied_index = -1
+    for index, m in enumerate(snapshot.migrations):
+        if any(r.finished_at is not None or r.layout == "supabase" for r in tool.get(m.ledger_name, [])):
+            last_applied_index = index
+    for index, m in enumerate(snapshot.migrations):
+        rows = tool.get(m.ledger_name, [])
+        applied = next((r for r in reversed(rows) if r.finished_at is not None or r.layout == "supabase"), None)
+        failed = next((r for r in reversed(rows) if r.failed), None)
+        common = {"version": m.version, "name": m.name, "sha256": m.sha256}
+        if failed is not None:  # Prisma: a failed row not rolled back blocks (P3009) whatever else exists
+            result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=failed.started_at,
+                                          applied_sha256=failed.checksum, detail=failed.logs or None))
+        elif applied is not None:
+            sidecar = side_ok.get(m.version)
+            changed, recorded, detail = _modified(m, applied, sidecar)
+            when = applied.finished_at or (sidecar.finished_at if sidecar else None)
+            state = MigrationState.MODIFIED if changed else MigrationState.APPLIED
+            if changed:
+                detail = "the file changed after it was applied; restore it or add a new migration instead"
+            result.append(MigrationStatus(**common, state=state, applied_sha256=recorded, applied_at=when, detail=detail))
+        else:
+            attempt = side_last.get(m.version)
+            if attempt is not None and not attempt.succeeded:
+                result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=attempt.started_at,
+                                              detail=attempt.error))
+            elif index < last_applied_index:
+                result.append(MigrationStatus(
+                    **common, state=MigrationState.OUT_OF_ORDER,
+                    detail="older than the newest applied migration but not applied",
+                ))
+            else:
+                result.append(MigrationStatus(**common, state=MigrationState.PENDING))
+    for key, rows in tool.items():
+        if key in local_keys:
+            continue
+        row = rows[-1]
+        state = MigrationState.FAILED if row.failed else MigrationState.MISSING_LOCALLY
+        result.append(MigrationStatus(
+            version=row.version, name=row.name or "", state=state, applied_sha256=row.checksum,
+            applied_at=row.finished_at or row.started_at,
+            detail=row.logs if row.failed else "in the target's ledger but no such file at this commit",
+        ))
+    counts = Counter(s.state.value for s in result)
+    summary = {state.value: counts.get(state.value, 0) for state in MigrationState}
+    summary["total"] = len(result)
+    return StatusReport(layout=snapshot.layout, commit=snapshot.commit, migrations=tuple(result), summary=summary)
+
+
+def is_clean(report: StatusReport) -> bool:
+    """True when every migration is applied and unchanged."""
+    return all(m.state == MigrationState.APPLIED for m in report.migrations)
+
+
+def environment_status(config: GuardianConfig, env_name: str, snapshot: SourceSnapshot) -> tuple[TargetInfo, StatusReport]:
+    """Connect to one environment, read its ledgers (read-only) and compute the status."""
+    env = config.environment(env_name)
+    url = env.database_url()
+    with connect_target(url, env_name) as conn:
+        info = target_info(conn, env_name)
+        with target_errors(env_name, url):
+            ledger = read_ledger(conn, config.project.layout)
+    return info, compute_status(snapshot, ledger)
+
+
+def status_json(name: str, info: TargetInfo, report: StatusReport) -> dict:
+    return {
+        "name": name,
+        "target": {"host": info.host, "database": info.database, "server_version": info.server_version},
+        "layout": report.layout,
+        "commit": report.commit,
+        "migrations": [
+            {"version": m.version, "name": m.name, "state": m.state.value, "sha256": m.sha256,
+             "applied_at": m.applied_at.isoformat() if m.applied_at else None,
+             **({"detail": m.detail} if m.detail else {})}
+            for m in report.migrations
+        ],
+        "summary": report.summary,
+    }
+
+
+def render_text(name: str, info: TargetInfo, report: StatusReport) -> str:
+    head = (f"{name}: {info.host}/{info.database} (PostgreSQL {info.server_version}), {report.layout} files at "
+            f"{(report.commit or 'working tree')[:12]}")
+    width = max([len(m.version) for m in report.migrations] + [7])
+    nwidth = min(48, max([len(m.name) for m in report.migrations] + [4]))
+    lines = [head, f"  {'VERSION':<{width}}  {'NAME':<{nwidth}}  {'STATE':<15}  APPLIED AT"]
+    for m in report.migrations:
+        when = m.applied_at.strftime("%Y-%m-%d %H:%M:%S") if m.applied_at else "-"
+        lines.append(f"  {m.version:<{width}}  {m.name[:nwidth]:<{nwidth}}  {m.state.value:<15}  {when}")
+        if m.detail and m.state in _PROBLEMS:
+            lines.append(f"      {m.detail.splitlines()[0][:200]}")
+    parts = [f"{v} {k.replace('_', ' ')}" for k, v in report.summary.items() if v and k != "total"]
+    lines.append("  summary: " + (", ".join(parts) or "no migrations"))
+    return "\n".join(lines)
+
+
+def run_status_command(config: GuardianConfig, args: argparse.Namespace) -> int:
+    """`guardian status [ENV] [--format json] [--ref R]`: 0 when all is applied and unchanged, else 1."""
+    names = [args.env] if getattr(args, "env", None) else sorted(config.environments)
+    if not names:
+        raise GuardianError("no environments are configured; add [environments.<name>] to guardian.toml",
+                            code="no-environments")
+    for name in names:
+        config.environment(name)  # unknown names fail before any connection
+    snapshot = load_snapshot(config.project, ref=getattr(args, "ref", None))
+    out, texts, clean = [], [], True
+    for name in names:
+        try:
+            info, report = environment_status(config, name, snapshot)
+        except GuardianError as exc:
+            clean = False
+            out.append({"name": name, "error": {"code": exc.code, "message": exc.message}})
+            texts.append(f"{name}: ERROR [{exc.code}] {exc.message}")
+            continue
+        clean = clean and is_clean(report)
+        out.append(status_json(name, info, report))
+        texts.append(render_text(name, info, report))
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps({"environments": out}, indent=2))
+    else:
+        print("\n\n".join(texts))
+    return 0 if clean else 1
