@@ -1,0 +1,63 @@
+"""Per-process resources a job needs (settings, config, store, Slack client), built once and reused.
+
+Jobs take ids only and reload state through these, so a retried job sees the current truth.
+
+Usage::
+
+    rt = runtime()
+    request = rt.store.get_request(request_id)
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+from slack_sdk import WebClient
+
+from bot.config import GuardianConfig, Settings, load_config, load_settings
+from bot.store import Store
+
+_lock = threading.Lock()
+_current: "Runtime | None" = None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: GuardianConfig
+
+    @cached_property
+    def store(self) -> Store:
+        self.settings.require("database_url")
+        return Store(self.settings.database_url.get_secret_value())
+
+    @cached_property
+    def slack(self) -> WebClient | None:
+        """The Web API client, or None when no bot token is configured (CLI-only use)."""
+        if self.settings.slack_bot_token is None:
+            return None
+        return WebClient(token=self.settings.slack_bot_token.get_secret_value(), base_url=self.settings.slack_api_url)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def runtime() -> Runtime:
+    """The process-wide runtime, loaded from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            settings = load_settings()
+            _current = Runtime(settings=settings, config=load_config(settings.guardian_config))
+        return _current
+
+
+def install(rt: Runtime | None) -> None:
+    """Use ``rt`` for jobs in this process (an in-process worker in tests and `guardian dev`)."""
+    global _current
+    with _lock:
+        if _current is not None and _current is not rt:
+            _current.close()
+        _current = rt
