@@ -1,0 +1,381 @@
+"""What each statement does: kind, lock mode per relation, rewrite/scan, transactionality."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .models import LOCK_RANK
+from .nodes import column_constraints, def_names, qualified, rv_name, strings, type_name, volatility
+
+AEL, EXCL, SRE, SHARE, SUE = "ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE"
+ROW_EXCL, ROW_SHARE, ACCESS_SHARE = "ROW EXCLUSIVE", "ROW SHARE", "ACCESS SHARE"
+_LOCKSTMT_MODES = {1: ACCESS_SHARE, 2: ROW_SHARE, 3: ROW_EXCL, 4: SUE, 5: SHARE, 6: SRE, 7: EXCL, 8: AEL}
+
+# ALTER TABLE subcommand -> lock taken on the table (PostgreSQL docs, "ALTER TABLE").
+_AT_LOCKS = {
+    "AT_SetStatistics": SUE, "AT_SetOptions": SUE, "AT_ResetOptions": SUE, "AT_ClusterOn": SUE,
+    "AT_DropCluster": SUE, "AT_SetRelOptions": SUE, "AT_ResetRelOptions": SUE, "AT_ValidateConstraint": SUE,
+    "AT_EnableTrig": SRE, "AT_EnableAlwaysTrig": SRE, "AT_EnableReplicaTrig": SRE, "AT_DisableTrig": SRE,
+    "AT_EnableTrigAll": SRE, "AT_DisableTrigAll": SRE, "AT_EnableTrigUser": SRE, "AT_DisableTrigUser": SRE,
+    "AT_AttachPartition": SUE,
+}
+_NON_TX_DROP = {"concurrent"}
+_DROP_KINDS = {
+    "OBJECT_TABLE": "TABLE", "OBJECT_INDEX": "INDEX", "OBJECT_VIEW": "VIEW", "OBJECT_MATVIEW": "MATERIALIZED VIEW",
+    "OBJECT_SEQUENCE": "SEQUENCE", "OBJECT_TYPE": "TYPE", "OBJECT_DOMAIN": "DOMAIN", "OBJECT_FUNCTION": "FUNCTION",
+    "OBJECT_PROCEDURE": "PROCEDURE", "OBJECT_SCHEMA": "SCHEMA", "OBJECT_EXTENSION": "EXTENSION",
+    "OBJECT_POLICY": "POLICY", "OBJECT_TRIGGER": "TRIGGER", "OBJECT_RULE": "RULE", "OBJECT_FOREIGN_TABLE": "FOREIGN TABLE",
+}
+_ON_TABLE_DROPS = {"OBJECT_POLICY", "OBJECT_TRIGGER", "OBJECT_RULE"}
+
+
+@dataclass(slots=True)
+class Effect:
+    kind: str
+    locks: dict[str, str] = field(default_factory=dict)
+    rewrite: bool = False
+    scan: bool = False
+    transactional: bool = True
+    destructive: bool = False
+    incompatible: bool = False
+    data_changing: bool = False
+    creates: list[str] = field(default_factory=list)
+    target: str | None = None
+
+    def lock(self, relation: str, mode: str) -> None:
+        old = self.locks.get(relation)
+        if old is None or LOCK_RANK[mode] > LOCK_RANK[old]:
+            self.locks[relation] = mode
+
+
+def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str]) -> Effect:
+    """Classify one statement (node type and body from the JSON parse tree)."""
+    fn = _DESCRIBERS.get(node_type)
+    if fn is None:
+        return Effect(kind=_default_kind(node_type))
+    return fn(n, pg_version, functions)
+
+
+def _default_kind(node_type: str) -> str:
+    name = node_type.removesuffix("Stmt")
+    out = "".join(" " + c if c.isupper() else c for c in name).strip().upper()
+    return out or node_type
+
+
+def _create_table(n, v, f):
+    name = rv_name(n.get("relation"))
+    e = Effect(kind="CREATE TABLE", creates=[name], target=name)
+    e.lock(name, AEL)
+    for elt in n.get("tableElts") or ():
+        cons = column_constraints(elt["ColumnDef"]) if "ColumnDef" in elt else [elt.get("Constraint", {})]
+        for c in cons:
+            if c.get("contype") == "CONSTR_FOREIGN" and c.get("pktable"):
+                e.lock(rv_name(c["pktable"]), SRE)
+    for parent in n.get("inhRelations") or ():
+        e.lock(rv_name(parent), AEL if n.get("partbound") else SUE)
+    return e
+
+
+def _create_table_as(n, v, f):
+    into = n.get("into", {})
+    name = rv_name(into.get("rel"))
+    kind = "CREATE MATERIALIZED VIEW" if n.get("objtype") == "OBJECT_MATVIEW" else "CREATE TABLE AS"
+    e = Effect(kind=kind, creates=[name], target=name)
+    e.lock(name, AEL)
+    return e
+
+
+def _index(n, v, f):
+    table = rv_name(n.get("relation"))
+    conc = bool(n.get("concurrent"))
+    kind = "CREATE UNIQUE INDEX" if n.get("unique") else "CREATE INDEX"
+    e = Effect(kind=kind + (" CONCURRENTLY" if conc else ""), target=table, transactional=not conc, scan=True)
+    e.lock(table, SUE if conc else SHARE)
+    if n.get("idxname"):
+        e.creates.append(_qualify(n["idxname"], n.get("relation")))
+    return e
+
+
+def _qualify(name: str, rv: dict | None) -> str:
+    schema = (rv or {}).get("schemaname")
+    return f"{schema}.{name}" if schema else name
+
+
+def _alter_table(n, v, f):
+    objtype = n.get("objtype", "OBJECT_TABLE")
+    table = rv_name(n.get("relation"))
+    word = {"OBJECT_INDEX": "ALTER INDEX", "OBJECT_MATVIEW": "ALTER MATERIALIZED VIEW", "OBJECT_VIEW": "ALTER VIEW",
+            "OBJECT_SEQUENCE": "ALTER SEQUENCE", "OBJECT_TYPE": "ALTER TYPE"}.get(objtype, "ALTER TABLE")
+    e = Effect(kind=word, target=table)
+    for item in n.get("cmds") or ():
+        cmd = item["AlterTableCmd"]
+        _alter_cmd(e, table, cmd, v, f)
+    if not e.locks:
+        e.lock(table, AEL)
+    return e
+
+
+def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
+    sub = cmd.get("subtype", "")
+    mode = _AT_LOCKS.get(sub, AEL)
+    if sub == "AT_AttachPartition":
+        part = rv_name(cmd["def"]["PartitionCmd"]["name"])
+        e.lock(table, SUE if v >= 12 else AEL)
+        e.lock(part, AEL)
+        e.scan = True
+        return
+    if sub == "AT_DetachPartition":
+        pc = cmd["def"]["PartitionCmd"]
+        part = rv_name(pc["name"])
+        conc = bool(pc.get("concurrent"))
+        e.lock(table, SUE if conc else AEL)
+        e.lock(part, SUE if conc else AEL)
+        e.transactional = e.transactional and not conc
+        return
+    e.lock(table, mode)
+    if sub == "AT_AddColumn":
+        col = cmd["def"]["ColumnDef"]
+        e.rewrite |= column_rewrites(col, v, f)
+        for c in column_constraints(col):
+            if c.get("contype") == "CONSTR_FOREIGN" and c.get("pktable"):
+                e.lock(rv_name(c["pktable"]), SRE)
+            if c.get("contype") in ("CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_CHECK"):
+                e.scan = True
+    elif sub == "AT_AddConstraint":
+        c = cmd["def"].get("Constraint", {})
+        ct = c.get("contype")
+        if ct == "CONSTR_FOREIGN":
+            e.lock(table, SRE)
+            if c.get("pktable"):
+                e.lock(rv_name(c["pktable"]), SRE)
+        if not c.get("skip_validation") and not c.get("indexname"):
+            e.scan = True
+        e.incompatible = True
+    elif sub == "AT_AlterColumnType":
+        pass  # the column rule decides whether it rewrites (binary-coercible changes do not)
+    elif sub in ("AT_SetNotNull",):
+        e.scan = True
+        e.incompatible = True
+    elif sub in ("AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod", "AT_SetExpression"):
+        e.rewrite = True
+    elif sub in ("AT_DropColumn", "AT_DropConstraint"):
+        e.destructive = sub == "AT_DropColumn"
+        e.incompatible = True
+
+
+def column_rewrites(col: dict, v: int, functions: dict[str, str]) -> bool:
+    """Does ADD COLUMN with this definition rewrite the table on server version v?"""
+    tname = type_name(col.get("typeName")).lower()
+    if tname in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2"):
+        return True
+    for c in column_constraints(col):
+        ct = c.get("contype")
+        if ct == "CONSTR_IDENTITY" or (ct == "CONSTR_GENERATED" and c.get("generated_kind", "s") != "v"):
+            return True
+        if ct == "CONSTR_DEFAULT":
+            expr = c.get("raw_expr")
+            if expr is None or ("A_Const" in expr and expr["A_Const"].get("isnull")):
+                continue
+            if v < 11:
+                return True
+            if volatility(expr, functions) == "volatile":
+                return True
+    return False
+
+
+def _drop(n, v, f):
+    rt = n.get("removeType", "")
+    word = _DROP_KINDS.get(rt, rt.removeprefix("OBJECT_").replace("_", " "))
+    conc = bool(n.get("concurrent"))
+    e = Effect(kind=f"DROP {word}" + (" CONCURRENTLY" if conc else ""), transactional=not conc,
+               destructive=rt not in ("OBJECT_INDEX",), incompatible=True)
+    for obj in n.get("objects") or ():
+        if "List" in obj:
+            names = strings(obj["List"].get("items"))
+        elif "String" in obj:
+            names = [obj["String"]["sval"]]
+        else:
+            continue
+        if rt in _ON_TABLE_DROPS and len(names) > 1:
+            e.lock(".".join(names[:-1]), AEL)
+        elif rt in ("OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_VIEW", "OBJECT_SEQUENCE", "OBJECT_FOREIGN_TABLE"):
+            e.lock(".".join(names), AEL)
+        elif rt == "OBJECT_INDEX":
+            e.lock(".".join(names), SUE if conc else AEL)
+    e.target = next(iter(e.locks), None)
+    return e
+
+
+def _truncate(n, v, f):
+    e = Effect(kind="TRUNCATE", destructive=True, data_changing=True)
+    for rv in n.get("relations") or ():
+        e.lock(rv_name(rv), AEL)
+    e.target = next(iter(e.locks), None)
+    return e
+
+
+def _dml(kind):
+    def fn(n, v, f):
+        rel = rv_name(n.get("relation"))
+        e = Effect(kind=kind, data_changing=True, target=rel, scan=kind != "INSERT",
+                   destructive=kind == "DELETE")
+        e.lock(rel, ROW_EXCL)
+        return e
+    return fn
+
+
+def _merge(n, v, f):
+    rel = rv_name(n.get("relation"))
+    e = Effect(kind="MERGE", data_changing=True, target=rel, scan=True)
+    e.lock(rel, ROW_EXCL)
+    return e
+
+
+def _rename(n, v, f):
+    rt = n.get("renameType", "")
+    rel = n.get("relation")
+    kind = "RENAME " + rt.removeprefix("OBJECT_").replace("_", " ")
+    e = Effect(kind=kind, incompatible=True)
+    if rel:
+        name = rv_name(rel)
+        e.target = name
+        e.lock(name, SUE if rt == "OBJECT_INDEX" and v >= 12 else AEL)
+    return e
+
+
+def _refresh(n, v, f):
+    name = rv_name(n.get("relation"))
+    conc = bool(n.get("concurrent"))
+    e = Effect(kind="REFRESH MATERIALIZED VIEW" + (" CONCURRENTLY" if conc else ""), target=name, scan=True)
+    e.lock(name, EXCL if conc else AEL)
+    return e
+
+
+def _reindex(n, v, f):
+    opts = def_names(n.get("params"))
+    conc = "concurrently" in opts
+    what = n.get("kind", "").removeprefix("REINDEX_OBJECT_")
+    e = Effect(kind="REINDEX" + (" CONCURRENTLY" if conc else ""), scan=True,
+               transactional=not conc and what in ("TABLE", "INDEX"))
+    if n.get("relation"):
+        name = rv_name(n["relation"])
+        e.target = name
+        e.lock(name, SUE if conc else (AEL if what == "INDEX" else SHARE))
+    return e
+
+
+def _vacuum(n, v, f):
+    opts = def_names(n.get("options"))
+    full = "full" in opts
+    is_vac = bool(n.get("is_vacuumcmd"))
+    e = Effect(kind=("VACUUM FULL" if full else "VACUUM") if is_vac else "ANALYZE", transactional=not is_vac,
+               rewrite=full, scan=True)
+    for r in n.get("rels") or ():
+        e.lock(rv_name(r.get("VacuumRelation", {}).get("relation")), AEL if full else SUE)
+    e.target = next(iter(e.locks), None)
+    return e
+
+
+def _cluster(n, v, f):
+    e = Effect(kind="CLUSTER", rewrite=True, transactional=bool(n.get("relation")))
+    if n.get("relation"):
+        e.target = rv_name(n["relation"])
+        e.lock(e.target, AEL)
+    return e
+
+
+def _trigger(n, v, f):
+    name = rv_name(n.get("relation"))
+    e = Effect(kind="CREATE TRIGGER", target=name)
+    e.lock(name, SRE)
+    return e
+
+
+def _policy(kind):
+    def fn(n, v, f):
+        name = rv_name(n.get("table"))
+        e = Effect(kind=kind, target=name, incompatible=True)
+        e.lock(name, AEL)
+        return e
+    return fn
+
+
+def _lock(n, v, f):
+    e = Effect(kind="LOCK TABLE")
+    for rv in n.get("relations") or ():
+        e.lock(rv_name(rv), _LOCKSTMT_MODES.get(n.get("mode", 8), AEL))
+    e.target = next(iter(e.locks), None)
+    return e
+
+
+def _simple(kind, transactional=True, **flags):
+    def fn(n, v, f):
+        return Effect(kind=kind, transactional=transactional, **flags)
+    return fn
+
+
+def _comment(n, v, f):
+    e = Effect(kind="COMMENT")
+    obj = n.get("object", {})
+    if n.get("objtype") in ("OBJECT_TABLE", "OBJECT_COLUMN") and "List" in obj:
+        names = strings(obj["List"].get("items"))
+        rel = ".".join(names if n["objtype"] == "OBJECT_TABLE" else names[:-1])
+        if rel:
+            e.lock(rel, SUE)
+    return e
+
+
+def _alter_enum(n, v, f):
+    adding = bool(n.get("newVal")) and not n.get("oldVal")
+    return Effect(kind="ALTER TYPE ADD VALUE" if adding else "ALTER TYPE RENAME VALUE",
+                  transactional=not (adding and v < 12), incompatible=not adding)
+
+
+def _transaction(n, v, f):
+    return Effect(kind=n.get("kind", "TRANS_STMT").removeprefix("TRANS_STMT_").replace("_", " "))
+
+
+def _set(n, v, f):
+    return Effect(kind="SET" if n.get("kind") != "VAR_RESET" else "RESET")
+
+
+def _object_schema(n, v, f):
+    e = Effect(kind="SET SCHEMA", incompatible=True)
+    if n.get("relation"):
+        e.target = rv_name(n["relation"])
+        e.lock(e.target, AEL)
+    return e
+
+
+def _view(n, v, f):
+    name = rv_name(n.get("view"))
+    e = Effect(kind="CREATE OR REPLACE VIEW" if n.get("replace") else "CREATE VIEW", target=name, creates=[name])
+    e.lock(name, AEL)
+    return e
+
+
+def _create_domain(n, v, f):
+    return Effect(kind="CREATE DOMAIN", creates=[qualified(n.get("domainname"))])
+
+
+_DESCRIBERS = {
+    "CreateStmt": _create_table, "CreateTableAsStmt": _create_table_as, "IndexStmt": _index,
+    "AlterTableStmt": _alter_table, "DropStmt": _drop, "TruncateStmt": _truncate,
+    "UpdateStmt": _dml("UPDATE"), "DeleteStmt": _dml("DELETE"), "InsertStmt": _dml("INSERT"), "MergeStmt": _merge,
+    "RenameStmt": _rename, "RefreshMatViewStmt": _refresh, "ReindexStmt": _reindex, "VacuumStmt": _vacuum,
+    "ClusterStmt": _cluster, "CreateTrigStmt": _trigger, "CreatePolicyStmt": _policy("CREATE POLICY"),
+    "AlterPolicyStmt": _policy("ALTER POLICY"), "LockStmt": _lock, "CommentStmt": _comment,
+    "AlterEnumStmt": _alter_enum, "TransactionStmt": _transaction, "VariableSetStmt": _set,
+    "AlterObjectSchemaStmt": _object_schema, "ViewStmt": _view, "CreateDomainStmt": _create_domain,
+    "DoStmt": _simple("DO"), "SelectStmt": _simple("SELECT"), "CreateEnumStmt": _simple("CREATE TYPE"),
+    "CompositeTypeStmt": _simple("CREATE TYPE"), "CreateFunctionStmt": _simple("CREATE FUNCTION"),
+    "CreateExtensionStmt": _simple("CREATE EXTENSION"), "CreateSchemaStmt": _simple("CREATE SCHEMA"),
+    "CreateSeqStmt": _simple("CREATE SEQUENCE"), "GrantStmt": _simple("GRANT"),
+    "CreatedbStmt": _simple("CREATE DATABASE", transactional=False),
+    "DropdbStmt": _simple("DROP DATABASE", transactional=False, destructive=True, incompatible=True),
+    "CreateTableSpaceStmt": _simple("CREATE TABLESPACE", transactional=False),
+    "DropTableSpaceStmt": _simple("DROP TABLESPACE", transactional=False),
+    "AlterSystemStmt": _simple("ALTER SYSTEM", transactional=False),
+    "AlterDomainStmt": _simple("ALTER DOMAIN"), "AlterFunctionStmt": _simple("ALTER FUNCTION"),
+    "AlterExtensionStmt": _simple("ALTER EXTENSION"), "AlterSeqStmt": _simple("ALTER SEQUENCE"),
+    "CallStmt": _simple("CALL"), "ExecuteStmt": _simple("EXECUTE"),
+}

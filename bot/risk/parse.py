@@ -1,0 +1,191 @@
+"""Split SQL into parsed statements with pglast's JSON output, streaming, with 1-based positions."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from pglast import parser as _pg
+
+# Measured on a 5.5 MB file of 30k statements (pglast 8.8): parse_sql_json 0.26 s plus
+# streaming json decode 0.25 s (with the cyclic GC paused), against 3.7 s for parse_sql's
+# Python AST objects. So we parse the whole file once to JSON and decode one statement at a time.
+_DECODER = json.JSONDecoder()
+_STMTS_KEY = '"stmts":['
+_DIRECTIVE = re.compile(rb"--[ \t]*guardian:[ \t]*accept\b([^\n]*)", re.IGNORECASE)
+_BECAUSE = re.compile(r"\bbecause\b", re.IGNORECASE)
+_LEADING = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+@dataclass(slots=True)
+class Directive:
+    """`-- guardian: accept CODE[, CODE] because <reason>` found in the SQL."""
+
+    codes: tuple[str, ...]
+    reason: str | None
+    line: int
+    offset: int
+
+
+@dataclass(slots=True)
+class RawStatement:
+    index: int
+    node_type: str
+    node: dict
+    start: int  # byte offset
+    end: int
+    line: int
+    column: int
+    text: str
+    directives: list[Directive] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SyntaxProblem:
+    line: int
+    column: int
+    message: str
+    text: str
+
+
+class Positions:
+    """Byte offset -> (line, column), 1-based; column counts characters. Offsets must not go backwards much."""
+
+    __slots__ = ("data", "_pos", "_line")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._pos = 0
+        self._line = 1
+
+    def at(self, offset: int) -> tuple[int, int]:
+        data = self.data
+        offset = max(0, min(offset, len(data)))
+        if offset >= self._pos:
+            self._line += data.count(b"\n", self._pos, offset)
+        else:
+            self._line -= data.count(b"\n", offset, self._pos)
+        self._pos = offset
+        line_start = data.rfind(b"\n", 0, offset) + 1
+        column = len(data[line_start:offset].decode("utf-8", "replace")) + 1
+        return self._line, column
+
+
+def _directives(data: bytes, pos: Positions) -> list[Directive]:
+    found = []
+    if b"guardian" not in data:
+        return found
+    for m in _DIRECTIVE.finditer(data):
+        body = m.group(1).decode("utf-8", "replace").strip()
+        parts = _BECAUSE.split(body, maxsplit=1)
+        codes = tuple(c for c in re.split(r"[\s,]+", parts[0].strip()) if c)
+        reason = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
+        line, _ = pos.at(m.start())
+        found.append(Directive(codes, reason, line, m.start()))
+    pos.at(0)
+    return found
+
+
+def _stream_json(js: str) -> Iterator[dict]:
+    idx = js.find(_STMTS_KEY)
+    if idx < 0:
+        return
+    idx += len(_STMTS_KEY)
+    decode = _DECODER.raw_decode
+    n = len(js)
+    while idx < n and js[idx] != "]":
+        obj, idx = decode(js, idx)
+        yield obj
+        if idx < n and js[idx] == ",":
+            idx += 1
+
+
+def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+    """Yield (piece, byte base, JSON or error): the whole file when it parses, else one per statement."""
+    try:
+        yield sql, 0, _pg.parse_sql_json(sql)
+        return
+    except _pg.ParseError:
+        pass
+    byte_base, char_pos = 0, 0
+    for start, stop in _split(sql):
+        piece = sql[start:stop]
+        if not piece.strip() or _ONLY_COMMENTS.fullmatch(piece):
+            continue
+        byte_base += len(sql[char_pos:start].encode("utf-8"))
+        char_pos = start
+        try:
+            yield piece, byte_base, _pg.parse_sql_json(piece)
+        except _pg.ParseError as exc:
+            yield piece, byte_base, exc
+
+
+# Fallback splitter used only when the file does not parse: top-level `;` outside quotes,
+# dollar quotes and comments, so every other statement still gets analysed.
+_SPLIT_TOKENS = re.compile(
+    r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)|\$([A-Za-z_]\w*)?\$.*?(?:\$\1\$|\Z)|;",
+    re.DOTALL,
+)
+_ONLY_COMMENTS = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+def _split(sql: str) -> Iterator[tuple[int, int]]:
+    start = 0
+    for m in _SPLIT_TOKENS.finditer(sql):
+        if m.group() == ";":
+            yield start, m.end()
+            start = m.end()
+    if sql[start:].strip():
+        yield start, len(sql)
+
+
+def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
+    """Yield each statement (or syntax problem) in file order.
+
+    >>> [s.node_type for s in parse("BEGIN; SELECT 1;")]
+    ['TransactionStmt', 'SelectStmt']
+    """
+    data = sql.encode("utf-8")
+    pos = Positions(data)
+    directives = _directives(data, pos)
+    d_i = 0
+    index = 0
+    prev_end = 0
+    for piece, byte_base, js in _chunks(sql):
+        piece_end = len(data) if piece is sql else byte_base + len(piece.encode("utf-8"))
+        if isinstance(js, _pg.ParseError):
+            loc = js.args[1] if len(js.args) > 1 and isinstance(js.args[1], int) else 0
+            loc = max(0, min(loc, len(piece)))
+            line, column = pos.at(byte_base + len(piece[:loc].encode("utf-8")))
+            yield SyntaxProblem(line, column, str(js.args[0]), piece.strip()[:200])
+            while d_i < len(directives) and directives[d_i].offset < piece_end:
+                d_i += 1
+            continue
+        for item in _stream_json(js):
+            stmt = item["stmt"]
+            node_type = next(iter(stmt))
+            start = byte_base + item.get("stmt_location", 0)
+            length = item.get("stmt_len")
+            end = start + length if length else piece_end
+            m = _LEADING.match(data, start, end)
+            if m:
+                start = m.end()
+            line, column = pos.at(start)
+            raw = RawStatement(index, node_type, stmt[node_type], start, end, line, column,
+                               data[start:end].decode("utf-8", "replace").strip())
+            # a directive belongs to the statement it precedes or sits inside ...
+            while d_i < len(directives) and directives[d_i].offset < end:
+                raw.directives.append(directives[d_i])
+                d_i += 1
+            # ... or to the one whose line it ends: `ALTER ...; -- guardian: accept X because y`
+            while d_i < len(directives) and _same_line(data, end, directives[d_i].offset):
+                raw.directives.append(directives[d_i])
+                d_i += 1
+            prev_end = end
+            index += 1
+            yield raw
+
+
+def _same_line(data: bytes, a: int, b: int) -> bool:
+    return b >= a and data.find(b"\n", a, b) < 0

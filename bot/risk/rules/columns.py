@@ -1,0 +1,246 @@
+"""Column rules: rewriting defaults and types, required columns, generated/identity columns, types."""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+from ..models import Severity
+from ..nodes import column_constraints, rv_name, type_name, volatility
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("columns")
+RULES = (
+    R("MG301", "volatile-default-rewrite", "high",
+      "ADD COLUMN with a volatile DEFAULT rewrites the whole table under ACCESS EXCLUSIVE.",
+      "A volatile default (random(), gen_random_uuid(), clock_timestamp(), nextval()) must be computed per row, "
+      "so PostgreSQL rewrites the table and all its indexes while reads and writes wait. Constant and stable "
+      "defaults such as now() are stored once in the catalogue (PG 11+).",
+      "ALTER TABLE t ADD COLUMN u uuid;\nALTER TABLE t ALTER COLUMN u SET DEFAULT gen_random_uuid();\n"
+      "-- then backfill in batches: UPDATE t SET u = gen_random_uuid() WHERE id BETWEEN $1 AND $2 AND u IS NULL;",
+      "ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();",
+      "ALTER TABLE t ADD COLUMN created_at timestamptz DEFAULT now();", (21,), size=True),
+    R("MG302", "default-rewrite-before-pg11", "high",
+      "Before PostgreSQL 11 any non-NULL DEFAULT on ADD COLUMN rewrites the table.",
+      "Fast defaults arrived in PostgreSQL 11; on 10 and older the value is written into every row under "
+      "ACCESS EXCLUSIVE.",
+      "ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;\n-- backfill existing rows in batches",
+      "ALTER TABLE t ADD COLUMN f int DEFAULT 0;",
+      "ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;", (22,), size=True, pg=10),
+    R("MG303", "add-required-column", "high",
+      "ADD COLUMN ... NOT NULL without a DEFAULT fails on a non-empty table and breaks old INSERTs.",
+      "Existing rows would be NULL, so PostgreSQL aborts the migration if the table has any row; even on an "
+      "empty table, running code that does not set the column starts failing.",
+      "Add it with a constant default (metadata only on PG 11+), or nullable and backfilled:\n"
+      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;",
+      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL;",
+      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;", (23,), size=True),
+    R("MG304", "stored-generated-column", "high",
+      "ADD COLUMN ... GENERATED ALWAYS AS (...) STORED rewrites the table.",
+      "Every row gets the computed value written under ACCESS EXCLUSIVE.",
+      "Add a plain column, fill it with a trigger plus a batched backfill; on PostgreSQL 18 use a VIRTUAL "
+      "generated column: ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) VIRTUAL;",
+      "ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) STORED;",
+      "ALTER TABLE t ADD COLUMN total int;", (24,), size=True),
+    R("MG305", "add-auto-increment-column", "high",
+      "ADD COLUMN serial/bigserial/IDENTITY on an existing table rewrites it.",
+      "Each row needs its own nextval(), so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
+      "ALTER TABLE t ADD COLUMN id bigint;\nCREATE SEQUENCE t_id_seq OWNED BY t.id;\n"
+      "ALTER TABLE t ALTER COLUMN id SET DEFAULT nextval('t_id_seq');  -- no rewrite\n"
+      "-- backfill in batches, then make it NOT NULL safely",
+      "ALTER TABLE t ADD COLUMN id bigserial;",
+      "ALTER TABLE t ADD COLUMN id bigint;", (25,), size=True),
+    R("MG306", "column-type-rewrite", "high",
+      "ALTER COLUMN ... TYPE that is not binary-coercible rewrites the table and its indexes.",
+      "Changing e.g. int to bigint or text to varchar(n) rewrites every row under ACCESS EXCLUSIVE. "
+      "Binary-coercible changes are metadata only: varchar(n) to varchar(m>n) or text, numeric(p,s) to "
+      "numeric(p2>p,s), cidr to inet, raising timestamp/interval precision.",
+      "Expand/contract: ALTER TABLE t ADD COLUMN id_new bigint; sync it with a trigger; backfill in batches; "
+      "switch reads; drop the old column.",
+      "ALTER TABLE t ALTER COLUMN id TYPE bigint;",
+      "ALTER TABLE t ALTER COLUMN name TYPE text;  -- name was varchar(50)", (26,), size=True),
+    R("MG307", "type-change-with-not-null", "high",
+      "A type change combined with SET NOT NULL adds a full scan under the same lock.",
+      "Even a metadata-only type change then waits for the NOT NULL scan with ACCESS EXCLUSIVE held.",
+      "Change the type alone; make the column NOT NULL with the CHECK ... NOT VALID / VALIDATE recipe.",
+      "ALTER TABLE t ALTER COLUMN c TYPE text, ALTER COLUMN c SET NOT NULL;",
+      "ALTER TABLE t ALTER COLUMN c TYPE text;", (28,), size=True),
+    R("MG308", "collation-change", "high",
+      "Changing a column's collation rebuilds its indexes (and may rewrite the table).",
+      "Index order depends on the collation, so every index on the column is rebuilt under ACCESS EXCLUSIVE.",
+      "Expand/contract: add a column with the new collation, backfill, index it concurrently, swap.",
+      "ALTER TABLE t ALTER COLUMN c TYPE text COLLATE \"C\";",
+      "ALTER TABLE t ADD COLUMN c_c text COLLATE \"C\";", (29,), size=True),
+    R("MG309", "prefer-text-over-varchar", "low",
+      "varchar(n) limits cost a lock to change later; text with a CHECK is easier to evolve.",
+      "Raising the limit is metadata only but still takes ACCESS EXCLUSIVE; lowering it rewrites the table. "
+      "A CHECK (length(c) <= n) can be replaced NOT VALID.",
+      "name text CHECK (length(name) <= 100)",
+      "CREATE TABLE t (name varchar(100));",
+      "CREATE TABLE t (name text CHECK (length(name) <= 100));", (30,)),
+    R("MG310", "json-column", "low",
+      "A json column has no equality operator; jsonb is almost always what you want.",
+      "json breaks SELECT DISTINCT, UNION and GROUP BY, cannot be indexed with GIN and is re-parsed on every use.",
+      "ALTER TABLE t ADD COLUMN props jsonb;",
+      "ALTER TABLE t ADD COLUMN props json;",
+      "ALTER TABLE t ADD COLUMN props jsonb;", (31,)),
+    R("MG311", "set-default-on-existing-column", "low",
+      "SET DEFAULT on an existing column silently changes what older clients write.",
+      "Clients that omit the column (ORMs with partial inserts) start writing the new value; the change takes "
+      "a brief ACCESS EXCLUSIVE.",
+      "Coordinate it with the application deploy and keep it in its own migration.",
+      "ALTER TABLE t ALTER COLUMN c SET DEFAULT 5;",
+      "ALTER TABLE t ADD COLUMN c int DEFAULT 5;", (32,), default=False),
+    R("MG312", "alter-generated-or-identity", "medium",
+      "Changing a generated expression or an identity changes values and may rewrite the table.",
+      "SET EXPRESSION (PG 17+) rewrites the table under ACCESS EXCLUSIVE; DROP EXPRESSION and identity changes "
+      "alter what clients can write.",
+      "Expand/contract: add a new column with the new expression, backfill, switch readers, drop the old one.",
+      "ALTER TABLE t ALTER COLUMN g SET EXPRESSION AS (a * 2);",
+      "ALTER TABLE t ADD COLUMN g2 int;", (33,), size=True),
+    R("MG313", "add-column-breaks-positional-insert", "low",
+      "A new column breaks INSERT ... VALUES without a column list and SELECT * consumers.",
+      "Positional inserts now get the wrong column count; code mapping SELECT * by position shifts.",
+      "Name the columns in every INSERT and SELECT before adding columns.",
+      "ALTER TABLE t ADD COLUMN q bigint;",
+      "CREATE TABLE t (q bigint);", (55,), default=False),
+)
+
+_TYPE = re.compile(r"^([a-z ]+?)(?:\(([\d, ]+)\))?(\[\])?$")
+_TEXTY = {"varchar", "text"}
+_PRECISION = {"timestamp", "timestamptz", "interval", "time", "timetz"}
+
+
+def _split_type(t: str) -> tuple[str, tuple[int, ...], bool]:
+    m = _TYPE.match(t.lower().strip())
+    if not m:
+        return t.lower(), (), False
+    mods = tuple(int(x) for x in (m.group(2) or "").replace(" ", "").split(",") if x)
+    return m.group(1).strip().replace("character varying", "varchar"), mods, bool(m.group(3))
+
+
+def binary_coercible(old: str, new: str, pg: int) -> bool | None:
+    """True: metadata only; False: rewrite; None: depends on the session (timestamp <-> timestamptz)."""
+    ob, om, oa = _split_type(old)
+    nb, nm, na = _split_type(new)
+    if oa != na:
+        return False
+    if ob == nb and om == nm:
+        return True
+    if ob in _TEXTY and nb in _TEXTY:
+        if nb == "text" or not nm:
+            return True
+        return ob == "varchar" and bool(om) and nm[0] >= om[0]
+    if ob == nb == "numeric":
+        return not nm or (bool(om) and len(nm) == 2 and len(om) == 2 and nm[1] == om[1] and nm[0] >= om[0])
+    if ob == nb and ob in _PRECISION | {"varbit", "bit varying"}:
+        return not nm or (bool(om) and nm[0] >= om[0])
+    if (ob, nb) == ("cidr", "inet"):
+        return True
+    if {ob, nb} == {"timestamp", "timestamptz"} and pg >= 12:
+        return None
+    return False
+
+
+_MAYBE_COERCIBLE = _TEXTY | {"numeric", "inet", "timestamptz", "timestamp", "varbit", "interval"}
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "CreateStmt":
+        for elt in n.get("tableElts") or ():
+            if "ColumnDef" in elt:
+                yield from _column_type(elt["ColumnDef"], rv_name(n.get("relation")))
+        return
+    if t != "AlterTableStmt" or n.get("objtype", "OBJECT_TABLE") != "OBJECT_TABLE":
+        return
+    table = rv_name(n.get("relation"))
+    new = st.is_new(table)
+    cmds = [c["AlterTableCmd"] for c in n.get("cmds") or ()]
+    subs = {c.get("subtype") for c in cmds}
+    for cmd in cmds:
+        sub = cmd.get("subtype")
+        if sub == "AT_AddColumn":
+            col = cmd["def"]["ColumnDef"]
+            yield from _column_type(col, table)
+            if not new:
+                yield from _add_column(col, table, st)
+        elif new:
+            continue
+        elif sub == "AT_AlterColumnType":
+            yield from _alter_type(cmd, table, st, "AT_SetNotNull" in subs, s)
+        elif sub == "AT_ColumnDefault" and cmd.get("def"):
+            yield Hit("MG311", f"New default for {table}.{cmd.get('name')} changes what clients that omit it write.")
+        elif sub == "AT_SetExpression":
+            yield Hit("MG312", f"SET EXPRESSION on {table}.{cmd.get('name')} rewrites the table.", table)
+        elif sub in ("AT_DropExpression", "AT_AddIdentity", "AT_SetIdentity", "AT_DropIdentity"):
+            yield Hit("MG312", f"{sub[3:]} on {table}.{cmd.get('name')} changes the values clients get or may write.",
+                      table, Severity.LOW)
+
+
+def _column_type(col: dict, table: str) -> Iterator[Hit]:
+    tn = type_name(col.get("typeName")).lower()
+    if tn.startswith("varchar("):
+        yield Hit("MG309", f"{table}.{col.get('colname')} is {tn}; prefer text with a CHECK on length.")
+    elif tn == "json":
+        yield Hit("MG310", f"{table}.{col.get('colname')} is json; use jsonb.")
+
+
+def _add_column(col: dict, table: str, st: State) -> Iterator[Hit]:
+    name = col.get("colname")
+    v = st.ctx.pg_version
+    cons = column_constraints(col)
+    kinds = {c.get("contype") for c in cons}
+    tn = type_name(col.get("typeName")).lower()
+    yield Hit("MG313", f"New column {table}.{name} shifts positional INSERTs and SELECT * readers.")
+    if tn in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2") or "CONSTR_IDENTITY" in kinds:
+        yield Hit("MG305", f"{table}.{name} ({tn}) needs a value per row: the table is rewritten.", table)
+    for c in cons:
+        if c.get("contype") == "CONSTR_GENERATED" and c.get("generated_kind", "s") != "v":
+            yield Hit("MG304", f"Stored generated column {table}.{name} rewrites the table.", table)
+    default = next((c.get("raw_expr") for c in cons if c.get("contype") == "CONSTR_DEFAULT"), None)
+    if default is not None and not ("A_Const" in default and default["A_Const"].get("isnull")):
+        vol = volatility(default, st.ctx.functions)
+        if v < 11:
+            yield Hit("MG302", f"On PostgreSQL {v} the DEFAULT of {table}.{name} is written into every row.", table)
+        elif vol == "volatile":
+            yield Hit("MG301", f"Volatile DEFAULT on {table}.{name} rewrites the table and its indexes.", table)
+        elif vol == "unknown":
+            yield Hit("MG301", f"DEFAULT on {table}.{name} calls a function of unknown volatility; if it is volatile "
+                      "the table is rewritten (give its volatility in the context).", table, Severity.MEDIUM)
+    elif "CONSTR_NOTNULL" in kinds and "CONSTR_IDENTITY" not in kinds and "CONSTR_GENERATED" not in kinds \
+            and not tn.endswith("serial"):
+        yield Hit("MG303", f"{table}.{name} is NOT NULL without a DEFAULT: fails if {table} has rows.", table)
+
+
+def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) -> Iterator[Hit]:
+    col = cmd.get("name", "")
+    cdef = cmd["def"]["ColumnDef"]
+    new = type_name(cdef.get("typeName")).lower()
+    if cdef.get("collClause"):
+        yield Hit("MG308", f"Collation change on {table}.{col} rebuilds its indexes.", table)
+    if with_not_null:
+        yield Hit("MG307", f"{table}.{col}: type change and SET NOT NULL in one statement.", table)
+    known = st.coltypes.get((table, col))
+    stats = st.stats(table)
+    if known is None and stats and col in stats.columns:
+        known = stats.columns[col]
+    using = cdef.get("raw_default") is not None
+    if known is not None:
+        verdict = binary_coercible(known, new, st.ctx.pg_version)
+        if verdict is True and not using:
+            return
+        if verdict is None and not using:
+            yield Hit("MG306", f"{table}.{col} {known} -> {new} is metadata only when the session TimeZone is UTC, "
+                      "otherwise the table is rewritten.", table, Severity.MEDIUM)
+            return
+        s.fx.rewrite = True
+        yield Hit("MG306", f"{table}.{col} {known} -> {new} rewrites the table and its indexes.", table)
+        return
+    base = _split_type(new)[0]
+    if base in _MAYBE_COERCIBLE and not using:
+        yield Hit("MG306", f"{table}.{col} -> {new}: metadata only if the old type is binary-coercible "
+                  "(e.g. varchar(n) -> text), otherwise a full rewrite; old type unknown.", table, Severity.MEDIUM)
+    else:
+        s.fx.rewrite = True
+        yield Hit("MG306", f"{table}.{col} -> {new} rewrites the table and its indexes.", table)

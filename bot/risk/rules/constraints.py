@@ -1,0 +1,223 @@
+"""Constraint rules: validated adds, UNIQUE/PK/EXCLUDE builds, NOT NULL, drops, domains, FK indexes."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..nodes import column_constraints, rv_name, strings
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("constraints")
+RULES = (
+    R("MG201", "foreign-key-validated", "high",
+      "Adding a FOREIGN KEY validates every existing row while both tables are write-locked.",
+      "ADD FOREIGN KEY takes SHARE ROW EXCLUSIVE on the table and the referenced table, then scans the table: "
+      "writes to both wait for the whole scan.",
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n"
+      "-- in a separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
+      "ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;",
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      (9,), size=True),
+    R("MG202", "check-constraint-validated", "high",
+      "Adding a CHECK constraint scans the whole table under ACCESS EXCLUSIVE.",
+      "Without NOT VALID every row is checked while reads and writes on the table wait.",
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
+      "-- separate transaction:\nALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);",
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", (10,), size=True),
+    R("MG203", "validate-in-same-transaction", "high",
+      "VALIDATE CONSTRAINT in the same transaction as its NOT VALID add keeps the strong lock during the scan.",
+      "The ADD took ACCESS EXCLUSIVE (CHECK) or SHARE ROW EXCLUSIVE (FK); locks last until COMMIT, so the "
+      "validation scan runs with that lock held and NOT VALID bought nothing.",
+      "Commit between the two steps (or put VALIDATE in the next migration):\n"
+      "ALTER TABLE t ADD CONSTRAINT c CHECK (x > 0) NOT VALID;\nCOMMIT;\nALTER TABLE t VALIDATE CONSTRAINT c;",
+      "BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\n"
+      "ALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;",
+      "BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\nCOMMIT;\n"
+      "BEGIN;\nALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;", (11,), size=True),
+    R("MG204", "unique-constraint-direct", "high",
+      "ADD UNIQUE builds its index under ACCESS EXCLUSIVE (and UNIQUE cannot be NOT VALID).",
+      "The unique index is built while the table is locked against reads and writes; NOT VALID does not apply "
+      "to UNIQUE, so the only online path is a concurrent index attached afterwards.",
+      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);\n"
+      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
+      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;", (12,), size=True),
+    R("MG205", "primary-key-direct", "high",
+      "ADD PRIMARY KEY builds an index (and checks NOT NULL) under ACCESS EXCLUSIVE.",
+      "Reads and writes wait while the unique index is built and the columns are scanned for NULLs.",
+      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS account_pk_idx ON account (id);\n"
+      "-- make id NOT NULL safely (see set-not-null), then:\n"
+      "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;",
+      "ALTER TABLE account ADD PRIMARY KEY (id);",
+      "ALTER TABLE account ALTER COLUMN id SET NOT NULL;\n"
+      "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;", (13,), size=True),
+    R("MG206", "primary-key-on-nullable-columns", "medium",
+      "PRIMARY KEY USING INDEX on columns not yet NOT NULL implies a full SET NOT NULL scan.",
+      "If the key columns are nullable PostgreSQL adds NOT NULL first, scanning the table under ACCESS EXCLUSIVE.",
+      "ALTER TABLE t ADD CONSTRAINT t_id_nn CHECK (id IS NOT NULL) NOT VALID;\n"
+      "ALTER TABLE t VALIDATE CONSTRAINT t_id_nn;\nALTER TABLE t ALTER COLUMN id SET NOT NULL;\n"
+      "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      "ALTER TABLE t ALTER COLUMN id SET NOT NULL;\nALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      (14,), size=True),
+    R("MG207", "exclusion-constraint", "high",
+      "ADD EXCLUDE builds a GiST index and checks all rows under ACCESS EXCLUSIVE; there is no online path.",
+      "Exclusion constraints support neither NOT VALID nor USING INDEX.",
+      "Add it when the table is created or empty, in a maintenance window, or build a new table and swap.",
+      "ALTER TABLE booking ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
+      "CREATE TABLE booking (room int, during tstzrange, EXCLUDE USING gist (room WITH =, during WITH &&));",
+      (15,), size=True),
+    R("MG208", "set-not-null", "high",
+      "SET NOT NULL scans the whole table under ACCESS EXCLUSIVE.",
+      "Every row is checked while reads and writes wait. PostgreSQL 12+ skips the scan when a validated "
+      "CHECK (c IS NOT NULL) already proves it; PostgreSQL 18 can add NOT NULL as NOT VALID.",
+      "ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\n"
+      "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;  -- separate transaction\n"
+      "ALTER TABLE t ALTER COLUMN c SET NOT NULL;  -- no scan on PG 12+\nALTER TABLE t DROP CONSTRAINT t_c_nn;\n"
+      "-- PG 18+: ALTER TABLE t ADD CONSTRAINT t_c_nn NOT NULL c NOT VALID; then VALIDATE CONSTRAINT t_c_nn;",
+      "ALTER TABLE t ALTER COLUMN c SET NOT NULL;",
+      "ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\nCOMMIT;\n"
+      "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;\nALTER TABLE t ALTER COLUMN c SET NOT NULL;", (16,), size=True),
+    R("MG209", "drop-not-null", "medium",
+      "DROP NOT NULL lets NULLs in that running clients may not expect.",
+      "Code that assumes the column is always set (and other services reading the table) can break on NULLs.",
+      "Keep the column NOT NULL with a sentinel default, or expand/contract: add a nullable column, migrate "
+      "readers, then drop the old one.",
+      "ALTER TABLE users ALTER COLUMN name DROP NOT NULL;",
+      "ALTER TABLE users ALTER COLUMN name SET DEFAULT '';", (17,)),
+    R("MG210", "drop-constraint", "medium",
+      "DROP CONSTRAINT removes a guarantee the data and the application rely on.",
+      "Once dropped, invalid rows can be written and are hard to clean up; the drop takes ACCESS EXCLUSIVE "
+      "(for a FK on both tables).",
+      "Confirm nothing relies on it, back up, and drop it in its own migration:\n"
+      "ALTER TABLE pets DROP CONSTRAINT IF EXISTS pets_owner_fk;",
+      "ALTER TABLE pets DROP CONSTRAINT pets_owner_fk;",
+      "ALTER TABLE pets ADD CONSTRAINT pets_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id) NOT VALID;",
+      (18,)),
+    R("MG211", "new-write-restriction", "low",
+      "A new CHECK or FOREIGN KEY (even NOT VALID) rejects writes from application code not yet updated.",
+      "NOT VALID only skips checking old rows; new INSERTs and UPDATEs are checked at once.",
+      "Deploy the application that writes valid data first, then add the constraint.",
+      "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID;",
+      "CREATE TABLE t (a int CHECK (a > 0));", (19,), default=False),
+    R("MG212", "domain-check-constraint", "medium",
+      "CHECK constraints on a domain are re-checked on every column using it.",
+      "ALTER DOMAIN ADD CONSTRAINT scans every table with a column of that domain, and adding a column of a "
+      "constrained domain rewrites the table.",
+      "Put the CHECK on the columns instead: ALTER TABLE t ADD CONSTRAINT t_v_pos CHECK (v > 0) NOT VALID;",
+      "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);",
+      "CREATE DOMAIN positive_int AS int;", (20,)),
+    R("MG213", "redefine-primary-key", "critical",
+      "Dropping and re-adding the primary key rebuilds it under ACCESS EXCLUSIVE.",
+      "Between the drop and the add the table has no key (and FKs pointing to it must be dropped); the new "
+      "index is built with the table locked.",
+      "CREATE UNIQUE INDEX CONCURRENTLY t_new_pk ON t (a, b);\n"
+      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;",
+      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (a, b);",
+      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;", (45,)),
+    R("MG214", "foreign-key-without-index", "low",
+      "A FOREIGN KEY whose columns have no index makes deletes and key updates on the parent scan the child.",
+      "Each DELETE on the referenced table looks up referencing rows; without an index that is a sequential "
+      "scan of the child table, under row locks.",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);\n"
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      (71,)),
+)
+
+
+def _is_not_null_check(c: dict) -> str | None:
+    e = c.get("raw_expr", {}).get("NullTest")
+    if e and e.get("nulltesttype") == "IS_NOT_NULL" and "ColumnRef" in e.get("arg", {}):
+        cols = strings(e["arg"]["ColumnRef"].get("fields"))
+        return cols[-1] if cols else None
+    return None
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "CreateDomainStmt":
+        if any(c.get("Constraint", {}).get("contype") == "CONSTR_CHECK" for c in n.get("constraints") or ()):
+            yield Hit("MG212", "Domain with a CHECK constraint: every column using it is re-checked on changes.")
+        return
+    if t == "AlterDomainStmt" and n.get("subtype") == "C":
+        yield Hit("MG212", "ALTER DOMAIN ADD CONSTRAINT scans every column that uses the domain.")
+        return
+    if t != "AlterTableStmt":
+        return
+    table = rv_name(n.get("relation"))
+    new = st.is_new(table)
+    cmds = [c["AlterTableCmd"] for c in n.get("cmds") or ()]
+    drops_pkey = any(c.get("subtype") == "AT_DropConstraint" and (c.get("name") or "").endswith("pkey") for c in cmds)
+    for cmd in cmds:
+        sub = cmd.get("subtype")
+        if sub == "AT_AddConstraint":
+            yield from _add_constraint(cmd["def"].get("Constraint", {}), table, new, st, s, drops_pkey)
+        elif sub == "AT_AddColumn" and not new:
+            for c in column_constraints(cmd["def"]["ColumnDef"]):
+                yield from _add_constraint(c, table, new, st, s, drops_pkey, column=cmd["def"]["ColumnDef"])
+        elif sub == "AT_ValidateConstraint":
+            name = cmd.get("name", "")
+            added = st.not_valid.get(name)
+            if added and added[1] == st.tx_id and s.in_tx and added[0] == table:
+                yield Hit("MG203", f"{name} was added NOT VALID earlier in this transaction; its lock is still held "
+                          "while VALIDATE scans {table}.".replace("{table}", table), table)
+        elif sub == "AT_SetNotNull" and not new:
+            col = cmd.get("name", "")
+            proven = (table, col) in st.not_null_checks and st.ctx.pg_version >= 12
+            if not proven:
+                tip = " (PG 18: use ADD CONSTRAINT ... NOT NULL ... NOT VALID)" if st.ctx.pg_version >= 18 else ""
+                yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}.", table)
+        elif sub == "AT_DropNotNull" and not new:
+            yield Hit("MG209", f"{table}.{cmd.get('name')} may now be NULL; check every reader.")
+        elif sub == "AT_DropConstraint" and not new:
+            yield Hit("MG210", f"Dropping constraint {cmd.get('name')} on {table}.", table)
+
+
+def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, drops_pkey: bool,
+                    column: dict | None = None) -> Iterator[Hit]:
+    ct = c.get("contype")
+    name = c.get("conname") or (column or {}).get("colname", "")
+    if ct == "CONSTR_PRIMARY" and (drops_pkey or table in st.dropped_pkeys) and not c.get("indexname"):
+        yield Hit("MG213", f"Primary key of {table} is redefined; the new index is built under ACCESS EXCLUSIVE.", table)
+        return
+    if new:
+        if ct == "CONSTR_FOREIGN":
+            yield from _fk_index(c, table, st, column)
+        return
+    if ct == "CONSTR_FOREIGN":
+        ref = rv_name(c.get("pktable"))
+        if not c.get("skip_validation"):
+            yield Hit("MG201", f"FOREIGN KEY {name} validates all of {table} while {table} and {ref} are write-locked.",
+                      table)
+        else:
+            yield Hit("MG211", f"New FOREIGN KEY {name} on {table} rejects writes that old code may still make.")
+        yield from _fk_index(c, table, st, column)
+    elif ct == "CONSTR_CHECK":
+        if not c.get("skip_validation"):
+            yield Hit("MG202", f"CHECK {name} scans all of {table} under ACCESS EXCLUSIVE.", table)
+        else:
+            yield Hit("MG211", f"New CHECK {name} on {table} rejects writes that old code may still make.")
+    elif ct == "CONSTR_UNIQUE" and not c.get("indexname"):
+        yield Hit("MG204", f"UNIQUE {name} on {table} builds its index under ACCESS EXCLUSIVE; "
+                  "UNIQUE cannot be NOT VALID.", table)
+    elif ct == "CONSTR_PRIMARY":
+        if c.get("indexname"):
+            if not any(k[0] == table for k in st.not_null_done):
+                yield Hit("MG206", f"PRIMARY KEY USING INDEX {c['indexname']} scans {table} for NULLs unless its "
+                          "columns are already NOT NULL.", table)
+        else:
+            yield Hit("MG205", f"PRIMARY KEY on {table} builds its index under ACCESS EXCLUSIVE.", table)
+    elif ct == "CONSTR_EXCLUSION":
+        yield Hit("MG207", f"EXCLUDE constraint on {table} builds a GiST index and checks every row under "
+                  "ACCESS EXCLUSIVE.", table)
+
+
+def _fk_index(c: dict, table: str, st: State, column: dict | None) -> Iterator[Hit]:
+    cols = tuple(strings(c.get("fk_attrs"))) or ((column or {}).get("colname"),)
+    if cols and cols[0] and not st.has_index(table, cols):
+        yield Hit("MG214", f"No index on {table} ({', '.join(cols)}) for its foreign key; deletes on the parent "
+                  "will scan it.")

@@ -1,0 +1,61 @@
+"""Data-changing rules: UPDATE/DELETE without WHERE, unbatched DML on large tables."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..models import Severity
+from ..nodes import walk
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("data")
+LARGE_ROWS = 1_000_000
+RULES = (
+    R("MG701", "dml-without-where", "high",
+      "UPDATE or DELETE without WHERE changes every row of the table.",
+      "It locks every row, writes the whole table to WAL (replica lag, bloat) and, for DELETE, loses all data; "
+      "inside the migration transaction nothing is visible or released until COMMIT.",
+      "Restrict it and batch it by key range, in its own transactions:\n"
+      "UPDATE users SET status = 'active' WHERE id >= $1 AND id < $1 + 10000 AND status IS NULL;",
+      "UPDATE users SET status = 'active';",
+      "UPDATE users SET status = 'active' WHERE id >= 1 AND id < 10001 AND status IS NULL;", (64,), size=True),
+    R("MG702", "unbatched-dml-on-large-table", "high",
+      "A single UPDATE/DELETE on a large table runs as one huge transaction.",
+      "Millions of row locks, WAL and dead tuples in one go: replicas lag, autovacuum falls behind, and "
+      "concurrent writers block on the locked rows until COMMIT.",
+      "Batch by primary-key range with a pause between batches, outside the DDL transaction:\n"
+      "UPDATE events SET archived = true WHERE id BETWEEN $1 AND $1 + 9999 AND created_at < '2020-01-01';",
+      "-- big_events has 50 M rows\nUPDATE big_events SET archived = true WHERE created_at < '2020-01-01';",
+      "-- big_events has 50 M rows\n"
+      "UPDATE big_events SET archived = true WHERE id BETWEEN 1 AND 10000 AND created_at < '2020-01-01';",
+      (64,), size=True),
+)
+
+
+def _batched(where: dict) -> bool:
+    for kind, body in walk({"w": where}):
+        if kind == "A_Expr" and body.get("kind") in ("AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN"):
+            return True
+        if kind == "SelectStmt" and body.get("limitCount"):
+            return True
+    ops = [b for k, b in walk({"w": where}) if k == "A_Expr" and b.get("kind") == "AEXPR_OP"]
+    names = {o["name"][0]["String"]["sval"] for o in ops if o.get("name")}
+    return {"<", ">="} <= names or {"<=", ">"} <= names or {"<", ">"} <= names
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t not in ("UpdateStmt", "DeleteStmt"):
+        return
+    rel = s.fx.target
+    if st.is_new(rel):
+        return
+    verb = "UPDATE" if t == "UpdateStmt" else "DELETE"
+    where = n.get("whereClause")
+    if not where:
+        sev = Severity.CRITICAL if verb == "DELETE" else None
+        yield Hit("MG701", f"{verb} of every row in {rel} (no WHERE).", rel, sev)
+        return
+    stats = st.stats(rel)
+    if stats and (stats.rows or 0) >= LARGE_ROWS and not _batched(where):
+        yield Hit("MG702", f"{verb} on {rel} (~{stats.rows:,} rows) in one statement, not batched by key range.", rel)

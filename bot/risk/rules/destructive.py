@@ -1,0 +1,182 @@
+"""Destructive and backward-incompatible changes: drops, renames, schema moves, enums, access, behaviour."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..models import Severity
+from ..nodes import rv_name
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("destructive")
+RULES = (
+    R("MG501", "drop-table", "critical",
+      "DROP TABLE deletes the table and its data for good.",
+      "Running code that still uses the table fails at once; the data is gone unless a backup is restored. "
+      "It also takes ACCESS EXCLUSIVE on tables it has foreign keys to.",
+      "Stop all use of the table and deploy; back it up (pg_dump -t); check it is unused or empty "
+      "(SELECT NOT EXISTS (SELECT 1 FROM t)); then DROP TABLE IF EXISTS t; in its own migration.",
+      "DROP TABLE old_stuff;",
+      "CREATE TABLE scratch (id bigint);\nDROP TABLE scratch;", (47,)),
+    R("MG502", "drop-column", "high",
+      "DROP COLUMN deletes data and breaks code that still reads or writes the column.",
+      "The drop is metadata only (brief ACCESS EXCLUSIVE) but irreversible without a backup, and any query "
+      "naming the column fails.",
+      "Make the application ignore the column, deploy, back it up, then: ALTER TABLE t DROP COLUMN IF EXISTS c;",
+      "ALTER TABLE users DROP COLUMN legacy_flag;",
+      "ALTER TABLE users ADD COLUMN new_flag boolean;", (48,)),
+    R("MG503", "drop-schema-or-database", "critical",
+      "DROP SCHEMA / DROP DATABASE deletes everything inside it.",
+      "All tables, functions and data in the schema or database are lost at once.",
+      "Never from a routine migration: back up, get a second approval, and run it by hand.",
+      "DROP SCHEMA app CASCADE;",
+      "CREATE SCHEMA IF NOT EXISTS archive;", (49,)),
+    R("MG504", "drop-object", "medium",
+      "Dropping a view, function, type, sequence, domain, extension, trigger or policy breaks its dependants.",
+      "Queries, defaults and other objects that use it fail; CASCADE silently drops dependants too.",
+      "Check pg_depend for dependants, drop without CASCADE, and keep a definition to restore.",
+      "DROP FUNCTION audit_row() CASCADE;",
+      "CREATE OR REPLACE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;",
+      (50,)),
+    R("MG505", "rename-column", "high",
+      "RENAME COLUMN breaks every running client that uses the old name.",
+      "The rename is instant, but queries from code deployed before it fail until the new code is out.",
+      "Expand/contract: add the new column, write both, backfill, move readers, then drop the old one; or "
+      "expose the old name through a view during the transition.",
+      "ALTER TABLE users RENAME COLUMN name TO full_name;",
+      "ALTER TABLE users ADD COLUMN full_name text;", (51,)),
+    R("MG506", "rename-table", "high",
+      "RENAME TABLE breaks every running client that uses the old name.",
+      "Queries naming the old table fail at once.",
+      "Rename, then CREATE VIEW old_name AS SELECT * FROM new_name; in the same transaction, drop the view "
+      "after every client is deployed.",
+      "ALTER TABLE users RENAME TO customers;",
+      "CREATE TABLE customers (id bigint);", (52,)),
+    R("MG507", "rename-object", "medium",
+      "Renaming a schema, view, type, enum value or function breaks clients that use the old name.",
+      "Code and other objects referring to the old name fail.",
+      "Add the new object or value, move clients to it, then remove the old one.",
+      "ALTER TYPE status RENAME VALUE 'done' TO 'completed';",
+      "ALTER TYPE status ADD VALUE IF NOT EXISTS 'completed' AFTER 'done';", (53,)),
+    R("MG508", "set-schema", "medium",
+      "SET SCHEMA moves an object; clients using the old qualified name break.",
+      "Queries that name schema.object (or rely on search_path) no longer find it.",
+      "Leave a view (or wrapper function) in the old schema while clients move.",
+      "ALTER TABLE t SET SCHEMA archive;",
+      "CREATE SCHEMA IF NOT EXISTS archive;", (54,)),
+    R("MG509", "enum-add-value", "low",
+      "ALTER TYPE ... ADD VALUE appends to the enum and clients start receiving the new value.",
+      "Without BEFORE/AFTER the value sorts last (changing < and ORDER BY semantics); before PG 12 it cannot run "
+      "in a transaction; since PG 12 the value cannot be used in the same transaction.",
+      "ALTER TYPE status ADD VALUE IF NOT EXISTS 'pending' BEFORE 'active';  -- deploy readers first",
+      "ALTER TYPE status ADD VALUE 'pending';",
+      "ALTER TYPE status ADD VALUE IF NOT EXISTS 'pending' BEFORE 'active';", (56,)),
+    R("MG510", "access-change", "medium",
+      "REVOKE, row-level-security toggles and policies change who can see or write rows.",
+      "The application role can suddenly read nothing (or too much); policies and RLS toggles take "
+      "ACCESS EXCLUSIVE on the table.",
+      "Test the change with the application's role and JWT claims on staging; roll out policies before "
+      "enabling row-level security.",
+      "ALTER TABLE documents ENABLE ROW LEVEL SECURITY;",
+      "GRANT SELECT ON documents TO app_reader;", (57,)),
+    R("MG511", "behaviour-change", "low",
+      "Replacing views/functions or altering functions, extensions, sequences, roles or server settings changes behaviour.",
+      "These statements are cheap but change results for running code; the linter cannot judge the new "
+      "behaviour, a human must.",
+      "Review the diff of the definition; deploy with the application change it belongs to.",
+      "CREATE OR REPLACE VIEW active_users AS SELECT id FROM users WHERE active;",
+      "CREATE VIEW active_users_v2 AS SELECT id FROM users WHERE active;", (58,)),
+    R("MG512", "truncate-table", "high",
+      "TRUNCATE deletes every row at once under ACCESS EXCLUSIVE.",
+      "The data is gone (no WHERE, no undo once committed) and readers wait during the truncate.",
+      "Back the table up first; delete only what is meant to go, in batches.",
+      "TRUNCATE audit_log;",
+      "DELETE FROM audit_log WHERE created_at < now() - interval '90 days' AND id < 100000;", (46, 47)),
+)
+
+_RENAME_REL = {"OBJECT_TABLE": "MG506", "OBJECT_COLUMN": "MG505"}
+_BEHAVIOUR = {"AlterFunctionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt", "AlterRoleStmt",
+              "AlterDatabaseStmt", "AlterDatabaseSetStmt", "AlterSystemStmt", "AlterRoleSetStmt"}
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "DropStmt":
+        yield from _drop(s, st, n)
+    elif t == "DropdbStmt":
+        yield Hit("MG503", f"DROP DATABASE {n.get('dbname')} deletes a whole database.")
+    elif t == "TruncateStmt":
+        rels = [r for r in s.fx.locks if not st.is_new(r)]
+        if rels:
+            yield Hit("MG512", f"TRUNCATE deletes every row of {', '.join(rels)}.", rels[0])
+    elif t == "RenameStmt":
+        yield from _rename(s, st, n)
+    elif t == "AlterObjectSchemaStmt" and not st.is_new(s.fx.target):
+        yield Hit("MG508", f"SET SCHEMA {n.get('newschema')} moves {s.fx.target or 'the object'}; old names break.")
+    elif t == "AlterEnumStmt":
+        yield from _enum(s, st, n)
+    elif t == "AlterTableStmt" and not st.is_new(rv_name(n.get("relation"))):
+        table = rv_name(n.get("relation"))
+        for item in n.get("cmds") or ():
+            sub = item["AlterTableCmd"].get("subtype", "")
+            if sub == "AT_DropColumn":
+                yield Hit("MG502", f"DROP COLUMN {table}.{item['AlterTableCmd'].get('name')} deletes its data.")
+            elif sub in ("AT_EnableRowSecurity", "AT_DisableRowSecurity", "AT_ForceRowSecurity",
+                         "AT_NoForceRowSecurity"):
+                yield Hit("MG510", f"{sub[3:]} on {table} changes which rows clients see.", table)
+    elif t == "GrantStmt" and not n.get("is_grant"):
+        yield Hit("MG510", "REVOKE removes privileges running clients may need.")
+    elif t in ("CreatePolicyStmt", "AlterPolicyStmt") and not st.is_new(s.fx.target):
+        yield Hit("MG510", f"{s.fx.kind} on {s.fx.target} changes which rows clients can see or write.", s.fx.target)
+    elif t in _BEHAVIOUR or (t == "AlterSeqStmt" and not st.is_new(rv_name(n.get("sequence")))):
+        yield Hit("MG511", f"{s.fx.kind} changes behaviour for running code; needs a human review.")
+    elif t in ("ViewStmt", "CreateFunctionStmt") and n.get("replace"):
+        yield Hit("MG511", f"CREATE OR REPLACE {'VIEW' if t == 'ViewStmt' else 'FUNCTION'} changes what running "
+                  "code gets; review the new definition.")
+
+
+def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    rt = n.get("removeType", "")
+    names = list(s.fx.locks) or [s.fx.kind]
+    if rt == "OBJECT_TABLE":
+        gone = [r for r in s.fx.locks if not st.is_new(r)]
+        if gone:
+            yield Hit("MG501", f"DROP TABLE {', '.join(gone)} deletes the table and its data.")
+    elif rt == "OBJECT_SCHEMA":
+        yield Hit("MG503", "DROP SCHEMA deletes everything in it" + (" (CASCADE)." if n.get("behavior") == "DROP_CASCADE"
+                                                                     else "."))
+    elif rt != "OBJECT_INDEX":
+        if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
+            return
+        sev = Severity.HIGH if n.get("behavior") == "DROP_CASCADE" else None
+        yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else ''} breaks objects and code that use it"
+                  f"{' and CASCADE drops them too' if sev else ''}.".replace("  ", " "), None, sev)
+
+
+def _rename(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    rt = n.get("renameType", "")
+    rel = rv_name(n["relation"]) if n.get("relation") else None
+    if rel and st.is_new(rel):
+        return
+    code = _RENAME_REL.get(rt)
+    if code == "MG505":
+        yield Hit(code, f"RENAME COLUMN {rel}.{n.get('subname')} TO {n.get('newname')} breaks clients using the old name.")
+    elif code == "MG506":
+        yield Hit(code, f"RENAME {rel} TO {n.get('newname')} breaks clients using the old name.")
+    elif rt in ("OBJECT_INDEX", "OBJECT_TABCONSTRAINT", "OBJECT_TRIGGER", "OBJECT_SEQUENCE"):
+        return  # internal names: clients do not refer to them
+    else:
+        yield Hit("MG507", f"{s.fx.kind} to {n.get('newname')} breaks clients using the old name.")
+
+
+def _enum(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    if n.get("oldVal"):
+        yield Hit("MG507", f"RENAME VALUE '{n.get('oldVal')}' breaks clients and data using it.")
+        return
+    placement = n.get("newValNeighbor")
+    v = st.ctx.pg_version
+    if v < 12 and s.in_tx:
+        yield Hit("MG509", f"ADD VALUE '{n.get('newVal')}' cannot run inside a transaction before PostgreSQL 12.",
+                  None, Severity.HIGH)
+    elif not placement:
+        yield Hit("MG509", f"ADD VALUE '{n.get('newVal')}' sorts last; clients start receiving it.")

@@ -1,0 +1,127 @@
+"""Index rules: non-concurrent builds and drops, CONCURRENTLY in transactions, partitioned indexes."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..models import Severity
+from ..nodes import def_names, rv_name
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("indexes")
+RULES = (
+    R("MG101", "create-index-non-concurrent", "high",
+      "CREATE INDEX on an existing table without CONCURRENTLY blocks all writes while it builds.",
+      "A plain CREATE INDEX takes a SHARE lock on the table for the whole build: every INSERT, UPDATE and "
+      "DELETE waits, and the build time grows with the table.",
+      "Build it online, outside a transaction, then check it is valid:\n"
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\n"
+      "-- if it failed: SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx'::regclass; DROP INDEX CONCURRENTLY idx; and retry",
+      "CREATE INDEX users_email_idx ON users (email);",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (1,), size=True),
+    R("MG102", "drop-index-non-concurrent", "medium",
+      "DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table.",
+      "The drop itself is quick, but it waits for every running query on the table and every later query "
+      "queues behind it, so a long SELECT turns it into an outage.",
+      "DROP INDEX CONCURRENTLY IF EXISTS idx;  -- outside a transaction (not possible for indexes backing a constraint)",
+      "DROP INDEX users_email_idx;",
+      "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", (2,)),
+    R("MG103", "concurrently-in-transaction", "critical",
+      "CONCURRENTLY (index build, drop, reindex, detach) inside a transaction block fails at runtime.",
+      "PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY and other non-transactional "
+      "statements inside BEGIN ... COMMIT (error 25001), so the migration aborts.",
+      "Move the statement to its own migration file that runs without a transaction:\n"
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);",
+      "BEGIN;\nCREATE INDEX CONCURRENTLY users_email_idx ON users (email);\nCOMMIT;",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (3,)),
+    R("MG104", "reindex-non-concurrent", "high",
+      "REINDEX without CONCURRENTLY blocks writes to the table and reads that use the index.",
+      "REINDEX takes SHARE on the table and ACCESS EXCLUSIVE on each index being rebuilt, for the whole rebuild.",
+      "REINDEX INDEX CONCURRENTLY idx;  -- PostgreSQL 12+, outside a transaction",
+      "REINDEX TABLE users;",
+      "REINDEX TABLE CONCURRENTLY users;", (4,), size=True),
+    R("MG105", "index-on-partitioned-table", "high",
+      "An index on a partitioned table cannot be built concurrently and locks every partition.",
+      "CREATE INDEX on the parent builds on all partitions under SHARE locks; CONCURRENTLY is not supported there.",
+      "CREATE INDEX idx ON ONLY events (ts);            -- invalid parent index, instant\n"
+      "CREATE INDEX CONCURRENTLY events_p1_ts ON events_p1 (ts);  -- per partition\n"
+      "ALTER INDEX idx ATTACH PARTITION events_p1_ts;   -- the parent becomes valid once all are attached",
+      "-- events is partitioned\nCREATE INDEX events_ts_idx ON events (ts);",
+      "-- events is partitioned\nCREATE INDEX events_ts_idx ON ONLY events (ts);", (5,), size=True),
+    R("MG106", "concurrent-index-corruption-pg14", "critical",
+      "CREATE INDEX / REINDEX CONCURRENTLY on PostgreSQL 14.0-14.3 can silently corrupt the index.",
+      "A bug in 14.0 to 14.3 could miss rows in indexes built concurrently; queries then return wrong results.",
+      "Upgrade to 14.4 or later first, then build the index concurrently; REINDEX indexes built on 14.0-14.3.",
+      "-- on PostgreSQL 14 (minor unknown or < 4)\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
+      "CREATE TABLE t (c int);\nCREATE INDEX t_c_idx ON t (c);", (6,), pg=14),
+    R("MG107", "unnamed-concurrent-index", "low",
+      "A concurrent index without an explicit name cannot be checked or cleaned up after a failed build.",
+      "A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that still slows writes; with a generated name "
+      "a re-run creates a second one instead of finding the first.",
+      "Name the index so the runbook can check pg_index.indisvalid and DROP INDEX CONCURRENTLY it:\n"
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
+      "CREATE INDEX CONCURRENTLY ON users (email);",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (7,)),
+    R("MG108", "wide-index", "low",
+      "A non-unique index on more than three columns is rarely worth its write cost.",
+      "Each extra column makes the index larger and every write slower; the planner seldom uses trailing columns.",
+      "Index the one to three most selective columns: CREATE INDEX CONCURRENTLY t_a_b_idx ON t (a, b);",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_abcd_idx ON t (a, b, c, d);",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_ab_idx ON t (a, b);", (8,)),
+    R("MG109", "unique-index-on-existing-data", "medium",
+      "A UNIQUE index on an existing table fails if duplicates already exist.",
+      "The build aborts on the first duplicate (and a concurrent build leaves an INVALID index behind), "
+      "so the migration fails in production even though it passed on a clean database.",
+      "Check first: SELECT c, count(*) FROM t GROUP BY c HAVING count(*) > 1;\n"
+      "then CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_c_key ON t (c);",
+      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);",
+      "CREATE TABLE users (id bigint, email text);\nCREATE UNIQUE INDEX users_email_key ON users (email);", (81,)),
+)
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "IndexStmt":
+        yield from _create_index(s, st, n)
+    elif t == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
+        if not n.get("concurrent"):
+            for rel in s.fx.locks:
+                if not st.is_new(rel):
+                    yield Hit("MG102", f"DROP INDEX {rel} takes ACCESS EXCLUSIVE on its table.", rel)
+    elif t == "ReindexStmt":
+        if "concurrently" not in def_names(n.get("params")):
+            yield Hit("MG104", f"{s.fx.kind} {s.fx.target or ''} blocks writes for the whole rebuild.".replace("  ", " "),
+                      s.fx.target)
+        else:
+            yield from _pg14(st)
+    if not s.fx.transactional and s.explicit_tx:
+        yield Hit("MG103", f"{s.fx.kind} cannot run inside the transaction block opened by BEGIN; it fails with 25001.")
+
+
+def _create_index(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    table = rv_name(n.get("relation"))
+    new = st.is_new(table)
+    cols = [p["IndexElem"].get("name") or "expr" for p in n.get("indexParams") or () if "IndexElem" in p]
+    if st.is_partitioned(table):
+        if n.get("relation", {}).get("inh", False):
+            yield Hit("MG105", f"Index on partitioned table {table} builds on every partition under SHARE locks.",
+                      table)
+    elif not n.get("concurrent") and not new:
+        yield Hit("MG101", f"CREATE INDEX on {table} takes SHARE on the table and blocks writes until it is built.",
+                  table)
+    if n.get("concurrent"):
+        yield from _pg14(st)
+        if not n.get("idxname"):
+            yield Hit("MG107", f"Concurrent index on {table} has no explicit name.")
+    if len(cols) > 3 and not n.get("unique"):
+        yield Hit("MG108", f"Index on {table} has {len(cols)} columns ({', '.join(cols)}).")
+    if n.get("unique") and not new:
+        yield Hit("MG109", f"UNIQUE index on existing table {table} fails if duplicate ({', '.join(cols)}) exist.", table)
+
+
+def _pg14(st: State) -> Iterator[Hit]:
+    ctx = st.ctx
+    if ctx.pg_version == 14 and (ctx.pg_minor is None or ctx.pg_minor < 4):
+        minor = "an unknown 14.x minor" if ctx.pg_minor is None else f"14.{ctx.pg_minor}"
+        sev = Severity.HIGH if ctx.pg_minor is None else None
+        yield Hit("MG106", f"Concurrent index builds on {minor} can corrupt the index (fixed in 14.4).", None, sev)

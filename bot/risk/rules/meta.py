@@ -1,0 +1,61 @@
+"""Input and review rules: syntax errors, encoding, suppression hygiene, opaque code."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..nodes import NONVOLATILE_FUNCTIONS, func_names
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("input")
+RULES = (
+    R("MG001", "syntax-error", "critical",
+      "The SQL does not parse: PostgreSQL would reject the migration.",
+      "A statement PostgreSQL cannot parse aborts the migration at that point; in a transaction everything "
+      "before it is rolled back, outside one it is left half applied.",
+      "Fix the statement at the reported line and column; run it against a scratch database first.",
+      "ALTER TABLE users ADD COLUMN;",
+      "ALTER TABLE users ADD COLUMN nickname text;", ()),
+    R("MG002", "invalid-encoding", "high",
+      "The file is not valid UTF-8.",
+      "Bytes that are not UTF-8 are rejected by a UTF-8 database or stored as garbage; the linter replaced them "
+      "to keep going, so string literals may not be what you meant.",
+      "Re-save the file as UTF-8 (iconv -f latin1 -t utf-8).",
+      "SELECT 'caf\udce9';",
+      "SELECT 'café';", ()),
+    R("MG003", "accept-without-reason", "medium",
+      "A `-- guardian: accept` comment gives no reason, so nothing is accepted.",
+      "Suppressions are audited: a reviewer must be able to see why the risk is acceptable.",
+      "-- guardian: accept MG101 because the table has 40 rows and is written once a day",
+      "-- guardian: accept MG101\nCREATE INDEX users_email_idx ON users (email);",
+      "-- guardian: accept MG101 because users has 40 rows\nCREATE INDEX users_email_idx ON users (email);", ()),
+    R("MG004", "unknown-accept-code", "low",
+      "A `-- guardian: accept` comment names a rule that does not exist or did not fire here.",
+      "A typo or a stale suppression hides nothing today and may hide the wrong thing tomorrow.",
+      "Use a code or name from docs/rules.md that fires on this statement, or remove the comment.",
+      "-- guardian: accept MG999 because typo\nSELECT 1;",
+      "SELECT 1;", ()),
+    R("MG005", "opaque-code", "high",
+      "DO blocks, procedure calls and dynamic SQL cannot be analysed: risk unknown, a human must review.",
+      "The linter cannot see which tables such code locks, rewrites or deletes; it may be harmless or it may "
+      "rewrite every table.",
+      "Write the statements out as plain SQL, or review the code by hand and accept it with a reason:\n"
+      "-- guardian: accept MG005 because <what it does and why that is safe>",
+      "DO $$ BEGIN EXECUTE 'ALTER TABLE ' || 'users' || ' ADD COLUMN c int'; END $$;",
+      "ALTER TABLE users ADD COLUMN c int;", (70,)),
+)
+
+_HARMLESS = NONVOLATILE_FUNCTIONS | {"set_config", "pg_advisory_lock", "pg_advisory_unlock", "pg_advisory_xact_lock",
+                                     "pg_try_advisory_lock", "pg_sleep", "version", "count", "max", "min"}
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "DoStmt":
+        yield Hit("MG005", "DO block: its effects cannot be analysed; risk unknown, needs a human review.")
+    elif t in ("CallStmt", "ExecuteStmt"):
+        yield Hit("MG005", f"{s.fx.kind} runs code the linter cannot see; risk unknown, needs a human review.")
+    elif t == "SelectStmt" and not n.get("fromClause"):
+        unknown = [f for f in func_names(n.get("targetList")) if f not in _HARMLESS]
+        if unknown:
+            yield Hit("MG005", f"SELECT {unknown[0]}(...) runs a function whose effects cannot be analysed.")

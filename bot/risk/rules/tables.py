@@ -1,0 +1,163 @@
+"""Table-level rules: rewrites (LOGGED, access method, tablespace, VACUUM FULL), matviews, partitions, triggers."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..nodes import def_names, rv_name
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("tables")
+RULES = (
+    R("MG401", "set-logged-or-unlogged", "high",
+      "SET LOGGED / SET UNLOGGED rewrites the table under ACCESS EXCLUSIVE.",
+      "The whole table is copied (and for SET LOGGED written to WAL) while reads and writes wait; replicas "
+      "receive the full table.",
+      "Avoid on live tables; create a new table with the wanted persistence, copy in batches and swap names.",
+      "ALTER TABLE t SET LOGGED;",
+      "CREATE UNLOGGED TABLE t_staging (id bigint);", (34,), size=True),
+    R("MG402", "set-access-method", "high",
+      "SET ACCESS METHOD rewrites the table under ACCESS EXCLUSIVE.",
+      "Every row is rewritten in the new format while the table is locked (PG 15+).",
+      "Create the new table with USING am, copy in batches and swap.",
+      "ALTER TABLE t SET ACCESS METHOD heap2;",
+      "CREATE TABLE t2 (id bigint) USING heap2;", (35,), size=True),
+    R("MG403", "set-tablespace", "high",
+      "SET TABLESPACE copies the table files under ACCESS EXCLUSIVE.",
+      "Reads and writes wait until every block has been copied to the new tablespace.",
+      "Use pg_repack --tablespace, or a new table in the tablespace plus a swap.",
+      "ALTER TABLE t SET TABLESPACE fast;",
+      "CREATE TABLE t2 (id bigint) TABLESPACE fast;", (36,), size=True),
+    R("MG404", "vacuum-full-or-cluster", "critical",
+      "VACUUM FULL and CLUSTER rewrite the table under ACCESS EXCLUSIVE.",
+      "The table is unavailable for reads and writes for the whole rewrite, which needs room for a full copy.",
+      "Use pg_repack or pg_squeeze online; on PostgreSQL 19 REPACK (CONCURRENTLY) t;",
+      "VACUUM FULL t;",
+      "VACUUM (ANALYZE) t;", (37,), size=True),
+    R("MG405", "refresh-matview-non-concurrent", "high",
+      "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view.",
+      "The refresh holds ACCESS EXCLUSIVE on the materialized view for the whole query, so readers wait.",
+      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once\n"
+      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;  -- EXCLUSIVE: reads continue",
+      "REFRESH MATERIALIZED VIEW mv;",
+      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", (38,), size=True),
+    R("MG406", "detach-partition-non-concurrent", "high",
+      "DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent.",
+      "Every query on the partitioned table waits (and queues behind the detach).",
+      "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;  -- PG 14+, outside a transaction",
+      "ALTER TABLE p DETACH PARTITION p1;",
+      "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;", (39,), size=True),
+    R("MG407", "attach-partition-without-check", "high",
+      "ATTACH PARTITION without a pre-validated matching CHECK scans the partition under ACCESS EXCLUSIVE.",
+      "PostgreSQL must prove every row fits the bounds; unless a valid CHECK already implies them it scans the "
+      "partition (and the default partition) with writes and reads blocked. Before PG 12 the parent is locked too.",
+      "ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\n"
+      "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\n"
+      "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);  -- no scan\n"
+      "ALTER TABLE p2 DROP CONSTRAINT p2_bounds;",
+      "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
+      "ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\nCOMMIT;\n"
+      "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\nALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
+      (40,), size=True),
+    R("MG408", "create-trigger-on-existing-table", "low",
+      "CREATE TRIGGER takes SHARE ROW EXCLUSIVE and changes what every write does.",
+      "Writes wait while the trigger is created (usually brief, but it queues behind long transactions); "
+      "afterwards every write runs the trigger function.",
+      "SET lock_timeout = '2s'; then CREATE TRIGGER ...; keep the function fast and reviewed.",
+      "CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();",
+      "CREATE TABLE users (id bigint);\n"
+      "CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();", (41,), size=True),
+    R("MG409", "disable-trigger-or-rule", "medium",
+      "DISABLE TRIGGER / RULE silently turns off behaviour (audit, FK enforcement, sync).",
+      "Writes made while it is disabled skip the trigger, and DISABLE TRIGGER ALL also disables FK checks.",
+      "Review what the trigger does; prefer session_replication_role in a controlled maintenance job.",
+      "ALTER TABLE t DISABLE TRIGGER audit;",
+      "ALTER TABLE t ENABLE TRIGGER audit;", (42,)),
+    R("MG410", "replica-identity-change", "medium",
+      "REPLICA IDENTITY changes affect logical replication and CDC consumers.",
+      "FULL makes every UPDATE/DELETE log the whole old row (WAL growth); NOTHING breaks replication of "
+      "UPDATE/DELETE.",
+      "Check the publication and CDC setup first; prefer REPLICA IDENTITY USING INDEX on a unique index.",
+      "ALTER TABLE t REPLICA IDENTITY FULL;",
+      "ALTER TABLE t REPLICA IDENTITY DEFAULT;", (43,)),
+    R("MG411", "autovacuum-disabled", "medium",
+      "Turning autovacuum off for a table leads to bloat and transaction-id wraparound.",
+      "Dead rows are never reclaimed and the table eventually forces an emergency anti-wraparound vacuum.",
+      "Keep it on and tune it: ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);",
+      "ALTER TABLE t SET (autovacuum_enabled = false);",
+      "ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);", (44,)),
+    R("MG412", "truncate-cascade", "critical",
+      "TRUNCATE ... CASCADE silently empties every table that references this one.",
+      "CASCADE follows foreign keys recursively; tables nobody listed lose all their rows under ACCESS EXCLUSIVE.",
+      "List the tables to empty explicitly, back them up first, and never CASCADE in a migration.",
+      "TRUNCATE accounts CASCADE;",
+      "TRUNCATE staging_import;", (46,)),
+    R("MG413", "multiple-alters-same-table", "low",
+      "Several ALTER TABLE statements on one table take the lock (and scans) more times than needed.",
+      "Each statement queues for ACCESS EXCLUSIVE again and may scan again; one statement with several actions "
+      "does the work in one pass.",
+      "ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;",
+      "ALTER TABLE t ADD COLUMN a int;\nALTER TABLE t ADD COLUMN b int;",
+      "ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;", (63,)),
+    R("MG414", "explicit-lock-table", "medium",
+      "LOCK TABLE takes a lock for the rest of the transaction.",
+      "The default mode is ACCESS EXCLUSIVE: every query on the table waits until COMMIT.",
+      "Use the weakest mode that serves the purpose (e.g. SHARE ROW EXCLUSIVE to block writes only) and keep "
+      "the transaction short with lock_timeout set.",
+      "LOCK TABLE accounts;",
+      "LOCK TABLE accounts IN ACCESS SHARE MODE;", (), size=True),
+)
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n = s.type, s.node
+    if t == "VacuumStmt" and "full" in def_names(n.get("options")) or t == "ClusterStmt":
+        for rel in s.fx.locks or {None: None}:
+            if not st.is_new(rel):
+                yield Hit("MG404", f"{s.fx.kind} {rel or ''} rewrites under ACCESS EXCLUSIVE.".replace(" ACC", " ACC"), rel)
+    elif t == "RefreshMatViewStmt" and not n.get("concurrent"):
+        yield Hit("MG405", f"REFRESH MATERIALIZED VIEW {s.fx.target} blocks every read of it until done.", s.fx.target)
+    elif t == "CreateTrigStmt" and not st.is_new(s.fx.target):
+        yield Hit("MG408", f"CREATE TRIGGER on {s.fx.target} blocks writes while it is created.", s.fx.target)
+    elif t == "TruncateStmt" and n.get("behavior") == "DROP_CASCADE":
+        yield Hit("MG412", "TRUNCATE ... CASCADE also empties every referencing table.", s.fx.target)
+    elif t == "LockStmt" and any(m in ("ACCESS EXCLUSIVE", "EXCLUSIVE") for m in s.fx.locks.values()):
+        yield Hit("MG414", f"LOCK TABLE {', '.join(s.fx.locks)} in {next(iter(s.fx.locks.values()))} mode.", s.fx.target)
+    elif t == "AlterTableStmt":
+        yield from _alter(s, st, n)
+
+
+def _alter(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    table = rv_name(n.get("relation"))
+    if st.is_new(table):
+        return
+    if n.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE" and st.alters.get(table, 0) == 1:
+        yield Hit("MG413", f"Another ALTER TABLE {table} in this file; combine the actions into one statement.")
+    for item in n.get("cmds") or ():
+        cmd = item["AlterTableCmd"]
+        sub = cmd.get("subtype", "")
+        if sub in ("AT_SetLogged", "AT_SetUnLogged"):
+            yield Hit("MG401", f"{sub[6:].upper()} rewrites {table}.", table)
+        elif sub == "AT_SetAccessMethod":
+            yield Hit("MG402", f"SET ACCESS METHOD rewrites {table}.", table)
+        elif sub == "AT_SetTableSpace":
+            yield Hit("MG403", f"SET TABLESPACE copies {table} under ACCESS EXCLUSIVE.", table)
+        elif sub == "AT_DetachPartition" and not cmd["def"]["PartitionCmd"].get("concurrent"):
+            yield Hit("MG406", f"DETACH PARTITION locks all of {table} (ACCESS EXCLUSIVE).", table)
+        elif sub == "AT_AttachPartition":
+            part = rv_name(cmd["def"]["PartitionCmd"]["name"])
+            if part not in st.checked_tables and not st.is_new(part):
+                yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE"
+                          f"{' and locks the parent' if st.ctx.pg_version < 12 else ''}; no validated CHECK "
+                          "proves the bounds first.", part)
+        elif sub.startswith("AT_Disable") and ("Trig" in sub or "Rule" in sub):
+            yield Hit("MG409", f"{sub[3:]} {cmd.get('name') or ''} on {table} turns off behaviour for every write.")
+        elif sub == "AT_ReplicaIdentity":
+            ident = cmd["def"].get("ReplicaIdentityStmt", {}).get("identity_type", "")
+            if ident in ("f", "n"):
+                yield Hit("MG410", f"REPLICA IDENTITY {'FULL' if ident == 'f' else 'NOTHING'} on {table}.")
+        elif sub == "AT_SetRelOptions":
+            opts = def_names(cmd["def"].get("List", {}).get("items") if "List" in cmd["def"] else cmd["def"])
+            for key in ("autovacuum_enabled", "toast.autovacuum_enabled"):
+                if key in opts and str(opts[key]).lower() in ("false", "off", "0", "no"):
+                    yield Hit("MG411", f"autovacuum turned off for {table}.")

@@ -1,0 +1,107 @@
+"""Transaction and mechanics rules: timeouts, locks held across statements, nesting, mixed modes."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..models import LOCK_RANK
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("transactions")
+RULES = (
+    R("MG601", "missing-lock-timeout", "medium",
+      "A statement needing a strong lock runs without SET lock_timeout (the lock-queue pile-up).",
+      "If the statement waits behind one long-running query, every later query on the table queues behind it: "
+      "a brief ALTER becomes an outage. Locks are held until the transaction ends.",
+      "SET lock_timeout = '3s';  -- first statement of the migration\n"
+      "-- and retry the migration with backoff when it fails with 55P03 (lock_not_available)",
+      "ALTER TABLE users ADD COLUMN nickname text;",
+      "SET lock_timeout = '3s';\nALTER TABLE users ADD COLUMN nickname text;", (59,)),
+    R("MG602", "missing-statement-timeout", "low",
+      "A statement that scans or rewrites a table runs without SET statement_timeout.",
+      "A runaway rewrite or scan keeps its locks for as long as it runs; a timeout bounds the damage.",
+      "SET statement_timeout = '15min';  -- sized for the work; CREATE INDEX CONCURRENTLY may need longer",
+      "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
+      "SET statement_timeout = '15min';\nSET lock_timeout = '3s';\nALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
+      (60,)),
+    R("MG603", "lock-held-across-statements", "medium",
+      "An ACCESS EXCLUSIVE lock taken earlier in the transaction is held while later statements run.",
+      "Locks are released only at COMMIT: every statement after the one that took ACCESS EXCLUSIVE extends the "
+      "time all queries on that table are blocked.",
+      "Put the statement taking ACCESS EXCLUSIVE last in its transaction, or give it its own migration; run "
+      "backfills in their own batched transactions.",
+      "BEGIN;\nALTER TABLE accounts ADD COLUMN plan text;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nCOMMIT;",
+      "BEGIN;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nALTER TABLE accounts ADD COLUMN plan text;\nCOMMIT;",
+      (61,), size=True),
+    R("MG604", "non-idempotent-non-transactional", "low",
+      "A statement that runs outside a transaction is not re-runnable (no IF [NOT] EXISTS).",
+      "CREATE/DROP INDEX CONCURRENTLY cannot be rolled back; if the migration fails later, a re-run fails on "
+      "this statement. IF NOT EXISTS can also hide an INVALID index left by a failed build: check indisvalid.",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\nDROP INDEX CONCURRENTLY IF EXISTS idx;",
+      "DROP INDEX CONCURRENTLY users_email_idx;",
+      "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", (65,)),
+    R("MG605", "nested-transaction", "medium",
+      "BEGIN inside an open transaction, or COMMIT with none open.",
+      "The runner already wraps each file in a transaction; an inner COMMIT commits part of the migration "
+      "early, so a later failure leaves it half applied.",
+      "Remove BEGIN/COMMIT and let the runner own the transaction, or split the file.",
+      "BEGIN;\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
+      "ALTER TABLE t ADD COLUMN c int;", (66,)),
+    R("MG606", "uncommitted-transaction", "high",
+      "BEGIN without a matching COMMIT: the work is rolled back when the session ends.",
+      "The migration appears to succeed but nothing after BEGIN is kept.",
+      "End the transaction explicitly: ... COMMIT;",
+      "BEGIN;\nCREATE TABLE t (id bigint);",
+      "BEGIN;\nCREATE TABLE t (id bigint);\nCOMMIT;", (67,)),
+    R("MG607", "mixed-transaction-modes", "medium",
+      "Transactional statements and statements that cannot run in a transaction share one file.",
+      "The runner must split the file: if the CONCURRENTLY step fails, the earlier part is already committed "
+      "and the file is half applied.",
+      "Put CREATE INDEX CONCURRENTLY (and other non-transactional statements) in their own migration file.",
+      "CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);",
+      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (68,)),
+)
+
+_CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    t, n, fx = s.type, s.node, s.fx
+    if t == "TransactionStmt":
+        kind = n.get("kind", "")
+        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and st.tx_open:
+            who = "an earlier BEGIN" if st.explicit else "the runner (each file runs in one transaction)"
+            yield Hit("MG605", f"BEGIN while a transaction opened by {who} is in progress.")
+        elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK") and not st.tx_open:
+            yield Hit("MG605", f"{fx.kind} with no transaction open.")
+        elif kind == "TRANS_STMT_COMMIT" and st.tx_open and not st.explicit:
+            yield Hit("MG605", "COMMIT ends the runner's transaction early; the rest of the file runs separately.")
+        return
+    if t in _CONTROL:
+        return
+    existing = {r: m for r, m in fx.locks.items() if not st.is_new(r)}
+    strong = {r: m for r, m in existing.items() if LOCK_RANK[m] >= LOCK_RANK["SHARE"]}
+    if strong and not st.lock_timeout and not st.lock_timeout_missing:
+        rel, mode = next(iter(strong.items()))
+        yield Hit("MG601", f"No lock_timeout before {mode} on {rel}: if it waits, every query on {rel} queues "
+                  "behind it.")
+    if strong:
+        st.lock_timeout_missing.append(s.raw.line)
+    if (fx.rewrite or fx.scan) and existing and fx.transactional and not st.statement_timeout \
+            and not st.statement_timeout_reported and t not in ("SelectStmt", "InsertStmt"):
+        st.statement_timeout_reported = True
+        yield Hit("MG602", f"{fx.kind} may run long and no statement_timeout is set.")
+    if s.in_tx and st.held and not st.held_reported:
+        rel, (mode, line) = next(iter(st.held.items()))
+        st.held_reported = True
+        yield Hit("MG603", f"{mode} on {rel} (taken at line {line}) is still held while this runs; queries on "
+                  f"{rel} wait until COMMIT.", rel)
+    if not fx.transactional:
+        if t == "IndexStmt" and n.get("concurrent") and not n.get("if_not_exists"):
+            yield Hit("MG604", "CREATE INDEX CONCURRENTLY without IF NOT EXISTS fails on a re-run.")
+        elif t == "DropStmt" and n.get("concurrent") and not n.get("missing_ok"):
+            yield Hit("MG604", "DROP INDEX CONCURRENTLY without IF EXISTS fails on a re-run.")
+    if st.ctx.assume_in_transaction and not st.explicit and not st.mixed_reported:
+        if not fx.transactional and st.tx_ddl_seen or fx.transactional and st.nontx_seen and fx.locks:
+            st.mixed_reported = True
+            yield Hit("MG607", "This file mixes statements that need a transaction with ones that cannot run in one.")

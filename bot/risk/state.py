@@ -1,0 +1,77 @@
+"""What the engine remembers while walking one file: new objects, transactions, settings, locks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .locks import Effect
+from .models import Context, TableStats
+from .parse import RawStatement
+
+
+@dataclass(slots=True)
+class Stmt:
+    """A parsed statement with its effect, as the rules see it."""
+
+    raw: RawStatement
+    fx: Effect
+    in_tx: bool
+    explicit_tx: bool
+
+    @property
+    def node(self) -> dict:
+        return self.raw.node
+
+    @property
+    def type(self) -> str:
+        return self.raw.node_type
+
+
+@dataclass(slots=True)
+class State:
+    ctx: Context
+    created: set[str] = field(default_factory=set)
+    partitioned: set[str] = field(default_factory=set)
+    coltypes: dict[tuple[str, str], str] = field(default_factory=dict)
+    tx_open: bool = False
+    explicit: bool = False
+    tx_id: int = 0
+    lock_timeout: bool = False
+    statement_timeout: bool = False
+    not_valid: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)  # name -> (table, tx, NOT NULL col)
+    not_null_checks: set[tuple[str, str]] = field(default_factory=set)
+    not_null_done: set[tuple[str, str]] = field(default_factory=set)
+    checked_tables: set[str] = field(default_factory=set)  # tables with a validated CHECK in this file
+    indexes: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    alters: dict[str, int] = field(default_factory=dict)
+    held: dict[str, tuple[str, int]] = field(default_factory=dict)  # relation -> (mode, line), current tx
+    held_reported: bool = False
+    lock_timeout_missing: list[int] = field(default_factory=list)
+    statement_timeout_reported: bool = False
+    nontx_seen: bool = False
+    tx_ddl_seen: bool = False
+    mixed_reported: bool = False
+    dropped_pkeys: set[str] = field(default_factory=set)
+    begin_line: int = 0
+
+    def is_new(self, relation: str | None) -> bool:
+        """Created earlier in this file (invisible to other sessions, so lock rules do not apply)."""
+        if relation is None:
+            return False
+        return relation in self.created or relation.rsplit(".", 1)[-1] in self.created
+
+    def stats(self, relation: str | None) -> TableStats | None:
+        if relation is None:
+            return None
+        t = self.ctx.tables
+        return t.get(relation) or t.get(relation.rsplit(".", 1)[-1]) or t.get(f"public.{relation}")
+
+    def is_partitioned(self, relation: str) -> bool:
+        s = self.stats(relation)
+        return relation in self.partitioned or bool(s and s.partitioned)
+
+    def has_index(self, table: str, cols: tuple[str, ...]) -> bool:
+        known = list(self.indexes.get(table, ()))
+        s = self.stats(table)
+        if s:
+            known.extend(s.indexes)
+        return any(tuple(ix[: len(cols)]) == cols for ix in known)
