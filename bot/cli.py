@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_cmd_db_upgrade)
 
     dev = add("dev", _cmd_dev, "run everything locally with a Slack-like page in the browser")
-    dev.add_argument("--port", type=int, default=8700)
+    dev.add_argument("--port", type=int, default=3000, help="port of the bot's HTTP endpoint")
     dev.add_argument("--no-browser", action="store_true")
 
     manifest = add("manifest", _cmd_manifest, "print a Slack app manifest to paste when creating the app")
