@@ -180,3 +180,19 @@ class Incident(_Frozen):
     opened_by: str
     created_at: datetime
     resolved_at: datetime | None = None
+
+
+class Backup(_Frozen):
+    id: int
+    request_id: int | None = None
+    environment: str
+    path: str
+    scope: str
+    format: str
+    sha256: str | None = None
+    size_bytes: int | None = None
+    duration_ms: int | None = None
+    verified: bool
+    created_at: datetime
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from bot.errors import NotFound, StoreError, TransitionConflict
 from bot.models import (
     TRANSITIONS,
+    Backup,
     Decision,
     Event,
     Freeze,
@@ -409,6 +410,73 @@ class Store:
                 _append_event(conn, request_id=None, actor=lifted_by, kind="freeze.lifted",
                               detail={"environment": environment, "count": cur.rowcount})
             return cur.rowcount
+
+    # ------------------------------------------------------------------ backups
+    def create_backup(
+        self,
+        environment: str,
+        path: str,
+        *,
+        request_id: int | None = None,
+        scope: str = "full",
+        sha256: str,
+        size_bytes: int,
+        duration_ms: int,
+        verified: bool,
+        expires_at: datetime,
+    ) -> Backup:
+        with self._tx() as conn:
+            row = conn.execute(
+                """INSERT INTO guardian_bot.backups
+                       (request_id, environment, path, scope, sha256, size_bytes, duration_ms, verified, expires_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+                (request_id, environment, path, scope, sha256, size_bytes, duration_ms, verified, expires_at),
+            ).fetchone()
+            _append_event(conn, request_id=request_id, actor="guardian", kind="backup.created",
+                          detail={"backup_id": row["id"], "environment": environment, "scope": scope,
+                                  "sha256": sha256, "size_bytes": size_bytes})
+            return Backup(**row)
+
+    def get_backup(self, backup_id: int) -> Backup:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM guardian_bot.backups WHERE id = %s", (backup_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"backup {backup_id} does not exist")
+        return Backup(**row)
+
+    def list_backups(self, *, request_id: int | None = None, expired_at: datetime | None = None) -> list[Backup]:
+        """Backups of one request, or (with ``expired_at``) every undeleted backup past its expiry."""
+        clauses, params = ["deleted_at IS NULL"], []
+        if request_id is not None:
+            clauses.append("request_id = %s")
+            params.append(request_id)
+        if expired_at is not None:
+            clauses.append("expires_at <= %s")
+            params.append(expired_at)
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM guardian_bot.backups WHERE {' AND '.join(clauses)} ORDER BY id", params
+            ).fetchall()
+        return [Backup(**r) for r in rows]
+
+    def mark_backup_deleted(self, backup_id: int) -> None:
+        with self._tx() as conn:
+            conn.execute("UPDATE guardian_bot.backups SET deleted_at = now() WHERE id = %s AND deleted_at IS NULL",
+                         (backup_id,))
+            _append_event(conn, request_id=None, actor="guardian", kind="backup.deleted",
+                          detail={"backup_id": backup_id})
+
+    def succeeded_environments(self, sha256s: dict[str, str]) -> list[str]:
+        """Environments where a request with exactly these migrations (by sha256) succeeded."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT r.environment FROM guardian_bot.requests r
+                   WHERE r.status = 'succeeded'
+                     AND (SELECT jsonb_object_agg(m.name, m.sha256) FROM guardian_bot.request_migrations m
+                          WHERE m.request_id = r.id) = %s""",
+                (Jsonb(sha256s),),
+            ).fetchall()
+        return sorted(r["environment"] for r in rows)
 
     # ------------------------------------------------------------------- events
     def record_event(

@@ -175,3 +175,28 @@ def test_freeze_is_active_until_lifted(store):
     assert store.get_active_freeze("production", at=ends + timedelta(seconds=1)) is None
     assert store.lift_freezes("production", lifted_by="U2") == 1
     assert store.get_active_freeze("production") is None
+
+
+def test_backups_and_expiry(store):
+    rid = new_request(store)
+    now = datetime.now(timezone.utc)
+    old = store.create_backup("staging", "/b/old.dump", request_id=rid, sha256="0" * 64, size_bytes=10,
+                              duration_ms=5, verified=True, expires_at=now - timedelta(days=1))
+    new = store.create_backup("staging", "/b/new.dump", request_id=rid, sha256="1" * 64, size_bytes=10,
+                              duration_ms=5, verified=True, expires_at=now + timedelta(days=29))
+    assert [b.id for b in store.list_backups(request_id=rid)] == [old.id, new.id]
+    assert [b.id for b in store.list_backups(expired_at=now)] == [old.id]
+    store.mark_backup_deleted(old.id)
+    assert store.list_backups(expired_at=now) == []
+    assert store.get_backup(old.id).deleted_at is not None
+
+
+def test_succeeded_environments_match_exact_sha256s(store):
+    rid = new_request(store)
+    for a, b in [(S.ANALYZING, S.AWAITING_APPROVAL), (S.AWAITING_APPROVAL, S.APPROVED), (S.APPROVED, S.QUEUED),
+                 (S.QUEUED, S.BACKING_UP), (S.BACKING_UP, S.APPLYING), (S.APPLYING, S.VERIFYING),
+                 (S.VERIFYING, S.SUCCEEDED)]:
+        store.transition(rid, a, b, actor="guardian")
+    sha = store.get_request(rid).sha256s
+    assert store.succeeded_environments(sha) == ["staging"]
+    assert store.succeeded_environments({"20240101_add_x": "f" * 64}) == []
