@@ -57,7 +57,7 @@ RULES = (
 )
 
 # The scanner truncates long identifiers before we see the tree, so look at the text.
-_LONG_IDENT = re.compile(r'"([^"]{64,})"|\b([A-Za-z_][A-Za-z0-9_$]{63,})\b')
+_TOKENS = re.compile(r'"((?:[^"]|"")*)"|\'(?:[^\']|\'\')*\'|--[^\n]*|\$\$.*?\$\$|\b([A-Za-z_][A-Za-z0-9_$]*)', re.DOTALL)
 _DDL = {"CreateStmt", "IndexStmt", "AlterTableStmt", "RenameStmt", "ViewStmt", "CreateTableAsStmt", "CreateSeqStmt",
         "CreateFunctionStmt", "CreateTrigStmt", "CreateEnumStmt", "CreateDomainStmt", "CreateSchemaStmt"}
 _INTS = {"integer", "smallint", "serial", "serial4", "smallserial", "serial2", "int", "int4", "int2"}
@@ -107,9 +107,9 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         if len(name.encode()) > 63:
             yield Hit("MG805", f"Column name {name[:30]}... is {len(name.encode())} bytes; truncated to 63.")
     if t in _DDL:
-        for m in _LONG_IDENT.finditer(s.raw.text):
+        for m in _TOKENS.finditer(s.raw.text):
             ident = m.group(1) or m.group(2)
-            if len(ident.encode()) > 63:
+            if ident and len(ident.encode()) > 63:
                 yield Hit("MG805", f"Name {ident[:30]}... is {len(ident.encode())} bytes; PostgreSQL truncates it "
                           "to 63.")
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..models import Severity
-from ..nodes import rv_name
+from ..nodes import rv_name, strings
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -149,8 +149,22 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
             return
         sev = Severity.HIGH if n.get("behavior") == "DROP_CASCADE" else None
-        yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else ''} breaks objects and code that use it"
+        yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else _object_names(n)} breaks objects and code that use it"
                   f"{' and CASCADE drops them too' if sev else ''}.".replace("  ", " "), None, sev)
+
+
+def _object_names(n: dict) -> str:
+    out = []
+    for obj in n.get("objects") or ():
+        if "List" in obj:
+            out.append(".".join(strings(obj["List"].get("items"))))
+        elif "String" in obj:
+            out.append(obj["String"]["sval"])
+        elif "ObjectWithArgs" in obj:
+            out.append(".".join(strings(obj["ObjectWithArgs"].get("objname"))) + "()")
+        elif "TypeName" in obj:
+            out.append(".".join(strings(obj["TypeName"].get("names"))))
+    return ", ".join(out)
 
 
 def _rename(s: Stmt, st: State, n: dict) -> Iterator[Hit]:

@@ -1,0 +1,257 @@
+"""`guardian lint`: analyse migration files and report in text, json, sarif or github format (DESIGN §7).
+
+Usage::
+
+    guardian lint --format json --fail-on high migrations/
+    python -m bot.lint --pg-version 14 - < migration.sql
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.risk import RULES, Context, Report, Severity, TableStats, analyze, lookup
+
+FORMATS = ("text", "json", "sarif", "github")
+LEVELS = tuple(s.value for s in Severity)
+DEFAULTS = {"pg_version": 16, "fail_on": "high", "disabled": [], "enabled": [], "assume_in_transaction": True}
+
+
+class UsageError(Exception):
+    """Bad arguments, config or unreadable input: exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="SQL files or directories (searched for *.sql); '-' reads standard input")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
+    parser.add_argument("--pg-version", type=int, default=None, metavar="N",
+                        help="target PostgreSQL major version (default: [lint] pg_version, else 16)")
+    parser.add_argument("--fail-on", choices=LEVELS, default=None,
+                        help="exit 1 when a file's risk is at or above this level (default: [lint] fail_on, else high)")
+    parser.add_argument("--context", metavar="FILE.json", default=None,
+                        help="table sizes and function volatility: {\"tables\": {\"users\": {\"rows\": 5e7}}, ...}")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        config = load_lint_config(Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")))
+        ctx = _context(args, config)
+        fail_on = Severity(args.fail_on or config["fail_on"])
+        inputs = list(_inputs(args.paths))
+        reports = [(path, analyze(data, ctx)) for path, data in inputs]
+    except UsageError as exc:
+        print(f"guardian lint: {exc}", file=err)
+        return 2
+    render = {"text": render_text, "json": render_json, "sarif": render_sarif, "github": render_github}[args.format]
+    out.write(render(reports, color=args.format == "text" and _color(out)))
+    failing = [p for p, r in reports if r.risk.rank >= fail_on.rank]
+    return 1 if failing else 0
+
+
+def load_lint_config(path: Path) -> dict[str, Any]:
+    """The [lint] table of guardian.toml, validated; a missing file means defaults."""
+    conf = dict(DEFAULTS)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return conf
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read config: {exc.strerror}") from exc
+    try:
+        section = tomllib.loads(raw.decode("utf-8")).get("lint", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from exc
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: [lint] must be a table")
+    for key, value in section.items():
+        if key not in DEFAULTS:
+            raise UsageError(f"{path}: [lint].{key} is not a known key ({', '.join(DEFAULTS)})")
+        if key == "pg_version" and (not isinstance(value, int) or isinstance(value, bool) or not 9 <= value <= 30):
+            raise UsageError(f"{path}: [lint].pg_version must be a major version number such as 16")
+        if key == "fail_on" and value not in LEVELS:
+            raise UsageError(f"{path}: [lint].fail_on must be one of {' | '.join(LEVELS)}")
+        if key in ("disabled", "enabled"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise UsageError(f"{path}: [lint].{key} must be a list of rule codes or names")
+            unknown = [v for v in value if lookup(v) is None]
+            if unknown:
+                raise UsageError(f"{path}: [lint].{key}: unknown rule {unknown[0]!r} (see docs/rules.md)")
+        if key == "assume_in_transaction" and not isinstance(value, bool):
+            raise UsageError(f"{path}: [lint].assume_in_transaction must be true or false")
+        conf[key] = value
+    return conf
+
+
+def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
+    version = args.pg_version if args.pg_version is not None else config["pg_version"]
+    if not 9 <= version <= 30:
+        raise UsageError(f"--pg-version {version}: expected a PostgreSQL major version such as 16")
+    extra: dict[str, Any] = {}
+    if getattr(args, "context", None):
+        try:
+            data = json.loads(Path(args.context).read_text(encoding="utf-8"))
+            extra["tables"] = {k: TableStats(**v) for k, v in data.get("tables", {}).items()}
+            extra["functions"] = dict(data.get("functions", {}))
+            if "pg_minor" in data:
+                extra["pg_minor"] = int(data["pg_minor"])
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise UsageError(f"--context {args.context}: {exc}") from exc
+    names = lambda key: frozenset(lookup(v).code for v in config[key])  # noqa: E731
+    return Context(pg_version=version, disabled=names("disabled"), enabled=names("enabled"),
+                   assume_in_transaction=config["assume_in_transaction"], **extra)
+
+
+def _inputs(paths: list[str]):
+    for p in paths:
+        if p == "-":
+            yield "-", sys.stdin.buffer.read()
+            continue
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*.sql") if f.is_file())
+            if not files:
+                raise UsageError(f"{p}: no .sql files in this directory")
+        else:
+            files = [path]
+        for f in files:
+            try:
+                yield str(f), f.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {f}: {exc.strerror}") from exc
+
+
+# ---------------------------------------------------------------- renderers
+
+def render_json(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    files = []
+    for path, r in reports:
+        files.append({
+            "path": path, "risk": r.risk.value, "reasons": list(r.reasons), "pg_version": r.pg_version,
+            "statements": [{
+                "index": s.index, "line": s.line, "column": s.column, "kind": s.kind,
+                "transactional": s.transactional, "in_transaction": s.in_transaction,
+                "locks": [{"relation": lk.relation, "mode": lk.mode} for lk in s.locks],
+                "rewrite": s.rewrite, "scan": s.scan, "destructive": s.destructive,
+                "incompatible": s.incompatible, "data_changing": s.data_changing,
+            } for s in r.statements],
+            "findings": [{
+                "code": f.code, "name": f.name, "severity": f.severity.value, "line": f.line, "column": f.column,
+                "statement": f.statement, "message": f.message, "fix": f.fix, "accepted": f.accepted,
+                "accept_reason": f.accept_reason,
+            } for f in r.findings],
+        })
+    return json.dumps({"files": files}, indent=1, ensure_ascii=False) + "\n"
+
+
+_SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
+
+
+def render_sarif(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    rules = [{
+        "id": r.code, "name": r.name, "shortDescription": {"text": r.summary}, "fullDescription": {"text": r.why},
+        "help": {"text": r.fix}, "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity.value]},
+        "properties": {"family": r.family, "severity": r.severity.value},
+    } for r in RULES]
+    results = []
+    for path, report in reports:
+        for f in report.findings:
+            res = {
+                "ruleId": f.code, "level": _SARIF_LEVEL[f.severity.value], "message": {"text": f.message},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": path},
+                                                    "region": {"startLine": f.line, "startColumn": f.column}}}],
+                "properties": {"severity": f.severity.value, "name": f.name, "fileRisk": report.risk.value},
+            }
+            if f.accepted:
+                res["suppressions"] = [{"kind": "inSource", "justification": f.accept_reason or ""}]
+            results.append(res)
+    doc = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+           "runs": [{"tool": {"driver": {"name": "migration-guardian", "rules": rules}}, "results": results}]}
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+_GH_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "notice"}
+
+
+def render_github(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    lines = []
+    for path, r in reports:
+        for f in r.findings:
+            if f.accepted:
+                continue
+            title = _gh_escape(f"{f.code} {f.name} ({f.severity.value})", prop=True)
+            lines.append(f"::{_GH_LEVEL[f.severity.value]} file={_gh_escape(path, True)},line={f.line},col={f.column},"
+                         f"title={title}::{_gh_escape(f.message + ' Fix: ' + f.fix)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_ANSI = {"critical": "\033[1;35m", "high": "\033[1;31m", "medium": "\033[33m", "low": "\033[36m",
+         "dim": "\033[2m", "bold": "\033[1m", "reset": "\033[0m"}
+
+
+def _color(stream: TextIO) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def render_text(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    c = (lambda key, s: f"{_ANSI[key]}{s}{_ANSI['reset']}") if color else (lambda key, s: s)
+    out: list[str] = []
+    for path, r in reports:
+        live = [f for f in r.findings if not f.accepted]
+        accepted = len(r.findings) - len(live)
+        out.append(c("bold", f"{path}") + f"  risk {c(r.risk.value, r.risk.value.upper())}  "
+                   f"({len(r.statements)} statements, {len(live)} findings"
+                   + (f", {accepted} accepted" if accepted else "") + ")")
+        for reason in r.reasons:
+            out.append(f"  - {reason}")
+        by_index = {s.index: s for s in r.statements}
+        for f in sorted(r.findings, key=lambda f: (f.line, -f.severity.rank)):
+            tag = "ACCEPTED " if f.accepted else ""
+            out.append("")
+            out.append(f"{path}:{f.line}:{f.column}  {c(f.severity.value, tag + f.severity.value.upper())}  "
+                       f"{f.code} {f.name}")
+            stmt = by_index.get(f.statement) if f.statement is not None else None
+            if stmt is not None:
+                for line in _excerpt(stmt.excerpt):
+                    out.append(c("dim", f"    | {line}"))
+            out.append(f"    {f.message}")
+            rule = lookup(f.code)
+            if rule is not None:
+                out.append(f"    why: {rule.why}")
+            fix = f.fix.splitlines() or [""]
+            out.append(f"    fix: {fix[0]}")
+            out.extend(f"         {line}" for line in fix[1:])
+            if f.accepted:
+                out.append(f"    accepted because {f.accept_reason}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _excerpt(text: str, lines: int = 3, width: int = 100) -> list[str]:
+    rows = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    shown = [ln if len(ln) <= width else ln[: width - 3] + "..." for ln in rows[:lines]]
+    if len(rows) > lines:
+        shown.append("...")
+    return shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="guardian lint", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
