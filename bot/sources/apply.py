@@ -19,6 +19,7 @@ from datetime import datetime
 import psycopg
 
 from bot.errors import GuardianError
+from bot.pg.connect import target_errors
 from bot.sources.ledgers import (
     HISTORY_TABLE,
     PRISMA_TABLE,
@@ -150,6 +151,7 @@ def apply_migration(
     approvers: Sequence[str] = (),
     backup_id: str | None = None,
     execute: Executor | None = None,
+    environment: str = "target",
 ) -> ApplyResult:
     """Run one file's SQL and write its ledger rows (the tool's and our sidecar) in ONE transaction.
 
@@ -161,9 +163,10 @@ def apply_migration(
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise GuardianError("apply_migration needs a connection with no open transaction", code="busy-connection")
     execute = execute or run_script
-    ensure_ledgers(conn, layout)
-    with conn.transaction():
-        _check_applicable(conn, layout, migration)
+    with target_errors(environment):
+        ensure_ledgers(conn, layout)
+        with conn.transaction():
+            _check_applicable(conn, layout, migration)
     row_id = str(uuid.uuid4())
     statements = [p.text for p in split_statements(migration.sql)] if layout == "supabase" else None
     stmts_sha = _statements_sha(statements) if statements is not None else None

@@ -15,6 +15,7 @@ class Piece:
     text: str
     line: int
     node_type: str | None  # e.g. "IndexStmt"; None when the script did not parse
+    node: dict | None = None  # the statement's parse tree (pglast JSON), None when it did not parse
 
 
 def split_statements(sql: str) -> list[Piece]:
@@ -42,5 +43,6 @@ def split_statements(sql: str) -> list[Piece]:
         lead = len(chunk) - len(chunk.lstrip())
         line = data[: start + lead].count(b"\n") + 1
         node_type = next(iter(raw.get("stmt", {})), None)
-        pieces.append(Piece(len(pieces), text, line, node_type))
+        node = raw["stmt"][node_type] if node_type else None
+        pieces.append(Piece(len(pieces), text, line, node_type, node))
     return pieces

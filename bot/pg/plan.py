@@ -1,0 +1,162 @@
+"""`guardian plan`: lint + lock rehearsal of migration files against a rehearsal database, text or JSON.
+
+Usage::
+
+    guardian plan --target-url "$REHEARSAL_URL" --format json prisma/migrations/2024*/migration.sql
+    guardian plan --env staging migrations/        # staging's rehearsal_database_url_env, or staging itself
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bot.config import GuardianConfig
+from bot.errors import ConfigError, GuardianError
+from bot.pg.connect import connect_target
+from bot.pg.introspect import gather_facts
+from bot.pg.rehearsal import FileRehearsal, Rehearsal, RehearsalRefused, rehearse
+
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_STATEMENT_TIMEOUT = "5min"
+
+
+def rehearsal_target(config: GuardianConfig, env_name: str) -> tuple[str, str, str]:
+    """(url, lock_timeout, statement_timeout) to rehearse for an environment; production is refused
+    unless it names a rehearsal database (rehearsal_database_url_env) or sets allow_rehearsal = true."""
+    env = config.environment(env_name)
+    if env.rehearsal_database_url_env:
+        url = os.environ.get(env.rehearsal_database_url_env, "")
+        if not url:
+            raise ConfigError(
+                f"environment {env_name!r}: variable {env.rehearsal_database_url_env} (rehearsal_database_url_env) "
+                "is not set; export the rehearsal database URL in it", code="missing-env")
+    elif env.production and not env.allow_rehearsal:
+        raise RehearsalRefused(
+            f"environment {env_name!r} is production and has no rehearsal database; set "
+            "rehearsal_database_url_env to a copy of it (or allow_rehearsal = true to rehearse on it, in a "
+            "transaction that is always rolled back)")
+    else:
+        url = env.database_url().get_secret_value()
+    return url, env.lock_timeout, env.statement_timeout
+
+
+def _collect(paths: list[str]) -> list[tuple[str, str]]:
+    files: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        found = sorted(p for p in path.rglob("*.sql") if p.is_file()) if path.is_dir() else [path]
+        for item in found:
+            try:
+                files.append((str(item), item.read_bytes().decode("utf-8")))
+            except FileNotFoundError:
+                raise GuardianError(f"{item}: no such file", code="unreadable-input") from None
+            except UnicodeDecodeError:
+                raise GuardianError(f"{item}: not UTF-8 text; re-save it as UTF-8", code="unreadable-input") from None
+            except OSError as exc:
+                raise GuardianError(f"{item}: cannot read ({exc.strerror})", code="unreadable-input") from None
+    if not files:
+        raise GuardianError("no .sql files in the given paths", code="unreadable-input")
+    return files
+
+
+def _lint_entry(path: str, sql: str, context) -> dict:
+    """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
+    try:
+        from bot.risk import analyze
+    except ImportError:
+        return {"path": path, "risk": None, "statements": [], "findings": []}
+    report = analyze(sql, context)
+    return {
+        "path": path,
+        "risk": report.risk.value,
+        "statements": [
+            {"index": s.index, "line": s.line, "kind": s.kind, "transactional": s.transactional,
+             "locks": [{"relation": lk.relation, "mode": lk.mode} for lk in s.locks]}
+            for s in report.statements
+        ],
+        "findings": [
+            {"code": f.code, "name": f.name, "severity": f.severity.value, "line": f.line, "column": f.column,
+             "statement": f.statement, "message": f.message, "fix": f.fix}
+            for f in report.findings
+        ],
+    }
+
+
+def merge(lint: list[dict], result: Rehearsal) -> dict:
+    """Lint JSON plus, per statement, observed_locks, rewrites, duration_ms, rehearsed, reason, error."""
+    files = []
+    for entry, rehearsed in zip(lint, result.files):
+        by_line = {s["line"]: s for s in entry["statements"]}
+        statements = []
+        for s in rehearsed.statements:
+            base = dict(by_line.get(s.line) or {"index": s.index, "line": s.line, "kind": s.kind,
+                                                "transactional": s.transactional, "locks": []})
+            base.update({
+                "observed_locks": [lk.model_dump() for lk in s.observed_locks], "rewrites": list(s.rewrites),
+                "duration_ms": s.duration_ms, "rehearsed": s.rehearsed, "reason": s.reason, "error": s.error,
+            })
+            statements.append(base)
+        files.append({**entry, "statements": statements})
+    return {
+        "files": files,
+        "rehearsal": {"server_version": result.server_version, "lock_timeout": result.lock_timeout,
+                      "statement_timeout": result.statement_timeout, "rolled_back": True},
+    }
+
+
+def _text(doc: dict, result: Rehearsal) -> str:
+    lines = [f"rehearsal on PostgreSQL {result.server_version} (rolled back; lock_timeout {result.lock_timeout})"]
+    for f in doc["files"]:
+        lines.append(f"{f['path']}: risk {f['risk'] or 'unknown'}")
+        for s in f["statements"]:
+            locks = ", ".join(f"{lk['relation']} {lk['mode']}" for lk in s["observed_locks"]) or "none"
+            head = f"  #{s['index'] + 1} line {s['line']} {s['kind'] or '?'}"
+            if not s["rehearsed"]:
+                lines.append(f"{head}: {s['error'] or s['reason']}")
+                continue
+            rewrites = f"; rewrites {', '.join(s['rewrites'])}" if s["rewrites"] else ""
+            lines.append(f"{head}: {s['duration_ms']:.1f} ms; locks {locks}{rewrites}")
+        for finding in f["findings"]:
+            lines.append(f"  {finding['severity'].upper()} {finding['code']} line {finding['line']}: {finding['message']}")
+    return "\n".join(lines)
+
+
+def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
+    """0 when every statement rehearsed (or was skipped as non-transactional), 1 when one failed, 2 on usage."""
+    target_url, env_name = getattr(args, "target_url", None), getattr(args, "env", None)
+    if bool(target_url) == bool(env_name):
+        print("guardian: give exactly one of --target-url URL or --env NAME", file=sys.stderr)
+        return 2
+    if env_name:
+        url, lock_timeout, statement_timeout = rehearsal_target(config, env_name)
+        label = f"{env_name} (rehearsal)"
+    else:
+        url, lock_timeout, statement_timeout, label = target_url, DEFAULT_LOCK_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, "rehearsal"
+    try:
+        files = _collect(list(args.paths))
+    except GuardianError as exc:
+        print(f"guardian: {exc.message}", file=sys.stderr)
+        return 2
+    with connect_target(url, label) as conn:
+        facts = gather_facts(conn, label)
+        overrides = {"pg_version": args.pg_version} if getattr(args, "pg_version", None) else {}
+        try:
+            context = facts.to_risk_context(**overrides)
+        except ImportError:
+            context = None
+        lint = [_lint_entry(path, sql, context) for path, sql in files]
+        verdicts = {(fi, s["index"]): s["transactional"] for fi, e in enumerate(lint) for s in e["statements"]}
+        result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                          non_transactional=verdicts)
+    doc = merge(lint, result)
+    if getattr(args, "format", "text") == "json":
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_text(doc, result))
+    return 1 if result.failed else 0
+
+
+__all__ = ["run_plan", "rehearsal_target", "merge", "FileRehearsal"]
