@@ -78,6 +78,8 @@ class MigrationRef(_Frozen):
 
     position: int
     name: str
+    version: str | None = None  # as the migration's tool orders it
+    ledger_name: str | None = None  # as the tool's ledger names it (Prisma: the folder name)
     path: str | None = None
     sha256: str
     sql: str
@@ -108,6 +110,8 @@ class Request(_Frozen):
     error: str | None = None
     created_at: datetime
     updated_at: datetime
+    selection: dict[str, Any] = Field(default_factory=dict)  # {"migrations": [...], "pending": bool, "ref": ...}
+    target: dict[str, Any] = Field(default_factory=dict)  # {"host", "port", "database", "server_version"}
     migrations: list[MigrationRef] = Field(default_factory=list)
 
     @property

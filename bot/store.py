@@ -47,14 +47,14 @@ GENESIS_HASH = "0" * 64
 _REQ_COLS = (
     "id, environment, requester, source, status, risk, risk_reasons, git_ref, git_commit, "
     "target_fingerprint, policy_version, channel, message_ts, thread_ts, run_after, failed_step, "
-    "db_state, error, created_at, updated_at"
+    "db_state, error, created_at, updated_at, selection, target"
 )
 # Columns a transition may set alongside the status.
 _SETTABLE = frozenset(
     {"risk", "risk_reasons", "git_commit", "target_fingerprint", "policy_version", "channel",
-     "message_ts", "thread_ts", "run_after", "failed_step", "db_state", "error"}
+     "message_ts", "thread_ts", "run_after", "failed_step", "db_state", "error", "target"}
 )
-_JSON_COLS = frozenset({"risk_reasons"})
+_JSON_COLS = frozenset({"risk_reasons", "target", "selection"})
 
 
 class NewMigration(BaseModel):
@@ -62,6 +62,8 @@ class NewMigration(BaseModel):
 
     name: str
     sql: str
+    version: str | None = None
+    ledger_name: str | None = None
     path: str | None = None
     down_sql: str | None = None
     verify_sql: str | None = None
@@ -123,30 +125,44 @@ class Store:
         target_fingerprint: str | None = None,
         policy_version: str | None = None,
         status: RequestStatus = RequestStatus.ANALYZING,
+        selection: dict[str, Any] | None = None,
     ) -> Request:
-        if not migrations:
+        """A new request. Only a request still being analysed may start without its migrations."""
+        if not migrations and RequestStatus(status) is not RequestStatus.ANALYZING:
             raise StoreError("a request needs at least one migration", code="empty-request")
         with self._tx() as conn:
             row = conn.execute(
                 f"""INSERT INTO guardian_bot.requests
                         (environment, requester, source, status, git_ref, git_commit, channel,
-                         target_fingerprint, policy_version)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_REQ_COLS}""",
+                         target_fingerprint, policy_version, selection)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_REQ_COLS}""",
                 (environment, requester, source, RequestStatus(status).value, git_ref, git_commit,
-                 channel, target_fingerprint, policy_version),
+                 channel, target_fingerprint, policy_version, Jsonb(selection or {})),
             ).fetchone()
-            for position, mig in enumerate(migrations, start=1):
-                conn.execute(
-                    """INSERT INTO guardian_bot.request_migrations
-                           (request_id, position, name, path, sha256, sql, down_sql, verify_sql, risk, report)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (row["id"], position, mig.name, mig.path, mig.sha256, mig.sql, mig.down_sql,
-                     mig.verify_sql, mig.risk, Jsonb(mig.report) if mig.report is not None else None),
-                )
+            _insert_migrations(conn, row["id"], migrations)
             _append_event(conn, request_id=row["id"], actor=requester, kind="request.created",
                           detail={"environment": environment, "source": source,
                                   "migrations": {m.name: m.sha256 for m in migrations},
                                   "git_commit": git_commit})
+            return self._load_request(conn, row)
+
+    def replace_migrations(self, request_id: int, migrations: Sequence[NewMigration], *, actor: str = "guardian") -> Request:
+        """Set what an ``analyzing`` request will run (first analysis, or re-analysis after a change)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                f"SELECT {_REQ_COLS} FROM guardian_bot.requests WHERE id = %s FOR UPDATE", (request_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"request {request_id} does not exist")
+            if row["status"] != RequestStatus.ANALYZING.value:
+                raise TransitionConflict(
+                    f"request {request_id} is {row['status'].replace('_', ' ')}; its migrations can only change "
+                    "while it is being analysed"
+                )
+            conn.execute("DELETE FROM guardian_bot.request_migrations WHERE request_id = %s", (request_id,))
+            _insert_migrations(conn, request_id, migrations)
+            _append_event(conn, request_id=request_id, actor=actor, kind="request.migrations",
+                          detail={"migrations": {m.name: m.sha256 for m in migrations}})
             return self._load_request(conn, row)
 
     def get_request(self, request_id: int) -> Request:
@@ -257,7 +273,7 @@ class Store:
 
     def _load_request(self, conn: psycopg.Connection, row: dict[str, Any]) -> Request:
         migs = conn.execute(
-            """SELECT position, name, path, sha256, sql, down_sql, verify_sql, risk, report
+            """SELECT position, name, version, ledger_name, path, sha256, sql, down_sql, verify_sql, risk, report
                FROM guardian_bot.request_migrations WHERE request_id = %s ORDER BY position""",
             (row["id"],),
         ).fetchall()
@@ -517,6 +533,18 @@ class Store:
                         return row["id"]
                     prev = row["hash"]
         return None
+
+
+def _insert_migrations(conn: psycopg.Connection, request_id: int, migrations: Sequence[NewMigration]) -> None:
+    for position, mig in enumerate(migrations, start=1):
+        conn.execute(
+            """INSERT INTO guardian_bot.request_migrations
+                   (request_id, position, name, version, ledger_name, path, sha256, sql, down_sql,
+                    verify_sql, risk, report)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (request_id, position, mig.name, mig.version, mig.ledger_name, mig.path, mig.sha256, mig.sql,
+             mig.down_sql, mig.verify_sql, mig.risk, Jsonb(mig.report) if mig.report is not None else None),
+        )
 
 
 def _append_event(

@@ -1,0 +1,193 @@
+"""Block Kit for a request: the root status card and the thread's SQL and risk summary (pure, no I/O).
+
+Usage::
+
+    client.chat_update(channel=c, ts=ts, **build_request_card(request, view))
+    for message in build_risk_messages(request): client.chat_postMessage(channel=c, thread_ts=ts, **message)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.models import Request, RequestStatus
+from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId
+
+Message = dict[str, Any]
+SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
+MAX_BLOCKS = 50
+INLINE_SQL_LIMIT = 2500  # longer SQL goes to the thread as an uploaded file
+
+RISK_EMOJI = {"low": ":large_green_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:",
+              "critical": ":red_circle:"}
+STATUS_EMOJI = {
+    "analyzing": ":mag:", "awaiting_approval": ":hourglass_flowing_sand:", "approved": ":white_check_mark:",
+    "queued": ":inbox_tray:", "backing_up": ":floppy_disk:", "applying": ":gear:", "verifying": ":microscope:",
+    "succeeded": ":tada:", "rejected": ":no_entry:", "cancelled": ":heavy_multiplication_x:",
+    "expired": ":hourglass:", "failed": ":x:",
+}
+SEVERITY_ORDER = ("critical", "high", "medium", "low")
+
+
+class CardView(BaseModel):
+    """What the card shows besides the request itself, computed by the flow from the store."""
+
+    model_config = ConfigDict(frozen=True)
+    approvals_required: int = 1
+    approvers: tuple[str, ...] = ()
+    rejected_by: tuple[str, ...] = ()
+    stale: tuple[tuple[str, str], ...] = ()
+    env_color: str | None = None
+    production: bool = False
+    requires_missing: tuple[str, ...] = ()
+    requires_met: tuple[str, ...] = ()
+    gate_note: str | None = None  # freeze or maintenance window
+    note: str | None = None  # last thing that happened, e.g. "approvals voided: the SQL changed"
+
+
+def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + "\n… (truncated)"
+
+
+def _status_words(status: RequestStatus) -> str:
+    return status.value.replace("_", " ")
+
+
+def _env_badge(request: Request, view: CardView) -> str:
+    marker = ":rotating_light:" if view.production else ":test_tube:"
+    return f"{marker} *{request.environment}*" + (" (production)" if view.production else "")
+
+
+def _target_line(request: Request) -> str:
+    t = request.target or {}
+    if not t:
+        return "_not connected yet_"
+    host = t.get("host") or "local socket"
+    port = f":{t['port']}" if t.get("port") else ""
+    return f"`{host}{port}/{t.get('database', '?')}` · PostgreSQL {t.get('server_version', '?')}"
+
+
+def build_request_card(request: Request, view: CardView) -> Message:
+    """The root message of a request, re-rendered from the store after every change."""
+    status = request.status
+    title = f"{STATUS_EMOJI.get(status.value, '')} Migration request #{request.id} · {request.environment} · {_status_words(status)}"
+    fields = [
+        f"*Environment*\n{_env_badge(request, view)}",
+        f"*Target*\n{_target_line(request)}",
+        f"*Requested by*\n<@{request.requester}>",
+        f"*Commit*\n`{request.git_commit[:10]}`" if request.git_commit else
+        ("*Source*\npasted SQL" if request.source == "adhoc" else "*Commit*\n_reading…_"),
+    ]
+    if request.risk:
+        fields.append(f"*Risk*\n{RISK_EMOJI[request.risk]} {request.risk}")
+    fields.append(
+        f"*Approvals*\n{len(view.approvers)}/{view.approvals_required}"
+        + (" · " + ", ".join(f"<@{u}>" for u in view.approvers) if view.approvers else "")
+    )
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(title.replace(":", "").strip(), 150), "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": title}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
+    ]
+    if request.migrations:
+        lines = [f"• `{m.name}` · sha256 `{m.sha256[:12]}`" + (f" · {RISK_EMOJI[m.risk]} {m.risk}" if m.risk else "")
+                 for m in request.migrations]
+        shown = lines[:40] + ([f"… and {len(lines) - 40} more"] if len(lines) > 40 else [])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Migrations*\n" + "\n".join(shown))}})
+    if request.risk_reasons:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+            "*Why this risk*\n" + "\n".join(f"• {r}" for r in request.risk_reasons[:10]))}})
+    notes = []
+    if view.requires_missing:
+        notes.append(":lock: Requires the same SQL to succeed first on: " + ", ".join(f"*{e}*" for e in view.requires_missing))
+    if view.requires_met:
+        notes.append(":white_check_mark: Already succeeded on: " + ", ".join(view.requires_met))
+    if view.rejected_by:
+        notes.append(":no_entry: Rejected by " + ", ".join(f"<@{u}>" for u in view.rejected_by))
+    for user, why in view.stale[:5]:
+        notes.append(f":warning: <@{user}>'s approval no longer counts: {why}")
+    if view.gate_note:
+        notes.append(f":clock3: {view.gate_note}")
+    if status is RequestStatus.FAILED:
+        where = request.failed_step or "?"
+        holds = (request.db_state.value if request.db_state else "unknown").replace("_", " ")
+        notes.append(f":x: Failed at *{where}*; the database is *{holds}*." + (f"\n```{_clip(request.error or '', 1500)}```" if request.error else ""))
+    if view.note:
+        notes.append(view.note)
+    if notes:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(notes))}})
+    buttons = []
+    if status is RequestStatus.AWAITING_APPROVAL:
+        buttons += [_button(ActionId.APPROVE, request.id, "primary"), _button(ActionId.REJECT, request.id, "danger")]
+    if status in (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL, RequestStatus.APPROVED, RequestStatus.QUEUED):
+        buttons.append(_button(ActionId.CANCEL, request.id))
+    if buttons:
+        blocks.append({"type": "actions", "block_id": BlockId.REQUEST_ACTIONS.value, "elements": buttons})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+        f"Request #{request.id} · opened {request.created_at:%Y-%m-%d %H:%M} UTC · updated {request.updated_at:%H:%M:%S} UTC"}]})
+    text = f"Migration request #{request.id} on {request.environment}: {_status_words(status)}"
+    return {"text": text, "blocks": blocks[:MAX_BLOCKS]}
+
+
+def _button(action: ActionId, request_id: int, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {"type": "button", "action_id": action.value, "value": str(request_id),
+                              "text": {"type": "plain_text", "text": BUTTON_LABELS[action]}}
+    if style:
+        button["style"] = style
+    return button
+
+
+def sql_needs_upload(sql: str) -> bool:
+    return len(sql) > INLINE_SQL_LIMIT or sql.count("\n") > 60
+
+
+def build_sql_message(name: str, sha256: str, sql: str) -> Message:
+    """The SQL inline in the thread (short files); long ones are uploaded instead."""
+    return {"text": f"SQL of {name}",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+                f"*{name}* · sha256 `{sha256}`\n```{sql.replace('```', '` ` `')}```")}}]}
+
+
+def build_risk_messages(request: Request) -> list[Message]:
+    """Per migration: lock mode per table, rewrite, top findings with their fixes; counts by severity."""
+    messages = []
+    for m in request.migrations:
+        report = m.report or {}
+        findings = [f for f in report.get("findings", []) if not f.get("accepted")]
+        accepted = [f for f in report.get("findings", []) if f.get("accepted")]
+        counts = {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITY_ORDER}
+        head = (f"*Risk of `{m.name}`: {RISK_EMOJI.get(m.risk or 'low', '')} {m.risk}*  ·  "
+                + " · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings")
+        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(head)}}]
+        stmt_lines = []
+        for st in report.get("statements", [])[:30]:
+            locks = ", ".join(f"{lk['mode']} on `{lk['relation']}`" for lk in st.get("locks", [])) or "no table lock"
+            flags = [w for w, on in (("rewrites the table", st.get("rewrite")), ("full scan", st.get("scan")),
+                                     ("destructive", st.get("destructive")),
+                                     ("breaks running code", st.get("incompatible")),
+                                     ("outside a transaction", not st.get("transactional", True))) if on]
+            stmt_lines.append(f"`#{st['index']}` line {st['line']} *{st['kind']}* — {locks}"
+                              + (" · " + ", ".join(flags) if flags else ""))
+        if stmt_lines:
+            more = len(report.get("statements", [])) - len(stmt_lines)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+                "*Statements*\n" + "\n".join(stmt_lines) + (f"\n… and {more} more" if more > 0 else ""))}})
+        ranked = sorted(findings, key=lambda f: SEVERITY_ORDER.index(f["severity"]))
+        for f in ranked[:8]:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+                f"{RISK_EMOJI[f['severity']]} *{f['name']}* (`{f['code']}`, line {f['line']})\n{f['message']}\n"
+                f"*Safer:* {f['fix']}")}})
+        if len(ranked) > 8:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
+                f"{len(ranked) - 8} more finding(s); run `guardian lint` on the file for all of them."}]})
+        if accepted:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
+                "Accepted in the SQL: " + "; ".join(f"`{f['code']}` ({f.get('accept_reason') or 'no reason'})"
+                                                   for f in accepted[:10]), 1900)}]})
+        messages.append({"text": f"Risk summary of {m.name}: {m.risk}", "blocks": blocks[:MAX_BLOCKS]})
+    return messages
+
+
+def build_thread_note(text: str) -> Message:
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}
