@@ -148,7 +148,7 @@ def render_json(reports: list[tuple[str, Report]], color: bool = False) -> str:
                 "accept_reason": f.accept_reason,
             } for f in r.findings],
         })
-    return json.dumps({"files": files}, indent=1, ensure_ascii=False) + "\n"
+    return json.dumps({"files": files}, ensure_ascii=False) + "\n"  # no indent: the C encoder, 10x faster
 
 
 _SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}

@@ -9,6 +9,15 @@ RULES: tuple[Rule, ...] = tuple(r for fam in FAMILIES for r in fam.RULES)
 BY_CODE: dict[str, Rule] = {r.code: r for r in RULES}
 BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 CHECKS = tuple(fam.check for fam in FAMILIES)
+_DISPATCH: dict[str, tuple] = {}
+
+
+def checks_for(node_type: str) -> tuple:
+    """The family checks that look at this statement type (computed once per type)."""
+    found = _DISPATCH.get(node_type)
+    if found is None:
+        found = _DISPATCH[node_type] = tuple(f.check for f in FAMILIES if f.TYPES is None or node_type in f.TYPES)
+    return found
 
 # The database the rule examples (docs and tests) are written against.
 EXAMPLE_TABLES = {

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gc
 
-from .catalogue import BY_CODE, CHECKS, lookup
+from .catalogue import BY_CODE, checks_for, lookup
 from .locks import AEL, describe
-from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats
+from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import RawStatement, SyntaxProblem, parse
 from .rules import Hit
@@ -71,7 +71,7 @@ def _statement(raw: RawStatement, st: State, ctx: Context, findings: list[Findin
     explicit = st.tx_open and st.explicit
     in_tx = st.tx_open and (fx.transactional or explicit) and raw.node_type != "TransactionStmt"
     s = Stmt(raw, fx, in_tx, explicit)
-    hits = [h for check in CHECKS for h in check(s, st)]
+    hits = [h for check in checks_for(raw.node_type) for h in check(s, st)]
     used: set[str] = set()
     for h in hits:
         f = _from_hit(h, raw, st, ctx, used)
@@ -88,9 +88,9 @@ def _statement(raw: RawStatement, st: State, ctx: Context, findings: list[Findin
                 findings.append(_finding("MG004", d.line, 1, raw.index,
                                          f"`{code}` is not a rule that fired on this statement.", ctx))
     _update(s, st)
-    return StatementInfo.model_construct(
+    return build(StatementInfo, 
         index=raw.index, line=raw.line, column=raw.column, kind=fx.kind, transactional=fx.transactional,
-        in_transaction=in_tx, locks=tuple(Lock.model_construct(relation=r, mode=m) for r, m in fx.locks.items()),
+        in_transaction=in_tx, locks=tuple(build(Lock, relation=r, mode=m) for r, m in fx.locks.items()),
         rewrite=fx.rewrite, scan=fx.scan, destructive=fx.destructive, incompatible=fx.incompatible,
         data_changing=fx.data_changing, excerpt=raw.text[:400])
 
@@ -116,7 +116,7 @@ def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]
         if d.reason and any(lookup(c) is rule for c in d.codes):
             accepted, reason = True, d.reason
     used.add(rule.code)
-    return Finding.model_construct(code=rule.code, name=rule.name, severity=severity, line=raw.line,
+    return build(Finding, code=rule.code, name=rule.name, severity=severity, line=raw.line,
                                    column=raw.column, statement=raw.index, message=message, fix=rule.fix,
                                    accepted=accepted, accept_reason=reason)
 
@@ -139,7 +139,7 @@ def _finding(code: str, line: int, column: int, statement: int | None, message: 
     if not _enabled(code, ctx):
         return None
     rule = BY_CODE[code]
-    return Finding.model_construct(code=code, name=rule.name, severity=rule.severity, line=line, column=column,
+    return build(Finding, code=code, name=rule.name, severity=rule.severity, line=line, column=column,
                                    statement=statement, message=message, fix=rule.fix, accepted=False,
                                    accept_reason=None)
 

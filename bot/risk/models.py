@@ -130,3 +130,13 @@ class Report(_Frozen):
     statements: tuple[StatementInfo, ...]
     findings: tuple[Finding, ...]
     pg_version: int = 16
+
+
+def build(cls, **values):
+    """Construct a frozen model from trusted, complete values without validation (hot path)."""
+    m = object.__new__(cls)
+    object.__setattr__(m, "__dict__", values)
+    object.__setattr__(m, "__pydantic_fields_set__", set(values))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m

@@ -44,9 +44,16 @@ def qualified(items: list | None) -> str:
 
 
 def type_name(tn: dict | None) -> str:
-    """TypeName -> a short spelling such as 'varchar(20)', 'bigint', 'text[]'."""
+    """TypeName -> a short spelling such as 'varchar(20)', 'bigint', 'text[]' (memoised on the node)."""
     if not tn:
         return "?"
+    done = tn.get("_spelled")
+    if done is None:
+        done = tn["_spelled"] = _spell(tn)
+    return done
+
+
+def _spell(tn: dict) -> str:
     names = strings(tn.get("names"))
     base = names[-1] if names else "?"
     if len(names) > 1 and names[0] != "pg_catalog":

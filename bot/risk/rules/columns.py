@@ -145,6 +145,9 @@ def binary_coercible(old: str, new: str, pg: int) -> bool | None:
 _MAYBE_COERCIBLE = _TEXTY | {"numeric", "inet", "timestamptz", "timestamp", "varbit", "interval"}
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"CreateStmt", "AlterTableStmt"})
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "CreateStmt":

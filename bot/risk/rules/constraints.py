@@ -137,6 +137,9 @@ def _is_not_null_check(c: dict) -> str | None:
     return None
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"CreateDomainStmt", "AlterDomainStmt", "AlterTableStmt"})
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "CreateDomainStmt":

@@ -43,6 +43,9 @@ def _batched(where: dict) -> bool:
     return {"<", ">="} <= names or {"<=", ">"} <= names or {"<", ">"} <= names
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"UpdateStmt", "DeleteStmt"})
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t not in ("UpdateStmt", "DeleteStmt"):

@@ -57,6 +57,7 @@ RULES = (
 )
 
 # The scanner truncates long identifiers before we see the tree, so look at the text.
+_LONG = re.compile(r'[A-Za-z0-9_$]{64}|"[^"\s]{64}')
 _TOKENS = re.compile(r'"((?:[^"]|"")*)"|\'(?:[^\']|\'\')*\'|--[^\n]*|\$\$.*?\$\$|\b([A-Za-z_][A-Za-z0-9_$]*)', re.DOTALL)
 _DDL = {"CreateStmt", "IndexStmt", "AlterTableStmt", "RenameStmt", "ViewStmt", "CreateTableAsStmt", "CreateSeqStmt",
         "CreateFunctionStmt", "CreateTrigStmt", "CreateEnumStmt", "CreateDomainStmt", "CreateSchemaStmt"}
@@ -79,6 +80,9 @@ def _columns(s: Stmt) -> Iterator[tuple[str, dict]]:
                 yield table, dict(cmd["def"]["ColumnDef"], colname=cmd["def"]["ColumnDef"].get("colname")
                                   or cmd.get("name"))
 
+
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"CreateStmt", "AlterTableStmt", "UpdateStmt", "InsertStmt"} | _DDL)
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
@@ -106,7 +110,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             yield Hit("MG804", f"{table}.{name} is {tn}; use text or varchar.")
         if len(name.encode()) > 63:
             yield Hit("MG805", f"Column name {name[:30]}... is {len(name.encode())} bytes; truncated to 63.")
-    if t in _DDL:
+    if t in _DDL and _LONG.search(s.raw.text):
         for m in _TOKENS.finditer(s.raw.text):
             ident = m.group(1) or m.group(2)
             if ident and len(ident.encode()) > 63:

@@ -99,6 +99,9 @@ _BEHAVIOUR = {"AlterFunctionStmt", "AlterExtensionStmt", "AlterExtensionContents
               "AlterDatabaseStmt", "AlterDatabaseSetStmt", "AlterSystemStmt", "AlterRoleSetStmt"}
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = None
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "DropStmt":

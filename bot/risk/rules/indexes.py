@@ -79,6 +79,9 @@ RULES = (
 )
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = None
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "IndexStmt":

@@ -49,6 +49,9 @@ _HARMLESS = NONVOLATILE_FUNCTIONS | {"set_config", "pg_advisory_lock", "pg_advis
                                      "pg_try_advisory_lock", "pg_sleep", "version", "count", "max", "min"}
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"DoStmt", "CallStmt", "ExecuteStmt", "SelectStmt"})
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "DoStmt":

@@ -109,6 +109,10 @@ RULES = (
 )
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"VacuumStmt", "ClusterStmt", "RefreshMatViewStmt", "CreateTrigStmt",
+                                          "TruncateStmt", "LockStmt", "AlterTableStmt"})
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t == "VacuumStmt" and "full" in def_names(n.get("options")) or t == "ClusterStmt":

@@ -65,6 +65,9 @@ RULES = (
 _CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
 
 
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = None
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n, fx = s.type, s.node, s.fx
     if t == "TransactionStmt":

@@ -1,0 +1,121 @@
+"""Benchmark `guardian lint` against squawk on the documenso corpus and a >= 5 MB joined file.
+
+Usage::
+
+    .venv/bin/python bench/lint.py            # GUARDIAN_CORPUS=/path/to/corpus to override
+    .venv/bin/python bench/lint.py --runs 5
+
+Prints, per input and tool: wall time (best of N runs, process start included), throughput (MB/s),
+peak RSS of the process, and the ratio ours/squawk (< 1.0 means we are faster). It also times the
+engine alone (in-process analyze of the large file and of a 1 MB migration).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "documenso-prisma"
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    files = sorted(corpus.glob("*/migration.sql")) or sorted(corpus.rglob("*.sql"))
+    if not files:
+        sys.exit(f"bench/lint: no migration files under {corpus} (set GUARDIAN_CORPUS)")
+    return files
+
+
+def build_large(files: list[Path], target: int, dest: Path) -> Path:
+    """Join the corpus (with `;` lines between files) until the file reaches `target` bytes."""
+    chunks, size = [], 0
+    while size < target:
+        for f in files:
+            data = f.read_bytes()
+            chunks.append(data + b"\n;\n")
+            size += len(data) + 3
+    dest.write_bytes(b"".join(chunks))
+    return dest
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS in KiB and exit status of one run of `cmd`."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode not in (0, 1):
+        sys.exit(f"bench/lint: {' '.join(cmd[:3])} ... exited {proc.returncode}: {err.strip()[:500]}")
+    return wall, usage.ru_maxrss, proc.returncode
+
+
+def best(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, int]:
+    results = [run(cmd, env) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def squawk_binary() -> str:
+    local = Path(sys.executable).parent / "squawk"
+    found = str(local) if local.exists() else shutil.which("squawk")
+    if not found:
+        sys.exit("bench/lint: squawk not found (pip install squawk-cli)")
+    return found
+
+
+def engine_only(large: Path) -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from bot.risk import analyze  # noqa: E402  (the repo root is only importable after the path tweak)
+
+    lines = []
+    data = large.read_bytes()
+    for label, blob in (("large file", data), ("1 MB migration", data[: 2**20].rsplit(b"\n;\n", 1)[0])):
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            report = analyze(blob)
+            times.append(time.perf_counter() - t)
+        lines.append(f"engine only, {label}: {len(blob) / 2**20:.2f} MB, {len(report.statements)} statements, "
+                     f"{min(times):.3f} s ({len(blob) / 2**20 / min(times):.1f} MB/s), risk {report.risk.value}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size-mb", type=float, default=5.5)
+    args = parser.parse_args()
+    corpus = Path(os.environ.get("GUARDIAN_CORPUS", DEFAULT_CORPUS))
+    files = corpus_files(corpus)
+    squawk = squawk_binary()
+    env = dict(os.environ, GUARDIAN_CONFIG=os.devnull + ".absent", NO_COLOR="1")
+    env.pop("GITHUB_ACTIONS", None)
+    print(f"corpus: {corpus} ({len(files)} files); squawk: {squawk}; python: {sys.executable}")
+    print(f"{'input':<26}{'MB':>7}  {'tool':<8}{'seconds':>9}{'MB/s':>8}{'peak MB':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        large = build_large(files, int(args.size_mb * 2**20), Path(tmp) / "large.sql")
+        inputs = [("documenso corpus", [str(f) for f in files], sum(f.stat().st_size for f in files)),
+                  (f"joined file", [str(large)], large.stat().st_size)]
+        ratios = []
+        for label, paths, size in inputs:
+            mb = size / 2**20
+            ours = best([sys.executable, "-m", "bot.lint", "--format", "json", *paths], env, args.runs)
+            theirs = best([squawk, "--reporter", "json", *paths], env, args.runs)
+            for tool, (secs, rss) in (("ours", ours), ("squawk", theirs)):
+                print(f"{label:<26}{mb:>7.2f}  {tool:<8}{secs:>9.3f}{mb / secs:>8.1f}{rss / 1024:>9.1f}")
+            ratios.append((label, ours[0] / theirs[0]))
+        for label, ratio in ratios:
+            print(f"ratio ours/squawk, {label}: {ratio:.2f}")
+        for line in engine_only(large):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
