@@ -9,7 +9,7 @@ import psycopg
 # schema-qualified otherwise. System catalogs are left out.
 _RELATIONS = """
 SELECT c.oid, CASE WHEN pg_table_is_visible(c.oid) THEN c.relname ELSE n.nspname || '.' || c.relname END,
-       c.relfilenode, c.relkind
+       c.relfilenode, c.relkind, n.nspname || '.' || c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
 """
@@ -28,9 +28,9 @@ def mode_name(pg_locks_mode: str) -> str:
     return _CAMEL.sub(" ", pg_locks_mode.removesuffix("Lock")).upper()
 
 
-def relations(conn: psycopg.Connection) -> dict[int, tuple[str, int, str]]:
-    """oid -> (name, relfilenode, relkind) of every non-system relation, as this transaction sees them."""
-    return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(_RELATIONS).fetchall()}
+def relations(conn: psycopg.Connection) -> dict[int, tuple[str, int, str, str]]:
+    """oid -> (name, relfilenode, relkind, schema.name) of every non-system relation this transaction sees."""
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in conn.execute(_RELATIONS).fetchall()}
 
 
 def held_locks(conn: psycopg.Connection) -> set[tuple[int, str]]:

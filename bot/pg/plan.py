@@ -62,13 +62,18 @@ def _collect(paths: list[str]) -> list[tuple[str, str]]:
     return files
 
 
-def _lint_entry(path: str, sql: str, context) -> dict:
-    """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
+def _analyze(sql: str, context):
     try:
         from bot.risk import analyze
     except ImportError:
+        return None
+    return analyze(sql, context)
+
+
+def _lint_entry(path: str, report) -> dict:
+    """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
+    if report is None:
         return {"path": path, "risk": None, "statements": [], "findings": []}
-    report = analyze(sql, context)
     return {
         "path": path,
         "risk": report.risk.value,
@@ -147,10 +152,10 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
             context = facts.to_risk_context(**overrides)
         except ImportError:
             context = None
-        lint = [_lint_entry(path, sql, context) for path, sql in files]
-        verdicts = {(fi, s["index"]): s["transactional"] for fi, e in enumerate(lint) for s in e["statements"]}
+        reports = [_analyze(sql, context) for _, sql in files]
+        lint = [_lint_entry(path, report) for (path, _), report in zip(files, reports)]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                          non_transactional=verdicts)
+                          reports=reports)
     doc = merge(lint, result)
     if getattr(args, "format", "text") == "json":
         print(json.dumps(doc, indent=2))

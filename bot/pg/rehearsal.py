@@ -3,7 +3,9 @@
 Per statement we record the relation locks our backend newly took (pg_locks), the tables whose storage was
 rewritten (relfilenode changed) and the duration. Relations are named plain when visible through the
 search_path, else ``schema.name``; relations created by the statement itself are left out (no other session
-can see them yet). A lock an earlier statement of the same run already holds is not listed again.
+can see them yet). PostgreSQL does not show a lock twice, so a lock an earlier statement of the same run
+already holds is listed again (at its strongest held mode) only for relations the risk analysis says this
+statement locks.
 
 Usage::
 
@@ -108,7 +110,7 @@ def _error(exc: psycopg.Error) -> str:
     return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
 
 
-def _run_one(conn: psycopg.Connection, piece: Piece) -> StatementRehearsal:
+def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str]) -> StatementRehearsal:
     before_rel = relations(conn)
     before_locks = held_locks(conn)
     started = time.perf_counter()
@@ -116,12 +118,17 @@ def _run_one(conn: psycopg.Connection, piece: Piece) -> StatementRehearsal:
     elapsed = (time.perf_counter() - started) * 1000
     after_locks = held_locks(conn)
     after_rel = relations(conn)
-    fresh = [(oid, mode_name(mode)) for oid, mode in after_locks - before_locks if oid in before_rel]
-    observed = sorted({(before_rel[oid][0], mode) for oid, mode in fresh},
+    taken = {(oid, mode_name(mode)) for oid, mode in after_locks - before_locks if oid in before_rel}
+    touched = {oid for oid, rel in before_rel.items() if rel[0] in expected or rel[3] in expected}
+    for oid in touched - {oid for oid, _ in taken}:
+        held = [mode_name(mode) for o, mode in before_locks if o == oid]
+        if held:
+            taken.add((oid, max(held, key=lambda m: _MODE_RANK.get(m, -1))))
+    observed = sorted({(before_rel[oid][0], mode) for oid, mode in taken},
                       key=lambda lm: (lm[0], -_MODE_RANK.get(lm[1], -1)))
     rewrites = sorted(
-        name for oid, (name, node, kind) in before_rel.items()
-        if kind in ("r", "m") and oid in after_rel and node and after_rel[oid][1] != node
+        rel[0] for oid, rel in before_rel.items()
+        if rel[2] in ("r", "m") and oid in after_rel and rel[1] and after_rel[oid][1] != rel[1]
     )
     return StatementRehearsal(
         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True, rehearsed=True,
@@ -130,18 +137,40 @@ def _run_one(conn: psycopg.Connection, piece: Piece) -> StatementRehearsal:
     )
 
 
+def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], tuple[bool, frozenset[str]]]:
+    """(file index, line) -> (transactional, relations the analysis says the statement locks)."""
+    hints: dict[tuple[int, int], tuple[bool, frozenset[str]]] = {}
+    for fi, report in enumerate(reports):
+        for st in getattr(report, "statements", ()) or ():
+            names = {lk.relation for lk in st.locks} | {lk.relation.removeprefix("public.") for lk in st.locks}
+            hints[(fi, st.line)] = (st.transactional, frozenset(names))
+    return hints
+
+
+def _analyze(files: Sequence[tuple[str, str]], pg_version: int) -> list[object | None]:
+    try:
+        from bot.risk import Context, analyze
+    except ImportError:  # the risk engine is optional here: rehearsal alone still works
+        return [None] * len(files)
+    return [analyze(sql, Context(pg_version=pg_version)) for _, sql in files]
+
+
 def rehearse(
     conn: psycopg.Connection, files: Sequence[tuple[str, str]], *, lock_timeout: str = "5s",
-    statement_timeout: str = "5min", non_transactional: dict[tuple[int, int], bool] | None = None,
+    statement_timeout: str = "5min", reports: Sequence[object | None] | None = None,
 ) -> Rehearsal:
     """Rehearse ``files`` ((path, sql) in order) in one transaction, then roll it back, always.
 
-    ``conn`` must be in autocommit mode. ``non_transactional`` may add the risk engine's verdicts, keyed
-    (file index, statement index) -> False when a statement must not run in a transaction.
+    ``conn`` must be in autocommit mode. ``reports`` are the risk engine's reports per file (computed
+    here when omitted and bot.risk is available): their ``transactional`` verdicts and lock lists refine
+    what is skipped and which already-held locks are attributed to a statement.
     """
     if not conn.autocommit:
         raise GuardianError("rehearse() needs an autocommit connection", code="busy-connection")
     version = conn.execute("SELECT current_setting('server_version')").fetchone()[0].split()[0]
+    if reports is None:
+        reports = _analyze(files, int(conn.info.server_version) // 10000)
+    hints = _hints(reports)
     results: list[FileRehearsal] = []
     stopped: str | None = None
     with conn.transaction(force_rollback=True):
@@ -151,7 +180,8 @@ def rehearse(
             rows: list[StatementRehearsal] = []
             for piece in split_statements(sql):
                 reason = non_transactional_reason(piece)
-                if reason is None and (non_transactional or {}).get((file_index, piece.index)) is False:
+                transactional_hint, expected = hints.get((file_index, piece.line), (True, frozenset()))
+                if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"
                 transactional = reason is None or piece.node_type in ("TransactionStmt", None)
                 if stopped or reason:
@@ -160,7 +190,7 @@ def rehearse(
                         rehearsed=False, reason=(f"not rehearsed: {reason}" if reason else stopped)))
                     continue
                 try:
-                    rows.append(_run_one(conn, piece))
+                    rows.append(_run_one(conn, piece, expected))
                 except psycopg.Error as exc:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,

@@ -1,0 +1,137 @@
+"""Lock rehearsal on a real populated database: observed locks, rewrites, always rolled back; guardian plan."""
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from bot.cli import main
+from bot.pg.connect import connect_target
+from bot.pg.rehearsal import rehearse
+from bot.pg.snapshot import take_snapshot
+
+
+def _state(url):
+    """Everything a rehearsal must leave untouched: schema, rows, storage of every relation."""
+    with psycopg.connect(url) as conn:
+        snap = take_snapshot(conn, "rehearsal")
+        rows = conn.execute("SELECT count(*), sum(price) FROM items").fetchone()
+        storage = conn.execute(
+            "SELECT relname, relfilenode FROM pg_class WHERE relnamespace = 'public'::regnamespace ORDER BY 1"
+        ).fetchall()
+    return snap.fingerprint(), rows, storage
+
+
+def _locks(statement):
+    return {(lk.relation, lk.mode) for lk in statement.observed_locks}
+
+
+def test_create_index_and_volatile_default_are_observed_and_rolled_back(populated_db):
+    before = _state(populated_db)
+    sql = (
+        "CREATE INDEX items_sku_idx ON items (sku);\n"
+        "ALTER TABLE items ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
+        "ALTER TABLE items ADD COLUMN note text DEFAULT 'n/a';\n"
+        "UPDATE tags SET tag = 'x' WHERE item_id < 10;\n"
+        "CREATE INDEX CONCURRENTLY items_price_idx ON items (price);\n"
+        "VACUUM items;\n"
+    )
+    with connect_target(populated_db, "rehearsal") as conn:
+        result = rehearse(conn, [("001.sql", sql)], lock_timeout="2s")
+    index, volatile, constant, update, concurrent, vacuum = result.files[0].statements
+    assert ("items", "SHARE") in _locks(index) and index.rewrites == () and index.rehearsed
+    assert index.duration_ms > 0 and index.line == 1
+    assert ("items", "ACCESS EXCLUSIVE") in _locks(volatile) and volatile.rewrites == ("items",)
+    assert ("items", "ACCESS EXCLUSIVE") in _locks(constant) and constant.rewrites == ()  # PG 11+: no rewrite
+    assert _locks(update) == {("tags", "ROW EXCLUSIVE")} and update.line == 4
+    assert not concurrent.rehearsed and "CREATE INDEX CONCURRENTLY" in concurrent.reason
+    assert not concurrent.transactional and concurrent.observed_locks == ()
+    assert not vacuum.rehearsed and "VACUUM" in vacuum.reason
+    assert not result.failed
+    assert _state(populated_db) == before  # the rehearsal database is unchanged
+
+
+def test_a_failing_statement_stops_the_rehearsal_and_is_reported(populated_db):
+    sql = "ALTER TABLE items ADD COLUMN a int;\nALTER TABLE nope ADD COLUMN b int;\nDROP TABLE items CASCADE;\n"
+    with connect_target(populated_db, "rehearsal") as conn:
+        result = rehearse(conn, [("a.sql", sql), ("b.sql", "DROP TABLE tags;")])
+    first, bad, after = result.files[0].statements
+    assert first.rehearsed and bad.error and "42P01" in bad.error and "nope" in bad.error
+    assert not after.rehearsed and "earlier statement (a.sql:2) failed" in after.reason
+    assert not result.files[1].statements[0].rehearsed and result.failed
+    with psycopg.connect(populated_db) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (20000,)
+
+
+def test_lock_timeout_applies_during_rehearsal(populated_db):
+    with psycopg.connect(populated_db) as blocker:
+        blocker.execute("LOCK TABLE items IN ACCESS SHARE MODE")  # held until this transaction ends
+        with connect_target(populated_db, "rehearsal") as conn:
+            result = rehearse(conn, [("x.sql", "ALTER TABLE items ADD COLUMN z int;")], lock_timeout="200ms")
+        blocker.rollback()
+    (stmt,) = result.files[0].statements
+    assert "55P03" in stmt.error and "lock_timeout" in stmt.error
+
+
+def test_guardian_plan_json_merges_lint_and_rehearsal(populated_db, tmp_path, capsys):
+    path = tmp_path / "001_index.sql"
+    path.write_text("-- add an index\nCREATE INDEX items_sku_idx ON items (sku);\n"
+                    "ALTER TABLE items ADD COLUMN token uuid DEFAULT gen_random_uuid();\n")
+    assert main(["plan", "--target-url", populated_db, "--format", "json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (entry,) = doc["files"]
+    assert entry["path"] == str(path) and entry["risk"] in ("low", "medium", "high", "critical")
+    assert isinstance(entry["findings"], list)
+    index, alter = entry["statements"]
+    assert index["line"] == 2 and index["transactional"] is True and {"relation": "items", "mode": "SHARE"} in index["locks"]
+    assert {"relation": "items", "mode": "SHARE"} in index["observed_locks"] and index["rewrites"] == []
+    assert isinstance(index["duration_ms"], float) and index["rehearsed"] is True
+    assert {"relation": "items", "mode": "ACCESS EXCLUSIVE"} in alter["observed_locks"] and alter["rewrites"] == ["items"]
+    assert doc["rehearsal"]["rolled_back"] is True
+    with psycopg.connect(populated_db) as conn:
+        assert conn.execute("SELECT to_regclass('items_sku_idx')").fetchone() == (None,)
+
+
+def _config(tmp_path, monkeypatch, env_body: str) -> None:
+    path = tmp_path / "guardian.toml"
+    path.write_text(f"[project]\nrepo = \"{tmp_path}\"\n\n[environments.prod]\n{env_body}\n")
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(path))
+
+
+def test_plan_refuses_production_without_a_rehearsal_database(populated_db, tmp_path, monkeypatch, capsys):
+    sql = tmp_path / "1.sql"
+    sql.write_text("CREATE INDEX i ON items (sku);")
+    monkeypatch.setenv("GT_PROD_URL", populated_db)
+    _config(tmp_path, monkeypatch, 'database_url_env = "GT_PROD_URL"\nproduction = true')
+    assert main(["plan", "--env", "prod", str(sql)]) == 1
+    err = capsys.readouterr().err
+    assert "production" in err and "rehearsal_database_url_env" in err
+    _config(tmp_path, monkeypatch, 'database_url_env = "GT_PROD_URL"\nproduction = true\nallow_rehearsal = true')
+    assert main(["plan", "--env", "prod", str(sql)]) == 0
+    assert "items SHARE" in capsys.readouterr().out
+    monkeypatch.setenv("GT_PROD_COPY_URL", populated_db)
+    _config(tmp_path, monkeypatch, 'database_url_env = "GT_PROD_URL"\nproduction = true\n'
+                                   'rehearsal_database_url_env = "GT_PROD_COPY_URL"')
+    monkeypatch.setenv("GT_PROD_URL", "postgresql://nobody:x@127.0.0.1:1/never")  # never touched
+    assert main(["plan", "--env", "prod", "--format", "json", str(sql)]) == 0
+    assert json.loads(capsys.readouterr().out)["files"][0]["statements"][0]["observed_locks"]
+
+
+def test_plan_usage_and_unreadable_input(populated_db, tmp_path, capsys):
+    assert main(["plan", str(tmp_path / "missing.sql"), "--target-url", populated_db]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "latin.sql"
+    bad.write_bytes("SELECT 'café';".encode("latin-1"))
+    assert main(["plan", "--target-url", populated_db, str(bad)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["plan", str(bad)]) == 2
+
+
+@pytest.mark.parametrize("secret", ["Plan-S3cret-pw"])
+def test_plan_unreachable_target_hides_the_password(tmp_path, capsys, secret):
+    sql = tmp_path / "1.sql"
+    sql.write_text("SELECT 1;")
+    assert main(["plan", "--target-url", f"postgresql://u:{secret}@127.0.0.1:1/db", str(sql)]) == 1
+    out = capsys.readouterr()
+    assert "cannot reach" in out.err and secret not in out.err + out.out
