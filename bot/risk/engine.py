@@ -194,7 +194,7 @@ def _update(s: Stmt, st: State) -> None:
         st.tx_ddl_seen = True
     if s.in_tx:
         for rel, mode in fx.locks.items():
-            if mode == AEL and not st.is_new(rel):
+            if mode == AEL and not st.is_new(rel) and rel not in fx.creates:
                 st.held.setdefault(rel, (mode, s.raw.line))
     if t == "CreateStmt":
         _created_table(n, st)

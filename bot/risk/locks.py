@@ -131,6 +131,8 @@ def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
         e.lock(part, SUE if conc else AEL)
         e.transactional = e.transactional and not conc
         return
+    if sub == "AT_AddConstraint" and (cmd.get("def") or {}).get("Constraint", {}).get("contype") == "CONSTR_FOREIGN":
+        mode = SRE  # ADD FOREIGN KEY: SHARE ROW EXCLUSIVE on both tables
     e.lock(table, mode)
     if sub == "AT_AddColumn":
         col = cmd["def"]["ColumnDef"]
@@ -144,7 +146,6 @@ def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
         c = cmd["def"].get("Constraint", {})
         ct = c.get("contype")
         if ct == "CONSTR_FOREIGN":
-            e.lock(table, SRE)
             if c.get("pktable"):
                 e.lock(rv_name(c["pktable"]), SRE)
         if not c.get("skip_validation") and not c.get("indexname"):

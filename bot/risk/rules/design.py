@@ -90,8 +90,8 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     if t == "CreateStmt":
         for elt in n.get("tableElts") or ():
             c = elt.get("Constraint")
-            if c and c.get("contype") == "CONSTR_PRIMARY":
-                pk_cols.update(strings(c.get("keys")))
+            if c and c.get("contype") == "CONSTR_PRIMARY" and len(c.get("keys") or ()) == 1:
+                pk_cols.update(strings(c.get("keys")))  # one-column keys only: composite parts are not counters
         names = [e["ColumnDef"].get("colname") for e in n.get("tableElts") or () if "ColumnDef" in e]
         yield from _dupes(names, rv_name(n.get("relation")))
         if not n.get("relation", {}).get("schemaname"):

@@ -192,8 +192,8 @@ def _enum(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         return
     placement = n.get("newValNeighbor")
     v = st.ctx.pg_version
-    if v < 12 and s.in_tx:
-        yield Hit("MG509", f"ADD VALUE '{n.get('newVal')}' cannot run inside a transaction before PostgreSQL 12.",
-                  None, Severity.HIGH)
+    if v < 12:
+        yield Hit("MG509", f"ADD VALUE '{n.get('newVal')}' cannot run inside a transaction block before "
+                  "PostgreSQL 12: it must run alone, outside a transaction.", None, Severity.HIGH)
     elif not placement:
         yield Hit("MG509", f"ADD VALUE '{n.get('newVal')}' sorts last; clients start receiving it.")

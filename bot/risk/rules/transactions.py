@@ -82,7 +82,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         return
     if t in _CONTROL:
         return
-    existing = {r: m for r, m in fx.locks.items() if not st.is_new(r)}
+    existing = {r: m for r, m in fx.locks.items() if not st.is_new(r) and r not in fx.creates}
     strong = {r: m for r, m in existing.items() if LOCK_RANK[m] >= LOCK_RANK["SHARE"]}
     if strong and not st.lock_timeout and not st.lock_timeout_missing:
         rel, mode = next(iter(strong.items()))

@@ -1,0 +1,76 @@
+"""Bad input never crashes: syntax errors, empty files, bad bytes, huge files."""
+import time
+
+import pytest
+
+from bot.risk import Severity, analyze
+
+from risk_helpers import finding
+
+
+def test_syntax_error_is_a_critical_finding_and_the_rest_is_still_analysed():
+    r = analyze("SELECT 1;\nALTER TABLE users ADD COLUMN;\nCREATE INDEX i ON users (email);\n")
+    f = finding(r, "MG001")
+    assert f.name == "syntax-error" and f.severity is Severity.CRITICAL
+    assert f.line == 2 and "syntax error" in f.message
+    assert r.risk is Severity.CRITICAL
+    assert [s.kind for s in r.statements] == ["SELECT", "CREATE INDEX"]
+    assert r.statements[1].line == 3
+
+
+@pytest.mark.parametrize("sql", ["SELECT 'unterminated;\n", "DO $$ BEGIN", "/* never closed", "SELEC 1; SELECT (;"])
+def test_unparseable_files_give_a_report(sql):
+    r = analyze(sql)
+    assert finding(r, "MG001").severity is Severity.CRITICAL
+    assert r.risk is Severity.CRITICAL
+
+
+@pytest.mark.parametrize("sql", ["", "   \n\n", "-- only a comment\n/* and another */\n"])
+def test_empty_and_comment_only_files(sql):
+    r = analyze(sql)
+    assert r.statements == () and r.findings == ()
+    assert r.risk is Severity.LOW and "no SQL statements" in r.reasons[0]
+
+
+def test_non_utf8_bytes_are_reported_and_analysis_continues():
+    r = analyze(b"SELECT 1;\nSELECT 'caf\xe9';\nCREATE INDEX i ON users (email);")
+    f = finding(r, "MG002")
+    assert f.line == 2
+    assert "MG101" in [x.code for x in r.findings]
+
+
+def test_nul_bytes_do_not_truncate_the_file():
+    r = analyze("SELECT 1;\x00\nCREATE INDEX i ON users (email);")
+    assert "MG101" in [x.code for x in r.findings]
+
+
+def test_fifty_thousand_statements_in_bounded_time():
+    sql = "".join(f"ALTER TABLE t{i % 50} ADD COLUMN c{i} int;\n" for i in range(50_000))
+    start = time.perf_counter()
+    r = analyze(sql)
+    assert time.perf_counter() - start < 10
+    assert len(r.statements) == 50_000
+    assert r.statements[-1].line == 50_000
+
+
+@pytest.mark.slow
+def test_twenty_megabyte_file_in_bounded_time():
+    stmt = "INSERT INTO audit (id, payload) VALUES (1, '" + "x" * 1000 + "');\n"
+    sql = stmt * (20 * 2**20 // len(stmt) + 1)
+    assert len(sql) >= 20 * 2**20
+    start = time.perf_counter()
+    r = analyze(sql)
+    assert time.perf_counter() - start < 30
+    assert r.statements[-1].kind == "INSERT"
+    assert all(len(s.excerpt) <= 400 for s in r.statements[:10])
+
+
+def test_one_megabyte_migration_well_under_a_second():
+    stmt = ("ALTER TABLE \"Document\" ADD COLUMN \"c{i}\" TEXT;\n"
+            "CREATE INDEX \"Document_c{i}_idx\" ON \"Document\"(\"c{i}\");\n")
+    sql = "".join(stmt.format(i=i) for i in range(12_000))
+    assert len(sql) >= 2**20
+    analyze(sql[:1000])  # warm up imports and caches
+    start = time.perf_counter()
+    analyze(sql)
+    assert time.perf_counter() - start < 1.0

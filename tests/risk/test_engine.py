@@ -1,0 +1,188 @@
+"""Precision, transactions, versions, sizes and suppression as the issue describes them."""
+from bot.risk import Context, Severity, TableStats, analyze
+
+from risk_helpers import codes, finding
+
+
+def _old(table="t", **cols):
+    return Context(tables={table: TableStats(columns=cols)})
+
+
+# ---- precision: binary-coercible type changes are not rewrites
+def test_varchar_widening_and_text_are_not_rewrites():
+    ctx = _old(name="varchar(50)", price="numeric(10,2)", net="cidr")
+    for sql in ("ALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
+                "ALTER TABLE t ALTER COLUMN name TYPE text;",
+                "ALTER TABLE t ALTER COLUMN price TYPE numeric(12,2);",
+                "ALTER TABLE t ALTER COLUMN net TYPE inet;"):
+        r = analyze(sql, ctx)
+        assert "MG306" not in [f.code for f in r.findings], sql
+        assert r.statements[0].rewrite is False
+
+
+def test_real_type_changes_are_rewrites():
+    ctx = _old(id="integer", name="varchar(50)", price="numeric(10,2)")
+    for sql in ("ALTER TABLE t ALTER COLUMN id TYPE bigint;",
+                "ALTER TABLE t ALTER COLUMN name TYPE varchar(20);",
+                "ALTER TABLE t ALTER COLUMN price TYPE numeric(12,4);"):
+        r = analyze(sql, ctx)
+        assert finding(r, "MG306").severity is Severity.HIGH, sql
+        assert r.statements[0].rewrite is True
+
+
+def test_type_change_with_unknown_old_type_says_so():
+    f = finding(analyze("ALTER TABLE t ALTER COLUMN c TYPE text;"), "MG306")
+    assert f.severity is Severity.MEDIUM and "old type unknown" in f.message
+
+
+def test_type_known_from_earlier_in_file():
+    r = analyze("ALTER TABLE t ADD COLUMN c varchar(10);\nALTER TABLE t ALTER COLUMN c TYPE varchar(20);")
+    assert "MG306" not in [f.code for f in r.findings]
+
+
+def test_unique_is_never_told_to_use_not_valid():
+    r = analyze("ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);")
+    f = finding(r, "MG204")
+    assert "USING INDEX" in f.fix and "CONCURRENTLY" in f.fix
+    assert "MG202" not in [x.code for x in r.findings]
+    assert "NOT VALID;" not in f.fix
+
+
+def test_objects_created_in_the_same_file_are_exempt():
+    sql = """
+        CREATE TABLE accounts (id bigint PRIMARY KEY, owner bigint, email text);
+        CREATE INDEX accounts_owner_idx ON accounts (owner);
+        CREATE UNIQUE INDEX accounts_email_key ON accounts (email);
+        ALTER TABLE accounts ADD CONSTRAINT accounts_owner_fk FOREIGN KEY (owner) REFERENCES users (id);
+        ALTER TABLE accounts ADD COLUMN created_at timestamptz NOT NULL;
+        ALTER TABLE accounts ALTER COLUMN email SET NOT NULL;
+    """
+    r = analyze(sql)
+    found = [f.code for f in r.findings]
+    for code in ("MG101", "MG109", "MG201", "MG303", "MG208", "MG603"):
+        assert code not in found, code
+    # only the existing table the foreign key points at is locked strongly
+    assert "users" in finding(r, "MG601").message and "accounts" not in finding(r, "MG601").message
+
+
+def test_set_lock_timeout_is_honoured():
+    assert "MG601" in codes("ALTER TABLE t ADD COLUMN c int;")
+    assert "MG601" not in codes("SET lock_timeout = '2s';\nALTER TABLE t ADD COLUMN c int;")
+    assert "MG601" not in codes("SELECT set_config('lock_timeout', '2s', true);\nALTER TABLE t ADD COLUMN c int;")
+    assert "MG601" in codes("SET lock_timeout = 0;\nALTER TABLE t ADD COLUMN c int;")
+
+
+def test_defaults_constant_cheap_volatile_not():
+    assert "MG301" not in codes("ALTER TABLE t ADD COLUMN c int DEFAULT 0;")
+    assert "MG301" not in codes("ALTER TABLE t ADD COLUMN c timestamptz DEFAULT now() - interval '1 day';")
+    assert "MG301" in codes("ALTER TABLE t ADD COLUMN c float8 DEFAULT random();")
+    assert "MG302" in codes("ALTER TABLE t ADD COLUMN c int DEFAULT 0;", Context(pg_version=10))
+    unknown = finding(analyze("ALTER TABLE t ADD COLUMN c text DEFAULT make_code();"), "MG301")
+    assert unknown.severity is Severity.MEDIUM
+    assert "MG301" not in codes("ALTER TABLE t ADD COLUMN c text DEFAULT make_code();",
+                                Context(functions={"make_code": "stable"}))
+    assert "MG301" in codes("ALTER TABLE t ADD COLUMN c text DEFAULT make_code();",
+                            Context(functions={"make_code": "volatile"}))
+
+
+def test_set_not_null_after_validated_check_is_silent_on_pg12_plus():
+    sql = ("ALTER TABLE t ADD CONSTRAINT c_nn CHECK (c IS NOT NULL) NOT VALID;\nCOMMIT;\n"
+           "ALTER TABLE t VALIDATE CONSTRAINT c_nn;\nALTER TABLE t ALTER COLUMN c SET NOT NULL;")
+    assert "MG208" not in codes(sql, Context(pg_version=16))
+    assert "MG208" in codes(sql, Context(pg_version=11))
+    assert "PG 18" in finding(analyze("ALTER TABLE t ALTER COLUMN c SET NOT NULL;", Context(pg_version=18)),
+                              "MG208").message
+
+
+# ---- transactions
+def test_concurrently_inside_begin_commit_is_critical():
+    r = analyze("BEGIN;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);\nCOMMIT;", Context(assume_in_transaction=False))
+    f = finding(r, "MG103")
+    assert f.severity is Severity.CRITICAL and f.line == 2
+    assert r.statements[1].in_transaction is True
+
+
+def test_runner_runs_concurrently_alone_but_flags_the_mixed_file():
+    r = analyze("CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON users (a);")
+    assert "MG103" not in [f.code for f in r.findings]
+    assert "MG607" in [f.code for f in r.findings]
+    assert [s.in_transaction for s in r.statements] == [True, False]
+
+
+def test_lock_held_across_later_statements_of_the_transaction():
+    sql = "BEGIN;\nALTER TABLE accounts ADD COLUMN plan text;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nCOMMIT;\n"
+    f = finding(analyze(sql, Context(assume_in_transaction=False)), "MG603")
+    assert f.line == 3 and "line 2" in f.message
+    assert "MG603" not in codes("BEGIN;\nALTER TABLE a ADD COLUMN p text;\nCOMMIT;\nUPDATE b SET x = 0 WHERE id = 1;",
+                                Context(assume_in_transaction=False))
+
+
+def test_begin_without_commit_and_nested_begin():
+    assert "MG606" in codes("BEGIN;\nCREATE TABLE t (id bigint);", Context(assume_in_transaction=False))
+    assert "MG605" in codes("BEGIN;\nBEGIN;\nCOMMIT;", Context(assume_in_transaction=False))
+    assert "MG605" in codes("BEGIN;\nSELECT 1;\nCOMMIT;")  # the runner already wraps the file
+
+
+# ---- sizes and versions
+def test_index_severity_follows_table_size():
+    sql = "CREATE INDEX i ON users (email);"
+    small = analyze(sql, Context(tables={"users": TableStats(rows=50)}))
+    big = analyze(sql, Context(tables={"users": TableStats(rows=50_000_000)}))
+    huge = analyze(sql, Context(tables={"users": TableStats(rows=500_000_000)}))
+    assert finding(small, "MG101").severity is Severity.LOW
+    assert finding(big, "MG101").severity is Severity.HIGH
+    assert finding(huge, "MG101").severity is Severity.CRITICAL
+    assert big.risk is Severity.HIGH and huge.risk is Severity.CRITICAL
+
+
+def test_unbatched_update_on_large_table_needs_the_context():
+    sql = "UPDATE events SET archived = true WHERE created_at < '2020-01-01';"
+    assert "MG702" not in codes(sql)
+    assert "MG702" in codes(sql, Context(tables={"events": TableStats(rows=5_000_000)}))
+    assert "MG701" in codes("DELETE FROM events;")
+    assert finding(analyze("DELETE FROM events;"), "MG701").severity is Severity.CRITICAL
+
+
+def test_version_changes_verdicts():
+    assert "MG106" in codes("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);", Context(pg_version=14))
+    assert "MG106" not in codes("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);",
+                                Context(pg_version=14, pg_minor=9))
+    enum = finding(analyze("ALTER TYPE mood ADD VALUE 'meh';", Context(pg_version=11)), "MG509")
+    assert enum.severity is Severity.HIGH
+
+
+# ---- suppression
+def test_accept_with_reason_is_recorded_and_lowers_risk():
+    r = analyze("-- guardian: accept MG101 because users has 40 rows\nCREATE INDEX i ON users (email);",
+                Context(disabled=frozenset({"MG601", "MG602"})))
+    f = finding(r, "MG101")
+    assert f.accepted and f.accept_reason == "users has 40 rows"
+    assert r.risk is Severity.LOW
+
+
+def test_accept_by_name_and_trailing_comment():
+    r = analyze("CREATE INDEX i ON users (email); -- guardian: accept create-index-non-concurrent because tiny")
+    assert finding(r, "MG101").accepted
+
+
+def test_accept_without_reason_is_a_finding_and_accepts_nothing():
+    r = analyze("-- guardian: accept MG101\nCREATE INDEX i ON users (email);")
+    assert not finding(r, "MG101").accepted
+    assert finding(r, "MG003").line == 1
+
+
+def test_accept_of_unknown_code_is_reported():
+    assert "MG004" in codes("-- guardian: accept MG999 because typo\nSELECT 1;")
+
+
+def test_disabled_rules_do_not_fire_and_opt_in_rules_need_enabling():
+    assert "MG101" not in codes("CREATE INDEX i ON users (email);", Context(disabled=frozenset({"MG101"})))
+    sql = "ALTER TABLE t ADD COLUMN q bigint;"
+    assert "MG313" not in codes(sql)
+    assert "MG313" in codes(sql, Context(enabled=frozenset({"add-column-breaks-positional-insert"})))
+
+
+def test_opaque_code_is_unknown_risk_needing_a_human():
+    r = analyze("DO $$ BEGIN EXECUTE 'DROP TABLE ' || 'x'; END $$;")
+    assert r.risk is Severity.HIGH
+    assert any("needs a human" in reason for reason in r.reasons)

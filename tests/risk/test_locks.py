@@ -1,0 +1,76 @@
+"""Statement facts: kind, lock mode per relation (strongest wins), rewrite/scan, transactionality."""
+from bot.risk import Context, analyze
+
+from risk_helpers import locks
+
+
+def test_lock_modes_use_postgres_names():
+    r = analyze("""
+        CREATE INDEX i ON users (email);
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS j ON users (name);
+        ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;
+        ALTER TABLE orders VALIDATE CONSTRAINT fk;
+        REFRESH MATERIALIZED VIEW CONCURRENTLY mv;
+        REFRESH MATERIALIZED VIEW mv;
+        LOCK TABLE accounts IN SHARE MODE;
+        UPDATE users SET a = 1 WHERE id = 2;
+        CREATE TRIGGER trg AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION f();
+    """)
+    assert locks(r, 0) == {"users": "SHARE"}
+    assert locks(r, 1) == {"users": "SHARE UPDATE EXCLUSIVE"}
+    assert locks(r, 2) == {"orders": "SHARE ROW EXCLUSIVE", "users": "SHARE ROW EXCLUSIVE"}
+    assert locks(r, 3) == {"orders": "SHARE UPDATE EXCLUSIVE"}
+    assert locks(r, 4) == {"mv": "EXCLUSIVE"}
+    assert locks(r, 5) == {"mv": "ACCESS EXCLUSIVE"}
+    assert locks(r, 6) == {"accounts": "SHARE"}
+    assert locks(r, 7) == {"users": "ROW EXCLUSIVE"}
+    assert locks(r, 8) == {"users": "SHARE ROW EXCLUSIVE"}
+
+
+def test_strongest_lock_per_relation_wins():
+    r = analyze("ALTER TABLE t VALIDATE CONSTRAINT c, ADD COLUMN x int, SET (fillfactor = 70);")
+    assert locks(r, 0) == {"t": "ACCESS EXCLUSIVE"}
+
+
+def test_attach_partition_lock_depends_on_version():
+    sql = "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);"
+    assert locks(analyze(sql, Context(pg_version=16)), 0) == {"p": "SHARE UPDATE EXCLUSIVE", "p2": "ACCESS EXCLUSIVE"}
+    assert locks(analyze(sql, Context(pg_version=11)), 0) == {"p": "ACCESS EXCLUSIVE", "p2": "ACCESS EXCLUSIVE"}
+
+
+def test_transactional_flags():
+    r = analyze("""
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);
+        DROP INDEX CONCURRENTLY IF EXISTS i;
+        REINDEX TABLE CONCURRENTLY t;
+        VACUUM t;
+        ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;
+        ALTER TYPE mood ADD VALUE 'meh';
+        ANALYZE t;
+    """)
+    assert [s.transactional for s in r.statements] == [False, False, False, False, False, True, True]
+    pg11 = analyze("ALTER TYPE mood ADD VALUE 'meh';", Context(pg_version=11))
+    assert pg11.statements[0].transactional is False
+
+
+def test_rewrite_scan_destructive_and_data_flags():
+    r = analyze("""
+        ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();
+        ALTER TABLE t ADD COLUMN c int DEFAULT 0;
+        ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);
+        ALTER TABLE t DROP COLUMN old;
+        DELETE FROM t WHERE id = 1;
+        VACUUM FULL t;
+    """)
+    s = r.statements
+    assert s[0].rewrite and not s[1].rewrite
+    assert s[2].scan and not s[2].rewrite
+    assert s[3].destructive and s[3].incompatible
+    assert s[4].data_changing and s[4].kind == "DELETE"
+    assert s[5].rewrite and s[5].kind == "VACUUM FULL"
+
+
+def test_positions_are_one_based_in_the_original_file():
+    sql = "-- héader comment\n\n  /* x */ SELECT 1;\nSELECT 'é'; ALTER TABLE t ADD COLUMN c int;\n"
+    r = analyze(sql)
+    assert [(s.line, s.column) for s in r.statements] == [(3, 11), (4, 1), (4, 13)]
