@@ -17,7 +17,7 @@ from bot.config import GuardianConfig
 from bot.errors import ConfigError, GuardianError
 from bot.pg.connect import connect_target
 from bot.pg.introspect import gather_facts
-from bot.pg.rehearsal import FileRehearsal, Rehearsal, RehearsalRefused, rehearse
+from bot.pg.rehearsal import Rehearsal, RehearsalRefused, rehearse
 
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
@@ -163,5 +163,3 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         print(_text(doc, result))
     return 1 if result.failed else 0
 
-
-__all__ = ["run_plan", "rehearsal_target", "merge", "FileRehearsal"]

@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 
 from bot.errors import GuardianError
-from bot.pg.connect import target_errors
+from bot.pg.connect import scrub, target_errors
 from bot.sources.ledgers import (
     HISTORY_TABLE,
     PRISMA_TABLE,
@@ -90,7 +90,8 @@ def _error_text(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(diag, "sqlstate", None) if diag else None
     primary = getattr(diag, "message_primary", None) if diag else None
-    text = primary or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = scrub(text)
     return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
@@ -155,7 +156,8 @@ def apply_migration(
 ) -> ApplyResult:
     """Run one file's SQL and write its ledger rows (the tool's and our sidecar) in ONE transaction.
 
-    ``conn`` must be idle (no open transaction). On failure the file is rolled back and, in a second
+    ``conn`` must be idle (no open transaction); hold the target's advisory lock (and Prisma's, see
+    prisma_advisory_lock) around it so no other deployer interleaves. On failure the file is rolled back and, in a second
     transaction, Prisma's failed row (``logs`` = the error) and a failed sidecar row are recorded;
     ApplyError is raised. ``execute`` replaces the default whole-script executor (e.g. to set
     timeouts or run statement by statement); it runs inside the open transaction.
@@ -165,8 +167,6 @@ def apply_migration(
     execute = execute or run_script
     with target_errors(environment):
         ensure_ledgers(conn, layout)
-        with conn.transaction():
-            _check_applicable(conn, layout, migration)
     row_id = str(uuid.uuid4())
     statements = [p.text for p in split_statements(migration.sql)] if layout == "supabase" else None
     stmts_sha = _statements_sha(statements) if statements is not None else None
@@ -174,6 +174,7 @@ def apply_migration(
     clock = time.monotonic()
     try:
         with conn.transaction():
+            _check_applicable(conn, layout, migration)  # same transaction: no gap before our ledger row
             if layout == "prisma":
                 conn.execute(
                     f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, applied_steps_count) "
@@ -208,20 +209,27 @@ def apply_migration(
     except psycopg.Error as exc:
         error = _error_text(exc)
         log.warning("request %s: migration %s failed: %s", request_id, migration.ledger_name, error)
-        with conn.transaction():
-            if layout == "prisma":
-                conn.execute(
-                    f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, logs, "
-                    "applied_steps_count) VALUES (%s, %s, %s, %s, %s, 0)",
-                    (row_id, prisma_checksum(migration.sql), started, migration.ledger_name, error),
+        recorded = ""
+        try:
+            with conn.transaction():
+                if layout == "prisma":  # Prisma's failed state: finished_at and rolled_back_at both NULL
+                    conn.execute(
+                        f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, logs, "
+                        "applied_steps_count) VALUES (%s, %s, %s, %s, %s, 0)",
+                        (row_id, prisma_checksum(migration.sql), started, migration.ledger_name, error),
+                    )
+                _record_sidecar(
+                    conn, layout, migration, started=started, finished=None,
+                    duration_ms=int((time.monotonic() - clock) * 1000), succeeded=False, error=error,
+                    statements_sha256=stmts_sha, request_id=request_id, approvers=approvers, backup_id=backup_id,
                 )
-            _record_sidecar(
-                conn, layout, migration, started=started, finished=None,
-                duration_ms=int((time.monotonic() - clock) * 1000), succeeded=False, error=error,
-                statements_sha256=stmts_sha, request_id=request_id, approvers=approvers, backup_id=backup_id,
-            )
+        except psycopg.Error as record_exc:  # e.g. the connection died: the file is rolled back all the same
+            log.error("request %s: could not record the failure of %s: %s", request_id, migration.ledger_name,
+                      _error_text(record_exc))
+            recorded = " (the failure could not be recorded in the ledger: the connection failed)"
         raise ApplyError(
-            f"migration {migration.ledger_name} failed and was rolled back: {error}; fix the file and retry",
+            f"migration {migration.ledger_name} failed and was rolled back: {error}{recorded}; fix the file "
+            "and retry",
             sqlstate=getattr(getattr(exc, "diag", None), "sqlstate", None),
         ) from exc
     total_ms = int((time.monotonic() - clock) * 1000)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import ProjectConfig
@@ -198,5 +197,3 @@ def _plain(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mig
         )
     return result
 
-
-LayoutBuilder = Callable[[Reader, list[FileEntry], int], list[Migration]]

@@ -252,3 +252,31 @@ def test_prisma_advisory_lock_is_exclusive(target_db_url):
             assert "72707369" in info.value.message
         with prisma_advisory_lock(second, timeout_s=1):
             pass
+
+
+def test_a_custom_executor_runs_inside_the_one_transaction(git_repo, project, target_db_url):
+    git_repo.write("m/1_a.sql", "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n")
+    git_repo.write("m/2_b.sql", "CREATE TABLE c (id int);\n")
+    git_repo.commit()
+    first, second = load_snapshot(project(git_repo, "sql", "m")).migrations
+    seen = []
+
+    def per_statement(conn, migration):
+        conn.execute("SELECT set_config('lock_timeout', '1500ms', true)")
+        seen.append((conn.info.transaction_status.name, conn.execute("SHOW lock_timeout").fetchone()[0]))
+        for statement in migration.sql.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    def interrupted(conn, migration):
+        conn.execute(migration.sql)
+        raise KeyboardInterrupt  # not a database error: everything rolls back, nothing is recorded
+
+    with psycopg.connect(target_db_url, autocommit=True) as conn:
+        apply_migration(conn, "sql", first, execute=per_statement)
+        assert seen == [("INTRANS", "1500ms")]
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "0"  # local to the migration's transaction
+        with pytest.raises(KeyboardInterrupt):
+            apply_migration(conn, "sql", second, execute=interrupted)
+        assert conn.execute("SELECT to_regclass('c'), (SELECT count(*) FROM guardian.schema_history), "
+                            "(SELECT count(*) FROM guardian.applied_migrations)").fetchone() == (None, 1, 1)
