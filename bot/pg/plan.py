@@ -94,11 +94,14 @@ def merge(lint: list[dict], result: Rehearsal) -> dict:
     """Lint JSON plus, per statement, observed_locks, rewrites, duration_ms, rehearsed, reason, error."""
     files = []
     for entry, rehearsed in zip(lint, result.files):
-        by_line = {s["line"]: s for s in entry["statements"]}
+        by_line: dict[int, list[dict]] = {}
+        for linted in entry["statements"]:
+            by_line.setdefault(linted["line"], []).append(linted)
         statements = []
         for s in rehearsed.statements:
-            base = dict(by_line.get(s.line) or {"index": s.index, "line": s.line, "kind": s.kind,
-                                                "transactional": s.transactional, "locks": []})
+            same_line = by_line.get(s.line) or [{"index": s.index, "line": s.line, "kind": s.kind,
+                                                 "transactional": s.transactional, "locks": []}]
+            base = dict(same_line.pop(0) if len(same_line) > 1 else same_line[0])
             base.update({
                 "observed_locks": [lk.model_dump() for lk in s.observed_locks], "rewrites": list(s.rewrites),
                 "duration_ms": s.duration_ms, "rehearsed": s.rehearsed, "reason": s.reason, "error": s.error,

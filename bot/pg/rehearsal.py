@@ -137,13 +137,13 @@ def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str]) -
     )
 
 
-def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], tuple[bool, frozenset[str]]]:
-    """(file index, line) -> (transactional, relations the analysis says the statement locks)."""
-    hints: dict[tuple[int, int], tuple[bool, frozenset[str]]] = {}
+def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], list[tuple[bool, frozenset[str]]]]:
+    """(file index, line) -> [(transactional, relations the analysis says it locks)] per statement, in order."""
+    hints: dict[tuple[int, int], list[tuple[bool, frozenset[str]]]] = {}
     for fi, report in enumerate(reports):
         for st in getattr(report, "statements", ()) or ():
             names = {lk.relation for lk in st.locks} | {lk.relation.removeprefix("public.") for lk in st.locks}
-            hints[(fi, st.line)] = (st.transactional, frozenset(names))
+            hints.setdefault((fi, st.line), []).append((st.transactional, frozenset(names)))
     return hints
 
 
@@ -180,7 +180,8 @@ def rehearse(
             rows: list[StatementRehearsal] = []
             for piece in split_statements(sql):
                 reason = non_transactional_reason(piece)
-                transactional_hint, expected = hints.get((file_index, piece.line), (True, frozenset()))
+                same_line = hints.get((file_index, piece.line)) or [(True, frozenset())]
+                transactional_hint, expected = same_line.pop(0) if len(same_line) > 1 else same_line[0]
                 if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"
                 transactional = reason is None or piece.node_type in ("TransactionStmt", None)

@@ -135,3 +135,14 @@ def test_plan_unreachable_target_hides_the_password(tmp_path, capsys, secret):
     assert main(["plan", "--target-url", f"postgresql://u:{secret}@127.0.0.1:1/db", str(sql)]) == 1
     out = capsys.readouterr()
     assert "cannot reach" in out.err and secret not in out.err + out.out
+
+
+def test_statements_sharing_a_line_keep_their_own_lint_and_observations(populated_db, tmp_path, capsys):
+    path = tmp_path / "one_line.sql"
+    path.write_text("UPDATE tags SET tag = 'y'; CREATE INDEX tags_tag_idx ON tags (tag);\n")
+    assert main(["plan", "--target-url", populated_db, "--format", "json", str(path)]) == 0
+    update, index = json.loads(capsys.readouterr().out)["files"][0]["statements"]
+    assert update["index"] == 0 and update["kind"] == "UPDATE"
+    assert update["observed_locks"] == [{"relation": "tags", "mode": "ROW EXCLUSIVE"}]
+    assert index["index"] == 1 and index["kind"] == "CREATE INDEX"
+    assert {"relation": "tags", "mode": "SHARE"} in index["observed_locks"]
