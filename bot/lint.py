@@ -8,6 +8,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -41,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # short-lived command building large trees and reports: the cyclic GC only costs time
+    try:
+        return _run(args, out, err)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         config = load_lint_config(Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")))
         ctx = _context(args, config)

@@ -269,6 +269,8 @@ def _altered_table(n: dict, st: State) -> None:
         elif sub in ("AT_AlterColumnType", "AT_AddColumn") and "ColumnDef" in d:
             col = d["ColumnDef"].get("colname") or cmd.get("name")
             st.coltypes[(table, col)] = type_name(d["ColumnDef"].get("typeName")).lower()
+            if sub == "AT_AddColumn" and not d["ColumnDef"].get("constraints"):
+                st.null_columns.add((table, col))
 
 
 def _not_null_col(c: dict) -> str | None:

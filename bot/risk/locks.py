@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .models import LOCK_RANK
-from .nodes import column_constraints, def_names, qualified, rv_name, strings, type_name, volatility
+from .nodes import column_constraints, def_names, qualified, rv_name, strings, type_name, volatility, walk
 
 AEL, EXCL, SRE, SHARE, SUE = "ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE"
 ROW_EXCL, ROW_SHARE, ACCESS_SHARE = "ROW EXCLUSIVE", "ROW SHARE", "ACCESS SHARE"
@@ -81,6 +81,8 @@ def _create_table_as(n, v, f):
     kind = "CREATE MATERIALIZED VIEW" if n.get("objtype") == "OBJECT_MATVIEW" else "CREATE TABLE AS"
     e = Effect(kind=kind, creates=[name], target=name)
     e.lock(name, AEL)
+    if n.get("query"):
+        _reads(e, n["query"])
     return e
 
 
@@ -214,12 +216,26 @@ def _truncate(n, v, f):
     return e
 
 
+def _reads(e: Effect, n: dict, skip: dict | None = None) -> None:
+    """ACCESS SHARE on every table a query reads (FROM, USING, sub-selects), CTE names excluded."""
+    ctes = set()
+    for kind, body in walk(n):
+        if kind == "CommonTableExpr":
+            ctes.add(body.get("ctename"))
+    for kind, body in walk(n):
+        if kind == "RangeVar":
+            if body is skip or (not body.get("schemaname") and body.get("relname") in ctes):
+                continue
+            e.lock(rv_name(body), ACCESS_SHARE)
+
+
 def _dml(kind):
     def fn(n, v, f):
         rel = rv_name(n.get("relation"))
         e = Effect(kind=kind, data_changing=True, target=rel, scan=kind != "INSERT",
                    destructive=kind == "DELETE")
         e.lock(rel, ROW_EXCL)
+        _reads(e, n, skip=n.get("relation"))
         return e
     return fn
 
@@ -228,6 +244,15 @@ def _merge(n, v, f):
     rel = rv_name(n.get("relation"))
     e = Effect(kind="MERGE", data_changing=True, target=rel, scan=True)
     e.lock(rel, ROW_EXCL)
+    _reads(e, n, skip=n.get("relation"))
+    return e
+
+
+def _select(n, v, f):
+    e = Effect(kind="SELECT")
+    if n.get("fromClause"):
+        _reads(e, n)
+    e.target = next(iter(e.locks), None)
     return e
 
 
@@ -367,7 +392,7 @@ _DESCRIBERS = {
     "AlterPolicyStmt": _policy("ALTER POLICY"), "LockStmt": _lock, "CommentStmt": _comment,
     "AlterEnumStmt": _alter_enum, "TransactionStmt": _transaction, "VariableSetStmt": _set,
     "AlterObjectSchemaStmt": _object_schema, "ViewStmt": _view, "CreateDomainStmt": _create_domain,
-    "DoStmt": _simple("DO"), "SelectStmt": _simple("SELECT"), "CreateEnumStmt": _simple("CREATE TYPE"),
+    "DoStmt": _simple("DO"), "SelectStmt": _select, "CreateEnumStmt": _simple("CREATE TYPE"),
     "CompositeTypeStmt": _simple("CREATE TYPE"), "CreateFunctionStmt": _simple("CREATE FUNCTION"),
     "CreateExtensionStmt": _simple("CREATE EXTENSION"), "CreateSchemaStmt": _simple("CREATE SCHEMA"),
     "CreateSeqStmt": _simple("CREATE SEQUENCE"), "GrantStmt": _simple("GRANT"),

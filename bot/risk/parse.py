@@ -68,7 +68,8 @@ class Positions:
             self._line -= data.count(b"\n", offset, self._pos)
         self._pos = offset
         line_start = data.rfind(b"\n", 0, offset) + 1
-        column = len(data[line_start:offset].decode("utf-8", "replace")) + 1
+        prefix = data[line_start:offset]
+        column = (len(prefix) if prefix.isascii() else len(prefix.decode("utf-8", "replace"))) + 1
         return self._line, column
 
 

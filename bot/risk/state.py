@@ -52,12 +52,14 @@ class State:
     mixed_reported: bool = False
     dropped_pkeys: set[str] = field(default_factory=set)
     begin_line: int = 0
+    null_columns: set[tuple[str, str]] = field(default_factory=set)  # added in this file, no default
 
     def is_new(self, relation: str | None) -> bool:
         """Created earlier in this file (invisible to other sessions, so lock rules do not apply)."""
         if relation is None:
             return False
-        return relation in self.created or relation.rsplit(".", 1)[-1] in self.created
+        created = self.created
+        return relation in created or ("." in relation and relation.rsplit(".", 1)[-1] in created)
 
     def stats(self, relation: str | None) -> TableStats | None:
         if relation is None:

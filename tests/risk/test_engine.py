@@ -186,3 +186,10 @@ def test_opaque_code_is_unknown_risk_needing_a_human():
     r = analyze("DO $$ BEGIN EXECUTE 'DROP TABLE ' || 'x'; END $$;")
     assert r.risk is Severity.HIGH
     assert any("needs a human" in reason for reason in r.reasons)
+
+
+def test_unique_index_on_a_column_added_empty_in_this_file_cannot_hit_duplicates():
+    sql = 'ALTER TABLE "Recipient" ADD COLUMN "templateId" INTEGER;\n' \
+          'CREATE UNIQUE INDEX "r_t_e_key" ON "Recipient"("templateId", "email");'
+    assert "MG109" not in codes(sql)
+    assert "MG109" in codes('CREATE UNIQUE INDEX "r_e_key" ON "Recipient"("email");')

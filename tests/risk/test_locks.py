@@ -74,3 +74,10 @@ def test_positions_are_one_based_in_the_original_file():
     sql = "-- héader comment\n\n  /* x */ SELECT 1;\nSELECT 'é'; ALTER TABLE t ADD COLUMN c int;\n"
     r = analyze(sql)
     assert [(s.line, s.column) for s in r.statements] == [(3, 11), (4, 1), (4, 13)]
+
+
+def test_queries_take_access_share_on_what_they_read():
+    r = analyze("INSERT INTO a (x) SELECT y FROM b JOIN c ON true;\n"
+                "WITH w AS (SELECT * FROM e) UPDATE f SET x = w.x FROM w WHERE f.id = w.id;")
+    assert locks(r, 0) == {"a": "ROW EXCLUSIVE", "b": "ACCESS SHARE", "c": "ACCESS SHARE"}
+    assert locks(r, 1) == {"f": "ROW EXCLUSIVE", "e": "ACCESS SHARE"}

@@ -93,7 +93,8 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             if c and c.get("contype") == "CONSTR_PRIMARY" and len(c.get("keys") or ()) == 1:
                 pk_cols.update(strings(c.get("keys")))  # one-column keys only: composite parts are not counters
         names = [e["ColumnDef"].get("colname") for e in n.get("tableElts") or () if "ColumnDef" in e]
-        yield from _dupes(names, rv_name(n.get("relation")))
+        if len(set(names)) != len(names):
+            yield from _dupes(names, rv_name(n.get("relation")))
         if not n.get("relation", {}).get("schemaname"):
             yield Hit("MG806", f"CREATE TABLE {rv_name(n.get('relation'))} without a schema.")
     for table, col in _columns(s):
@@ -108,8 +109,6 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             yield Hit("MG803", f"{table}.{name} is {tn} (without time zone); use timestamptz.")
         if tn == "char" or tn.startswith("char("):
             yield Hit("MG804", f"{table}.{name} is {tn}; use text or varchar.")
-        if len(name.encode()) > 63:
-            yield Hit("MG805", f"Column name {name[:30]}... is {len(name.encode())} bytes; truncated to 63.")
     if t in _DDL and _LONG.search(s.raw.text):
         for m in _TOKENS.finditer(s.raw.text):
             ident = m.group(1) or m.group(2)
