@@ -74,6 +74,12 @@ def _lint_entry(path: str, report) -> dict:
     """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
     if report is None:
         return {"path": path, "risk": None, "statements": [], "findings": []}
+    try:
+        from bot.lint import render_json  # the contract's own serializer, so plan JSON = lint JSON + rehearsal
+    except ImportError:
+        pass
+    else:
+        return json.loads(render_json([(path, report)]))["files"][0]
     return {
         "path": path,
         "risk": report.risk.value,
