@@ -99,7 +99,8 @@ def _statements_sha(statements: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(statements), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration) -> None:
+def check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration) -> None:
+    """LedgerError unless ``migration`` may be applied now: not applied yet, and (Prisma) no failed row."""
     if layout == "prisma":
         failed = conn.execute(
             f"SELECT migration_name FROM {PRISMA_TABLE} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
@@ -174,7 +175,7 @@ def apply_migration(
     clock = time.monotonic()
     try:
         with conn.transaction():
-            _check_applicable(conn, layout, migration)  # same transaction: no gap before our ledger row
+            check_applicable(conn, layout, migration)  # same transaction: no gap before our ledger row
             if layout == "prisma":
                 conn.execute(
                     f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, applied_steps_count) "
@@ -237,3 +238,6 @@ def apply_migration(
         layout=layout, version=migration.version, ledger_name=migration.ledger_name, started_at=started,
         finished_at=_now(conn), duration_ms=total_ms,
     )
+
+
+_check_applicable = check_applicable  # older name, still imported by workers/apply.py
