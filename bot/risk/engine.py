@@ -90,9 +90,24 @@ def _statement(raw: RawStatement, st: State, ctx: Context, findings: list[Findin
     _update(s, st)
     return build(StatementInfo, 
         index=raw.index, line=raw.line, column=raw.column, kind=fx.kind, transactional=fx.transactional,
-        in_transaction=in_tx, locks=tuple(build(Lock, relation=r, mode=m) for r, m in fx.locks.items()),
+        in_transaction=in_tx, locks=tuple(_lock(r, m) for r, m in fx.locks.items()),
         rewrite=fx.rewrite, scan=fx.scan, destructive=fx.destructive, incompatible=fx.incompatible,
-        data_changing=fx.data_changing, excerpt=raw.text[:400])
+        data_changing=fx.data_changing, excerpt=raw.text[:EXCERPT])
+
+
+EXCERPT = 240  # characters of each statement kept in the report
+_LOCKS: dict[tuple[str, str], Lock] = {}
+
+
+def _lock(relation: str, mode: str) -> Lock:
+    """Lock values are immutable, so equal ones are shared (a 50,000-statement file repeats them)."""
+    key = (relation, mode)
+    found = _LOCKS.get(key)
+    if found is None:
+        if len(_LOCKS) > 100_000:
+            _LOCKS.clear()
+        found = _LOCKS[key] = build(Lock, relation=relation, mode=mode)
+    return found
 
 
 def _enabled(code: str, ctx: Context) -> bool:

@@ -102,14 +102,41 @@ def _stream_json(js: str) -> Iterator[dict]:
             idx += 1
 
 
+CHUNK_CHARS = 1 << 20  # parse big files about 1 MB at a time: bounded JSON, same results
+
+
 def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
-    """Yield (piece, byte base, JSON or error): the whole file when it parses, else one per statement."""
+    """Yield (piece, byte base, JSON or error) covering the file in order.
+
+    Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
+    CHUNK_CHARS; if a cut lands inside a string or body the piece fails to parse and the rest of
+    the file is parsed whole instead, so a cut can cost time but never changes the result.
+    """
+    pos, byte_base = 0, 0
+    while len(sql) - pos > 2 * CHUNK_CHARS:
+        cut = sql.find(";\n", pos + CHUNK_CHARS)
+        if cut < 0:
+            break
+        piece = sql[pos:cut + 2]
+        try:
+            js = _pg.parse_sql_json(piece)
+        except _pg.ParseError:
+            break
+        yield piece, byte_base, js
+        byte_base += len(piece.encode("utf-8"))
+        pos = cut + 2
+    rest = sql[pos:] if pos else sql
     try:
-        yield sql, 0, _pg.parse_sql_json(sql)
-        return
+        js = _pg.parse_sql_json(rest)
     except _pg.ParseError:
-        pass
-    byte_base, char_pos = 0, 0
+        yield from _per_statement(rest, byte_base)
+    else:
+        yield rest, byte_base, js
+
+
+def _per_statement(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+    """The text does not parse: parse statement by statement so the others are still analysed."""
+    char_pos = 0
     for start, stop in _split(sql):
         piece = sql[start:stop]
         if not piece.strip() or _ONLY_COMMENTS.fullmatch(piece):
@@ -155,6 +182,8 @@ def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
     prev_end = 0
     for piece, byte_base, js in _chunks(sql):
         piece_end = len(data) if piece is sql else byte_base + len(piece.encode("utf-8"))
+        if piece_end > len(data):  # pieces are slices of the text, so this only guards bad offsets
+            piece_end = len(data)
         if isinstance(js, _pg.ParseError):
             loc = js.args[1] if len(js.args) > 1 and isinstance(js.args[1], int) else 0
             loc = max(0, min(loc, len(piece)))
