@@ -83,6 +83,13 @@ def engine_only(large: Path) -> list[str]:
             times.append(time.perf_counter() - t)
         lines.append(f"engine only, {label}: {len(blob) / 2**20:.2f} MB, {len(report.statements)} statements, "
                      f"{min(times):.3f} s ({len(blob) / 2**20 / min(times):.1f} MB/s), risk {report.risk.value}")
+    from pglast import parser as pg  # noqa: E402
+
+    sql = data[: 2**20].rsplit(b"\n;\n", 1)[0].decode("utf-8")
+    for label, fn in (("parse_sql (Python AST objects)", pg.parse_sql), ("parse_sql_json (JSON text)", pg.parse_sql_json)):
+        t = time.perf_counter()
+        fn(sql)
+        lines.append(f"pglast {label} on 1 MB: {time.perf_counter() - t:.3f} s")
     return lines
 
 

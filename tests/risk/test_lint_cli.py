@@ -134,3 +134,22 @@ def test_lint_our_own_schema_migrations(monkeypatch, tmp_path):
     assert code == 0 and doc["files"]
     first = doc["files"][0]
     assert first["risk"] == "low", first["findings"]  # new tables and their indexes: nothing to lock
+
+
+def test_context_file_scales_severity(monkeypatch, tmp_path):
+    ctx = tmp_path / "ctx.json"
+    ctx.write_text(json.dumps({"tables": {"users": {"rows": 50}}}))
+    _, out, _ = _run(["--format", "json", "--context", str(ctx), "-"], monkeypatch, tmp_path, stdin=RISKY.encode())
+    mg101 = next(f for f in json.loads(out)["files"][0]["findings"] if f["code"] == "MG101")
+    assert mg101["severity"] == "low" and "50 rows" in mg101["message"]
+    ctx.write_text("{not json")
+    code, _, err = _run(["--context", str(ctx), "-"], monkeypatch, tmp_path, stdin=RISKY.encode())
+    assert code == 2 and "--context" in err
+
+
+def test_syntax_error_file_reports_instead_of_crashing(monkeypatch, tmp_path):
+    code, out, _ = _run(["--format", "json", "-"], monkeypatch, tmp_path, stdin=b"SELECT 1;\nALTER TABLE;\n")
+    f = json.loads(out)["files"][0]
+    assert f["risk"] == "critical" and code == 1
+    err = next(x for x in f["findings"] if x["name"] == "syntax-error")
+    assert err["line"] == 2 and err["severity"] == "critical"
