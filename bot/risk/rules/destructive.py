@@ -100,7 +100,10 @@ _BEHAVIOUR = {"AlterFunctionStmt", "AlterExtensionStmt", "AlterExtensionContents
 
 
 # Statement types this family looks at (None: all).
-TYPES: frozenset[str] | None = None
+TYPES: frozenset[str] | None = frozenset({
+    "DropStmt", "DropdbStmt", "TruncateStmt", "RenameStmt", "AlterObjectSchemaStmt", "AlterEnumStmt",
+    "AlterTableStmt", "GrantStmt", "CreatePolicyStmt", "AlterPolicyStmt", "ViewStmt", "CreateFunctionStmt",
+    "AlterSeqStmt"} | _BEHAVIOUR)
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node

@@ -80,7 +80,9 @@ RULES = (
 
 
 # Statement types this family looks at (None: all).
-TYPES: frozenset[str] | None = None
+TYPES: frozenset[str] | None = frozenset({  # index statements and everything that can be non-transactional
+    "IndexStmt", "DropStmt", "ReindexStmt", "VacuumStmt", "ClusterStmt", "CreatedbStmt", "DropdbStmt",
+    "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt", "AlterTableStmt", "AlterEnumStmt"})
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
