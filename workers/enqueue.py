@@ -22,6 +22,7 @@ QUEUE_NAME = "guardian"
 # timeouts it sets inside the target; the step itself enforces those.
 STEPS: dict[str, tuple[str, int]] = {
     "analyze": ("workers.analyze.run", 15 * 60),
+    "start": ("workers.gate.run", 15 * 60),
     "backup": ("workers.backup.run", 6 * 3600),
     "apply": ("workers.apply.run", 12 * 3600),
     "verify": ("workers.verify.run", 3600),

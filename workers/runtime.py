@@ -13,10 +13,17 @@ import threading
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import TYPE_CHECKING
+
 from slack_sdk import WebClient
 
 from bot.config import GuardianConfig, Settings, load_config, load_settings
 from bot.store import Store
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from bot.flow import Flow
 
 _lock = threading.Lock()
 _current: "Runtime | None" = None
@@ -38,6 +45,18 @@ class Runtime:
         if self.settings.slack_bot_token is None:
             return None
         return WebClient(token=self.settings.slack_bot_token.get_secret_value(), base_url=self.settings.slack_api_url)
+
+    @cached_property
+    def redis(self) -> "Redis":
+        from redis import Redis
+
+        return Redis.from_url(self.settings.redis_url.get_secret_value())
+
+    @cached_property
+    def flow(self) -> "Flow":
+        from bot.flow import Flow
+
+        return Flow(self.settings, self.config, self.store, self.redis, self.slack)
 
     def close(self) -> None:
         if "store" in self.__dict__:

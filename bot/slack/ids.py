@@ -24,6 +24,8 @@ class CallbackId(StrEnum):
     """Modal callback ids."""
 
     SQL_REQUEST = "sql_request_modal"
+    REJECT_REASON = "reject_reason_modal"
+    CONFIRM_APPROVAL = "confirm_approval_modal"
 
 
 class BlockId(StrEnum):
@@ -31,6 +33,8 @@ class BlockId(StrEnum):
     REQUEST_ACTIONS = "request_actions"
     INCIDENT_ACTIONS = "incident_actions"
     SQL_INPUT = "sql_input"
+    REASON_INPUT = "reason_input"
+    CONFIRM_INPUT = "confirm_input"
 
 
 # Visible labels of the buttons, part of the Slack contract (DESIGN §7).

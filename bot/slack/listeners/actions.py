@@ -1,32 +1,69 @@
-"""Buttons on request and incident cards: ack at once, then reply (behaviour arrives with the request flow)."""
+"""Buttons on request cards: ack at once, re-authorise from the store, then act through the flow."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
+from bot.errors import GuardianError
+from bot.flow import ConfirmationNeeded, Flow
 from bot.slack.blocks import build_not_available_message
 from bot.slack.ids import BUTTON_LABELS, ActionId
+from bot.slack.modals import ModalState, build_confirm_modal, build_reject_modal
+from bot.slack.replies import replying_errors
 
 logger = logging.getLogger(__name__)
+REQUEST_ACTIONS = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL)
 
 
-def register(app: App, config: GuardianConfig) -> None:
+def _request_id(action: dict[str, Any]) -> int:
+    try:
+        return int(action.get("value") or "")
+    except ValueError:
+        raise GuardianError("this button carries no request number; use the latest card") from None
+
+
+def _tell(respond: Respond, text: str) -> None:
+    respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach one listener per ActionId."""
 
-    def handle_card_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond) -> None:
+    def handle_request_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+                              client: WebClient) -> None:
         ack()
-        action_id = ActionId(action["action_id"])
-        logger.info(
-            "action %s value=%s user=%s", action_id.value, action.get("value"), body.get("user", {}).get("id")
-        )
-        respond(
-            **build_not_available_message(BUTTON_LABELS[action_id]),
-            response_type="ephemeral",
-            replace_original=False,
-        )
+        with replying_errors(body, respond, client):
+            _act(ActionId(action["action_id"]), action, body, respond, client)
+
+    def _act(action_id: ActionId, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+             client: WebClient) -> None:
+        user = body["user"]["id"]
+        request_id = _request_id(action)
+        logger.info("request %s: %s clicked by %s", request_id, action_id.value, user)
+        if action_id is ActionId.CANCEL:
+            _tell(respond, flow.cancel(request_id, user))
+            return
+        request = flow.get_request(request_id)
+        state = ModalState(request_id=request_id, environment=request.environment)
+        if action_id is ActionId.REJECT:
+            flow.policy(request.environment).check_can_decide(request, user, groups=flow.group_members)
+            client.views_open(trigger_id=body["trigger_id"], view=build_reject_modal(state))
+            return
+        try:
+            _tell(respond, flow.decide(request_id, user, "approve"))
+        except ConfirmationNeeded:
+            client.views_open(trigger_id=body["trigger_id"], view=build_confirm_modal(state))
+
+    def handle_not_yet(ack: Ack, action: dict[str, Any], respond: Respond) -> None:
+        ack()
+        _tell(respond, build_not_available_message(BUTTON_LABELS[ActionId(action["action_id"])])["text"])
 
     for action_id in ActionId:
-        app.action(action_id.value)(handle_card_action)
+        if flow is not None and action_id in REQUEST_ACTIONS:
+            app.action(action_id.value)(handle_request_action)
+        else:
+            app.action(action_id.value)(handle_not_yet)

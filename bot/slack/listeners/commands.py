@@ -1,27 +1,96 @@
-"""The `/migrate` slash command: parse, ack at once, then hand each subcommand to its handler."""
+"""The `/migrate` slash command: parse, ack at once, then hand each subcommand to the flow."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
+from bot.errors import PolicyDenied
+from bot.flow import Flow
+from bot.models import TERMINAL
 from bot.slack.blocks import build_help_message, build_not_available_message, build_usage_message
-from bot.slack.commands_grammar import CommandUsageError, HelpCommand, SlashCommand, parse_command
+from bot.slack.commands_grammar import (
+    CancelCommand,
+    CommandUsageError,
+    FreezeCommand,
+    HelpCommand,
+    HistoryCommand,
+    PlanCommand,
+    SlashCommand,
+    SqlCommand,
+    StatusCommand,
+    UnfreezeCommand,
+    parse_command,
+)
 from bot.slack.ids import Command
+from bot.slack.modals import ModalState, build_sql_modal
+from bot.slack.replies import replying_errors
+from bot.slack.summaries import build_history_message, build_status_message
 
 logger = logging.getLogger(__name__)
 
 # A subcommand handler runs after the ack; later issues add one per subcommand here.
-SubcommandHandler = Callable[[SlashCommand, dict[str, Any], Respond], None]
-SUBCOMMAND_HANDLERS: dict[type[SlashCommand], SubcommandHandler] = {}
+SubcommandHandler = Callable[[SlashCommand, dict[str, Any], Respond, WebClient], None]
 
 
-def register(app: App, config: GuardianConfig) -> None:
+def _request_number(text: str) -> int:
+    try:
+        return int(text.lstrip("#").removeprefix("R").removeprefix("r"))
+    except ValueError:
+        raise CommandUsageError(f"{text!r} is not a request number (e.g. 42)") from None
+
+
+def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
+    def plan(cmd: PlanCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        request = flow.start_plan(cmd.env, command["user_id"], command.get("channel_id"),
+                                  migrations=cmd.migrations, pending=cmd.pending, ref=cmd.ref)
+        respond(text=f":mag: Request #{request.id} opened on {cmd.env}; analysing. Follow it in its thread.",
+                response_type="ephemeral")
+
+    def sql(cmd: SqlCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        env = flow.env(cmd.env)
+        if not env.allow_adhoc_sql:
+            raise PolicyDenied(f"pasted SQL is not allowed on {cmd.env}; add a migration to the repository "
+                               f"and use `/migrate plan {cmd.env}`", code="adhoc-not-allowed")
+        client.views_open(trigger_id=command["trigger_id"], view=build_sql_modal(
+            ModalState(environment=cmd.env, channel=command.get("channel_id"))))
+
+    def status(cmd: StatusCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        envs = [cmd.env] if cmd.env else sorted(flow.config.environments)
+        for name in envs:
+            flow.env(name)
+        open_requests = [r for r in flow.store.list_requests(limit=200) if r.status not in TERMINAL
+                         and r.environment in envs]
+        freezes = {name: flow.store.get_active_freeze(name) for name in envs}
+        respond(**build_status_message(envs, open_requests, freezes), response_type="ephemeral")
+
+    def history(cmd: HistoryCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        if cmd.env:
+            flow.env(cmd.env)
+        respond(**build_history_message(cmd.env, flow.store.list_requests(environment=cmd.env, limit=15)),
+                response_type="ephemeral")
+
+    def cancel(cmd: CancelCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        respond(text=flow.cancel(_request_number(cmd.request_id), command["user_id"]), response_type="ephemeral")
+
+    def freeze(cmd: FreezeCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        respond(text=flow.freeze(cmd.env, cmd.seconds, cmd.reason, command["user_id"]), response_type="in_channel")
+
+    def unfreeze(cmd: UnfreezeCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        respond(text=flow.unfreeze(cmd.env, command["user_id"]), response_type="in_channel")
+
+    return {PlanCommand: plan, SqlCommand: sql, StatusCommand: status, HistoryCommand: history,
+            CancelCommand: cancel, FreezeCommand: freeze, UnfreezeCommand: unfreeze}
+
+
+def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach the `/migrate` listener to ``app``."""
+    table = handlers(flow) if flow is not None else {}
 
-    def handle_migrate_command(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def handle_migrate_command(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         try:
             parsed = parse_command(command.get("text", ""))
         except CommandUsageError as exc:
@@ -31,12 +100,13 @@ def register(app: App, config: GuardianConfig) -> None:
         if isinstance(parsed, HelpCommand):
             ack(**build_help_message(), response_type="ephemeral")
             return
-        handler = SUBCOMMAND_HANDLERS.get(type(parsed))
+        handler = table.get(type(parsed))
         if handler is None:
             ack(**build_not_available_message(f"/migrate {parsed.name}"), response_type="ephemeral")
             return
         ack()
         logger.info("/migrate %s user=%s channel=%s", parsed.name, command.get("user_id"), command.get("channel_id"))
-        handler(parsed, command, respond)
+        with replying_errors(command, respond, client):
+            handler(parsed, command, respond, client)
 
     app.command(Command.MIGRATE.value)(handle_migrate_command)

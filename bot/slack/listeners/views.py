@@ -1,22 +1,86 @@
-"""Modal submissions: ack at once (closing or erroring the modal); behaviour arrives with `/migrate sql`."""
+"""Modal submissions: pasted SQL, rejection reasons and production confirmations, re-checked from the store."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
 from slack_bolt import Ack, App
+from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
+from bot.errors import GuardianError
+from bot.flow import Flow
 from bot.slack.ids import BlockId, CallbackId
+from bot.slack.modals import ModalState, submitted_value
+from bot.slack.replies import replying_errors
 
 logger = logging.getLogger(__name__)
 
 
-def register(app: App, config: GuardianConfig) -> None:
+def _dm(client: WebClient, user: str, channel: str | None, text: str) -> None:
+    if channel:
+        client.chat_postEphemeral(channel=channel, user=user, text=text)
+    else:
+        client.chat_postMessage(channel=user, text=text)
+
+
+def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach the modal submission listeners."""
 
-    def handle_sql_request_view(ack: Ack, body: dict[str, Any]) -> None:
-        ack(response_action="errors", errors={BlockId.SQL_INPUT.value: "Pasted SQL is not available in this version yet."})
-        logger.info("view %s submitted user=%s", CallbackId.SQL_REQUEST.value, body.get("user", {}).get("id"))
+    def handle_sql_request_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        if flow is None:
+            ack(response_action="errors", errors={BlockId.SQL_INPUT.value: "Pasted SQL is not available here."})
+            return
+        state = ModalState.model_validate_json(view.get("private_metadata") or "{}")
+        sql = submitted_value(view, BlockId.SQL_INPUT)
+        if not sql.strip():
+            ack(response_action="errors", errors={BlockId.SQL_INPUT.value: "Paste at least one statement."})
+            return
+        user = body["user"]["id"]
+        try:
+            request = flow.start_plan(state.environment or "", user, state.channel, adhoc_sql=sql)
+        except GuardianError as exc:
+            ack(response_action="errors", errors={BlockId.SQL_INPUT.value: exc.message[:150]})
+            return
+        ack()
+        logger.info("request %s: pasted SQL planned by %s", request.id, user)
+
+    def handle_reject_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        with replying_errors(body, None, client):
+            _reject(body, view, client)
+
+    def _reject(body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        state = ModalState.model_validate_json(view.get("private_metadata") or "{}")
+        user = body["user"]["id"]
+        reason = submitted_value(view, BlockId.REASON_INPUT).strip() or None
+        try:
+            text = flow.decide(int(state.request_id or 0), user, "reject", reason=reason)
+        except GuardianError as exc:
+            text = f":x: {exc.message}"
+        _dm(client, user, flow.get_request(int(state.request_id or 0)).channel, text)
+
+    def handle_confirm_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        state = ModalState.model_validate_json(view.get("private_metadata") or "{}")
+        typed = submitted_value(view, BlockId.CONFIRM_INPUT).strip()
+        request = flow.get_request(int(state.request_id or 0))
+        if typed != request.environment:
+            ack(response_action="errors",
+                errors={BlockId.CONFIRM_INPUT.value: f"Type {request.environment} exactly to approve."})
+            return
+        ack()
+        with replying_errors(body, None, client):
+            _confirm(body, request, typed, client)
+
+    def _confirm(body: dict[str, Any], request: Any, typed: str, client: WebClient) -> None:
+        user = body["user"]["id"]
+        try:
+            text = flow.decide(request.id, user, "approve", confirmed_environment=typed)
+        except GuardianError as exc:
+            text = f":x: {exc.message}"
+        _dm(client, user, request.channel, text)
 
     app.view(CallbackId.SQL_REQUEST.value)(handle_sql_request_view)
+    if flow is not None:
+        app.view(CallbackId.REJECT_REASON.value)(handle_reject_view)
+        app.view(CallbackId.CONFIRM_APPROVAL.value)(handle_confirm_view)

@@ -1,0 +1,393 @@
+"""The request flow as a domain service: plan, analyse, decide, void, cancel, freeze — and the card.
+
+Slack listeners and workers both call this; neither writes SQL (the store does) nor builds the
+state machine themselves. Every public method reloads from the store, so a retried job or a
+duplicate click sees the current truth.
+
+Usage::
+
+    flow = Flow(settings, config, store, redis, slack_client)
+    request = flow.start_plan("staging", "U123", "C1", migrations=(), pending=True, ref=None)
+    flow.analyze(request.id)                       # in the worker
+    message = flow.decide(request.id, "U456", "approve")
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from redis import Redis
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.config import EnvironmentConfig, GuardianConfig, Settings
+from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
+from bot.models import DbState, Request, RequestStatus
+from bot.policy import Policy
+from bot.slack.cards import (
+    CardView,
+    build_request_card,
+    build_risk_messages,
+    build_sql_message,
+    build_thread_note,
+    sql_needs_upload,
+)
+from bot.store import NewMigration, Store
+
+log = logging.getLogger(__name__)
+S = RequestStatus
+GROUP_CACHE_SECONDS = 300.0
+
+
+class ConfirmationNeeded(GuardianError):
+    """A production approval must be confirmed by typing the environment's name."""
+
+    code = "confirmation-needed"
+
+
+class Flow:
+    """Requests from `/migrate plan` to an enqueued run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: GuardianConfig,
+        store: Store,
+        redis: Redis | None,
+        slack: WebClient | None,
+    ) -> None:
+        self.settings, self.config, self.store, self.redis, self.slack = settings, config, store, redis, slack
+        self._groups: dict[str, tuple[float, tuple[str, ...]]] = {}
+        self._groups_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def env(self, name: str) -> EnvironmentConfig:
+        return self.config.environment(name)
+
+    def policy(self, name: str) -> Policy:
+        return Policy(self.env(name))
+
+    def group_members(self, group_id: str) -> tuple[str, ...]:
+        """Members of a Slack user group, through usergroups.users.list, cached for five minutes."""
+        now = time.monotonic()
+        with self._groups_lock:
+            hit = self._groups.get(group_id)
+            if hit and now - hit[0] < GROUP_CACHE_SECONDS:
+                return hit[1]
+        if self.slack is None:
+            return ()
+        try:
+            users = tuple(self.slack.usergroups_users_list(usergroup=group_id).get("users") or ())
+        except SlackApiError as exc:
+            log.warning("user group %s could not be resolved: %s", group_id, exc.response.get("error"))
+            users = ()
+        with self._groups_lock:
+            self._groups[group_id] = (now, users)
+        return users
+
+    def _post(self, request: Request, message: dict[str, Any]) -> None:
+        """A reply in the request's thread (nothing when there is no Slack or no thread yet)."""
+        if self.slack is None or not request.channel or not request.thread_ts:
+            return
+        try:
+            self.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
+        except SlackClientError as exc:
+            log.error("request %s: could not post in the thread: %s", request.id, type(exc).__name__)
+
+    def note(self, request_id: int, text: str) -> None:
+        self._post(self.store.get_request(request_id), build_thread_note(text))
+
+    def card_view(self, request: Request, note: str | None = None) -> CardView:
+        env = self.env(request.environment)
+        policy = Policy(env)
+        tally = policy.tally(request, self.store.list_decisions(request.id), datetime.now(timezone.utc))
+        met = self.store.succeeded_environments(request.sha256s) if env.requires and request.migrations else []
+        gate = None
+        if request.status is S.APPROVED and request.run_after:
+            gate = f"approved; the run waits until {request.run_after:%Y-%m-%d %H:%M} UTC"
+        return CardView(
+            approvals_required=tally.required, approvers=tally.approvers, rejected_by=tally.rejected_by,
+            stale=tally.stale, env_color=env.color, production=env.production,
+            requires_missing=tuple(policy.missing_prerequisites(met)),
+            requires_met=tuple(e for e in env.requires if e in met), gate_note=gate, note=note,
+        )
+
+    def refresh_card(self, request_id: int, note: str | None = None) -> None:
+        """Re-render the root card from the store (never patched from a payload)."""
+        request = self.store.get_request(request_id)
+        if self.slack is None or not request.channel or not request.message_ts:
+            return
+        try:
+            self.slack.chat_update(channel=request.channel, ts=request.message_ts,
+                                   **build_request_card(request, self.card_view(request, note)))
+        except SlackClientError as exc:
+            log.error("request %s: could not update the card: %s", request.id, type(exc).__name__)
+
+    # --------------------------------------------------------------------- plan
+    def start_plan(
+        self,
+        environment: str,
+        requester: str,
+        channel: str | None,
+        *,
+        migrations: Sequence[str] = (),
+        pending: bool = True,
+        ref: str | None = None,
+        adhoc_sql: str | None = None,
+    ) -> Request:
+        """Record the request, post its card, and queue the analysis (the slow part runs in a worker)."""
+        env = self.env(environment)  # unknown environment: ConfigError listing the known ones
+        if adhoc_sql is not None and not env.allow_adhoc_sql:
+            raise PolicyDenied(
+                f"pasted SQL is not allowed on {environment}; add the migration to the repository and use "
+                f"`/migrate plan {environment}`", code="adhoc-not-allowed",
+            )
+        initial: list[NewMigration] = []
+        if adhoc_sql is not None:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+            initial = [NewMigration(name=f"{stamp}_adhoc", version=stamp, ledger_name=stamp, sql=adhoc_sql)]
+        request = self.store.create_request(
+            environment, requester, initial, source="adhoc" if adhoc_sql is not None else "repo",
+            git_ref=None if adhoc_sql is not None else (ref or self.config.project.branch),
+            channel=self.config.slack.channel or channel,
+            selection={"migrations": list(migrations), "pending": bool(pending and not migrations), "ref": ref},
+        )
+        if self.slack is not None and request.channel:
+            posted = self.slack.chat_postMessage(
+                channel=request.channel, **build_request_card(request, self.card_view(request)))
+            request = self.store.update_request(request.id, message_ts=posted["ts"], thread_ts=posted["ts"],
+                                                channel=posted.get("channel") or request.channel)
+        self._enqueue("analyze", request.id)
+        log.info("request %s: planned on %s by %s", request.id, environment, requester)
+        return request
+
+    def _enqueue(self, step: str, request_id: int, **kw: Any) -> None:
+        from workers.enqueue import enqueue_step
+
+        if self.redis is None:
+            raise GuardianError("no job queue is configured (REDIS_URL)", code="no-queue")
+        enqueue_step(self.redis, step, request_id, **kw)
+
+    # ------------------------------------------------------------------ analyze
+    def analyze(self, request_id: int) -> Request:
+        """Read the files at a pinned commit, pick what runs, analyse each, then await approval."""
+        from bot.flow_analysis import analyse_request
+
+        request = self.store.get_request(request_id)
+        if request.status is not S.ANALYZING:
+            log.info("request %s: analyze skipped, status is %s", request_id, request.status.value)
+            return request
+        step = self.store.start_step(request_id, "analyze")
+        try:
+            result = analyse_request(self.config, request)
+        except GuardianError as exc:
+            self.store.finish_step(step.id, "failed", error=exc.message)
+            request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",
+                                            failed_step="analyze", db_state=DbState.UNTOUCHED, error=exc.message)
+            self._post(request, build_thread_note(f":x: Analysis failed: {exc.message}"))
+            self.refresh_card(request_id)
+            return request
+        if not result.migrations:
+            self.store.finish_step(step.id, "succeeded", outcome={"pending": 0})
+            request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
+                                            detail={"reason": "nothing pending"}, target=result.target)
+            self._post(request, build_thread_note(
+                f":white_check_mark: Nothing to do: {request.environment} already has every migration"
+                f" at `{(result.commit or '')[:10]}`."))
+            self.refresh_card(request_id)
+            return request
+        self.store.replace_migrations(request_id, result.migrations)
+        policy = self.policy(request.environment)
+        request = self.store.transition(
+            request_id, S.ANALYZING, S.AWAITING_APPROVAL, actor="guardian",
+            risk=result.risk, risk_reasons=list(result.reasons), git_commit=result.commit,
+            target_fingerprint=result.fingerprint, policy_version=policy.version, target=result.target,
+        )
+        self.store.finish_step(step.id, "succeeded", outcome={"risk": result.risk, "migrations": len(result.migrations)})
+        self._post_preview(request)
+        self.refresh_card(request_id)
+        return request
+
+    def _post_preview(self, request: Request) -> None:
+        if self.slack is None or not request.thread_ts:
+            return
+        for m in request.migrations:
+            if sql_needs_upload(m.sql):
+                try:
+                    self.slack.files_upload_v2(channel=request.channel, thread_ts=request.thread_ts,
+                                               content=m.sql, filename=f"{m.name}.sql",
+                                               title=f"{m.name}.sql (sha256 {m.sha256[:12]})")
+                except SlackClientError as exc:
+                    log.error("request %s: SQL upload failed: %s", request.id, type(exc).__name__)
+            else:
+                self._post(request, build_sql_message(m.name, m.sha256, m.sql))
+        for message in build_risk_messages(request):
+            self._post(request, message)
+
+    # ----------------------------------------------------------------- decide
+    def decide(
+        self,
+        request_id: int,
+        user_id: str,
+        decision: str,
+        *,
+        reason: str | None = None,
+        confirmed_environment: str | None = None,
+    ) -> str:
+        """Approve or reject; returns the line to show the clicker. Raises PolicyDenied when refused."""
+        request = self.store.get_request(request_id)
+        env = self.env(request.environment)
+        policy = Policy(env)
+        policy.check_can_decide(request, user_id, groups=self.group_members)
+        if decision == "approve":
+            if env.production and confirmed_environment != env.name:
+                raise ConfirmationNeeded(f"type {env.name} to confirm your approval")
+            voided = self.revalidate(request_id, actor=user_id)
+            if voided:
+                return f"Nothing was recorded: the approvals were voided because {voided}. The request is being re-analysed."
+            met = self.store.succeeded_environments(request.sha256s) if env.requires else []
+            missing = policy.missing_prerequisites(met)
+            if missing:
+                raise PolicyDenied(
+                    f"{env.name} requires the same SQL (same sha256) to succeed on {', '.join(missing)} first; "
+                    f"run `/migrate plan {missing[0]}` and come back", code="requires-unmet",
+                )
+        saved, created = self.store.record_decision(request, user_id, decision, reason=reason)
+        if not created:
+            return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
+        if decision == "reject":
+            self._post(request, build_thread_note(f":no_entry: <@{user_id}> rejected this request"
+                                                  + (f": {reason}" if reason else ".")))
+            try:
+                self.store.transition(request_id, S.AWAITING_APPROVAL, S.REJECTED, actor=user_id,
+                                      detail={"reason": reason})
+            except TransitionConflict:
+                pass
+            self.refresh_card(request_id)
+            return f"You rejected request #{request_id}."
+        tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
+        self._post(request, build_thread_note(
+            f":white_check_mark: <@{user_id}> approved ({tally.count}/{tally.required})."))
+        if tally.reached:
+            self._on_quorum(request)
+        self.refresh_card(request_id)
+        return f"You approved request #{request_id} ({tally.count}/{tally.required})."
+
+    def _on_quorum(self, request: Request) -> None:
+        try:
+            request = self.store.transition(request.id, S.AWAITING_APPROVAL, S.APPROVED, actor="guardian",
+                                            detail={"quorum": True})
+        except TransitionConflict:
+            return  # another click reached the quorum first and started the run
+        self._post(request, build_thread_note(":rocket: Approved. Guardian will back up, apply and verify."))
+        self.schedule_run(request.id)
+
+    def schedule_run(self, request_id: int) -> None:
+        """Start an approved request now, or hold it for a freeze or a maintenance window and say until when."""
+        request = self.store.get_request(request_id)
+        if request.status is not S.APPROVED:
+            return
+        policy = self.policy(request.environment)
+        now = datetime.now(timezone.utc)
+        may_run, when, why = policy.run_gate(now, self.store.get_active_freeze(request.environment))
+        if not may_run:
+            self.store.update_request(request_id, run_after=when)
+            self._enqueue("start", request_id, at=when, attempt=int(when.timestamp()))
+            self._post(request, build_thread_note(f":clock3: Not running yet: {why}."))
+            self.refresh_card(request_id)
+            return
+        try:
+            from workers.pipeline import start_run
+        except ImportError:
+            self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian")
+            self._enqueue("backup", request_id)
+        else:
+            start_run(self.redis, request_id)
+
+    # -------------------------------------------------------------- binding
+    def revalidate(self, request_id: int, *, actor: str = "guardian") -> str | None:
+        """Check that approvals still bind (SQL, commit, target, policy); if not, void them, say why, re-analyse.
+
+        Returns None when nothing changed, else the reason (the approvals are already voided).
+        """
+        from bot.flow_analysis import current_binding
+
+        request = self.store.get_request(request_id)
+        if request.status not in (S.AWAITING_APPROVAL, S.APPROVED, S.QUEUED):
+            return None
+        reason = current_binding(self.config, request)
+        if reason is None and request.policy_version != self.policy(request.environment).version:
+            reason = f"the {request.environment} approval policy changed"
+        if reason is None:
+            return None
+        voided = self.store.void_decisions(request_id, reason=reason, actor=actor)
+        back = {S.APPROVED: S.AWAITING_APPROVAL, S.QUEUED: S.AWAITING_APPROVAL}
+        current = request.status
+        try:
+            if current in back:
+                request = self.store.transition(request_id, current, back[current], actor="guardian",
+                                                detail={"reason": reason})
+                current = back[current]
+            self.store.transition(request_id, current, S.ANALYZING, actor="guardian", detail={"reason": reason})
+        except TransitionConflict:
+            log.info("request %s: moved while voiding approvals", request_id)
+        self._post(request, build_thread_note(
+            f":warning: {voided} approval(s) voided: {reason}. Re-analysing; approve again once the new preview is posted."))
+        self._enqueue("analyze", request_id, attempt=int(time.time()))
+        self.refresh_card(request_id, note=f":warning: Approvals voided: {reason}")
+        return reason
+
+    # ------------------------------------------------------------ cancel etc.
+    def cancel(self, request_id: int, user_id: str) -> str:
+        request = self.store.get_request(request_id)
+        self.policy(request.environment).check_can_cancel(request, user_id)
+        try:
+            self.store.transition(request_id, request.status, S.CANCELLED, actor=user_id)
+        except TransitionConflict as exc:
+            raise PolicyDenied(exc.message, code="cancel-raced") from None
+        self._post(request, build_thread_note(f":heavy_multiplication_x: <@{user_id}> cancelled this request."))
+        self.refresh_card(request_id)
+        return f"Request #{request_id} is cancelled."
+
+    def freeze(self, environment: str, seconds: float, reason: str, user_id: str) -> str:
+        self._check_approver(environment, user_id, "freeze")
+        ends = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
+        self.store.create_freeze(environment, reason=reason, created_by=user_id, ends_at=ends)
+        return f":snowflake: {environment} is frozen until {ends:%Y-%m-%d %H:%M} UTC: {reason}. Approved runs wait."
+
+    def unfreeze(self, environment: str, user_id: str) -> str:
+        self._check_approver(environment, user_id, "unfreeze")
+        lifted = self.store.lift_freezes(environment, lifted_by=user_id)
+        if not lifted:
+            return f"{environment} was not frozen."
+        for request in self.store.list_requests(environment=environment, statuses=[S.APPROVED]):
+            self.schedule_run(request.id)
+        return f":sunny: {environment} is no longer frozen."
+
+    def _check_approver(self, environment: str, user_id: str, what: str) -> None:
+        if not self.policy(environment).is_approver(user_id, self.group_members):
+            raise PolicyDenied(f"only {environment} approvers can {what} it", code="not-an-approver")
+
+    def get_request(self, request_id: int) -> Request:
+        try:
+            return self.store.get_request(request_id)
+        except NotFound:
+            raise NotFound(f"there is no request #{request_id}; `/migrate history` lists recent ones") from None
+
+
+def fingerprint(host: str | None, port: int | None, database: str, system_identifier: str | None) -> str:
+    """A short, stable identity of a target database (not a secret, never the URL)."""
+    material = f"{host or 'socket'}:{port or ''}/{database}#{system_identifier or ''}"
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def revalidate(request_id: int) -> str | None:
+    """For pipeline steps: the process runtime's ``Flow.revalidate`` (None while the approvals still bind)."""
+    from workers.runtime import runtime
+
+    return runtime().flow.revalidate(request_id)

@@ -1,0 +1,138 @@
+"""The analysis half of the flow: which migrations a request runs, their risk, and the target's identity.
+
+Usage::
+
+    result = analyse_request(config, request)      # reads git + the target, runs the risk engine
+    reason = current_binding(config, request)      # None while files, commit and target are unchanged
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.config import GuardianConfig
+from bot.errors import SourceError
+from bot.models import Request
+from bot.pg.connect import connect_target, target_errors, target_info
+from bot.pg.introspect import gather_facts
+from bot.risk import analyze
+from bot.risk.models import Severity
+from bot.sources.layouts import load_snapshot
+from bot.sources.ledgers import read_ledger
+from bot.sources.models import MigrationState, SourceSnapshot
+from bot.sources.status import compute_status
+from bot.store import NewMigration
+
+log = logging.getLogger(__name__)
+_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+class AnalysisResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    migrations: list[NewMigration]
+    commit: str | None
+    risk: str
+    reasons: tuple[str, ...]
+    fingerprint: str
+    target: dict[str, Any]
+
+
+def _target_identity(conn, environment: str) -> tuple[str, dict[str, Any]]:
+    from bot.flow import fingerprint
+
+    info = target_info(conn, environment)
+    with target_errors(environment):
+        row = conn.execute(
+            "SELECT d.oid::text FROM pg_database d WHERE d.datname = current_database()").fetchone()
+        try:
+            sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+        except Exception:  # noqa: BLE001 - pg_control_system needs a privilege some roles lack
+            conn.rollback() if not conn.autocommit else None
+            sysid = None
+    target = {"host": info.host, "port": info.port, "database": info.database,
+              "server_version": info.server_version, "user": info.user}
+    return fingerprint(info.host, info.port, f"{info.database}@{row[0]}", sysid), target
+
+
+def _selected(snapshot: SourceSnapshot, selection: dict[str, Any], pending: set[str]) -> list:
+    names = selection.get("migrations") or []
+    if not names:
+        return [m for m in snapshot.migrations if m.version in pending]
+    chosen = []
+    for name in names:
+        m = next((x for x in snapshot.migrations if name in (x.version, x.ledger_name, f"{x.version}_{x.name}")), None)
+        if m is None:
+            raise SourceError(
+                f"no migration named {name!r} at {snapshot.ref or 'the working tree'}"
+                f" ({(snapshot.commit or '')[:10]}); `/migrate status` lists them", code="unknown-migration")
+        chosen.append(m)
+    return chosen
+
+
+def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
+    env = config.environment(request.environment)
+    url = env.database_url()
+    with connect_target(url, env.name, application_name=f"guardian-req{request.id}-analyze") as conn:
+        fp, target = _target_identity(conn, env.name)
+        facts = gather_facts(conn, env.name)
+        if request.source == "adhoc":
+            commit = None
+            news = [NewMigration(**m.model_dump(include={"name", "version", "ledger_name", "path", "sql"}))
+                    for m in request.migrations]
+        else:
+            snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
+            status = compute_status(snapshot, read_ledger(conn, config.project.layout))
+            failed = status.by_state(MigrationState.FAILED)
+            if failed:
+                raise SourceError(
+                    f"{env.name} has a failed migration ({failed[0].name}); resolve it (roll back or mark it) "
+                    "before planning more", code="failed-migration-blocks")
+            pending = {m.version for m in status.migrations
+                       if m.state in (MigrationState.PENDING, MigrationState.OUT_OF_ORDER)}
+            commit = snapshot.commit
+            news = [NewMigration(name=m.ledger_name if config.project.layout == "prisma" else f"{m.version}_{m.name}",
+                                 version=m.version, ledger_name=m.ledger_name, path=m.path, sql=m.sql,
+                                 down_sql=m.down_sql, verify_sql=m.verify_sql)
+                    for m in _selected(snapshot, request.selection, pending)]
+    context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled))
+    analysed, reasons, worst = [], [], "low"
+    for m in news:
+        report = analyze(m.sql, context)
+        risk = report.risk.value if isinstance(report.risk, Severity) else str(report.risk)
+        worst = max(worst, risk, key=_RANK.__getitem__)
+        reasons += [f"{m.name}: {r}" for r in report.reasons]
+        analysed.append(m.model_copy(update={"risk": risk, "report": report.model_dump(mode="json")}))
+    return AnalysisResult(migrations=analysed, commit=commit, risk=worst, reasons=tuple(reasons[:20]),
+                          fingerprint=fp, target=target)
+
+
+def current_binding(config: GuardianConfig, request: Request) -> str | None:
+    """Why the request no longer matches what is on disk or which target it points at, or None."""
+    env = config.environment(request.environment)
+    if request.source == "repo":
+        try:
+            snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
+        except SourceError as exc:
+            return f"the migrations can no longer be read ({exc.message})"
+        if snapshot.commit != request.git_commit:
+            changed = []
+            for m in request.migrations:
+                now = snapshot.get(m.ledger_name or m.name)
+                if now is None:
+                    changed.append(f"{m.name} was removed")
+                elif now.sha256 != m.sha256:
+                    changed.append(f"{m.name} was edited (sha256 {m.sha256[:10]} → {now.sha256[:10]})")
+            moved = f"the branch moved ({(request.git_commit or '-')[:10]} → {(snapshot.commit or '-')[:10]})"
+            return "; ".join(changed) if changed else moved
+        if snapshot.commit is None:  # working tree: compare the files themselves
+            for m in request.migrations:
+                now = snapshot.get(m.ledger_name or m.name)
+                if now is None or now.sha256 != m.sha256:
+                    return f"{m.name} changed on disk"
+    with connect_target(env.database_url(), env.name, application_name=f"guardian-req{request.id}-check") as conn:
+        fp, _ = _target_identity(conn, env.name)
+    if request.target_fingerprint and fp != request.target_fingerprint:
+        return "the target database changed (its fingerprint differs)"
+    return None

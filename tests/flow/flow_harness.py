@@ -1,0 +1,181 @@
+"""End-to-end harness: a git repo of migrations, a target database, the bot over real HTTP with signed
+requests, the Slack stand-in, real PostgreSQL and Redis, and an in-process RQ worker."""
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from redis import Redis
+from rq import Queue, SimpleWorker
+from slack_sdk import WebClient
+
+from bot.config import GuardianConfig, Settings
+from bot.flow import Flow
+from bot.slack.app import build_app
+from bot.slack.sender import SentResponse, SlackSender, SlackUser
+from bot.slack.server import EVENTS_PATH, build_wsgi_app, stop_server
+from bot.slack.standin import SlackStandIn
+from bot.store import Store
+from workers import runtime as runtime_module
+from workers.enqueue import QUEUE_NAME
+
+SIGNING_SECRET = "flow-signing-secret-0123456789"
+CHANNEL = "C0MIGRATE"
+REQUESTER, APPROVER_A, APPROVER_B, DBA, OUTSIDER = "U_REQ", "U_A", "U_B", "U_DBA", "U_OUT"
+
+USERS_SQL = """
+CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL);
+INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, 2000) g;
+ANALYZE users;
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@dataclass
+class Harness:
+    repo: Path
+    config: GuardianConfig
+    settings: Settings
+    store: Store
+    redis: Redis
+    standin: SlackStandIn
+    sender: SlackSender
+    flow: Flow
+    targets: dict[str, str]
+    _responses: int = field(default=0)
+
+    # ---- the repository
+    def add_migration(self, name: str, sql: str, message: str | None = None) -> str:
+        folder = self.repo / "prisma" / "migrations" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "migration.sql").write_text(sql)
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-qm", message or f"migration {name}")
+        return git(self.repo, "rev-parse", "HEAD")
+
+    # ---- Slack traffic (signed, over HTTP)
+    def command(self, text: str, user: str = REQUESTER) -> tuple[SentResponse, str]:
+        self._responses += 1
+        rid = f"cmd{self._responses}"
+        sent = self.sender.slash_command(text, user=SlackUser(id=user, name=user), channel_id=CHANNEL,
+                                         response_url=self.standin.response_url(rid))
+        assert sent.status == 200, sent  # every signed command is acknowledged, refusals included
+        return sent, rid
+
+    def click(self, action_id: str, request_id: int, user: str) -> tuple[SentResponse, str]:
+        self._responses += 1
+        rid = f"act{self._responses}"
+        sent = self.sender.block_action(action_id, value=str(request_id), user=SlackUser(id=user, name=user),
+                                        channel_id=CHANNEL, response_url=self.standin.response_url(rid))
+        assert sent.status == 200, sent  # every signed click is acknowledged, refusals included
+        return sent, rid
+
+    def replies(self, rid: str, timeout: float = 10.0) -> list[str]:
+        """Texts posted to one response_url (waits for the first)."""
+        self.standin.wait_for("response_url", lambda c: c.path.endswith("/" + rid), timeout=timeout)
+        return [str(c.params.get("text", "")) for c in self.standin.responses(rid)]
+
+    # ---- worker
+    def run_jobs(self) -> None:
+        SimpleWorker([Queue(QUEUE_NAME, connection=self.redis)], connection=self.redis).work(burst=True)
+
+    def queued_job_ids(self) -> list[str]:
+        return Queue(QUEUE_NAME, connection=self.redis).get_job_ids()
+
+    # ---- what Slack shows
+    def card(self, request_id: int) -> dict[str, Any]:
+        request = self.store.get_request(request_id)
+        return next(m for m in self.standin.messages(request.channel) if m["ts"] == request.message_ts)
+
+    def thread_texts(self, request_id: int) -> list[str]:
+        request = self.store.get_request(request_id)
+        out = []
+        for m in self.standin.messages(request.channel):
+            if m.get("thread_ts") == request.thread_ts and m["ts"] != request.thread_ts:
+                out.append(m.get("text", "") + "\n" + json.dumps(m.get("blocks", [])))
+        return out
+
+    def latest_request_id(self) -> int:
+        return self.store.list_requests(limit=1)[0].id
+
+
+@pytest.fixture
+def harness(tmp_path: Path, make_database, state_db_url: str, redis_url: str, monkeypatch) -> Iterator[Harness]:
+    repo = tmp_path / "app"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "dev@example.com")
+    git(repo, "config", "user.name", "Dev")
+    (repo / "README").write_text("app\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "init")
+
+    targets = {"staging": make_database(prefix="gt_staging"), "production": make_database(prefix="gt_prod")}
+    for url in targets.values():
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(USERS_SQL)
+    monkeypatch.setenv("GT_STAGING_URL", targets["staging"])
+    monkeypatch.setenv("GT_PRODUCTION_URL", targets["production"])
+    config_path = tmp_path / "guardian.toml"
+    config_path.write_text(f"""
+[project]
+repo = "{repo}"
+layout = "prisma"
+path = "prisma/migrations"
+branch = "main"
+
+[environments.staging]
+database_url_env = "GT_STAGING_URL"
+approvers = ["{APPROVER_A}", "{APPROVER_B}", "S0DBAS"]
+approvals = {{ low = 1, medium = 1, high = 2, critical = 2 }}
+allow_adhoc_sql = true
+
+[environments.production]
+database_url_env = "GT_PRODUCTION_URL"
+approvers = ["{APPROVER_A}", "{APPROVER_B}"]
+approvals = {{ low = 1, medium = 1, high = 2, critical = 2 }}
+requires = ["staging"]
+production = true
+""")
+    from bot.config import load_config
+
+    config = load_config(config_path, required=True)
+    standin = SlackStandIn().start()
+    standin.usergroups["S0DBAS"] = [DBA]
+    settings = Settings(slack_bot_token=standin.token, slack_signing_secret=SIGNING_SECRET,
+                        slack_api_url=standin.url, database_url=state_db_url, redis_url=redis_url,
+                        guardian_config=config_path)
+    client = WebClient(token=standin.token, base_url=standin.url)
+    store = Store(state_db_url, max_size=20)
+    redis = Redis.from_url(redis_url)
+    flow = Flow(settings, config, store, redis, client)
+    app = build_app(settings, config, client, flow=flow)
+
+    import waitress
+
+    server = waitress.create_server(build_wsgi_app(app), host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    sender = SlackSender(f"http://127.0.0.1:{server.effective_port}{EVENTS_PATH}", signing_secret=SIGNING_SECRET)
+    rt = runtime_module.Runtime(settings=settings, config=config)
+    runtime_module.install(rt)
+    try:
+        yield Harness(repo=repo, config=config, settings=settings, store=store, redis=redis, standin=standin,
+                      sender=sender, flow=flow, targets=targets)
+    finally:
+        runtime_module.install(None)
+        stop_server(server)
+        thread.join(timeout=5)
+        standin.stop()
+        store.close()
+        redis.close()

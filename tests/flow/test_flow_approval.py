@@ -1,0 +1,183 @@
+"""`/migrate plan` → preview with risk → hash-bound approvals → exactly one run, over real HTTP."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.models import RequestStatus as S
+from bot.slack.ids import ActionId, CallbackId
+from bot.slack.sender import Forge, SlackUser
+
+from flow_harness import APPROVER_A, APPROVER_B, DBA, OUTSIDER, REQUESTER
+
+ADD_COLUMN = "ALTER TABLE users ADD COLUMN nickname text;\n"
+DROP_EMAIL = "ALTER TABLE users DROP COLUMN email;\n"
+
+
+def plan(h, env="staging", text=None) -> int:
+    sent, rid = h.command(text or f"plan {env} pending")
+    assert sent.status == 200
+    assert any("opened" in t for t in h.replies(rid))
+    request_id = h.latest_request_id()
+    h.run_jobs()  # analyze
+    return request_id
+
+
+def test_plan_posts_card_and_thread_then_one_approval_enqueues_one_run(harness):
+    commit = harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    request = harness.store.get_request(rid)
+    assert request.status is S.AWAITING_APPROVAL
+    assert request.git_commit == commit and request.risk == "low"
+    assert [m.name for m in request.migrations] == ["20240101000000_add_nickname"]
+    card = str(harness.card(rid))
+    assert "awaiting approval" in card and request.migrations[0].sha256[:12] in card
+    assert "Approve" in card and "Reject" in card and request.target["database"] in card
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "ADD COLUMN nickname" in thread  # the SQL
+    assert "Risk of" in thread and "ACCESS EXCLUSIVE" in thread  # the risk summary with lock modes
+
+    sent, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert sent.status == 200
+    assert any("You approved" in t for t in harness.replies(reply))
+    request = harness.store.get_request(rid)
+    assert request.status in (S.QUEUED, S.BACKING_UP, S.APPLYING, S.VERIFYING, S.SUCCEEDED, S.FAILED)
+    backup_jobs = [j for j in harness.queued_job_ids() if j.startswith(f"guardian-req{rid}-backup")]
+    assert backup_jobs == [f"guardian-req{rid}-backup-1"]
+    # a second click by the same approver changes nothing
+    _, reply2 = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert any("not awaiting approval" in t or "already" in t for t in harness.replies(reply2))
+    assert len(harness.store.list_decisions(rid)) == 1
+    assert "queued" in str(harness.card(rid)) or "backing up" in str(harness.card(rid))
+
+
+def test_refusals_change_nothing_and_explain(harness):
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    _, reply = harness.click(ActionId.APPROVE.value, rid, REQUESTER)
+    assert any("you requested" in t for t in harness.replies(reply))
+    _, reply = harness.click(ActionId.APPROVE.value, rid, OUTSIDER)
+    assert any("not an approver" in t for t in harness.replies(reply))
+    assert harness.store.list_decisions(rid) == []
+    # forged signature: 401, nothing recorded
+    forged = harness.sender.block_action(ActionId.APPROVE.value, value=str(rid),
+                                         user=SlackUser(id=APPROVER_A, name="a"), forge=Forge(secret="wrong"))
+    assert forged.status == 401
+    assert harness.store.list_decisions(rid) == []
+    # the requester cancels; an Approve afterwards is refused
+    _, reply = harness.click(ActionId.CANCEL.value, rid, REQUESTER)
+    assert any("cancelled" in t for t in harness.replies(reply))
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert any("cancelled; only a request awaiting approval" in t for t in harness.replies(reply))
+    assert harness.store.get_request(rid).status is S.CANCELLED
+    assert harness.store.list_decisions(rid) == []
+
+
+def test_high_risk_needs_two_approvals_group_member_counts(harness):
+    harness.add_migration("20240101000000_drop_email", DROP_EMAIL)
+    rid = plan(harness)
+    assert harness.store.get_request(rid).risk in ("high", "critical")
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    harness.replies(reply)
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    harness.replies(reply)
+    assert harness.store.get_request(rid).status is S.AWAITING_APPROVAL
+    assert "1/2" in str(harness.card(rid))
+    _, reply = harness.click(ActionId.APPROVE.value, rid, DBA)  # member of S0DBAS
+    assert any("2/2" in t for t in harness.replies(reply))
+    assert harness.store.get_request(rid).status is not S.AWAITING_APPROVAL
+    assert sum(j.startswith(f"guardian-req{rid}-backup") for j in harness.queued_job_ids()) == 1
+
+
+def test_production_refused_until_same_sha_succeeded_on_staging(harness):
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    prod = plan(harness, "production")
+    assert harness.store.get_request(prod).status is S.AWAITING_APPROVAL
+    assert "Requires the same SQL to succeed first on" in str(harness.card(prod))
+    # production asks the approver to type the environment's name first
+    sent, _ = harness.click(ActionId.APPROVE.value, prod, APPROVER_A)
+    view = harness.standin.wait_for("views.open").params["view"]
+    assert "Type `production` to confirm" in str(view)
+    meta = view["private_metadata"] if isinstance(view, dict) else None
+    wrong = harness.sender.view_submission(CallbackId.CONFIRM_APPROVAL.value, private_metadata=meta,
+                                           user=SlackUser(id=APPROVER_A, name="a"),
+                                           values={"confirm_input": {"value": {"type": "plain_text_input", "value": "prod"}}})
+    assert wrong.status == 200 and "Type production exactly" in wrong.body
+    ok = harness.sender.view_submission(CallbackId.CONFIRM_APPROVAL.value, private_metadata=meta,
+                                        user=SlackUser(id=APPROVER_A, name="a"),
+                                        values={"confirm_input": {"value": {"type": "plain_text_input", "value": "production"}}})
+    assert ok.status == 200
+    eph = harness.standin.wait_for("chat.postEphemeral", lambda c: c.params.get("user") == APPROVER_A)
+    assert "requires the same SQL (same sha256) to succeed on staging first" in eph.params["text"]
+    assert harness.store.list_decisions(prod) == []
+    # once the same sha256 succeeded on staging, the approval goes through
+    staging = plan(harness, "staging")
+    for a, b in [(S.AWAITING_APPROVAL, S.APPROVED), (S.APPROVED, S.QUEUED), (S.QUEUED, S.BACKING_UP),
+                 (S.BACKING_UP, S.APPLYING), (S.APPLYING, S.VERIFYING), (S.VERIFYING, S.SUCCEEDED)]:
+        harness.store.transition(staging, a, b, actor="test")
+    text = harness.flow.decide(prod, APPROVER_A, "approve", confirmed_environment="production")
+    assert "You approved" in text
+    assert "Already succeeded on: staging" in str(harness.card(prod))
+
+
+def test_frozen_environment_holds_the_run_and_says_until_when(harness):
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    sent, reply = harness.command("freeze staging 2h release day", user=APPROVER_B)
+    assert any("frozen until" in t for t in harness.replies(reply))
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert any("You approved" in t for t in harness.replies(reply))
+    request = harness.store.get_request(rid)
+    assert request.status is S.APPROVED and request.run_after is not None
+    assert not any(j.startswith(f"guardian-req{rid}-backup") for j in harness.queued_job_ids())
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "Not running yet: staging is frozen until" in thread and "release day" in thread
+    assert request.run_after > datetime.now(timezone.utc) + timedelta(minutes=100)
+    # unfreezing starts it
+    _, reply = harness.command("unfreeze staging", user=APPROVER_B)
+    assert any("no longer frozen" in t for t in harness.replies(reply))
+    assert harness.store.get_request(rid).status is not S.APPROVED
+
+
+def test_editing_the_file_after_one_approval_voids_it_visibly(harness):
+    harness.add_migration("20240101000000_drop_email", DROP_EMAIL)
+    rid = plan(harness)
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert any("(1/2)" in t for t in harness.replies(reply))
+    old_sha = harness.store.get_request(rid).migrations[0].sha256
+    harness.add_migration("20240101000000_drop_email",
+                          "ALTER TABLE users DROP COLUMN IF EXISTS email;\n", "make it idempotent")
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_B)
+    assert any("voided" in t for t in harness.replies(reply))
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "approval(s) voided: 20240101000000_drop_email was edited" in thread
+    assert harness.store.list_decisions(rid) == []
+    assert harness.store.get_request(rid).status is S.ANALYZING
+    harness.run_jobs()  # re-analysis
+    request = harness.store.get_request(rid)
+    assert request.status is S.AWAITING_APPROVAL and request.migrations[0].sha256 != old_sha
+    assert "Approvals voided" in str(harness.card(rid)) or "voided" in thread
+
+
+def test_unknown_environment_and_bad_arguments_get_usage(harness):
+    _, reply = harness.command("plan qa pending")
+    assert any("unknown environment 'qa'; known: production, staging" in t for t in harness.replies(reply))
+    sent, _ = harness.command("plan")
+    assert sent.status == 200 and "usage" in sent.body.lower()
+
+
+def test_nothing_pending_says_so(harness):
+    rid = None
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    from bot.sources.apply import apply_migration
+    from bot.sources.layouts import load_snapshot
+    import psycopg
+
+    snap = load_snapshot(harness.config.project)
+    with psycopg.connect(harness.targets["staging"], autocommit=True) as conn:
+        apply_migration(conn, "prisma", snap.migrations[0])
+    rid2 = plan(harness)
+    assert harness.store.get_request(rid2).status is S.CANCELLED
+    assert any("Nothing to do" in t for t in harness.thread_texts(rid2))
