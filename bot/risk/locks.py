@@ -218,15 +218,16 @@ def _truncate(n, v, f):
 
 def _reads(e: Effect, n: dict, skip: dict | None = None) -> None:
     """ACCESS SHARE on every table a query reads (FROM, USING, sub-selects), CTE names excluded."""
-    ctes = set()
-    for kind, body in walk(n):
-        if kind == "CommonTableExpr":
-            ctes.add(body.get("ctename"))
+    ctes, read = set(), []
     for kind, body in walk(n):
         if kind == "RangeVar":
-            if body is skip or (not body.get("schemaname") and body.get("relname") in ctes):
-                continue
-            e.lock(rv_name(body), ACCESS_SHARE)
+            read.append(body)
+        elif kind == "CommonTableExpr":
+            ctes.add(body.get("ctename"))
+    for body in read:
+        if body is skip or (not body.get("schemaname") and body.get("relname") in ctes):
+            continue
+        e.lock(rv_name(body), ACCESS_SHARE)
 
 
 def _dml(kind):

@@ -81,18 +81,20 @@ def const_value(node: dict):
 def walk(node) -> Iterator[tuple[str, dict]]:
     """Depth-first (node type, body) pairs of every typed node under `node`."""
     stack = [node]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        cur = stack.pop()
-        if isinstance(cur, dict):
+        cur = pop()
+        if type(cur) is dict:
             for k, v in cur.items():
-                if isinstance(v, dict):
-                    if k[:1].isupper():
+                tv = type(v)
+                if tv is dict:
+                    if "A" <= k[0] <= "Z":
                         yield k, v
-                    stack.append(v)
-                elif isinstance(v, list):
-                    stack.extend(v)
-        elif isinstance(cur, list):
-            stack.extend(cur)
+                    push(v)
+                elif tv is list:
+                    extend(v)
+        elif type(cur) is list:
+            extend(cur)
 
 
 def func_names(expr) -> list[str]:
