@@ -4,7 +4,8 @@ from __future__ import annotations
 import gc
 
 from .catalogue import BY_CODE, checks_for, lookup
-from .locks import AEL, describe
+from .effect import AEL
+from .locks import describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import RawStatement, SyntaxProblem, parse

@@ -1,24 +1,11 @@
 """What each statement does: kind, lock mode per relation, rewrite/scan, transactionality."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .alter import alter_table
+from .effect import ACCESS_SHARE, AEL, EXCL, ROW_EXCL, ROW_SHARE, SHARE, SRE, SUE, Effect
+from .nodes import column_constraints, def_names, qualified, rv_name, strings, walk
 
-from .models import LOCK_RANK
-from .nodes import column_constraints, def_names, qualified, rv_name, strings, type_name, volatility, walk
-
-AEL, EXCL, SRE, SHARE, SUE = "ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE"
-ROW_EXCL, ROW_SHARE, ACCESS_SHARE = "ROW EXCLUSIVE", "ROW SHARE", "ACCESS SHARE"
 _LOCKSTMT_MODES = {1: ACCESS_SHARE, 2: ROW_SHARE, 3: ROW_EXCL, 4: SUE, 5: SHARE, 6: SRE, 7: EXCL, 8: AEL}
-
-# ALTER TABLE subcommand -> lock taken on the table (PostgreSQL docs, "ALTER TABLE").
-_AT_LOCKS = {
-    "AT_SetStatistics": SUE, "AT_SetOptions": SUE, "AT_ResetOptions": SUE, "AT_ClusterOn": SUE,
-    "AT_DropCluster": SUE, "AT_SetRelOptions": SUE, "AT_ResetRelOptions": SUE, "AT_ValidateConstraint": SUE,
-    "AT_EnableTrig": SRE, "AT_EnableAlwaysTrig": SRE, "AT_EnableReplicaTrig": SRE, "AT_DisableTrig": SRE,
-    "AT_EnableTrigAll": SRE, "AT_DisableTrigAll": SRE, "AT_EnableTrigUser": SRE, "AT_DisableTrigUser": SRE,
-    "AT_AttachPartition": SUE,
-}
-_NON_TX_DROP = {"concurrent"}
 _DROP_KINDS = {
     "OBJECT_TABLE": "TABLE", "OBJECT_INDEX": "INDEX", "OBJECT_VIEW": "VIEW", "OBJECT_MATVIEW": "MATERIALIZED VIEW",
     "OBJECT_SEQUENCE": "SEQUENCE", "OBJECT_TYPE": "TYPE", "OBJECT_DOMAIN": "DOMAIN", "OBJECT_FUNCTION": "FUNCTION",
@@ -26,25 +13,6 @@ _DROP_KINDS = {
     "OBJECT_POLICY": "POLICY", "OBJECT_TRIGGER": "TRIGGER", "OBJECT_RULE": "RULE", "OBJECT_FOREIGN_TABLE": "FOREIGN TABLE",
 }
 _ON_TABLE_DROPS = {"OBJECT_POLICY", "OBJECT_TRIGGER", "OBJECT_RULE"}
-
-
-@dataclass(slots=True)
-class Effect:
-    kind: str
-    locks: dict[str, str] = field(default_factory=dict)
-    rewrite: bool = False
-    scan: bool = False
-    transactional: bool = True
-    destructive: bool = False
-    incompatible: bool = False
-    data_changing: bool = False
-    creates: list[str] = field(default_factory=list)
-    target: str | None = None
-
-    def lock(self, relation: str, mode: str) -> None:
-        old = self.locks.get(relation)
-        if old is None or LOCK_RANK[mode] > LOCK_RANK[old]:
-            self.locks[relation] = mode
 
 
 def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str]) -> Effect:
@@ -100,89 +68,6 @@ def _index(n, v, f):
 def _qualify(name: str, rv: dict | None) -> str:
     schema = (rv or {}).get("schemaname")
     return f"{schema}.{name}" if schema else name
-
-
-def _alter_table(n, v, f):
-    objtype = n.get("objtype", "OBJECT_TABLE")
-    table = rv_name(n.get("relation"))
-    word = {"OBJECT_INDEX": "ALTER INDEX", "OBJECT_MATVIEW": "ALTER MATERIALIZED VIEW", "OBJECT_VIEW": "ALTER VIEW",
-            "OBJECT_SEQUENCE": "ALTER SEQUENCE", "OBJECT_TYPE": "ALTER TYPE"}.get(objtype, "ALTER TABLE")
-    e = Effect(kind=word, target=table)
-    for item in n.get("cmds") or ():
-        cmd = item["AlterTableCmd"]
-        _alter_cmd(e, table, cmd, v, f)
-    if not e.locks:
-        e.lock(table, AEL)
-    return e
-
-
-def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
-    sub = cmd.get("subtype", "")
-    mode = _AT_LOCKS.get(sub, AEL)
-    if sub == "AT_AttachPartition":
-        part = rv_name(cmd["def"]["PartitionCmd"]["name"])
-        e.lock(table, SUE if v >= 12 else AEL)
-        e.lock(part, AEL)
-        e.scan = True
-        return
-    if sub == "AT_DetachPartition":
-        pc = cmd["def"]["PartitionCmd"]
-        part = rv_name(pc["name"])
-        conc = bool(pc.get("concurrent"))
-        e.lock(table, SUE if conc else AEL)
-        e.lock(part, SUE if conc else AEL)
-        e.transactional = e.transactional and not conc
-        return
-    if sub == "AT_AddConstraint" and (cmd.get("def") or {}).get("Constraint", {}).get("contype") == "CONSTR_FOREIGN":
-        mode = SRE  # ADD FOREIGN KEY: SHARE ROW EXCLUSIVE on both tables
-    e.lock(table, mode)
-    if sub == "AT_AddColumn":
-        col = cmd["def"]["ColumnDef"]
-        e.rewrite |= column_rewrites(col, v, f)
-        for c in column_constraints(col):
-            if c.get("contype") == "CONSTR_FOREIGN" and c.get("pktable"):
-                e.lock(rv_name(c["pktable"]), SRE)
-            if c.get("contype") in ("CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_CHECK"):
-                e.scan = True
-    elif sub == "AT_AddConstraint":
-        c = cmd["def"].get("Constraint", {})
-        ct = c.get("contype")
-        if ct == "CONSTR_FOREIGN":
-            if c.get("pktable"):
-                e.lock(rv_name(c["pktable"]), SRE)
-        if not c.get("skip_validation") and not c.get("indexname"):
-            e.scan = True
-        e.incompatible = True
-    elif sub == "AT_AlterColumnType":
-        pass  # the column rule decides whether it rewrites (binary-coercible changes do not)
-    elif sub in ("AT_SetNotNull",):
-        e.scan = True
-        e.incompatible = True
-    elif sub in ("AT_SetLogged", "AT_SetUnLogged", "AT_SetAccessMethod", "AT_SetExpression"):
-        e.rewrite = True
-    elif sub in ("AT_DropColumn", "AT_DropConstraint"):
-        e.destructive = sub == "AT_DropColumn"
-        e.incompatible = True
-
-
-def column_rewrites(col: dict, v: int, functions: dict[str, str]) -> bool:
-    """Does ADD COLUMN with this definition rewrite the table on server version v?"""
-    tname = type_name(col.get("typeName")).lower()
-    if tname in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2"):
-        return True
-    for c in column_constraints(col):
-        ct = c.get("contype")
-        if ct == "CONSTR_IDENTITY" or (ct == "CONSTR_GENERATED" and c.get("generated_kind", "s") != "v"):
-            return True
-        if ct == "CONSTR_DEFAULT":
-            expr = c.get("raw_expr")
-            if expr is None or ("A_Const" in expr and expr["A_Const"].get("isnull")):
-                continue
-            if v < 11:
-                return True
-            if volatility(expr, functions) == "volatile":
-                return True
-    return False
 
 
 def _drop(n, v, f):
@@ -386,7 +271,7 @@ def _create_domain(n, v, f):
 
 _DESCRIBERS = {
     "CreateStmt": _create_table, "CreateTableAsStmt": _create_table_as, "IndexStmt": _index,
-    "AlterTableStmt": _alter_table, "DropStmt": _drop, "TruncateStmt": _truncate,
+    "AlterTableStmt": alter_table, "DropStmt": _drop, "TruncateStmt": _truncate,
     "UpdateStmt": _dml("UPDATE"), "DeleteStmt": _dml("DELETE"), "InsertStmt": _dml("INSERT"), "MergeStmt": _merge,
     "RenameStmt": _rename, "RefreshMatViewStmt": _refresh, "ReindexStmt": _reindex, "VacuumStmt": _vacuum,
     "ClusterStmt": _cluster, "CreateTrigStmt": _trigger, "CreatePolicyStmt": _policy("CREATE POLICY"),

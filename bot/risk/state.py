@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .locks import Effect
+from .effect import Effect
 from .models import Context, TableStats
 from .parse import RawStatement
 
