@@ -1,16 +1,21 @@
-"""Runs an RQ worker on the ``guardian`` queue (``guardian worker [--burst]``)."""
+"""Runs an RQ worker on the ``guardian`` queue (``guardian worker [--burst]``), plus the reconcile/cleanup loop."""
 from __future__ import annotations
 
 import logging
+import threading
 
-from redis import Redis
+import psycopg
+from redis import Redis, RedisError
 from rq import Queue, Worker
 
-from bot.config import Settings
+from bot.config import Settings, load_config
+from bot.errors import GuardianError
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "guardian"
+RECONCILE_EVERY_S = 60.0
+CLEANUP_EVERY_S = 3600.0
 
 
 def redis_connection(settings: Settings) -> Redis:
@@ -18,10 +23,59 @@ def redis_connection(settings: Settings) -> Redis:
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> int:
-    """Work the guardian queue until stopped (or, with burst, until it is empty)."""
+    """Work the guardian queue until stopped (or, with burst, until it is empty).
+
+    Reconciles once before working (requests whose job vanished are re-enqueued first), then every
+    minute in a background thread; expired backups are deleted hourly.
+    """
     connection = redis_connection(settings)
     queue = Queue(QUEUE_NAME, connection=connection)
     worker = Worker([queue], connection=connection)
+    stop = threading.Event()
+    maintenance = _maintenance_runtime(settings)
+    if maintenance is not None:
+        _maintain(maintenance, connection, cleanup=False)
+        if not burst:
+            threading.Thread(target=_maintenance_loop, args=(maintenance, connection, stop),
+                             name="guardian-maintenance", daemon=True).start()
     log.info("worker %s listening on queue %r (burst=%s)", worker.name, QUEUE_NAME, burst)
-    worker.work(burst=burst, with_scheduler=False)
+    try:
+        worker.work(burst=burst, with_scheduler=False)
+    finally:
+        stop.set()
+        if maintenance is not None:
+            maintenance.close()
     return 0
+
+
+def _maintenance_runtime(settings: Settings):
+    """A Runtime of its own (never the process-wide one, which forked job processes must not share)."""
+    from workers.runtime import Runtime
+
+    if settings.database_url is None:
+        log.warning("DATABASE_URL is not set; the worker runs without reconciling")
+        return None
+    return Runtime(settings=settings, config=load_config(settings.guardian_config))
+
+
+def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
+    from workers.backup import cleanup_backups
+    from workers.reconciler import reconcile
+
+    try:
+        for line in reconcile(rt, redis=connection):
+            log.info("reconciler: %s", line)
+        if cleanup:
+            cleanup_backups(rt)
+    except GuardianError as exc:
+        log.warning("reconciler pass failed [%s]: %s; next pass in %ss", exc.code, exc, int(RECONCILE_EVERY_S))
+    except (psycopg.Error, RedisError, OSError) as exc:  # a database or Redis hiccup: the next pass retries
+        log.warning("reconciler pass failed (%s); next pass in %ss", type(exc).__name__, int(RECONCILE_EVERY_S))
+
+
+def _maintenance_loop(rt, connection: Redis, stop: threading.Event) -> None:
+    passes = 0
+    while not stop.wait(RECONCILE_EVERY_S):
+        passes += 1
+        _maintain(rt, connection, cleanup=passes % int(CLEANUP_EVERY_S // RECONCILE_EVERY_S) == 1)
+    log.info("maintenance loop stopped with the worker")

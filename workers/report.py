@@ -1,0 +1,69 @@
+"""Telling the request's Slack thread what the pipeline did: step outcomes, timings, the refreshed status card.
+
+Usage::
+
+    report.post(rt, request, build_step_message(request.id, "backup", "succeeded", 1234))
+    report.refresh_card(rt, request.id)
+
+Reporting never changes a step's outcome: a Slack error is logged and the pipeline goes on.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.models import Request
+from bot.pg.connect import scrub
+
+log = logging.getLogger(__name__)
+
+
+def scrub_error(text: str, *secrets: str) -> str:
+    """An error text fit for Slack and logs: no URL, no password=…, none of ``secrets``."""
+    return scrub(text, *secrets)
+
+
+def post(rt: Any, request: Request, message: dict[str, Any]) -> str | None:
+    """Reply in the request's thread; None (and nothing sent) without Slack or without a thread."""
+    client = rt.slack
+    if client is None or not request.channel or not request.thread_ts:
+        log.debug("request %s: no Slack thread; message not posted", request.id)
+        return None
+    try:
+        response = client.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.warning("request %s: posting to the thread failed (%s); the pipeline goes on", request.id,
+                    type(exc).__name__)
+        return None
+    return response.get("ts")
+
+
+def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:
+    """Re-render the root status card from the store, if the lead's card builder is installed."""
+    client = rt.slack
+    try:
+        from bot.slack.cards import CardView, build_request_card
+    except ImportError:
+        return
+    request = rt.store.get_request(request_id)
+    if client is None or not request.channel or not request.message_ts:
+        return
+    try:
+        message = build_request_card(request, CardView(note=note))
+        client.chat_update(channel=request.channel, ts=request.message_ts, **message)
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        log.warning("request %s: refreshing the card failed (%s)", request_id, type(exc).__name__)
+    except Exception:  # the card builder is another team's code; a bug there must not fail a migration
+        log.exception("request %s: building the status card failed; the pipeline goes on", request_id)
+
+
+def open_incident(request_id: int) -> None:
+    """Open the incident thread for a failed request, once bot.incidents exists (a later issue)."""
+    try:
+        from bot.incidents import open_for_failure
+    except ImportError:
+        log.info("request %s: no incident module yet; the failure is reported in the thread only", request_id)
+        return
+    open_for_failure(request_id)
