@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -102,36 +104,67 @@ def _stream_json(js: str) -> Iterator[dict]:
             idx += 1
 
 
-CHUNK_CHARS = 1 << 20  # parse big files about 1 MB at a time: bounded JSON, same results
+CHUNK_CHARS = 1 << 20  # parse big files about 1 MB at a time: bounded parser output, same results
+
+
+def _cuts(sql: str) -> list[tuple[int, int]]:
+    """Pieces of about CHUNK_CHARS, each ending after a `;` at the end of a line."""
+    cuts, pos = [], 0
+    while len(sql) - pos > 2 * CHUNK_CHARS:
+        cut = sql.find(";\n", pos + CHUNK_CHARS)
+        if cut < 0:
+            break
+        cuts.append((pos, cut + 2))
+        pos = cut + 2
+    cuts.append((pos, len(sql)))
+    return cuts
 
 
 def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
     """Yield (piece, byte base, JSON or error) covering the file in order.
 
     Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
-    CHUNK_CHARS; if a cut lands inside a string or body the piece fails to parse and the rest of
-    the file is parsed whole instead, so a cut can cost time but never changes the result.
+    CHUNK_CHARS, and the next piece is parsed on a helper thread (libpg_query releases the GIL)
+    while this one is analysed. If a cut lands inside a string or body the piece fails to parse
+    and the rest of the file is parsed whole instead: a bad cut costs time, never a different result.
     """
-    pos, byte_base = 0, 0
-    while len(sql) - pos > 2 * CHUNK_CHARS:
-        cut = sql.find(";\n", pos + CHUNK_CHARS)
-        if cut < 0:
-            break
-        piece = sql[pos:cut + 2]
-        try:
-            js = _pg.parse_sql_json(piece)
-        except _pg.ParseError:
-            break
-        yield piece, byte_base, js
-        byte_base += len(piece.encode("utf-8"))
-        pos = cut + 2
-    rest = sql[pos:] if pos else sql
+    cuts = _cuts(sql)
+    if len(cuts) == 1:
+        yield from _rest(sql, 0)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = deque()
+        pending = iter(cuts)
+
+        def submit() -> None:
+            cut = next(pending, None)
+            if cut is not None:
+                piece = sql[cut[0]:cut[1]]
+                ahead.append((cut[0], piece, pool.submit(_pg.parse_sql_json, piece)))
+
+        submit()
+        byte_base = 0
+        while ahead:
+            start, piece, future = ahead.popleft()
+            try:
+                js = future.result()
+            except _pg.ParseError:
+                for _, _, other in ahead:
+                    other.cancel()
+                yield from _rest(sql[start:], byte_base)
+                return
+            submit()
+            yield piece, byte_base, js
+            byte_base += len(piece.encode("utf-8"))
+
+
+def _rest(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
     try:
-        js = _pg.parse_sql_json(rest)
+        js = _pg.parse_sql_json(sql)
     except _pg.ParseError:
-        yield from _per_statement(rest, byte_base)
+        yield from _per_statement(sql, byte_base)
     else:
-        yield rest, byte_base, js
+        yield sql, byte_base, js
 
 
 def _per_statement(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
