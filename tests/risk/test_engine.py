@@ -193,3 +193,12 @@ def test_unique_index_on_a_column_added_empty_in_this_file_cannot_hit_duplicates
           'CREATE UNIQUE INDEX "r_t_e_key" ON "Recipient"("templateId", "email");'
     assert "MG109" not in codes(sql)
     assert "MG109" in codes('CREATE UNIQUE INDEX "r_e_key" ON "Recipient"("email");')
+
+
+def test_catalogue_type_spellings_from_format_type_are_understood():
+    ctx = _old(name="character varying(50)", ts="timestamp(3) without time zone", price="numeric(10,2)")
+    assert "MG306" not in codes("ALTER TABLE t ALTER COLUMN name TYPE varchar(80);", ctx)
+    assert "MG306" not in codes("ALTER TABLE t ALTER COLUMN ts TYPE timestamp(6);", ctx)
+    assert finding(analyze("ALTER TABLE t ALTER COLUMN ts TYPE timestamptz;", ctx), "MG306").severity is Severity.MEDIUM
+    assert finding(analyze("ALTER TABLE t ALTER COLUMN name TYPE integer USING name::integer;", ctx),
+                   "MG306").severity is Severity.HIGH

@@ -111,8 +111,22 @@ _TEXTY = {"varchar", "text"}
 _PRECISION = {"timestamp", "timestamptz", "interval", "time", "timetz"}
 
 
+_SPELLINGS = (  # format_type() spellings (what the catalogue reports) -> the short names the parser gives
+    (re.compile(r"^timestamp(\(\d+\))? with time zone"), r"timestamptz\1"),
+    (re.compile(r"^timestamp(\(\d+\))? without time zone"), r"timestamp\1"),
+    (re.compile(r"^time(\(\d+\))? with time zone"), r"timetz\1"),
+    (re.compile(r"^time(\(\d+\))? without time zone"), r"time\1"),
+    (re.compile(r"^character varying"), "varchar"),
+    (re.compile(r"^character(?=\(|$|\[)"), "char"),
+    (re.compile(r"^bit varying"), "varbit"),
+)
+
+
 def _split_type(t: str) -> tuple[str, tuple[int, ...], bool]:
-    m = _TYPE.match(t.lower().strip())
+    t = t.lower().strip()
+    for pattern, repl in _SPELLINGS:
+        t = pattern.sub(repl, t)
+    m = _TYPE.match(t)
     if not m:
         return t.lower(), (), False
     mods = tuple(int(x) for x in (m.group(2) or "").replace(" ", "").split(",") if x)
