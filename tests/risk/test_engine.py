@@ -130,6 +130,7 @@ def test_index_severity_follows_table_size():
     big = analyze(sql, Context(tables={"users": TableStats(rows=50_000_000)}))
     huge = analyze(sql, Context(tables={"users": TableStats(rows=500_000_000)}))
     assert finding(small, "MG101").severity is Severity.LOW
+    assert small.risk is Severity.LOW  # the lock-timeout advice is scaled too
     assert finding(big, "MG101").severity is Severity.HIGH
     assert finding(huge, "MG101").severity is Severity.CRITICAL
     assert big.risk is Severity.HIGH and huge.risk is Severity.CRITICAL

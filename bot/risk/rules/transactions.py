@@ -16,7 +16,7 @@ RULES = (
       "SET lock_timeout = '3s';  -- first statement of the migration\n"
       "-- and retry the migration with backoff when it fails with 55P03 (lock_not_available)",
       "ALTER TABLE users ADD COLUMN nickname text;",
-      "SET lock_timeout = '3s';\nALTER TABLE users ADD COLUMN nickname text;", (59,)),
+      "SET lock_timeout = '3s';\nALTER TABLE users ADD COLUMN nickname text;", (59,), size=True),
     R("MG602", "missing-statement-timeout", "low",
       "A statement that scans or rewrites a table runs without SET statement_timeout.",
       "A runaway rewrite or scan keeps its locks for as long as it runs; a timeout bounds the damage.",
@@ -87,7 +87,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     if strong and not st.lock_timeout and not st.lock_timeout_missing:
         rel, mode = next(iter(strong.items()))
         yield Hit("MG601", f"No lock_timeout before {mode} on {rel}: if it waits, every query on {rel} queues "
-                  "behind it.")
+                  "behind it.", rel)
     if strong:
         st.lock_timeout_missing.append(s.raw.line)
     if (fx.rewrite or fx.scan) and existing and fx.transactional and not st.statement_timeout \
