@@ -210,8 +210,26 @@ class Flow:
         )
         self.store.finish_step(step.id, "succeeded", outcome={"risk": result.risk, "migrations": len(result.migrations)})
         self._post_preview(request)
+        self._post_rehearsal(request)
         self.refresh_card(request_id)
         return request
+
+    def _post_rehearsal(self, request: Request) -> None:
+        """Where the environment names a rehearsal database: the locks really taken, rewrites, timings."""
+        from bot.flow_analysis import rehearse_request
+        from bot.slack.cards import build_rehearsal_message
+
+        env = self.env(request.environment)
+        if not env.rehearsal_database_url_env:
+            return
+        try:
+            rehearsal = rehearse_request(env, request)
+        except GuardianError as exc:
+            self._post(request, build_thread_note(f":warning: Rehearsal skipped: {exc.message}"))
+            return
+        self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
+                                detail={"failed": rehearsal.failed})
+        self._post(request, build_rehearsal_message(rehearsal))
 
     def _post_preview(self, request: Request) -> None:
         if self.slack is None or not request.thread_ts:

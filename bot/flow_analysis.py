@@ -8,22 +8,26 @@ Usage::
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.config import GuardianConfig
-from bot.errors import SourceError
+from bot.config import EnvironmentConfig, GuardianConfig
+from bot.errors import ConfigError, SourceError
 from bot.models import Request
 from bot.pg.connect import connect_target, target_errors, target_info
 from bot.pg.introspect import gather_facts
 from bot.risk import analyze
-from bot.risk.models import Severity
+from bot.risk.models import Report, Severity
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import read_ledger
 from bot.sources.models import MigrationState, SourceSnapshot
 from bot.sources.status import compute_status
 from bot.store import NewMigration
+
+if TYPE_CHECKING:
+    from bot.pg.rehearsal import Rehearsal
 
 log = logging.getLogger(__name__)
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -136,3 +140,17 @@ def current_binding(config: GuardianConfig, request: Request) -> str | None:
     if request.target_fingerprint and fp != request.target_fingerprint:
         return "the target database changed (its fingerprint differs)"
     return None
+
+
+def rehearse_request(env: EnvironmentConfig, request: Request) -> "Rehearsal":
+    """Run the request's SQL on the environment's rehearsal database in a transaction that is rolled back."""
+    from bot.pg.rehearsal import rehearse
+
+    url = os.environ.get(env.rehearsal_database_url_env or "", "")
+    if not url:
+        raise ConfigError(f"environment {env.name!r}: variable {env.rehearsal_database_url_env} is not set",
+                          code="missing-env")
+    reports = [Report.model_validate(m.report) if m.report else None for m in request.migrations]
+    with connect_target(url, f"{env.name} (rehearsal)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
+        return rehearse(conn, [(m.name, m.sql) for m in request.migrations], lock_timeout=env.lock_timeout,
+                        statement_timeout=env.statement_timeout, reports=reports)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from slack_bolt import App
+from collections.abc import Callable
+
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
@@ -57,6 +59,7 @@ def build_app(
         process_before_response=False,
     )
     app.error(handle_error)
+    app.middleware(ignore_slack_retries)
     if flow is None and settings.database_url is not None:
         flow = build_flow(settings, config, client)
     commands.register(app, config, flow)
@@ -64,6 +67,16 @@ def build_app(
     views.register(app, config, flow)
     events.register(app, config)
     return app
+
+
+def ignore_slack_retries(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
+    """Slack re-sends a request it thinks we missed (X-Slack-Retry-Num); we ack in milliseconds, so the
+    first delivery is already being handled: acknowledge the retry and do nothing twice."""
+    retry = (req.headers.get("x-slack-retry-num") or [None])[0]
+    if retry:
+        logger.info("ignoring Slack retry %s (%s)", retry, (req.headers.get("x-slack-retry-reason") or ["?"])[0])
+        return BoltResponse(status=200, body="")
+    return next()
 
 
 def build_flow(settings: Settings, config: GuardianConfig, client: WebClient) -> "Flow":

@@ -191,3 +191,22 @@ def build_risk_messages(request: Request) -> list[Message]:
 
 def build_thread_note(text: str) -> Message:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}
+
+
+def build_rehearsal_message(rehearsal: Any) -> Message:
+    """What a rolled-back rehearsal observed per statement: locks actually taken, rewrites, duration."""
+    lines = [f"*Rehearsal* on PostgreSQL {rehearsal.server_version} (rolled back; lock_timeout "
+             f"{rehearsal.lock_timeout}, statement_timeout {rehearsal.statement_timeout})"]
+    for f in rehearsal.files:
+        lines.append(f"`{f.path}`")
+        for st in f.statements[:25]:
+            if not st.rehearsed:
+                lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {st.reason}")
+                continue
+            locks = ", ".join(f"{lk.mode} on `{lk.relation}`" for lk in st.observed_locks) or "no table lock"
+            rewrite = f" · :warning: rewrote {', '.join(st.rewrites)}" if st.rewrites else ""
+            took = f" · {st.duration_ms:.0f} ms" if st.duration_ms is not None else ""
+            err = f" · :x: {st.error}" if st.error else ""
+            lines.append(f"  `#{st.index}` line {st.line} {st.kind or ''}: {locks}{rewrite}{took}{err}")
+    text = "\n".join(lines)
+    return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}

@@ -87,7 +87,16 @@ class Harness:
 
     # ---- worker
     def run_jobs(self) -> None:
-        SimpleWorker([Queue(QUEUE_NAME, connection=self.redis)], connection=self.redis).work(burst=True)
+        """Run every queued job in-process; a job that raised fails the test with its traceback."""
+        queue = Queue(QUEUE_NAME, connection=self.redis)
+        SimpleWorker([queue], connection=self.redis).work(burst=True)
+        failed = queue.failed_job_registry
+        problems = []
+        for job_id in failed.get_job_ids():
+            job = queue.fetch_job(job_id)
+            result = job.latest_result() if job else None
+            problems.append(f"{job_id}: {getattr(result, 'exc_string', None)}")
+        assert not problems, "jobs failed:\n" + "\n".join(problems)
 
     def queued_job_ids(self) -> list[str]:
         return Queue(QUEUE_NAME, connection=self.redis).get_job_ids()

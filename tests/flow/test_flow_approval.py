@@ -47,7 +47,7 @@ def test_plan_posts_card_and_thread_then_one_approval_enqueues_one_run(harness):
     assert backup_jobs == [f"guardian-req{rid}-backup-1"]
     # a second click by the same approver changes nothing
     _, reply2 = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
-    assert any("not awaiting approval" in t or "already" in t for t in harness.replies(reply2))
+    assert any("only a request awaiting approval can be approved" in t for t in harness.replies(reply2))
     assert len(harness.store.list_decisions(rid)) == 1
     assert "queued" in str(harness.card(rid)) or "backing up" in str(harness.card(rid))
 
