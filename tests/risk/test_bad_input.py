@@ -1,5 +1,5 @@
 """Bad input never crashes: syntax errors, empty files, bad bytes, huge files."""
-import time
+import time  # timing asserts use CPU time, so a busy CI box does not make them flaky
 from pathlib import Path
 
 import pytest
@@ -47,9 +47,9 @@ def test_nul_bytes_do_not_truncate_the_file():
 
 def test_fifty_thousand_statements_in_bounded_time():
     sql = "".join(f"ALTER TABLE t{i % 50} ADD COLUMN c{i} int;\n" for i in range(50_000))
-    start = time.perf_counter()
+    start = time.process_time()
     r = analyze(sql)
-    assert time.perf_counter() - start < 10
+    assert time.process_time() - start < 10
     assert len(r.statements) == 50_000
     assert r.statements[-1].line == 50_000
 
@@ -59,9 +59,9 @@ def test_twenty_megabyte_file_in_bounded_time():
     stmt = "INSERT INTO audit (id, payload) VALUES (1, '" + "x" * 1000 + "');\n"
     sql = stmt * (20 * 2**20 // len(stmt) + 1)
     assert len(sql) >= 20 * 2**20
-    start = time.perf_counter()
+    start = time.process_time()
     r = analyze(sql)
-    assert time.perf_counter() - start < 30
+    assert time.process_time() - start < 30
     assert r.statements[-1].kind == "INSERT"
     assert all(len(s.excerpt) <= 240 for s in r.statements[:10])
 
@@ -75,9 +75,9 @@ def test_one_megabyte_migration_well_under_a_second():
         sql += "\n;\n".join(parts) + "\n;\n"
     sql = sql[: 2**20].rsplit("\n;\n", 1)[0]
     analyze(sql[:1000])  # warm up imports and caches
-    start = time.perf_counter()
+    start = time.process_time()
     analyze(sql)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_big_files_are_parsed_in_chunks_with_the_same_result(monkeypatch):
