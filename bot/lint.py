@@ -144,6 +144,7 @@ def _inputs(paths: list[str]):
 def render_json(reports: list[tuple[str, Report]], color: bool = False) -> str:
     files = []
     for path, r in reports:
+        excerpts = {s.index: s.excerpt for s in r.statements}
         files.append({
             "path": path, "risk": r.risk.value, "reasons": list(r.reasons), "pg_version": r.pg_version,
             "statements": [{
@@ -156,7 +157,7 @@ def render_json(reports: list[tuple[str, Report]], color: bool = False) -> str:
             "findings": [{
                 "code": f.code, "name": f.name, "severity": f.severity.value, "line": f.line, "column": f.column,
                 "statement": f.statement, "message": f.message, "fix": f.fix, "accepted": f.accepted,
-                "accept_reason": f.accept_reason,
+                "accept_reason": f.accept_reason, "excerpt": excerpts.get(f.statement, ""),
             } for f in r.findings],
         })
     return json.dumps({"files": files}, ensure_ascii=False) + "\n"  # no indent: the C encoder, 10x faster

@@ -48,6 +48,7 @@ def test_json_contract_keys(files, monkeypatch, tmp_path):
     finding = next(x for x in f["findings"] if x["code"] == "MG101")
     assert {"code", "name", "severity", "line", "column", "statement", "message", "fix"} <= set(finding)
     assert finding["line"] == 1 and finding["column"] == 1 and finding["severity"] == "high"
+    assert finding["statement"] == 0 and finding["excerpt"].startswith("CREATE INDEX users_email_idx")
     assert f["risk"] == "high" and doc["files"][1]["risk"] == "low"
     assert code == 1
 
