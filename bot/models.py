@@ -200,3 +200,13 @@ class Backup(_Frozen):
     created_at: datetime
     expires_at: datetime | None = None
     deleted_at: datetime | None = None
+
+
+class IncidentNote(_Frozen):
+    id: int
+    incident_id: int
+    author: str
+    text: str
+    source: str  # command | thread | pin
+    slack_ts: str | None = None
+    created_at: datetime

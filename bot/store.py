@@ -33,6 +33,9 @@ from bot.models import (
     Decision,
     Event,
     Freeze,
+    Incident,
+    IncidentNote,
+    IncidentStatus,
     MigrationRef,
     Request,
     RequestStatus,
@@ -493,6 +496,126 @@ class Store:
                 (Jsonb(sha256s),),
             ).fetchall()
         return sorted(r["environment"] for r in rows)
+
+    # ---------------------------------------------------------------- incidents
+    def create_incident(
+        self, request_id: int, *, opened_by: str, summary: str, channel: str | None = None,
+    ) -> tuple[Incident, bool]:
+        """Open an incident for a request, or return the one already open (created=False)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                """INSERT INTO guardian_bot.incidents (request_id, opened_by, summary, channel)
+                   VALUES (%s, %s, %s, %s)
+                   ON CONFLICT (request_id) WHERE status <> 'resolved' DO NOTHING RETURNING *""",
+                (request_id, opened_by, summary, channel),
+            ).fetchone()
+            if row is not None:
+                _append_event(conn, request_id=request_id, incident_id=row["id"], actor=opened_by,
+                              kind="incident.opened", detail={"summary": summary[:500]})
+                return Incident(**row), True
+            existing = conn.execute(
+                "SELECT * FROM guardian_bot.incidents WHERE request_id = %s AND status <> 'resolved'", (request_id,)
+            ).fetchone()
+        return Incident(**existing), False
+
+    def get_incident(self, incident_id: int) -> Incident:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM guardian_bot.incidents WHERE id = %s", (incident_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"incident {incident_id} does not exist")
+        return Incident(**row)
+
+    def find_incident(
+        self, *, request_id: int | None = None, channel: str | None = None, thread_ts: str | None = None,
+    ) -> Incident | None:
+        """The newest incident of a request, or the one whose Slack thread is (channel, thread_ts)."""
+        with self._tx() as conn:
+            if request_id is not None:
+                row = conn.execute(
+                    "SELECT * FROM guardian_bot.incidents WHERE request_id = %s ORDER BY id DESC LIMIT 1",
+                    (request_id,),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT * FROM guardian_bot.incidents WHERE channel = %s AND thread_ts = %s ORDER BY id DESC LIMIT 1",
+                    (channel, thread_ts),
+                ).fetchone()
+        return Incident(**row) if row else None
+
+    def update_incident(self, incident_id: int, **fields: Any) -> Incident:
+        allowed = {"channel", "thread_ts", "summary", "postmortem"}
+        if not fields or set(fields) - allowed:
+            raise StoreError(f"cannot set {', '.join(sorted(set(fields) - allowed)) or 'nothing'} on an incident")
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        with self._tx() as conn:
+            row = conn.execute(
+                f"UPDATE guardian_bot.incidents SET {sets} WHERE id = %s RETURNING *", (*fields.values(), incident_id)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"incident {incident_id} does not exist")
+            if "postmortem" in fields:
+                _append_event(conn, request_id=row["request_id"], incident_id=incident_id, actor="guardian",
+                              kind="incident.postmortem", detail={"chars": len(fields["postmortem"] or "")})
+            return Incident(**row)
+
+    def transition_incident(
+        self,
+        incident_id: int,
+        expected: IncidentStatus | Sequence[IncidentStatus],
+        new: IncidentStatus,
+        *,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+    ) -> Incident:
+        """Compare-and-set an incident's status; exactly one concurrent caller wins."""
+        expected_set = [IncidentStatus(expected).value] if isinstance(expected, (str, IncidentStatus)) else [
+            IncidentStatus(e).value for e in expected]
+        new = IncidentStatus(new)
+        with self._tx() as conn:
+            row = conn.execute(
+                """UPDATE guardian_bot.incidents
+                   SET status = %s, resolved_at = CASE WHEN %s = 'resolved' THEN now() ELSE resolved_at END
+                   WHERE id = %s AND status = ANY(%s) RETURNING *""",
+                (new.value, new.value, incident_id, expected_set),
+            ).fetchone()
+            if row is None:
+                current = conn.execute("SELECT status FROM guardian_bot.incidents WHERE id = %s",
+                                       (incident_id,)).fetchone()
+                if current is None:
+                    raise NotFound(f"incident {incident_id} does not exist")
+                raise TransitionConflict(
+                    f"incident {incident_id} is {current['status']}, not {' or '.join(expected_set)}; nothing was changed",
+                    current=current["status"],
+                )
+            _append_event(conn, request_id=row["request_id"], incident_id=incident_id, actor=actor,
+                          kind=f"incident.{new.value}", detail=detail or {})
+            return Incident(**row)
+
+    def add_incident_note(
+        self, incident_id: int, *, author: str, text: str, source: str, slack_ts: str | None = None,
+        created_at: datetime | None = None,
+    ) -> bool:
+        """Record a timeline note; a Slack message redelivered (same ts and source) is recorded once."""
+        with self._tx() as conn:
+            row = conn.execute(
+                """INSERT INTO guardian_bot.incident_notes (incident_id, author, text, source, slack_ts, created_at)
+                   VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))
+                   ON CONFLICT (incident_id, slack_ts, source) WHERE slack_ts IS NOT NULL DO NOTHING
+                   RETURNING id, (SELECT request_id FROM guardian_bot.incidents WHERE id = %s) AS request_id""",
+                (incident_id, author, text, source, slack_ts, created_at, incident_id),
+            ).fetchone()
+            if row is not None:
+                _append_event(conn, request_id=row["request_id"], incident_id=incident_id, actor=author,
+                              kind=f"incident.note.{source}", detail={"slack_ts": slack_ts})
+            return row is not None
+
+    def list_incident_notes(self, incident_id: int) -> list[IncidentNote]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT * FROM guardian_bot.incident_notes WHERE incident_id = %s ORDER BY created_at, id",
+                (incident_id,),
+            ).fetchall()
+        return [IncidentNote(**r) for r in rows]
 
     # ------------------------------------------------------------------- events
     def record_event(

@@ -200,3 +200,34 @@ def test_succeeded_environments_match_exact_sha256s(store):
     sha = store.get_request(rid).sha256s
     assert store.succeeded_environments(sha) == ["staging"]
     assert store.succeeded_environments({"20240101_add_x": "f" * 64}) == []
+
+
+def test_incident_lifecycle_and_idempotent_notes(store):
+    from bot.models import IncidentStatus as I
+
+    rid = new_request(store)
+    incident, created = store.create_incident(rid, opened_by="guardian", summary="apply failed")
+    again, created_again = store.create_incident(rid, opened_by="U1", summary="dup")
+    assert created and not created_again and again.id == incident.id
+    store.update_incident(incident.id, channel="C1", thread_ts="1.1")
+    assert store.find_incident(channel="C1", thread_ts="1.1").id == incident.id
+    assert store.add_incident_note(incident.id, author="U1", text="looking", source="thread", slack_ts="1.2")
+    assert not store.add_incident_note(incident.id, author="U1", text="looking", source="thread", slack_ts="1.2")
+    assert store.add_incident_note(incident.id, author="U1", text="looking", source="pin", slack_ts="1.2")
+    assert [n.source for n in store.list_incident_notes(incident.id)] == ["thread", "pin"]
+    barrier = threading.Barrier(10)
+
+    def mitigate(_: int) -> bool:
+        barrier.wait()
+        try:
+            store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor="U2")
+            return True
+        except TransitionConflict:
+            return False
+
+    with ThreadPoolExecutor(10) as pool:
+        assert sorted(pool.map(mitigate, range(10))) == [False] * 9 + [True]
+    done = store.transition_incident(incident.id, [I.MITIGATING, I.MITIGATED], I.RESOLVED, actor="U2")
+    assert done.resolved_at is not None
+    # a resolved incident does not block a new one for the same request
+    assert store.create_incident(rid, opened_by="U3", summary="again")[1]
