@@ -216,7 +216,7 @@ def _update(s: Stmt, st: State) -> None:
         _created_table(n, st)
     elif t == "IndexStmt":
         cols = tuple(p["IndexElem"].get("name") or "" for p in n.get("indexParams") or () if "IndexElem" in p)
-        st.indexes.setdefault(rv_name(n.get("relation")), []).append(cols)
+        st.indexes.setdefault(rv_name(n.get("relation")), set()).add(cols)
     elif t == "AlterTableStmt":
         _altered_table(n, st)
     st.created.update(fx.creates)
@@ -249,9 +249,9 @@ def _created_table(n: dict, st: State) -> None:
             st.coltypes[(table, col.get("colname"))] = type_name(col.get("typeName")).lower()
             for c in col.get("constraints") or ():
                 if c.get("Constraint", {}).get("contype") in ("CONSTR_PRIMARY", "CONSTR_UNIQUE"):
-                    st.indexes.setdefault(table, []).append((col.get("colname"),))
+                    st.indexes.setdefault(table, set()).add((col.get("colname"),))
         elif elt.get("Constraint", {}).get("contype") in ("CONSTR_PRIMARY", "CONSTR_UNIQUE"):
-            st.indexes.setdefault(table, []).append(tuple(strings(elt["Constraint"].get("keys"))))
+            st.indexes.setdefault(table, set()).add(tuple(strings(elt["Constraint"].get("keys"))))
 
 
 def _altered_table(n: dict, st: State) -> None:
@@ -272,14 +272,14 @@ def _altered_table(n: dict, st: State) -> None:
             elif c.get("skip_validation"):
                 st.not_valid[c.get("conname", "")] = (table, st.tx_id, col)
             if c.get("contype") in ("CONSTR_PRIMARY", "CONSTR_UNIQUE") and c.get("keys"):
-                st.indexes.setdefault(table, []).append(tuple(strings(c.get("keys"))))
+                st.indexes.setdefault(table, set()).add(tuple(strings(c.get("keys"))))
         elif sub == "AT_ValidateConstraint":
             st.checked_tables.add(table)
             added = st.not_valid.get(cmd.get("name", ""))
             if added and added[2]:
                 st.not_null_checks.add((table, added[2]))
         elif sub == "AT_SetNotNull":
-            st.not_null_done.add((table, cmd.get("name", "")))
+            st.not_null_done.add(table)
         elif sub == "AT_DropConstraint" and (cmd.get("name") or "").endswith("pkey"):
             st.dropped_pkeys.add(table)
         elif sub in ("AT_AlterColumnType", "AT_AddColumn") and "ColumnDef" in d:

@@ -39,9 +39,9 @@ class State:
     statement_timeout: bool = False
     not_valid: dict[str, tuple[str, int, str | None]] = field(default_factory=dict)  # name -> (table, tx, NOT NULL col)
     not_null_checks: set[tuple[str, str]] = field(default_factory=set)
-    not_null_done: set[tuple[str, str]] = field(default_factory=set)
+    not_null_done: set[str] = field(default_factory=set)  # tables with a SET NOT NULL in this file
     checked_tables: set[str] = field(default_factory=set)  # tables with a validated CHECK in this file
-    indexes: dict[str, list[tuple[str, ...]]] = field(default_factory=dict)
+    indexes: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
     alters: dict[str, int] = field(default_factory=dict)
     held: dict[str, tuple[str, int]] = field(default_factory=dict)  # relation -> (mode, line), current tx
     held_reported: bool = False
@@ -72,8 +72,8 @@ class State:
         return relation in self.partitioned or bool(s and s.partitioned)
 
     def has_index(self, table: str, cols: tuple[str, ...]) -> bool:
-        known = list(self.indexes.get(table, ()))
+        n = len(cols)
+        if any(ix[:n] == cols for ix in self.indexes.get(table, ())):
+            return True
         s = self.stats(table)
-        if s:
-            known.extend(s.indexes)
-        return any(tuple(ix[: len(cols)]) == cols for ix in known)
+        return bool(s) and any(tuple(ix[:n]) == cols for ix in s.indexes)

@@ -209,7 +209,7 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, drops_pk
                   "UNIQUE cannot be NOT VALID.", table)
     elif ct == "CONSTR_PRIMARY":
         if c.get("indexname"):
-            if not any(k[0] == table for k in st.not_null_done):
+            if table not in st.not_null_done:
                 yield Hit("MG206", f"PRIMARY KEY USING INDEX {c['indexname']} scans {table} for NULLs unless its "
                           "columns are already NOT NULL.", table)
         else:
