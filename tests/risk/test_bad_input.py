@@ -1,6 +1,6 @@
 """Bad input never crashes: syntax errors, empty files, bad bytes, huge files."""
-import time  # timing asserts use CPU time, so a busy CI box does not make them flaky
 import os
+import time  # timing asserts use CPU time, so a busy CI box does not make them flaky
 from pathlib import Path
 
 import pytest
