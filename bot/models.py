@@ -112,6 +112,7 @@ class Request(_Frozen):
     updated_at: datetime
     selection: dict[str, Any] = Field(default_factory=dict)  # {"migrations": [...], "pending": bool, "ref": ...}
     target: dict[str, Any] = Field(default_factory=dict)  # {"host", "port", "database", "server_version"}
+    parent_request_id: int | None = None  # for a rollback request: the request it undoes
     migrations: list[MigrationRef] = Field(default_factory=list)
 
     @property

@@ -50,7 +50,7 @@ GENESIS_HASH = "0" * 64
 _REQ_COLS = (
     "id, environment, requester, source, status, risk, risk_reasons, git_ref, git_commit, "
     "target_fingerprint, policy_version, channel, message_ts, thread_ts, run_after, failed_step, "
-    "db_state, error, created_at, updated_at, selection, target"
+    "db_state, error, created_at, updated_at, selection, target, parent_request_id"
 )
 # Columns a transition may set alongside the status.
 _SETTABLE = frozenset(
@@ -129,6 +129,7 @@ class Store:
         policy_version: str | None = None,
         status: RequestStatus = RequestStatus.ANALYZING,
         selection: dict[str, Any] | None = None,
+        parent_request_id: int | None = None,
     ) -> Request:
         """A new request. Only a request still being analysed may start without its migrations."""
         if not migrations and RequestStatus(status) is not RequestStatus.ANALYZING:
@@ -137,14 +138,14 @@ class Store:
             row = conn.execute(
                 f"""INSERT INTO guardian_bot.requests
                         (environment, requester, source, status, git_ref, git_commit, channel,
-                         target_fingerprint, policy_version, selection)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_REQ_COLS}""",
+                         target_fingerprint, policy_version, selection, parent_request_id)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_REQ_COLS}""",
                 (environment, requester, source, RequestStatus(status).value, git_ref, git_commit,
-                 channel, target_fingerprint, policy_version, Jsonb(selection or {})),
+                 channel, target_fingerprint, policy_version, Jsonb(selection or {}), parent_request_id),
             ).fetchone()
             _insert_migrations(conn, row["id"], migrations)
             _append_event(conn, request_id=row["id"], actor=requester, kind="request.created",
-                          detail={"environment": environment, "source": source,
+                          detail={"environment": environment, "source": source, "parent": parent_request_id,
                                   "migrations": {m.name: m.sha256 for m in migrations},
                                   "git_commit": git_commit})
             return self._load_request(conn, row)

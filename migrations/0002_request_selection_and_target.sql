@@ -1,8 +1,7 @@
--- What a request asked for (named migrations or pending, at a ref) and where it points (target host,
--- database and server version, shown on every card to avoid target confusion).
+-- What a request asked for (named migrations or pending, at a ref), where it points (target host,
+-- database and server version, shown on every card), and each migration's name in its own tool.
 -- Constant defaults: no table rewrite on PostgreSQL >= 11.
-ALTER TABLE guardian_bot.requests ADD COLUMN selection jsonb NOT NULL DEFAULT '{}';
-ALTER TABLE guardian_bot.requests ADD COLUMN target jsonb NOT NULL DEFAULT '{}';
--- How the migration's own tool names it (Prisma: the folder; Supabase/sql: the version digits).
-ALTER TABLE guardian_bot.request_migrations ADD COLUMN version text;
-ALTER TABLE guardian_bot.request_migrations ADD COLUMN ledger_name text;
+SET lock_timeout = '5s';
+ALTER TABLE guardian_bot.requests
+    ADD COLUMN selection jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN target jsonb NOT NULL DEFAULT '{}';

@@ -231,3 +231,12 @@ def test_incident_lifecycle_and_idempotent_notes(store):
     assert done.resolved_at is not None
     # a resolved incident does not block a new one for the same request
     assert store.create_incident(rid, opened_by="U3", summary="again")[1]
+
+
+def test_our_own_schema_passes_our_own_risk_analysis():
+    from bot.risk import analyze
+
+    for file in schema_files():
+        report = analyze(file.sql)
+        open_findings = [f for f in report.findings if not f.accepted and f.severity.value != "low"]
+        assert report.risk.value == "low" and not open_findings, (file.name, open_findings)

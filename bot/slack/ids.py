@@ -17,6 +17,7 @@ class ActionId(StrEnum):
     ROLL_BACK = "incident_roll_back"
     RESTORE_BACKUP = "incident_restore_backup"
     RETRY = "incident_retry"
+    MARK_FIXED_FORWARD = "incident_mark_fixed_forward"
     RESOLVE = "incident_resolve"
 
 
@@ -26,6 +27,7 @@ class CallbackId(StrEnum):
     SQL_REQUEST = "sql_request_modal"
     REJECT_REASON = "reject_reason_modal"
     CONFIRM_APPROVAL = "confirm_approval_modal"
+    CONFIRM_RESTORE = "confirm_restore_modal"
 
 
 class BlockId(StrEnum):
@@ -45,5 +47,6 @@ BUTTON_LABELS: dict[ActionId, str] = {
     ActionId.ROLL_BACK: "Roll back",
     ActionId.RESTORE_BACKUP: "Restore backup",
     ActionId.RETRY: "Retry",
+    ActionId.MARK_FIXED_FORWARD: "Mark fixed forward",
     ActionId.RESOLVE: "Resolve",
 }
