@@ -100,7 +100,9 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                                  version=m.version, ledger_name=m.ledger_name, path=m.path, sql=m.sql,
                                  down_sql=m.down_sql, verify_sql=m.verify_sql)
                     for m in _selected(snapshot, request.selection, pending)]
-    context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled))
+    # Guardian's apply step sets lock_timeout and statement_timeout itself, inside each file's transaction.
+    context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled),
+                                    runner_lock_timeout=True, runner_statement_timeout=True)
     analysed, reasons, worst = [], [], "low"
     for m in news:
         report = analyze(m.sql, context)

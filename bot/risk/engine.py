@@ -29,7 +29,8 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
         findings.append(_finding("MG002", bad_encoding[0], bad_encoding[1], None,
                                  "The file is not valid UTF-8; invalid bytes were replaced.", ctx))
     statements: list[StatementInfo] = []
-    st = State(ctx=ctx, tx_open=ctx.assume_in_transaction)
+    st = State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
+               statement_timeout=ctx.runner_statement_timeout)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # millions of small parse-tree dicts: the cyclic GC would triple the decode time
     try:

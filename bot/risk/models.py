@@ -82,6 +82,9 @@ class Context(_Frozen):
     tables: dict[str, TableStats] = Field(default_factory=dict)
     functions: dict[str, str] = Field(default_factory=dict)  # name -> "immutable"|"stable"|"volatile"
     assume_in_transaction: bool = True  # our runner wraps each file in one transaction
+    # The runner sets these before each file (Guardian's apply step does): the file need not.
+    runner_lock_timeout: bool = False
+    runner_statement_timeout: bool = False
     disabled: frozenset[str] = frozenset()  # rule codes or names switched off
     enabled: frozenset[str] = frozenset()  # opt-in rules switched on
 

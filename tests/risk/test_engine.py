@@ -203,3 +203,16 @@ def test_catalogue_type_spellings_from_format_type_are_understood():
     assert finding(analyze("ALTER TABLE t ALTER COLUMN ts TYPE timestamptz;", ctx), "MG306").severity is Severity.MEDIUM
     assert finding(analyze("ALTER TABLE t ALTER COLUMN name TYPE integer USING name::integer;", ctx),
                    "MG306").severity is Severity.HIGH
+
+
+def test_timeouts_set_by_the_runner_silence_the_timeout_rules():
+    from bot.risk import Context, TableStats, analyze
+
+    sql = "ALTER TABLE users ADD COLUMN nickname text;\nUPDATE users SET nickname = email;\n"
+    ctx = {"tables": {"users": TableStats(rows=5_000_000, bytes=2_000_000_000)}}
+    plain = {f.code for f in analyze(sql, Context(**ctx)).findings}
+    managed = {f.code for f in analyze(sql, Context(**ctx, runner_lock_timeout=True,
+                                                    runner_statement_timeout=True)).findings}
+    assert {"MG601", "MG602"} <= plain
+    assert not {"MG601", "MG602"} & managed
+    assert managed  # the other hazards stay

@@ -1,0 +1,305 @@
+"""Incident threads: open on failure, roll back / restore / retry (re-authorised, approval-gated), timeline, post-mortem.
+
+Usage::
+
+    service = IncidentService(flow)
+    incident = service.open(request_id, opened_by="guardian")   # idempotent: one open incident per request
+    service.rollback(incident.id, "U_APPROVER")                 # creates a rollback request (approvals, pipeline)
+    markdown = service.postmortem(incident.id)
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.errors import SlackClientError
+
+from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
+from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus
+from bot.postmortem import build_timeline, render_postmortem
+from bot.slack.cards import build_thread_note
+from bot.slack.incident_blocks import IncidentView, build_incident_card
+from bot.store import NewMigration
+
+if TYPE_CHECKING:
+    from bot.flow import Flow
+
+log = logging.getLogger(__name__)
+I = IncidentStatus
+PIN_REACTION = "pushpin"
+
+
+class ConfirmationNeeded(GuardianError):
+    code = "confirmation-needed"
+
+
+class IncidentService:
+    """Domain service over the flow's store, config and Slack client."""
+
+    def __init__(self, flow: "Flow") -> None:
+        self.flow = flow
+        self.store = flow.store
+
+    # ------------------------------------------------------------- opening
+    def open(self, request_id: int, *, opened_by: str = "guardian") -> Incident:
+        request = self.store.get_request(request_id)
+        summary = (f"{request.environment}: request #{request.id} failed at {request.failed_step or '?'}; "
+                   f"database {(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}")
+        channel = self.flow.config.slack.incident_channel or request.channel
+        incident, created = self.store.create_incident(request_id, opened_by=opened_by, summary=summary, channel=channel)
+        if not created:
+            return incident
+        log.info("request %s: incident %s opened by %s", request_id, incident.id, opened_by)
+        slack = self.flow.slack
+        if slack is not None and channel:
+            in_request_thread = channel == request.channel and not self.flow.config.slack.incident_channel
+            message = build_incident_card(incident, request, self._view(incident, request))
+            try:
+                posted = slack.chat_postMessage(channel=channel, thread_ts=request.thread_ts if in_request_thread else None,
+                                                **message)
+                incident = self.store.update_incident(
+                    incident.id, channel=channel,
+                    thread_ts=request.thread_ts if in_request_thread else posted["ts"])
+                self._card_ts[incident.id] = posted["ts"]
+                self.store.record_event("incident.card", actor="guardian", request_id=request.id,
+                                        incident_id=incident.id, detail={"ts": posted["ts"]})
+                if not in_request_thread:
+                    link = slack.chat_getPermalink(channel=channel, message_ts=posted["ts"]).get("permalink")
+                    self.flow._post(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {link}"))
+            except SlackClientError as exc:
+                log.error("incident %s: could not post the incident card: %s", incident.id, type(exc).__name__)
+        return incident
+
+    _card_ts: dict[int, str] = {}
+
+    def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
+        approvers = tuple(d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve")
+        link = None
+        return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
+                            request_link=link, note=note)
+
+    def _card_message_ts(self, incident: Incident) -> str | None:
+        for event in reversed(self.store.list_events(incident_id=incident.id)):
+            if event.kind == "incident.card":
+                return event.detail.get("ts")
+        return None
+
+    def refresh(self, incident_id: int, note: str | None = None) -> None:
+        incident = self.store.get_incident(incident_id)
+        request = self.store.get_request(incident.request_id)
+        ts = self._card_message_ts(incident)
+        if self.flow.slack is None or not incident.channel or not ts:
+            return
+        try:
+            self.flow.slack.chat_update(channel=incident.channel, ts=ts,
+                                        **build_incident_card(incident, request, self._view(incident, request, note)))
+        except SlackClientError as exc:
+            log.error("incident %s: could not update its card: %s", incident_id, type(exc).__name__)
+
+    def say(self, incident: Incident, text: str) -> None:
+        if self.flow.slack is None or not incident.channel or not incident.thread_ts:
+            return
+        try:
+            self.flow.slack.chat_postMessage(channel=incident.channel, thread_ts=incident.thread_ts,
+                                             **build_thread_note(text))
+        except SlackClientError as exc:
+            log.error("incident %s: could not post: %s", incident.id, type(exc).__name__)
+
+    # ------------------------------------------------------------- authorisation
+    def _check_actor(self, incident: Incident, request: Request, user: str, what: str) -> None:
+        if incident.status is I.RESOLVED:
+            raise PolicyDenied(f"incident #{incident.id} is resolved; open a new one with `/migrate incident {request.id}`",
+                               code="incident-resolved")
+        policy = self.flow.policy(request.environment)
+        if not policy.is_approver(user, self.flow.group_members):
+            raise PolicyDenied(f"only {request.environment} approvers can {what}; ask one of them", code="not-an-approver")
+
+    def _incident(self, incident_id: int) -> tuple[Incident, Request]:
+        try:
+            incident = self.store.get_incident(incident_id)
+        except NotFound:
+            raise NotFound(f"there is no incident #{incident_id}") from None
+        return incident, self.store.get_request(incident.request_id)
+
+    # ------------------------------------------------------------- actions
+    def rollback(self, incident_id: int, user: str) -> str:
+        """Start a rollback: a new request with the down SQL, approved by another approver, run by the pipeline."""
+        incident, request = self._incident(incident_id)
+        self._check_actor(incident, request, user, "roll back")
+        downs = [m for m in reversed(request.migrations) if m.down_sql]
+        if not downs:
+            raise PolicyDenied(f"request #{request.id} has no down SQL (`.down.sql` or a `-- down:` section); "
+                               "use Restore backup or fix forward", code="no-down-sql")
+        try:
+            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user, detail={"action": "rollback"})
+        except TransitionConflict:
+            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        migrations = [NewMigration(name=f"{m.name}.down", version=m.version, ledger_name=m.ledger_name,
+                                   path=(m.path or m.name) + " (down)", sql=m.down_sql or "") for m in downs]
+        rollback = self.store.create_request(
+            request.environment, user, migrations, source="rollback", channel=incident.channel,
+            parent_request_id=request.id, git_commit=request.git_commit,
+            selection={"rollback_of": request.id, "incident": incident.id})
+        if self.flow.slack is not None and incident.channel:
+            from bot.slack.cards import build_request_card
+
+            posted = self.flow.slack.chat_postMessage(channel=incident.channel, thread_ts=incident.thread_ts,
+                                                      **build_request_card(rollback, self.flow.card_view(rollback)))
+            self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=incident.thread_ts)
+        self.flow._enqueue("analyze", rollback.id)
+        self.say(incident, f":rewind: <@{user}> started rollback request #{rollback.id} (the down SQL). "
+                           "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
+        self.refresh(incident.id)
+        return f"Rollback request #{rollback.id} created; another approver must approve it."
+
+    def restore(self, incident_id: int, user: str, *, confirmed_environment: str | None = None) -> str:
+        """Restore the touched tables from this request's backup (typed confirmation; approvers only)."""
+        incident, request = self._incident(incident_id)
+        self._check_actor(incident, request, user, "restore a backup")
+        if user == request.requester:
+            raise PolicyDenied("you ran the failed request; another approver must restore", code="self-approval")
+        backups = self.store.list_backups(request_id=request.id)
+        if not backups:
+            raise PolicyDenied(f"request #{request.id} has no backup to restore; roll back or fix forward",
+                               code="no-backup")
+        if confirmed_environment != request.environment:
+            raise ConfirmationNeeded(f"type {request.environment} to confirm the restore")
+        try:
+            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user,
+                                           detail={"action": "restore", "backup_id": backups[-1].id})
+        except TransitionConflict:
+            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        self.flow._enqueue("restore", request.id)
+        self.say(incident, f":floppy_disk: <@{user}> is restoring backup #{backups[-1].id}.")
+        self.refresh(incident.id)
+        return f"Restoring backup #{backups[-1].id}; follow the incident thread."
+
+    def retry(self, incident_id: int, user: str) -> str:
+        incident, request = self._incident(incident_id)
+        self._check_actor(incident, request, user, "retry")
+        if request.status is not RequestStatus.FAILED or request.db_state not in (DbState.UNTOUCHED, DbState.ROLLED_BACK):
+            raise PolicyDenied("retry is only possible when the run failed and the database is untouched; "
+                               "roll back or restore first", code="retry-unsafe")
+        try:
+            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user, detail={"action": "retry"})
+        except TransitionConflict:
+            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True})
+        attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == "backup")
+        self.flow._enqueue("backup", request.id, attempt=attempt)
+        self.say(incident, f":repeat: <@{user}> retried request #{request.id} (attempt {attempt}).")
+        self.refresh(incident.id)
+        return f"Retrying request #{request.id}."
+
+    def mark_fixed_forward(self, incident_id: int, user: str) -> str:
+        incident, request = self._incident(incident_id)
+        self._check_actor(incident, request, user, "mark it fixed forward")
+        try:
+            self.store.transition_incident(incident.id, [I.OPEN, I.MITIGATING], I.MITIGATED, actor=user,
+                                           detail={"action": "fixed forward"})
+        except TransitionConflict as exc:
+            raise PolicyDenied(exc.message, code="incident-moved") from None
+        self.say(incident, f":wrench: <@{user}> marked the incident fixed forward.")
+        self.refresh(incident.id)
+        return "Marked fixed forward."
+
+    def resolve(self, incident_id: int, user: str) -> str:
+        incident, request = self._incident(incident_id)
+        self._check_actor(incident, request, user, "resolve it")
+        try:
+            self.store.transition_incident(incident.id, [I.OPEN, I.MITIGATING, I.MITIGATED], I.RESOLVED, actor=user)
+        except TransitionConflict as exc:
+            raise PolicyDenied(exc.message, code="incident-moved") from None
+        self.publish_postmortem(incident.id)
+        self.refresh(incident.id)
+        return f"Incident #{incident.id} resolved; the post-mortem draft is in the thread."
+
+    # ----------------------------------------------------- pipeline outcomes
+    def on_request_finished(self, request_id: int) -> None:
+        """A rollback request ended: mitigated on success, back to open on failure."""
+        request = self.store.get_request(request_id)
+        if request.source != "rollback" or request.parent_request_id is None:
+            return
+        incident = self.store.find_incident(request_id=request.parent_request_id)
+        if incident is None:
+            return
+        if request.status is RequestStatus.SUCCEEDED:
+            self.store.update_request(request.parent_request_id, db_state=DbState.ROLLED_BACK)
+            try:
+                self.store.transition_incident(incident.id, I.MITIGATING, I.MITIGATED, actor="guardian",
+                                               detail={"rollback_request": request_id})
+            except TransitionConflict:
+                pass
+            self.say(incident, f":white_check_mark: Rollback request #{request_id} succeeded; the database is rolled back.")
+        elif request.status in (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.REJECTED):
+            try:
+                self.store.transition_incident(incident.id, I.MITIGATING, I.OPEN, actor="guardian",
+                                               detail={"rollback_request": request_id, "status": request.status.value})
+            except TransitionConflict:
+                pass
+            self.say(incident, f":x: Rollback request #{request_id} {request.status.value}; the incident is open again.")
+        self.refresh(incident.id)
+
+    def on_restore_finished(self, request_id: int, ok: bool, detail: str) -> None:
+        incident = self.store.find_incident(request_id=request_id)
+        if incident is None:
+            return
+        try:
+            self.store.transition_incident(incident.id, I.MITIGATING, I.MITIGATED if ok else I.OPEN, actor="guardian",
+                                           detail={"action": "restore", "ok": ok, "detail": detail[:500]})
+        except TransitionConflict:
+            pass
+        self.say(incident, (":white_check_mark: Restore finished: " if ok else ":x: Restore failed: ") + detail)
+        self.refresh(incident.id)
+
+    # ------------------------------------------------------- timeline, notes
+    def note(self, incident_id: int, author: str, text: str, *, source: str = "command", slack_ts: str | None = None) -> bool:
+        self.store.get_incident(incident_id)
+        return self.store.add_incident_note(incident_id, author=author, text=text, source=source, slack_ts=slack_ts)
+
+    def timeline(self, incident_id: int) -> list[Any]:
+        incident = self.store.get_incident(incident_id)
+        events = self.store.list_events(request_id=incident.request_id, incident_id=incident.id)
+        children = [r for r in self.store.list_requests(limit=50) if r.parent_request_id == incident.request_id]
+        for child in children:
+            events += self.store.list_events(request_id=child.id)
+        events = sorted({e.id: e for e in events}.values(), key=lambda e: e.id)
+        return build_timeline(events, self.store.list_incident_notes(incident_id))
+
+    def postmortem(self, incident_id: int) -> str:
+        incident = self.store.get_incident(incident_id)
+        request = self.store.get_request(incident.request_id)
+        approvers = [d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve"]
+        return render_postmortem(incident, request, self.timeline(incident_id),
+                                 self.store.list_backups(request_id=request.id), approvers)
+
+    def publish_postmortem(self, incident_id: int) -> str:
+        markdown = self.postmortem(incident_id)
+        incident = self.store.update_incident(incident_id, postmortem=markdown)
+        if self.flow.slack is not None and incident.channel and incident.thread_ts:
+            try:
+                self.flow.slack.files_upload_v2(channel=incident.channel, thread_ts=incident.thread_ts, content=markdown,
+                                                filename=f"postmortem-incident-{incident_id}.md",
+                                                title=f"Post-mortem draft, incident #{incident_id}")
+            except SlackClientError as exc:
+                log.error("incident %s: post-mortem upload failed: %s", incident_id, type(exc).__name__)
+        return markdown
+
+
+def open_for_failure(request_id: int) -> None:
+    """Pipeline hook: a failed run opens an incident (rollback requests report to their parent's instead)."""
+    from workers.runtime import runtime
+
+    service = IncidentService(runtime().flow)
+    request = service.store.get_request(request_id)
+    if request.source == "rollback":
+        service.on_request_finished(request_id)
+        return
+    service.open(request_id)
+
+
+def on_request_finished(request_id: int) -> None:
+    """Pipeline hook after a request ends (succeeded or failed)."""
+    from workers.runtime import runtime
+
+    IncidentService(runtime().flow).on_request_finished(request_id)
