@@ -28,7 +28,7 @@ from psycopg import errors as pg_errors
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.pg.connect import classify
-from bot.sources.apply import ApplyError, _check_applicable, apply_migration, prisma_advisory_lock
+from bot.sources.apply import ApplyError, apply_migration, check_applicable, prisma_advisory_lock
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.sources.statements import Piece
@@ -219,13 +219,13 @@ def to_migration(ref: MigrationRef, layout: str) -> Migration:
 def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
     """One migration file: the fast path sends it whole inside the ledger transaction; mixed files commit in parts."""
     migration = to_migration(ref, ctx.layout)
-    parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000)
+    parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000, request_id=ctx.request.id)
     if len(parts) <= 1 and (not parts or parts[0].kind == "tx"):
         _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
     with ctx.conn.transaction():
-        _check_applicable(ctx.conn, ctx.layout, migration)
+        check_applicable(ctx.conn, ctx.layout, migration)
     tail: list[Piece] = parts[-1].pieces if parts[-1].kind == "tx" else []
     for part in (parts[:-1] if tail else parts):
         try:
@@ -312,4 +312,4 @@ def _batched(ctx: ApplyContext, name: str, part: Part) -> None:
     def one_batch(do: Callable[[], T]) -> T:
         return ctx.retrying(name, do)
 
-    run_batches(ctx.conn, plan, one_batch, progress)
+    run_batches(ctx.conn, plan, one_batch, progress, request_id=ctx.request.id)

@@ -126,6 +126,8 @@ def run_batches(
     plan: BatchPlan,
     run_one: Callable[[Callable[[], tuple[int, object, int]]], tuple[int, object, int]],
     progress: Callable[[int, int, bool], None] = lambda rows, batches, done: None,
+    *,
+    request_id: int | None = None,
 ) -> int:
     """Run every batch; ``run_one(do)`` wraps one batch (its transaction, timeouts, retries). Returns rows changed."""
     last: object = None
@@ -145,7 +147,8 @@ def run_batches(
         done = picked < plan.size
         progress(rows, batches, done)
         if done:
-            log.info("batched statement on %s done: %s rows in %s batches", plan.table, rows, batches)
+            log.info("request %s: batched statement on %s done: %s rows in %s batches", request_id, plan.table,
+                     rows, batches)
             return rows
         last = top
         time.sleep(plan.pause_s)

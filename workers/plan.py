@@ -46,7 +46,7 @@ def _fallback_transactional(piece: Piece, pg_version: int) -> bool:
     return True
 
 
-def _transactional_flags(sql: str, pieces: list[Piece], pg_version: int) -> list[bool]:
+def _transactional_flags(sql: str, pieces: list[Piece], pg_version: int, request_id: int | None) -> list[bool]:
     try:
         from bot.risk.engine import analyze
         from bot.risk.models import Context
@@ -56,12 +56,12 @@ def _transactional_flags(sql: str, pieces: list[Piece], pg_version: int) -> list
         statements = analyze(sql, Context(pg_version=pg_version)).statements
         if len(statements) == len(pieces):
             return [s.transactional for s in statements]
-        log.info("risk engine saw %s statements, the splitter %s; classifying ourselves", len(statements),
-                 len(pieces))
+        log.info("request %s: risk engine saw %s statements, the splitter %s; classifying ourselves", request_id,
+                 len(statements), len(pieces))
     return [_fallback_transactional(p, pg_version) for p in pieces]
 
 
-def plan_parts(sql: str, pg_version: int) -> list[Part]:
+def plan_parts(sql: str, pg_version: int, *, request_id: int | None = None) -> list[Part]:
     """The parts of ``sql`` in order; one "tx" part for an ordinary file (or one that does not parse)."""
     pieces = split_statements(sql)
     if not pieces or any(p.node_type is None for p in pieces):
@@ -76,7 +76,7 @@ def plan_parts(sql: str, pg_version: int) -> list[Part]:
         if target is None or target.node_type not in ("UpdateStmt", "DeleteStmt"):
             raise BatchError(f"line {line}: `-- guardian: batch` must come right before an UPDATE or DELETE")
         batched[target.index] = spec
-    flags = _transactional_flags(sql, pieces, pg_version)
+    flags = _transactional_flags(sql, pieces, pg_version, request_id)
     parts: list[Part] = []
     for piece, transactional in zip(pieces, flags):
         if piece.index in batched:

@@ -69,10 +69,12 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
     status = request.status
     if status is RequestStatus.APPROVED:
         if request.run_after is not None and request.run_after > now:
+            gate = job_id("start", request.id, int(request.run_after.timestamp()))
+            if _job_waiting(redis, gate):
+                return None  # the flow's gate check is scheduled for when the freeze or window ends
+        elif step_alive(redis, "backup", request.id):
             return None
-        if step_alive(redis, "backup", request.id):
-            return None
-        return "approved but never queued: started" if pipeline.start_run(rt, request.id, connection=redis) else None
+        return _schedule(rt, redis, request)
     if status is RequestStatus.QUEUED:
         if step_alive(redis, "backup", request.id):
             return None
@@ -90,6 +92,26 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
                        "the worker running verify died; the migrations are applied but not verified: "
                        "check the thread's diff and verify by hand, or retry")
     return _settle_apply(rt, request)
+
+
+def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
+    """Hand an approved request back to the flow, which re-checks freezes and windows before start_run."""
+    flow = getattr(rt, "flow", None)
+    if flow is None:
+        started = pipeline.start_run(rt, request.id, connection=redis)
+        return "approved but never queued: started" if started else None
+    flow.schedule_run(request.id)
+    now = rt.store.get_request(request.id)
+    if now.status is RequestStatus.APPROVED:
+        return "approved, its gate check was gone: scheduled again"
+    return "approved but never queued: started"
+
+
+def _job_waiting(redis: Redis, jid: str) -> bool:
+    try:
+        return Job.fetch(jid, connection=redis).get_status(refresh=True) in _WAITING
+    except NoSuchJobError:
+        return False
 
 
 def step_alive(redis: Redis, step: str, request_id: int) -> bool:

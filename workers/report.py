@@ -41,22 +41,15 @@ def post(rt: Any, request: Request, message: dict[str, Any]) -> str | None:
 
 
 def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:
-    """Re-render the root status card from the store, if the lead's card builder is installed."""
-    client = rt.slack
+    """Re-render the root status card from the store with the lead's card (Flow.refresh_card) when installed."""
     try:
-        from bot.slack.cards import CardView, build_request_card
-    except ImportError:
-        return
-    request = rt.store.get_request(request_id)
-    if client is None or not request.channel or not request.message_ts:
-        return
+        flow = rt.flow
+    except (AttributeError, ImportError):
+        return  # no card builder yet: the thread replies are the report
     try:
-        message = build_request_card(request, CardView(note=note))
-        client.chat_update(channel=request.channel, ts=request.message_ts, **message)
-    except (SlackApiError, SlackClientError, OSError) as exc:
-        log.warning("request %s: refreshing the card failed (%s)", request_id, type(exc).__name__)
-    except Exception:  # the card builder is another team's code; a bug there must not fail a migration
-        log.exception("request %s: building the status card failed; the pipeline goes on", request_id)
+        flow.refresh_card(request_id, note=note)
+    except Exception:  # the card is another team's code; a bug there must not fail a migration
+        log.exception("request %s: refreshing the status card failed; the pipeline goes on", request_id)
 
 
 def open_incident(request_id: int) -> None:

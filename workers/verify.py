@@ -20,7 +20,7 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import classify, connect_target
 from bot.pg.diff import diff_snapshots
 from bot.pg.snapshot import SchemaSnapshot, take_snapshot
-from bot.slack.pipeline_blocks import build_verify_message
+from bot.slack.pipeline_blocks import build_summary_message, build_verify_message
 from workers import pipeline, report
 from workers.checks import compare_probes, rls_probe_results, row_counts, run_verify_sql, verify_section
 from workers.runtime import runtime
@@ -68,6 +68,11 @@ def run(request_id: int) -> None:
         return
     log.info("request %s: succeeded", request_id)
     report.refresh_card(rt, request_id)
+    steps = rt.store.list_steps(request_id)
+    backups = rt.store.list_backups(request_id=request_id)
+    report.post(rt, step.request, build_summary_message(
+        request_id, [(s.step, s.duration_ms) for s in steps if s.status == "succeeded"],
+        backups[-1].path.rsplit("/", 1)[-1] if backups else None, len(rt.store.list_events(request_id=request_id))))
 
 
 def _before(rt: Any, request_id: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import psycopg
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "guardian"
 RECONCILE_EVERY_S = 60.0
 CLEANUP_EVERY_S = 3600.0
+RECONCILE_MIN_AGE_S = 10.0  # requests changed more recently may have their job enqueued right now
 
 
 def redis_connection(settings: Settings) -> Redis:
@@ -28,6 +30,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     Reconciles once before working (requests whose job vanished are re-enqueued first), then every
     minute in a background thread; expired backups are deleted hourly.
     """
+    os.register_at_fork(after_in_child=_forget_parent_runtime)
     connection = redis_connection(settings)
     queue = Queue(QUEUE_NAME, connection=connection)
     worker = Worker([queue], connection=connection)
@@ -40,12 +43,19 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
                              name="guardian-maintenance", daemon=True).start()
     log.info("worker %s listening on queue %r (burst=%s)", worker.name, QUEUE_NAME, burst)
     try:
-        worker.work(burst=burst, with_scheduler=False)
+        worker.work(burst=burst, with_scheduler=True)  # runs `at=` jobs (maintenance windows, freezes)
     finally:
         stop.set()
         if maintenance is not None:
             maintenance.close()
     return 0
+
+
+def _forget_parent_runtime() -> None:
+    """In a forked job process: never touch the parent's pooled connections; build a runtime of our own."""
+    import workers.runtime
+
+    workers.runtime._current = None  # dropped, not closed: closing would end the parent's sessions too
 
 
 def _maintenance_runtime(settings: Settings):
@@ -63,7 +73,7 @@ def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
     from workers.reconciler import reconcile
 
     try:
-        for line in reconcile(rt, redis=connection):
+        for line in reconcile(rt, redis=connection, min_age_s=RECONCILE_MIN_AGE_S):
             log.info("reconciler: %s", line)
         if cleanup:
             cleanup_backups(rt)

@@ -109,3 +109,14 @@ def build_verify_message(request_id: int, ok: bool, diff: list[str], warnings: l
 def build_cleanup_message(deleted: int, freed_bytes: int) -> Message:
     return _message(f":wastebasket: Backup retention: {deleted} expired backup(s) deleted, "
                     f"{freed_bytes / 2**20:.1f} MiB freed.")
+
+
+def build_summary_message(request_id: int, steps: list[tuple[str, int | None]], backup: str | None,
+                          events: int) -> Message:
+    """The run's end: every step with its timing, the backup to restore from, the audit trail's length."""
+    total = sum(ms or 0 for _, ms in steps)
+    lines = [f"• {step}: {_seconds(ms)}" for step, ms in steps]
+    if backup:
+        lines.append(f"• backup: `{backup}`")
+    lines.append(f"• audit: {events} event(s) recorded for this request (`/migrate history` shows them)")
+    return _message(f":tada: Request #{request_id} succeeded in {_seconds(total)}.", lines)

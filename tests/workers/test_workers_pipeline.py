@@ -49,6 +49,8 @@ def test_happy_path_backup_apply_verify_ledgers_and_thread(make_pipeline):
                  "+ index public.items_v", "+ column public.items.note"):
         assert word in thread
     assert "postgresql://" not in thread and "password" not in thread.lower()
+    assert f"Request #{req.id} succeeded in" in thread and path.name in thread
+    assert any(c.params.get("ts") == req.message_ts for c in p.standin.calls("chat.update"))  # the card
 
 
 def test_duplicate_or_orphaned_step_job_does_nothing(make_pipeline):

@@ -120,3 +120,20 @@ def test_reconcile_leaves_recent_changes_alone(make_pipeline):
     p.redis.flushdb()
     assert reconcile(p.rt, redis=p.redis, min_age_s=60) == []
     assert p.store.get_request(req.id).status is RequestStatus.QUEUED
+
+
+def test_worker_start_reconciles_then_works_in_forked_job_processes(make_pipeline, monkeypatch):
+    from bot.config import Settings
+    from workers.worker import run_worker
+
+    p = make_pipeline()
+    req = p.request([("001_a", "CREATE TABLE via_worker (id int);")])
+    start_run(p.rt, req.id)
+    p.redis.flushdb()  # the job is lost; only the reconciler at worker start can bring it back
+    for key, value in p.settings_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("workers.worker.RECONCILE_MIN_AGE_S", 0.0)
+
+    assert run_worker(Settings(), burst=True) == 0
+
+    assert p.store.get_request(req.id).status is RequestStatus.SUCCEEDED
