@@ -8,6 +8,7 @@ The bot's PostgreSQL state is the truth, Redis only a hint. Per request status:
 
 * approved (due) with no live backup job -> start_run (approved -> queued + backup job);
 * queued with no live backup job -> the backup job is enqueued again;
+* a running status whose step already succeeded -> the next step's job is enqueued again;
 * backing_up / verifying whose job or worker is gone -> failed (untouched / applied_unverified);
 * applying whose job or worker is gone -> our orphaned backend (application_name guardian-req<id>)
   is terminated, the target's ledgers say how many files committed, and the request fails with
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 WORKER_SILENT_S = 15 * 60  # a worker with no heartbeat for this long counts as dead even on another host
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+NEXT_STEP: dict[str, str | None] = {"backup": "apply", "apply": "verify", "verify": None}
 _ACTIVE = [RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.BACKING_UP, RequestStatus.APPLYING,
            RequestStatus.VERIFYING]
 
@@ -81,6 +83,9 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
         enqueue_step(redis, "backup", request.id)
         return "queued but its backup job was gone: enqueued again"
     step = pipeline.RUNNING_STEP[status]
+    rows = [s for s in rt.store.list_steps(request.id) if s.step == step]
+    if rows and rows[-1].status == "succeeded":  # the step finished; the next one has not started yet
+        return _resume_after(rt, redis, request, step)
     if step_alive(redis, step, request.id):
         return None
     _close_running_steps(rt, request.id, step)
@@ -92,6 +97,22 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
                        "the worker running verify died; the migrations are applied but not verified: "
                        "check the thread's diff and verify by hand, or retry")
     return _settle_apply(rt, request)
+
+
+def _resume_after(rt: Any, redis: Redis, request: Request, step: str) -> str | None:
+    """A step succeeded but the request did not move on: enqueue the next step, or finish a verified run."""
+    following = NEXT_STEP[step]
+    if following is None:
+        try:
+            rt.store.transition(request.id, RequestStatus.VERIFYING, RequestStatus.SUCCEEDED, actor=pipeline.ACTOR)
+        except GuardianError as exc:
+            log.info("request %s: not marked succeeded: %s", request.id, exc)
+            return None
+        return "verified but not marked succeeded: succeeded"
+    if step_alive(redis, following, request.id):
+        return None
+    enqueue_step(redis, following, request.id)
+    return f"{step} done but the {following} job was gone: enqueued again"
 
 
 def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:

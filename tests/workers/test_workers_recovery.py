@@ -113,6 +113,23 @@ def test_redis_flush_between_approval_and_run_loses_no_request(make_pipeline):
         assert conn.execute("SELECT count(*) FROM guardian.schema_history").fetchone()[0] == 3
 
 
+def test_redis_flush_between_steps_resumes_with_the_next_step(make_pipeline):
+    from rq import Queue, SimpleWorker
+
+    p = make_pipeline()
+    req = p.request([("001_a", "CREATE TABLE between_steps (id int);")])
+    start_run(p.rt, req.id)
+    SimpleWorker([Queue("guardian", connection=p.redis)], connection=p.redis).work(burst=True, max_jobs=1)
+    assert p.store.get_request(req.id).status is RequestStatus.BACKING_UP  # backup done, apply not started
+    p.redis.flushdb()
+
+    assert reconcile(p.rt, redis=p.redis, min_age_s=0) == [
+        f"request {req.id}: backup done but the apply job was gone: enqueued again"]
+    p.work()
+    assert p.store.get_request(req.id).status is RequestStatus.SUCCEEDED
+    assert len(p.store.list_backups(request_id=req.id)) == 1  # the backup was not taken twice
+
+
 def test_reconcile_leaves_recent_changes_alone(make_pipeline):
     p = make_pipeline()
     req = p.request([("001_a", "CREATE TABLE recent_a (id int);")])
