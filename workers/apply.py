@@ -220,7 +220,10 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
     """One migration file: the fast path sends it whole inside the ledger transaction; mixed files commit in parts."""
     migration = to_migration(ref, ctx.layout)
     parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000, request_id=ctx.request.id)
-    if len(parts) <= 1 and (not parts or parts[0].kind == "tx"):
+    if not parts:  # only comments: nothing to run, the ledger rows still record it
+        _ledgered(ctx, migration, lambda: None)
+        return
+    if len(parts) == 1 and parts[0].kind == "tx":
         _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
@@ -231,7 +234,7 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         try:
             _run_part(ctx, migration, part)
         except psycopg.Error as exc:  # record the failure in the ledgers as the tool would, then raise ApplyError
-            _ledgered(ctx, migration, lambda error=exc: _reraise(error))
+            _ledgered(ctx, migration, lambda error=exc: _reraise(error), retry=False)
         ctx.progress.committed += 1
     _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail])
 
@@ -240,7 +243,7 @@ def _reraise(error: BaseException) -> None:
     raise error
 
 
-def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], object]) -> None:
+def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], object], *, retry: bool = True) -> None:
     """Run ``statements`` inside apply_migration's transaction (ledger rows included), retrying lock timeouts
     by rolling back to a savepoint: the ledger insert before it stays, nothing is recorded as failed per retry."""
 
@@ -251,7 +254,10 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
             with conn.transaction():  # a savepoint inside the file's transaction
                 statements()
 
-        ctx.retrying(migration.ledger_name, attempt_once)
+        if retry:
+            ctx.retrying(migration.ledger_name, attempt_once)
+        else:
+            attempt_once()
 
     try:
         apply_migration(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id), approvers=ctx.approvers,
@@ -294,7 +300,11 @@ def _alone(ctx: ApplyContext, piece: Piece) -> None:
                 if index not in before:
                     log.warning("request %s: dropping invalid index %s left by a failed statement",
                                 ctx.request.id, index)
-                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+                    try:
+                        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+                    except psycopg.Error as exc:  # the original error matters more; verify flags the index
+                        log.warning("request %s: could not drop invalid index %s (%s); drop it by hand",
+                                    ctx.request.id, index, type(exc).__name__)
         raise
 
 

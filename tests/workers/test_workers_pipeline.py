@@ -142,3 +142,30 @@ def test_backup_failure_fails_untouched(make_pipeline, monkeypatch):
     assert failed.failed_step == "backup" and failed.db_state is DbState.UNTOUCHED
     assert "s3cret" not in failed.error and "postgresql://" not in failed.error
     assert not any("s3cret" in t for t in p.thread_texts(failed))
+
+
+def test_failure_after_a_committed_part_is_partially_applied(make_pipeline):
+    p = make_pipeline()
+    sql = ("CREATE TABLE parted (id int);\nCREATE INDEX CONCURRENTLY parted_id ON parted (id);\n"
+           "ALTER TABLE parted ADD COLUMN broken int REFERENCES nowhere (id);\n")
+    req = p.request([("001_parted", sql)])
+    start_run(p.rt, req.id)
+    p.work()
+    failed = p.store.get_request(req.id)
+    assert failed.status is RequestStatus.FAILED
+    assert failed.failed_step == "apply" and failed.db_state is DbState.PARTIALLY_APPLIED
+    assert 'relation "nowhere" does not exist' in failed.error
+    with p.target() as conn:  # what committed before the CONCURRENTLY statement, and the index itself, remain
+        assert conn.execute("SELECT to_regclass('parted_id') IS NOT NULL").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM guardian.schema_history").fetchone()[0] == 0
+        assert conn.execute("SELECT succeeded FROM guardian.applied_migrations").fetchone()[0] is False
+
+
+def test_comment_only_migration_is_recorded(make_pipeline):
+    p = make_pipeline()
+    req = p.request([("001_noop", "-- nothing to do here\n")])
+    start_run(p.rt, req.id)
+    p.work()
+    assert p.store.get_request(req.id).status is RequestStatus.SUCCEEDED
+    with p.target() as conn:
+        assert conn.execute("SELECT version FROM guardian.schema_history").fetchall() == [("001",)]
