@@ -119,3 +119,27 @@ def _swallow(conn: psycopg.Connection, sql: str) -> None:
         conn.execute(sql)
     except psycopg.OperationalError:
         pass  # terminated by the reconciler, as intended
+
+
+def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pipeline):
+    p = make_pipeline(layout="prisma", lock_timeout="300ms", apply_retries=4)
+    with p.target() as conn:
+        conn.execute('CREATE TABLE "User" (id int PRIMARY KEY)')
+    req = p.request([("20240101000000_add_name", 'ALTER TABLE "User" ADD COLUMN name text;')])
+    blocker = psycopg.connect(p.target_url, application_name="test-blocker")
+    blocker.execute('SELECT count(*) FROM "User"').fetchone()
+    release = threading.Timer(1.0, blocker.rollback)  # the long transaction ends while we back off
+    release.start()
+    try:
+        start_run(p.rt, req.id)
+        p.work()
+    finally:
+        release.join()
+        blocker.close()
+    done = p.store.get_request(req.id)
+    assert done.status is RequestStatus.SUCCEEDED, done.error
+    apply_step = next(s for s in p.store.list_steps(req.id) if s.step == "apply")
+    assert apply_step.outcome["lock_retries"] >= 1
+    with p.target() as conn:
+        rows = conn.execute("SELECT migration_name, finished_at IS NOT NULL, logs FROM _prisma_migrations").fetchall()
+    assert rows == [("20240101000000_add_name", True, None)]  # no failed row per retry (Prisma would stop: P3009)
