@@ -286,6 +286,16 @@ class IncidentService:
         return markdown
 
 
+def touched_relations(request: Request) -> list[str]:
+    """Tables the request's statements lock or change, from its risk reports (what a restore overwrites)."""
+    seen: dict[str, None] = {}
+    for m in request.migrations:
+        for st in (m.report or {}).get("statements", []):
+            for lock in st.get("locks", []):
+                seen.setdefault(lock["relation"], None)
+    return list(seen)
+
+
 def open_for_failure(request_id: int) -> None:
     """Pipeline hook: a failed run opens an incident (rollback requests report to their parent's instead)."""
     from workers.runtime import runtime

@@ -65,7 +65,7 @@ def build_app(
     commands.register(app, config, flow)
     actions.register(app, config, flow)
     views.register(app, config, flow)
-    events.register(app, config)
+    events.register(app, config, flow)
     return app
 
 

@@ -10,13 +10,18 @@ from slack_sdk import WebClient
 from bot.config import GuardianConfig
 from bot.errors import GuardianError
 from bot.flow import ConfirmationNeeded, Flow
+from bot.incidents import ConfirmationNeeded as IncidentConfirmationNeeded
+from bot.incidents import IncidentService, touched_relations
 from bot.slack.blocks import build_not_available_message
 from bot.slack.ids import BUTTON_LABELS, ActionId
+from bot.slack.incident_blocks import build_restore_confirm_modal
 from bot.slack.modals import ModalState, build_confirm_modal, build_reject_modal
 from bot.slack.replies import replying_errors
 
 logger = logging.getLogger(__name__)
 REQUEST_ACTIONS = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL)
+INCIDENT_ACTIONS = (ActionId.ROLL_BACK, ActionId.RESTORE_BACKUP, ActionId.RETRY, ActionId.MARK_FIXED_FORWARD,
+                    ActionId.RESOLVE)
 
 
 def _request_id(action: dict[str, Any]) -> int:
@@ -58,6 +63,32 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         except ConfirmationNeeded:
             client.views_open(trigger_id=body["trigger_id"], view=build_confirm_modal(state))
 
+    def handle_incident_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+                               client: WebClient) -> None:
+        ack()
+        with replying_errors(body, respond, client):
+            _incident_act(ActionId(action["action_id"]), action, body, respond, client)
+
+    def _incident_act(action_id: ActionId, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+                      client: WebClient) -> None:
+        user = body["user"]["id"]
+        incident_id = _request_id(action)
+        logger.info("incident %s: %s clicked by %s", incident_id, action_id.value, user)
+        service = IncidentService(flow)
+        if action_id is ActionId.RESTORE_BACKUP:
+            try:
+                _tell(respond, service.restore(incident_id, user))
+            except IncidentConfirmationNeeded:
+                incident = flow.store.get_incident(incident_id)
+                request = flow.store.get_request(incident.request_id)
+                backup = flow.store.list_backups(request_id=request.id)[-1]
+                client.views_open(trigger_id=body["trigger_id"], view=build_restore_confirm_modal(
+                    incident_id, request.environment, touched_relations(request), backup))
+            return
+        handler = {ActionId.ROLL_BACK: service.rollback, ActionId.RETRY: service.retry,
+                   ActionId.MARK_FIXED_FORWARD: service.mark_fixed_forward, ActionId.RESOLVE: service.resolve}
+        _tell(respond, handler[action_id](incident_id, user))
+
     def handle_not_yet(ack: Ack, action: dict[str, Any], respond: Respond) -> None:
         ack()
         _tell(respond, build_not_available_message(BUTTON_LABELS[ActionId(action["action_id"])])["text"])
@@ -65,5 +96,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
     for action_id in ActionId:
         if flow is not None and action_id in REQUEST_ACTIONS:
             app.action(action_id.value)(handle_request_action)
+        elif flow is not None and action_id in INCIDENT_ACTIONS:
+            app.action(action_id.value)(handle_incident_action)
         else:
             app.action(action_id.value)(handle_not_yet)

@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from bot.config import GuardianConfig
 from bot.errors import PolicyDenied
 from bot.flow import Flow
+from bot.incidents import IncidentService, touched_relations
 from bot.models import TERMINAL
 from bot.slack.blocks import build_help_message, build_not_available_message, build_usage_message
 from bot.slack.commands_grammar import (
@@ -18,6 +19,11 @@ from bot.slack.commands_grammar import (
     FreezeCommand,
     HelpCommand,
     HistoryCommand,
+    IncidentCommand,
+    NoteCommand,
+    PostmortemCommand,
+    RestoreCommand,
+    RollbackCommand,
     PlanCommand,
     SlashCommand,
     SqlCommand,
@@ -26,6 +32,7 @@ from bot.slack.commands_grammar import (
     parse_command,
 )
 from bot.slack.ids import Command
+from bot.slack.incident_blocks import build_restore_confirm_modal
 from bot.slack.modals import ModalState, build_sql_modal
 from bot.slack.replies import replying_errors
 from bot.slack.summaries import build_history_message, build_status_message
@@ -82,8 +89,52 @@ def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
     def unfreeze(cmd: UnfreezeCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         respond(text=flow.unfreeze(cmd.env, command["user_id"]), response_type="in_channel")
 
+    service = IncidentService(flow)
+
+    def incident_for(request_text: str, user: str) -> int:
+        request = flow.get_request(_request_number(request_text))
+        found = flow.store.find_incident(request_id=request.id)
+        if found is not None and found.status.value != "resolved":
+            return found.id
+        if request.status.value not in ("failed", "succeeded"):
+            raise PolicyDenied(f"request #{request.id} is {request.status.value.replace('_', ' ')}; incidents are for "
+                               "requests that ran", code="not-ran")
+        return service.open(request.id, opened_by=user).id
+
+    def incident(cmd: IncidentCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        incident_id = incident_for(cmd.request_id, command["user_id"])
+        respond(text=f":rotating_light: Incident #{incident_id} is open for request {cmd.request_id}; see its thread.",
+                response_type="ephemeral")
+
+    def rollback(cmd: RollbackCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        respond(text=service.rollback(incident_for(cmd.request_id, command["user_id"]), command["user_id"]),
+                response_type="ephemeral")
+
+    def restore(cmd: RestoreCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        incident_id = incident_for(cmd.request_id, command["user_id"])
+        incident = flow.store.get_incident(incident_id)
+        request = flow.store.get_request(incident.request_id)
+        service._check_actor(incident, request, command["user_id"], "restore a backup")
+        backups = flow.store.list_backups(request_id=request.id)
+        if not backups:
+            raise PolicyDenied(f"request #{request.id} has no backup to restore", code="no-backup")
+        client.views_open(trigger_id=command["trigger_id"], view=build_restore_confirm_modal(
+            incident_id, request.environment, touched_relations(request), backups[-1]))
+
+    def note(cmd: NoteCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        incident_id = _request_number(cmd.incident_id)
+        service.note(incident_id, command["user_id"], cmd.text, source="command")
+        respond(text=f":memo: Added to the timeline of incident #{incident_id}.", response_type="ephemeral")
+
+    def postmortem(cmd: PostmortemCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        incident_id = _request_number(cmd.incident_id)
+        service.publish_postmortem(incident_id)
+        respond(text=f":page_facing_up: The post-mortem draft of incident #{incident_id} is in its thread.",
+                response_type="ephemeral")
+
     return {PlanCommand: plan, SqlCommand: sql, StatusCommand: status, HistoryCommand: history,
-            CancelCommand: cancel, FreezeCommand: freeze, UnfreezeCommand: unfreeze}
+            CancelCommand: cancel, FreezeCommand: freeze, UnfreezeCommand: unfreeze, IncidentCommand: incident,
+            RollbackCommand: rollback, RestoreCommand: restore, NoteCommand: note, PostmortemCommand: postmortem}
 
 
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:

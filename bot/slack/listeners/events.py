@@ -1,24 +1,60 @@
-"""Events API callbacks we subscribe to (message.channels, reaction_added); acknowledged, ignored for now."""
+"""Events API callbacks: replies in incident threads and 📌 reactions become timeline notes."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
 from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
 
 from bot.config import GuardianConfig
+from bot.flow import Flow
+from bot.incidents import PIN_REACTION, IncidentService
 
 logger = logging.getLogger(__name__)
+IGNORED_SUBTYPES = {"bot_message", "message_changed", "message_deleted", "channel_join", "channel_leave"}
 
 
-def register(app: App, config: GuardianConfig) -> None:
+def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach the event listeners (Bolt acks events itself; an unhandled event would answer 404)."""
 
     def handle_message_event(event: dict[str, Any]) -> None:
-        logger.debug("message event channel=%s ts=%s", event.get("channel"), event.get("ts"))
+        if flow is None or event.get("subtype") in IGNORED_SUBTYPES or event.get("bot_id"):
+            return
+        thread_ts, channel = event.get("thread_ts"), event.get("channel")
+        if not thread_ts or thread_ts == event.get("ts"):
+            return
+        incident = flow.store.find_incident(channel=channel, thread_ts=thread_ts)
+        if incident is None:
+            return
+        text = (event.get("text") or "").strip()
+        if text:
+            IncidentService(flow).note(incident.id, event.get("user", "?"), text, source="thread", slack_ts=event.get("ts"))
+            logger.info("incident %s: thread reply %s recorded", incident.id, event.get("ts"))
 
-    def handle_reaction_added_event(event: dict[str, Any]) -> None:
-        logger.debug("reaction_added %s on %s", event.get("reaction"), event.get("item", {}).get("ts"))
+    def handle_reaction_added_event(event: dict[str, Any], client: WebClient) -> None:
+        item = event.get("item") or {}
+        if flow is None or event.get("reaction") != PIN_REACTION or item.get("type") != "message":
+            return
+        channel, ts = item.get("channel"), item.get("ts")
+        try:
+            found = client.conversations_replies(channel=channel, ts=ts, limit=1, inclusive=True)
+        except SlackClientError as exc:
+            logger.warning("pinned message %s could not be read: %s", ts, type(exc).__name__)
+            return
+        message = next((m for m in found.get("messages") or [] if m.get("ts") == ts), None)
+        if message is None:
+            return
+        incident = flow.store.find_incident(channel=channel, thread_ts=message.get("thread_ts") or ts)
+        if incident is None:
+            return
+        from datetime import datetime, timezone
+
+        posted_at = datetime.fromtimestamp(float(ts), timezone.utc)
+        IncidentService(flow).note(incident.id, message.get("user") or event.get("item_user") or "?",
+                                   message.get("text") or "", source="pin", slack_ts=ts)
+        logger.info("incident %s: pinned message %s (posted %s) recorded", incident.id, ts, posted_at.isoformat())
 
     app.event("message")(handle_message_event)
     app.event("reaction_added")(handle_reaction_added_event)

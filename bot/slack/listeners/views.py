@@ -1,6 +1,7 @@
 """Modal submissions: pasted SQL, rejection reasons and production confirmations, re-checked from the store."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from slack_sdk import WebClient
 from bot.config import GuardianConfig
 from bot.errors import GuardianError
 from bot.flow import Flow
+from bot.incidents import IncidentService
 from bot.slack.ids import BlockId, CallbackId
 from bot.slack.modals import ModalState, submitted_value
 from bot.slack.replies import replying_errors
@@ -80,7 +82,26 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             text = f":x: {exc.message}"
         _dm(client, user, request.channel, text)
 
+    def handle_restore_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        incident_id = int(json.loads(view.get("private_metadata") or "{}").get("incident_id") or 0)
+        typed = submitted_value(view, BlockId.CONFIRM_INPUT).strip()
+        incident = flow.store.get_incident(incident_id)
+        request = flow.store.get_request(incident.request_id)
+        if typed != request.environment:
+            ack(response_action="errors",
+                errors={BlockId.CONFIRM_INPUT.value: f"Type {request.environment} exactly to restore."})
+            return
+        ack()
+        user = body["user"]["id"]
+        with replying_errors(body, None, client):
+            try:
+                text = IncidentService(flow).restore(incident_id, user, confirmed_environment=typed)
+            except GuardianError as exc:
+                text = f":x: {exc.message}"
+            _dm(client, user, incident.channel, text)
+
     app.view(CallbackId.SQL_REQUEST.value)(handle_sql_request_view)
     if flow is not None:
         app.view(CallbackId.REJECT_REASON.value)(handle_reject_view)
         app.view(CallbackId.CONFIRM_APPROVAL.value)(handle_confirm_view)
+        app.view(CallbackId.CONFIRM_RESTORE.value)(handle_restore_view)
