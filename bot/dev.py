@@ -1,95 +1,237 @@
-"""``guardian dev``: everything locally — PostgreSQL, Redis, the Slack stand-in, the bot and a worker.
+"""``guardian dev``: PostgreSQL, Redis, the demo project, the Slack stand-in, the bot, a worker and a Slack-like page.
 
 Usage::
 
-    guardian dev            # prints the URLs; Ctrl-C stops everything it started
+    guardian dev                   # prints the page's URL; Ctrl-C (or SIGTERM) stops everything it started
+    GUARDIAN_CONFIG=guardian.toml guardian dev --port 3000 --no-browser
+
+Environment (all optional): GUARDIAN_CONFIG (your project instead of the demo), GUARDIAN_DEV_DIR
+(workdir, default .guardian/dev), GUARDIAN_DEV_PAGE_PORT (default 3001; 0 picks one),
+GUARDIAN_DEV_DB_PREFIX (database names, default "guardian"), GUARDIAN_DEV_REDIS_DB (default 1),
+DATABASE_ADMIN_URL (a PostgreSQL to use instead of 127.0.0.1:5432 or the embedded one).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
+import time
+import webbrowser
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import redis as redis_lib
 
-from bot.config import Settings, load_config
+from bot.config import GuardianConfig, Settings, load_config
+from bot.demo import DemoProject, DevUser, create_demo, demo_people
 from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db
 from bot.schema import upgrade
 
-WORKDIR = Path(os.environ.get("GUARDIAN_DEV_DIR", ".guardian/dev"))
-DEV_DATABASE = "guardian_dev"
+log = logging.getLogger(__name__)
+TOTAL_STEPS = 8
 
 
-def _step(n: int, total: int, text: str) -> None:
-    print(f"[{n}/{total}] {text}", flush=True)
+class Stopped(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so that everything started is stopped."""
 
 
-def _ensure_database(admin_url: str, name: str) -> str:
+def _step(n: int, text: str) -> None:
+    print(f"[{n}/{TOTAL_STEPS}] {text}", flush=True)
+
+
+@dataclass
+class DevOptions:
+    """What ``guardian dev`` reads from the command line and the environment."""
+
+    port: int = 3000
+    page_port: int = 3001
+    workdir: Path = Path(".guardian/dev")
+    config: Path | None = None  # None: the demo project
+    db_prefix: str = "guardian"
+    redis_db: int = 1
+    open_browser: bool = True
+    verbose: bool = False
+    admin_url: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "DevOptions":
+        env = os.environ
+        port = int(getattr(args, "port", 3000))
+        config = env.get("GUARDIAN_CONFIG")
+        return cls(
+            port=port,
+            page_port=int(env.get("GUARDIAN_DEV_PAGE_PORT") or (0 if port == 0 else 3001)),
+            workdir=Path(env.get("GUARDIAN_DEV_DIR") or ".guardian/dev").resolve(),
+            config=Path(config).resolve() if config else None,
+            db_prefix=env.get("GUARDIAN_DEV_DB_PREFIX") or "guardian",
+            redis_db=int(env.get("GUARDIAN_DEV_REDIS_DB") or 1),
+            open_browser=not getattr(args, "no_browser", False),
+            verbose=bool(getattr(args, "verbose", False)),
+            admin_url=env.get("DATABASE_ADMIN_URL") or None,
+        )
+
+
+def _fresh_database(admin_url: str, name: str, *, reset: bool) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        if reset:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             conn.execute(f'CREATE DATABASE "{name}"')
     return with_database(admin_url, name)
 
 
-def run_dev(args: argparse.Namespace) -> int:
-    from bot.slack.server import make_server, stop_server
+def _people(config: GuardianConfig, demo: DemoProject | None) -> tuple[str, str, list[DevUser]]:
+    """The channel and the people on the page: the demo's, else the config's approvers plus a requester and an outsider."""
+    if demo is not None:
+        return demo.channel, demo.channel_name, list(demo.users)
+    channel, channel_name, _ = demo_people()
+    channel = config.slack.channel or channel
+    users = [DevUser("U_DEV_REQUESTER", "requester", "Dev Requester", "requester")]
+    seen = {users[0].id}
+    for env in config.environments.values():
+        for approver in env.approvers:
+            if approver not in seen and not approver.startswith("S"):
+                seen.add(approver)
+                users.append(DevUser(approver, approver.lower(), approver, f"approver ({env.name})"))
+    users.append(DevUser("U_DEV_OUTSIDER", "outsider", "Dev Outsider", "outsider"))
+    return channel, channel_name, users
+
+
+def _quiet_logging(workdir: Path, verbose: bool) -> Path:
+    """Logs go to a file; the terminal shows progress and warnings (everything with -v)."""
+    path = workdir / "guardian.log"
+    root = logging.getLogger()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    for other in root.handlers:
+        if other is not handler and not verbose:
+            other.setLevel(logging.WARNING)
+    return path
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    """SIGTERM the worker's process group (it and its job processes), SIGKILL what is left after 10 s."""
+    if worker.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        log.warning("the worker did not stop in 10 s; killing it")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=5)
+
+
+def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subprocess.Popen]:
+    """Start everything, registering each stop on ``stack``; returns the page URL and the worker."""
+    from bot.devpage.server import DevPage
+    from bot.slack.sender import SlackSender
+    from bot.slack.server import EVENTS_PATH, make_server, stop_server
     from bot.slack.standin import SlackStandIn
 
-    total = 5
-    WORKDIR.mkdir(parents=True, exist_ok=True)
-    _step(1, total, "PostgreSQL: looking for one on 127.0.0.1:5432, else starting an embedded server")
-    admin = ensure_postgres(os.environ.get("DATABASE_ADMIN_URL"), WORKDIR)
-    state_url = _ensure_database(admin, DEV_DATABASE)
-    _step(2, total, "Redis: looking for one on 127.0.0.1:6379, else starting an embedded server")
-    redis_url = with_redis_db(ensure_redis(None, WORKDIR), 1)
-    _step(3, total, "applying the bot's schema")
+    _step(1, "PostgreSQL: the configured one, else 127.0.0.1:5432, else an embedded server")
+    admin = ensure_postgres(opts.admin_url, opts.workdir)
+    _step(2, "Redis: 127.0.0.1:6379, else an embedded server")
+    redis_url = with_redis_db(ensure_redis(None, opts.workdir), opts.redis_db)
+    demo_mode = opts.config is None
+    if demo_mode:
+        client = redis_lib.Redis.from_url(redis_url)
+        client.flushdb()  # a fresh demo: no job left over from the last run
+        client.close()
+    _step(3, "the bot's own database and schema")
+    state_url = _fresh_database(admin, f"{opts.db_prefix}_dev{'_demo' if demo_mode else ''}", reset=demo_mode)
     upgrade(state_url)
-    _step(4, total, "starting the Slack API stand-in")
+    demo: DemoProject | None = None
+    if demo_mode:
+        _step(4, "demo project: git repository, guardian_demo_staging and _production (200,000 orders)")
+        demo = create_demo(admin, opts.workdir, prefix=opts.db_prefix)
+        os.environ.update(demo.env)
+        config_path = demo.config_path
+    else:
+        config_path = opts.config
+        _step(4, f"your project: {config_path}")
+    config = load_config(config_path, required=True)
+    _step(5, "the Slack API stand-in")
     standin = SlackStandIn().start()
+    stack.callback(standin.stop)
+    channel, channel_name, users = _people(config, demo)
+    for user in users:
+        standin.users[user.id] = {"name": user.name, "real_name": user.real_name}
     signing_secret = secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "DATABASE_URL": state_url,
-        "REDIS_URL": redis_url,
-        "SLACK_API_URL": standin.url,
-        "SLACK_BOT_TOKEN": standin.token,
-        "SLACK_SIGNING_SECRET": signing_secret,
-    }
-    settings = Settings(
-        database_url=state_url, redis_url=redis_url, slack_api_url=standin.url,
-        slack_bot_token=standin.token, slack_signing_secret=signing_secret,
-        guardian_config=Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")),
-    )
-    config = load_config(settings.guardian_config)
-    _step(5, total, "starting the bot (HTTP) and a worker")
-    server, port = make_server(settings, config, host="127.0.0.1", port=args.port)
-    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env)
+    env = {"DATABASE_URL": state_url, "REDIS_URL": redis_url, "SLACK_API_URL": standin.url,
+           "SLACK_BOT_TOKEN": standin.token, "SLACK_SIGNING_SECRET": signing_secret,
+           "GUARDIAN_CONFIG": str(config_path)}
+    os.environ.update(env)  # the flow's pipeline hooks in this process load settings from the environment
+    settings = Settings(database_url=state_url, redis_url=redis_url, slack_api_url=standin.url,
+                        slack_bot_token=standin.token, slack_signing_secret=signing_secret,
+                        guardian_config=config_path)
+    _step(6, "the bot over HTTP")
+    server, port = make_server(settings, config, host="127.0.0.1", port=opts.port)
     serving = threading.Thread(target=server.run, name="guardian-serve", daemon=True)
     serving.start()
-    print(f"\nGuardian is running.\n  Slack endpoint:  http://127.0.0.1:{port}/slack/events\n"
-          f"  Slack stand-in:  {standin.url}\n  Press Ctrl-C to stop everything.", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack.callback(serving.join, 5)
+    stack.callback(stop_server, server)
+    _step(7, "a worker")
+    worker_log = open(opts.workdir / "worker.log", "ab")
+    stack.callback(worker_log.close)
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env={**os.environ, **env},
+                              stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack.callback(_stop_worker, worker)
+    _step(8, "the Slack-like page")
+    sender = SlackSender(f"http://127.0.0.1:{port}{EVENTS_PATH}", signing_secret=signing_secret)
+    page = DevPage(standin, sender, channel=channel, channel_name=channel_name, users=users,
+                   port=opts.page_port, title="Guardian dev" + (" · demo" if demo_mode else "")).start()
+    stack.callback(page.stop)
+    print(f"\nGuardian is running{' the demo' if demo_mode else ''}.\n"
+          f"  Bot endpoint:    http://127.0.0.1:{port}{EVENTS_PATH}\n"
+          f"  Slack stand-in:  {standin.url}\n"
+          f"  Logs:            {opts.workdir / 'guardian.log'}, {opts.workdir / 'worker.log'}\n"
+          + (f"  Demo repository: {demo.repo}\n  Try: /migrate plan staging pending   (as Dana, then approve as "
+             "Alice and Bob)\n" if demo else "")
+          + f"  Page:            {page.url}\nPress Ctrl-C to stop everything.", flush=True)
+    return page.url, worker
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Start everything, wait for Ctrl-C, SIGTERM or a dead worker, then stop what was started, in reverse."""
+    opts = DevOptions.from_args(args)
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    _quiet_logging(opts.workdir, opts.verbose)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Stopped()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    code = 0
     try:
-        while not stop.wait(0.5):
-            if worker.poll() is not None:
-                print("the worker exited; stopping", file=sys.stderr)
-                break
-    except KeyboardInterrupt:
-        pass
+        with contextlib.ExitStack() as stack:
+            try:
+                url, worker = _start(opts, stack)
+                if opts.open_browser and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+                    webbrowser.open(url)
+                while worker.poll() is None:
+                    time.sleep(0.3)
+                print(f"the worker exited with {worker.returncode}; see {opts.workdir / 'worker.log'}; stopping",
+                      file=sys.stderr, flush=True)
+                code = 1
+            except (KeyboardInterrupt, Stopped):
+                pass
+            finally:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                print("stopping…", flush=True)
     finally:
-        print("stopping…", flush=True)
-        stop_server(server)
-        serving.join(timeout=5)
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        standin.stop()
-    return 0
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("stopped.", flush=True)
+    return code

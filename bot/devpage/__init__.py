@@ -1,0 +1,1 @@
+"""The `guardian dev` page: a Slack-like channel in the browser, backed by the Slack stand-in."""

@@ -1,0 +1,195 @@
+"""Harness for `guardian dev` tests: the real command in a subprocess, and headless Chromium driven by Playwright."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "dev"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+START_TIMEOUT_S = 180
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@dataclass
+class DevRun:
+    """A running `guardian dev` subprocess and what it printed."""
+
+    proc: subprocess.Popen
+    workdir: Path
+    prefix: str
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"`guardian dev` never printed /{pattern}/ (exit {self.proc.poll()}):\n{self.output}")
+
+    @property
+    def page_url(self) -> str:
+        return self.wait_for_line(r"Page:\s+(http://\S+)", 1).group(1)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def _redis_db(url: str) -> int:
+    match = re.search(r"(?:db=|/)(\d+)$", url)
+    assert match, f"no database number in the test Redis URL ({url.split('@')[-1]})"
+    return int(match.group(1))
+
+
+def start_dev(tmp: Path, pg_admin_url: str, redis_server_url: str) -> DevRun:
+    """`python -m bot.cli dev --port 0 --no-browser` with its own workdir, database names and Redis database."""
+    prefix = f"gdt{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("GUARDIAN_CONFIG", "DATABASE_URL", "REDIS_URL")}
+    env.update(GUARDIAN_DEV_DIR=str(tmp), GUARDIAN_DEV_PAGE_PORT="0", GUARDIAN_DEV_DB_PREFIX=prefix,
+               GUARDIAN_DEV_REDIS_DB=str(_redis_db(redis_server_url)), DATABASE_ADMIN_URL=pg_admin_url,
+               PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "dev", "--port", "0", "--no-browser"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = DevRun(proc=proc, workdir=tmp, prefix=prefix)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            run.lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    run.wait_for_line(r"Page:\s+http://", START_TIMEOUT_S)
+    return run
+
+
+def cleanup_dev(run: DevRun, pg_admin_url: str) -> None:
+    if run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.wait(timeout=30)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        for suffix in ("dev_demo", "demo_staging", "demo_production", "demo_template"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{run.prefix}_{suffix}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_server_url: str) -> Iterator[DevRun]:
+    """One `guardian dev` for a test module (the browser scenarios share it)."""
+    run = start_dev(tmp_path_factory.mktemp("guardian-dev"), pg_admin_url, _redis_server_url)
+    try:
+        yield run
+    finally:
+        code = run.stop()
+        cleanup_dev(run, pg_admin_url)
+        assert code == 0, f"`guardian dev` exited with {code} on SIGTERM:\n{run.output}"
+
+
+def _ensure_chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (never a browser download of Playwright's own)."""
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
+                    "run `apt-get install -y chromium`")
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        proc = subprocess.run(cmd, env=apt_env, capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            pytest.fail(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"apt-get installed chromium but {CHROMIUM} is still missing")
+    return CHROMIUM
+
+
+def _ensure_playwright() -> None:
+    """Playwright for Python (the `dev` extra); pip-installed when missing. Its own browser download is never used."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "playwright>=1.45"],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(f"playwright is not installed and `pip install playwright` failed: {proc.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = _ensure_chromium()
+    _ensure_playwright()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, dev_run: DevRun, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh tab on the dev page; a screenshot of how it ended is saved under test-artifacts/dev/."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    tab.goto(dev_run.page_url)
+    try:
+        yield tab
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"), full_page=True)
+        context.close()

@@ -1,0 +1,129 @@
+"""The demo in real headless Chromium: plan, refuse an outsider, approve twice, watch backup/apply/verify; modals; a failed verify."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from dev_harness import ARTIFACTS
+
+RUN_TIMEOUT_MS = 120_000
+
+
+def act_as(page: Page, user: str) -> None:
+    page.get_by_test_id("user-switcher").select_option(user)
+    expect(page.get_by_test_id("user-role")).not_to_be_empty()
+
+
+def type_command(page: Page, text: str) -> None:
+    page.get_by_test_id("composer").fill(text)
+    page.get_by_test_id("composer").press("Enter")
+
+
+def card(page: Page, request_id: int):
+    """The root message (status card) of a request, with its thread."""
+    return page.get_by_test_id("root").filter(
+        has=page.get_by_test_id("message").filter(has_text=f"Migration request #{request_id} ")).first
+
+
+def plan(page: Page, env: str, args: str = "pending") -> int:
+    """Type `/migrate plan <env> <args>`; the new request's number, read from the ephemeral reply."""
+    opened = page.get_by_test_id("ephemeral").filter(has_text=re.compile(rf"Request #\d+ opened on {env}"))
+    before = opened.count()
+    type_command(page, f"/migrate plan {env} {args}")
+    expect(page.get_by_test_id("ephemeral").filter(has_text=f"/migrate plan {env} {args}").last).to_be_visible()
+    expect(opened).to_have_count(before + 1, timeout=30_000)
+    return int(re.search(r"Request #(\d+) opened", opened.nth(before).inner_text()).group(1))
+
+
+def click_on_card(page: Page, request_id: int, label: str) -> None:
+    root = card(page, request_id)
+    root.get_by_test_id("message").get_by_test_id("button").filter(has_text=re.compile(f"^{label}$")).click()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_plan_approve_twice_and_watch_the_run_in_the_thread(page: Page) -> None:
+    expect(page.get_by_test_id("composer")).to_be_visible()
+    act_as(page, "U_DANA")
+    rid = plan(page, "staging")
+    root = card(page, rid)
+    expect(root).to_contain_text("awaiting approval", timeout=60_000)
+    # the card: header, fields, mentions, buttons with their styles; the thread: SQL in a code block, risk
+    top = root.get_by_test_id("message")
+    expect(top.get_by_test_id("block-header")).to_contain_text(f"Migration request #{rid}")
+    expect(top.get_by_test_id("mention").first).to_have_text("@Dana Developer")
+    expect(top.locator("[data-action-id=request_approve]")).to_have_attribute("data-style", "primary")
+    expect(top.locator("[data-action-id=request_reject]")).to_have_attribute("data-style", "danger")
+    replies = root.get_by_test_id("thread-reply")
+    expect(replies.filter(has_text="CREATE INDEX orders_customer_id_idx").get_by_test_id("code-block")).to_be_visible()
+    expect(replies.filter(has_text="Risk of").filter(has_text="high").first).to_be_visible()
+    shot(page, "01-awaiting-approval")
+
+    act_as(page, "U_EVE")
+    click_on_card(page, rid, "Approve")
+    refusal = page.get_by_test_id("ephemeral").filter(has_text="not an approver")
+    expect(refusal).to_be_visible()
+    expect(refusal.get_by_test_id("only-you")).to_be_visible()
+    shot(page, "02-outsider-refused")
+
+    act_as(page, "U_ALICE")
+    expect(page.get_by_test_id("ephemeral").filter(has_text="not an approver")).to_have_count(0)  # Eve's alone
+    click_on_card(page, rid, "Approve")
+    expect(replies.filter(has_text="approved (1/2)")).to_be_visible()
+    act_as(page, "U_BOB")
+    click_on_card(page, rid, "Approve")
+    expect(replies.filter(has_text="approved (2/2)")).to_be_visible()
+    for step in ("backup", "apply", "verify"):
+        expect(replies.filter(has_text=re.compile(rf"Request #{rid}: {step} succeeded"))).to_be_visible(
+            timeout=RUN_TIMEOUT_MS)
+    expect(replies.filter(has_text="verification passed")).to_be_visible()
+    expect(root.get_by_test_id("message")).to_contain_text("succeeded", timeout=RUN_TIMEOUT_MS)
+    expect(root.get_by_test_id("message").get_by_test_id("button")).to_have_count(0)
+    shot(page, "03-run-succeeded")
+
+
+def test_production_approval_needs_the_typed_name_in_a_modal(page: Page) -> None:
+    act_as(page, "U_DANA")
+    rid = plan(page, "production")
+    expect(card(page, rid)).to_contain_text("awaiting approval", timeout=60_000)
+    act_as(page, "U_ALICE")
+    click_on_card(page, rid, "Approve")
+    modal = page.get_by_test_id("modal")
+    expect(modal).to_be_visible()
+    expect(page.get_by_test_id("modal-title")).to_contain_text(f"Approve #{rid}")
+    field = modal.locator("[data-testid=modal-input][data-block-id=confirm_input]")
+    field.fill("prod")
+    page.get_by_test_id("modal-submit").click()
+    error = modal.locator("[data-testid=modal-error][data-block-id=confirm_input]")
+    expect(error).to_have_text("Type production exactly to approve.")
+    shot(page, "04-modal-error")
+    field.fill("production")
+    page.get_by_test_id("modal-submit").click()
+    expect(modal).to_be_hidden()
+    expect(card(page, rid).get_by_test_id("thread-reply").filter(has_text="approved (1/2)")).to_be_visible()
+    expect(page.get_by_test_id("ephemeral").filter(has_text=f"You approved request #{rid} (1/2)")).to_be_visible()
+
+
+def test_a_failed_verification_is_reported_in_the_thread(page: Page) -> None:
+    act_as(page, "U_DANA")
+    rid = plan(page, "staging", "pending --ref demo/verify-fails")
+    root = card(page, rid)
+    expect(root).to_contain_text("awaiting approval", timeout=60_000)
+    act_as(page, "U_ALICE")
+    click_on_card(page, rid, "Approve")
+    replies = root.get_by_test_id("thread-reply")
+    first = replies.filter(has_text=re.compile(r"approved \(1/\d\)"))
+    expect(first).to_be_visible()
+    if "(1/2)" in first.inner_text():  # two approvals when the analysis rates it high
+        act_as(page, "U_BOB")
+        click_on_card(page, rid, "Approve")
+    replies = root.get_by_test_id("thread-reply")
+    expect(replies.filter(has_text="verification failed.").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    expect(replies.filter(has_text="email_normalized IS NULL").first).to_be_visible()
+    expect(replies.filter(has_text=re.compile(r"failed at verify; the database is applied unverified"))).to_be_visible()
+    expect(root.get_by_test_id("message")).to_contain_text("failed", timeout=RUN_TIMEOUT_MS)
+    shot(page, "05-verify-failed")

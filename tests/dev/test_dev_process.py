@@ -1,0 +1,84 @@
+"""`guardian dev` as a process: progress lines, the page served with its composer, the demo, a clean stop on SIGTERM."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import subprocess
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+
+from bot.local_services import with_database
+from dev_harness import ROOT, alive, cleanup_dev, descendants, start_dev
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path, pg_admin_url: str,
+                                                                 _redis_server_url: str) -> None:
+    run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
+    try:
+        for n in range(1, 9):
+            assert f"[{n}/8]" in run.output
+        page = run.page_url
+        status, html = get(page)
+        assert status == 200
+        assert 'data-testid="composer"' in html and 'data-testid="user-switcher"' in html
+        for asset in ("app.js", "blocks.js", "style.css"):
+            assert get(page + "static/" + asset)[0] == 200
+        config = json.loads(get(page + "dev/config")[1])
+        assert {u["id"] for u in config["users"]} == {"U_DANA", "U_ALICE", "U_BOB", "U_EVE"}
+        bot = run.wait_for_line(r"Bot endpoint:\s+(http://127\.0\.0\.1:\d+)", 1).group(1)
+        assert get(bot + "/healthz") == (200, '{"ok": true}')
+        # the demo: a git repository with the branch that fails verify, seeded databases, the page answers a command
+        repo = tmp_path / "demo-repo"
+        branches = subprocess.run(["git", "-C", str(repo), "branch", "--list"], capture_output=True, text=True).stdout
+        assert "main" in branches and "demo/verify-fails" in branches
+        with psycopg.connect(with_database(pg_admin_url, f"{run.prefix}_demo_staging")) as conn:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 200_000
+            assert conn.execute("SELECT migration_name FROM _prisma_migrations").fetchall() == [("20240101000000_init",)]
+        request = urllib.request.Request(page + "dev/command", method="POST",
+                                         data=json.dumps({"user": "U_EVE", "text": "/migrate help"}).encode())
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == 200
+        state = json.loads(get(page + "dev/state?user=U_EVE")[1])
+        assert any("/migrate plan" in item["text"] or "/migrate plan" in json.dumps(item["blocks"])
+                   for item in state["timeline"] if item.get("private"))
+        assert not any(item.get("private") for item in json.loads(get(page + "dev/state?user=U_BOB")[1])["timeline"])
+
+        children = descendants(run.proc.pid)
+        assert children, "the worker subprocess should be running"
+        started = time.monotonic()
+        assert run.stop(timeout=60) == 0, run.output
+        assert time.monotonic() - started < 30
+        assert "stopped." in run.output
+        left = [pid for pid in children if alive(pid)]
+        assert not left, f"processes left running after SIGTERM: {left}"
+        try:
+            get(page)
+        except urllib.error.URLError:
+            pass
+        else:
+            raise AssertionError("the page still answers after SIGTERM")
+    finally:
+        cleanup_dev(run, pg_admin_url)
+
+
+def test_package_data_ships_the_page_and_the_demo() -> None:
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bot"]
+    for folder in ("bot/devpage/static", "bot/demo"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts:
+                rel = str(path.relative_to(ROOT / "bot"))
+                assert any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(rel, g.replace("**/", "")) for g in globs), \
+                    f"{rel} is not covered by [tool.setuptools.package-data] bot = {globs}"
