@@ -241,3 +241,23 @@ def apply_migration(
 
 
 _check_applicable = check_applicable  # older name, still imported by workers/apply.py
+
+
+def mark_reverted(conn: psycopg.Connection, layout: Layout, migration: Migration) -> int:
+    """Inside the caller's transaction: make the tool's ledger say ``migration`` is no longer applied.
+
+    Prisma: ``rolled_back_at`` set, as ``prisma migrate resolve --rolled-back`` does (the migration may be
+    applied again); Supabase and ours: the version row removed. Returns the ledger rows changed.
+    """
+    ensure_ledgers(conn, layout)
+    if layout == "prisma":
+        cur = conn.execute(
+            f"UPDATE {PRISMA_TABLE} SET rolled_back_at = clock_timestamp() "
+            "WHERE migration_name = %s AND rolled_back_at IS NULL",
+            (migration.ledger_name,),
+        )
+    elif layout == "supabase":
+        cur = conn.execute(f"DELETE FROM {SUPABASE_TABLE} WHERE version = %s", (migration.version,))
+    else:
+        cur = conn.execute(f"DELETE FROM {HISTORY_TABLE} WHERE version = %s", (migration.version,))
+    return cur.rowcount

@@ -90,6 +90,7 @@ def _bad_name(reader: Reader, rel: str, expected: str) -> SourceError:
 def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
     """`<ts>_<name>/migration.sql`, ordered by folder name as Prisma sorts its migrations directory."""
     dirs: dict[str, FileEntry | None] = {}
+    companions: dict[tuple[str, str], FileEntry] = {}  # (folder, "down.sql" | "verify.sql") -> file
     for entry in entries:
         head, sep, tail = entry.rel.partition("/")
         if not sep:
@@ -99,6 +100,8 @@ def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mi
         dirs.setdefault(head, None)
         if tail == "migration.sql":
             dirs[head] = entry
+        elif tail in ("down.sql", "verify.sql"):  # Guardian's companions; Prisma ignores them
+            companions[(head, tail)] = entry
     seen: dict[str, str] = {}
     wanted: list[tuple[str, re.Match[str], FileEntry]] = []
     for folder in sorted(dirs):
@@ -115,15 +118,35 @@ def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mi
             raise _duplicate(reader, match.group(1), seen[match.group(1)], folder)
         seen[match.group(1)] = folder
         wanted.append((folder, match, entry))
-    texts = _read_texts(reader, [w[2] for w in wanted], max_bytes)
-    return [
-        Migration(
+    extra = [companions[k] for k in sorted(companions) if k[0] in {w[0] for w in wanted}]
+    texts = _read_texts(reader, [w[2] for w in wanted] + extra, max_bytes)
+
+    def companion(folder: str, name: str) -> tuple[str | None, str | None]:
+        entry = companions.get((folder, name))
+        return (reader.describe(entry.rel), texts[entry.rel][0]) if entry else (None, None)
+
+    result = []
+    for folder, match, entry in wanted:
+        sql = texts[entry.rel][0]
+        down_path, down_sql = companion(folder, "down.sql")
+        verify_path, verify_sql = companion(folder, "verify.sql")
+        result.append(Migration(
             version=match.group(1), name=match.group(2), ledger_name=folder,
-            path=reader.describe(entry.rel), sql=texts[entry.rel][0], sha256=_sha(texts[entry.rel][1]),
-            size=len(texts[entry.rel][1]),
-        )
-        for folder, match, entry in wanted
-    ]
+            path=reader.describe(entry.rel), sql=sql, sha256=_sha(texts[entry.rel][1]),
+            size=len(texts[entry.rel][1]), down_path=down_path, down_sql=down_sql or down_section(sql),
+            verify_path=verify_path, verify_sql=verify_sql,
+        ))
+    return result
+
+
+_DOWN_MARK = re.compile(r"^\s*--\s*down:\s?(.*)$", re.IGNORECASE)
+
+
+def down_section(sql: str) -> str | None:
+    """The down SQL written as `-- down: <sql>` comment lines in a migration (commented, so the up run skips it)."""
+    lines = [m.group(1) for m in map(_DOWN_MARK.match, sql.splitlines()) if m]
+    text = "\n".join(lines).strip()
+    return text + "\n" if text else None
 
 
 def _supabase(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
@@ -149,6 +172,7 @@ def _supabase(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[
         Migration(
             version=m.group(1), name=m.group(2), ledger_name=m.group(1), path=reader.describe(e.rel),
             sql=texts[e.rel][0], sha256=_sha(texts[e.rel][1]), size=len(texts[e.rel][1]),
+            down_sql=down_section(texts[e.rel][0]),
         )
         for m, e in wanted
     ]
@@ -190,7 +214,7 @@ def _plain(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mig
                 version=version, name=name, ledger_name=version, path=reader.describe(up.rel),
                 sql=texts[up.rel][0], sha256=_sha(texts[up.rel][1]), size=len(texts[up.rel][1]),
                 down_path=reader.describe(down.rel) if down else None,
-                down_sql=texts[down.rel][0] if down else None,
+                down_sql=texts[down.rel][0] if down else down_section(texts[up.rel][0]),
                 verify_path=reader.describe(verify.rel) if verify else None,
                 verify_sql=texts[verify.rel][0] if verify else None,
             )

@@ -158,3 +158,28 @@ def test_unknown_ref_missing_folder_and_not_a_repository(git_repo, project, tmp_
     from bot.config import ProjectConfig
 
     _rejects(ProjectConfig(repo=plain, layout="sql", path="."), "not-a-repository")
+
+
+def test_prisma_companions_and_down_sections(tmp_path):
+    import subprocess
+
+    from bot.config import ProjectConfig
+    from bot.sources.layouts import load_snapshot
+
+    repo = tmp_path / "r"
+    (repo / "prisma/migrations/20240101000000_a").mkdir(parents=True)
+    (repo / "prisma/migrations/20240102000000_b").mkdir(parents=True)
+    (repo / "prisma/migrations/20240101000000_a/migration.sql").write_text("CREATE TABLE a (id int);\n")
+    (repo / "prisma/migrations/20240101000000_a/down.sql").write_text("DROP TABLE a;\n")
+    (repo / "prisma/migrations/20240101000000_a/verify.sql").write_text("SELECT count(*) >= 0 FROM a;\n")
+    (repo / "prisma/migrations/20240102000000_b/migration.sql").write_text(
+        "ALTER TABLE a ADD COLUMN b int;\n-- down: ALTER TABLE a\n-- down:   DROP COLUMN b;\n")
+    for args in (["init", "-q", "-b", "main"], ["config", "user.email", "t@e.x"], ["config", "user.name", "t"],
+                 ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    snap = load_snapshot(ProjectConfig(repo=repo, layout="prisma", path="prisma/migrations"))
+    a, b = snap.migrations
+    assert a.down_sql == "DROP TABLE a;\n" and a.verify_sql.startswith("SELECT count(*)")
+    assert a.down_path.endswith("20240101000000_a/down.sql")
+    assert b.down_sql == "ALTER TABLE a\n  DROP COLUMN b;\n" and b.verify_sql is None
+    assert a.sha256 != b.sha256  # the migration's own bytes, companions excluded
