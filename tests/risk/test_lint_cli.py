@@ -155,3 +155,17 @@ def test_syntax_error_file_reports_instead_of_crashing(monkeypatch, tmp_path):
     assert f["risk"] == "critical" and code == 1
     err = next(x for x in f["findings"] if x["name"] == "syntax-error")
     assert err["line"] == 2 and err["severity"] == "critical"
+
+
+def test_json_renderer_matches_the_reference_byte_for_byte():
+    """render_json writes with templates; it must equal json.dumps over the contract's dicts."""
+    from bot.risk import Context, analyze
+
+    sql = ('-- guardian: accept MG101 because "quoted" \u00e9 \\ tab\there\n'
+           'CREATE INDEX "w\u00e9ird""x" ON "t\\a" (a);\n'
+           "ALTER TABLE \"\u00fc\" ADD COLUMN x int DEFAULT random();\nBEGIN;\nSELEC 1;\n")
+    reports = [('p"ath\\\u00e9\n', analyze(sql)), ("b", analyze(b"\xff\xfe select 1;")), ("c", analyze("")),
+               ("d", analyze(sql, Context(pg_version=10, enabled=frozenset({"MG801"})))),
+               ("e", analyze((ROOT / "tests").joinpath("risk").exists() and RISKY * 3 + SAFE))]
+    assert lint.render_json(reports) == lint.render_json_reference(reports)
+    assert lint.render_json([]) == lint.render_json_reference([])
