@@ -171,12 +171,12 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     env = {"DATABASE_URL": state_url, "REDIS_URL": redis_url, "SLACK_API_URL": standin.url,
            "SLACK_BOT_TOKEN": standin.token, "SLACK_SIGNING_SECRET": signing_secret,
            "GUARDIAN_CONFIG": str(config_path)}
-    os.environ.update(env)  # the flow's pipeline hooks in this process load settings from the environment
     settings = Settings(database_url=state_url, redis_url=redis_url, slack_api_url=standin.url,
                         slack_bot_token=standin.token, slack_signing_secret=signing_secret,
                         guardian_config=config_path)
     _step(6, "the bot over HTTP")
     server, port = make_server(settings, config, host="127.0.0.1", port=opts.port)
+    os.environ.update(env)  # the flow's pipeline hooks in this process load settings from the environment
     serving = threading.Thread(target=server.run, name="guardian-serve", daemon=True)
     serving.start()
     stack.callback(serving.join, 5)

@@ -105,6 +105,9 @@ def create_repo(repo: Path) -> Path:
             folder = repo / "prisma" / "migrations" / name
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "migration.sql").write_text(_migration(name))
+            down = resources.files("bot.demo").joinpath(f"migrations/{name}.down.sql")
+            if down.is_file():  # Guardian's rollback companion; Prisma ignores it
+                (folder / "down.sql").write_text(down.read_text("utf-8"))
         _git(repo, "add", "-A")
         _git(repo, "commit", "-q", "-m", message)
     _git(repo, "checkout", "-q", "main")

@@ -1,4 +1,4 @@
-"""The demo in real headless Chromium: plan, refuse an outsider, approve twice, watch backup/apply/verify; modals; a failed verify."""
+"""The demo in real headless Chromium: plan, refuse an outsider, approve twice, watch backup/apply/verify; modals; a failed verify and its incident."""
 from __future__ import annotations
 
 import re
@@ -41,7 +41,10 @@ def click_on_card(page: Page, request_id: int, label: str) -> None:
     root.get_by_test_id("message").get_by_test_id("button").filter(has_text=re.compile(f"^{label}$")).click()
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, focus=None) -> None:
+    """A screenshot under test-artifacts/dev/, with ``focus`` (a locator) scrolled into view."""
+    if focus is not None:
+        focus.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -61,14 +64,14 @@ def test_plan_approve_twice_and_watch_the_run_in_the_thread(page: Page) -> None:
     replies = root.get_by_test_id("thread-reply")
     expect(replies.filter(has_text="CREATE INDEX orders_customer_id_idx").get_by_test_id("code-block")).to_be_visible()
     expect(replies.filter(has_text="Risk of").filter(has_text="high").first).to_be_visible()
-    shot(page, "01-awaiting-approval")
+    shot(page, "01-awaiting-approval", top)
 
     act_as(page, "U_EVE")
     click_on_card(page, rid, "Approve")
     refusal = page.get_by_test_id("ephemeral").filter(has_text="not an approver")
     expect(refusal).to_be_visible()
     expect(refusal.get_by_test_id("only-you")).to_be_visible()
-    shot(page, "02-outsider-refused")
+    shot(page, "02-outsider-refused", refusal)
 
     act_as(page, "U_ALICE")
     expect(page.get_by_test_id("ephemeral").filter(has_text="not an approver")).to_have_count(0)  # Eve's alone
@@ -83,7 +86,7 @@ def test_plan_approve_twice_and_watch_the_run_in_the_thread(page: Page) -> None:
     expect(replies.filter(has_text="verification passed")).to_be_visible()
     expect(root.get_by_test_id("message")).to_contain_text("succeeded", timeout=RUN_TIMEOUT_MS)
     expect(root.get_by_test_id("message").get_by_test_id("button")).to_have_count(0)
-    shot(page, "03-run-succeeded")
+    shot(page, "03-run-succeeded", replies.last)
 
 
 def test_production_approval_needs_the_typed_name_in_a_modal(page: Page) -> None:
@@ -108,7 +111,7 @@ def test_production_approval_needs_the_typed_name_in_a_modal(page: Page) -> None
     expect(page.get_by_test_id("ephemeral").filter(has_text=f"You approved request #{rid} (1/2)")).to_be_visible()
 
 
-def test_a_failed_verification_is_reported_in_the_thread(page: Page) -> None:
+def test_a_failed_verification_opens_an_incident_and_is_rolled_back_from_its_thread(page: Page) -> None:
     act_as(page, "U_DANA")
     rid = plan(page, "staging", "pending --ref demo/verify-fails")
     root = card(page, rid)
@@ -126,4 +129,21 @@ def test_a_failed_verification_is_reported_in_the_thread(page: Page) -> None:
     expect(replies.filter(has_text="email_normalized IS NULL").first).to_be_visible()
     expect(replies.filter(has_text=re.compile(r"failed at verify; the database is applied unverified"))).to_be_visible()
     expect(root.get_by_test_id("message")).to_contain_text("failed", timeout=RUN_TIMEOUT_MS)
-    shot(page, "05-verify-failed")
+    # the incident opens in the request's thread; an approver rolls back from its card
+    incident = replies.filter(has_text=re.compile(rf"Incident #\d+: request #{rid} on staging")).first
+    expect(incident).to_be_visible(timeout=30_000)
+    expect(incident).to_contain_text("open")
+    expect(incident.locator("[data-action-id=incident_roll_back]")).to_have_text("Roll back")
+    shot(page, "05-verify-failed-incident", incident)
+    act_as(page, "U_EVE")
+    incident.locator("[data-action-id=incident_roll_back]").click()
+    expect(page.get_by_test_id("ephemeral").filter(has_text="approvers can roll back")).to_be_visible()
+    act_as(page, "U_ALICE")
+    incident.locator("[data-action-id=incident_roll_back]").click()
+    started = replies.filter(has_text=re.compile(r"started rollback request #\d+"))
+    expect(started).to_be_visible()
+    expect(incident).to_contain_text("mitigating")
+    expect(page.get_by_test_id("ephemeral").filter(has_text=re.compile(r"Rollback request #\d+ created"))).to_be_visible()
+    shot(page, "06-rollback-started", started)
+    # Not asserted yet: the rollback request's own approval and run. Its analysis currently cancels it
+    # ("Nothing to do": bot/flow_analysis.py reads rollback requests as repository plans); reported to the lead.
