@@ -210,8 +210,14 @@ def _backup_id(rt: Any, request_id: int) -> str | None:
 
 def to_migration(ref: MigrationRef, layout: str) -> Migration:
     """The sources' Migration for a request's MigrationRef (`<version>_<name>`; Prisma's ledger key is the folder)."""
-    version, _, rest = ref.name.partition("_")
-    return Migration(version=version, name=rest or ref.name, ledger_name=ref.name if layout == "prisma" else version,
+    version = getattr(ref, "version", None)
+    if version and ref.name.startswith(version + "_"):
+        rest = ref.name[len(version) + 1:]
+    else:
+        parsed, _, rest = ref.name.partition("_")
+        version = version or parsed
+    ledger = getattr(ref, "ledger_name", None) or (ref.name if layout == "prisma" else version)
+    return Migration(version=version, name=rest or ref.name, ledger_name=ledger,
                      path=ref.path or ref.name, sql=ref.sql, sha256=ref.sha256, size=len(ref.sql.encode("utf-8")),
                      down_sql=ref.down_sql, verify_sql=ref.verify_sql)
 
@@ -239,6 +245,13 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
     _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail])
 
 
+def label(migration: Migration) -> str:
+    """How people name the file: Prisma's folder, else `<version>_<name>` (the sql/Supabase ledger key is the version)."""
+    if migration.ledger_name.endswith(migration.name):
+        return migration.ledger_name
+    return f"{migration.version}_{migration.name}"
+
+
 def _reraise(error: BaseException) -> None:
     raise error
 
@@ -255,7 +268,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
                 statements()
 
         if retry:
-            ctx.retrying(migration.ledger_name, attempt_once)
+            ctx.retrying(label(migration), attempt_once)
         else:
             attempt_once()
 
@@ -265,7 +278,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
     except ApplyError as exc:
         if exc.details.get("sqlstate") == "55P03":
             raise LockTimeoutError(
-                f"migration {migration.ledger_name} could not get its locks within lock_timeout "
+                f"migration {label(migration)} could not get its locks within lock_timeout "
                 f"{ctx.lock_timeout} after {ctx.tries} tries and was rolled back; the blocker is named in the "
                 "thread: let it finish (or stop it), then retry", sqlstate="55P03") from exc
         raise
@@ -273,7 +286,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
 
 
 def _run_part(ctx: ApplyContext, migration: Migration, part: Part) -> None:
-    conn, name = ctx.conn, migration.ledger_name
+    conn, name = ctx.conn, label(migration)
     if part.kind == "tx":
         def in_tx() -> None:
             with conn.transaction():

@@ -82,9 +82,13 @@ def run(request_id: int) -> None:
         pipeline.fail(rt, request_id, expected=RequestStatus.BACKING_UP, failed_step="backup",
                       db_state=DbState.UNTOUCHED, error=type(exc)(text, code=exc.code), step_id=step.step.id)
         return
-    lines = [f"`{Path(outcome['path']).name}` ({outcome['size_bytes'] / 2**20:.1f} MiB, {outcome['scope']}, "
+    lines = [f"`{Path(outcome['path']).name}` ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
              f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]
     pipeline.succeed(step, outcome, lines, next_step="apply")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 def _url_or_empty(rt: Any, request: Request) -> str:
