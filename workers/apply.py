@@ -84,13 +84,14 @@ class ApplyContext:
         report.post(self.rt, self.request, message)
 
     def retrying(self, name: str, attempt_once: Callable[[], T]) -> T:
-        """Run ``attempt_once``; on a lock timeout back off (exponential, jittered) and try again, up to ``tries``."""
+        """Run ``attempt_once``; on a lock timeout (55P03) or a deadlock (40P01) back off (exponential, jittered)
+        and try again, up to ``tries``."""
         attempt = 1
         while True:
             self.dog.clear_blockers()
             try:
                 return attempt_once()
-            except pg_errors.LockNotAvailable:
+            except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected):  # rolled back: safe to run again
                 blockers = self.dog.last_blockers()
                 if attempt >= self.tries:
                     log.warning("request %s: %s: lock timeout on try %s of %s; giving up", self.request.id, name,
