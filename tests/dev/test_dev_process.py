@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import signal
 import subprocess
 import time
 import tomllib
@@ -55,6 +56,12 @@ def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path,
         assert any("/migrate plan" in item["text"] or "/migrate plan" in json.dumps(item["blocks"])
                    for item in state["timeline"] if item.get("private"))
         assert not any(item.get("private") for item in json.loads(get(page + "dev/state?user=U_BOB")[1])["timeline"])
+        said = urllib.request.Request(page + "dev/message", method="POST",
+                                      data=json.dumps({"user": "U_DANA", "text": "deploying at 3pm"}).encode())
+        with urllib.request.urlopen(said, timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == 200  # the bot acknowledged the signed message event
+        seen = json.loads(get(page + "dev/state?user=U_BOB")[1])["timeline"]
+        assert [(i["user"], i["text"]) for i in seen if i["kind"] == "message"] == [("U_DANA", "deploying at 3pm")]
 
         children = descendants(run.proc.pid)
         assert children, "the worker subprocess should be running"
@@ -70,6 +77,19 @@ def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path,
             pass
         else:
             raise AssertionError("the page still answers after SIGTERM")
+    finally:
+        cleanup_dev(run, pg_admin_url)
+
+
+def test_ctrl_c_stops_everything_too(tmp_path: Path, pg_admin_url: str, _redis_server_url: str) -> None:
+    run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
+    try:
+        children = descendants(run.proc.pid)
+        assert children
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(timeout=60) == 0, run.output
+        assert "stopped." in run.output
+        assert not [pid for pid in children if alive(pid)]
     finally:
         cleanup_dev(run, pg_admin_url)
 

@@ -91,7 +91,7 @@
   }
 
   function renderModal(view) {
-    const backdrop = $("backdrop") || $("modal-backdrop");
+    const backdrop = $("modal-backdrop");
     const key = view ? `${view.id}:${view.hash}` : "";
     if (key === state.modalKey) return;
     state.modalKey = key;
