@@ -10,6 +10,7 @@ BY_CODE: dict[str, Rule] = {r.code: r for r in RULES}
 BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 CHECKS = tuple(fam.check for fam in FAMILIES)
 _DISPATCH: dict[str, tuple] = {}
+_PLANS: dict[str, tuple] = {}
 
 
 def checks_for(node_type: str) -> tuple:
@@ -18,6 +19,16 @@ def checks_for(node_type: str) -> tuple:
     if found is None:
         found = _DISPATCH[node_type] = tuple(f.check for f in FAMILIES if f.TYPES is None or node_type in f.TYPES)
     return found
+
+
+def plan_for(node_type: str) -> tuple[tuple, ...]:
+    """(check, stateless) for the families that look at this statement type, in catalogue order."""
+    found = _PLANS.get(node_type)
+    if found is None:
+        found = _PLANS[node_type] = tuple((f.check, getattr(f, "STATELESS", False)) for f in FAMILIES
+                                          if f.TYPES is None or node_type in f.TYPES)
+    return found
+
 
 # The database the rule examples (docs and tests) are written against.
 EXAMPLE_TABLES = {

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 
-from .catalogue import BY_CODE, checks_for, lookup
+from .catalogue import BY_CODE, lookup, plan_for
 from .effect import AEL
 from .locks import describe
-from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build
+from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
-from .parse import RawStatement, SyntaxProblem, parse
+from .parse import Attach, Positions, RawStatement, SyntaxProblem, _cuts, directives_of, items, parse
 from .rules import Hit
 from .state import State, Stmt
 
@@ -31,25 +32,121 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
     statements: list[StatementInfo] = []
     st = State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
                statement_timeout=ctx.runner_statement_timeout)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # millions of small parse-tree dicts: the cyclic GC would triple the decode time
-    try:
+    with _gc_paused():
         for item in parse(text):
             if isinstance(item, SyntaxProblem):
-                findings.append(_finding("MG001", item.line, item.column, None,
-                                         f"Syntax error: {item.message}.", ctx))
+                findings.append(_syntax(item, ctx))
                 continue
-            statements.append(_statement(item, st, ctx, findings))
-        if st.tx_open and st.explicit:
-            findings.append(_finding("MG606", st.begin_line, 1, None,
-                                     "BEGIN at this line is never committed; the work is rolled back.", ctx))
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+            statements.append(_finish(item, _ahead(item, ctx), st, ctx, findings))
+        return _report(findings, statements, st, ctx)
+
+
+def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context) -> Report:
+    if st.tx_open and st.explicit:
+        findings.append(_finding("MG606", st.begin_line, 1, None,
+                                 "BEGIN at this line is never committed; the work is rolled back.", ctx))
     findings = [f for f in findings if f is not None]
     risk, reasons = _overall(findings, statements)
     return Report(risk=risk, reasons=reasons, statements=tuple(statements), findings=tuple(findings),
                   pg_version=ctx.pg_version)
+
+
+class Split:
+    """One big file analysed in two parts that can run on two cores (the caller forks; this stays pure).
+
+    head() analyses the leading pieces completely, in order, and returns a picklable summary;
+    ahead() parses the remaining pieces and works out what does not depend on earlier statements
+    (effects, stateless rule families); finish(head_summary) then continues from the head's state
+    in order. Same pieces, same order, same state as analyze(): the same Report. head() raises
+    NeedsWhole when one of its pieces does not parse (a cut inside a body): use analyze() then.
+    """
+
+    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = 0.4) -> None:
+        self.ctx = context or Context()
+        self.text, self.bad_encoding = _decode(sql)
+        cuts = _cuts(self.text)
+        k = min(range(1, len(cuts)), key=lambda i: abs(cuts[i][0] - len(self.text) * share)) if len(cuts) > 1 else 0
+        self.head_cuts, self.tail_cuts = cuts[:k], cuts[k:]
+        self.data = self.text.encode("utf-8")
+        self.directives = directives_of(self.data)
+        self._ahead: list = []
+
+    @property
+    def ok(self) -> bool:
+        """There is a head and a tail to share out."""
+        return bool(self.head_cuts) and bool(self.tail_cuts)
+
+    def _state(self) -> State:
+        ctx = self.ctx
+        return State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
+                     statement_timeout=ctx.runner_statement_timeout)
+
+    def head(self) -> tuple:
+        ctx, st = self.ctx, self._state()
+        findings: list = []
+        infos = []
+        attach = Attach(self.data, self.directives)
+        with _gc_paused():
+            for item in items(self.text, self.data, Positions(self.data), self.head_cuts, strict=True):
+                attach(item)
+                if isinstance(item, SyntaxProblem):
+                    findings.append(_syntax(item, ctx))
+                    continue
+                s = _finish(item, _ahead(item, ctx), st, ctx, findings)
+                infos.append((s.index, s.line, s.column, s.kind, s.transactional, s.in_transaction,
+                              tuple((lk.relation, lk.mode) for lk in s.locks), s.rewrite, s.scan, s.destructive,
+                              s.incompatible, s.data_changing, s.excerpt))
+        state = {name: getattr(st, name) for name in _STATE_FIELDS}
+        return state, [f.__dict__ for f in findings if f is not None], infos, attach.i, len(infos)
+
+    def ahead(self) -> None:
+        ctx = self.ctx
+        with _gc_paused():
+            self._ahead = [(item, None if isinstance(item, SyntaxProblem) else _ahead(item, ctx))
+                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts)]
+
+    def finish(self, head: tuple) -> Report:
+        ctx, st = self.ctx, self._state()
+        state, head_findings, infos, directive_i, count = head
+        findings: list = []
+        if self.bad_encoding:
+            findings.append(_finding("MG002", self.bad_encoding[0], self.bad_encoding[1], None,
+                                     "The file is not valid UTF-8; invalid bytes were replaced.", ctx))
+        with _gc_paused():
+            for name, value in state.items():
+                setattr(st, name, value)
+            findings.extend(build(Finding, **f) for f in head_findings)
+            statements = [build(StatementInfo, index=i[0], line=i[1], column=i[2], kind=i[3], transactional=i[4],
+                                in_transaction=i[5], locks=tuple(_lock(r, m) for r, m in i[6]), rewrite=i[7],
+                                scan=i[8], destructive=i[9], incompatible=i[10], data_changing=i[11], excerpt=i[12])
+                          for i in infos]
+            attach = Attach(self.data, self.directives, directive_i)
+            for item, early in self._ahead:
+                attach(item)
+                if early is None:
+                    findings.append(_syntax(item, ctx))
+                    continue
+                item.index += count
+                statements.append(_finish(item, early, st, ctx, findings))
+            return _report(findings, statements, st, ctx)
+
+
+_STATE_FIELDS = tuple(f for f in State.__slots__ if f != "ctx")
+
+
+@contextmanager
+def _gc_paused():
+    was = gc.isenabled()
+    gc.disable()  # millions of small parse-tree dicts: the cyclic GC would triple the decode time
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
+    return _finding("MG001", item.line, item.column, None, f"Syntax error: {item.message}.", ctx)
 
 
 def _decode(sql: str | bytes) -> tuple[str, tuple[int, int] | None]:
@@ -68,12 +165,39 @@ def _decode(sql: str | bytes) -> tuple[str, tuple[int, int] | None]:
         return sql.decode("utf-8", "replace").replace("\x00", " "), (line, col)
 
 
-def _statement(raw: RawStatement, st: State, ctx: Context, findings: list[Finding]) -> StatementInfo:
+def _ahead(raw: RawStatement, ctx: Context) -> tuple:
+    """What does not depend on earlier statements: the effect and the stateless families' hits."""
     fx = describe(raw.node_type, raw.node, ctx.pg_version, ctx.functions)
+    plan = plan_for(raw.node_type)
+    early = None
+    for check, stateless in plan:
+        if stateless:
+            if early is None:
+                s = Stmt(raw, fx, None, None)
+                early = []
+            early.append(list(check(s, None)))
+    info = {"index": raw.index, "line": raw.line, "column": raw.column, "kind": fx.kind,
+            "transactional": fx.transactional, "in_transaction": None,
+            "locks": tuple(_lock(r, m) for r, m in fx.locks.items()), "rewrite": None, "scan": fx.scan,
+            "destructive": fx.destructive, "incompatible": fx.incompatible, "data_changing": fx.data_changing,
+            "excerpt": raw.text[:EXCERPT]}
+    return fx, plan, early, info
+
+
+def _finish(raw: RawStatement, ahead: tuple, st: State, ctx: Context, findings: list[Finding]) -> StatementInfo:
+    """The in-order part: transaction flags, the stateful rules, directives and the state update."""
+    fx, plan, early, info = ahead
     explicit = st.tx_open and st.explicit
     in_tx = st.tx_open and (fx.transactional or explicit) and raw.node_type != "TransactionStmt"
     s = Stmt(raw, fx, in_tx, explicit)
-    hits = [h for check in checks_for(raw.node_type) for h in check(s, st)]
+    hits: list[Hit] = []
+    j = 0
+    for check, stateless in plan:
+        if stateless:
+            hits += early[j]
+            j += 1
+        else:
+            hits += check(s, st)
     used: set[str] = set()
     for h in hits:
         f = _from_hit(h, raw, st, ctx, used)
@@ -90,11 +214,10 @@ def _statement(raw: RawStatement, st: State, ctx: Context, findings: list[Findin
                 findings.append(_finding("MG004", d.line, 1, raw.index,
                                          f"`{code}` is not a rule that fired on this statement.", ctx))
     _update(s, st)
-    return build(StatementInfo, 
-        index=raw.index, line=raw.line, column=raw.column, kind=fx.kind, transactional=fx.transactional,
-        in_transaction=in_tx, locks=tuple(_lock(r, m) for r, m in fx.locks.items()),
-        rewrite=fx.rewrite, scan=fx.scan, destructive=fx.destructive, incompatible=fx.incompatible,
-        data_changing=fx.data_changing, excerpt=raw.text[:EXCERPT])
+    info["index"] = raw.index  # a statement of a Split's tail is renumbered after the head
+    info["in_transaction"] = in_tx
+    info["rewrite"] = fx.rewrite  # a column rule may have found a rewrite
+    return build_from(StatementInfo, info)
 
 
 EXCERPT = 240  # characters of each statement kept in the report

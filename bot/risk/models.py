@@ -137,6 +137,11 @@ class Report(_Frozen):
 
 def build(cls, **values):
     """Construct a frozen model from trusted, complete values without validation (hot path)."""
+    return build_from(cls, values)
+
+
+def build_from(cls, values: dict):
+    """build() from a dict of trusted, complete values in field order, which the model then owns."""
     m = object.__new__(cls)
     object.__setattr__(m, "__dict__", values)
     object.__setattr__(m, "__pydantic_fields_set__", set(values))

@@ -49,6 +49,7 @@ class SyntaxProblem:
     column: int
     message: str
     text: str
+    piece_end: int = 0  # byte offset where the unparsable piece ends (its directives are skipped)
 
 
 class Positions:
@@ -120,16 +121,24 @@ def _cuts(sql: str) -> list[tuple[int, int]]:
     return cuts
 
 
-def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
-    """Yield (piece, byte base, JSON or error) covering the file in order.
+class NeedsWhole(Exception):
+    """A piece of a strict range failed to parse: only the sequential parse of the rest gives the result."""
+
+
+def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
+            strict: bool = False) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+    """Yield (piece, byte base, JSON or error) covering the file (or the pieces `cuts` of it) in order.
 
     Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
     CHUNK_CHARS, and the next piece is parsed on a helper thread (libpg_query releases the GIL)
     while this one is analysed. If a cut lands inside a string or body the piece fails to parse
     and the rest of the file is parsed whole instead: a bad cut costs time, never a different result.
+    With `strict` (a leading range of the pieces, analysed in another process) a failing piece
+    raises NeedsWhole instead, since the rest of the file is not this range's to parse.
     """
-    cuts = _cuts(sql)
-    if len(cuts) == 1:
+    if cuts is None:
+        cuts = _cuts(sql)
+    if len(cuts) == 1 and cuts[0] == (0, len(sql)):
         yield from _rest(sql, 0)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -143,7 +152,7 @@ def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
                 ahead.append((cut[0], piece, pool.submit(_pg.parse_sql_json, piece)))
 
         submit()
-        byte_base = 0
+        byte_base = len(sql[:cuts[0][0]].encode("utf-8"))
         while ahead:
             start, piece, future = ahead.popleft()
             try:
@@ -151,6 +160,8 @@ def _chunks(sql: str) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
             except _pg.ParseError:
                 for _, _, other in ahead:
                     other.cancel()
+                if strict:
+                    raise NeedsWhole() from None
                 yield from _rest(sql[start:], byte_base)
                 return
             submit()
@@ -209,11 +220,52 @@ def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
     """
     data = sql.encode("utf-8")
     pos = Positions(data)
-    directives = _directives(data, pos)
-    d_i = 0
+    attach = Attach(data, _directives(data, pos))
+    for item in items(sql, data, pos, None):
+        attach(item)
+        yield item
+
+
+class Attach:
+    """Hands the `guardian: accept` directives to the statements they belong to, walking in file order."""
+
+    __slots__ = ("data", "directives", "i")
+
+    def __init__(self, data: bytes, directives: list[Directive], i: int = 0) -> None:
+        self.data, self.directives, self.i = data, directives, i
+
+    def __call__(self, item: RawStatement | SyntaxProblem) -> None:
+        directives = self.directives
+        d_i, n = self.i, len(directives)
+        if d_i >= n:
+            return
+        if isinstance(item, SyntaxProblem):
+            while d_i < n and directives[d_i].offset < item.piece_end:
+                d_i += 1
+            self.i = d_i
+            return
+        end, data = item.end, self.data
+        # a directive belongs to the statement it precedes or sits inside ...
+        while d_i < n and directives[d_i].offset < end:
+            item.directives.append(directives[d_i])
+            d_i += 1
+        # ... or to the one whose line it ends: `ALTER ...; -- guardian: accept X because y`
+        while d_i < n and _same_line(data, end, directives[d_i].offset):
+            item.directives.append(directives[d_i])
+            d_i += 1
+        self.i = d_i
+
+
+def directives_of(data: bytes) -> list[Directive]:
+    return _directives(data, Positions(data))
+
+
+def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | None,
+          strict: bool = False) -> Iterator[RawStatement | SyntaxProblem]:
+    """The statements and syntax problems of `sql` (or of its pieces `cuts`), without directives;
+    statement indexes count from 0 within what is parsed here."""
     index = 0
-    prev_end = 0
-    for piece, byte_base, js in _chunks(sql):
+    for piece, byte_base, js in _chunks(sql, cuts, strict):
         piece_end = len(data) if piece is sql else byte_base + len(piece.encode("utf-8"))
         if piece_end > len(data):  # pieces are slices of the text, so this only guards bad offsets
             piece_end = len(data)
@@ -221,9 +273,7 @@ def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
             loc = js.args[1] if len(js.args) > 1 and isinstance(js.args[1], int) else 0
             loc = max(0, min(loc, len(piece)))
             line, column = pos.at(byte_base + len(piece[:loc].encode("utf-8")))
-            yield SyntaxProblem(line, column, str(js.args[0]), piece.strip()[:200])
-            while d_i < len(directives) and directives[d_i].offset < piece_end:
-                d_i += 1
+            yield SyntaxProblem(line, column, str(js.args[0]), piece.strip()[:200], piece_end)
             continue
         for item in _stream_json(js):
             stmt = item["stmt"]
@@ -235,19 +285,9 @@ def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
             if m:
                 start = m.end()
             line, column = pos.at(start)
-            raw = RawStatement(index, node_type, stmt[node_type], start, end, line, column,
+            yield RawStatement(index, node_type, stmt[node_type], start, end, line, column,
                                data[start:end].decode("utf-8", "replace").strip())
-            # a directive belongs to the statement it precedes or sits inside ...
-            while d_i < len(directives) and directives[d_i].offset < end:
-                raw.directives.append(directives[d_i])
-                d_i += 1
-            # ... or to the one whose line it ends: `ALTER ...; -- guardian: accept X because y`
-            while d_i < len(directives) and _same_line(data, end, directives[d_i].offset):
-                raw.directives.append(directives[d_i])
-                d_i += 1
-            prev_end = end
             index += 1
-            yield raw
 
 
 def _same_line(data: bytes, a: int, b: int) -> bool:

@@ -81,6 +81,10 @@ def _columns(s: Stmt) -> Iterator[tuple[str, dict]]:
                                   or cmd.get("name"))
 
 
+# check() reads neither the state nor the statement's transaction flags, so the engine may run it
+# ahead of the in-order pass (in another process for big files).
+STATELESS = True
+
 # Statement types this family looks at (None: all).
 TYPES: frozenset[str] | None = frozenset({"CreateStmt", "AlterTableStmt", "UpdateStmt", "InsertStmt"} | _DDL)
 

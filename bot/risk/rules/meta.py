@@ -49,6 +49,10 @@ _HARMLESS = NONVOLATILE_FUNCTIONS | {"set_config", "pg_advisory_lock", "pg_advis
                                      "pg_try_advisory_lock", "pg_sleep", "version", "count", "max", "min"}
 
 
+# check() reads neither the state nor the statement's transaction flags, so the engine may run it
+# ahead of the in-order pass (in another process for big files).
+STATELESS = True
+
 # Statement types this family looks at (None: all).
 TYPES: frozenset[str] | None = frozenset({"DoStmt", "CallStmt", "ExecuteStmt", "SelectStmt"})
 
