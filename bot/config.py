@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -118,6 +118,16 @@ class Approvals(_Strict):
         return int(getattr(self, risk))
 
 
+class RlsProbe(_Strict):
+    """A row-level-security check run before and after a migration: what ``role`` with these JWT claims sees."""
+
+    name: str
+    role: str
+    claims: dict[str, Any] | str = Field(default_factory=dict)  # request.jwt.claims (table or JSON text)
+    query: str
+    expect_rows: int | None = None  # when set, verify fails unless the query returns this many rows
+
+
 class EnvironmentConfig(_Strict):
     name: str = ""
     database_url_env: str
@@ -134,6 +144,10 @@ class EnvironmentConfig(_Strict):
     rehearsal_database_url_env: str | None = None
     allow_rehearsal: bool = False  # rehearse directly on this environment (refused for production unless true)
     apply_retries: int = Field(default=3, ge=0, le=20)
+    # approvals a rollback (the down SQL of a failed request, started from its incident) needs: mitigation is
+    # urgent, so one approver other than the person who started it, unless raised here
+    rollback_approvals: int = Field(default=1, ge=1)
+    rls_probes: list["RlsProbe"] = Field(default_factory=list)
 
     @field_validator("database_url_env", "rehearsal_database_url_env")
     @classmethod

@@ -81,8 +81,8 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
     with connect_target(url, env.name, application_name=f"guardian-req{request.id}-analyze") as conn:
         fp, target = _target_identity(conn, env.name)
         facts = gather_facts(conn, env.name)
-        if request.source == "adhoc":
-            commit = None
+        if request.source in ("adhoc", "rollback"):  # the SQL travels with the request
+            commit = request.git_commit if request.source == "rollback" else None
             news = [NewMigration(**m.model_dump(include={"name", "version", "ledger_name", "path", "sql"}))
                     for m in request.migrations]
         else:

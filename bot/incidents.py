@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackClientError
@@ -253,9 +254,11 @@ class IncidentService:
         self.refresh(incident.id)
 
     # ------------------------------------------------------- timeline, notes
-    def note(self, incident_id: int, author: str, text: str, *, source: str = "command", slack_ts: str | None = None) -> bool:
+    def note(self, incident_id: int, author: str, text: str, *, source: str = "command", slack_ts: str | None = None,
+             posted_at: datetime | None = None) -> bool:
         self.store.get_incident(incident_id)
-        return self.store.add_incident_note(incident_id, author=author, text=text, source=source, slack_ts=slack_ts)
+        return self.store.add_incident_note(incident_id, author=author, text=text, source=source, slack_ts=slack_ts,
+                                            created_at=posted_at)
 
     def timeline(self, incident_id: int) -> list[Any]:
         incident = self.store.get_incident(incident_id)

@@ -56,13 +56,16 @@ class Policy:
         """A fingerprint of everything in the policy that decides approvals; changing it voids them."""
         material = self.env.model_dump(
             include={"approvers", "approvals", "requires", "production", "approval_expiry",
-                     "maintenance_windows", "allow_adhoc_sql"},
+                     "maintenance_windows", "allow_adhoc_sql", "rollback_approvals"},
             mode="json",
         )
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
-    def required_approvals(self, risk: str | None) -> int:
-        return self.env.approvals.required(risk or "critical")
+    def required_approvals(self, risk: str | None, source: str = "repo") -> int:
+        required = self.env.approvals.required(risk or "critical")
+        if source == "rollback":
+            return min(required, self.env.rollback_approvals) or 1
+        return required
 
     def is_approver(self, user_id: str, groups: GroupResolver) -> bool:
         for entry in self.env.approvers:
@@ -141,7 +144,7 @@ class Policy:
                 approvers.append(d.user_id)
             elif d.decision == "reject":
                 rejected.append(d.user_id)
-        return Tally(required=self.required_approvals(request.risk), approvers=tuple(approvers),
+        return Tally(required=self.required_approvals(request.risk, request.source), approvers=tuple(approvers),
                      rejected_by=tuple(rejected), stale=tuple(stale))
 
     def missing_prerequisites(self, succeeded_in: Iterable[str]) -> list[str]:

@@ -28,7 +28,7 @@ from psycopg import errors as pg_errors
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.pg.connect import classify
-from bot.sources.apply import ApplyError, apply_migration, check_applicable, prisma_advisory_lock
+from bot.sources.apply import ApplyError, apply_migration, check_applicable, mark_reverted, prisma_advisory_lock
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.sources.statements import Piece
@@ -223,8 +223,36 @@ def to_migration(ref: MigrationRef, layout: str) -> Migration:
                      down_sql=ref.down_sql, verify_sql=ref.verify_sql)
 
 
+def revert_file(ctx: ApplyContext, ref: MigrationRef) -> None:
+    """A rollback request's part: the down SQL and the ledger saying "not applied" in ONE transaction."""
+    migration = to_migration(ref, ctx.layout)
+
+    def attempt_once() -> None:
+        with ctx.conn.transaction():  # a savepoint: a lock timeout retries the down SQL alone
+            ctx.conn.execute(ref.sql.encode("utf-8"))
+
+    try:
+        with ctx.conn.transaction():
+            ctx.local_timeouts()
+            ctx.retrying(f"{label(migration)} (down)", attempt_once)
+            reverted = mark_reverted(ctx.conn, ctx.layout, migration)
+    except pg_errors.LockNotAvailable as exc:
+        raise LockTimeoutError(f"the down SQL of {label(migration)} could not get its locks after {ctx.tries} tries "
+                               "and was rolled back; the blocker is named in the thread", sqlstate="55P03") from exc
+    except psycopg.Error as exc:
+        raise ApplyError(f"the down SQL of {label(migration)} failed and was rolled back: "
+                         f"{report.scrub_error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}"
+                         "; fix the down SQL or restore the backup instead",
+                         sqlstate=getattr(exc.diag, "sqlstate", None)) from exc
+    log.info("request %s: %s reverted (%s ledger row(s))", ctx.request.id, label(migration), reverted)
+    ctx.progress.committed += 1
+
+
 def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
     """One migration file: the fast path sends it whole inside the ledger transaction; mixed files commit in parts."""
+    if ctx.request.source == "rollback":
+        revert_file(ctx, ref)
+        return
     migration = to_migration(ref, ctx.layout)
     parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000, request_id=ctx.request.id)
     if not parts:  # only comments: nothing to run, the ledger rows still record it

@@ -53,10 +53,20 @@ def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:
 
 
 def open_incident(request_id: int) -> None:
-    """Open the incident thread for a failed request, once bot.incidents exists (a later issue)."""
+    """Open the incident thread for a failed request (a failed rollback reports to its parent's incident)."""
+    from bot.incidents import open_for_failure
+
     try:
-        from bot.incidents import open_for_failure
-    except ImportError:
-        log.info("request %s: no incident module yet; the failure is reported in the thread only", request_id)
-        return
-    open_for_failure(request_id)
+        open_for_failure(request_id)
+    except Exception:  # noqa: BLE001 - the failure is already recorded and reported; the incident must not mask it
+        log.exception("request %s: opening the incident failed; the failure is in the thread", request_id)
+
+
+def request_finished(request_id: int) -> None:
+    """A request succeeded: a rollback request mitigates its parent's incident."""
+    from bot.incidents import on_request_finished
+
+    try:
+        on_request_finished(request_id)
+    except Exception:  # noqa: BLE001 - the run succeeded; reporting must not turn it into a failure
+        log.exception("request %s: updating the incident failed", request_id)

@@ -29,8 +29,10 @@ from workers.backup import find_pg_dump, libpq_env
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
-# `3415; 1259 16389 TABLE public users postgres` -> (desc, schema, rest)
-_TOC = re.compile(r"^\d+;\s+\d+\s+\d+\s+(?P<desc>[A-Z][A-Z ]*?)\s+(?P<schema>\S+|-)\s+(?P<rest>.+?)\s+\S+$")
+# `3415; 1259 16389 TABLE public users postgres` -> (desc, schema, rest); multi-word kinds listed first
+_KINDS = ("SEQUENCE OWNED BY", "SEQUENCE SET", "TABLE DATA", "FK CONSTRAINT", "ROW SECURITY", "CONSTRAINT",
+          "SEQUENCE", "DEFAULT", "TRIGGER", "POLICY", "COMMENT", "INDEX", "TABLE", "ACL")
+_TOC = re.compile(r"^\d+;\s+\d+\s+\d+\s+(?P<desc>" + "|".join(_KINDS) + r")\s+(?P<schema>\S+)\s+(?P<rest>.+?)\s+\S+$")
 # TOC kinds whose tag starts with the table name ("users users_pkey", "users id", "users trg")
 _TABLE_TAGGED = {"TABLE", "TABLE DATA", "CONSTRAINT", "FK CONSTRAINT", "DEFAULT", "TRIGGER", "POLICY",
                  "ROW SECURITY", "COMMENT", "ACL"}

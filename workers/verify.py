@@ -73,6 +73,7 @@ def run(request_id: int) -> None:
     report.post(rt, step.request, build_summary_message(
         request_id, [(s.step, s.duration_ms) for s in steps if s.status == "succeeded"],
         backups[-1].path.rsplit("/", 1)[-1] if backups else None, len(rt.store.list_events(request_id=request_id))))
+    report.request_finished(request_id)
 
 
 def _before(rt: Any, request_id: int) -> dict[str, Any]:

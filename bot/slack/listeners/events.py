@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 from slack_bolt import App
@@ -14,6 +15,14 @@ from bot.incidents import PIN_REACTION, IncidentService
 
 logger = logging.getLogger(__name__)
 IGNORED_SUBTYPES = {"bot_message", "message_changed", "message_deleted", "channel_join", "channel_leave"}
+
+
+def _posted_at(ts: str | None) -> datetime | None:
+    """A timeline entry is timestamped when the message was posted, not when we heard of it."""
+    try:
+        return datetime.fromtimestamp(float(ts or ""), timezone.utc)
+    except ValueError:
+        return None
 
 
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
@@ -30,7 +39,8 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             return
         text = (event.get("text") or "").strip()
         if text:
-            IncidentService(flow).note(incident.id, event.get("user", "?"), text, source="thread", slack_ts=event.get("ts"))
+            IncidentService(flow).note(incident.id, event.get("user", "?"), text, source="thread",
+                                       slack_ts=event.get("ts"), posted_at=_posted_at(event.get("ts")))
             logger.info("incident %s: thread reply %s recorded", incident.id, event.get("ts"))
 
     def handle_reaction_added_event(event: dict[str, Any], client: WebClient) -> None:
@@ -49,12 +59,9 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         incident = flow.store.find_incident(channel=channel, thread_ts=message.get("thread_ts") or ts)
         if incident is None:
             return
-        from datetime import datetime, timezone
-
-        posted_at = datetime.fromtimestamp(float(ts), timezone.utc)
         IncidentService(flow).note(incident.id, message.get("user") or event.get("item_user") or "?",
-                                   message.get("text") or "", source="pin", slack_ts=ts)
-        logger.info("incident %s: pinned message %s (posted %s) recorded", incident.id, ts, posted_at.isoformat())
+                                   message.get("text") or "", source="pin", slack_ts=ts, posted_at=_posted_at(ts))
+        logger.info("incident %s: pinned message %s recorded", incident.id, ts)
 
     app.event("message")(handle_message_event)
     app.event("reaction_added")(handle_reaction_added_event)

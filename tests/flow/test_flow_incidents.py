@@ -1,0 +1,150 @@
+"""Incidents end to end: a failed verify opens one, Roll back restores the schema, Restore brings data back,
+the timeline and post-mortem hold what happened — with real PostgreSQL, Redis, worker and Slack stand-in."""
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+
+from bot.models import DbState, IncidentStatus, RequestStatus as S
+from bot.pg.snapshot import take_snapshot
+from bot.slack.ids import ActionId, CallbackId
+from bot.slack.sender import SlackUser
+
+from flow_harness import APPROVER_A, APPROVER_B, REQUESTER
+from test_flow_approval import plan
+
+FLAG = "ALTER TABLE users ADD COLUMN flag boolean;\n"
+FLAG_VERIFY = "SELECT count(*) = 0 FROM users;\n"  # false: the table has rows, so verify fails
+FLAG_DOWN = "ALTER TABLE users DROP COLUMN flag;\n"
+
+
+def add_with_companions(h, name, sql, down=None, verify=None):
+    folder = h.repo / "prisma" / "migrations" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if down:
+        (folder / "down.sql").write_text(down)
+    if verify:
+        (folder / "verify.sql").write_text(verify)
+    return h.add_migration(name, sql)
+
+
+def snapshot(url):
+    with psycopg.connect(url, autocommit=True) as conn:
+        return take_snapshot(conn, "staging")
+
+
+def approve_and_run(h, rid, *approvers):
+    for user in approvers:
+        _, reply = h.click(ActionId.APPROVE.value, rid, user)
+        h.replies(reply)
+    h.run_jobs()
+    return h.store.get_request(rid)
+
+
+def incident_card(h, incident):
+    ts = h.store.list_events(incident_id=incident.id)
+    card_ts = next(e.detail["ts"] for e in ts if e.kind == "incident.card")
+    return next(m for m in h.standin.messages(incident.channel) if m["ts"] == card_ts)
+
+
+def test_failed_verify_opens_incident_and_rollback_restores_the_schema(harness):
+    before = snapshot(harness.targets["staging"])
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    request = approve_and_run(harness, rid, APPROVER_A)
+    assert request.status is S.FAILED and request.failed_step == "verify"
+    assert request.db_state is DbState.APPLIED_UNVERIFIED
+    incident = harness.store.find_incident(request_id=rid)
+    assert incident is not None and incident.status is IncidentStatus.OPEN
+    card = json.dumps(incident_card(harness, incident))
+    for label in ("Roll back", "Restore backup", "Mark fixed forward", "Resolve"):
+        assert label in card
+    assert "applied unverified" in card and "verify" in card
+
+    # Roll back: proposed by one approver, creating a rollback request another approver must approve
+    _, reply = harness.click(ActionId.ROLL_BACK.value, incident.id, APPROVER_A)
+    assert any("Rollback request" in t for t in harness.replies(reply))
+    _, again = harness.click(ActionId.ROLL_BACK.value, incident.id, APPROVER_A)
+    assert any("already being mitigated" in t for t in harness.replies(again))
+    rollback = next(r for r in harness.store.list_requests() if r.parent_request_id == rid)
+    assert len([r for r in harness.store.list_requests() if r.parent_request_id == rid]) == 1
+    harness.run_jobs()  # analyse the down SQL
+    assert harness.store.get_request(rollback.id).status is S.AWAITING_APPROVAL
+    _, own = harness.click(ActionId.APPROVE.value, rollback.id, APPROVER_A)
+    assert any("you requested" in t for t in harness.replies(own))
+    done = approve_and_run(harness, rollback.id, APPROVER_B)
+    assert done.status is S.SUCCEEDED, done.error
+    after = snapshot(harness.targets["staging"])
+    assert after.fingerprint() == before.fingerprint()
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED
+    assert harness.store.get_request(rid).db_state is DbState.ROLLED_BACK
+    with psycopg.connect(harness.targets["staging"]) as conn:
+        rolled = conn.execute("SELECT rolled_back_at IS NOT NULL FROM _prisma_migrations "
+                              "WHERE migration_name = '20240101000000_add_flag'").fetchone()
+    assert rolled == (True,)  # Prisma sees the migration as rolled back
+
+
+def test_restore_backup_brings_a_dropped_column_back_row_by_row(harness):
+    with psycopg.connect(harness.targets["staging"]) as conn:
+        original = conn.execute("SELECT id, email FROM users ORDER BY id").fetchall()
+    harness.add_migration("20240101000000_drop_email", "ALTER TABLE users DROP COLUMN email;\n")
+    rid = plan(harness)
+    request = approve_and_run(harness, rid, APPROVER_A, APPROVER_B)
+    assert request.status is S.SUCCEEDED, request.error
+    _, reply = harness.command(f"incident {rid}", user=APPROVER_B)
+    assert any("Incident #" in t for t in harness.replies(reply))
+    incident = harness.store.find_incident(request_id=rid)
+    _, reply = harness.click(ActionId.RESTORE_BACKUP.value, incident.id, APPROVER_A)
+    view = harness.standin.wait_for("views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.CONFIRM_RESTORE.value).params["view"]
+    assert "`users`" in json.dumps(view) and "is lost" in json.dumps(view)
+    for _ in range(2):  # a double submission restores once
+        sent = harness.sender.view_submission(
+            CallbackId.CONFIRM_RESTORE.value, private_metadata=view["private_metadata"],
+            user=SlackUser(id=APPROVER_A, name="a"),
+            values={"confirm_input": {"value": {"type": "plain_text_input", "value": "staging"}}})
+        assert sent.status == 200
+    harness.standin.wait_for("chat.postEphemeral", lambda c: "already being mitigated" in str(c.params.get("text")), timeout=10)
+    harness.run_jobs()
+    with psycopg.connect(harness.targets["staging"]) as conn:
+        restored = conn.execute("SELECT id, email FROM users ORDER BY id").fetchall()
+    assert restored == original
+    assert [s.step for s in harness.store.list_steps(rid)].count("restore") == 1
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED
+
+
+def test_timeline_and_postmortem_from_what_happened(harness):
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    approve_and_run(harness, rid, APPROVER_A)
+    incident = harness.store.find_incident(request_id=rid)
+    channel, thread = incident.channel, incident.thread_ts
+    # a person replies in the incident thread, then someone pins another message with 📌
+    reply = harness.standin.workspace.chat_post_message({"channel": channel, "thread_ts": thread,
+                                                         "text": "looking at the verify query now"})
+    harness.sender.event({"type": "message", "channel": channel, "user": APPROVER_B, "text": "looking at the verify query now",
+                          "ts": reply["ts"], "thread_ts": thread})
+    pinned = harness.standin.workspace.chat_post_message({"channel": channel, "thread_ts": thread,
+                                                          "text": "action: add a verify step to staging CI"})
+    harness.standin.workspace.channels[channel][pinned["ts"]]["user"] = APPROVER_A
+    for _ in range(2):  # Slack may deliver an event twice; it is recorded once
+        harness.sender.event({"type": "reaction_added", "user": APPROVER_A, "reaction": "pushpin",
+                              "item": {"type": "message", "channel": channel, "ts": pinned["ts"]}})
+    harness.command(f"note {incident.id} decided to roll back", user=APPROVER_A)
+    harness.standin.wait_for("response_url", lambda c: "timeline" in str(c.params.get("text")))
+    deadline = time.monotonic() + 10  # events are handled after Bolt acknowledges them
+    while len(harness.store.list_incident_notes(incident.id)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    notes = harness.store.list_incident_notes(incident.id)
+    assert [n.source for n in notes] == ["thread", "pin", "command"]
+    _, r = harness.click(ActionId.RESOLVE.value, incident.id, APPROVER_B)
+    assert any("resolved" in t for t in harness.replies(r))
+    markdown = harness.store.get_incident(incident.id).postmortem
+    order = [markdown.index(s) for s in ("looking at the verify query now", "action: add a verify step",
+                                         "decided to roll back")]
+    assert order == sorted(order)
+    assert "ALTER TABLE users ADD COLUMN flag boolean;" in markdown  # the failing statement
+    assert "verify" in markdown and "- [ ] add a verify step to staging CI" in markdown
+    uploads = harness.standin.calls("files.completeUploadExternal")
+    assert any(c.params.get("thread_ts") == thread for c in uploads)
