@@ -83,26 +83,48 @@ def target_db_url(make_database: Callable[..., str]) -> str:
     return make_database(prefix="gt_target")
 
 
+RESERVATION_KEY = "guardian-tests:reserved-by"
+
+
 @pytest.fixture(scope="session")
-def _redis_server_url() -> str:
+def _redis_server_url() -> Iterator[str]:
+    """An empty Redis database number, reserved for this test session (concurrent sessions never share one)."""
     base = ensure_redis(os.environ.get("GUARDIAN_TEST_REDIS_URL"), _WORKDIR)
-    # choose a database number nobody uses, so a developer's data is never flushed
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     for db in range(15, 0, -1):
         url = with_redis_db(base, db)
         client = redis.Redis.from_url(url)
         try:
-            if client.dbsize() == 0:
-                return url
+            # reserve atomically, and only a database that held nothing else (a developer's data is never flushed)
+            if client.set(RESERVATION_KEY, owner, nx=True, ex=6 * 3600):
+                if client.dbsize() == 1:
+                    break
+                client.delete(RESERVATION_KEY)
         finally:
             client.close()
-    pytest.fail("every Redis database number 1-15 holds data; set GUARDIAN_TEST_REDIS_URL to an empty one")
+    else:
+        pytest.fail("every Redis database number 1-15 holds data or is reserved by another test session; "
+                    "set GUARDIAN_TEST_REDIS_URL to an empty one")
+    yield url
+    client = redis.Redis.from_url(url)
+    if client.get(RESERVATION_KEY) in (owner.encode(), None):
+        client.flushdb()
+    client.close()
+
+
+def _clear(client: redis.Redis) -> None:
+    """Delete every key but the session's reservation (re-made if a test flushed the database)."""
+    keys = [k for k in client.scan_iter(count=1000) if k != RESERVATION_KEY.encode()]
+    if keys:
+        client.delete(*keys)
+    client.set(RESERVATION_KEY, f"{os.getpid()}", nx=True, ex=6 * 3600)
 
 
 @pytest.fixture
 def redis_url(_redis_server_url: str) -> Iterator[str]:
-    """A real Redis database, flushed before and after the test."""
+    """A real Redis database, emptied before and after the test."""
     client = redis.Redis.from_url(_redis_server_url)
-    client.flushdb()
+    _clear(client)
     yield _redis_server_url
-    client.flushdb()
+    _clear(client)
     client.close()
