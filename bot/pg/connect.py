@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from bot.errors import TargetError
 
 _URL = re.compile(r"\b\w+(?:ql)?://\S+", re.IGNORECASE)
+_SAFE_HOST = re.compile(r"[A-Za-z0-9._\-/,:\[\]]{1,255}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_\-.$]{0,63}")
+_ECHOED_VALUE = re.compile(r'(\bvalue\s+)"[^"]*"', re.IGNORECASE)
 _PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
 
@@ -39,6 +42,7 @@ def scrub(text: str, *secrets: str) -> str:
     """``text`` without URLs, ``password=…`` pairs or any of ``secrets``."""
     text = _URL.sub("<url>", text)
     text = _PASSWORD.sub(r"\1***", text)
+    text = _ECHOED_VALUE.sub(r'\1"***"', text)  # libpq quotes a bad option's value, which may be a secret
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
@@ -54,9 +58,14 @@ def _where(url: str) -> str:
         parts = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "the configured server"
-    host = parts.get("host") or "localhost"
-    port = parts.get("port") or "5432"
-    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+    host = str(parts.get("host") or "localhost")
+    port = str(parts.get("port") or "5432")
+    dbname = str(parts.get("dbname") or parts.get("user") or "")
+    # a malformed URL can leave secrets in any field: show only what looks like a host, a port and a name
+    host = host if _SAFE_HOST.fullmatch(host) else "<host>"
+    port = port if port.isdigit() else "<port>"
+    dbname = dbname if _SAFE_NAME.fullmatch(dbname) else "<database>"
+    return f"{host}:{port}/{dbname}"
 
 
 def _password(url: str) -> str:

@@ -72,3 +72,19 @@ def test_scrub_removes_urls_and_password_pairs():
     text = "failed for postgresql://u:p4ss@h/db and host=h password='p 4' user=u; also p4ss"
     out = scrub(text, "p4ss")
     assert "p4ss" not in out and "p 4" not in out and "postgresql://" not in out
+
+
+def test_malformed_url_never_shows_what_looks_like_a_password():
+    from bot.errors import TargetError
+    from bot.pg.connect import connect_target
+
+    for url in ("postgresql://u:hunter2@127.0.0.1:5x?password=hunter2/db",
+                "postgresql://u@127.0.0.1:1/db?password=hunter2&sslmode=bogus",
+                "host=127.0.0.1 port=hunter2 dbname=x"):
+        try:
+            connect_target(url, "staging", connect_timeout=2).close()
+        except TargetError as exc:
+            assert "hunter2" not in str(exc), str(exc)
+            assert "staging" in str(exc)
+        else:
+            raise AssertionError(f"{url!r} connected")
