@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "dev"
 CHROMIUM = "/usr/bin/chromium"
+EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+APT_PACKAGES = ("chromium", "fonts-noto-color-emoji")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_S = 180
@@ -139,14 +141,17 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_
 
 
 def _ensure_chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (never a browser download of Playwright's own)."""
-    if Path(CHROMIUM).exists():
+    """Debian's chromium (and an emoji font, for readable screenshots), installed with apt-get when missing.
+
+    Never a browser download of Playwright's own.
+    """
+    if Path(CHROMIUM).exists() and Path(EMOJI_FONT).exists():
         return CHROMIUM
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.fail(f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get): "
-                    "run `apt-get install -y chromium`")
+        pytest.fail(f"{CHROMIUM} or the emoji font is missing and cannot be installed here (needs root and "
+                    f"apt-get): run `apt-get install -y {' '.join(APT_PACKAGES)}`")
     apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *APT_PACKAGES]):
         proc = subprocess.run(cmd, env=apt_env, capture_output=True, text=True, timeout=1200)
         if proc.returncode != 0:
             pytest.fail(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr[-2000:]}")
