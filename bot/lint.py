@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import pickle
+import signal
 import sys
 import threading
 import tomllib
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 
 from bot.risk import RULES, Context, Report, Severity, TableStats, analyze, lookup
 from bot.risk.engine import Split
+from bot.risk.parse import NeedsWhole
 
 FORMATS = ("text", "json", "sarif", "github")
 LEVELS = tuple(s.value for s in Severity)
@@ -100,15 +102,19 @@ def _analyze(data: bytes, ctx: Context) -> Report:
         finally:
             os._exit(status)  # no atexit handlers, no flushing of the parent's buffered output
     os.close(write_end)
+    chunks = []
     try:
-        split.ahead()
-        chunks = []
-        while chunk := os.read(read_end, 1 << 20):
+        try:
+            split.ahead()
+        except NeedsWhole:
+            split = None
+            os.kill(pid, signal.SIGKILL)  # our own child: its part is of no use now
+        while split is not None and (chunk := os.read(read_end, 1 << 20)):
             chunks.append(chunk)
     finally:
         os.close(read_end)
         _, status = os.waitpid(pid, 0)
-    if status != 0 or not chunks:  # a piece of the head did not parse on its own (or the child failed)
+    if split is None or status != 0 or not chunks:  # a piece did not parse on its own (or the child failed)
         return analyze(data, ctx)
     return split.finish(pickle.loads(b"".join(chunks)))
 

@@ -57,16 +57,23 @@ class Split:
     head() analyses the leading pieces completely, in order, and returns a picklable summary;
     ahead() parses the remaining pieces and works out what does not depend on earlier statements
     (effects, stateless rule families); finish(head_summary) then continues from the head's state
-    in order. Same pieces, same order, same state as analyze(): the same Report. head() raises
-    NeedsWhole when one of its pieces does not parse (a cut inside a body): use analyze() then.
+    in order. Same statements, same order, same state as analyze(): the same Report. head() and
+    ahead() raise NeedsWhole when a piece whose failure analyze() would handle differently does not
+    parse (e.g. a cut inside a function body): use analyze() then.
     """
 
-    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = 0.4) -> None:
+    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = 0.42) -> None:
         self.ctx = context or Context()
         self.text, self.bad_encoding = _decode(sql)
-        cuts = _cuts(self.text)
-        k = min(range(1, len(cuts)), key=lambda i: abs(cuts[i][0] - len(self.text) * share)) if len(cuts) > 1 else 0
-        self.head_cuts, self.tail_cuts = cuts[:k], cuts[k:]
+        text = self.text
+        cuts = _cuts(text)
+        # Split after the first `;` ending a line past `share` of the text. The piece it falls in is
+        # parsed as two; both must parse on their own (strict), which proves the split is a statement
+        # boundary, and then the result is the same as with the sequential pieces.
+        at = text.find(";\n", int(len(text) * share)) if len(cuts) > 1 else -1
+        at = at + 2 if at >= 0 else len(text)
+        self.head_cuts = [(a, min(b, at)) for a, b in cuts if a < at]
+        self.tail_cuts = [(max(a, at), b) for a, b in cuts if b > at]
         self.data = self.text.encode("utf-8")
         self.directives = directives_of(self.data)
         self._ahead: list = []
@@ -87,7 +94,8 @@ class Split:
         infos = []
         attach = Attach(self.data, self.directives)
         with _gc_paused():
-            for item in items(self.text, self.data, Positions(self.data), self.head_cuts, strict=True):
+            for item in items(self.text, self.data, Positions(self.data), self.head_cuts,
+                              strict=len(self.head_cuts)):
                 attach(item)
                 if isinstance(item, SyntaxProblem):
                     findings.append(_syntax(item, ctx))
@@ -103,7 +111,7 @@ class Split:
         ctx = self.ctx
         with _gc_paused():
             self._ahead = [(item, None if isinstance(item, SyntaxProblem) else _ahead(item, ctx))
-                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts)]
+                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts, strict=1)]
 
     def finish(self, head: tuple) -> Report:
         ctx, st = self.ctx, self._state()

@@ -126,15 +126,15 @@ class NeedsWhole(Exception):
 
 
 def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
-            strict: bool = False) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+            strict: int = 0) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
     """Yield (piece, byte base, JSON or error) covering the file (or the pieces `cuts` of it) in order.
 
     Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
     CHUNK_CHARS, and the next piece is parsed on a helper thread (libpg_query releases the GIL)
     while this one is analysed. If a cut lands inside a string or body the piece fails to parse
     and the rest of the file is parsed whole instead: a bad cut costs time, never a different result.
-    With `strict` (a leading range of the pieces, analysed in another process) a failing piece
-    raises NeedsWhole instead, since the rest of the file is not this range's to parse.
+    A failure in one of the first `strict` pieces raises NeedsWhole instead (engine.Split: those
+    pieces are not the sequential ones, or the rest of the file is not this range's to parse).
     """
     if cuts is None:
         cuts = _cuts(sql)
@@ -153,6 +153,7 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
 
         submit()
         byte_base = len(sql[:cuts[0][0]].encode("utf-8"))
+        done = 0
         while ahead:
             start, piece, future = ahead.popleft()
             try:
@@ -160,11 +161,12 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
             except _pg.ParseError:
                 for _, _, other in ahead:
                     other.cancel()
-                if strict:
+                if done < strict:
                     raise NeedsWhole() from None
                 yield from _rest(sql[start:], byte_base)
                 return
             submit()
+            done += 1
             yield piece, byte_base, js
             byte_base += len(piece.encode("utf-8"))
 
@@ -261,7 +263,7 @@ def directives_of(data: bytes) -> list[Directive]:
 
 
 def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | None,
-          strict: bool = False) -> Iterator[RawStatement | SyntaxProblem]:
+          strict: int = 0) -> Iterator[RawStatement | SyntaxProblem]:
     """The statements and syntax problems of `sql` (or of its pieces `cuts`), without directives;
     statement indexes count from 0 within what is parsed here."""
     index = 0

@@ -101,6 +101,7 @@ def _split_cases():
     alters = "ALTER TABLE t ADD COLUMN c int;\n" * 8
     yield "plain", "SELECT 1;\n" * 10 + alters + "CREATE INDEX i ON t (a);\n" + alters
     yield "body across cuts", "SELECT 1;\n" * 5 + body + alters + body + "CREATE INDEX i ON t (a);\n"
+    yield "body in tail", alters * 4 + "CREATE INDEX i ON t (a);\n" + body + alters + body
     yield "error in head", "SELEC x;\n" + alters * 3 + "CREATE INDEX i ON t (a);\n"
     yield "error in tail", alters * 3 + "SELEC x;\n" + "CREATE INDEX i ON t (a);\n" + alters
     yield "directives and a transaction over the split", (
@@ -120,19 +121,22 @@ def test_split_in_two_parts_gives_the_same_report(monkeypatch, label, sql):
 
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
     whole = analyze(sql)
-    for share in (0.1, 0.4, 0.7):
+    tried = 0
+    for share in (0.1, 0.3, 0.5, 0.7, 0.9):
         split = Split(sql, share=share)
         assert split.ok, label
         try:
             head = split.head()
-        except NeedsWhole:
-            assert label in ("body across cuts", "error in head"), label
+            split.ahead()
+        except NeedsWhole:  # a piece that analyze() parses differently failed: lint falls back to analyze()
+            assert label in ("body across cuts", "body in tail", "error in head", "error in tail"), label
             continue
-        split.ahead()
+        tried += 1
         report = split.finish(pickle.loads(pickle.dumps(head)))
         assert report == whole, (label, share)
         assert report.statements == whole.statements
         assert report.findings == whole.findings
+    assert tried or label in ("body across cuts", "error in head")
 
 
 def test_lint_forks_for_big_files_with_the_same_output(monkeypatch):
