@@ -83,6 +83,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return run_plan_command(load_config(settings.guardian_config), args)
 
 
+def _cmd_postmortem(args: argparse.Namespace) -> int:
+    from bot.flow import Flow
+    from bot.incidents import IncidentService
+    from bot.store import Store
+
+    settings = load_settings()
+    settings.require("database_url")
+    with Store(settings.database_url.get_secret_value(), max_size=2) as store:
+        service = IncidentService(Flow(settings, load_config(settings.guardian_config), store, None, None))
+        incident = store.get_incident(args.incident)
+        print(incident.postmortem if incident.postmortem and not args.fresh else service.postmortem(args.incident))
+    return 0
+
+
 def _cmd_dev(args: argparse.Namespace) -> int:
     try:
         from bot.dev import run_dev
@@ -138,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev = add("dev", _cmd_dev, "run everything locally with a Slack-like page in the browser")
     dev.add_argument("--port", type=int, default=3000, help="port of the bot's HTTP endpoint")
     dev.add_argument("--no-browser", action="store_true")
+
+    postmortem = add("postmortem", _cmd_postmortem, "print an incident's post-mortem draft (Markdown)")
+    postmortem.add_argument("incident", type=int)
+    postmortem.add_argument("--fresh", action="store_true", help="rebuild it from the timeline now")
 
     manifest = add("manifest", _cmd_manifest, "print a Slack app manifest to paste when creating the app")
     manifest.add_argument("--name", default="Migration Guardian")

@@ -190,6 +190,40 @@ class LintConfig(BaseModel):
     fail_on: RiskLevel = "high"
 
 
+class WebhookConfig(_Strict):
+    """An outbound JSON webhook: every event whose kind starts with one of ``events``, signed with a shared secret."""
+
+    name: str
+    url: str
+    secret_env: str  # the variable holding the shared secret, never the secret
+    events: list[str] = Field(default_factory=lambda: ["incident.", "request.failed", "request.succeeded"])
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("expected an http(s):// URL")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_name(cls, value: str) -> str:
+        if not _ENV_NAME.match(value):
+            raise ValueError("expected the NAME of an environment variable holding the secret")
+        return value
+
+    def secret(self) -> str:
+        value = os.environ.get(self.secret_env, "")
+        if not value:
+            raise ConfigError(f"webhook {self.name!r}: variable {self.secret_env} is not set", code="missing-env")
+        return value
+
+    def wants(self, kind: str) -> bool:
+        return any(kind == e or (e.endswith(".") and kind.startswith(e)) or kind.startswith(e + ".")
+                   for e in self.events)
+
+
 class GuardianConfig(_Strict):
     source: Path | None = None
     project: ProjectConfig = ProjectConfig()
@@ -197,6 +231,7 @@ class GuardianConfig(_Strict):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
     lint: LintConfig = LintConfig()
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -617,6 +617,31 @@ class Store:
                 (incident_id,),
             ).fetchall()
         return [IncidentNote(**r) for r in rows]
+
+    # ----------------------------------------------------------------- webhooks
+    def claim_webhook_events(self, webhook: str, kinds: Callable[[str], bool], *, limit: int = 500) -> list[Event]:
+        """Events after the webhook's cursor that it wants, and advance the cursor past them, atomically.
+
+        Concurrent pumps serialise on the cursor row, so each event is handed out once.
+        """
+        with self._tx() as conn:
+            conn.execute("INSERT INTO guardian_bot.webhook_cursors (webhook) VALUES (%s) ON CONFLICT DO NOTHING",
+                         (webhook,))
+            last = conn.execute("SELECT last_event_id FROM guardian_bot.webhook_cursors WHERE webhook = %s FOR UPDATE",
+                                (webhook,)).fetchone()["last_event_id"]
+            rows = conn.execute("SELECT * FROM guardian_bot.events WHERE id > %s ORDER BY id LIMIT %s",
+                                (last, limit)).fetchall()
+            if rows:
+                conn.execute("UPDATE guardian_bot.webhook_cursors SET last_event_id = %s, updated_at = now() "
+                             "WHERE webhook = %s", (rows[-1]["id"], webhook))
+        return [Event(**r) for r in rows if kinds(r["kind"])]
+
+    def get_event(self, event_id: int) -> Event:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM guardian_bot.events WHERE id = %s", (event_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"event {event_id} does not exist")
+        return Event(**row)
 
     # ------------------------------------------------------------------- events
     def record_event(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import psycopg
 from redis import Redis, RedisError
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "guardian"
 RECONCILE_EVERY_S = 60.0
+WEBHOOK_EVERY_S = 2.0
 CLEANUP_EVERY_S = 3600.0
 RECONCILE_MIN_AGE_S = 10.0  # requests changed more recently may have their job enqueued right now
 
@@ -84,8 +86,22 @@ def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
 
 
 def _maintenance_loop(rt, connection: Redis, stop: threading.Event) -> None:
-    passes = 0
-    while not stop.wait(RECONCILE_EVERY_S):
-        passes += 1
-        _maintain(rt, connection, cleanup=passes % int(CLEANUP_EVERY_S // RECONCILE_EVERY_S) == 1)
+    """Webhook events are pumped every WEBHOOK_EVERY_S; reconcile every RECONCILE_EVERY_S; cleanup hourly."""
+    passes, last_reconcile = 0, time.monotonic()
+    while not stop.wait(WEBHOOK_EVERY_S if rt.config.webhooks else RECONCILE_EVERY_S):
+        if rt.config.webhooks:
+            _pump_webhooks(rt, connection)
+        if time.monotonic() - last_reconcile >= RECONCILE_EVERY_S - 0.5:
+            last_reconcile = time.monotonic()
+            passes += 1
+            _maintain(rt, connection, cleanup=passes % int(CLEANUP_EVERY_S // RECONCILE_EVERY_S) == 1)
     log.info("maintenance loop stopped with the worker")
+
+
+def _pump_webhooks(rt, connection: Redis) -> None:
+    from workers.webhooks import pump
+
+    try:
+        pump(rt, connection)
+    except GuardianError as exc:
+        log.warning("webhook pump failed [%s]: %s; next pass in %ss", exc.code, exc, WEBHOOK_EVERY_S)
