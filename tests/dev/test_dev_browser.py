@@ -164,6 +164,15 @@ def test_a_failed_verification_opens_an_incident_and_is_rolled_back_from_its_thr
     expect(incident).to_contain_text("mitigating")
     expect(page.get_by_test_id("ephemeral").filter(has_text=re.compile(r"Rollback request #\d+ created"))).to_be_visible()
     shot(page, "06-rollback-started", started)
-    # Not asserted yet: the rollback request's approval and run (another approver approves its card, backup →
-    # apply → verify, incident mitigated). Committed main analyses a rollback request as a repository plan and
-    # cancels it ("Nothing to do"); the fix is in progress in bot/flow_analysis.py. Reported to the lead.
+    # the rollback is a request of its own (the down SQL), on a card in the incident thread: another approver runs it
+    back = int(re.search(r"rollback request #(\d+)", started.inner_text()).group(1))
+    back_card = replies.filter(has_text=re.compile(rf"Migration request #{back} ")).first
+    expect(back_card).to_contain_text("awaiting approval", timeout=60_000)
+    act_as(page, "U_BOB")
+    back_card.locator("[data-action-id=request_approve]").click()
+    for step in ("backup", "apply", "verify"):
+        expect(replies.filter(has_text=re.compile(rf"Request #{back}: {step} succeeded"))).to_be_visible(
+            timeout=RUN_TIMEOUT_MS)
+    expect(incident).to_contain_text("mitigated", timeout=RUN_TIMEOUT_MS)
+    expect(incident).to_contain_text("rolled back")  # what the database holds now
+    shot(page, "07-rolled-back", incident)
