@@ -93,3 +93,16 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0] and "invalid TOML" in lines[0]
+
+
+def test_every_commented_option_in_the_example_is_valid(tmp_path, monkeypatch):
+    import re
+
+    text = (REPO / "guardian.example.toml").read_text()
+    uncommented = "\n".join(re.sub(r"^# (?=\[|[a-z_]+ = )", "", line) for line in text.splitlines())
+    assert uncommented != text
+    config = load_config(write(tmp_path, uncommented), required=True)
+    staging = config.environments["staging"]
+    assert staging.rls_probes[0].expect_rows == 3 and staging.rehearsal_database_url_env
+    assert config.webhooks[0].wants("incident.opened") and not config.webhooks[0].wants("decision.approve")
+    assert config.environments["production"].maintenance_windows[0].days == ["tue", "wed", "thu"]
