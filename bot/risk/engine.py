@@ -184,11 +184,14 @@ def _ahead(raw: RawStatement, ctx: Context) -> tuple:
                 s = Stmt(raw, fx, None, None)
                 early = []
             early.append(list(check(s, None)))
-    info = {"index": raw.index, "line": raw.line, "column": raw.column, "kind": fx.kind,
-            "transactional": fx.transactional, "in_transaction": None,
-            "locks": tuple(_lock(r, m) for r, m in fx.locks.items()), "rewrite": None, "scan": fx.scan,
-            "destructive": fx.destructive, "incompatible": fx.incompatible, "data_changing": fx.data_changing,
-            "excerpt": raw.text[:EXCERPT]}
+    # The statement record is built here (for a Split's tail, on the core that is otherwise idle);
+    # _finish fills in what depends on earlier statements before anyone sees the record.
+    info = build_from(StatementInfo, {
+        "index": raw.index, "line": raw.line, "column": raw.column, "kind": fx.kind,
+        "transactional": fx.transactional, "in_transaction": None,
+        "locks": tuple(_lock(r, m) for r, m in fx.locks.items()), "rewrite": None, "scan": fx.scan,
+        "destructive": fx.destructive, "incompatible": fx.incompatible, "data_changing": fx.data_changing,
+        "excerpt": raw.text[:EXCERPT]})
     return fx, plan, early, info
 
 
@@ -222,10 +225,11 @@ def _finish(raw: RawStatement, ahead: tuple, st: State, ctx: Context, findings: 
                 findings.append(_finding("MG004", d.line, 1, raw.index,
                                          f"`{code}` is not a rule that fired on this statement.", ctx))
     _update(s, st)
-    info["index"] = raw.index  # a statement of a Split's tail is renumbered after the head
-    info["in_transaction"] = in_tx
-    info["rewrite"] = fx.rewrite  # a column rule may have found a rewrite
-    return build_from(StatementInfo, info)
+    values = info.__dict__
+    values["index"] = raw.index  # a statement of a Split's tail is renumbered after the head
+    values["in_transaction"] = in_tx
+    values["rewrite"] = fx.rewrite  # a column rule may have found a rewrite
+    return info
 
 
 EXCERPT = 240  # characters of each statement kept in the report
