@@ -12,7 +12,7 @@ RUN_TIMEOUT_MS = 120_000
 
 def act_as(page: Page, user: str) -> None:
     page.get_by_test_id("user-switcher").select_option(user)
-    expect(page.get_by_test_id("user-role")).not_to_be_empty()
+    expect(page.get_by_test_id("feed")).to_have_attribute("data-user", user)  # the channel as they see it
 
 
 def type_command(page: Page, text: str) -> None:

@@ -87,6 +87,7 @@
       : '<div class="empty" data-testid="empty">No messages yet. Type <code>/migrate help</code> or ' +
         '<code>/migrate plan staging pending</code> below.</div>';
     for (const d of feed.querySelectorAll("details.file")) if (open.has(d.dataset.fileId)) d.open = true;
+    feed.dataset.user = snapshot.user;  // what is shown is this person's view (tests wait on it)
     if (atBottom) feed.scrollTop = feed.scrollHeight;
   }
 
@@ -115,6 +116,7 @@
     if (!state.user) return;
     try {
       const snapshot = await api(`/dev/state?user=${encodeURIComponent(state.user)}`);
+      if (snapshot.user !== state.user) return;  // an answer for the person acting before a switch
       const json = JSON.stringify(snapshot.timeline);
       if (json !== state.lastJson) { state.lastJson = json; renderFeed(snapshot); }
       renderModal(snapshot.modal);
@@ -129,6 +131,7 @@
   function setUser(id) {
     state.user = id;
     state.lastJson = "";
+    delete $("feed").dataset.user;
     state.modalKey = "-";
     localStorage.setItem("guardian-dev-user", id);
     const u = ctx().users[id];
