@@ -116,3 +116,11 @@ def test_rehearsal_database_result_is_posted(harness, make_database, monkeypatch
     assert "Rehearsal" in thread and "ACCESS EXCLUSIVE on `users`" in thread
     with psycopg.connect(rehearsal_url) as conn:  # rolled back: the column is still there
         assert conn.execute("SELECT count(email) FROM users").fetchone()[0] == 2000
+
+
+def test_card_header_is_plain_text_without_emoji_codes(harness):
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    header = harness.card(rid)["blocks"][0]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == f"Migration request #{rid} · staging · awaiting approval"
