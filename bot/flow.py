@@ -387,6 +387,21 @@ class Flow:
             self.schedule_run(request.id)
         return f":sunny: {environment} is no longer frozen."
 
+    def request_backup(self, environment: str, user_id: str, channel: str | None) -> str:
+        """`/migrate backup <env>`: approvers of the environment may take a backup on demand (it changes nothing)."""
+        self._check_approver(environment, user_id, "take an on-demand backup of")
+        if self.redis is None:
+            raise GuardianError("no job queue is configured (REDIS_URL)", code="no-queue")
+        from rq import Queue
+
+        from workers.enqueue import QUEUE_NAME
+
+        Queue(QUEUE_NAME, connection=self.redis).enqueue(
+            "workers.ondemand.backup", environment, user_id, self.config.slack.channel or channel,
+            job_timeout=6 * 3600, description=f"on-demand backup of {environment} for {user_id}")
+        self.store.record_event("backup.requested", actor=user_id, detail={"environment": environment})
+        return f":floppy_disk: Backing up {environment}; the result is posted in the channel."
+
     def _check_approver(self, environment: str, user_id: str, what: str) -> None:
         if not self.policy(environment).is_approver(user_id, self.group_members):
             raise PolicyDenied(f"only {environment} approvers can {what} it", code="not-an-approver")

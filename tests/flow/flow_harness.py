@@ -143,6 +143,9 @@ layout = "prisma"
 path = "prisma/migrations"
 branch = "main"
 
+[backup]
+dir = "{tmp_path / 'backups'}"
+
 [environments.staging]
 database_url_env = "GT_STAGING_URL"
 approvers = ["{APPROVER_A}", "{APPROVER_B}", "S0DBAS"]

@@ -124,3 +124,16 @@ def test_card_header_is_plain_text_without_emoji_codes(harness):
     header = harness.card(rid)["blocks"][0]
     assert header["type"] == "header"
     assert header["text"]["text"] == f"Migration request #{rid} · staging · awaiting approval"
+
+
+def test_on_demand_backup_by_an_approver_only(harness):
+    _, reply = harness.command("backup staging", user=REQUESTER)
+    assert any("only staging approvers" in t for t in harness.replies(reply))
+    _, reply = harness.command("backup staging", user=APPROVER_A)
+    assert any("Backing up staging" in t for t in harness.replies(reply))
+    harness.run_jobs()
+    backups = harness.store.list_backups()
+    assert len(backups) == 1 and backups[0].request_id is None and backups[0].verified
+    assert backups[0].size_bytes > 0 and "ondemand" in backups[0].path and "postgres" not in backups[0].path
+    posted = harness.standin.wait_for("chat.postMessage", lambda c: "Backup #" in str(c.params.get("text")))
+    assert "pg_restore --list" in posted.params["text"]

@@ -14,6 +14,7 @@ from bot.incidents import IncidentService, touched_relations
 from bot.models import TERMINAL
 from bot.slack.blocks import build_help_message, build_not_available_message, build_usage_message
 from bot.slack.commands_grammar import (
+    BackupCommand,
     CancelCommand,
     CommandUsageError,
     FreezeCommand,
@@ -132,7 +133,11 @@ def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
         respond(text=f":page_facing_up: The post-mortem draft of incident #{incident_id} is in its thread.",
                 response_type="ephemeral")
 
-    return {PlanCommand: plan, SqlCommand: sql, StatusCommand: status, HistoryCommand: history,
+    def backup(cmd: BackupCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        respond(text=flow.request_backup(cmd.env, command["user_id"], command.get("channel_id")),
+                response_type="ephemeral")
+
+    return {BackupCommand: backup, PlanCommand: plan, SqlCommand: sql, StatusCommand: status, HistoryCommand: history,
             CancelCommand: cancel, FreezeCommand: freeze, UnfreezeCommand: unfreeze, IncidentCommand: incident,
             RollbackCommand: rollback, RestoreCommand: restore, NoteCommand: note, PostmortemCommand: postmortem}
 

@@ -1,0 +1,66 @@
+"""`/migrate backup <env>`: a whole-database backup on demand, checked, recorded and kept like the pipeline's.
+
+Usage (RQ job; the Slack command enqueues it for an approver of the environment)::
+
+    queue.enqueue("workers.ondemand.backup", "staging", "U123", "C0123")
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bot.errors import GuardianError
+from bot.pg.connect import connect_target
+from bot.slack.cards import build_thread_note
+from workers import report
+from workers.backup import _sha256, dump, find_pg_dump, verify_archive
+from workers.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+def backup(environment: str, user: str, channel: str | None) -> int | None:
+    """Dump ``environment`` (custom format), verify it, record it; tell ``channel``. Returns the backup id."""
+    rt = runtime()
+    env = rt.config.environment(environment)
+    url = ""
+    try:
+        url = env.database_url().get_secret_value()
+        app = f"guardian-backup-{environment}"[:63]
+        with connect_target(url, env.name, application_name=app) as conn:
+            server_major = conn.info.server_version // 10000
+        binary, major = find_pg_dump(server_major)
+        backup_dir = Path(rt.config.backup.dir)
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = backup_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', env.name)}-ondemand-{stamp}.dump"
+        clock = time.monotonic()
+        dump(binary, url, path, [], lock_timeout=env.lock_timeout, app=app)
+        duration_ms = int((time.monotonic() - clock) * 1000)
+        verify_archive(Path(binary).with_name("pg_restore"), path, url)
+        digest, size = _sha256(path)
+        saved = rt.store.create_backup(env.name, str(path), scope="full", sha256=digest, size_bytes=size,
+                                       duration_ms=duration_ms, verified=True,
+                                       expires_at=datetime.now(timezone.utc) + timedelta(days=rt.config.backup.retention_days))
+        rt.store.record_event("backup.on_demand", actor=user, detail={"backup_id": saved.id, "environment": env.name})
+    except GuardianError as exc:
+        text = report.scrub_error(exc.message, url)
+        log.warning("on-demand backup of %s failed: %s", environment, text)
+        _tell(rt, channel, f":x: Backup of *{environment}* requested by <@{user}> failed: {text}")
+        return None
+    log.info("on-demand backup %s of %s: %s bytes in %s ms", saved.id, environment, size, duration_ms)
+    _tell(rt, channel, f":floppy_disk: Backup #{saved.id} of *{environment}* for <@{user}>: `{path.name}`, "
+                       f"{size / 2**20:.1f} MiB, pg_dump {major}, sha256 `{digest[:12]}`, checked with "
+                       f"`pg_restore --list`; kept {rt.config.backup.retention_days} days.")
+    return saved.id
+
+
+def _tell(rt, channel: str | None, text: str) -> None:
+    if rt.slack is not None and channel:
+        try:
+            rt.slack.chat_postMessage(channel=channel, **build_thread_note(text))
+        except Exception:  # noqa: BLE001 - the backup is recorded either way
+            log.exception("could not post the backup result")
