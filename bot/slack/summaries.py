@@ -16,11 +16,13 @@ def _line(r: Request) -> str:
 
 
 def build_status_message(envs: Sequence[str], open_requests: Sequence[Request],
-                         freezes: dict[str, Freeze | None]) -> dict[str, Any]:
+                         freezes: dict[str, Freeze | None], ledgers: dict[str, str] | None = None) -> dict[str, Any]:
     parts = []
     for env in envs:
         freeze = freezes.get(env)
         head = f"*{env}*" + (f" · :snowflake: frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC ({freeze.reason})" if freeze else "")
+        if ledgers and ledgers.get(env):
+            head += f"\n{ledgers[env]}"
         mine = [r for r in open_requests if r.environment == env]
         parts.append(head + "\n" + ("\n".join(_line(r) for r in mine[:10]) if mine else "_no request in flight_"))
     text = "\n\n".join(parts)[:2900]

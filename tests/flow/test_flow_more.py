@@ -137,3 +137,16 @@ def test_on_demand_backup_by_an_approver_only(harness):
     assert backups[0].size_bytes > 0 and "ondemand" in backups[0].path and "postgres" not in backups[0].path
     posted = harness.standin.wait_for("chat.postMessage", lambda c: "Backup #" in str(c.params.get("text")))
     assert "pg_restore --list" in posted.params["text"]
+
+
+def test_status_shows_ledger_state_requests_and_freezes(harness, monkeypatch):
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    _, frozen = harness.command("freeze production 1h audit", user=APPROVER_A)
+    harness.replies(frozen)
+    monkeypatch.setenv("GT_PRODUCTION_URL", "postgresql://u:pw-should-not-show@127.0.0.1:1/x")
+    _, reply = harness.command("status")
+    text = "\n".join(harness.replies(reply))
+    assert "*staging*" in text and "1 pending" in text and f"#{rid}" in text and "awaiting approval" in text
+    assert "*production*" in text and "frozen until" in text and "audit" in text
+    assert "cannot reach" in text and "pw-should-not-show" not in text

@@ -51,6 +51,29 @@ def _request_number(text: str) -> int:
         raise CommandUsageError(f"{text!r} is not a request number (e.g. 42)") from None
 
 
+def ledger_summaries(flow: Flow, envs: list[str]) -> dict[str, str]:
+    """Per environment, what its ledger says of the repository's migrations (or why it could not be read)."""
+    from bot.errors import GuardianError
+    from bot.sources.layouts import load_snapshot
+    from bot.sources.status import environment_status
+
+    try:
+        snapshot = load_snapshot(flow.config.project)
+    except GuardianError as exc:
+        return {name: f"migrations unreadable: {exc.message}" for name in envs}
+    out = {}
+    for name in envs:
+        try:
+            info, report = environment_status(flow.config, name, snapshot)
+        except GuardianError as exc:
+            out[name] = f":warning: {exc.message}"
+            continue
+        counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.summary.items()) if n)
+        out[name] = (f"`{info.host or 'socket'}/{info.database}` PostgreSQL {info.server_version} · "
+                     f"at `{(snapshot.commit or '')[:10]}`: {counts or 'no migrations'}")
+    return out
+
+
 def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
     def plan(cmd: PlanCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         request = flow.start_plan(cmd.env, command["user_id"], command.get("channel_id"),
@@ -73,7 +96,8 @@ def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
         open_requests = [r for r in flow.store.list_requests(limit=200) if r.status not in TERMINAL
                          and r.environment in envs]
         freezes = {name: flow.store.get_active_freeze(name) for name in envs}
-        respond(**build_status_message(envs, open_requests, freezes), response_type="ephemeral")
+        respond(**build_status_message(envs, open_requests, freezes, ledger_summaries(flow, envs)),
+                response_type="ephemeral")
 
     def history(cmd: HistoryCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         if cmd.env:
