@@ -38,11 +38,14 @@ def _tell(respond: Respond, text: str) -> None:
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach one listener per ActionId."""
 
-    def handle_request_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond,
-                              client: WebClient) -> None:
+    def handle_card_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+                           client: WebClient) -> None:
+        """Request and incident buttons: ack, then act; values carry only ids, everything else is reloaded."""
         ack()
+        action_id = ActionId(action["action_id"])
+        act = _act if action_id in REQUEST_ACTIONS else _incident_act
         with replying_errors(body, respond, client):
-            _act(ActionId(action["action_id"]), action, body, respond, client)
+            act(action_id, action, body, respond, client)
 
     def _act(action_id: ActionId, action: dict[str, Any], body: dict[str, Any], respond: Respond,
              client: WebClient) -> None:
@@ -62,12 +65,6 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             _tell(respond, flow.decide(request_id, user, "approve"))
         except ConfirmationNeeded:
             client.views_open(trigger_id=body["trigger_id"], view=build_confirm_modal(state))
-
-    def handle_incident_action(ack: Ack, action: dict[str, Any], body: dict[str, Any], respond: Respond,
-                               client: WebClient) -> None:
-        ack()
-        with replying_errors(body, respond, client):
-            _incident_act(ActionId(action["action_id"]), action, body, respond, client)
 
     def _incident_act(action_id: ActionId, action: dict[str, Any], body: dict[str, Any], respond: Respond,
                       client: WebClient) -> None:
@@ -94,9 +91,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         _tell(respond, build_not_available_message(BUTTON_LABELS[ActionId(action["action_id"])])["text"])
 
     for action_id in ActionId:
-        if flow is not None and action_id in REQUEST_ACTIONS:
-            app.action(action_id.value)(handle_request_action)
-        elif flow is not None and action_id in INCIDENT_ACTIONS:
-            app.action(action_id.value)(handle_incident_action)
+        if flow is not None and action_id in REQUEST_ACTIONS + INCIDENT_ACTIONS:
+            app.action(action_id.value)(handle_card_action)
         else:
             app.action(action_id.value)(handle_not_yet)
