@@ -15,17 +15,17 @@ import pickle
 import signal
 import sys
 import threading
-import tomllib
 from json.encoder import encode_basestring as _ENC  # the C encoder json.dumps uses
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from bot.risk import RULES, Context, Report, Severity, TableStats, analyze, lookup
-from bot.risk.engine import Split
-from bot.risk.parse import NeedsWhole
+from bot.risk import parse as risk_parse  # pglast only: the models and rules load inside _run (see _preparse)
+
+if TYPE_CHECKING:
+    from bot.risk import Context, Report
 
 FORMATS = ("text", "json", "sarif", "github")
-LEVELS = tuple(s.value for s in Severity)
+LEVELS = ("low", "medium", "high", "critical")  # Severity values, weakest first (a test keeps them in step)
 DEFAULTS = {"pg_version": 16, "fail_on": "high", "disabled": [], "enabled": [], "assume_in_transaction": True}
 
 
@@ -58,12 +58,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    preparse = _preparse(args.paths)
+    from bot.risk import Severity  # noqa: E402  (the models and rules: ~0.1 s, while a big file parses)
+
     try:
         config = load_lint_config(Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")))
         ctx = _context(args, config)
         fail_on = Severity(args.fail_on or config["fail_on"])
         inputs = list(_inputs(args.paths))
-        reports = [(path, _analyze(data, ctx)) for path, data in inputs]
+        reports = [(path, _analyze(data, ctx, preparse if len(inputs) == 1 else None)) for path, data in inputs]
         if _keep is not None:
             _keep.append(reports)
     except UsageError as exc:
@@ -78,17 +81,43 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 PARALLEL_MIN_BYTES = 3 * 2**20  # below this, forking costs more than the second core saves
 
 
-def _analyze(data: bytes, ctx: Context) -> Report:
+def _preparse(paths: list[str]) -> tuple[bytes, risk_parse.Preparse] | None:
+    """For one big file, start parsing its pieces on a helper thread right away, so libpg_query
+    (which releases the GIL) works on the second core while the models and rules are imported.
+    Only a head start: _analyze checks the pieces against the file it is given."""
+    if len(paths) != 1 or paths[0] == "-" or not _two_cores():
+        return None
+    try:
+        path = Path(paths[0])
+        if not path.is_file() or path.stat().st_size < PARALLEL_MIN_BYTES:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    text, _ = risk_parse.decode(data)
+    head, tail = risk_parse.split_pieces(text, risk_parse.SHARE)  # the pieces Split will ask for
+    if not head or not tail:
+        return None
+    return data, risk_parse.Preparse(text, head + tail)
+
+
+def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report:
     """analyze(), on two cores for a big file: a forked child analyses the leading ~40% completely
     while this process parses the rest and does its statement-local work, then finishes in order
     from the child's state (bot.risk.engine.Split). The Report is the same as analyze()'s."""
-    if len(data) < PARALLEL_MIN_BYTES or not _two_cores():
+    from bot.risk import analyze
+    from bot.risk.engine import Split
+
+    if len(data) < PARALLEL_MIN_BYTES or not _two_cores(preparse is not None):
         return analyze(data, ctx)
-    split = Split(data, ctx)
+    parsed = preparse[1] if preparse is not None and preparse[0] == data else None
+    split = Split(data, ctx, parsed=parsed.futures if parsed else None)
     if not split.ok:
         return analyze(data, ctx)
     if _keep is not None:
         _keep.append(split)
+    if parsed is not None:
+        parsed.wait(split.head_cuts)  # the child must not wait for a thread it does not have
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its part, pickled down the pipe; it never returns
@@ -106,7 +135,7 @@ def _analyze(data: bytes, ctx: Context) -> Report:
     try:
         try:
             split.ahead()
-        except NeedsWhole:
+        except risk_parse.NeedsWhole:
             split = None
             os.kill(pid, signal.SIGKILL)  # our own child: its part is of no use now
         while split is not None and (chunk := os.read(read_end, 1 << 20)):
@@ -119,8 +148,9 @@ def _analyze(data: bytes, ctx: Context) -> Report:
     return split.finish(pickle.loads(b"".join(chunks)))
 
 
-def _two_cores() -> bool:
-    if not hasattr(os, "fork") or threading.active_count() != 1:  # fork only a single-threaded process
+def _two_cores(own_thread: bool = False) -> bool:
+    # fork only a single-threaded process (or one whose other thread is our idle Preparse worker)
+    if not hasattr(os, "fork") or threading.active_count() > 1 + own_thread:
         return False
     try:
         return len(os.sched_getaffinity(0)) >= 2
@@ -137,6 +167,8 @@ def load_lint_config(path: Path) -> dict[str, Any]:
         return conf
     except OSError as exc:
         raise UsageError(f"{path}: cannot read config: {exc.strerror}") from exc
+    import tomllib  # only when there is a config file
+
     try:
         section = tomllib.loads(raw.decode("utf-8")).get("lint", {})
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -153,6 +185,8 @@ def load_lint_config(path: Path) -> dict[str, Any]:
         if key in ("disabled", "enabled"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise UsageError(f"{path}: [lint].{key} must be a list of rule codes or names")
+            from bot.risk import lookup
+
             unknown = [v for v in value if lookup(v) is None]
             if unknown:
                 raise UsageError(f"{path}: [lint].{key}: unknown rule {unknown[0]!r} (see docs/rules.md)")
@@ -163,6 +197,8 @@ def load_lint_config(path: Path) -> dict[str, Any]:
 
 
 def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
+    from bot.risk import Context, TableStats, lookup
+
     version = args.pg_version if args.pg_version is not None else config["pg_version"]
     if not 9 <= version <= 30:
         raise UsageError(f"--pg-version {version}: expected a PostgreSQL major version such as 16")
@@ -297,6 +333,8 @@ _SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low"
 
 
 def render_sarif(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    from bot.risk import RULES
+
     rules = [{
         "id": r.code, "name": r.name, "shortDescription": {"text": r.summary}, "fullDescription": {"text": r.why},
         "help": {"text": r.fix}, "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity.value]},
@@ -348,6 +386,8 @@ def _color(stream: TextIO) -> bool:
 
 
 def render_text(reports: list[tuple[str, Report]], color: bool = False) -> str:
+    from bot.risk import lookup
+
     c = (lambda key, s: f"{_ANSI[key]}{s}{_ANSI['reset']}") if color else (lambda key, s: s)
     out: list[str] = []
     for path, r in reports:

@@ -9,7 +9,8 @@ from .effect import AEL
 from .locks import describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
-from .parse import Attach, Positions, RawStatement, SyntaxProblem, _cuts, directives_of, items, parse
+from .parse import (Attach, Positions, RawStatement, SyntaxProblem, decode as _decode, directives_of, items, parse,
+                    split_pieces, SHARE)
 from .rules import Hit
 from .state import State, Stmt
 
@@ -62,18 +63,13 @@ class Split:
     parse (e.g. a cut inside a function body): use analyze() then.
     """
 
-    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = 0.42) -> None:
+    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = SHARE,
+                 parsed: dict | None = None) -> None:
+        """`parsed`: (start, end) of a piece -> a future of its parse_sql_json (parse.Preparse)."""
         self.ctx = context or Context()
         self.text, self.bad_encoding = _decode(sql)
-        text = self.text
-        cuts = _cuts(text)
-        # Split after the first `;` ending a line past `share` of the text. The piece it falls in is
-        # parsed as two; both must parse on their own (strict), which proves the split is a statement
-        # boundary, and then the result is the same as with the sequential pieces.
-        at = text.find(";\n", int(len(text) * share)) if len(cuts) > 1 else -1
-        at = at + 2 if at >= 0 else len(text)
-        self.head_cuts = [(a, min(b, at)) for a, b in cuts if a < at]
-        self.tail_cuts = [(max(a, at), b) for a, b in cuts if b > at]
+        self.head_cuts, self.tail_cuts = split_pieces(self.text, share)
+        self.parsed = parsed
         self.data = self.text.encode("utf-8")
         self.directives = directives_of(self.data)
         self._ahead: list = []
@@ -95,7 +91,7 @@ class Split:
         attach = Attach(self.data, self.directives)
         with _gc_paused():
             for item in items(self.text, self.data, Positions(self.data), self.head_cuts,
-                              strict=len(self.head_cuts)):
+                              strict=len(self.head_cuts), parsed=self.parsed):
                 attach(item)
                 if isinstance(item, SyntaxProblem):
                     findings.append(_syntax(item, ctx))
@@ -111,7 +107,8 @@ class Split:
         ctx = self.ctx
         with _gc_paused():
             self._ahead = [(item, None if isinstance(item, SyntaxProblem) else _ahead(item, ctx))
-                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts, strict=1)]
+                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts, strict=1,
+                                             parsed=self.parsed)]
 
     def finish(self, head: tuple) -> Report:
         ctx, st = self.ctx, self._state()
@@ -155,22 +152,6 @@ def _gc_paused():
 
 def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
     return _finding("MG001", item.line, item.column, None, f"Syntax error: {item.message}.", ctx)
-
-
-def _decode(sql: str | bytes) -> tuple[str, tuple[int, int] | None]:
-    if isinstance(sql, str):
-        try:
-            sql.encode("utf-8")
-        except UnicodeEncodeError:
-            sql = sql.encode("utf-8", "surrogateescape")
-        else:
-            return sql.replace("\x00", " ") if "\x00" in sql else sql, None
-    try:
-        return sql.decode("utf-8").replace("\x00", " "), None
-    except UnicodeDecodeError as exc:
-        line = sql.count(b"\n", 0, exc.start) + 1
-        col = len(sql[sql.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace")) + 1
-        return sql.decode("utf-8", "replace").replace("\x00", " "), (line, col)
 
 
 def _ahead(raw: RawStatement, ctx: Context) -> tuple:

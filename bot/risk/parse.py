@@ -121,12 +121,60 @@ def _cuts(sql: str) -> list[tuple[int, int]]:
     return cuts
 
 
+def decode(sql: str | bytes) -> tuple[str, tuple[int, int] | None]:
+    """The text to analyse (NULs blanked) and where the first invalid UTF-8 byte is, if any."""
+    if isinstance(sql, str):
+        try:
+            sql.encode("utf-8")
+        except UnicodeEncodeError:
+            sql = sql.encode("utf-8", "surrogateescape")
+        else:
+            return sql.replace("\x00", " ") if "\x00" in sql else sql, None
+    try:
+        return sql.decode("utf-8").replace("\x00", " "), None
+    except UnicodeDecodeError as exc:
+        line = sql.count(b"\n", 0, exc.start) + 1
+        col = len(sql[sql.rfind(b"\n", 0, exc.start) + 1:exc.start].decode("utf-8", "replace")) + 1
+        return sql.decode("utf-8", "replace").replace("\x00", " "), (line, col)
+
+
+SHARE = 0.42  # of a big file for engine.Split's head, which also does the in-order pass over it
+
+
+def split_pieces(text: str, share: float = SHARE) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The pieces of a big file for engine.Split: (head, tail), split after the first `;` ending a line
+    past `share` of the text. The piece it falls in is parsed as two; both must parse on their own
+    (strict), which proves the split is a statement boundary, and then the result is the same as
+    with the sequential pieces."""
+    cuts = _cuts(text)
+    at = text.find(";\n", int(len(text) * share)) if len(cuts) > 1 else -1
+    at = at + 2 if at >= 0 else len(text)
+    return [(a, min(b, at)) for a, b in cuts if a < at], [(max(a, at), b) for a, b in cuts if b > at]
+
+
+class Preparse:
+    """parse_sql_json of the given pieces, in order, on a helper thread started now (libpg_query
+    releases the GIL, so this runs while the caller does other work, e.g. imports)."""
+
+    def __init__(self, text: str, cuts: list[tuple[int, int]]) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.futures = {cut: self.pool.submit(_pg.parse_sql_json, text[cut[0]:cut[1]]) for cut in cuts}
+        self.pool.shutdown(wait=False)  # the worker ends once the queue is done
+
+    def wait(self, cuts: list[tuple[int, int]]) -> None:
+        """Block until these pieces are parsed (or failed)."""
+        for cut in cuts:
+            future = self.futures.get(cut)
+            if future is not None:
+                future.exception()
+
+
 class NeedsWhole(Exception):
     """A piece of a strict range failed to parse: only the sequential parse of the rest gives the result."""
 
 
-def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
-            strict: int = 0) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0,
+            parsed: dict | None = None) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
     """Yield (piece, byte base, JSON or error) covering the file (or the pieces `cuts` of it) in order.
 
     Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
@@ -135,6 +183,7 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
     and the rest of the file is parsed whole instead: a bad cut costs time, never a different result.
     A failure in one of the first `strict` pieces raises NeedsWhole instead (engine.Split: those
     pieces are not the sequential ones, or the rest of the file is not this range's to parse).
+    `parsed` maps pieces already submitted for parsing (Preparse) to their futures.
     """
     if cuts is None:
         cuts = _cuts(sql)
@@ -149,7 +198,8 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None,
             cut = next(pending, None)
             if cut is not None:
                 piece = sql[cut[0]:cut[1]]
-                ahead.append((cut[0], piece, pool.submit(_pg.parse_sql_json, piece)))
+                future = parsed.get(cut) if parsed else None
+                ahead.append((cut[0], piece, future or pool.submit(_pg.parse_sql_json, piece)))
 
         submit()
         byte_base = len(sql[:cuts[0][0]].encode("utf-8"))
@@ -263,11 +313,11 @@ def directives_of(data: bytes) -> list[Directive]:
 
 
 def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | None,
-          strict: int = 0) -> Iterator[RawStatement | SyntaxProblem]:
+          strict: int = 0, parsed: dict | None = None) -> Iterator[RawStatement | SyntaxProblem]:
     """The statements and syntax problems of `sql` (or of its pieces `cuts`), without directives;
     statement indexes count from 0 within what is parsed here."""
     index = 0
-    for piece, byte_base, js in _chunks(sql, cuts, strict):
+    for piece, byte_base, js in _chunks(sql, cuts, strict, parsed):
         piece_end = len(data) if piece is sql else byte_base + len(piece.encode("utf-8"))
         if piece_end > len(data):  # pieces are slices of the text, so this only guards bad offsets
             piece_end = len(data)

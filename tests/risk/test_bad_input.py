@@ -147,10 +147,35 @@ def test_lint_forks_for_big_files_with_the_same_output(monkeypatch):
 
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
     monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda: True)
+    monkeypatch.setattr(lint, "_two_cores", lambda own_thread=False: True)
     for label, sql in _split_cases():
         data = sql if isinstance(sql, bytes) else sql.encode()
         ctx = Context()
         got = lint._analyze(data, ctx)
         assert got == analyze(data, ctx), label
         assert lint.render_json([("x", got)]) == lint.render_json([("x", analyze(data, ctx))])
+
+
+def test_lint_preparses_a_big_file_while_importing_with_the_same_output(monkeypatch, tmp_path):
+    """One big file: bot.lint starts libpg_query on its pieces before the rules load; same output."""
+    import io
+
+    from bot import lint
+    from bot.risk import parse as parse_module
+
+    monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
+    monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(lint, "_two_cores", lambda own_thread=False: True)
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(tmp_path / "absent.toml"))
+    for label, sql in _split_cases():
+        path = tmp_path / "m.sql"
+        path.write_bytes(sql if isinstance(sql, bytes) else sql.encode())
+        pre = lint._preparse([str(path)])
+        assert pre is not None and pre[1].futures, label
+        parser = lint.argparse.ArgumentParser()
+        lint.add_arguments(parser)
+        out = io.StringIO()
+        code = lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
+        expected = lint.render_json_reference([(str(path), analyze(path.read_bytes()))])
+        assert out.getvalue() == expected, label
+        assert code == (1 if '"risk": "high"' in expected[:300] or '"risk": "critical"' in expected[:300] else 0)

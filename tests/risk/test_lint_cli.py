@@ -169,3 +169,9 @@ def test_json_renderer_matches_the_reference_byte_for_byte():
                ("e", analyze((ROOT / "tests").joinpath("risk").exists() and RISKY * 3 + SAFE))]
     assert lint.render_json(reports) == lint.render_json_reference(reports)
     assert lint.render_json([]) == lint.render_json_reference([])
+
+
+def test_levels_are_the_severity_values_in_order():
+    from bot.risk import Severity
+
+    assert lint.LEVELS == tuple(s.value for s in Severity)
