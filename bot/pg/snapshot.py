@@ -140,7 +140,8 @@ JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE i.indrelid = ANY(%(oids)s) 
 _Q_CONSTRAINTS = """
 SELECT n.nspname, c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid), k.convalidated
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE k.conrelid = ANY(%(oids)s) ORDER BY n.nspname, c.relname, k.conname"""
+WHERE k.conrelid = ANY(%(oids)s) AND k.contype <> 'n'  -- PG 18 catalogues NOT NULL; columns carry it already
+ORDER BY n.nspname, c.relname, k.conname"""
 _Q_POLICIES = """
 SELECT schemaname, tablename, policyname, cmd, permissive = 'PERMISSIVE', roles::text[], qual, with_check
 FROM pg_policies WHERE schemaname <> ALL(%(skip)s) AND NOT (tablename = ANY(%(skip_tables)s))

@@ -24,7 +24,7 @@ def _status(url, snapshot):
         return compute_status(snapshot, read_ledger(conn, snapshot.layout))
 
 
-def test_documenso_replays_through_the_prisma_adapter(documenso_repo, project, target_db_url):
+def test_documenso_replays_through_the_prisma_adapter(documenso_repo, project, target_db_url, pgcrypto):
     cfg = project(documenso_repo, "prisma", "prisma/migrations")
     snap = load_snapshot(cfg)
     with psycopg.connect(target_db_url, autocommit=True) as conn:

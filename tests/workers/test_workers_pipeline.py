@@ -38,7 +38,8 @@ def test_happy_path_backup_apply_verify_ledgers_and_thread(make_pipeline):
     path = Path(backups[0].path)
     assert path.parent == p.backup_dir and path.name.startswith(f"staging-req{req.id}-") and path.suffix == ".dump"
     assert sidecar[0][3] == str(backups[0].id)
-    binary, _ = backup_step.find_pg_dump(15)
+    with p.target() as conn:  # the pg_restore that reads what the server's pg_dump wrote
+        binary, _ = backup_step.find_pg_dump(conn.info.server_version // 10000)
     listed = subprocess.run([str(Path(binary).with_name("pg_restore")), "--list", str(path)], capture_output=True)
     assert listed.returncode == 0
 
