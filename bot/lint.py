@@ -66,14 +66,19 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ctx = _context(args, config)
         fail_on = Severity(args.fail_on or config["fail_on"])
         inputs = list(_inputs(args.paths))
+        if preparse is not None and len(inputs) == 1 and inputs[0][1] == preparse[0]:
+            inputs = [(inputs[0][0], preparse[0])]  # one copy of a big file, not two
         reports = [(path, _analyze(data, ctx, preparse if len(inputs) == 1 else None)) for path, data in inputs]
         if _keep is not None:
             _keep.append(reports)
     except UsageError as exc:
         print(f"guardian lint: {exc}", file=err)
         return 2
-    render = {"text": render_text, "json": render_json, "sarif": render_sarif, "github": render_github}[args.format]
-    out.write(render(reports, color=args.format == "text" and _color(out)))
+    if args.format == "json":
+        out.writelines(_json_chunks(reports))  # = render_json(reports), without holding it all at once
+    else:
+        render = {"text": render_text, "sarif": render_sarif, "github": render_github}[args.format]
+        out.write(render(reports, color=args.format == "text" and _color(out)))
     failing = [p for p, r in reports if r.risk.rank >= fail_on.rank]
     return 1 if failing else 0
 
@@ -131,6 +136,9 @@ def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report
         finally:
             os._exit(status)  # no atexit handlers, no flushing of the parent's buffered output
     os.close(write_end)
+    if parsed is not None:
+        for cut in split.head_cuts:  # the child's pieces: their JSON is no use here
+            parsed.futures.pop(cut, None)
     chunks = []
     try:
         try:
@@ -275,6 +283,9 @@ def _json_int(v: Any) -> str:
     return json.dumps(v) if type(v) is not int else int.__repr__(v)
 
 
+_BATCH = 2048  # records per yielded chunk: the CLI writes them as they come (memory)
+
+
 def _json_chunks(reports: list[tuple[str, Report]]):
     enc = _ENC
     B = _B
@@ -287,7 +298,7 @@ def _json_chunks(reports: list[tuple[str, Report]]):
                f'"pg_version": {_json_int(r.pg_version)}, "statements": [')
         kinds: dict[str, str] = {}
         locks: dict[tuple, str] = {}
-        parts = []
+        parts, sep = [], ""
         for s in r.statements:
             kind = kinds.get(s.kind)
             if kind is None:
@@ -306,11 +317,15 @@ def _json_chunks(reports: list[tuple[str, Report]]):
                 f'"locks": [{lock_text}], "rewrite": {B[s.rewrite]}, "scan": {B[s.scan]}, '
                 f'"destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
                 f'"data_changing": {B[s.data_changing]}}}')
-        yield ", ".join(parts)
+            if len(parts) >= _BATCH:
+                yield sep + ", ".join(parts)
+                sep, parts = ", ", []
+        if parts:
+            yield sep + ", ".join(parts)
         yield '], "findings": ['
         excerpts = {s.index: s for s in r.statements}
         rules: dict[tuple, str] = {}
-        parts = []
+        parts, sep = [], ""
         for f in r.findings:
             key = (f.code, f.name, f.severity.value)
             head = rules.get(key)
@@ -324,7 +339,11 @@ def _json_chunks(reports: list[tuple[str, Report]]):
                 f'"message": {enc(f.message)}, "fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
                 f'"accept_reason": {"null" if reason is None else enc(reason)}, '
                 f'"excerpt": {enc(st.excerpt) if st is not None else chr(34) * 2}}}')
-        yield ", ".join(parts)
+            if len(parts) >= _BATCH:
+                yield sep + ", ".join(parts)
+                sep, parts = ", ", []
+        if parts:
+            yield sep + ", ".join(parts)
         yield "]}"
     yield "]}\n"
 

@@ -106,9 +106,14 @@ class Split:
     def ahead(self) -> None:
         ctx = self.ctx
         with _gc_paused():
-            self._ahead = [(item, None if isinstance(item, SyntaxProblem) else _ahead(item, ctx))
-                           for item in items(self.text, self.data, Positions(self.data), self.tail_cuts, strict=1,
-                                             parsed=self.parsed)]
+            self._ahead = kept = []
+            for item in items(self.text, self.data, Positions(self.data), self.tail_cuts, strict=1,
+                              parsed=self.parsed):
+                if isinstance(item, SyntaxProblem):
+                    kept.append((item, None))
+                    continue
+                kept.append((item, _ahead(item, ctx)))
+                item.text = ""  # only the stateless rules and the excerpt read it: memory, until finish()
 
     def finish(self, head: tuple) -> Report:
         ctx, st = self.ctx, self._state()

@@ -198,7 +198,7 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0
             cut = next(pending, None)
             if cut is not None:
                 piece = sql[cut[0]:cut[1]]
-                future = parsed.get(cut) if parsed else None
+                future = parsed.pop(cut, None) if parsed else None  # its JSON is freed once used
                 ahead.append((cut[0], piece, future or pool.submit(_pg.parse_sql_json, piece)))
 
         submit()

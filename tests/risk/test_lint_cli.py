@@ -175,3 +175,12 @@ def test_levels_are_the_severity_values_in_order():
     from bot.risk import Severity
 
     assert lint.LEVELS == tuple(s.value for s in Severity)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_json_renderer_in_batches_is_the_same_text(monkeypatch, batch):
+    from bot.risk import analyze
+
+    monkeypatch.setattr(lint, "_BATCH", batch)
+    reports = [("a", analyze(RISKY * 5 + SAFE + "SELEC 1;\n")), ("b", analyze(SAFE)), ("c", analyze(""))]
+    assert lint.render_json(reports) == lint.render_json_reference(reports)
