@@ -111,30 +111,48 @@ def target_db_url(make_database: Callable[..., str]) -> str:
 
 
 RESERVATION_KEY = "guardian-tests:reserved-by"
+_OWNER = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _stale(reservation: bytes | None) -> bool:
+    """A reservation whose test session (pid on this host) is gone."""
+    if reservation is None:
+        return False
+    try:
+        os.kill(int(reservation.decode().split("-", 1)[0]), 0)
+    except (ValueError, ProcessLookupError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @pytest.fixture(scope="session")
 def _redis_server_url() -> Iterator[str]:
-    """An empty Redis database number, reserved for this test session (concurrent sessions never share one)."""
+    """An empty Redis database number, reserved for this test session (concurrent sessions never share one).
+
+    A database is taken when it is empty, or when it holds only what a finished test session left behind
+    (its reservation names a process that is gone); a developer's data is never flushed.
+    """
     base = ensure_redis(os.environ.get("GUARDIAN_TEST_REDIS_URL"), _WORKDIR)
-    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    for db in range(15, 0, -1):
+    for db in range(15, 1, -1):  # 0 and 1 are left to people and `guardian dev`
         url = with_redis_db(base, db)
         client = redis.Redis.from_url(url)
         try:
-            # reserve atomically, and only a database that held nothing else (a developer's data is never flushed)
-            if client.set(RESERVATION_KEY, owner, nx=True, ex=6 * 3600):
+            if _stale(client.get(RESERVATION_KEY)):
+                client.flushdb()
+            if client.set(RESERVATION_KEY, _OWNER, nx=True, ex=6 * 3600):
                 if client.dbsize() == 1:
                     break
                 client.delete(RESERVATION_KEY)
         finally:
             client.close()
     else:
-        pytest.fail("every Redis database number 1-15 holds data or is reserved by another test session; "
+        pytest.fail("every Redis database number 2-15 holds data or is reserved by a running test session; "
                     "set GUARDIAN_TEST_REDIS_URL to an empty one")
     yield url
     client = redis.Redis.from_url(url)
-    if client.get(RESERVATION_KEY) in (owner.encode(), None):
+    if client.get(RESERVATION_KEY) in (_OWNER.encode(), None):
         client.flushdb()
     client.close()
 
@@ -144,7 +162,7 @@ def _clear(client: redis.Redis) -> None:
     keys = [k for k in client.scan_iter(count=1000) if k != RESERVATION_KEY.encode()]
     if keys:
         client.delete(*keys)
-    client.set(RESERVATION_KEY, f"{os.getpid()}", nx=True, ex=6 * 3600)
+    client.set(RESERVATION_KEY, _OWNER, nx=True, ex=6 * 3600)
 
 
 @pytest.fixture

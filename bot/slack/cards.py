@@ -86,9 +86,8 @@ def build_request_card(request: Request, view: CardView) -> Message:
         + (" · " + ", ".join(f"<@{u}>" for u in view.approvers) if view.approvers else "")
     )
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _clip(
-            f"Migration request #{request.id} · {request.environment} · {_status_words(status)}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": title}},
+        # plain_text with emoji=true renders the :code: as the emoji in Slack
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _clip(title, 150)}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
     ]
     if request.migrations:

@@ -118,12 +118,13 @@ def test_rehearsal_database_result_is_posted(harness, make_database, monkeypatch
         assert conn.execute("SELECT count(email) FROM users").fetchone()[0] == 2000
 
 
-def test_card_header_is_plain_text_without_emoji_codes(harness):
+def test_card_header_is_plain_text_with_an_emoji_code_slack_renders(harness):
     harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
     rid = plan(harness)
-    header = harness.card(rid)["blocks"][0]
-    assert header["type"] == "header"
-    assert header["text"]["text"] == f"Migration request #{rid} · staging · awaiting approval"
+    header, fields = harness.card(rid)["blocks"][:2]
+    assert header["type"] == "header" and header["text"]["emoji"] is True
+    assert header["text"]["text"] == f":hourglass_flowing_sand: Migration request #{rid} · staging · awaiting approval"
+    assert fields["type"] == "section" and "fields" in fields  # no second copy of the title
 
 
 def test_on_demand_backup_by_an_approver_only(harness):
