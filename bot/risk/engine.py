@@ -88,6 +88,7 @@ class Split:
         ctx, st = self.ctx, self._state()
         findings: list = []
         infos = []
+        lock_pairs: dict[tuple, tuple] = {}
         attach = Attach(self.data, self.directives)
         with _gc_paused():
             for item in items(self.text, self.data, Positions(self.data), self.head_cuts,
@@ -97,9 +98,11 @@ class Split:
                     findings.append(_syntax(item, ctx))
                     continue
                 s = _finish(item, _ahead(item, ctx), st, ctx, findings)
-                infos.append((s.index, s.line, s.column, s.kind, s.transactional, s.in_transaction,
-                              tuple((lk.relation, lk.mode) for lk in s.locks), s.rewrite, s.scan, s.destructive,
-                              s.incompatible, s.data_changing, s.excerpt))
+                locks = s.locks
+                pairs = lock_pairs.get(locks)
+                if pairs is None:
+                    pairs = lock_pairs[locks] = tuple((lk.relation, lk.mode) for lk in locks)
+                infos.append(dict(s.__dict__, locks=pairs))  # field order kept; pickled once per value
         state = {name: getattr(st, name) for name in _STATE_FIELDS}
         return state, [f.__dict__ for f in findings if f is not None], infos, attach.i, len(infos)
 
@@ -125,11 +128,16 @@ class Split:
         with _gc_paused():
             for name, value in state.items():
                 setattr(st, name, value)
-            findings.extend(build(Finding, **f) for f in head_findings)
-            statements = [build(StatementInfo, index=i[0], line=i[1], column=i[2], kind=i[3], transactional=i[4],
-                                in_transaction=i[5], locks=tuple(_lock(r, m) for r, m in i[6]), rewrite=i[7],
-                                scan=i[8], destructive=i[9], incompatible=i[10], data_changing=i[11], excerpt=i[12])
-                          for i in infos]
+            findings.extend(build_from(Finding, f) for f in head_findings)
+            locks: dict[tuple, tuple] = {}
+            statements = []
+            for values in infos:
+                pairs = values["locks"]
+                found = locks.get(pairs)
+                if found is None:
+                    found = locks[pairs] = tuple(_lock(r, m) for r, m in pairs)
+                values["locks"] = found
+                statements.append(build_from(StatementInfo, values))
             attach = Attach(self.data, self.directives, directive_i)
             for item, early in self._ahead:
                 attach(item)
