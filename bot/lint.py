@@ -157,8 +157,14 @@ def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report
 
 
 def _two_cores(own_thread: bool = False) -> bool:
-    # fork only a single-threaded process (or one whose other thread is our idle Preparse worker)
-    if not hasattr(os, "fork") or threading.active_count() > 1 + own_thread:
+    # fork only a single-threaded process (or one whose only other thread is our Preparse worker)
+    if not hasattr(os, "fork"):
+        return False
+    main = threading.main_thread()
+    others = [t for t in threading.enumerate() if t is not main]
+    if others and not (own_thread and all(t.name.startswith(risk_parse.PREPARSE_THREAD) for t in others)):
+        return False
+    if threading.current_thread() is not main:
         return False
     try:
         return len(os.sched_getaffinity(0)) >= 2

@@ -152,12 +152,15 @@ def split_pieces(text: str, share: float = SHARE) -> tuple[list[tuple[int, int]]
     return [(a, min(b, at)) for a, b in cuts if a < at], [(max(a, at), b) for a, b in cuts if b > at]
 
 
+PREPARSE_THREAD = "guardian-preparse"
+
+
 class Preparse:
     """parse_sql_json of the given pieces, in order, on a helper thread started now (libpg_query
     releases the GIL, so this runs while the caller does other work, e.g. imports)."""
 
     def __init__(self, text: str, cuts: list[tuple[int, int]]) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=PREPARSE_THREAD)
         self.futures = {cut: self.pool.submit(_pg.parse_sql_json, text[cut[0]:cut[1]]) for cut in cuts}
         self.pool.shutdown(wait=False)  # the worker ends once the queue is done
 
