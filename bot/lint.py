@@ -68,14 +68,16 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         inputs = list(_inputs(args.paths))
         if preparse is not None and len(inputs) == 1 and inputs[0][1] == preparse[0]:
             inputs = [(inputs[0][0], preparse[0])]  # one copy of a big file, not two
-        reports = [(path, _analyze(data, ctx, preparse if len(inputs) == 1 else None)) for path, data in inputs]
+        rendered: dict | None = {} if args.format == "json" else None
+        reports = [(path, _analyze(data, ctx, preparse if len(inputs) == 1 else None, rendered))
+                   for path, data in inputs]
         if _keep is not None:
             _keep.append(reports)
     except UsageError as exc:
         print(f"guardian lint: {exc}", file=err)
         return 2
     if args.format == "json":
-        out.writelines(_json_chunks(reports))  # = render_json(reports), without holding it all at once
+        out.writelines(_json_chunks(reports, rendered))  # = render_json(reports), in pieces
     else:
         render = {"text": render_text, "sarif": render_sarif, "github": render_github}[args.format]
         out.write(render(reports, color=args.format == "text" and _color(out)))
@@ -106,12 +108,16 @@ def _preparse(paths: list[str]) -> tuple[bytes, risk_parse.Preparse] | None:
     return data, risk_parse.Preparse(text, head + tail)
 
 
-def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report:
+def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None, rendered: dict | None = None) -> Report:
     """analyze(), on two cores for a big file: a forked child analyses the leading ~40% completely
     while this process parses the rest and does its statement-local work, then finishes in order
-    from the child's state (bot.risk.engine.Split). The Report is the same as analyze()'s."""
+    from the child's state (bot.risk.engine.Split). The Report is the same as analyze()'s.
+
+    With `rendered` (a dict, for --format json), the child, idle while this process finishes,
+    also renders the JSON of its statements and findings: rendered[id(report)] is then
+    ((statements text, findings text), Split.head_span) for _json_chunks."""
     from bot.risk import analyze
-    from bot.risk.engine import Split
+    from bot.risk.engine import Split, head_records
 
     if len(data) < PARALLEL_MIN_BYTES or not _two_cores(preparse is not None):
         return analyze(data, ctx)
@@ -129,9 +135,14 @@ def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report
         status = 1
         try:
             os.close(read_end)
-            blob = memoryview(pickle.dumps(split.head(), protocol=pickle.HIGHEST_PROTOCOL))
-            while blob:
-                blob = blob[os.write(write_end, blob):]
+            head = split.head()
+            _send(write_end, pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
+            if rendered is not None:
+                statements, found = head_records(head)
+                excerpts = {s.index: s for s in statements}
+                _send(write_end, pickle.dumps(("".join(_statements_json(statements)),
+                                               "".join(_findings_json(found, excerpts))),
+                                              protocol=pickle.HIGHEST_PROTOCOL))
             status = 0
         finally:
             os._exit(status)  # no atexit handlers, no flushing of the parent's buffered output
@@ -139,21 +150,50 @@ def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None) -> Report
     if parsed is not None:
         for cut in split.head_cuts:  # the child's pieces: their JSON is no use here
             parsed.futures.pop(cut, None)
-    chunks = []
+    waited = False
     try:
         try:
             split.ahead()
         except risk_parse.NeedsWhole:
-            split = None
             os.kill(pid, signal.SIGKILL)  # our own child: its part is of no use now
-        while split is not None and (chunk := os.read(read_end, 1 << 20)):
-            chunks.append(chunk)
+            return analyze(data, ctx)
+        head = _receive(read_end)
+        if head is None:  # a piece of the head did not parse on its own (or the child failed)
+            return analyze(data, ctx)
+        report = split.finish(pickle.loads(head))
+        if rendered is not None:
+            text = _receive(read_end)
+            waited = True
+            if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 and text is not None:
+                rendered[id(report)] = (pickle.loads(text), split.head_span)
+        return report
     finally:
         os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    if split is None or status != 0 or not chunks:  # a piece did not parse on its own (or the child failed)
-        return analyze(data, ctx)
-    return split.finish(pickle.loads(b"".join(chunks)))
+        if not waited:
+            os.waitpid(pid, 0)
+
+
+def _send(fd: int, blob: bytes) -> None:
+    """One message down the pipe: its length (8 bytes), then the bytes."""
+    view = memoryview(len(blob).to_bytes(8, "little") + blob)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _receive(fd: int) -> bytes | None:
+    """The next whole message, or None if the pipe ends first."""
+    def exactly(n: int) -> bytes | None:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    size = exactly(8)
+    return None if size is None else exactly(int.from_bytes(size, "little"))
 
 
 def _two_cores(own_thread: bool = False) -> bool:
@@ -292,9 +332,10 @@ def _json_int(v: Any) -> str:
 _BATCH = 2048  # records per yielded chunk: the CLI writes them as they come (memory)
 
 
-def _json_chunks(reports: list[tuple[str, Report]]):
+def _json_chunks(reports: list[tuple[str, Report]], pre: dict | None = None):
+    """render_json's text in pieces. `pre`: id(report) -> (statements text, head span) for a report
+    whose leading statements and their findings the Split child has rendered already."""
     enc = _ENC
-    B = _B
     yield '{"files": ['
     for fi, (path, r) in enumerate(reports):
         if fi:
@@ -302,56 +343,84 @@ def _json_chunks(reports: list[tuple[str, Report]]):
         reasons = ", ".join(map(enc, r.reasons))
         yield (f'{{"path": {enc(path)}, "risk": {enc(r.risk.value)}, "reasons": [{reasons}], '
                f'"pg_version": {_json_int(r.pg_version)}, "statements": [')
-        kinds: dict[str, str] = {}
-        locks: dict[tuple, str] = {}
-        parts, sep = [], ""
-        for s in r.statements:
-            kind = kinds.get(s.kind)
-            if kind is None:
-                kind = kinds[s.kind] = enc(s.kind)
-            lk = s.locks
-            lock_text = locks.get(lk)
-            if lock_text is None:
-                lock_text = locks[lk] = ", ".join(
-                    f'{{"relation": {enc(x.relation)}, "mode": {enc(x.mode)}}}' for x in lk)
-            index, line, column = s.index, s.line, s.column
-            if type(index) is not int or type(line) is not int or type(column) is not int:
-                index, line, column = _json_int(index), _json_int(line), _json_int(column)
-            parts.append(
-                f'{{"index": {index}, "line": {line}, "column": {column}, "kind": {kind}, '
-                f'"transactional": {B[s.transactional]}, "in_transaction": {B[s.in_transaction]}, '
-                f'"locks": [{lock_text}], "rewrite": {B[s.rewrite]}, "scan": {B[s.scan]}, '
-                f'"destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
-                f'"data_changing": {B[s.data_changing]}}}')
-            if len(parts) >= _BATCH:
-                yield sep + ", ".join(parts)
-                sep, parts = ", ", []
-        if parts:
-            yield sep + ", ".join(parts)
-        yield '], "findings": ['
+        done = pre.get(id(r)) if pre else None
         excerpts = {s.index: s for s in r.statements}
-        rules: dict[tuple, str] = {}
-        parts, sep = [], ""
-        for f in r.findings:
-            key = (f.code, f.name, f.severity.value)
-            head = rules.get(key)
-            if head is None:
-                head = rules[key] = f'{{"code": {enc(f.code)}, "name": {enc(f.name)}, "severity": {enc(f.severity.value)}'
-            st = excerpts.get(f.statement)
-            reason = f.accept_reason
-            parts.append(
-                f'{head}, "line": {_json_int(f.line)}, "column": {_json_int(f.column)}, '
-                f'"statement": {"null" if f.statement is None else _json_int(f.statement)}, '
-                f'"message": {enc(f.message)}, "fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
-                f'"accept_reason": {"null" if reason is None else enc(reason)}, '
-                f'"excerpt": {enc(st.excerpt) if st is not None else chr(34) * 2}}}')
-            if len(parts) >= _BATCH:
-                yield sep + ", ".join(parts)
-                sep, parts = ", ", []
-        if parts:
-            yield sep + ", ".join(parts)
+        if done is None:
+            yield from _statements_json(r.statements)
+            yield '], "findings": ['
+            yield from _findings_json(r.findings, excerpts)
+        else:
+            (text_s, text_f), (n_s, k0, n_f) = done
+            if text_s:
+                yield text_s
+            yield from _statements_json(r.statements[n_s:], ", " if text_s else "")
+            yield '], "findings": ['
+            before = "".join(_findings_json(r.findings[:k0], excerpts))
+            sep = ", " if before else ""
+            if before:
+                yield before
+            if text_f:
+                yield sep + text_f
+                sep = ", "
+            yield from _findings_json(r.findings[k0 + n_f:], excerpts, sep)
         yield "]}"
     yield "]}\n"
+
+
+def _statements_json(statements, sep: str = ""):
+    """The JSON records of these statements, joined by ", ", in chunks; `sep` goes before the first."""
+    enc, B = _ENC, _B
+    kinds: dict[str, str] = {}
+    locks: dict[tuple, str] = {}
+    parts = []
+    for s in statements:
+        kind = kinds.get(s.kind)
+        if kind is None:
+            kind = kinds[s.kind] = enc(s.kind)
+        lk = s.locks
+        lock_text = locks.get(lk)
+        if lock_text is None:
+            lock_text = locks[lk] = ", ".join(
+                f'{{"relation": {enc(x.relation)}, "mode": {enc(x.mode)}}}' for x in lk)
+        index, line, column = s.index, s.line, s.column
+        if type(index) is not int or type(line) is not int or type(column) is not int:
+            index, line, column = _json_int(index), _json_int(line), _json_int(column)
+        parts.append(
+            f'{{"index": {index}, "line": {line}, "column": {column}, "kind": {kind}, '
+            f'"transactional": {B[s.transactional]}, "in_transaction": {B[s.in_transaction]}, '
+            f'"locks": [{lock_text}], "rewrite": {B[s.rewrite]}, "scan": {B[s.scan]}, '
+            f'"destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
+            f'"data_changing": {B[s.data_changing]}}}')
+        if len(parts) >= _BATCH:
+            yield sep + ", ".join(parts)
+            sep, parts = ", ", []
+    if parts:
+        yield sep + ", ".join(parts)
+
+
+def _findings_json(findings, excerpts: dict, sep: str = ""):
+    """The JSON records of these findings (excerpt from `excerpts`: statement index -> record)."""
+    enc, B = _ENC, _B
+    rules: dict[tuple, str] = {}
+    parts = []
+    for f in findings:
+        key = (f.code, f.name, f.severity.value)
+        head = rules.get(key)
+        if head is None:
+            head = rules[key] = f'{{"code": {enc(f.code)}, "name": {enc(f.name)}, "severity": {enc(f.severity.value)}'
+        st = excerpts.get(f.statement)
+        reason = f.accept_reason
+        parts.append(
+            f'{head}, "line": {_json_int(f.line)}, "column": {_json_int(f.column)}, '
+            f'"statement": {"null" if f.statement is None else _json_int(f.statement)}, '
+            f'"message": {enc(f.message)}, "fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
+            f'"accept_reason": {"null" if reason is None else enc(reason)}, '
+            f'"excerpt": {enc(st.excerpt) if st is not None else chr(34) * 2}}}')
+        if len(parts) >= _BATCH:
+            yield sep + ", ".join(parts)
+            sep, parts = ", ", []
+    if parts:
+        yield sep + ", ".join(parts)
 
 
 _SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}

@@ -70,6 +70,7 @@ class Split:
         self.text, self.bad_encoding = _decode(sql)
         self.head_cuts, self.tail_cuts = split_pieces(self.text, share)
         self.parsed = parsed
+        self.head_span = (0, 0, 0)  # after finish(): head statements, findings before the head's, head findings
         self.data = self.text.encode("utf-8")
         self.directives = directives_of(self.data)
         self._ahead: list = []
@@ -128,16 +129,11 @@ class Split:
         with _gc_paused():
             for name, value in state.items():
                 setattr(st, name, value)
-            findings.extend(build_from(Finding, f) for f in head_findings)
-            locks: dict[tuple, tuple] = {}
-            statements = []
-            for values in infos:
-                pairs = values["locks"]
-                found = locks.get(pairs)
-                if found is None:
-                    found = locks[pairs] = tuple(_lock(r, m) for r, m in pairs)
-                values["locks"] = found
-                statements.append(build_from(StatementInfo, values))
+            head_statements, head_found = head_records(head)
+            # where the head's records sit in the Report (lint may have them rendered already)
+            self.head_span = (len(head_statements), sum(f is not None for f in findings), len(head_found))
+            findings.extend(head_found)
+            statements = list(head_statements)
             attach = Attach(self.data, self.directives, directive_i)
             for item, early in self._ahead:
                 attach(item)
@@ -147,6 +143,21 @@ class Split:
                 item.index += count
                 statements.append(_finish(item, early, st, ctx, findings))
             return _report(findings, statements, st, ctx)
+
+
+def head_records(head: tuple) -> tuple[list[StatementInfo], list[Finding]]:
+    """The statement records and findings of a Split.head() summary (which it then owns)."""
+    _, head_findings, infos, _, _ = head
+    locks: dict[tuple, tuple] = {}
+    statements = []
+    for values in infos:
+        pairs = values["locks"]
+        found = locks.get(pairs)
+        if found is None:
+            found = locks[pairs] = tuple(_lock(r, m) for r, m in pairs)
+        values["locks"] = found
+        statements.append(build_from(StatementInfo, values))
+    return statements, [build_from(Finding, f) for f in head_findings]
 
 
 _STATE_FIELDS = tuple(f for f in State.__slots__ if f != "ctx")
