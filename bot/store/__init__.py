@@ -1,0 +1,23 @@
+"""All SQL for the bot's own state; nothing else writes it.
+
+Usage::
+
+    store = Store(settings.database_url.get_secret_value())
+    req = store.create_request("staging", "U123", [NewMigration(name="001_x", sql="…")])
+    req = store.transition(req.id, RequestStatus.AWAITING_APPROVAL, RequestStatus.APPROVED, actor="U456")
+
+Status changes are compare-and-set (``UPDATE … WHERE id = %s AND status = %s RETURNING``), so a
+duplicate click or duplicate job can never apply a transition twice; each one appends an event to
+the hash-chained audit log in the same transaction. The SQL lives in ``requests`` (requests,
+decisions, steps) and ``operations`` (freezes, backups, incidents, webhooks, events).
+"""
+from bot.store.base import EVENT_CHAIN_LOCK, GENESIS_HASH, NewMigration
+from bot.store.operations import OperationsStore
+from bot.store.requests import RequestsStore
+
+
+class Store(RequestsStore, OperationsStore):
+    """The bot's PostgreSQL state behind a small connection pool."""
+
+
+__all__ = ["EVENT_CHAIN_LOCK", "GENESIS_HASH", "NewMigration", "Store"]

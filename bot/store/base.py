@@ -1,0 +1,145 @@
+"""The store's foundation: the connection pool, transactions and the hash-chained event append."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import BaseModel
+
+from bot.errors import StoreError
+from bot.models import (
+    Event,
+)
+
+log = logging.getLogger(__name__)
+
+# Serialises appends to the hash chain (pg_advisory_xact_lock key: ASCII "guardEV").
+EVENT_CHAIN_LOCK = int.from_bytes(b"guardEV", "big")
+GENESIS_HASH = "0" * 64
+_REQ_COLS = (
+    "id, environment, requester, source, status, risk, risk_reasons, git_ref, git_commit, "
+    "target_fingerprint, policy_version, channel, message_ts, thread_ts, run_after, failed_step, "
+    "db_state, error, created_at, updated_at, selection, target, parent_request_id"
+)
+# Columns a transition may set alongside the status.
+_SETTABLE = frozenset(
+    {"risk", "risk_reasons", "git_commit", "target_fingerprint", "policy_version", "channel",
+     "message_ts", "thread_ts", "run_after", "failed_step", "db_state", "error", "target"}
+)
+_JSON_COLS = frozenset({"risk_reasons", "target", "selection"})
+
+
+class NewMigration(BaseModel):
+    """A migration to attach to a new request."""
+
+    name: str
+    sql: str
+    version: str | None = None
+    ledger_name: str | None = None
+    path: str | None = None
+    down_sql: str | None = None
+    verify_sql: str | None = None
+    risk: str | None = None
+    report: dict[str, Any] | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+
+class StoreBase:
+    """The connection pool and one-transaction helper every part of the store uses."""
+
+    def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._pool = ConnectionPool(
+            database_url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            open=False,
+            name="guardian-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=15)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            self._pool.close()
+            raise StoreError(
+                "cannot connect to the bot's database (DATABASE_URL); check that PostgreSQL is "
+                "running and the URL is right, then run `guardian db upgrade`",
+                code="state-db-unreachable",
+            ) from exc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> "StoreBase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+
+def _insert_migrations(conn: psycopg.Connection, request_id: int, migrations: Sequence[NewMigration]) -> None:
+    for position, mig in enumerate(migrations, start=1):
+        conn.execute(
+            """INSERT INTO guardian_bot.request_migrations
+                   (request_id, position, name, version, ledger_name, path, sha256, sql, down_sql,
+                    verify_sql, risk, report)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (request_id, position, mig.name, mig.version, mig.ledger_name, mig.path, mig.sha256, mig.sql,
+             mig.down_sql, mig.verify_sql, mig.risk, Jsonb(mig.report) if mig.report is not None else None),
+        )
+
+
+def _append_event(
+    conn: psycopg.Connection,
+    *,
+    request_id: int | None,
+    actor: str,
+    kind: str,
+    detail: dict[str, Any],
+    incident_id: int | None = None,
+    permalink: str | None = None,
+) -> Event:
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_CHAIN_LOCK,))
+    last = conn.execute("SELECT hash FROM guardian_bot.events ORDER BY id DESC LIMIT 1").fetchone()
+    created_at = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
+    # round-trip detail through JSON so the hash sees exactly what jsonb will return
+    detail = json.loads(json.dumps(detail, default=str))
+    row = {"request_id": request_id, "incident_id": incident_id, "actor": actor, "kind": kind,
+           "detail": detail, "permalink": permalink, "created_at": created_at,
+           "prev_hash": last["hash"] if last else GENESIS_HASH}
+    row["hash"] = _event_hash(row)
+    saved = conn.execute(
+        """INSERT INTO guardian_bot.events
+               (request_id, incident_id, actor, kind, detail, permalink, created_at, prev_hash, hash)
+           VALUES (%(request_id)s, %(incident_id)s, %(actor)s, %(kind)s, %(detail)s, %(permalink)s,
+                   %(created_at)s, %(prev_hash)s, %(hash)s) RETURNING *""",
+        {**row, "detail": Jsonb(detail)},
+    ).fetchone()
+    return Event(**saved)
+
+
+def _event_hash(row: dict[str, Any]) -> str:
+    payload = json.dumps(
+        [row["request_id"], row["incident_id"], row["actor"], row["kind"], row["detail"],
+         row["permalink"], row["created_at"].isoformat(), row["prev_hash"]],
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256((row["prev_hash"] + payload).encode()).hexdigest()
+
+
