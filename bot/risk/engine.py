@@ -121,7 +121,7 @@ class Split:
 
     def finish(self, head: tuple) -> Report:
         ctx, st = self.ctx, self._state()
-        state, head_findings, infos, directive_i, count = head
+        state, _, _, directive_i, count = head
         findings: list = []
         if self.bad_encoding:
             findings.append(_finding("MG002", self.bad_encoding[0], self.bad_encoding[1], None,
