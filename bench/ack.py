@@ -19,19 +19,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
 from bot.config import GuardianConfig, Settings  # noqa: E402
 from bot.flow import Flow  # noqa: E402
-from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db  # noqa: E402
+from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis, with_redis_db  # noqa: E402
 from bot.schema import upgrade  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.ids import ActionId  # noqa: E402
@@ -73,10 +71,7 @@ def main() -> int:
 
     workdir = Path(tempfile.gettempdir()) / "guardian-bench"
     admin = ensure_postgres(None, workdir)
-    name = f"gb_ack_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    state_url = with_database(admin, name)
+    name, state_url = create_database(admin, "gb_ack")
     upgrade(state_url)
     redis_url = with_redis_db(ensure_redis(None, workdir), 14)
     standin = SlackStandIn().start()
@@ -124,8 +119,7 @@ def main() -> int:
         standin.stop()
         store.close()
         redis.flushdb()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin, name)
     print(f"ack latency over local HTTP, {args.n} requests each, 1 MB analyses completed meanwhile: {counter.value}")
     print(f"  /migrate plan   {_stats(plan_ms)}")
     print(f"  button click    {_stats(click_ms)}")

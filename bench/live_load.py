@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +32,7 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 
 from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectConfig, Settings  # noqa: E402
-from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db  # noqa: E402
+from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis, with_redis_db  # noqa: E402
 from bot.models import RequestStatus  # noqa: E402
 from bot.schema import upgrade  # noqa: E402
 from bot.store import NewMigration  # noqa: E402
@@ -48,18 +47,6 @@ MIGRATIONS = {
     "create-index": "CREATE INDEX accounts_balance ON accounts (balance);",
     "volatile-default": "ALTER TABLE accounts ADD COLUMN touched_at timestamptz DEFAULT clock_timestamp();",
 }
-
-
-def database(admin: str, prefix: str) -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, with_database(admin, name)
-
-
-def drop(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Load:
@@ -123,7 +110,7 @@ def apply_raw(url: str, sql: str, workdir: Path) -> None:
 
 
 def apply_guardian(admin: str, url: str, redis_url: str, sql: str, workdir: Path) -> str:
-    state_name, state_url = database(admin, "live_state")
+    state_name, state_url = create_database(admin, "live_state")
     os.environ[ENV_VAR] = url
     try:
         upgrade(state_url)
@@ -146,11 +133,11 @@ def apply_guardian(admin: str, url: str, redis_url: str, sql: str, workdir: Path
         return f"{done.status.value}, {retries} lock-timeout retr{'y' if retries == 1 else 'ies'}"
     finally:
         install(None)
-        drop(admin, state_name)
+        drop_database(admin, state_name)
 
 
 def run(mode: str, admin: str, redis_url: str, sql: str, workdir: Path) -> tuple[float, float, float, int, str]:
-    name, url = database(admin, f"live_{mode}")
+    name, url = create_database(admin, f"live_{mode}")
     try:
         populate(url)
         with Load(url) as load:
@@ -165,7 +152,7 @@ def run(mode: str, admin: str, redis_url: str, sql: str, workdir: Path) -> tuple
         p99 = lat[int(len(lat) * 0.99) - 1] if lat else 0.0
         return end - start, lat[-1] if lat else 0.0, p99, len(lat), note
     finally:
-        drop(admin, name)
+        drop_database(admin, name)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +29,7 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 
 from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectConfig, Settings  # noqa: E402
-from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db  # noqa: E402
+from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis, with_redis_db  # noqa: E402
 from bot.models import RequestStatus  # noqa: E402
 from bot.schema import upgrade  # noqa: E402
 from bot.store import NewMigration  # noqa: E402
@@ -56,18 +55,6 @@ def psql_binary() -> str:
     return found
 
 
-def fresh_database(admin: str, prefix: str) -> tuple[str, str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, with_database(admin, name)
-
-
-def drop(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def free_redis(workdir: Path) -> str:
     explicit = os.environ.get("GUARDIAN_BENCH_REDIS_URL")
     if explicit:
@@ -81,8 +68,8 @@ def free_redis(workdir: Path) -> str:
 
 
 def run_guardian(admin: str, redis_url: str, files: list[Path], workdir: Path) -> tuple[float, dict[str, int]]:
-    state_name, state_url = fresh_database(admin, "bench_state")
-    target_name, target_url = fresh_database(admin, "bench_guardian")
+    state_name, state_url = create_database(admin, "bench_state")
+    target_name, target_url = create_database(admin, "bench_guardian")
     os.environ[ENV_VAR] = target_url
     rt = None
     try:
@@ -115,12 +102,12 @@ def run_guardian(admin: str, redis_url: str, files: list[Path], workdir: Path) -
         return total, steps
     finally:
         install(None)
-        drop(admin, target_name)
-        drop(admin, state_name)
+        drop_database(admin, target_name)
+        drop_database(admin, state_name)
 
 
 def run_raw(admin: str, files: list[Path]) -> float:
-    name, url = fresh_database(admin, "bench_raw")
+    name, url = create_database(admin, "bench_raw")
     psql = psql_binary()
     try:
         clock = time.perf_counter()
@@ -129,7 +116,7 @@ def run_raw(admin: str, files: list[Path]) -> float:
                            check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - clock
     finally:
-        drop(admin, name)
+        drop_database(admin, name)
 
 
 def main() -> None:

@@ -120,3 +120,19 @@ def with_redis_db(url: str, db: int) -> str:
     if head.endswith(":") or head.count("/") < 2:  # no path part in the URL
         return f"{url.rstrip('/')}/{db}"
     return f"{head}/{db}"
+
+
+def create_database(admin_url: str, prefix: str) -> tuple[str, str]:
+    """A new empty database ``<prefix>_<random>`` on the admin URL's server: (name, URL)."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    """Drop a throwaway database, ending its sessions (PostgreSQL >= 13)."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

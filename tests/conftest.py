@@ -16,7 +16,14 @@ import psycopg
 import pytest
 import redis
 
-from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db
+from bot.local_services import (
+    create_database,
+    drop_database,
+    ensure_postgres,
+    ensure_redis,
+    with_database,
+    with_redis_db,
+)
 from bot.schema import upgrade
 
 _WORKDIR = Path(os.environ.get("GUARDIAN_TEST_WORKDIR") or Path(tempfile.gettempdir()) / "guardian-tests")
@@ -28,27 +35,25 @@ def pg_admin_url() -> str:
     return ensure_postgres(os.environ.get("GUARDIAN_TEST_DATABASE_URL"), _WORKDIR)
 
 
-def _drop(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def make_database(pg_admin_url: str) -> Iterator[Callable[..., str]]:
     """Factory: ``make_database(template=None) -> url`` of a new empty database, dropped at the end."""
     created: list[str] = []
 
     def make(template: str | None = None, prefix: str = "gt") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            tmpl = f' TEMPLATE "{template}"' if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
+        if template is None:
+            name, url = create_database(pg_admin_url, prefix)
+        else:
+            name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            url = with_database(pg_admin_url, name)
         created.append(name)
-        return with_database(pg_admin_url, name)
+        return url
 
     yield make
     for name in created:
-        _drop(pg_admin_url, name)
+        drop_database(pg_admin_url, name)
 
 
 _PGCRYPTO_SHIM = """-- Guardian's test rig: the subset of pgcrypto the documenso corpus uses, for PostgreSQL builds
@@ -86,7 +91,7 @@ def state_template(pg_admin_url: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     upgrade(with_database(pg_admin_url, name))
     yield name
-    _drop(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
