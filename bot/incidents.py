@@ -61,7 +61,6 @@ class IncidentService:
                 incident = self.store.update_incident(
                     incident.id, channel=channel,
                     thread_ts=request.thread_ts if in_request_thread else posted["ts"])
-                self._card_ts[incident.id] = posted["ts"]
                 self.store.record_event("incident.card", actor="guardian", request_id=request.id,
                                         incident_id=incident.id, detail={"ts": posted["ts"]})
                 if not in_request_thread:
@@ -71,13 +70,21 @@ class IncidentService:
                 log.error("incident %s: could not post the incident card: %s", incident.id, type(exc).__name__)
         return incident
 
-    _card_ts: dict[int, str] = {}
-
     def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
         approvers = tuple(d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve")
-        link = None
         return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
-                            request_link=link, note=note)
+                            request_link=self._request_link(request), note=note)
+
+    def _request_link(self, request: Request) -> str | None:
+        """A permalink to the request's card when the incident lives in another channel."""
+        if self.flow.slack is None or not request.channel or not request.message_ts:
+            return None
+        if not self.flow.config.slack.incident_channel:
+            return None  # same thread: no link needed
+        try:
+            return self.flow.slack.chat_getPermalink(channel=request.channel, message_ts=request.message_ts).get("permalink")
+        except SlackClientError:
+            return None
 
     def _card_message_ts(self, incident: Incident) -> str | None:
         for event in reversed(self.store.list_events(incident_id=incident.id)):

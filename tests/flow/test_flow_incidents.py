@@ -148,3 +148,20 @@ def test_timeline_and_postmortem_from_what_happened(harness):
     assert "verify" in markdown and "- [ ] add a verify step to staging CI" in markdown
     uploads = harness.standin.calls("files.completeUploadExternal")
     assert any(c.params.get("thread_ts") == thread for c in uploads)
+
+
+def test_incident_channel_gets_the_thread_and_both_sides_link(harness):
+    from bot.config import SlackConfig
+    from workers import runtime as runtime_module
+
+    config = harness.config.model_copy(update={"slack": SlackConfig(incident_channel="C0INCIDENTS")})
+    harness.flow.config = config
+    runtime_module.runtime().config = config
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    approve_and_run(harness, rid, APPROVER_A)
+    incident = harness.store.find_incident(request_id=rid)
+    assert incident.channel == "C0INCIDENTS"
+    root = next(m for m in harness.standin.messages("C0INCIDENTS") if m["ts"] == incident.thread_ts)
+    assert "thread>" in json.dumps(root["blocks"])  # the card links back to the request's card
+    assert any(f"Incident #{incident.id} opened:" in t for t in harness.thread_texts(rid))
