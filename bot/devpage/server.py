@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.background_http import BackgroundHTTPServer
 from bot.demo import DevUser
 from bot.devpage.feed import PrivateLog, build_snapshot
 from bot.devpage.relay import Relay, RelayError
@@ -45,8 +45,7 @@ class DevPage:
         self.log = PrivateLog()
         self.relay = Relay(standin, sender, self.log, channel=channel, channel_name=channel_name,
                            users={u.id: u.name for u in self.users})
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: BackgroundHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -54,22 +53,13 @@ class DevPage:
 
     def start(self) -> "DevPage":
         handler = type("DevPageHandler", (_Handler,), {"page": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"devpage:{self.port}", daemon=True)
-        self._thread.start()
+        self._http = BackgroundHTTPServer(self.host, self.port, handler, name="devpage", poll_interval=0.1)
+        self.port = self._http.start()
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._http is not None:
+            self._http.stop()
 
     def config(self) -> dict[str, Any]:
         return {"title": self.title, "channel": {"id": self.channel, "name": self.channel_name},

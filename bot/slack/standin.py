@@ -15,10 +15,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.background_http import BackgroundHTTPServer
 from bot.slack.standin_api import ApiError, StoredFile, Workspace, decode_params
 
 logger = logging.getLogger(__name__)
@@ -71,37 +72,23 @@ class SlackStandIn:
         )
         self._calls: list[RecordedCall] = []
         self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundHTTPServer(host, port, _handler_for(self), name="slack-standin")
 
     # ---- lifecycle
 
     def start(self) -> "SlackStandIn":
         """Bind and serve in a daemon thread; returns self."""
-        if self._server is not None:
+        if self._http.running:
             return self
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"slack-standin:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.port = self._http.start()
         logger.info("slack stand-in listening on %s", self.url)
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port (idempotent)."""
-        server, self._server = self._server, None
-        if server is None:
+        if not self._http.running:
             return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
         logger.info("slack stand-in on port %s stopped", self.port)
 
     def __enter__(self) -> "SlackStandIn":
@@ -114,8 +101,8 @@ class SlackStandIn:
         """Start and block until interrupted (for ``guardian dev``)."""
         self.start()
         try:
-            while self._thread is not None and self._thread.is_alive():
-                self._thread.join(timeout=0.5)
+            while self._http.running:
+                time.sleep(0.5)
         finally:
             self.stop()
 
