@@ -125,11 +125,10 @@ def run(request_id: int) -> None:
         secrets = (url,)
         apply_all(rt, step.request, env, url, progress)
     except (GuardianError, psycopg.Error) as exc:
-        error = exc if isinstance(exc, GuardianError) else classify(exc, step.request.environment, *secrets[:1])
+        scrubbed = pipeline.step_error(exc, step.request.environment, *secrets[:1])
         db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
         log.warning("request %s: apply failed after %s committed part(s): %s", request_id, progress.committed,
-                    report.scrub_error(str(error), *secrets))
-        scrubbed = type(error)(report.scrub_error(str(error), *secrets), code=error.code)
+                    scrubbed)
         pipeline.fail(rt, request_id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply",
                       db_state=db_state, error=scrubbed, step_id=step.step.id, outcome=_outcome(progress))
         return

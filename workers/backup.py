@@ -27,7 +27,7 @@ from psycopg import conninfo
 
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, Request, RequestStatus
-from bot.pg.connect import classify, connect_target
+from bot.pg.connect import connect_target
 from bot.pg.snapshot import take_snapshot
 from bot.slack.pipeline_blocks import build_cleanup_message
 from workers import pipeline, report
@@ -61,7 +61,7 @@ def run(request_id: int) -> None:
         still_bound = pipeline.revalidate(request_id)
     except GuardianError as exc:  # e.g. the target is unreachable: nothing ran, the database is untouched
         pipeline.fail(rt, request_id, expected=RequestStatus.QUEUED, failed_step="backup", db_state=DbState.UNTOUCHED,
-                      error=type(exc)(report.scrub_error(str(exc), _url_or_empty(rt, current)), code=exc.code))
+                      error=pipeline.step_error(exc, current.environment, _url_or_empty(rt, current)))
         return
     if not still_bound:
         return
@@ -74,13 +74,11 @@ def run(request_id: int) -> None:
         secret = env.database_url().get_secret_value()
         outcome = take_backup(rt, step.request, env, secret)
     except (GuardianError, psycopg.Error, OSError) as exc:
-        if isinstance(exc, psycopg.Error):
-            exc = classify(exc, step.request.environment, secret)
-        elif isinstance(exc, OSError):
+        if isinstance(exc, OSError):
             exc = BackupError(f"the backup could not be written ({exc.strerror}); check backup.dir and free space")
-        text = report.scrub_error(str(exc), secret)
         pipeline.fail(rt, request_id, expected=RequestStatus.BACKING_UP, failed_step="backup",
-                      db_state=DbState.UNTOUCHED, error=type(exc)(text, code=exc.code), step_id=step.step.id)
+                      db_state=DbState.UNTOUCHED, error=pipeline.step_error(exc, step.request.environment, secret),
+                      step_id=step.step.id)
         return
     lines = [f"`{Path(outcome['path']).name}` ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
              f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]

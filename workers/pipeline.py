@@ -22,6 +22,7 @@ from rq import get_current_job
 
 from bot.errors import GuardianError, NotFound, TransitionConflict
 from bot.models import DbState, Request, RequestStatus, Step
+from bot.pg.connect import classify
 from bot.slack.pipeline_blocks import build_failure_message, build_step_message
 from workers import report
 from workers.enqueue import enqueue_step
@@ -142,6 +143,13 @@ def fail(rt: Runtime, request_id: int, *, expected: RequestStatus, failed_step: 
     report.refresh_card(rt, request_id)
     report.open_incident(request_id)
     return request
+
+
+def step_error(exc: BaseException, environment: str, secret: str = "") -> GuardianError:
+    """What a step reports: a database error classified for ``environment``, with URLs and ``secret`` scrubbed."""
+    if not isinstance(exc, GuardianError):
+        exc = classify(exc, environment, secret)
+    return type(exc)(report.scrub_error(str(exc), secret), code=exc.code)
 
 
 def revalidate(request_id: int) -> bool:

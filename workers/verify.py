@@ -17,7 +17,7 @@ import psycopg
 
 from bot.errors import GuardianError
 from bot.models import DbState, Request, RequestStatus
-from bot.pg.connect import classify, connect_target
+from bot.pg.connect import connect_target
 from bot.pg.diff import diff_snapshots
 from bot.pg.snapshot import SchemaSnapshot, take_snapshot
 from bot.slack.pipeline_blocks import build_summary_message, build_verify_message
@@ -45,11 +45,8 @@ def run(request_id: int) -> None:
         secret = env.database_url().get_secret_value()
         result = check(rt, step.request, env, secret)
     except (GuardianError, psycopg.Error) as exc:
-        if isinstance(exc, psycopg.Error):
-            exc = classify(exc, step.request.environment, secret)
-        text = report.scrub_error(str(exc), secret)
         pipeline.fail(rt, request_id, expected=RequestStatus.VERIFYING, failed_step="verify",
-                      db_state=DbState.APPLIED_UNVERIFIED, error=type(exc)(text, code=exc.code),
+                      db_state=DbState.APPLIED_UNVERIFIED, error=pipeline.step_error(exc, step.request.environment, secret),
                       step_id=step.step.id)
         return
     report.post(rt, step.request, build_verify_message(request_id, not result["failures"], result["diff"],
