@@ -373,13 +373,13 @@ class Flow:
         return f"Request #{request_id} is cancelled."
 
     def freeze(self, environment: str, seconds: float, reason: str, user_id: str) -> str:
-        self._check_approver(environment, user_id, "freeze")
+        self.check_approver(environment, user_id, "freeze it")
         ends = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
         self.store.create_freeze(environment, reason=reason, created_by=user_id, ends_at=ends)
         return f":snowflake: {environment} is frozen until {ends:%Y-%m-%d %H:%M} UTC: {reason}. Approved runs wait."
 
     def unfreeze(self, environment: str, user_id: str) -> str:
-        self._check_approver(environment, user_id, "unfreeze")
+        self.check_approver(environment, user_id, "unfreeze it")
         lifted = self.store.lift_freezes(environment, lifted_by=user_id)
         if not lifted:
             return f"{environment} was not frozen."
@@ -389,7 +389,7 @@ class Flow:
 
     def request_backup(self, environment: str, user_id: str, channel: str | None) -> str:
         """`/migrate backup <env>`: approvers of the environment may take a backup on demand (it changes nothing)."""
-        self._check_approver(environment, user_id, "take an on-demand backup of")
+        self.check_approver(environment, user_id, "take an on-demand backup of it")
         if self.redis is None:
             raise GuardianError("no job queue is configured (REDIS_URL)", code="no-queue")
         from rq import Queue
@@ -402,9 +402,10 @@ class Flow:
         self.store.record_event("backup.requested", actor=user_id, detail={"environment": environment})
         return f":floppy_disk: Backing up {environment}; the result is posted in the channel."
 
-    def _check_approver(self, environment: str, user_id: str, what: str) -> None:
+    def check_approver(self, environment: str, user_id: str, what: str) -> None:
+        """PolicyDenied unless ``user_id`` is an approver of ``environment`` (directly or by user group)."""
         if not self.policy(environment).is_approver(user_id, self.group_members):
-            raise PolicyDenied(f"only {environment} approvers can {what} it", code="not-an-approver")
+            raise PolicyDenied(f"only {environment} approvers can {what}; ask one of them", code="not-an-approver")
 
     def get_request(self, request_id: int) -> Request:
         try:

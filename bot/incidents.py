@@ -118,9 +118,7 @@ class IncidentService:
         if incident.status is I.RESOLVED:
             raise PolicyDenied(f"incident #{incident.id} is resolved; open a new one with `/migrate incident {request.id}`",
                                code="incident-resolved")
-        policy = self.flow.policy(request.environment)
-        if not policy.is_approver(user, self.flow.group_members):
-            raise PolicyDenied(f"only {request.environment} approvers can {what}; ask one of them", code="not-an-approver")
+        self.flow.check_approver(request.environment, user, what)
 
     def _incident(self, incident_id: int) -> tuple[Incident, Request]:
         try:
