@@ -90,7 +90,7 @@ class Flow:
             self._groups[group_id] = (now, users)
         return users
 
-    def _post(self, request: Request, message: dict[str, Any]) -> None:
+    def post_in_thread(self, request: Request, message: dict[str, Any]) -> None:
         """A reply in the request's thread (nothing when there is no Slack or no thread yet)."""
         if self.slack is None or not request.channel or not request.thread_ts:
             return
@@ -100,7 +100,7 @@ class Flow:
             log.error("request %s: could not post in the thread: %s", request.id, type(exc).__name__)
 
     def note(self, request_id: int, text: str) -> None:
-        self._post(self.store.get_request(request_id), build_thread_note(text))
+        self.post_in_thread(self.store.get_request(request_id), build_thread_note(text))
 
     def card_view(self, request: Request, note: str | None = None) -> CardView:
         env = self.env(request.environment)
@@ -162,11 +162,11 @@ class Flow:
                 channel=request.channel, **build_request_card(request, self.card_view(request)))
             request = self.store.update_request(request.id, message_ts=posted["ts"], thread_ts=posted["ts"],
                                                 channel=posted.get("channel") or request.channel)
-        self._enqueue("analyze", request.id)
+        self.enqueue("analyze", request.id)
         log.info("request %s: planned on %s by %s", request.id, environment, requester)
         return request
 
-    def _enqueue(self, step: str, request_id: int, **kw: Any) -> None:
+    def enqueue(self, step: str, request_id: int, **kw: Any) -> None:
         from workers.enqueue import enqueue_step
 
         if self.redis is None:
@@ -189,14 +189,14 @@ class Flow:
             self.store.finish_step(step.id, "failed", error=exc.message)
             request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",
                                             failed_step="analyze", db_state=DbState.UNTOUCHED, error=exc.message)
-            self._post(request, build_thread_note(f":x: Analysis failed: {exc.message}"))
+            self.post_in_thread(request, build_thread_note(f":x: Analysis failed: {exc.message}"))
             self.refresh_card(request_id)
             return request
         if not result.migrations:
             self.store.finish_step(step.id, "succeeded", outcome={"pending": 0})
             request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
                                             detail={"reason": "nothing pending"}, target=result.target)
-            self._post(request, build_thread_note(
+            self.post_in_thread(request, build_thread_note(
                 f":white_check_mark: Nothing to do: {request.environment} already has every migration"
                 f" at `{(result.commit or '')[:10]}`."))
             self.refresh_card(request_id)
@@ -225,11 +225,11 @@ class Flow:
         try:
             rehearsal = rehearse_request(env, request)
         except GuardianError as exc:
-            self._post(request, build_thread_note(f":warning: Rehearsal skipped: {exc.message}"))
+            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {exc.message}"))
             return
         self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
                                 detail={"failed": rehearsal.failed})
-        self._post(request, build_rehearsal_message(rehearsal))
+        self.post_in_thread(request, build_rehearsal_message(rehearsal))
 
     def _post_preview(self, request: Request) -> None:
         if self.slack is None or not request.thread_ts:
@@ -243,9 +243,9 @@ class Flow:
                 except SlackClientError as exc:
                     log.error("request %s: SQL upload failed: %s", request.id, type(exc).__name__)
             else:
-                self._post(request, build_sql_message(m.name, m.sha256, m.sql))
+                self.post_in_thread(request, build_sql_message(m.name, m.sha256, m.sql))
         for message in build_risk_messages(request):
-            self._post(request, message)
+            self.post_in_thread(request, message)
 
     # ----------------------------------------------------------------- decide
     def decide(
@@ -279,7 +279,7 @@ class Flow:
         if not created:
             return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
         if decision == "reject":
-            self._post(request, build_thread_note(f":no_entry: <@{user_id}> rejected this request"
+            self.post_in_thread(request, build_thread_note(f":no_entry: <@{user_id}> rejected this request"
                                                   + (f": {reason}" if reason else ".")))
             try:
                 self.store.transition(request_id, S.AWAITING_APPROVAL, S.REJECTED, actor=user_id,
@@ -289,7 +289,7 @@ class Flow:
             self.refresh_card(request_id)
             return f"You rejected request #{request_id}."
         tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
-        self._post(request, build_thread_note(
+        self.post_in_thread(request, build_thread_note(
             f":white_check_mark: <@{user_id}> approved ({tally.count}/{tally.required})."))
         if tally.reached:
             self._on_quorum(request)
@@ -302,7 +302,7 @@ class Flow:
                                             detail={"quorum": True})
         except TransitionConflict:
             return  # another click reached the quorum first and started the run
-        self._post(request, build_thread_note(":rocket: Approved. Guardian will back up, apply and verify."))
+        self.post_in_thread(request, build_thread_note(":rocket: Approved. Guardian will back up, apply and verify."))
         self.schedule_run(request.id)
 
     def schedule_run(self, request_id: int) -> None:
@@ -315,15 +315,15 @@ class Flow:
         may_run, when, why = policy.run_gate(now, self.store.get_active_freeze(request.environment))
         if not may_run:
             self.store.update_request(request_id, run_after=when)
-            self._enqueue("start", request_id, at=when, attempt=int(when.timestamp()))
-            self._post(request, build_thread_note(f":clock3: Not running yet: {why}."))
+            self.enqueue("start", request_id, at=when, attempt=int(when.timestamp()))
+            self.post_in_thread(request, build_thread_note(f":clock3: Not running yet: {why}."))
             self.refresh_card(request_id)
             return
         try:
             from workers.pipeline import start_run
         except ImportError:
             self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian")
-            self._enqueue("backup", request_id)
+            self.enqueue("backup", request_id)
         else:
             start_run(self.redis, request_id)
 
@@ -354,9 +354,9 @@ class Flow:
             self.store.transition(request_id, current, S.ANALYZING, actor="guardian", detail={"reason": reason})
         except TransitionConflict:
             log.info("request %s: moved while voiding approvals", request_id)
-        self._post(request, build_thread_note(
+        self.post_in_thread(request, build_thread_note(
             f":warning: {voided} approval(s) voided: {reason}. Re-analysing; approve again once the new preview is posted."))
-        self._enqueue("analyze", request_id, attempt=int(time.time()))
+        self.enqueue("analyze", request_id, attempt=int(time.time()))
         self.refresh_card(request_id, note=f":warning: Approvals voided: {reason}")
         return reason
 
@@ -368,7 +368,7 @@ class Flow:
             self.store.transition(request_id, request.status, S.CANCELLED, actor=user_id)
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="cancel-raced") from None
-        self._post(request, build_thread_note(f":heavy_multiplication_x: <@{user_id}> cancelled this request."))
+        self.post_in_thread(request, build_thread_note(f":heavy_multiplication_x: <@{user_id}> cancelled this request."))
         self.refresh_card(request_id)
         return f"Request #{request_id} is cancelled."
 

@@ -65,7 +65,7 @@ class IncidentService:
                                         incident_id=incident.id, detail={"ts": posted["ts"]})
                 if not in_request_thread:
                     link = slack.chat_getPermalink(channel=channel, message_ts=posted["ts"]).get("permalink")
-                    self.flow._post(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {link}"))
+                    self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {link}"))
             except SlackClientError as exc:
                 log.error("incident %s: could not post the incident card: %s", incident.id, type(exc).__name__)
         return incident
@@ -152,7 +152,7 @@ class IncidentService:
             posted = self.flow.slack.chat_postMessage(channel=incident.channel, thread_ts=incident.thread_ts,
                                                       **build_request_card(rollback, self.flow.card_view(rollback)))
             self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=incident.thread_ts)
-        self.flow._enqueue("analyze", rollback.id)
+        self.flow.enqueue("analyze", rollback.id)
         self.say(incident, f":rewind: <@{user}> started rollback request #{rollback.id} (the down SQL). "
                            "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
         self.refresh(incident.id)
@@ -175,7 +175,7 @@ class IncidentService:
                                            detail={"action": "restore", "backup_id": backups[-1].id})
         except TransitionConflict:
             return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
-        self.flow._enqueue("restore", request.id)
+        self.flow.enqueue("restore", request.id)
         self.say(incident, f":floppy_disk: <@{user}> is restoring backup #{backups[-1].id}.")
         self.refresh(incident.id)
         return f"Restoring backup #{backups[-1].id}; follow the incident thread."
@@ -192,7 +192,7 @@ class IncidentService:
             return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
         self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True})
         attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == "backup")
-        self.flow._enqueue("backup", request.id, attempt=attempt)
+        self.flow.enqueue("backup", request.id, attempt=attempt)
         self.say(incident, f":repeat: <@{user}> retried request #{request.id} (attempt {attempt}).")
         self.refresh(incident.id)
         return f"Retrying request #{request.id}."
