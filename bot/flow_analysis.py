@@ -109,7 +109,7 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
         risk = report.risk.value if isinstance(report.risk, Severity) else str(report.risk)
         worst = max(worst, risk, key=_RANK.__getitem__)
         reasons += [f"{m.name}: {r}" for r in report.reasons]
-        analysed.append(m.model_copy(update={"risk": risk, "report": report.model_dump(mode="json")}))
+        analysed.append(m.model_copy(update={"risk": risk, "report": report.to_json()}))
     return AnalysisResult(migrations=analysed, commit=commit, risk=worst, reasons=tuple(reasons[:20]),
                           fingerprint=fp, target=target)
 
@@ -152,7 +152,7 @@ def rehearse_request(env: EnvironmentConfig, request: Request) -> "Rehearsal":
     if not url:
         raise ConfigError(f"environment {env.name!r}: variable {env.rehearsal_database_url_env} is not set",
                           code="missing-env")
-    reports = [Report.model_validate(m.report) if m.report else None for m in request.migrations]
+    reports = [Report.from_json(m.report) if m.report else None for m in request.migrations]
     with connect_target(url, f"{env.name} (rehearsal)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
         return rehearse(conn, [(m.name, m.sql) for m in request.migrations], lock_timeout=env.lock_timeout,
                         statement_timeout=env.statement_timeout, reports=reports)

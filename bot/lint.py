@@ -251,7 +251,7 @@ def load_lint_config(path: Path) -> dict[str, Any]:
 
 
 def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
-    from bot.risk import Context, TableStats, lookup
+    from bot.risk import Context, lookup
 
     version = args.pg_version if args.pg_version is not None else config["pg_version"]
     if not 9 <= version <= 30:
@@ -260,8 +260,12 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
     if getattr(args, "context", None):
         try:
             data = json.loads(Path(args.context).read_text(encoding="utf-8"))
-            extra["tables"] = {k: TableStats(**v) for k, v in data.get("tables", {}).items()}
-            extra["functions"] = dict(data.get("functions", {}))
+            extra["tables"] = {k: _table_stats(k, v) for k, v in data.get("tables", {}).items()}
+            functions = data.get("functions", {})
+            bad = [k for k, v in functions.items() if v not in ("immutable", "stable", "volatile")]
+            if bad:
+                raise ValueError(f"functions.{bad[0]}: expected \"immutable\", \"stable\" or \"volatile\"")
+            extra["functions"] = dict(functions)
             if "pg_minor" in data:
                 extra["pg_minor"] = int(data["pg_minor"])
         except (OSError, ValueError, TypeError, AttributeError) as exc:
@@ -269,6 +273,15 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
     names = lambda key: frozenset(lookup(v).code for v in config[key])  # noqa: E731
     return Context(pg_version=version, disabled=names("disabled"), enabled=names("enabled"),
                    assume_in_transaction=config["assume_in_transaction"], **extra)
+
+
+def _table_stats(name: str, value: Any):
+    from bot.risk import TableStats
+
+    try:
+        return TableStats.from_json(value)
+    except ValueError as exc:
+        raise ValueError(f"tables.{name}: {exc}") from None
 
 
 def _inputs(paths: list[str]):

@@ -33,7 +33,7 @@ def _statements(ref: MigrationRef) -> list[dict[str, Any]]:
         return ref.report["statements"]
     from bot.risk.engine import analyze
 
-    return [s.model_dump(mode="json") for s in analyze(ref.sql).statements]
+    return [s.to_json() for s in analyze(ref.sql).statements]
 
 
 def _existing(conn: psycopg.Connection, names: set[str]) -> list[str]:
