@@ -19,8 +19,6 @@ from json.encoder import encode_basestring as _ENC  # the C encoder json.dumps u
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bot.risk import parse as risk_parse  # pglast only: the models and rules load inside _run (see _preparse)
-
 if TYPE_CHECKING:
     from bot.risk import Context, Report
 
@@ -58,19 +56,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    preparse = _preparse(args.paths)
-    from bot.risk import Severity  # the models and rules: ~0.1 s, while a big file parses
+    from bot.risk import Severity  # the values only (dataclasses): the parser and the rules load later
 
     try:
         config = load_lint_config(Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")))
         ctx = _context(args, config)
         fail_on = Severity(args.fail_on or config["fail_on"])
         inputs = list(_inputs(args.paths))
-        if preparse is not None and len(inputs) == 1 and inputs[0][1] == preparse[0]:
-            inputs = [(inputs[0][0], preparse[0])]  # one copy of a big file, not two
         rendered: dict | None = {} if args.format == "json" else None
-        reports = [(path, _analyze(data, ctx, preparse if len(inputs) == 1 else None, rendered))
-                   for path, data in inputs]
+        reports = [(path, _analyze(data, ctx, rendered if len(inputs) == 1 else None)) for path, data in inputs]
         if _keep is not None:
             _keep.append(reports)
     except UsageError as exc:
@@ -88,74 +82,59 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 PARALLEL_MIN_BYTES = 3 * 2**20  # below this, forking costs more than the second core saves
 
 
-def _preparse(paths: list[str]) -> tuple[bytes, risk_parse.Preparse] | None:
-    """For one big file, start parsing its pieces on a helper thread right away, so libpg_query
-    (which releases the GIL) works on the second core while the models and rules are imported.
-    Only a head start: _analyze checks the pieces against the file it is given."""
-    if len(paths) != 1 or paths[0] == "-" or not _two_cores():
-        return None
-    try:
-        path = Path(paths[0])
-        if not path.is_file() or path.stat().st_size < PARALLEL_MIN_BYTES:
-            return None
-        data = path.read_bytes()
-    except OSError:
-        return None
-    text, _ = risk_parse.decode(data)
-    head, tail = risk_parse.split_pieces(text, risk_parse.SHARE)  # the pieces Split will ask for
-    if not head or not tail:
-        return None
-    return data, risk_parse.Preparse(text, head + tail)
-
-
-def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None, rendered: dict | None = None) -> Report:
+def _analyze(data: bytes, ctx: Context, rendered: dict | None = None) -> Report:
     """analyze(), on two cores for a big file: a forked child analyses the leading ~40% completely
     while this process parses the rest and does its statement-local work, then finishes in order
     from the child's state (bot.risk.engine.Split). The Report is the same as analyze()'s.
 
+    The fork comes first, before the parser and the rules are imported: each process imports them
+    and starts libpg_query on its own pieces (on a helper thread, as libpg_query releases the GIL)
+    while it imports the rest, so nothing but reading the file happens on one core.
+
     With `rendered` (a dict, for --format json), the child, idle while this process finishes,
     also renders the JSON of its statements and findings: rendered[id(report)] is then
     ((statements text, findings text), Split.head_span) for _json_chunks."""
-    from bot.risk import analyze
-    from bot.risk.engine import Split, head_records
+    if len(data) < PARALLEL_MIN_BYTES or not _two_cores():
+        from bot.risk import analyze
 
-    if len(data) < PARALLEL_MIN_BYTES or not _two_cores(preparse is not None):
         return analyze(data, ctx)
-    parsed = preparse[1] if preparse is not None and preparse[0] == data else None
-    split = Split(data, ctx, parsed=parsed.futures if parsed else None)
-    if not split.ok:
-        return analyze(data, ctx)
-    if _keep is not None:
-        _keep.append(split)
-    if parsed is not None:
-        parsed.wait(split.head_cuts)  # the child must not wait for a thread it does not have
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its part, pickled down the pipe; it never returns
         status = 1
         try:
             os.close(read_end)
-            head = split.head()
-            _send(write_end, pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
-            if rendered is not None:
-                statements, found = head_records(head)
-                excerpts = {s.index: s for s in statements}
-                _send(write_end, pickle.dumps(("".join(_statements_json(statements)),
-                                               "".join(_findings_json(found, excerpts))),
-                                              protocol=pickle.HIGHEST_PROTOCOL))
-            status = 0
+            split = _split(data, ctx, head=True)
+            if split is not None:
+                head = split.head()
+                _send(write_end, pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
+                if rendered is not None:
+                    from bot.risk.engine import head_records
+
+                    statements, found = head_records(head)
+                    excerpts = {s.index: s for s in statements}
+                    _send(write_end, pickle.dumps(("".join(_statements_json(statements)),
+                                                   "".join(_findings_json(found, excerpts))),
+                                                  protocol=pickle.HIGHEST_PROTOCOL))
+                status = 0
         finally:
             os._exit(status)  # no atexit handlers, no flushing of the parent's buffered output
     os.close(write_end)
-    if parsed is not None:
-        for cut in split.head_cuts:  # the child's pieces: their JSON is no use here
-            parsed.futures.pop(cut, None)
     waited = False
     try:
+        split = _split(data, ctx, head=False)
+        from bot.risk import analyze
+        from bot.risk.parse import NeedsWhole
+
+        if split is None:  # no statement boundary to share the work at
+            os.kill(pid, signal.SIGKILL)  # our own child: its part is of no use now
+            return analyze(data, ctx)
+        if _keep is not None:
+            _keep.append(split)
         try:
             split.ahead()
-        except risk_parse.NeedsWhole:
-            os.kill(pid, signal.SIGKILL)  # our own child: its part is of no use now
+        except NeedsWhole:
+            os.kill(pid, signal.SIGKILL)
             return analyze(data, ctx)
         head = _receive(read_end)
         if head is None:  # a piece of the head did not parse on its own (or the child failed)
@@ -171,6 +150,21 @@ def _analyze(data: bytes, ctx: Context, preparse: tuple | None = None, rendered:
         os.close(read_end)
         if not waited:
             os.waitpid(pid, 0)
+
+
+def _split(data: bytes, ctx: Context, head: bool):
+    """The engine.Split of a big file, with libpg_query already working on this process's pieces
+    (the head's in the child, the tail's here) while the rules import; None if it has no split point."""
+    from bot.risk import parse as risk_parse
+
+    text, bad = risk_parse.decode(data)
+    head_cuts, tail_cuts = risk_parse.split_pieces(text, risk_parse.SHARE)
+    if not head_cuts or not tail_cuts:
+        return None
+    parsed = risk_parse.Preparse(text, head_cuts if head else tail_cuts)
+    from bot.risk.engine import Split  # the rules: while the pieces parse
+
+    return Split((text, bad), ctx, parsed=parsed.futures)
 
 
 def _send(fd: int, blob: bytes) -> None:
@@ -196,15 +190,9 @@ def _receive(fd: int) -> bytes | None:
     return None if size is None else exactly(int.from_bytes(size, "little"))
 
 
-def _two_cores(own_thread: bool = False) -> bool:
-    # fork only a single-threaded process (or one whose only other thread is our Preparse worker)
-    if not hasattr(os, "fork"):
-        return False
-    main = threading.main_thread()
-    others = [t for t in threading.enumerate() if t is not main]
-    if others and not (own_thread and all(t.name.startswith(risk_parse.PREPARSE_THREAD) for t in others)):
-        return False
-    if threading.current_thread() is not main:
+def _two_cores() -> bool:
+    """Whether forking is both safe (this process has no other thread) and worth it (a second core)."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
         return False
     try:
         return len(os.sched_getaffinity(0)) >= 2
@@ -251,7 +239,7 @@ def load_lint_config(path: Path) -> dict[str, Any]:
 
 
 def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
-    from bot.risk import Context, lookup
+    from bot.risk import Context
 
     version = args.pg_version if args.pg_version is not None else config["pg_version"]
     if not 9 <= version <= 30:
@@ -270,7 +258,13 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
                 extra["pg_minor"] = int(data["pg_minor"])
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise UsageError(f"--context {args.context}: {exc}") from exc
-    names = lambda key: frozenset(lookup(v).code for v in config[key])  # noqa: E731
+    def names(key: str) -> frozenset[str]:
+        if not config[key]:
+            return frozenset()
+        from bot.risk import lookup  # the rule catalogue: only when the config names rules
+
+        return frozenset(lookup(v).code for v in config[key])
+
     return Context(pg_version=version, disabled=names("disabled"), enabled=names("enabled"),
                    assume_in_transaction=config["assume_in_transaction"], **extra)
 

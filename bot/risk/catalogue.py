@@ -8,26 +8,32 @@ FAMILIES = (meta, indexes, constraints, columns, tables, destructive, transactio
 RULES: tuple[Rule, ...] = tuple(r for fam in FAMILIES for r in fam.RULES)
 BY_CODE: dict[str, Rule] = {r.code: r for r in RULES}
 BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
-CHECKS = tuple(fam.check for fam in FAMILIES)
-_DISPATCH: dict[str, tuple] = {}
-_PLANS: dict[str, tuple] = {}
+_PLANS: dict[tuple, tuple] = {}
 
 
-def checks_for(node_type: str) -> tuple:
-    """The family checks that look at this statement type (computed once per type)."""
-    found = _DISPATCH.get(node_type)
+def plan_for(node_type: str, disabled: frozenset[str] = frozenset(), enabled: frozenset[str] = frozenset()
+             ) -> tuple[tuple, ...]:
+    """(check, stateless) for the families that look at this statement type, in catalogue order.
+    A stateless family none of whose rules is on (given the context's disabled and enabled sets, see
+    rule_on) is left out: it could only produce findings that would be dropped."""
+    key = (node_type, disabled, enabled)
+    found = _PLANS.get(key)
     if found is None:
-        found = _DISPATCH[node_type] = tuple(f.check for f in FAMILIES if f.TYPES is None or node_type in f.TYPES)
+        if len(_PLANS) > 10_000:
+            _PLANS.clear()
+        found = _PLANS[key] = tuple(
+            (f.check, stateless) for f in FAMILIES
+            if (f.TYPES is None or node_type in f.TYPES)
+            and (not (stateless := getattr(f, "STATELESS", False))
+                 or any(rule_on(r, disabled, enabled) for r in f.RULES)))
     return found
 
 
-def plan_for(node_type: str) -> tuple[tuple, ...]:
-    """(check, stateless) for the families that look at this statement type, in catalogue order."""
-    found = _PLANS.get(node_type)
-    if found is None:
-        found = _PLANS[node_type] = tuple((f.check, getattr(f, "STATELESS", False)) for f in FAMILIES
-                                          if f.TYPES is None or node_type in f.TYPES)
-    return found
+def rule_on(rule: Rule, disabled: frozenset[str], enabled: frozenset[str]) -> bool:
+    """Whether a rule reports, given the codes or names switched off and the opt-in ones switched on."""
+    if rule.code in disabled or rule.name in disabled:
+        return False
+    return rule.default_enabled or rule.code in enabled or rule.name in enabled
 
 
 # The database the rule examples (docs and tests) are written against.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gc
 from contextlib import contextmanager
 
-from .catalogue import BY_CODE, lookup, plan_for
+from .catalogue import BY_CODE, lookup, plan_for, rule_on
 from .effect import AEL
 from .locks import describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
@@ -63,11 +63,12 @@ class Split:
     parse (e.g. a cut inside a function body): use analyze() then.
     """
 
-    def __init__(self, sql: str | bytes, context: Context | None = None, share: float = SHARE,
+    def __init__(self, sql: str | bytes | tuple, context: Context | None = None, share: float = SHARE,
                  parsed: dict | None = None) -> None:
-        """`parsed`: (start, end) of a piece -> a future of its parse_sql_json (parse.Preparse)."""
+        """`sql`: the file, or what parse.decode() made of it; `parsed`: (start, end) of a piece -> a
+        future of its parse_sql_json (parse.Preparse)."""
         self.ctx = context or Context()
-        self.text, self.bad_encoding = _decode(sql)
+        self.text, self.bad_encoding = sql if isinstance(sql, tuple) else _decode(sql)
         self.head_cuts, self.tail_cuts = split_pieces(self.text, share)
         self.parsed = parsed
         self.head_span = (0, 0, 0)  # after finish(): head statements, findings before the head's, head findings
@@ -181,7 +182,7 @@ def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
 def _ahead(raw: RawStatement, ctx: Context) -> tuple:
     """What does not depend on earlier statements: the effect and the stateless families' hits."""
     fx = describe(raw.node_type, raw.node, ctx.pg_version, ctx.functions)
-    plan = plan_for(raw.node_type)
+    plan = plan_for(raw.node_type, ctx.disabled, ctx.enabled)
     early = None
     for check, stateless in plan:
         if stateless:
@@ -194,7 +195,7 @@ def _ahead(raw: RawStatement, ctx: Context) -> tuple:
     info = build_from(StatementInfo, {
         "index": raw.index, "line": raw.line, "column": raw.column, "kind": fx.kind,
         "transactional": fx.transactional, "in_transaction": None,
-        "locks": tuple(_lock(r, m) for r, m in fx.locks.items()), "rewrite": None, "scan": fx.scan,
+        "locks": _locks(fx.locks), "rewrite": None, "scan": fx.scan,
         "destructive": fx.destructive, "incompatible": fx.incompatible, "data_changing": fx.data_changing,
         "excerpt": raw.text[:EXCERPT]})
     return fx, plan, early, info
@@ -241,6 +242,20 @@ EXCERPT = 240  # characters of each statement kept in the report
 _LOCKS: dict[tuple[str, str], Lock] = {}
 
 
+_LOCK_SETS: dict[tuple, tuple[Lock, ...]] = {}
+
+
+def _locks(locks: dict[str, str]) -> tuple[Lock, ...]:
+    """A statement's locks as shared Lock tuples (a big file repeats the same few sets)."""
+    key = tuple(locks.items())
+    found = _LOCK_SETS.get(key)
+    if found is None:
+        if len(_LOCK_SETS) > 100_000:
+            _LOCK_SETS.clear()
+        found = _LOCK_SETS[key] = tuple(_lock(r, m) for r, m in key)
+    return found
+
+
 def _lock(relation: str, mode: str) -> Lock:
     """Lock values are immutable, so equal ones are shared (a 50,000-statement file repeats them)."""
     key = (relation, mode)
@@ -253,10 +268,7 @@ def _lock(relation: str, mode: str) -> Lock:
 
 
 def _enabled(code: str, ctx: Context) -> bool:
-    rule = BY_CODE[code]
-    if code in ctx.disabled or rule.name in ctx.disabled:
-        return False
-    return rule.default_enabled or code in ctx.enabled or rule.name in ctx.enabled
+    return rule_on(BY_CODE[code], ctx.disabled, ctx.enabled)
 
 
 def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]) -> Finding | None:

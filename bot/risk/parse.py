@@ -171,13 +171,6 @@ class Preparse:
         self.futures = {cut: self.pool.submit(_pg.parse_sql_json, text[cut[0]:cut[1]]) for cut in cuts}
         self.pool.shutdown(wait=False)  # the worker ends once the queue is done
 
-    def wait(self, cuts: list[tuple[int, int]]) -> None:
-        """Block until these pieces are parsed (or failed)."""
-        for cut in cuts:
-            future = self.futures.get(cut)
-            if future is not None:
-                future.exception()
-
 
 class NeedsWhole(Exception):
     """A piece of a strict range failed to parse: only the sequential parse of the rest gives the result."""

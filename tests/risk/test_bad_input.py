@@ -152,7 +152,7 @@ def test_lint_forks_for_big_files_with_the_same_output(monkeypatch):
 
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
     monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda own_thread=False: True)
+    monkeypatch.setattr(lint, "_two_cores", lambda: True)
     for label, sql in _split_cases():
         data = sql if isinstance(sql, bytes) else sql.encode()
         ctx = Context()
@@ -161,26 +161,36 @@ def test_lint_forks_for_big_files_with_the_same_output(monkeypatch):
         assert lint.render_json([("x", got)]) == lint.render_json([("x", analyze(data, ctx))])
 
 
-def test_lint_preparses_a_big_file_while_importing_with_the_same_output(monkeypatch, tmp_path):
-    """One big file: bot.lint starts libpg_query on its pieces before the rules load; same output."""
+def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch, tmp_path):
+    """One big file through `guardian lint`: the fork comes before the parser and rules are imported
+    (each process parses its own pieces), and the output equals the reference rendering."""
     import io
+    import subprocess
+    import sys
 
     from bot import lint
     from bot.risk import parse as parse_module
 
+    probe = ("import sys, bot.lint; print(sorted(m for m in ('pglast', 'bot.risk.engine', 'bot.risk.parse') "
+             "if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"  # so a forked child does not wait on one core for them
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
     monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda own_thread=False: True)
+    monkeypatch.setattr(lint, "_two_cores", lambda: True)
     monkeypatch.setenv("GUARDIAN_CONFIG", str(tmp_path / "absent.toml"))
-    for label, sql in _split_cases():
-        path = tmp_path / "m.sql"
-        path.write_bytes(sql if isinstance(sql, bytes) else sql.encode())
-        pre = lint._preparse([str(path)])
-        assert pre is not None and pre[1].futures, label
-        parser = lint.argparse.ArgumentParser()
-        lint.add_arguments(parser)
-        out = io.StringIO()
-        code = lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
-        expected = lint.render_json_reference([(str(path), analyze(path.read_bytes()))])
-        assert out.getvalue() == expected, label
-        assert code == (1 if '"risk": "high"' in expected[:300] or '"risk": "critical"' in expected[:300] else 0)
+    lint._keep = kept = []
+    try:
+        for label, sql in _split_cases():
+            path = tmp_path / "m.sql"
+            path.write_bytes(sql if isinstance(sql, bytes) else sql.encode())
+            parser = lint.argparse.ArgumentParser()
+            lint.add_arguments(parser)
+            out = io.StringIO()
+            code = lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
+            expected = lint.render_json_reference([(str(path), analyze(path.read_bytes()))])
+            assert out.getvalue() == expected, label
+            assert code == (1 if '"risk": "high"' in expected[:300] or '"risk": "critical"' in expected[:300] else 0)
+    finally:
+        lint._keep = None
+    assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was taken

@@ -63,6 +63,7 @@ RULES = (
 )
 
 _CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
+_SHARE = LOCK_RANK["SHARE"]
 
 
 # Statement types this family looks at (None: all).
@@ -82,10 +83,15 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         return
     if t in _CONTROL:
         return
-    existing = {r: m for r, m in fx.locks.items() if not st.is_new(r) and r not in fx.creates}
-    strong = {r: m for r, m in existing.items() if LOCK_RANK[m] >= LOCK_RANK["SHARE"]}
+    existing, strong = False, None  # a lock on a relation that existed before; the first SHARE or stronger one
+    for r, m in fx.locks.items():
+        if r in fx.creates or st.is_new(r):
+            continue
+        existing = True
+        if strong is None and LOCK_RANK[m] >= _SHARE:
+            strong = (r, m)
     if strong and not st.lock_timeout and not st.lock_timeout_missing:
-        rel, mode = next(iter(strong.items()))
+        rel, mode = strong
         yield Hit("MG601", f"No lock_timeout before {mode} on {rel}: if it waits, every query on {rel} queues "
                   "behind it.", rel)
     if strong:
