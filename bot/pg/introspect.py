@@ -1,4 +1,4 @@
-"""Facts about a live target for the risk engine: server version, table sizes, indexes, function volatility.
+"""Facts about a live target for the risk engine: server version, table sizes, indexes, CHECKs, function volatility.
 
 Usage::
 
@@ -31,6 +31,7 @@ class TableFacts(_Frozen):
     bytes: int  # pg_total_relation_size: heap + indexes + toast
     columns: dict[str, str]  # column -> format_type, e.g. "character varying(50)"
     indexes: tuple[tuple[str, ...], ...]  # column lists of existing indexes (expressions omitted)
+    checks: tuple[str, ...] = ()  # columns used by validated CHECK constraints (re-checked by a type change)
 
 
 class TargetFacts(_Frozen):
@@ -49,7 +50,7 @@ class TargetFacts(_Frozen):
         tables: dict[str, TableStats] = {}
         for t in self.tables:
             stats = TableStats(rows=t.rows, bytes=t.bytes, partitioned=t.partitioned, columns=dict(t.columns),
-                               indexes=t.indexes)
+                               indexes=t.indexes, checks=t.checks)
             tables[f"{t.schema_name}.{t.name}"] = stats
             if t.visible:
                 tables.setdefault(t.name, stats)
@@ -79,6 +80,11 @@ SELECT i.indrelid, ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY 
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
 FROM pg_index i WHERE i.indrelid = ANY(%s) ORDER BY i.indrelid, i.indexrelid
 """
+_CHECKS = """
+SELECT DISTINCT c.conrelid, a.attnum, a.attname
+FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+WHERE c.contype = 'c' AND c.convalidated AND c.conrelid = ANY(%s) ORDER BY c.conrelid, a.attnum
+"""
 _FUNCTIONS = """
 SELECT lower(p.proname), p.provolatile FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname <> ALL(%s)
@@ -98,6 +104,9 @@ def gather_facts(conn: psycopg.Connection, environment: str, *, exclude_schemas:
         indexes: dict[int, list[tuple[str, ...]]] = {}
         for oid, cols in conn.execute(_INDEXES, (oids,)).fetchall():
             indexes.setdefault(oid, []).append(tuple(cols))
+        checks: dict[int, list[str]] = {}
+        for oid, _, name in conn.execute(_CHECKS, (oids,)).fetchall():
+            checks.setdefault(oid, []).append(name)
         functions: dict[str, str] = {}
         rank = {"immutable": 0, "stable": 1, "volatile": 2}
         for name, vol in conn.execute(_FUNCTIONS, (skip,)).fetchall():
@@ -108,7 +117,8 @@ def gather_facts(conn: psycopg.Connection, environment: str, *, exclude_schemas:
             conn.rollback()
     tables = tuple(
         TableFacts(schema_name=r[1], name=r[2], visible=r[3], partitioned=r[4], rows=r[5], bytes=r[6],
-                   columns=columns.get(r[0], {}), indexes=tuple(indexes.get(r[0], ())))
+                   columns=columns.get(r[0], {}), indexes=tuple(indexes.get(r[0], ())),
+                   checks=tuple(checks.get(r[0], ())))
         for r in rows
     )
     return TargetFacts(server_version_num=version, tables=tables, functions=functions)

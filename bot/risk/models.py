@@ -100,6 +100,7 @@ class TableStats(_Value):
     partitioned: bool = False
     columns: dict[str, str] = field(default_factory=dict)  # column -> type as written, e.g. varchar(50)
     indexes: tuple[tuple[str, ...], ...] = ()  # column lists of existing indexes
+    checks: tuple[str, ...] = ()  # columns used by its validated CHECK constraints
 
     @classmethod
     def from_json(cls, data: Any) -> "TableStats":
@@ -112,7 +113,7 @@ class TableStats(_Value):
             raise ValueError(f"expected an object like {{\"rows\": 50000000}}, got {data!r}")
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown key {sorted(unknown)[0]!r} (rows, bytes, partitioned, columns, indexes)")
+            raise ValueError(f"unknown key {sorted(unknown)[0]!r} (rows, bytes, partitioned, columns, indexes, checks)")
         values: dict[str, Any] = {}
         for key in ("rows", "bytes"):
             v = data.get(key)
@@ -133,6 +134,10 @@ class TableStats(_Value):
                 isinstance(i, (list, tuple)) and all(isinstance(c, str) for c in i) for i in idx):
             raise ValueError("indexes: expected a list of column lists, e.g. [[\"email\"], [\"a\", \"b\"]]")
         values["indexes"] = tuple(tuple(i) for i in idx)
+        checks = data.get("checks", [])
+        if not isinstance(checks, (list, tuple)) or not all(isinstance(c, str) for c in checks):
+            raise ValueError("checks: expected a list of the column names CHECK constraints use, e.g. [\"bal\"]")
+        values["checks"] = tuple(checks)
         return cls(**values)
 
 

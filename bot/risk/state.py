@@ -53,6 +53,9 @@ class State:
     dropped_pkeys: set[str] = field(default_factory=set)
     begin_line: int = 0
     null_columns: set[tuple[str, str]] = field(default_factory=set)  # added in this file, no default
+    # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it
+    # uses, validated); None for a constraint the file dropped that it did not add (perhaps one the target has)
+    checks: dict[str, dict[str, tuple[tuple[str, ...], bool] | None]] = field(default_factory=dict)
 
     def is_new(self, relation: str | None) -> bool:
         """Created earlier in this file (invisible to other sessions, so lock rules do not apply)."""

@@ -1,0 +1,137 @@
+"""Type changes on columns that CHECK constraints use: the constraints are re-checked under the table lock."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..nodes import rv_name, strings, walk
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("rechecks")
+RULES = (
+    R("MG901", "type-change-rechecks-check", "high",
+      "ALTER COLUMN ... TYPE on a column a CHECK constraint uses re-checks every row under ACCESS EXCLUSIVE.",
+      "PostgreSQL re-creates the constraints that depend on the column and validates each CHECK again against "
+      "the whole table while the type change holds ACCESS EXCLUSIVE: reads and writes wait for a full scan, "
+      "even when the new type is binary-coercible and nothing is rewritten. A NOT VALID CHECK is re-created "
+      "NOT VALID and not re-checked.",
+      "ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
+      "-- separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
+      "ALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;",
+      "ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
+      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", (27,), size=True),
+)
+
+# check() reads and updates State.checks (the CHECK constraints this file added, validated or dropped), so
+# it runs in the in-order pass.
+STATELESS = False
+
+# Statement types this family looks at (None: all).
+TYPES: frozenset[str] | None = frozenset({"AlterTableStmt"})
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    n = s.raw.node
+    retyped, dropped, added = [], [], []
+    for item in n.get("cmds") or ():
+        cmd = item["AlterTableCmd"]
+        sub = cmd.get("subtype")
+        if sub == "AT_AddConstraint":  # the common case (foreign keys): only a CHECK matters
+            if (cmd.get("def") or {}).get("Constraint", {}).get("contype") == "CONSTR_CHECK":
+                added.append(cmd)
+        elif sub == "AT_DropConstraint":
+            dropped.append(cmd.get("name") or "")
+        elif sub == "AT_AlterColumnType":
+            retyped.append(cmd.get("name") or "")
+        elif sub == "AT_ValidateConstraint" or (sub == "AT_AddColumn" and _column_check(cmd)):
+            added.append(cmd)
+    if not (retyped or dropped or added) or n.get("objtype", "OBJECT_TABLE") != "OBJECT_TABLE":
+        return
+    relation = rv_name(n.get("relation"))
+    table = relation[7:] if relation.startswith("public.") else relation
+    short = table.rsplit(".", 1)[-1]
+    known = st.checks.get(table)
+    # PostgreSQL runs an ALTER TABLE's drops first, then its type changes, then its additions. Drops
+    # matter only where a CHECK is known: added in this file, or in the target (the context).
+    if dropped and (known is not None or _target_checks(relation, st)):
+        if known is None:
+            known = st.checks[table] = {}
+        for name in dropped:
+            if known.get(name) is not None:
+                del known[name]  # added by this file: gone again
+            else:
+                known[name] = None  # perhaps one the target has
+    if retyped and not st.is_new(relation):
+        for col in retyped:
+            yield from _rechecked(relation, short, col, known, st)
+    for cmd in added:
+        if known is None:
+            if cmd.get("subtype") == "AT_ValidateConstraint":
+                continue  # not a CHECK this file added NOT VALID
+            known = st.checks[table] = {}
+        _remember(cmd, short, known)
+
+
+def _column_check(cmd: dict) -> bool:
+    """Does this ADD COLUMN define a CHECK?"""
+    cons = ((cmd.get("def") or {}).get("ColumnDef") or {}).get("constraints")
+    return bool(cons) and any(c.get("Constraint", {}).get("contype") == "CONSTR_CHECK" for c in cons)
+
+
+def _target_checks(relation: str, st: State) -> tuple[str, ...]:
+    if not st.ctx.tables:
+        return ()
+    stats = st.stats(relation)
+    return stats.checks if stats is not None else ()
+
+
+def _rechecked(relation: str, short: str, col: str, known: dict | None, st: State) -> Iterator[Hit]:
+    for name, value in (known or {}).items():
+        if value is not None and value[1] and col in value[0]:
+            yield Hit("MG901", f"CHECK {name} uses {relation}.{col}: the type change re-checks it against every row "
+                      "while ACCESS EXCLUSIVE is held, even if the table is not rewritten.", relation)
+            return
+    checks = _target_checks(relation, st)
+    if col not in checks:
+        return
+    # The target knows the columns its CHECKs use, not their names: a constraint this file dropped that is
+    # not the default-named CHECK of another column may have been this column's.
+    others = {f"{short}_{c}_check" for c in checks if c != col}
+    if known and any(value is None and name not in others for name, value in known.items()):
+        return
+    yield Hit("MG901", f"{relation}.{col} is used by a CHECK constraint in the target: the type change re-checks it "
+              "against every row while ACCESS EXCLUSIVE is held, even if the table is not rewritten.", relation)
+
+
+def _remember(cmd: dict, short: str, known: dict) -> None:
+    sub = cmd.get("subtype")
+    if sub == "AT_ValidateConstraint":
+        value = known.get(cmd.get("name") or "")
+        if value is not None:
+            known[cmd["name"]] = (value[0], True)
+        return
+    d = cmd.get("def") or {}
+    if sub == "AT_AddColumn":
+        coldef = d.get("ColumnDef") or {}
+        cons = [c["Constraint"] for c in coldef.get("constraints") or () if "Constraint" in c]
+        default = f"{short}_{coldef.get('colname')}_check"
+    else:
+        cons = [d["Constraint"]] if "Constraint" in d else []
+        default = None
+    for c in cons:
+        if c.get("contype") != "CONSTR_CHECK":
+            continue
+        cols = tuple(dict.fromkeys(_columns(c.get("raw_expr"))))
+        # PostgreSQL names an unnamed CHECK <table>_<first column>_check
+        name = c.get("conname") or default or (f"{short}_{cols[0]}_check" if cols else f"{short}_check")
+        known[name] = (cols, not c.get("skip_validation"))
+
+
+def _columns(expr: dict | None) -> Iterator[str]:
+    for kind, body in walk({"x": expr}):
+        if kind == "ColumnRef":
+            names = strings(body.get("fields"))
+            if names:
+                yield names[-1]
