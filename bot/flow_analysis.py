@@ -20,10 +20,11 @@ from bot.pg.connect import connect_target, target_errors, target_info
 from bot.pg.introspect import gather_facts
 from bot.risk import analyze
 from bot.risk.models import Report, Severity
+from bot.risk.rules.repository import attach_out_of_order
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import read_ledger
 from bot.sources.models import MigrationState, SourceSnapshot
-from bot.sources.status import compute_status
+from bot.sources.status import applied_after, compute_status
 from bot.store import NewMigration
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
     with connect_target(url, env.name, application_name=f"guardian-req{request.id}-analyze") as conn:
         fp, target = _target_identity(conn, env.name)
         facts = gather_facts(conn, env.name)
+        late: dict[str, tuple[str, ...]] = {}  # out-of-order version -> applied migrations that sort after it
         if request.source in ("adhoc", "rollback"):  # the SQL travels with the request
             commit = request.git_commit if request.source == "rollback" else None
             news = [NewMigration(**m.model_dump(include={"name", "version", "ledger_name", "path", "sql"}))
@@ -95,6 +97,7 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                     "before planning more", code="failed-migration-blocks")
             pending = {m.version for m in status.migrations
                        if m.state in (MigrationState.PENDING, MigrationState.OUT_OF_ORDER)}
+            late = applied_after(status)
             commit = snapshot.commit
             news = [NewMigration(name=m.ledger_name if config.project.layout == "prisma" else f"{m.version}_{m.name}",
                                  version=m.version, ledger_name=m.ledger_name, path=m.path, sql=m.sql,
@@ -106,6 +109,8 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
     analysed, reasons, worst = [], [], "low"
     for m in news:
         report = analyze(m.sql, context)
+        if m.version in late:
+            report = attach_out_of_order(report, m.sql, late[m.version], context)
         risk = report.risk.value if isinstance(report.risk, Severity) else str(report.risk)
         worst = max(worst, risk, key=_RANK.__getitem__)
         reasons += [f"{m.name}: {r}" for r in report.reasons]

@@ -92,9 +92,11 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
                 result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=attempt.started_at,
                                               detail=attempt.error))
             elif index < last_applied_index:
+                newest = snapshot.migrations[last_applied_index]
                 result.append(MigrationStatus(
                     **common, state=MigrationState.OUT_OF_ORDER,
-                    detail="older than the newest applied migration but not applied",
+                    detail=f"not applied, but sorts before {_label(newest.version, newest.name)}, which is; "
+                           "rename it to sort after the applied ones, or confirm it does not depend on them",
                 ))
             else:
                 result.append(MigrationStatus(**common, state=MigrationState.PENDING))
@@ -112,6 +114,26 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
     summary = {state.value: counts.get(state.value, 0) for state in MigrationState}
     summary["total"] = len(result)
     return StatusReport(layout=snapshot.layout, commit=snapshot.commit, migrations=tuple(result), summary=summary)
+
+
+def _label(version: str, name: str) -> str:
+    return f"{version}_{name}" if name else version
+
+
+def applied_after(report: StatusReport) -> dict[str, tuple[str, ...]]:
+    """For each out-of-order migration (by version): the applied migrations that sort after it, oldest first.
+
+    >>> applied_after(compute_status(snapshot, ledger))
+    {'20240215000000': ('20240301000000_add_orders',)}
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    later: list[str] = []  # applied after the one at hand, newest first
+    for m in reversed(report.migrations):  # the tool's order (rows missing locally come last and do not count)
+        if m.state in (MigrationState.APPLIED, MigrationState.MODIFIED):
+            later.append(_label(m.version, m.name))
+        elif m.state == MigrationState.OUT_OF_ORDER:
+            out[m.version] = tuple(reversed(later))
+    return out
 
 
 def is_clean(report: StatusReport) -> bool:

@@ -1,0 +1,90 @@
+"""Repository rules: what a file's place in the migration history says, which its SQL alone cannot show.
+
+The engine never fires these (TYPES is empty): the caller that knows the history (the flow, from the
+target's ledger) attaches them to a file's report with `attach_out_of_order()`.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..models import Context, Finding, Report, Severity
+from ..parse import directives_of
+from ..state import State, Stmt
+from . import Hit, rule
+
+R = rule("repository")
+RULES = (
+    R("MG931", "out-of-order-migration", "medium",
+      "A pending migration sorts before one the target has already applied (non-linear history).",
+      "The file was written against an older schema, typically on a branch merged after newer migrations were "
+      "deployed. Applied now, it runs after changes it never saw (a column it alters may have been renamed "
+      "since); tools that apply strictly in order skip or refuse it, so environments drift apart.",
+      "Rebase it: rename the file (the Prisma folder) so its version sorts after the newest applied one, e.g.\n"
+      "20240215000000_add_users -> 20240305000000_add_users\n"
+      "and check it against the current schema. If it is independent of the newer migrations, say so in the "
+      "file:\n-- guardian: accept MG931 because <why the order does not matter>",
+      "-- the target applied 20240301000000_add_orders; this new file is\n"
+      "-- 20240215000000_add_users and sorts before it\nCREATE TABLE users (id bigint);",
+      "-- the target applied 20240301000000_add_orders; this new file is\n"
+      "-- 20240305000000_add_users and sorts after it\nCREATE TABLE users (id bigint);", (69,)),
+)
+
+# The rules of this family come from a file's place in the history, never from its SQL: the catalogue
+# test only checks that their SQL examples never fire; tests/risk/test_repository_rules.py attaches
+# them as the flow does.
+REPOSITORY = True
+
+# check() reads nothing: the engine never calls it (no statement type is listed).
+STATELESS = True
+TYPES: frozenset[str] | None = frozenset()
+
+
+def check(s: Stmt, st: State) -> Iterator[Hit]:
+    return iter(())
+
+
+def attach_out_of_order(report: Report, sql: str | bytes, newer: tuple[str, ...], context: Context) -> Report:
+    """`report` with an MG931 finding: the file sorts before `newer`, migrations the target already applied.
+
+    `-- guardian: accept MG931 because <reason>` anywhere in the file accepts it (and the engine's
+    "not a rule that fired on this statement" note about that comment is dropped).
+
+    >>> sql = "CREATE TABLE users (id bigint);"
+    >>> attach_out_of_order(analyze(sql), sql, ("20240301000000_add_orders",), Context()).risk
+    <Severity.MEDIUM: 'medium'>
+    """
+    rule = RULES[0]
+    if not newer or rule.code in context.disabled or rule.name in context.disabled:
+        return report
+    data = sql.encode("utf-8", "surrogateescape") if isinstance(sql, str) else sql
+    accepted = [d for d in directives_of(data) if d.reason and
+                any(c.upper() == rule.code or c.lower() == rule.name for c in d.codes)]
+    notes = {d.line for d in accepted}
+    findings = [f for f in report.findings if not (f.code == "MG004" and f.line in notes and
+                                                    _names_rule(f.message.lower(), rule))]
+    more = f" and {len(newer) - 1} more" if len(newer) > 1 else ""
+    finding = Finding(
+        code=rule.code, name=rule.name, severity=rule.severity, line=1, column=1, statement=None,
+        message=f"The target already applied {newer[-1]}{more}, which sort after this migration: it is out of "
+                "order. Rename it so it sorts after them, or confirm it does not depend on them.",
+        fix=rule.fix, accepted=bool(accepted), accept_reason=accepted[0].reason if accepted else None)
+    findings.insert(0, finding)
+    risk, reasons = _overall(findings, report)
+    return Report(risk=risk, reasons=reasons, statements=report.statements, findings=tuple(findings),
+                  pg_version=report.pg_version)
+
+
+def _names_rule(text: str, rule) -> bool:
+    return rule.code.lower() in text or rule.name in text
+
+
+def _overall(findings: list[Finding], report: Report) -> tuple[Severity, tuple[str, ...]]:
+    """The risk and reasons the engine gives (engine._overall), for the findings as they now stand."""
+    live = sorted((f for f in findings if not f.accepted), key=lambda f: (-f.severity.rank, f.line))
+    if not live:
+        return Severity.LOW, (f"no findings ({len(findings)} accepted)",)
+    reasons = [f"{f.severity.value}: {f.name} at line {f.line}" for f in live[:5]]
+    if len(live) > 5:
+        reasons.append(f"... and {len(live) - 5} more findings")
+    reasons += [r for r in report.reasons if r.startswith("contains code the linter cannot see")]
+    return live[0].severity, tuple(reasons)
