@@ -8,22 +8,15 @@ from .models import Context, TableStats
 from .parse import RawStatement
 
 
-@dataclass(slots=True)
 class Stmt:
-    """A parsed statement with its effect, as the rules see it."""
+    """A parsed statement with its effect, as the rules see it (`type` and `node` are the raw
+    statement's, copied because every rule reads them)."""
 
-    raw: RawStatement
-    fx: Effect
-    in_tx: bool
-    explicit_tx: bool
+    __slots__ = ("raw", "fx", "in_tx", "explicit_tx", "type", "node")
 
-    @property
-    def node(self) -> dict:
-        return self.raw.node
-
-    @property
-    def type(self) -> str:
-        return self.raw.node_type
+    def __init__(self, raw: RawStatement, fx: Effect, in_tx: bool | None, explicit_tx: bool | None) -> None:
+        self.raw, self.fx, self.in_tx, self.explicit_tx = raw, fx, in_tx, explicit_tx
+        self.type, self.node = raw.node_type, raw.node
 
 
 @dataclass(slots=True)
