@@ -70,13 +70,33 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except UsageError as exc:
         print(f"guardian lint: {exc}", file=err)
         return 2
-    if args.format == "json":
-        out.writelines(_json_chunks(reports, rendered))  # = render_json(reports), in pieces
-    else:
-        render = {"text": render_text, "sarif": render_sarif, "github": render_github}[args.format]
-        out.write(render(reports, color=args.format == "text" and _color(out)))
-    failing = [p for p, r in reports if r.risk.rank >= fail_on.rank]
-    return 1 if failing else 0
+    status = 1 if any(r.risk.rank >= fail_on.rank for _, r in reports) else 0
+    try:
+        if args.format == "json":
+            out.writelines(_json_chunks(reports, rendered))  # = render_json(reports), in pieces
+        else:
+            render = {"text": render_text, "sarif": render_sarif, "github": render_github}[args.format]
+            out.write(render(reports, color=args.format == "text" and _color(out)))
+        out.flush()
+    except BrokenPipeError:  # the reader stopped early (`guardian lint ... | head`): the status still holds
+        _quiet_stdout(out)
+        return status
+    except OSError as exc:
+        print(f"guardian lint: cannot write the report: {exc.strerror or exc}; check the output path or disk",
+              file=err)
+        _quiet_stdout(out)
+        return 2
+    return status
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    """After a failed write to standard output, point it at /dev/null so the interpreter's final
+    flush does not fail again with a traceback."""
+    if out is sys.stdout:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
 
 
 PARALLEL_MIN_BYTES = 3 * 2**20  # below this, forking costs more than the second core saves

@@ -184,3 +184,53 @@ def test_json_renderer_in_batches_is_the_same_text(monkeypatch, batch):
     monkeypatch.setattr(lint, "_BATCH", batch)
     reports = [("a", analyze(RISKY * 5 + SAFE + "SELEC 1;\n")), ("b", analyze(SAFE)), ("c", analyze(""))]
     assert lint.render_json(reports) == lint.render_json_reference(reports)
+
+
+def _guardian(args, **kw):
+    """`guardian ...` as the console script runs it (bot.cli.main with the process's argv)."""
+    code = "import sys; from bot.cli import main; sys.argv = ['guardian', *sys.argv[1:]]; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, **kw)
+
+
+def test_guardian_lint_process_matches_in_process_output_and_status(files, tmp_path):
+    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    done = _guardian(["lint", "--format", "json", str(files)], capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and done.stderr == ""
+    from bot.risk import analyze
+
+    expected = lint.render_json([(str(p), analyze(p.read_bytes())) for p in sorted(files.glob("*.sql"))])
+    assert done.stdout == expected
+
+
+def test_guardian_lint_does_not_load_the_bot_settings():
+    """bot.config (pydantic-settings) is for the bot's commands; `guardian lint` starts without it."""
+    probe = "import sys, bot.cli; print(sorted(m for m in ('bot.config', 'pydantic') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unwritable_output_is_a_clear_error_not_a_traceback(files, tmp_path):
+    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    for cmd in ([sys.executable, "-m", "bot.lint", str(files)], None):
+        with open("/dev/full", "w") as full:
+            if cmd is None:
+                done = _guardian(["lint", str(files)], stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+            else:
+                done = subprocess.run(cmd, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, env=env)
+        assert done.returncode == 2, done.stderr
+        assert "cannot write the report: No space left on device" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_reader_closing_early_keeps_the_status_without_a_traceback(tmp_path):
+    """`guardian lint ... | head`: a broken pipe ends the output quietly; the exit status still says
+    whether a file is at or above --fail-on."""
+    corpus = ROOT.parent / "shared" / "corpus" / "documenso-prisma"
+    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    proc = subprocess.Popen([sys.executable, "-m", "bot.lint", "--format", "json", str(corpus)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.read(10) == b'{"files": '
+    proc.stdout.close()  # the JSON is several pipe buffers long: the writer hits the closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err
