@@ -186,8 +186,23 @@ class BackupConfig(_Strict):
 class LintConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     disabled: list[str] = Field(default_factory=list)
+    enabled: list[str] = Field(default_factory=list)  # opt-in rules, for `guardian lint` and the previews
     pg_version: int = 16
     fail_on: RiskLevel = "high"
+
+    @field_validator("disabled", "enabled")
+    @classmethod
+    def _known_rules(cls, value: list[str]) -> list[str]:
+        """Rule codes or names as the risk engine spells them (MG921, naming-convention)."""
+        from bot.risk import lookup
+
+        out = []
+        for v in value:
+            rule = lookup(v)
+            if rule is None:
+                raise ValueError(f"unknown rule {v!r} (codes and names are listed in docs/rules.md)")
+            out.append(rule.code)
+        return out
 
 
 class WebhookConfig(_Strict):

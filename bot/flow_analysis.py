@@ -105,6 +105,7 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                     for m in _selected(snapshot, request.selection, pending)]
     # Guardian's apply step sets lock_timeout and statement_timeout itself, inside each file's transaction.
     context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled),
+                                    enabled=frozenset(config.lint.enabled),
                                     runner_lock_timeout=True, runner_statement_timeout=True)
     analysed, reasons, worst = [], [], "low"
     for m in news:

@@ -40,6 +40,7 @@ def test_example_config_is_valid():
         ('[project]\nlayout = "flyway"\n', "project.layout"),
         ('[environments.production]\ndatabase_url_env = "X"\nrequires = ["staging"]\n',
          "names 'staging', which is not a configured environment"),
+        ('[lint]\nenabled = ["no-such-rule"]\n', "lint.enabled: unknown rule 'no-such-rule' (codes and names are listed in docs/rules.md)"),
     ],
 )
 def test_malformed_config_is_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -106,3 +107,8 @@ def test_every_commented_option_in_the_example_is_valid(tmp_path, monkeypatch):
     assert staging.rls_probes[0].expect_rows == 3 and staging.rehearsal_database_url_env
     assert config.webhooks[0].wants("incident.opened") and not config.webhooks[0].wants("decision.approve")
     assert config.environments["production"].maintenance_windows[0].days == ["tue", "wed", "thu"]
+
+
+def test_lint_rules_are_given_by_code_or_name_and_kept_as_codes(tmp_path):
+    config = load_config(write(tmp_path, '[lint]\nenabled = ["naming-convention"]\ndisabled = ["mg101"]\n'))
+    assert config.lint.enabled == ["MG921"] and config.lint.disabled == ["MG101"]

@@ -51,3 +51,20 @@ def test_accepting_the_order_in_the_file_is_shown_as_accepted(harness):
     assert [(f["code"], f["accepted"]) for f in m.report["findings"]] == [("MG931", True)]
     assert m.risk == "low" and request.risk == "low"
     assert "users and orders are unrelated" in "\n".join(harness.thread_texts(rid))
+
+
+def test_opt_in_rules_enabled_in_the_config_show_in_the_preview(harness):
+    """[lint] enabled reaches the preview's analysis, not only `guardian lint` (here the naming policy)."""
+    from bot.config import LintConfig
+    from workers import runtime as runtime_module
+
+    harness.add_migration("20240301000000_add_orders", 'CREATE TABLE "Orders" (id bigint PRIMARY KEY);\n')
+    rid = plan(harness)
+    assert "MG921" not in [f["code"] for m in harness.store.get_request(rid).migrations for f in m.report["findings"]]
+
+    config = harness.config.model_copy(update={"lint": LintConfig(enabled=["naming-convention"])})
+    rt = runtime_module.runtime()
+    harness.flow.config = rt.config = rt.flow.config = config  # the bot's and the worker's flow
+    rid = plan(harness)
+    (m,) = harness.store.get_request(rid).migrations
+    assert [f["code"] for f in m.report["findings"] if f["code"] == "MG921"] == ["MG921"]
