@@ -250,8 +250,11 @@ def _per_statement(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _
 
 # Fallback splitter used only when the file does not parse: top-level `;` outside quotes,
 # dollar quotes and comments, so every other statement still gets analysed.
+# `$$` bodies get their own branch: a backreference to a group that did not take part never matches,
+# so one `$tag?$` pattern would read everything after an untagged `$$` as one quoted body.
 _SPLIT_TOKENS = re.compile(
-    r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)|\$([A-Za-z_]\w*)?\$.*?(?:\$\1\$|\Z)|;",
+    r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*'?|'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)"
+    r"|\$\$.*?(?:\$\$|\Z)|\$([A-Za-z_]\w*)\$.*?(?:\$\1\$|\Z)|;",
     re.DOTALL,
 )
 _ONLY_COMMENTS = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)

@@ -73,12 +73,17 @@ def test_twenty_megabyte_file_gives_a_complete_report():
     assert all(len(s.excerpt) <= 240 for s in r.statements[:10])
 
 
-def test_one_megabyte_of_real_migrations_analyses_completely():
-    """(Its timing is printed by bench/lint.py, never asserted here.)"""
+def _corpus_parts() -> list[str]:
     corpus = Path(os.environ.get("GUARDIAN_CORPUS",
                                  Path(__file__).resolve().parents[3] / "shared" / "corpus" / "documenso-prisma"))
     parts = [p.read_text(encoding="utf-8") for p in sorted(corpus.glob("*/migration.sql"))]
     assert parts, f"corpus not found at {corpus}"
+    return parts
+
+
+def test_one_megabyte_of_real_migrations_analyses_completely():
+    """(Its timing is printed by bench/lint.py, never asserted here.)"""
+    parts = _corpus_parts()
     sql = ""
     while len(sql) < 2**20:
         sql += "\n;\n".join(parts) + "\n;\n"
@@ -194,3 +199,33 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
     finally:
         lint._keep = None
     assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was taken
+
+
+def test_a_syntax_error_after_a_dollar_quoted_body_loses_no_other_statement():
+    """The file does not parse, so it is split statement by statement: an untagged `$$` body, a tagged
+    `$fn$` one and an E'' string with an escaped quote and a `;` must not swallow what follows."""
+    body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\nSELECT 1;\nSELECT 2;\n$$;\n"
+    tagged = "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $fn$ SELECT 1; $fn$;\n"
+    sql = ("SELECT 1;\n" + body + "ALTER TABLE t ADD COLUMN c int;\n" + tagged
+           + "INSERT INTO t VALUES (E'it\\'s; fine');\n" + "CREATE INDEX i ON t (a);\n" + "SELEC x;\n")
+    r = analyze(sql)
+    assert [s.kind for s in r.statements] == ["SELECT", "CREATE FUNCTION", "ALTER TABLE", "CREATE FUNCTION",
+                                              "INSERT", "CREATE INDEX"]
+    codes = {f.code: f.line for f in r.findings}
+    assert codes["MG101"] == sql.count("\n") - 1  # the risky CREATE INDEX is still reported
+    assert codes["MG001"] == sql.count("\n")
+
+
+def test_a_file_cut_in_its_last_statement_keeps_every_earlier_statement():
+    """A 2 MB file (the corpus joined) whose last statement is cut short: one syntax error at the end,
+    all the statements before it analysed."""
+    parts, data = _corpus_parts(), ""
+    while len(data) < 2 * 2**20:
+        data += "\n;\n".join(parts) + "\n;\n"
+    whole = data[: 2 * 2**20].rsplit("\n;\n", 1)[0].encode()
+    last = whole[whole.rfind(b"\n-- ") + 1:]
+    cut = whole[: len(whole) - len(last) // 2]  # the last statement stops halfway
+    full, broken = analyze(whole), analyze(cut)
+    assert [f.line for f in broken.findings if f.code == "MG001"] == [full.statements[-1].line]
+    assert len(broken.statements) == len(full.statements) - 1
+    assert broken.statements[-1] == full.statements[-2]
