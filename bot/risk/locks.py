@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .alter import alter_table
 from .effect import ACCESS_SHARE, AEL, EXCL, ROW_EXCL, ROW_SHARE, SHARE, SRE, SUE, Effect
-from .nodes import column_constraints, def_names, qualified, rv_name, strings, typed
+from .nodes import column_constraints, def_names, qualified, rv_name, strings, walk
 
 _LOCKSTMT_MODES = {1: ACCESS_SHARE, 2: ROW_SHARE, 3: ROW_EXCL, 4: SUE, 5: SHARE, 6: SRE, 7: EXCL, 8: AEL}
 _DROP_KINDS = {
@@ -107,7 +107,7 @@ _READ_NODES = frozenset({"RangeVar", "CommonTableExpr"})
 def _reads(e: Effect, n: dict, skip: dict | None = None) -> None:
     """ACCESS SHARE on every table a query reads (FROM, USING, sub-selects), CTE names excluded."""
     ctes, read = set(), []
-    for kind, body in typed(n, _READ_NODES):
+    for kind, body in walk(n, _READ_NODES):
         if kind == "RangeVar":
             read.append(body)
         elif kind == "CommonTableExpr":

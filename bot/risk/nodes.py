@@ -1,8 +1,6 @@
 """Helpers to read libpg_query JSON parse-tree nodes (names, types, expressions)."""
 from __future__ import annotations
 
-from typing import Iterator
-
 _TYPE_ALIASES = {
     "int4": "integer", "int8": "bigint", "int2": "smallint", "bool": "boolean",
     "float8": "double precision", "float4": "real", "bpchar": "char", "varchar": "varchar",
@@ -78,46 +76,32 @@ def const_value(node: dict):
     return None
 
 
-def walk(node) -> Iterator[tuple[str, dict]]:
-    """Depth-first (node type, body) pairs of every typed node under `node`."""
-    stack = [node]
-    pop, push, extend = stack.pop, stack.append, stack.extend
-    while stack:
-        cur = pop()
-        if type(cur) is dict:
-            for k, v in cur.items():
-                tv = type(v)
-                if tv is dict:
-                    if "A" <= k[0] <= "Z":
-                        yield k, v
-                    push(v)
-                elif tv is list:
-                    extend(v)
-        elif type(cur) is list:
-            extend(cur)
-
-
-# Node types that cannot hold a table reference or a function call: typed() does not look inside them.
+# Node types that hold no table reference, function call or expression: walk(node, wanted) does not
+# look inside them.
 _LEAVES = frozenset({"A_Const", "ColumnRef", "String", "Integer", "Float", "Boolean", "BitString", "ParamRef",
                      "A_Star", "TypeName", "SetToDefault"})
 
 
-def typed(node, wanted: frozenset[str]) -> list[tuple[str, dict]]:
-    """The (node type, body) pairs under `node` whose type is in `wanted` (a quicker walk() for a few
-    types: no generator, and constants and column references are not looked into)."""
+def walk(node, wanted: frozenset[str] | None = None) -> list[tuple[str, dict]]:
+    """Depth-first (node type, body) pairs of every typed node under `node`; with `wanted`, only the
+    nodes of those types, and constants, column references and type names are not looked into (a
+    quicker walk for a big INSERT ... SELECT)."""
     out = []
     stack = [node]
-    pop, push, extend = stack.pop, stack.append, stack.extend
-    leaves = _LEAVES
+    pop, push, extend, append = stack.pop, stack.append, stack.extend, out.append
+    skip = _LEAVES.difference(wanted) if wanted is not None else ()
     while stack:
         cur = pop()
         if type(cur) is dict:
             for k, v in cur.items():
                 tv = type(v)
                 if tv is dict:
-                    if k in wanted:
-                        out.append((k, v))
-                    elif k in leaves:
+                    if wanted is None:
+                        if "A" <= k[0] <= "Z":
+                            append((k, v))
+                    elif k in wanted:
+                        append((k, v))
+                    elif k in skip:
                         continue
                     push(v)
                 elif tv is list:

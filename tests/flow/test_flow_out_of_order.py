@@ -8,13 +8,18 @@ from flow_harness import APPROVER_A
 from test_flow_approval import ADD_COLUMN, plan
 
 
-def test_older_file_merged_after_a_newer_one_was_applied_is_flagged_in_the_preview(harness):
+def _apply_orders(harness) -> None:
+    """20240301000000_add_orders planned, approved and run on staging."""
     harness.add_migration("20240301000000_add_orders", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
     first = plan(harness)
     _, reply = harness.click(ActionId.APPROVE.value, first, APPROVER_A)
     harness.replies(reply)
     harness.run_jobs()
     assert harness.store.get_request(first).status is S.SUCCEEDED, harness.store.get_request(first).error
+
+
+def test_older_file_merged_after_a_newer_one_was_applied_is_flagged_in_the_preview(harness):
+    _apply_orders(harness)
 
     # a branch written before add_orders is merged now, together with a genuinely new migration
     harness.add_migration("20240215000000_add_nickname", ADD_COLUMN)
@@ -36,12 +41,7 @@ def test_older_file_merged_after_a_newer_one_was_applied_is_flagged_in_the_previ
 
 
 def test_accepting_the_order_in_the_file_is_shown_as_accepted(harness):
-    harness.add_migration("20240301000000_add_orders", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
-    first = plan(harness)
-    _, reply = harness.click(ActionId.APPROVE.value, first, APPROVER_A)
-    harness.replies(reply)
-    harness.run_jobs()
-    assert harness.store.get_request(first).status is S.SUCCEEDED
+    _apply_orders(harness)
 
     harness.add_migration("20240215000000_add_nickname",
                           "-- guardian: accept MG931 because users and orders are unrelated\n" + ADD_COLUMN)
