@@ -16,7 +16,7 @@ _loads = orjson.loads
 # Measured on a 5.5 MB file of 31k statements (pglast 8.8): parse_sql_json 0.40 s plus a JSON
 # decode of 0.36 s with orjson (0.48 s with the json module), with the cyclic GC paused, against
 # 3.7 s for parse_sql's Python AST objects. So each piece (about 1 MB, see _cuts) is parsed to
-# JSON and decoded with orjson in one call.
+# JSON, and each statement's part of it decoded with orjson as the statement's turn comes.
 _DIRECTIVE = re.compile(rb"--[ \t]*guardian:[ \t]*accept\b([^\n]*)", re.IGNORECASE)
 _BECAUSE = re.compile(r"\bbecause\b", re.IGNORECASE)
 _LEADING = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
@@ -98,32 +98,66 @@ def _directives(data: bytes, pos: Positions) -> list[Directive]:
     return found
 
 
+_STMT_START = '{"stmt":'
+
+
 def _statements(js: str) -> Iterator[dict]:
-    """The `stmts` of a parse_sql_json result, handed out one at a time (each is released once taken)."""
-    try:
-        doc = _loads(js)
-    except ValueError:  # orjson refuses integers beyond 64 bits; the json module does not
-        doc = json.loads(js)
-    stmts = doc.get("stmts") or []
-    del doc
-    stmts.reverse()
-    pop = stmts.pop
-    while stmts:
-        yield pop()
+    """The `stmts` of a parse_sql_json result, decoded one at a time, so that only one statement's tree
+    is alive at once (a whole 1 MB piece decoded at once is ~150 MB of objects).
+
+    Each statement's object starts with `{"stmt":`; inside a JSON string a quote is always escaped, so
+    that text cannot occur there, and no other parse node has a `stmt` field. If a slice still does not
+    decode, the rest is decoded whole, as it would have been."""
+    starts = []
+    at = js.find(_STMT_START)
+    while at >= 0:
+        starts.append(at)
+        at = js.find(_STMT_START, at + 8)
+    close = js.rfind("]")  # of "stmts": the text ends with ]}
+    for k, a in enumerate(starts):
+        b = starts[k + 1] - 1 if k + 1 < len(starts) else close  # less the comma between statements
+        piece = js[a:b]
+        try:
+            item = _loads(piece)
+        except ValueError:
+            try:
+                item = json.loads(piece)  # orjson refuses integers beyond 64 bits; the json module does not
+            except ValueError:
+                yield from json.loads(js).get("stmts", [])[k:]
+                return
+        yield item
 
 
 CHUNK_CHARS = 1 << 20  # parse big files about 1 MB at a time: bounded parser output, same results
 
 
+# Where to cut a big file: after a `;` that ends a line when the next line starts, at column 0, with a
+# comment or a word that begins a migration statement (not BEGIN, DECLARE, END...: plpgsql bodies put
+# those at column 0 and indent the rest). So a cut rarely lands inside a function body; one that does
+# costs time, never a different result.
+_CUT = re.compile(r";\n(?=--|(?:CREATE|ALTER|DROP|INSERT|UPDATE|DELETE|COMMENT|GRANT|REVOKE|TRUNCATE|SET|SELECT"
+                  r"|WITH|DO|COPY|REFRESH|REINDEX|VACUUM|ANALYZE|CLUSTER|LOCK|CALL)\b)", re.IGNORECASE)
+
+
+def _cut_after(sql: str, pos: int) -> int:
+    """The offset just after the first good cut at or past `pos`, or -1 (the rest stays whole, unless
+    it is very long: then any `;` ending a line will do)."""
+    m = _CUT.search(sql, pos)
+    if m is not None:
+        return m.end()
+    at = sql.find(";\n", pos) if len(sql) - pos > 8 * CHUNK_CHARS else -1
+    return at + 2 if at >= 0 else -1
+
+
 def _cuts(sql: str) -> list[tuple[int, int]]:
-    """Pieces of about CHUNK_CHARS, each ending after a `;` at the end of a line."""
+    """Pieces of about CHUNK_CHARS, each ending after a `;` at the end of a line (see _CUT)."""
     cuts, pos = [], 0
     while len(sql) - pos > 2 * CHUNK_CHARS:
-        cut = sql.find(";\n", pos + CHUNK_CHARS)
+        cut = _cut_after(sql, pos + CHUNK_CHARS)
         if cut < 0:
             break
-        cuts.append((pos, cut + 2))
-        pos = cut + 2
+        cuts.append((pos, cut))
+        pos = cut
     cuts.append((pos, len(sql)))
     return cuts
 
@@ -154,8 +188,8 @@ def split_pieces(text: str, share: float = SHARE) -> tuple[list[tuple[int, int]]
     (strict), which proves the split is a statement boundary, and then the result is the same as
     with the sequential pieces."""
     cuts = _cuts(text)
-    at = text.find(";\n", int(len(text) * share)) if len(cuts) > 1 else -1
-    at = at + 2 if at >= 0 else len(text)
+    at = _cut_after(text, int(len(text) * share)) if len(cuts) > 1 else -1
+    at = at if at >= 0 else len(text)
     return [(a, min(b, at)) for a, b in cuts if a < at], [(max(a, at), b) for a, b in cuts if b > at]
 
 

@@ -200,6 +200,17 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
         lint._keep = None
     assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was taken
 
+    # above PARALLEL_MAX_BYTES memory comes first: one process, the same output
+    monkeypatch.setattr(lint, "PARALLEL_MAX_BYTES", 10)
+    lint._keep = kept = []
+    try:
+        out = io.StringIO()
+        lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
+    finally:
+        lint._keep = None
+    assert out.getvalue() == lint.render_json_reference([(str(path), analyze(path.read_bytes()))])
+    assert not any(type(k).__name__ == "Split" for k in kept)
+
 
 def test_a_syntax_error_after_a_dollar_quoted_body_loses_no_other_statement():
     """The file does not parse, so it is split statement by statement: an untagged `$$` body, a tagged
@@ -229,3 +240,22 @@ def test_a_file_cut_in_its_last_statement_keeps_every_earlier_statement():
     assert [f.line for f in broken.findings if f.code == "MG001"] == [full.statements[-1].line]
     assert len(broken.statements) == len(full.statements) - 1
     assert broken.statements[-1] == full.statements[-2]
+
+
+def test_big_files_are_not_cut_inside_an_indented_function_body(monkeypatch):
+    """Pieces end after a `;` whose next line starts a statement at column 0, so a plpgsql body
+    (indented, with BEGIN/END at column 0) stays whole and every piece parses on its own."""
+    from pglast import parser as pg
+
+    from bot.risk import parse as parse_module
+
+    body = ("CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nDECLARE\n    a int := 0;\n    b int := 1;\n"
+            "BEGIN\n    a := a + b;\n    RETURN a;\nEND;\n$$;\n")
+    sql = ("ALTER TABLE t ADD COLUMN c int;\n" * 3 + body) * 6
+    whole = analyze(sql)
+    monkeypatch.setattr(parse_module, "CHUNK_CHARS", 40)
+    cuts = parse_module._cuts(sql)
+    assert len(cuts) > 6
+    for a, b in cuts:
+        pg.parse_sql_json(sql[a:b])  # raises if a cut fell inside the body
+    assert analyze(sql) == whole
