@@ -94,8 +94,12 @@ def _quiet_stdout(out: TextIO) -> None:
     flush does not fail again with a traceback."""
     if out is sys.stdout:
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(fd, sys.stdout.fileno())
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
             pass
 
 
