@@ -193,16 +193,10 @@ class LintConfig(BaseModel):
     @field_validator("disabled", "enabled")
     @classmethod
     def _known_rules(cls, value: list[str]) -> list[str]:
-        """Rule codes or names as the risk engine spells them (MG921, naming-convention)."""
-        from bot.risk import lookup
+        """Rule codes or names as the risk engine spells them (MG921, naming-convention), kept as codes."""
+        from bot.risk import rule_codes
 
-        out = []
-        for v in value:
-            rule = lookup(v)
-            if rule is None:
-                raise ValueError(f"unknown rule {v!r} (codes and names are listed in docs/rules.md)")
-            out.append(rule.code)
-        return out
+        return rule_codes(value)
 
 
 class WebhookConfig(_Strict):

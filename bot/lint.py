@@ -254,11 +254,12 @@ def load_lint_config(path: Path) -> dict[str, Any]:
         if key in ("disabled", "enabled"):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise UsageError(f"{path}: [lint].{key} must be a list of rule codes or names")
-            from bot.risk import lookup
+            from bot.risk import rule_codes  # the rule catalogue: only when the config names rules
 
-            unknown = [v for v in value if lookup(v) is None]
-            if unknown:
-                raise UsageError(f"{path}: [lint].{key}: unknown rule {unknown[0]!r} (see docs/rules.md)")
+            try:
+                value = rule_codes(value)
+            except ValueError as exc:
+                raise UsageError(f"{path}: [lint].{key}: {exc}") from None
         if key == "assume_in_transaction" and not isinstance(value, bool):
             raise UsageError(f"{path}: [lint].assume_in_transaction must be true or false")
         conf[key] = value
@@ -285,14 +286,7 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
                 extra["pg_minor"] = int(data["pg_minor"])
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise UsageError(f"--context {args.context}: {exc}") from exc
-    def names(key: str) -> frozenset[str]:
-        if not config[key]:
-            return frozenset()
-        from bot.risk import lookup  # the rule catalogue: only when the config names rules
-
-        return frozenset(lookup(v).code for v in config[key])
-
-    return Context(pg_version=version, disabled=names("disabled"), enabled=names("enabled"),
+    return Context(pg_version=version, disabled=frozenset(config["disabled"]), enabled=frozenset(config["enabled"]),
                    assume_in_transaction=config["assume_in_transaction"], **extra)
 
 

@@ -52,6 +52,21 @@ def example_context(rule: Rule) -> Context:
                    enabled=frozenset(BY_CODE))
 
 
+def rule_codes(codes_or_names: list[str]) -> list[str]:
+    """The codes of these rules, given by code or name (config lists); ValueError names an unknown one.
+
+    >>> rule_codes(["naming-convention", "mg101"])
+    ['MG921', 'MG101']
+    """
+    out = []
+    for v in codes_or_names:
+        rule = lookup(v)
+        if rule is None:
+            raise ValueError(f"unknown rule {v!r} (codes and names are listed in docs/rules.md)")
+        out.append(rule.code)
+    return out
+
+
 def lookup(code_or_name: str) -> Rule | None:
     return BY_CODE.get(code_or_name.upper()) or BY_NAME.get(code_or_name.lower())
 
