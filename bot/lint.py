@@ -15,6 +15,7 @@ import pickle
 import signal
 import sys
 import threading
+from itertools import islice
 from json.encoder import encode_basestring as _ENC  # the C encoder json.dumps uses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -395,12 +396,23 @@ def _json_chunks(reports: list[tuple[str, Report]], pre: dict | None = None):
     yield "]}\n"
 
 
+def _joined(records, sep: str = ""):
+    """`records` (JSON texts) joined by ", ", in chunks of _BATCH; `sep` goes before the first."""
+    records = iter(records)
+    while chunk := list(islice(records, _BATCH)):
+        yield sep + ", ".join(chunk)
+        sep = ", "
+
+
 def _statements_json(statements, sep: str = ""):
     """The JSON records of these statements, joined by ", ", in chunks; `sep` goes before the first."""
+    return _joined(_statement_records(statements), sep)
+
+
+def _statement_records(statements):
     enc, B = _ENC, _B
     kinds: dict[str, str] = {}
     locks: dict[tuple, str] = {}
-    parts = []
     for s in statements:
         kind = kinds.get(s.kind)
         if kind is None:
@@ -413,24 +425,23 @@ def _statements_json(statements, sep: str = ""):
         index, line, column = s.index, s.line, s.column
         if type(index) is not int or type(line) is not int or type(column) is not int:
             index, line, column = _json_int(index), _json_int(line), _json_int(column)
-        parts.append(
+        yield (
             f'{{"index": {index}, "line": {line}, "column": {column}, "kind": {kind}, '
             f'"transactional": {B[s.transactional]}, "in_transaction": {B[s.in_transaction]}, '
             f'"locks": [{lock_text}], "rewrite": {B[s.rewrite]}, "scan": {B[s.scan]}, '
             f'"destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
             f'"data_changing": {B[s.data_changing]}}}')
-        if len(parts) >= _BATCH:
-            yield sep + ", ".join(parts)
-            sep, parts = ", ", []
-    if parts:
-        yield sep + ", ".join(parts)
 
 
 def _findings_json(findings, excerpts: dict, sep: str = ""):
-    """The JSON records of these findings (excerpt from `excerpts`: statement index -> record)."""
+    """The JSON records of these findings (excerpt from `excerpts`: statement index -> record), joined
+    by ", ", in chunks; `sep` goes before the first."""
+    return _joined(_finding_records(findings, excerpts), sep)
+
+
+def _finding_records(findings, excerpts: dict):
     enc, B = _ENC, _B
     rules: dict[tuple, str] = {}
-    parts = []
     for f in findings:
         key = (f.code, f.name, f.severity.value)
         head = rules.get(key)
@@ -438,17 +449,12 @@ def _findings_json(findings, excerpts: dict, sep: str = ""):
             head = rules[key] = f'{{"code": {enc(f.code)}, "name": {enc(f.name)}, "severity": {enc(f.severity.value)}'
         st = excerpts.get(f.statement)
         reason = f.accept_reason
-        parts.append(
+        yield (
             f'{head}, "line": {_json_int(f.line)}, "column": {_json_int(f.column)}, '
             f'"statement": {"null" if f.statement is None else _json_int(f.statement)}, '
             f'"message": {enc(f.message)}, "fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
             f'"accept_reason": {"null" if reason is None else enc(reason)}, '
             f'"excerpt": {enc(st.excerpt) if st is not None else chr(34) * 2}}}')
-        if len(parts) >= _BATCH:
-            yield sep + ", ".join(parts)
-            sep, parts = ", ", []
-    if parts:
-        yield sep + ", ".join(parts)
 
 
 _SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
