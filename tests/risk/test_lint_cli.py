@@ -1,6 +1,7 @@
 """`guardian lint` (bot.lint): formats, exit codes, paths, stdin and the [lint] config (DESIGN §7)."""
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,7 +194,7 @@ def _guardian(args, **kw):
 
 
 def test_guardian_lint_process_matches_in_process_output_and_status(files, tmp_path):
-    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    env = {**os.environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
     done = _guardian(["lint", "--format", "json", str(files)], capture_output=True, text=True, env=env)
     assert done.returncode == 1 and done.stderr == ""
     from bot.risk import analyze
@@ -210,7 +211,7 @@ def test_guardian_lint_does_not_load_the_bot_settings():
 
 
 def test_unwritable_output_is_a_clear_error_not_a_traceback(files, tmp_path):
-    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    env = {**os.environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
     for cmd in ([sys.executable, "-m", "bot.lint", str(files)], None):
         with open("/dev/full", "w") as full:
             if cmd is None:
@@ -226,7 +227,7 @@ def test_reader_closing_early_keeps_the_status_without_a_traceback(tmp_path):
     """`guardian lint ... | head`: a broken pipe ends the output quietly; the exit status still says
     whether a file is at or above --fail-on."""
     corpus = ROOT.parent / "shared" / "corpus" / "documenso-prisma"
-    env = {**__import__("os").environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
+    env = {**os.environ, "GUARDIAN_CONFIG": str(tmp_path / "absent.toml")}
     proc = subprocess.Popen([sys.executable, "-m", "bot.lint", "--format", "json", str(corpus)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout.read(10) == b'{"files": '
