@@ -120,6 +120,15 @@ class IncidentService:
                                code="incident-resolved")
         self.flow.check_approver(request.environment, user, what)
 
+    def _start_mitigating(self, incident: Incident, user: str, detail: dict) -> str | None:
+        """open -> mitigating for one action (compare-and-set); the reply to give instead when another
+        action, or a double click, got there first."""
+        try:
+            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user, detail=detail)
+        except TransitionConflict:
+            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        return None
+
     def _incident(self, incident_id: int) -> tuple[Incident, Request]:
         try:
             incident = self.store.get_incident(incident_id)
@@ -136,10 +145,9 @@ class IncidentService:
         if not downs:
             raise PolicyDenied(f"request #{request.id} has no down SQL (`.down.sql` or a `-- down:` section); "
                                "use Restore backup or fix forward", code="no-down-sql")
-        try:
-            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user, detail={"action": "rollback"})
-        except TransitionConflict:
-            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        busy = self._start_mitigating(incident, user, {"action": "rollback"})
+        if busy:
+            return busy
         migrations = [NewMigration(name=f"{m.name}.down", version=m.version, ledger_name=m.ledger_name,
                                    path=(m.path or m.name) + " (down)", sql=m.down_sql or "") for m in downs]
         rollback = self.store.create_request(
@@ -170,11 +178,9 @@ class IncidentService:
                                code="no-backup")
         if confirmed_environment != request.environment:
             raise ConfirmationNeeded(f"type {request.environment} to confirm the restore")
-        try:
-            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user,
-                                           detail={"action": "restore", "backup_id": backups[-1].id})
-        except TransitionConflict:
-            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        busy = self._start_mitigating(incident, user, {"action": "restore", "backup_id": backups[-1].id})
+        if busy:
+            return busy
         self.flow.enqueue("restore", request.id)
         self.say(incident, f":floppy_disk: <@{user}> is restoring backup #{backups[-1].id}.")
         self.refresh(incident.id)
@@ -186,10 +192,9 @@ class IncidentService:
         if request.status is not RequestStatus.FAILED or request.db_state not in (DbState.UNTOUCHED, DbState.ROLLED_BACK):
             raise PolicyDenied("retry is only possible when the run failed and the database is untouched; "
                                "roll back or restore first", code="retry-unsafe")
-        try:
-            self.store.transition_incident(incident.id, I.OPEN, I.MITIGATING, actor=user, detail={"action": "retry"})
-        except TransitionConflict:
-            return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
+        busy = self._start_mitigating(incident, user, {"action": "retry"})
+        if busy:
+            return busy
         self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True})
         attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == "backup")
         self.flow.enqueue("backup", request.id, attempt=attempt)
