@@ -117,6 +117,10 @@ def main() -> int:
     squawk = squawk_binary()
     env = dict(os.environ, GUARDIAN_CONFIG=os.devnull + ".absent", NO_COLOR="1")
     env.pop("GITHUB_ACTIONS", None)
+    # As installed from a wheel: with bytecode (an editable install under PYTHONDONTWRITEBYTECODE has none,
+    # and every run would compile the modules first). scripts/bootstrap does the same.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "bot"], cwd=ROOT, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"corpus: {corpus} ({len(files)} files); squawk: {squawk}; python: {sys.executable}")
     print(f"{'input':<26}{'MB':>7}  {'tool':<8}{'seconds':>9}{'MB/s':>8}{'cpu s':>8}{'peak MB':>9}{'median s':>10}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,6 +43,8 @@ class RawStatement:
     column: int
     text: str
     directives: list[Directive] | tuple = ()  # Attach gives a statement with directives its own list
+    # 64 or more bytes in a row with no whitespace or double quote: a name may be too long (rules/design.py)
+    long_word: bool = False
 
 
 @dataclass(slots=True)
@@ -362,6 +364,8 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
         piece_end = len(data) if piece is sql else byte_base + len(piece.encode("utf-8"))
         if piece_end > len(data):  # pieces are slices of the text, so this only guards bad offsets
             piece_end = len(data)
+        words = data[byte_base:piece_end].translate(_WORD_BYTES)  # one C pass per piece, not per statement
+        long_words = _LONG_WORD in words
         if isinstance(js, _pg.ParseError):
             loc = js.args[1] if len(js.args) > 1 and isinstance(js.args[1], int) else 0
             loc = max(0, min(loc, len(piece)))
@@ -378,9 +382,18 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
             if m:
                 start = m.end()
             line, column = pos.at(start)
-            yield RawStatement(index, node_type, stmt[node_type], start, end, line, column,
+            raw = RawStatement(index, node_type, stmt[node_type], start, end, line, column,
                                data[start:end].decode("utf-8", "replace").strip())
+            if long_words:
+                raw.long_word = words.find(_LONG_WORD, start - byte_base, end - byte_base) >= 0
+            yield raw
             index += 1
+
+
+# bytes.translate maps whitespace and `"` to a space and every other byte to `a`; a run of 64 `a`s is
+# then a candidate for a name longer than PostgreSQL's 63 bytes (characters are >= 1 byte each).
+_WORD_BYTES = bytes(32 if chr(b) in ' \t\n\r\f\v"' else 97 for b in range(256))
+_LONG_WORD = b"a" * 64
 
 
 def _same_line(data: bytes, a: int, b: int) -> bool:

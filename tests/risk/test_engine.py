@@ -216,3 +216,13 @@ def test_timeouts_set_by_the_runner_silence_the_timeout_rules():
     assert {"MG601", "MG602"} <= plain
     assert not {"MG601", "MG602"} & managed
     assert managed  # the other hazards stay
+
+
+def test_long_names_are_found_in_the_statement_that_has_them_only():
+    """The 64-byte pre-check runs once per parsed piece; each statement still gets its own verdict."""
+    long_name = "a" * 70
+    sql = (f"CREATE TABLE short_one (id bigint);\nCREATE INDEX {long_name} ON short_one (id);\n"
+           f"COMMENT ON TABLE short_one IS '{'b' * 80}';\nCREATE TABLE \"{'c' * 65}\" (id bigint);\n")
+    r = analyze(sql)
+    assert [(f.statement, f.line) for f in r.findings if f.code == "MG805"] == [(1, 2), (3, 4)]
+    assert all(f.code != "MG805" for f in analyze("CREATE TABLE t (id bigint, " + "x" * 60 + " int);").findings)

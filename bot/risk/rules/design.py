@@ -58,10 +58,9 @@ RULES = (
 
 # The scanner truncates long identifiers before we see the tree, so look at the text.
 _LONG = re.compile(r'[A-Za-z0-9_$]{64}|"[^"\s]{64}')
-# _LONG needs 64 characters in a row with no whitespace and no double quote. Checking that first with
-# bytes.translate (all in C) skips the regex, whose alternation makes it slow, for nearly every statement.
-_RUNS = bytes(32 if chr(b) in ' \t\n\r\f\v"' else 97 for b in range(256))
-_RUN = b"a" * 64
+# _LONG needs 64 characters in a row with no whitespace and no double quote: RawStatement.long_word,
+# found for a whole piece of the file at once, skips the regex (slow: its alternation) for nearly every
+# statement.
 _TOKENS = re.compile(r'"((?:[^"]|"")*)"|\'(?:[^\']|\'\')*\'|--[^\n]*|\$\$.*?\$\$|\b([A-Za-z_][A-Za-z0-9_$]*)', re.DOTALL)
 _DDL = {"CreateStmt", "IndexStmt", "AlterTableStmt", "RenameStmt", "ViewStmt", "CreateTableAsStmt", "CreateSeqStmt",
         "CreateFunctionStmt", "CreateTrigStmt", "CreateEnumStmt", "CreateDomainStmt", "CreateSchemaStmt"}
@@ -123,7 +122,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             yield Hit("MG803", f"{table}.{name} is {tn} (without time zone); use timestamptz.")
         if tn == "char" or tn.startswith("char("):
             yield Hit("MG804", f"{table}.{name} is {tn}; use text or varchar.")
-    if t in _DDL and _RUN in s.raw.text.encode("utf-8", "replace").translate(_RUNS) and _LONG.search(s.raw.text):
+    if t in _DDL and s.raw.long_word and _LONG.search(s.raw.text):
         for m in _TOKENS.finditer(s.raw.text):
             ident = m.group(1) or m.group(2)
             if ident and len(ident.encode()) > 63:
