@@ -121,7 +121,8 @@ def _analyze(data: bytes, ctx: Context, rendered: dict | None = None) -> Report:
 
     With `rendered` (a dict, for --format json), the child, idle while this process finishes,
     also renders the JSON of its statements and findings: rendered[id(report)] is then
-    ((statements text, findings text), Split.head_span) for _json_chunks."""
+    ((statements text, findings text), Split.head_span) for _json_chunks, and the Report returned
+    leaves the head's statement records out (they are in that text)."""
     if not PARALLEL_MIN_BYTES <= len(data) <= PARALLEL_MAX_BYTES or not _two_cores():
         from bot.risk import analyze
 
@@ -134,12 +135,12 @@ def _analyze(data: bytes, ctx: Context, rendered: dict | None = None) -> Report:
             os.close(read_end)
             split = _split(data, ctx, head=True)
             if split is not None:
-                head = split.head()
+                # For JSON the head's statement records never cross the pipe: the parent can start on
+                # its part as soon as it has the state, and the child renders the records itself.
+                head = split.head(records=rendered is None)
                 _send(write_end, pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL))
                 if rendered is not None:
-                    from bot.risk.engine import head_records
-
-                    statements, found = head_records(head)
+                    statements, found = split.head_done
                     excerpts = {s.index: s for s in statements}
                     _send(write_end, pickle.dumps(("".join(_statements_json(statements)),
                                                    "".join(_findings_json(found, excerpts))),
@@ -171,8 +172,9 @@ def _analyze(data: bytes, ctx: Context, rendered: dict | None = None) -> Report:
         if rendered is not None:
             text = _receive(read_end)
             waited = True
-            if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 and text is not None:
-                rendered[id(report)] = (pickle.loads(text), split.head_span)
+            if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 or text is None:
+                return analyze(data, ctx)  # the report lacks the head's statements, which never came
+            rendered[id(report)] = (pickle.loads(text), split.head_span)
         return report
     finally:
         os.close(read_end)

@@ -42,12 +42,13 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
         return _report(findings, statements, st, ctx)
 
 
-def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context) -> Report:
+def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context, left_out: int = 0) -> Report:
+    """The Report; `left_out`: statements of the file whose records are not in `statements` (Split.head)."""
     if st.tx_open and st.explicit:
         findings.append(_finding("MG606", st.begin_line, 1, None,
                                  "BEGIN at this line is never committed; the work is rolled back.", ctx))
     findings = [f for f in findings if f is not None]
-    risk, reasons = _overall(findings, statements)
+    risk, reasons = _overall(findings, statements or left_out)
     return Report(risk=risk, reasons=reasons, statements=tuple(statements), findings=tuple(findings),
                   pg_version=ctx.pg_version)
 
@@ -71,7 +72,9 @@ class Split:
         self.text, self.bad_encoding = sql if isinstance(sql, tuple) else _decode(sql)
         self.head_cuts, self.tail_cuts = split_pieces(self.text, share)
         self.parsed = parsed
-        self.head_span = (0, 0, 0)  # after finish(): head statements, findings before the head's, head findings
+        # after finish(): head statements in the Report, findings before the head's, head findings
+        self.head_span = (0, 0, 0)
+        self.head_done: tuple = ([], [])  # after head(): its statement records and findings
         self.data = self.text.encode("utf-8")
         self.directives = directives_of(self.data)
         self._ahead: list = []
@@ -86,11 +89,13 @@ class Split:
         return State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
                      statement_timeout=ctx.runner_statement_timeout)
 
-    def head(self) -> tuple:
+    def head(self, records: bool = True) -> tuple:
+        """The leading pieces, analysed completely: (state, findings, statement records, directive index,
+        statement count), picklable. With records=False the statement records are left out (None): the
+        caller renders them itself (head_done) and finish() then leaves them out of the Report."""
         ctx, st = self.ctx, self._state()
         findings: list = []
-        infos = []
-        lock_pairs: dict[tuple, tuple] = {}
+        statements = []
         attach = Attach(self.data, self.directives)
         with _gc_paused():
             for item in items(self.text, self.data, Positions(self.data), self.head_cuts,
@@ -99,14 +104,21 @@ class Split:
                 if isinstance(item, SyntaxProblem):
                     findings.append(_syntax(item, ctx))
                     continue
-                s = _finish(item, _ahead(item, ctx), st, ctx, findings)
+                statements.append(_finish(item, _ahead(item, ctx), st, ctx, findings))
+        findings = [f for f in findings if f is not None]
+        self.head_done = statements, findings
+        infos = None
+        if records:
+            infos = []
+            lock_pairs: dict[tuple, tuple] = {}
+            for s in statements:
                 locks = s.locks
                 pairs = lock_pairs.get(locks)
                 if pairs is None:
                     pairs = lock_pairs[locks] = tuple((lk.relation, lk.mode) for lk in locks)
                 infos.append(dict(s.__dict__, locks=pairs))  # field order kept; pickled once per value
         state = {name: getattr(st, name) for name in _STATE_FIELDS}
-        return state, [f.__dict__ for f in findings if f is not None], infos, attach.i, len(infos)
+        return state, [f.__dict__ for f in findings], infos, attach.i, len(statements)
 
     def ahead(self) -> None:
         ctx = self.ctx
@@ -121,6 +133,8 @@ class Split:
                 item.text = ""  # only the stateless rules and the excerpt read it: memory, until finish()
 
     def finish(self, head: tuple) -> Report:
+        """The Report, from head()'s summary. If that left the head's statement records out, so does the
+        Report: it then holds the tail's statements only (head_span[0] == 0)."""
         ctx, st = self.ctx, self._state()
         state, _, _, directive_i, count = head
         findings: list = []
@@ -130,7 +144,7 @@ class Split:
         with _gc_paused():
             for name, value in state.items():
                 setattr(st, name, value)
-            head_statements, head_found = head_records(head)
+            head_statements, head_found = head_records(head)  # no statements when head() left them out
             # where the head's records sit in the Report (lint may have them rendered already)
             self.head_span = (len(head_statements), sum(f is not None for f in findings), len(head_found))
             findings.extend(head_found)
@@ -143,7 +157,7 @@ class Split:
                     continue
                 item.index += count
                 statements.append(_finish(item, early, st, ctx, findings))
-            return _report(findings, statements, st, ctx)
+            return _report(findings, statements, st, ctx, count)
 
 
 def head_records(head: tuple) -> tuple[list[StatementInfo], list[Finding]]:
@@ -151,7 +165,7 @@ def head_records(head: tuple) -> tuple[list[StatementInfo], list[Finding]]:
     _, head_findings, infos, _, _ = head
     locks: dict[tuple, tuple] = {}
     statements = []
-    for values in infos:
+    for values in infos or ():
         pairs = values["locks"]
         found = locks.get(pairs)
         if found is None:
@@ -313,7 +327,7 @@ def _finding(code: str, line: int, column: int, statement: int | None, message: 
                                    accept_reason=None)
 
 
-def _overall(findings: list[Finding], statements: list[StatementInfo]) -> tuple[Severity, tuple[str, ...]]:
+def _overall(findings: list[Finding], statements: list[StatementInfo] | int) -> tuple[Severity, tuple[str, ...]]:
     live = [f for f in findings if not f.accepted]
     if not statements and not findings:
         return Severity.LOW, ("no SQL statements (empty or comments only)",)

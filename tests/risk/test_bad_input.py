@@ -212,6 +212,40 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
     assert not any(type(k).__name__ == "Split" for k in kept)
 
 
+def test_lint_json_stays_whole_when_the_child_fails_after_sending_its_state(monkeypatch, tmp_path):
+    """For JSON the head's statement records come only as the child's rendered text: if that never comes,
+    lint analyses the file again in one process instead of printing a report without them."""
+    import io
+
+    from bot import lint
+    from bot.risk import parse as parse_module
+
+    monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
+    monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(lint, "_two_cores", lambda: True)
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(tmp_path / "absent.toml"))
+    parent, render = os.getpid(), lint._statements_json
+
+    def fails_in_the_child(*args, **kwargs):
+        if os.getpid() != parent:
+            os._exit(3)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(lint, "_statements_json", fails_in_the_child)
+    sql = "".join(f"CREATE INDEX i{i} ON t (c{i});\nALTER TABLE t ADD COLUMN d{i} int;\n" for i in range(40))
+    path = tmp_path / "m.sql"
+    path.write_text(sql)
+    lint._keep = kept = []
+    try:
+        out = io.StringIO()
+        parser = lint._parser()
+        lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
+    finally:
+        lint._keep = None
+    assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was tried
+    assert out.getvalue() == lint.render_json_reference([(str(path), analyze(sql))])
+
+
 def test_a_syntax_error_after_a_dollar_quoted_body_loses_no_other_statement():
     """The file does not parse, so it is split statement by statement: an untagged `$$` body, a tagged
     `$fn$` one and an E'' string with an escaped quote and a `;` must not swallow what follows."""
