@@ -412,27 +412,26 @@ def _statements_json(statements, sep: str = ""):
 
 
 def _statement_records(statements):
+    """The JSON record of each statement. A big file repeats a few shapes (kind, flags, locks), so the
+    part of the record after the position is made once per shape."""
     enc, B = _ENC, _B
-    kinds: dict[str, str] = {}
-    locks: dict[tuple, str] = {}
+    shapes: dict[tuple, str] = {}
     for s in statements:
-        kind = kinds.get(s.kind)
-        if kind is None:
-            kind = kinds[s.kind] = enc(s.kind)
-        lk = s.locks
-        lock_text = locks.get(lk)
-        if lock_text is None:
-            lock_text = locks[lk] = ", ".join(
-                f'{{"relation": {enc(x.relation)}, "mode": {enc(x.mode)}}}' for x in lk)
+        lk = s.locks  # the statements keep their lock tuples alive, so id() names one while rendering
+        key = (s.kind, s.transactional, s.in_transaction, id(lk), s.rewrite, s.scan, s.destructive,
+               s.incompatible, s.data_changing)
+        shape = shapes.get(key)
+        if shape is None:
+            locks = ", ".join(f'{{"relation": {enc(x.relation)}, "mode": {enc(x.mode)}}}' for x in lk)
+            shape = shapes[key] = (
+                f'"kind": {enc(s.kind)}, "transactional": {B[s.transactional]}, '
+                f'"in_transaction": {B[s.in_transaction]}, "locks": [{locks}], "rewrite": {B[s.rewrite]}, '
+                f'"scan": {B[s.scan]}, "destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
+                f'"data_changing": {B[s.data_changing]}}}')
         index, line, column = s.index, s.line, s.column
         if type(index) is not int or type(line) is not int or type(column) is not int:
             index, line, column = _json_int(index), _json_int(line), _json_int(column)
-        yield (
-            f'{{"index": {index}, "line": {line}, "column": {column}, "kind": {kind}, '
-            f'"transactional": {B[s.transactional]}, "in_transaction": {B[s.in_transaction]}, '
-            f'"locks": [{lock_text}], "rewrite": {B[s.rewrite]}, "scan": {B[s.scan]}, '
-            f'"destructive": {B[s.destructive]}, "incompatible": {B[s.incompatible]}, '
-            f'"data_changing": {B[s.data_changing]}}}')
+        yield f'{{"index": {index}, "line": {line}, "column": {column}, {shape}'
 
 
 def _findings_json(findings, excerpts: dict, sep: str = ""):
@@ -442,21 +441,31 @@ def _findings_json(findings, excerpts: dict, sep: str = ""):
 
 
 def _finding_records(findings, excerpts: dict):
+    """The JSON record of each finding; its excerpt comes from `excerpts` (statement index -> record). The
+    parts findings share (the rule's; fix and acceptance; a statement's excerpt) are encoded once each."""
     enc, B = _ENC, _B
     rules: dict[tuple, str] = {}
+    tails: dict[tuple, str] = {}
+    quoted: dict[int | None, str] = {}
     for f in findings:
         key = (f.code, f.name, f.severity.value)
         head = rules.get(key)
         if head is None:
             head = rules[key] = f'{{"code": {enc(f.code)}, "name": {enc(f.name)}, "severity": {enc(f.severity.value)}'
-        st = excerpts.get(f.statement)
         reason = f.accept_reason
+        key = (f.fix, f.accepted, reason)
+        tail = tails.get(key)
+        if tail is None:
+            tail = tails[key] = (f'"fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
+                                 f'"accept_reason": {"null" if reason is None else enc(reason)}, "excerpt": ')
+        excerpt = quoted.get(f.statement)
+        if excerpt is None:
+            st = excerpts.get(f.statement)
+            excerpt = quoted[f.statement] = enc(st.excerpt) if st is not None else '""'
         yield (
             f'{head}, "line": {_json_int(f.line)}, "column": {_json_int(f.column)}, '
             f'"statement": {"null" if f.statement is None else _json_int(f.statement)}, '
-            f'"message": {enc(f.message)}, "fix": {enc(f.fix)}, "accepted": {B[f.accepted]}, '
-            f'"accept_reason": {"null" if reason is None else enc(reason)}, '
-            f'"excerpt": {enc(st.excerpt) if st is not None else chr(34) * 2}}}')
+            f'"message": {enc(f.message)}, {tail}{excerpt}}}')
 
 
 _SARIF_LEVEL = {"critical": "error", "high": "error", "medium": "warning", "low": "note"}
