@@ -286,9 +286,9 @@ def _enabled(code: str, ctx: Context) -> bool:
 
 
 def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]) -> Finding | None:
-    if not _enabled(h.code, ctx):
-        return None
     rule = BY_CODE[h.code]
+    if not rule_on(rule, ctx.disabled, ctx.enabled):
+        return None
     severity = h.severity or rule.severity
     message = h.message
     if rule.size_sensitive and h.relation:

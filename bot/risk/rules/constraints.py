@@ -154,14 +154,13 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     table = rv_name(n.get("relation"))
     new = st.is_new(table)
     cmds = [c["AlterTableCmd"] for c in n.get("cmds") or ()]
-    drops_pkey = any(c.get("subtype") == "AT_DropConstraint" and (c.get("name") or "").endswith("pkey") for c in cmds)
     for cmd in cmds:
         sub = cmd.get("subtype")
         if sub == "AT_AddConstraint":
-            yield from _add_constraint(cmd["def"].get("Constraint", {}), table, new, st, s, drops_pkey)
+            yield from _add_constraint(cmd["def"].get("Constraint", {}), table, new, st, s, cmds)
         elif sub == "AT_AddColumn" and not new:
             for c in column_constraints(cmd["def"]["ColumnDef"]):
-                yield from _add_constraint(c, table, new, st, s, drops_pkey, column=cmd["def"]["ColumnDef"])
+                yield from _add_constraint(c, table, new, st, s, cmds, column=cmd["def"]["ColumnDef"])
         elif sub == "AT_ValidateConstraint":
             name = cmd.get("name", "")
             added = st.not_valid.get(name)
@@ -180,11 +179,11 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             yield Hit("MG210", f"Dropping constraint {cmd.get('name')} on {table}.", table)
 
 
-def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, drops_pkey: bool,
+def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: list[dict],
                     column: dict | None = None) -> Iterator[Hit]:
     ct = c.get("contype")
     name = c.get("conname") or (column or {}).get("colname", "")
-    if ct == "CONSTR_PRIMARY" and (drops_pkey or table in st.dropped_pkeys) and not c.get("indexname"):
+    if ct == "CONSTR_PRIMARY" and (table in st.dropped_pkeys or _drops_pkey(cmds)) and not c.get("indexname"):
         yield Hit("MG213", f"Primary key of {table} is redefined; the new index is built under ACCESS EXCLUSIVE.", table)
         return
     if new:
@@ -217,6 +216,11 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, drops_pk
     elif ct == "CONSTR_EXCLUSION":
         yield Hit("MG207", f"EXCLUDE constraint on {table} builds a GiST index and checks every row under "
                   "ACCESS EXCLUSIVE.", table)
+
+
+def _drops_pkey(cmds: list[dict]) -> bool:
+    """The same ALTER TABLE drops a primary key (a `..._pkey` constraint)."""
+    return any(c.get("subtype") == "AT_DropConstraint" and (c.get("name") or "").endswith("pkey") for c in cmds)
 
 
 def _fk_index(c: dict, table: str, st: State, column: dict | None) -> Iterator[Hit]:
