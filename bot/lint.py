@@ -187,14 +187,14 @@ def _split(data: bytes, ctx: Context, head: bool):
     (the head's in the child, the tail's here) while the rules import; None if it has no split point."""
     from bot.risk import parse as risk_parse
 
-    text, bad = risk_parse.decode(data)
+    text, bad, data = risk_parse.source(data)
     head_cuts, tail_cuts = risk_parse.split_pieces(text, risk_parse.SHARE)
     if not head_cuts or not tail_cuts:
         return None
     parsed = risk_parse.Preparse(text, head_cuts if head else tail_cuts)
     from bot.risk.engine import Split  # the rules: while the pieces parse
 
-    return Split((text, bad), ctx, parsed=parsed.futures)
+    return Split((text, bad, data), ctx, parsed=parsed.futures)
 
 
 def _send(fd: int, blob: bytes) -> None:

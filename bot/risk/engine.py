@@ -9,7 +9,7 @@ from .effect import AEL
 from .locks import describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
-from .parse import (Attach, Positions, RawStatement, SyntaxProblem, decode as _decode, directives_of, items, parse,
+from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
                     split_pieces, SHARE)
 from .rules import Hit
 from .state import State, Stmt
@@ -26,7 +26,7 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
     """
     ctx = context or Context()
     findings: list[Finding] = []
-    text, bad_encoding = _decode(sql)
+    text, bad_encoding, data = source(sql)
     if bad_encoding:
         findings.append(_finding("MG002", bad_encoding[0], bad_encoding[1], None,
                                  "The file is not valid UTF-8; invalid bytes were replaced.", ctx))
@@ -34,7 +34,7 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
     st = State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
                statement_timeout=ctx.runner_statement_timeout)
     with _gc_paused():
-        for item in parse(text):
+        for item in parse(text, data):
             if isinstance(item, SyntaxProblem):
                 findings.append(_syntax(item, ctx))
                 continue
@@ -66,16 +66,15 @@ class Split:
 
     def __init__(self, sql: str | bytes | tuple, context: Context | None = None, share: float = SHARE,
                  parsed: dict | None = None) -> None:
-        """`sql`: the file, or what parse.decode() made of it; `parsed`: (start, end) of a piece -> a
+        """`sql`: the file, or what parse.source() made of it; `parsed`: (start, end) of a piece -> a
         future of its parse_sql_json (parse.Preparse)."""
         self.ctx = context or Context()
-        self.text, self.bad_encoding = sql if isinstance(sql, tuple) else _decode(sql)
+        self.text, self.bad_encoding, self.data = sql if isinstance(sql, tuple) else source(sql)
         self.head_cuts, self.tail_cuts = split_pieces(self.text, share)
         self.parsed = parsed
         # after finish(): head statements in the Report, findings before the head's, head findings
         self.head_span = (0, 0, 0)
         self.head_done: tuple = ([], [])  # after head(): its statement records and findings
-        self.data = self.text.encode("utf-8")
         self.directives = directives_of(self.data)
         self._ahead: list = []
 

@@ -164,6 +164,15 @@ def _cuts(sql: str) -> list[tuple[int, int]]:
     return cuts
 
 
+def source(sql: str | bytes) -> tuple[str, tuple[int, int] | None, bytes]:
+    """decode(), and the text in UTF-8: the input itself when that is what it already was (no encoding
+    a big file back again)."""
+    text, bad = decode(sql)
+    if bad is None and isinstance(sql, bytes) and b"\x00" not in sql:
+        return text, bad, sql
+    return text, bad, text.encode("utf-8")
+
+
 def decode(sql: str | bytes) -> tuple[str, tuple[int, int] | None]:
     """The text to analyse (NULs blanked) and where the first invalid UTF-8 byte is, if any."""
     if isinstance(sql, str):
@@ -306,13 +315,13 @@ def _split(sql: str) -> Iterator[tuple[int, int]]:
         yield start, len(sql)
 
 
-def parse(sql: str) -> Iterator[RawStatement | SyntaxProblem]:
-    """Yield each statement (or syntax problem) in file order.
+def parse(sql: str, data: bytes | None = None) -> Iterator[RawStatement | SyntaxProblem]:
+    """Yield each statement (or syntax problem) in file order (`data`: sql in UTF-8, if at hand).
 
     >>> [s.node_type for s in parse("BEGIN; SELECT 1;")]
     ['TransactionStmt', 'SelectStmt']
     """
-    data = sql.encode("utf-8")
+    data = sql.encode("utf-8") if data is None else data
     pos = Positions(data)
     attach = Attach(data, _directives(data, pos))
     for item in items(sql, data, pos, None):
