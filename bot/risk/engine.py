@@ -194,7 +194,7 @@ def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
 
 def _ahead(raw: RawStatement, ctx: Context) -> tuple:
     """What does not depend on earlier statements: the effect and the stateless families' hits."""
-    fx = describe(raw.node_type, raw.node, ctx.pg_version, ctx.functions)
+    fx = describe(raw.node_type, raw.node, ctx.pg_version, ctx.functions, raw.other_tables)
     plan = plan_for(raw.node_type, ctx.disabled, ctx.enabled)
     early = None
     for check, stateless in plan:

@@ -15,8 +15,13 @@ _DROP_KINDS = {
 _ON_TABLE_DROPS = {"OBJECT_POLICY", "OBJECT_TRIGGER", "OBJECT_RULE"}
 
 
-def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str]) -> Effect:
-    """Classify one statement (node type and body from the JSON parse tree)."""
+def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str],
+             other_tables: bool = True) -> Effect:
+    """Classify one statement (node type and body from the JSON parse tree). other_tables=False: the
+    statement names no table but its target (parse.RawStatement.other_tables), so an INSERT, UPDATE or
+    DELETE need not be searched for the tables it reads."""
+    if not other_tables and node_type in _DML:
+        return _DML[node_type](n, pg_version, functions, reads=False)
     fn = _DESCRIBERS.get(node_type)
     if fn is None:
         return Effect(kind=_default_kind(node_type))
@@ -119,12 +124,13 @@ def _reads(e: Effect, n: dict, skip: dict | None = None) -> None:
 
 
 def _dml(kind):
-    def fn(n, v, f):
+    def fn(n, v, f, reads=True):
         rel = rv_name(n.get("relation"))
         e = Effect(kind=kind, data_changing=True, target=rel, scan=kind != "INSERT",
                    destructive=kind == "DELETE")
         e.lock(rel, ROW_EXCL)
-        _reads(e, n, skip=n.get("relation"))
+        if reads:
+            _reads(e, n, skip=n.get("relation"))
         return e
     return fn
 
@@ -294,3 +300,4 @@ _DESCRIBERS = {
     "AlterExtensionStmt": _simple("ALTER EXTENSION"), "AlterSeqStmt": _simple("ALTER SEQUENCE"),
     "CallStmt": _simple("CALL"), "ExecuteStmt": _simple("EXECUTE"),
 }
+_DML = {t: _DESCRIBERS[t] for t in ("InsertStmt", "UpdateStmt", "DeleteStmt")}

@@ -45,6 +45,9 @@ class RawStatement:
     directives: list[Directive] | tuple = ()  # Attach gives a statement with directives its own list
     # 64 or more bytes in a row with no whitespace or double quote: a name may be too long (rules/design.py)
     long_word: bool = False
+    # False for an INSERT, UPDATE or DELETE whose parse tree holds no table reference besides its target:
+    # it reads no other table, which saves searching a big VALUES list for one (locks.describe)
+    other_tables: bool = True
 
 
 @dataclass(slots=True)
@@ -101,6 +104,7 @@ def _directives(data: bytes, pos: Positions) -> list[Directive]:
 
 
 _STMT_START = '{"stmt":'
+_DML_OPENINGS = ('{"InsertStmt"', '{"UpdateStmt"', '{"DeleteStmt"')
 
 
 def _statements(js: str) -> Iterator[dict]:
@@ -127,6 +131,10 @@ def _statements(js: str) -> Iterator[dict]:
             except ValueError:
                 yield from json.loads(js).get("stmts", [])[k:]
                 return
+        if piece.startswith(_DML_OPENINGS, 8):  # after {"stmt":
+            # The target is a plain "relation" field; any other table is a RangeVar node. Only a key is
+            # followed by `:` (a string value never is), so this finds nodes, never SQL text.
+            item["other_tables"] = '"RangeVar":' in piece
         yield item
 
 
@@ -395,6 +403,8 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
                                data[start:end].decode("utf-8", "replace").strip())
             if long_words:
                 raw.long_word = words.find(_LONG_WORD, start - byte_base, end - byte_base) >= 0
+            if item.get("other_tables") is False:
+                raw.other_tables = False
             yield raw
             index += 1
 

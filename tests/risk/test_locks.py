@@ -81,3 +81,22 @@ def test_queries_take_access_share_on_what_they_read():
                 "WITH w AS (SELECT * FROM e) UPDATE f SET x = w.x FROM w WHERE f.id = w.id;")
     assert locks(r, 0) == {"a": "ROW EXCLUSIVE", "b": "ACCESS SHARE", "c": "ACCESS SHARE"}
     assert locks(r, 1) == {"f": "ROW EXCLUSIVE", "e": "ACCESS SHARE"}
+
+
+def test_dml_reading_no_other_table_is_not_searched_and_every_read_is_still_found():
+    """An INSERT ... VALUES names no table besides its target, and the engine skips searching its tree
+    (parse marks it from the parser's JSON); every kind of read elsewhere must still be found."""
+    from bot.risk.parse import parse
+
+    sql = ("INSERT INTO a VALUES (1), (2);\n"
+           "INSERT INTO a VALUES ('\"RangeVar\":', 'RangeVar');\n"  # the marker's text as SQL strings
+           "INSERT INTO a VALUES ((SELECT max(x) FROM c));\n"
+           "UPDATE a SET x = b.y FROM b WHERE a.id = b.id;\n"
+           "DELETE FROM a WHERE id IN (SELECT id FROM d);\n"
+           "UPDATE a SET x = 1 WHERE id = 2;\n")
+    assert [s.other_tables for s in parse(sql)] == [False, False, True, True, True, False]
+    r = analyze(sql)
+    assert [locks(r, i) for i in range(6)] == [
+        {"a": "ROW EXCLUSIVE"}, {"a": "ROW EXCLUSIVE"}, {"a": "ROW EXCLUSIVE", "c": "ACCESS SHARE"},
+        {"a": "ROW EXCLUSIVE", "b": "ACCESS SHARE"}, {"a": "ROW EXCLUSIVE", "d": "ACCESS SHARE"},
+        {"a": "ROW EXCLUSIVE"}]
