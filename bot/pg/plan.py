@@ -70,6 +70,16 @@ def _analyze(sql: str, context):
     return analyze(sql, context)
 
 
+def _traced(report, sql: str, rehearsed, context):
+    """The report with what the rehearsal saw that the SQL did not say (MG941: a table rewritten under
+    ACCESS EXCLUSIVE by a statement the analysis did not know rewrites)."""
+    if report is None or context is None:
+        return report
+    from bot.risk.rules.trace import attach_observed_rewrites
+
+    return attach_observed_rewrites(report, sql, rehearsed, context)
+
+
 def _lint_entry(path: str, report) -> dict:
     """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
     if report is None:
@@ -162,9 +172,11 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         except ImportError:
             context = None
         reports = [_analyze(sql, context) for _, sql in files]
-        lint = [_lint_entry(path, report) for (path, _), report in zip(files, reports)]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                           reports=reports)
+    reports = [_traced(report, sql, rehearsed.statements, context)
+               for (_, sql), report, rehearsed in zip(files, reports, result.files)]
+    lint = [_lint_entry(path, report) for (path, _), report in zip(files, reports)]
     doc = merge(lint, result)
     if getattr(args, "format", "text") == "json":
         print(json.dumps(doc, indent=2))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from .models import Context, Rule, TableStats
 from .rules import (columns, constraints, data, design, destructive, indexes, layout, meta, naming, rechecks,
-                    repository, tables, transactions)
+                    repository, tables, trace, transactions)
 
 FAMILIES = (meta, indexes, constraints, columns, tables, destructive, transactions, data, design, rechecks, layout,
-            naming, repository)
+            naming, repository, trace)
 RULES: tuple[Rule, ...] = tuple(r for fam in FAMILIES for r in fam.RULES)
 BY_CODE: dict[str, Rule] = {r.code: r for r in RULES}
 BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}

@@ -6,10 +6,11 @@ import pytest
 from bot.risk import RULES, analyze
 from bot.risk.catalogue import FAMILIES, covered_hazards, example_context
 
-# Rules from a file's place in the migration history (families marked REPOSITORY): the engine cannot fire
-# them from SQL, so their examples are checked by test_repository_rules_never_fire_from_sql instead, and
-# tests/risk/test_new_hazards.py attaches them the way the flow does.
-REPOSITORY_FAMILIES = [f for f in FAMILIES if getattr(f, "REPOSITORY", False)]
+# Rules from outside the SQL (families marked REPOSITORY: a file's place in the migration history; TRACE:
+# what a rehearsal saw): the engine cannot fire them, so their examples are checked by
+# test_repository_rules_never_fire_from_sql instead; tests/risk/test_repository_rules.py and
+# tests/pg/test_pg_rehearsal.py attach them the way the flow and `guardian plan` do.
+REPOSITORY_FAMILIES = [f for f in FAMILIES if getattr(f, "REPOSITORY", False) or getattr(f, "TRACE", False)]
 REPOSITORY_CODES = {r.code for f in REPOSITORY_FAMILIES for r in f.RULES}
 SQL_RULES = [r for r in RULES if r.code not in REPOSITORY_CODES]
 

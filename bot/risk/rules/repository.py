@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..models import Context, Finding, Report, Severity
-from ..parse import directives_of
+from ..models import Context, Finding, Report
 from ..state import State, Stmt
 from . import Hit, rule
+from .attached import acceptances, is_unmatched_note, with_findings
 
 R = rule("repository")
 RULES = (
@@ -56,12 +56,9 @@ def attach_out_of_order(report: Report, sql: str | bytes, newer: tuple[str, ...]
     rule = RULES[0]
     if not newer or rule.code in context.disabled or rule.name in context.disabled:
         return report
-    data = sql.encode("utf-8", "surrogateescape") if isinstance(sql, str) else sql
-    accepted = [d for d in directives_of(data) if d.reason and
-                any(c.upper() == rule.code or c.lower() == rule.name for c in d.codes)]
+    accepted = acceptances(sql, rule)
     notes = {d.line for d in accepted}
-    findings = [f for f in report.findings if not (f.code == "MG004" and f.line in notes and
-                                                    _names_rule(f.message.lower(), rule))]
+    findings = [f for f in report.findings if not is_unmatched_note(f, notes, rule)]
     more = f" and {len(newer) - 1} more" if len(newer) > 1 else ""
     finding = Finding(
         code=rule.code, name=rule.name, severity=rule.severity, line=1, column=1, statement=None,
@@ -69,22 +66,4 @@ def attach_out_of_order(report: Report, sql: str | bytes, newer: tuple[str, ...]
                 "order. Rename it so it sorts after them, or confirm it does not depend on them.",
         fix=rule.fix, accepted=bool(accepted), accept_reason=accepted[0].reason if accepted else None)
     findings.insert(0, finding)
-    risk, reasons = _overall(findings, report)
-    return Report(risk=risk, reasons=reasons, statements=report.statements, findings=tuple(findings),
-                  pg_version=report.pg_version)
-
-
-def _names_rule(text: str, rule) -> bool:
-    return rule.code.lower() in text or rule.name in text
-
-
-def _overall(findings: list[Finding], report: Report) -> tuple[Severity, tuple[str, ...]]:
-    """The risk and reasons the engine gives (engine._overall), for the findings as they now stand."""
-    live = sorted((f for f in findings if not f.accepted), key=lambda f: (-f.severity.rank, f.line))
-    if not live:
-        return Severity.LOW, (f"no findings ({len(findings)} accepted)",)
-    reasons = [f"{f.severity.value}: {f.name} at line {f.line}" for f in live[:5]]
-    if len(live) > 5:
-        reasons.append(f"... and {len(live) - 5} more findings")
-    reasons += [r for r in report.reasons if r.startswith("contains code the linter cannot see")]
-    return live[0].severity, tuple(reasons)
+    return with_findings(report, findings)
