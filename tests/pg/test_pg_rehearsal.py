@@ -148,17 +148,25 @@ def test_statements_sharing_a_line_keep_their_own_lint_and_observations(populate
     assert {"relation": "tags", "mode": "SHARE"} in index["observed_locks"]
 
 
+# A body PostgreSQL cannot fold into a constant (SELECT 1 would be inlined, and the DEFAULT not rewrite)
+_VOLATILE_CODE = "CREATE FUNCTION next_code() RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT (random() * 100)::int $$;\n"
+
+
+def _planned(url, tmp_path, capsys, sql: str) -> dict:
+    """`guardian plan --format json` of one file: its entry."""
+    path = tmp_path / "002_code.sql"
+    path.write_text(sql)
+    assert main(["plan", "--target-url", url, "--format", "json", str(path)]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    return entry
+
+
 def test_plan_reports_a_rewrite_only_the_rehearsal_saw(populated_db, tmp_path, capsys):
     """Hazard #62: the analysis cannot know that a function defined in the file is volatile, so it cannot
     say the new column's DEFAULT rewrites items; the rehearsal sees it (MG941). A rewrite the analysis
     already reported (gen_random_uuid) gets no second finding."""
-    path = tmp_path / "002_code.sql"
-    path.write_text(
-        "CREATE FUNCTION next_code() RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT (random() * 100)::int $$;\n"
-        "ALTER TABLE items ADD COLUMN code int DEFAULT next_code();\n"
-        "ALTER TABLE items ADD COLUMN token uuid DEFAULT gen_random_uuid();\n")
-    assert main(["plan", "--target-url", populated_db, "--format", "json", str(path)]) == 0
-    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    entry = _planned(populated_db, tmp_path, capsys, _VOLATILE_CODE + "ALTER TABLE items ADD COLUMN code int DEFAULT next_code();\n"
+                     "ALTER TABLE items ADD COLUMN token uuid DEFAULT gen_random_uuid();\n")
     traced = [f for f in entry["findings"] if f["code"] == "MG941"]
     # items has 20,000 rows (the introspected context): the engine's size scale makes that low risk
     assert [(f["line"], f["statement"], f["severity"], f["accepted"]) for f in traced] == [(2, 1, "low", False)]
@@ -171,13 +179,9 @@ def test_plan_reports_a_rewrite_only_the_rehearsal_saw(populated_db, tmp_path, c
 
 
 def test_a_traced_rewrite_can_be_accepted_in_the_file(populated_db, tmp_path, capsys):
-    path = tmp_path / "003_code.sql"
-    path.write_text(
-        "CREATE FUNCTION next_code() RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT (random() * 9)::int $$;\n"
-        "-- guardian: accept MG941 because items is rewritten in the Sunday maintenance window\n"
-        "ALTER TABLE items ADD COLUMN code int DEFAULT next_code();\n")
-    assert main(["plan", "--target-url", populated_db, "--format", "json", str(path)]) == 0
-    (entry,) = json.loads(capsys.readouterr().out)["files"]
+    entry = _planned(populated_db, tmp_path, capsys, _VOLATILE_CODE +
+                     "-- guardian: accept MG941 because items is rewritten in the Sunday maintenance window\n"
+                     "ALTER TABLE items ADD COLUMN code int DEFAULT next_code();\n")
     (traced,) = [f for f in entry["findings"] if f["code"] == "MG941"]
     assert traced["accepted"] is True and traced["accept_reason"] == "items is rewritten in the Sunday maintenance window"
     assert not [f for f in entry["findings"] if f["code"] == "MG004"]  # the comment now matches a finding
