@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
-from bot.errors import StoreError
+from bot.errors import NotFound, StoreError
 from bot.models import (
     Event,
 )
@@ -55,6 +55,8 @@ class NewMigration(BaseModel):
         return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
 
 class StoreBase:
     """The connection pool and one-transaction helper every part of the store uses."""
@@ -91,6 +93,15 @@ class StoreBase:
     def _tx(self) -> Iterator[psycopg.Connection]:
         with self._pool.connection() as conn, conn.transaction():
             yield conn
+
+    def _by_id(self, table: str, row_id: int, model: type[_M], noun: str) -> _M:
+        """Row `row_id` of guardian_bot.<table> (a name of ours, never input) as `model`; NotFound names
+        the `noun`."""
+        with self._tx() as conn:
+            row = conn.execute(f"SELECT * FROM guardian_bot.{table} WHERE id = %s", (row_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"{noun} {row_id} does not exist")
+        return model(**row)
 
 
 def _insert_migrations(conn: psycopg.Connection, request_id: int, migrations: Sequence[NewMigration]) -> None:

@@ -88,11 +88,7 @@ class OperationsStore(StoreBase):
             return Backup(**row)
 
     def get_backup(self, backup_id: int) -> Backup:
-        with self._tx() as conn:
-            row = conn.execute("SELECT * FROM guardian_bot.backups WHERE id = %s", (backup_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"backup {backup_id} does not exist")
-        return Backup(**row)
+        return self._by_id("backups", backup_id, Backup, "backup")
 
     def list_backups(self, *, request_id: int | None = None, expired_at: datetime | None = None) -> list[Backup]:
         """Backups of one request, or (with ``expired_at``) every undeleted backup past its expiry."""
@@ -150,11 +146,7 @@ class OperationsStore(StoreBase):
         return Incident(**existing), False
 
     def get_incident(self, incident_id: int) -> Incident:
-        with self._tx() as conn:
-            row = conn.execute("SELECT * FROM guardian_bot.incidents WHERE id = %s", (incident_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"incident {incident_id} does not exist")
-        return Incident(**row)
+        return self._by_id("incidents", incident_id, Incident, "incident")
 
     def find_incident(
         self, *, request_id: int | None = None, channel: str | None = None, thread_ts: str | None = None,
@@ -267,11 +259,7 @@ class OperationsStore(StoreBase):
         return [Event(**r) for r in rows if kinds(r["kind"])]
 
     def get_event(self, event_id: int) -> Event:
-        with self._tx() as conn:
-            row = conn.execute("SELECT * FROM guardian_bot.events WHERE id = %s", (event_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"event {event_id} does not exist")
-        return Event(**row)
+        return self._by_id("events", event_id, Event, "event")
 
     # ------------------------------------------------------------------- events
     def record_event(
