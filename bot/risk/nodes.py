@@ -156,6 +156,3 @@ def def_names(options: list | None) -> dict[str, object]:
             out[d.get("defname", "")] = True if arg is None else arg
     return out
 
-
-def has_where(node: dict) -> bool:
-    return bool(node.get("whereClause"))

@@ -129,14 +129,6 @@ RULES = (
 )
 
 
-def _is_not_null_check(c: dict) -> str | None:
-    e = c.get("raw_expr", {}).get("NullTest")
-    if e and e.get("nulltesttype") == "IS_NOT_NULL" and "ColumnRef" in e.get("arg", {}):
-        cols = strings(e["arg"]["ColumnRef"].get("fields"))
-        return cols[-1] if cols else None
-    return None
-
-
 # Statement types this family looks at (None: all).
 TYPES: frozenset[str] | None = frozenset({"CreateDomainStmt", "AlterDomainStmt", "AlterTableStmt"})
 
