@@ -116,24 +116,33 @@ def take_backup(rt: Any, request: Request, env: Any, url: str) -> dict[str, Any]
         else:  # only new objects: nothing existing to save but the schema
             args.append("--schema-only")
             scope = "schema"
-    backup_dir = Path(rt.config.backup.dir)
-    backup_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    safe_env = re.sub(r"[^A-Za-z0-9_.-]", "_", env.name)
-    path = backup_dir / f"{safe_env}-req{request.id}-{stamp}.dump"
-    clock = time.monotonic()
-    dump(binary, url, path, args, lock_timeout=env.lock_timeout, app=application_name(request.id, "backup"))
-    duration_ms = int((time.monotonic() - clock) * 1000)
-    verify_archive(Path(binary).with_name("pg_restore"), path, url)
-    digest, size = _sha256(path)
-    expires = datetime.now(timezone.utc) + timedelta(days=rt.config.backup.retention_days)
-    backup = rt.store.create_backup(env.name, str(path), request_id=request.id, scope=scope, sha256=digest,
-                                    size_bytes=size, duration_ms=duration_ms, verified=True, expires_at=expires)
+    backup, path, digest, size, duration_ms = write_backup(
+        rt, env, url, binary, args, label=f"req{request.id}", scope=scope,
+        app=application_name(request.id, "backup"), request_id=request.id)
     log.info("request %s: backup %s written (%s bytes, %s ms, scope %s)", request.id, backup.id, size, duration_ms,
              scope)
     return {"backup_id": backup.id, "path": str(path), "sha256": digest, "size_bytes": size, "scope": scope,
             "dump_ms": duration_ms, "pg_dump_major": major, "server_version_num": server_num,
             "snapshot": snapshot.model_dump(mode="json"), "rls": probes, "row_counts": counts}
+
+
+def write_backup(rt: Any, env: Any, url: str, binary: str, args: list[str], *, label: str, scope: str, app: str,
+                 request_id: int | None = None) -> tuple[Any, Path, str, int, int]:
+    """pg_dump (custom format) to <backup dir>/<env>-<label>-<UTC stamp>.dump, checked with
+    `pg_restore --list`, recorded with its sha256 and retention: (backup, path, sha256, bytes, dump ms)."""
+    backup_dir = Path(rt.config.backup.dir)
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = backup_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', env.name)}-{label}-{stamp}.dump"
+    clock = time.monotonic()
+    dump(binary, url, path, args, lock_timeout=env.lock_timeout, app=app)
+    duration_ms = int((time.monotonic() - clock) * 1000)
+    verify_archive(Path(binary).with_name("pg_restore"), path, url)
+    digest, size = _sha256(path)
+    expires = datetime.now(timezone.utc) + timedelta(days=rt.config.backup.retention_days)
+    backup = rt.store.create_backup(env.name, str(path), request_id=request_id, scope=scope, sha256=digest,
+                                    size_bytes=size, duration_ms=duration_ms, verified=True, expires_at=expires)
+    return backup, path, digest, size, duration_ms
 
 
 def _candidates() -> list[str]:

@@ -7,16 +7,12 @@ Usage (RQ job; the Slack command enqueues it for an approver of the environment)
 from __future__ import annotations
 
 import logging
-import re
-import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from bot.errors import GuardianError
 from bot.pg.connect import connect_target
 from bot.slack.cards import build_thread_note
 from workers import report
-from workers.backup import _sha256, dump, find_pg_dump, verify_archive
+from workers.backup import find_pg_dump, write_backup
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -33,18 +29,8 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
         with connect_target(url, env.name, application_name=app) as conn:
             server_major = conn.info.server_version // 10000
         binary, major = find_pg_dump(server_major)
-        backup_dir = Path(rt.config.backup.dir)
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        path = backup_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', env.name)}-ondemand-{stamp}.dump"
-        clock = time.monotonic()
-        dump(binary, url, path, [], lock_timeout=env.lock_timeout, app=app)
-        duration_ms = int((time.monotonic() - clock) * 1000)
-        verify_archive(Path(binary).with_name("pg_restore"), path, url)
-        digest, size = _sha256(path)
-        saved = rt.store.create_backup(env.name, str(path), scope="full", sha256=digest, size_bytes=size,
-                                       duration_ms=duration_ms, verified=True,
-                                       expires_at=datetime.now(timezone.utc) + timedelta(days=rt.config.backup.retention_days))
+        saved, path, digest, size, duration_ms = write_backup(rt, env, url, binary, [], label="ondemand",
+                                                              scope="full", app=app)
         rt.store.record_event("backup.on_demand", actor=user, detail={"backup_id": saved.id, "environment": env.name})
     except GuardianError as exc:
         text = report.scrub_error(exc.message, url)
