@@ -1,5 +1,12 @@
 """Small helpers shared by the risk tests."""
+import os
+from pathlib import Path
+
 from bot.risk import Context, Report, analyze
+
+# The documenso Prisma migrations: ../shared/corpus beside the checkout, or GUARDIAN_CORPUS.
+CORPUS = Path(os.environ.get("GUARDIAN_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"
+                             / "documenso-prisma"))
 
 
 def codes(sql: str | bytes, ctx: Context | None = None) -> list[str]:

@@ -2,13 +2,12 @@
 import os
 import pickle
 import time  # timing asserts use CPU time, so a busy CI box does not make them flaky
-from pathlib import Path
 
 import pytest
 
 from bot.risk import Severity, analyze
 
-from risk_helpers import finding
+from risk_helpers import CORPUS, finding
 
 
 def test_syntax_error_is_a_critical_finding_and_the_rest_is_still_analysed():
@@ -74,10 +73,8 @@ def test_twenty_megabyte_file_gives_a_complete_report():
 
 
 def _corpus_parts() -> list[str]:
-    corpus = Path(os.environ.get("GUARDIAN_CORPUS",
-                                 Path(__file__).resolve().parents[3] / "shared" / "corpus" / "documenso-prisma"))
-    parts = [p.read_text(encoding="utf-8") for p in sorted(corpus.glob("*/migration.sql"))]
-    assert parts, f"corpus not found at {corpus}"
+    parts = [p.read_text(encoding="utf-8") for p in sorted(CORPUS.glob("*/migration.sql"))]
+    assert parts, f"corpus not found at {CORPUS} (set GUARDIAN_CORPUS)"
     return parts
 
 

@@ -1,13 +1,10 @@
 """Every documenso Prisma migration analyses without a crash, and the verdicts are plausible."""
-import os
-from pathlib import Path
-
 import pytest
 
 from bot.risk import Severity, analyze
 
-CORPUS = Path(os.environ.get("GUARDIAN_CORPUS", Path(__file__).resolve().parents[3] / "shared" / "corpus"
-                             / "documenso-prisma"))
+from risk_helpers import CORPUS
+
 FILES = sorted(CORPUS.glob("*/migration.sql"))
 
 
