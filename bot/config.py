@@ -35,6 +35,8 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9_]+$")
+IncidentAudience = Literal["anyone", "approvers_and_requester", "approvers"]
 
 
 def parse_duration(text: str) -> float:
@@ -148,6 +150,21 @@ class EnvironmentConfig(_Strict):
     # urgent, so one approver other than the person who started it, unless raised here
     rollback_approvals: int = Field(default=1, ge=1)
     rls_probes: list["RlsProbe"] = Field(default_factory=list)
+    # who may add timeline notes to this environment's incidents (thread replies, 📌, /migrate note); always
+    # attributed. "anyone" in the channel, or only the approvers (with or without the request's requester)
+    incident_notes: IncidentAudience = "anyone"
+    # who may publish an incident's post-mortem and open an incident on a request that succeeded
+    incident_managers: Literal["approvers_and_requester", "approvers"] = "approvers_and_requester"
+    # user and user-group ids who may also do both (e.g. the on-call group), without being approvers
+    incident_responders: list[str] = Field(default_factory=list)
+
+    @field_validator("incident_responders")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _SLACK_ID.match(entry):
+                raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…), got {entry!r}")
+        return value
 
     @field_validator("database_url_env", "rehearsal_database_url_env")
     @classmethod

@@ -43,9 +43,20 @@ class IncidentService:
 
     # ------------------------------------------------------------- opening
     def open(self, request_id: int, *, opened_by: str = "guardian") -> Incident:
+        """Open (or return) the incident of a request; a person opening one is checked by policy first."""
         request = self.store.get_request(request_id)
-        summary = (f"{request.environment}: request #{request.id} failed at {request.failed_step or '?'}; "
-                   f"database {(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}")
+        if opened_by != "guardian":
+            self.flow.policy(request.environment).check_can_open_incident(request, opened_by,
+                                                                          groups=self.flow.group_members)
+        failed = (f"request #{request.id} failed at {request.failed_step or '?'}; "
+                  f"database {(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}")
+        if opened_by == "guardian":
+            summary = f"{request.environment}: {failed}"
+        elif request.status is RequestStatus.SUCCEEDED:
+            summary = (f"{request.environment}: opened by <@{opened_by}> on a succeeded request (#{request.id}): "
+                       "the run reported no failure; this incident is for a problem found afterwards")
+        else:
+            summary = f"{request.environment}: opened by <@{opened_by}>; {failed}"
         channel = self.flow.config.slack.incident_channel or request.channel
         incident, created = self.store.create_incident(request_id, opened_by=opened_by, summary=summary, channel=channel)
         if not created:
@@ -72,6 +83,8 @@ class IncidentService:
 
     def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
         approvers = tuple(d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve")
+        if incident.opened_by != "guardian":  # a person opened it: say who and why, on every render of the card
+            note = f":information_source: {incident.summary}" + (f"\n{note}" if note else "")
         return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
                             request_link=self._request_link(request), note=note)
 
@@ -221,7 +234,7 @@ class IncidentService:
             self.store.transition_incident(incident.id, [I.OPEN, I.MITIGATING, I.MITIGATED], I.RESOLVED, actor=user)
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="incident-moved") from None
-        self.publish_postmortem(incident.id)
+        self.publish_postmortem(incident.id, user)
         self.refresh(incident.id)
         return f"Incident #{incident.id} resolved; the post-mortem draft is in the thread."
 
@@ -265,8 +278,12 @@ class IncidentService:
 
     # ------------------------------------------------------- timeline, notes
     def note(self, incident_id: int, author: str, text: str, *, source: str = "command", slack_ts: str | None = None,
-             posted_at: datetime | None = None) -> bool:
-        self.store.get_incident(incident_id)
+             posted_at: datetime | None = None, added_by: str | None = None) -> bool:
+        """Record a note attributed to ``author``; ``added_by`` (who pinned it; default the author) must be allowed
+        by the environment's ``incident_notes``."""
+        _, request = self._incident(incident_id)
+        policy = self.flow.policy(request.environment)
+        policy.check_can_note(request, added_by or author, groups=self.flow.group_members)
         return self.store.add_incident_note(incident_id, author=author, text=text, source=source, slack_ts=slack_ts,
                                             created_at=posted_at)
 
@@ -286,7 +303,11 @@ class IncidentService:
         return render_postmortem(incident, request, self.timeline(incident_id),
                                  self.store.list_backups(request_id=request.id), approvers)
 
-    def publish_postmortem(self, incident_id: int) -> str:
+    def publish_postmortem(self, incident_id: int, user: str) -> str:
+        """Store and post the post-mortem draft, if the environment's ``incident_managers`` allows ``user``."""
+        _, request = self._incident(incident_id)
+        policy = self.flow.policy(request.environment)
+        policy.check_can_publish_postmortem(request, user, groups=self.flow.group_members)
         markdown = self.postmortem(incident_id)
         incident = self.store.update_incident(incident_id, postmortem=markdown)
         if self.flow.slack is not None and incident.channel and incident.thread_ts:

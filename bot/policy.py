@@ -1,4 +1,4 @@
-"""Approval policy: who may decide, how many must approve, and whether an approved request may run now.
+"""Approval policy: who may decide, how many must approve, whether an approved request may run now, who runs incidents.
 
 Pure decisions over the config, the request and its decisions; the caller supplies the facts that
 need I/O (user-group members, active freeze, environments where the same SQL already succeeded).
@@ -9,6 +9,7 @@ Usage::
     policy.check_can_decide(request, "U0BBB", groups=resolver)        # raises PolicyDenied
     tally = policy.tally(request, store.list_decisions(request.id), now)
     if tally.reached: ...
+    policy.check_can_publish_postmortem(request, "U0CCC", groups=resolver)   # incident_managers decides
 """
 from __future__ import annotations
 
@@ -109,6 +110,56 @@ class Policy:
                 code="not-cancellable",
             )
 
+    # ------------------------------------------------- incidents (not part of ``version``: no approval hangs on them)
+    def is_incident_manager(self, request: Request, user_id: str, groups: GroupResolver,
+                            audience: str | None = None) -> bool:
+        """Whether ``user_id`` is in ``audience`` (default ``incident_managers``) for incidents of ``request``:
+        an approver, a listed responder, or (unless the audience is "approvers") the requester."""
+        audience = audience or self.env.incident_managers
+        if audience == "anyone" or self.is_approver(user_id, groups):
+            return True
+        if _listed(self.env.incident_responders, user_id, groups):
+            return True
+        return audience == "approvers_and_requester" and user_id == request.requester
+
+    def check_can_note(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
+        """Raise PolicyDenied unless ``user_id`` may add a note to an incident of ``request`` (``incident_notes``)."""
+        if not self.is_incident_manager(request, user_id, groups, self.env.incident_notes):
+            raise PolicyDenied(
+                f"on {self.env.name}, only {self._who(request, self.env.incident_notes)} can add notes to the "
+                f"incident of request #{request.id}; ask one of them to add yours",
+                code="not-allowed-to-note",
+            )
+
+    def check_can_publish_postmortem(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
+        """Raise PolicyDenied unless ``user_id`` may publish the post-mortem of an incident of ``request``."""
+        if not self.is_incident_manager(request, user_id, groups):
+            raise PolicyDenied(
+                f"on {self.env.name}, only {self._who(request, self.env.incident_managers)} can publish the "
+                f"post-mortem of the incident of request #{request.id}; ask one of them",
+                code="not-allowed-to-publish",
+            )
+
+    def check_can_open_incident(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
+        """Raise PolicyDenied unless ``user_id`` may open an incident on ``request``: anyone on a failed run,
+        only ``incident_managers`` on a run that succeeded (the run itself reported nothing wrong)."""
+        if request.status is RequestStatus.SUCCEEDED and not self.is_incident_manager(request, user_id, groups):
+            raise PolicyDenied(
+                f"request #{request.id} succeeded; on {self.env.name}, only "
+                f"{self._who(request, self.env.incident_managers)} can open an incident on it; ask one of them",
+                code="not-allowed-to-open-incident",
+            )
+
+    def _who(self, request: Request, audience: str) -> str:
+        """The people in ``audience``, as Slack mentions, for a refusal that says whom to ask."""
+        approvers = ", ".join(map(_mention, self.env.approvers)) or "none configured"
+        parts = [f"the {self.env.name} approvers ({approvers})"]
+        if self.env.incident_responders:
+            parts.append("the incident responders (" + ", ".join(map(_mention, self.env.incident_responders)) + ")")
+        if audience == "approvers_and_requester":
+            parts.append(f"the requester (<@{request.requester}>)")
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+
     def binding_problem(self, decision: Decision, request: Request) -> str | None:
         """Why a decision no longer covers what the request holds now, or None."""
         if decision.sha256s != request.sha256s:
@@ -165,6 +216,15 @@ class Policy:
             return True, now, "inside the maintenance window"
         start = min(_next_start(w, now) for w in self.env.maintenance_windows)
         return False, start, f"waiting for the {self.env.name} maintenance window at {start:%a %Y-%m-%d %H:%M} UTC"
+
+
+def _listed(entries: Iterable[str], user_id: str, groups: GroupResolver) -> bool:
+    """Whether ``user_id`` is one of ``entries`` (user ids) or a member of one of them (user-group ids)."""
+    return any(e == user_id or (e.startswith("S") and user_id in groups(e)) for e in entries)
+
+
+def _mention(entry: str) -> str:
+    return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
 
 
 def _hhmm(text: str) -> time:

@@ -112,3 +112,22 @@ def test_every_commented_option_in_the_example_is_valid(tmp_path, monkeypatch):
 def test_lint_rules_are_given_by_code_or_name_and_kept_as_codes(tmp_path):
     config = load_config(write(tmp_path, '[lint]\nenabled = ["naming-convention"]\ndisabled = ["mg101"]\n'))
     assert config.lint.enabled == ["MG921"] and config.lint.disabled == ["MG101"]
+
+
+def test_incident_permission_keys_default_and_are_validated(tmp_path):
+    base = '[environments.staging]\ndatabase_url_env = "STAGING_DATABASE_URL"\n'
+    staging = load_config(write(tmp_path, base)).environments["staging"]
+    assert (staging.incident_notes, staging.incident_managers, staging.incident_responders) == (
+        "anyone", "approvers_and_requester", [])
+    set_ = load_config(write(tmp_path, base + 'incident_notes = "approvers"\nincident_managers = "approvers"\n'
+                                             'incident_responders = ["U0SRE", "S0ONCALL"]\n')).environments["staging"]
+    assert (set_.incident_notes, set_.incident_managers, set_.incident_responders) == (
+        "approvers", "approvers", ["U0SRE", "S0ONCALL"])
+    path = write(tmp_path, base + 'incident_notes = "everyone"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in info.value.message and "environments.staging.incident_notes" in info.value.message
+    assert "'anyone'" in info.value.message
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base + 'incident_responders = ["@alice"]\n'))
+    assert "environments.staging.incident_responders" in info.value.message and "'@alice'" in info.value.message

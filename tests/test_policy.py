@@ -131,3 +131,70 @@ def test_only_requester_cancels():
     policy.check_can_cancel(request(), "U_REQ")
     with pytest.raises(PolicyDenied, match="no longer be cancelled"):
         policy.check_can_cancel(request(status=RequestStatus.APPLYING), "U_REQ")
+
+
+# ----------------------------------------------------------------- incidents: notes, post-mortems, opening
+def test_notes_by_anyone_by_default_and_restricted_by_incident_notes():
+    Policy(env()).check_can_note(request(status=RequestStatus.FAILED), "U_OUTSIDER", groups=groups)
+    strict = Policy(env(incident_notes="approvers"))
+    with pytest.raises(PolicyDenied) as info:
+        strict.check_can_note(request(status=RequestStatus.FAILED), "U_OUTSIDER", groups=groups)
+    assert info.value.code == "not-allowed-to-note"
+    assert "<@U_A>" in info.value.message and "<!subteam^S0DBAS>" in info.value.message
+    assert "requester" not in info.value.message  # "approvers" leaves the requester out
+    with pytest.raises(PolicyDenied):
+        strict.check_can_note(request(status=RequestStatus.FAILED), "U_REQ", groups=groups)
+    strict.check_can_note(request(status=RequestStatus.FAILED), "U_DBA1", groups=groups)  # via the user group
+    Policy(env(incident_notes="approvers_and_requester")).check_can_note(request(), "U_REQ", groups=groups)
+
+
+def test_postmortem_by_approvers_and_the_requester_and_says_who_to_ask():
+    policy = Policy(env())
+    failed = request(status=RequestStatus.FAILED)
+    for user in ("U_A", "U_DBA2", "U_REQ"):
+        policy.check_can_publish_postmortem(failed, user, groups=groups)
+    with pytest.raises(PolicyDenied) as info:
+        policy.check_can_publish_postmortem(failed, "U_OUTSIDER", groups=groups)
+    assert info.value.code == "not-allowed-to-publish"
+    assert "<@U_A>, <@U_B>, <!subteam^S0DBAS>" in info.value.message and "requester (<@U_REQ>)" in info.value.message
+    with pytest.raises(PolicyDenied) as info:
+        Policy(env(incident_managers="approvers")).check_can_publish_postmortem(failed, "U_REQ", groups=groups)
+    assert "requester" not in info.value.message
+
+
+def test_opening_on_a_succeeded_request_is_for_managers_and_on_a_failed_one_for_anyone():
+    policy = Policy(env())
+    succeeded = request(status=RequestStatus.SUCCEEDED)
+    with pytest.raises(PolicyDenied) as info:
+        policy.check_can_open_incident(succeeded, "U_OUTSIDER", groups=groups)
+    assert info.value.code == "not-allowed-to-open-incident" and "succeeded" in info.value.message
+    policy.check_can_open_incident(succeeded, "U_REQ", groups=groups)
+    policy.check_can_open_incident(succeeded, "U_B", groups=groups)
+    policy.check_can_open_incident(request(status=RequestStatus.FAILED), "U_OUTSIDER", groups=groups)
+    with pytest.raises(PolicyDenied):
+        Policy(env(incident_managers="approvers")).check_can_open_incident(succeeded, "U_REQ", groups=groups)
+
+
+def test_incident_responders_may_do_all_three_without_approving():
+    policy = Policy(env(incident_notes="approvers", incident_managers="approvers",
+                        incident_responders=["U_SRE", "S0ONCALL"]))
+
+    def with_oncall(gid: str) -> list[str]:
+        return {"S0ONCALL": ["U_PAGED"], **GROUPS}.get(gid, [])
+
+    for user in ("U_SRE", "U_PAGED"):
+        policy.check_can_note(request(), user, groups=with_oncall)
+        policy.check_can_publish_postmortem(request(), user, groups=with_oncall)
+        policy.check_can_open_incident(request(status=RequestStatus.SUCCEEDED), user, groups=with_oncall)
+    assert not policy.is_approver("U_SRE", with_oncall)  # responders take no part in approvals
+    with pytest.raises(PolicyDenied) as info:
+        policy.check_can_note(request(), "U_OUTSIDER", groups=with_oncall)
+    assert "incident responders (<@U_SRE>, <!subteam^S0ONCALL>)" in info.value.message
+
+
+def test_incident_keys_are_not_part_of_the_approval_policy_version():
+    """Who may note or publish decides no approval, so changing it voids none."""
+    base = Policy(env()).version
+    assert Policy(env(incident_notes="approvers", incident_managers="approvers",
+                      incident_responders=["U_SRE"])).version == base
+    assert Policy(env(approvers=["U_A"])).version != base

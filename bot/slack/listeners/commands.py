@@ -153,7 +153,7 @@ def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
 
     def postmortem(cmd: PostmortemCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         incident_id = _request_number(cmd.incident_id)
-        service.publish_postmortem(incident_id)
+        service.publish_postmortem(incident_id, command["user_id"])
         respond(text=f":page_facing_up: The post-mortem draft of incident #{incident_id} is in its thread.",
                 response_type="ephemeral")
 

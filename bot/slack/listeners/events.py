@@ -10,6 +10,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.config import GuardianConfig
+from bot.errors import PolicyDenied
 from bot.flow import Flow
 from bot.incidents import PIN_REACTION, IncidentService
 
@@ -25,10 +26,22 @@ def _posted_at(ts: str | None) -> datetime | None:
         return None
 
 
+def _refuse(client: WebClient, channel: str | None, user: str | None, thread_ts: str | None,
+            exc: PolicyDenied) -> None:
+    """Tell only the person whose reply or pin the incident's policy kept out of the timeline, and why."""
+    if not channel or not user:
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
+                                  text=f":no_entry: Not added to the timeline: {exc.message}")
+    except SlackClientError as exc2:
+        logger.warning("could not tell %s why the note was refused: %s", user, type(exc2).__name__)
+
+
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach the event listeners (Bolt acks events itself; an unhandled event would answer 404)."""
 
-    def handle_message_event(event: dict[str, Any]) -> None:
+    def handle_message_event(event: dict[str, Any], client: WebClient) -> None:
         if flow is None or event.get("subtype") in IGNORED_SUBTYPES or event.get("bot_id"):
             return
         thread_ts, channel = event.get("thread_ts"), event.get("channel")
@@ -38,10 +51,16 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         if incident is None:
             return
         text = (event.get("text") or "").strip()
-        if text:
+        if not text:
+            return
+        try:
             IncidentService(flow).note(incident.id, event.get("user", "?"), text, source="thread",
                                        slack_ts=event.get("ts"), posted_at=_posted_at(event.get("ts")))
-            logger.info("incident %s: thread reply %s recorded", incident.id, event.get("ts"))
+        except PolicyDenied as exc:
+            logger.info("incident %s: thread reply %s not recorded: %s", incident.id, event.get("ts"), exc.code)
+            _refuse(client, channel, event.get("user"), thread_ts, exc)
+            return
+        logger.info("incident %s: thread reply %s recorded", incident.id, event.get("ts"))
 
     def handle_reaction_added_event(event: dict[str, Any], client: WebClient) -> None:
         item = event.get("item") or {}
@@ -59,8 +78,14 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         incident = flow.store.find_incident(channel=channel, thread_ts=message.get("thread_ts") or ts)
         if incident is None:
             return
-        IncidentService(flow).note(incident.id, message.get("user") or event.get("item_user") or "?",
-                                   message.get("text") or "", source="pin", slack_ts=ts, posted_at=_posted_at(ts))
+        try:  # the pinner decides what enters the timeline; the words stay attributed to their author
+            IncidentService(flow).note(incident.id, message.get("user") or event.get("item_user") or "?",
+                                       message.get("text") or "", source="pin", slack_ts=ts, posted_at=_posted_at(ts),
+                                       added_by=event.get("user") or "?")
+        except PolicyDenied as exc:
+            logger.info("incident %s: pinned message %s not recorded: %s", incident.id, ts, exc.code)
+            _refuse(client, channel, event.get("user"), message.get("thread_ts") or ts, exc)
+            return
         logger.info("incident %s: pinned message %s recorded", incident.id, ts)
 
     app.event("message")(handle_message_event)
