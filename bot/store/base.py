@@ -1,10 +1,12 @@
-"""The store's foundation: the connection pool, transactions and the hash-chained event append."""
+"""The store's foundation: the health-checked connection pool, retried transactions and the hash-chained event append."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -17,7 +19,11 @@ from pydantic import BaseModel
 from bot.errors import NotFound, StoreError
 from bot.models import (
     Event,
+    Request,
+    Step,
 )
+from bot.store import retry
+from bot.redaction import scrub, scrub_value
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +65,20 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 class StoreBase:
-    """The connection pool and one-transaction helper every part of the store uses."""
+    """The connection pool and one-transaction helper every part of the store uses.
+
+    Every public method of a subclass is wrapped by ``retry.retried``: a connection lost to the
+    bot's database is retried (RETRY_BUDGET_S) where that is safe, and a pooled connection is
+    checked before use (``check``), so a database restart costs a reconnect, not a failed call.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if name.startswith("_") or not inspect.isfunction(member) or hasattr(member, "__wrapped__"):
+                continue
+            setattr(cls, name, retry.retried(member, txid_status=StoreBase._txid_status,
+                                             recover=_RECOVER.get(name)))
 
     def __init__(self, database_url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._pool = ConnectionPool(
@@ -69,6 +88,7 @@ class StoreBase:
             kwargs={"row_factory": dict_row, "autocommit": False},
             open=False,
             name="guardian-store",
+            check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not handed out
         )
         try:
             self._pool.open(wait=True, timeout=15)
@@ -91,8 +111,26 @@ class StoreBase:
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+        """One transaction on a pooled connection; notes its transaction id before COMMIT so a call whose
+        connection drops during COMMIT can learn whether it committed (retry.retried)."""
+        call = retry.current_call()
+        timeout = max(0.5, call.deadline - time.monotonic()) if call else retry.RETRY_BUDGET_S
+        with self._pool.connection(timeout=timeout) as conn:
+            with conn.transaction():
+                yield conn
+                if call is not None:
+                    call.committing_txid = conn.execute("SELECT txid_current_if_assigned() AS x").fetchone()["x"]
+                    call.committing = True
+            if call is not None:
+                call.committed += 1
+                call.committing, call.committing_txid = False, None
+
+    def _txid_status(self, txid: int, timeout: float) -> str | None:
+        """'committed', 'aborted', 'in progress' or None for transaction ``txid`` (asked on a fresh pooled connection)."""
+        with self._pool.connection(timeout=timeout) as conn:
+            row = conn.execute("SELECT txid_status(%s) AS s", (txid,)).fetchone()
+            conn.rollback()
+        return row["s"]
 
     def _by_id(self, table: str, row_id: int, model: type[_M], noun: str) -> _M:
         """Row `row_id` of guardian_bot.<table> (a name of ours, never input) as `model`; NotFound names
@@ -102,6 +140,40 @@ class StoreBase:
         if row is None:
             raise NotFound(f"{noun} {row_id} does not exist")
         return model(**row)
+
+
+def _request_back(store: StoreBase, request_id: int, *_args: Any, **_kwargs: Any) -> Request:
+    return store.get_request(request_id)  # type: ignore[attr-defined]
+
+
+def _step_by_id(store: StoreBase, step_id: int, *_args: Any, **_kwargs: Any) -> Step:
+    return store._by_id("steps", step_id, Step, "step")
+
+
+def _latest_step(store: StoreBase, request_id: int, step: str, *_args: Any, **_kwargs: Any) -> Step:
+    with store._tx() as conn:
+        row = conn.execute("SELECT * FROM guardian_bot.steps WHERE request_id = %s AND step = %s ORDER BY id DESC "
+                           "LIMIT 1", (request_id, step)).fetchone()
+    return Step(**row)
+
+
+# How a call that committed, though its connection dropped at COMMIT, reads its result back.
+_RECOVER: dict[str, Callable[..., Any]] = {"transition": _request_back, "update_request": _request_back,
+                                          "finish_step": _step_by_id, "start_step": _latest_step}
+
+
+def _clean(text: str | None) -> str | None:
+    """Free text bound for the bot's state (an error, a summary, a note) without any known secret (bot.redaction)."""
+    return scrub(text) if text else text
+
+
+def _scrubbed(fields: dict[str, Any]) -> dict[str, Any]:
+    """Columns to write with their free text (error, summary, post-mortem, note) ``_clean``."""
+    return {key: _clean(value) if key in _FREE_TEXT and isinstance(value, str) else value
+            for key, value in fields.items()}
+
+
+_FREE_TEXT = frozenset({"error", "summary", "postmortem", "text"})
 
 
 def _insert_migrations(conn: psycopg.Connection, request_id: int, migrations: Sequence[NewMigration]) -> None:
@@ -129,8 +201,8 @@ def _append_event(
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (EVENT_CHAIN_LOCK,))
     last = conn.execute("SELECT hash FROM guardian_bot.events ORDER BY id DESC LIMIT 1").fetchone()
     created_at = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
-    # round-trip detail through JSON so the hash sees exactly what jsonb will return
-    detail = json.loads(json.dumps(detail, default=str))
+    # round-trip detail through JSON so the hash sees exactly what jsonb will return; no known secret in it
+    detail = scrub_value(json.loads(json.dumps(detail, default=str)))
     row = {"request_id": request_id, "incident_id": incident_id, "actor": actor, "kind": kind,
            "detail": detail, "permalink": permalink, "created_at": created_at,
            "prev_hash": last["hash"] if last else GENESIS_HASH}
