@@ -105,6 +105,8 @@ def test_every_commented_option_in_the_example_is_valid(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, uncommented), required=True)
     staging = config.environments["staging"]
     assert staging.rls_probes[0].expect_rows == 3 and staging.rehearsal_database_url_env
+    assert (staging.incident_notes, staging.incident_managers, staging.incident_responders) == (
+        "anyone", "approvers_and_requester", ["S0ONCALL"])
     assert config.webhooks[0].wants("incident.opened") and not config.webhooks[0].wants("decision.approve")
     assert config.environments["production"].maintenance_windows[0].days == ["tue", "wed", "thu"]
 

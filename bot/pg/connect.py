@@ -75,6 +75,24 @@ def _password(url: str) -> str:
         return ""
 
 
+# SQLSTATEs of a session ended from outside: admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now.
+_ENDED = {"57P01", "57P02", "57P03"}
+_LOST = ("server closed the connection unexpectedly", "terminating connection", "consuming input failed",
+         "connection has been lost", "the connection is lost", "could not receive data from server",
+         "ssl syscall error")
+
+
+def session_lost(exc: BaseException) -> bool:
+    """True when an open session was cut (terminated, server restart, failover, network): infrastructure, not the SQL."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or ""
+    if sqlstate in _ENDED or sqlstate.startswith("08"):
+        return True
+    lowered = str(exc).lower()
+    return not sqlstate and isinstance(exc, psycopg.OperationalError) and any(w in lowered for w in _LOST)
+
+
 def classify(exc: BaseException, environment: str, url: str = "") -> TargetError:
     """One TargetError (code + what to do next) for a psycopg error, scrubbed of URL and password."""
     raw = str(exc)
@@ -103,6 +121,11 @@ def classify(exc: BaseException, environment: str, url: str = "") -> TargetError
         return TargetError(
             f"{env}: the user lacks a permission on {where} ({reason}); grant it or use a role that has it",
             code="target-permission",
+        )
+    if session_lost(exc):
+        return TargetError(
+            f"{env}: the database session at {where} was terminated ({reason}) by an administrator, a restart or "
+            "a failover, not by the migration; check the server, then retry", code="target-session-lost",
         )
     if isinstance(exc, psycopg.OperationalError) and not sqlstate:
         return TargetError(

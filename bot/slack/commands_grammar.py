@@ -98,14 +98,14 @@ class RestoreCommand(SlashCommand):
 class IncidentCommand(SlashCommand):
     name = "incident"
     usage = "incident <id>"
-    summary = "open an incident thread for a request"
+    summary = "open an incident thread for a request (on one that succeeded: by default its requester or approvers)"
     request_id: str
 
 
 class NoteCommand(SlashCommand):
     name = "note"
     usage = "note <incident> <text>"
-    summary = "add a timeline note to an incident"
+    summary = "add a note, under your name, to an incident's timeline (by default anyone may)"
     incident_id: str
     text: str = Field(min_length=1)
 
@@ -113,7 +113,7 @@ class NoteCommand(SlashCommand):
 class PostmortemCommand(SlashCommand):
     name = "postmortem"
     usage = "postmortem <incident>"
-    summary = "draft the post-mortem of an incident from its timeline"
+    summary = "post the post-mortem draft built from an incident's timeline (by default its requester or approvers)"
     incident_id: str
 
 

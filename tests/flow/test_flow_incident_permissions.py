@@ -135,3 +135,12 @@ def test_notes_restricted_to_approvers_refuse_an_outsider_by_command_reply_and_p
     assert "Added to the timeline" in command_reply(harness, f"note {incident.id} checking the index", APPROVER_A)
     notes = wait_notes(harness, incident.id, 2)
     assert sorted((n.author, n.source) for n in notes) == [(APPROVER_A, "command"), (APPROVER_B, "pin")]
+
+
+def test_help_says_who_may_note_publish_and_open_by_default():
+    from bot.slack.blocks import build_help_message
+
+    text = build_help_message()["text"]
+    assert "`/migrate note <incident> <text>` — add a note, under your name, to an incident's timeline (by default anyone may)" in text
+    assert "(on one that succeeded: by default its requester or approvers)" in text
+    assert "`/migrate postmortem <incident>` — post the post-mortem draft" in text and text.count("its requester or approvers") == 2
