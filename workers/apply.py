@@ -28,7 +28,15 @@ from psycopg import errors as pg_errors
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.pg.connect import classify
-from bot.sources.apply import ApplyError, apply_migration, check_applicable, mark_reverted, prisma_advisory_lock
+from bot.pg.connect import session_lost as pg_session_lost
+from bot.sources.apply import (
+    ApplyError,
+    SessionLost,
+    apply_migration,
+    check_applicable,
+    mark_reverted,
+    prisma_advisory_lock,
+)
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.sources.statements import Piece
@@ -38,7 +46,7 @@ from bot.slack.pipeline_blocks import (
     build_retry_message,
     build_waiters_message,
 )
-from workers import pipeline, report
+from workers import pipeline, report, truth
 from workers.batch import plan_batch, run_batches
 from workers.plan import Part, plan_parts
 from workers.runtime import runtime
@@ -125,6 +133,9 @@ def run(request_id: int) -> None:
         secrets = (url,)
         apply_all(rt, step.request, env, url, progress)
     except (GuardianError, psycopg.Error) as exc:
+        if session_lost(exc) and truth.after_lost_session(rt, step, exc, progress.committed, _outcome(progress),
+                                                          secrets[:1]):
+            return
         scrubbed = pipeline.step_error(exc, step.request.environment, *secrets[:1])
         db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
         log.warning("request %s: apply failed after %s committed part(s): %s", request_id, progress.committed,
@@ -146,6 +157,11 @@ def run(request_id: int) -> None:
     if progress.lock_retries:
         lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
     pipeline.succeed(step, _outcome(progress), lines, next_step="verify")
+
+
+def session_lost(exc: BaseException) -> bool:
+    """The target session was cut under the apply (SessionLost from a file, or a raw psycopg error elsewhere)."""
+    return isinstance(exc, SessionLost) or (isinstance(exc, psycopg.Error) and pg_session_lost(exc))
 
 
 def _outcome(progress: Progress) -> dict[str, Any]:

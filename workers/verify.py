@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from bot.errors import GuardianError
+from bot.errors import GuardianError, TargetError
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
 from bot.pg.diff import diff_snapshots
@@ -91,6 +91,11 @@ def check(rt: Any, request: Request, env: Any, url: str) -> dict[str, Any]:
                 failures += [f"{ref.name}: {f}" for f in run_verify_sql(conn, script, env.statement_timeout)]
         probes = rls_probe_results(conn, env)
         counts = row_counts(conn, list(before.get("row_counts", {})))
+        if conn.broken:  # a check swallowed the error of a session cut from outside: not the migration's failure
+            raise TargetError(
+                f"environment {env.name!r}: the verify session was terminated (by an administrator, a restart or a "
+                "failover) before verify finished; the migrations are applied but not verified, and nothing points "
+                "at them: check the server, then verify by hand or retry", code="target-session-lost")
     diff: list[str] = []
     old_indexes: set[str] = set()
     if before.get("snapshot"):

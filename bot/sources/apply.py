@@ -19,7 +19,7 @@ from datetime import datetime
 import psycopg
 
 from bot.errors import GuardianError
-from bot.pg.connect import scrub, target_errors
+from bot.pg.connect import scrub, session_lost, target_errors
 from bot.sources.ledgers import (
     HISTORY_TABLE,
     PRISMA_TABLE,
@@ -45,6 +45,12 @@ class ApplyError(GuardianError):
     """A migration's SQL failed; the database is rolled back to before the file."""
 
     code = "apply-failed"
+
+
+class SessionLost(ApplyError):
+    """The session was cut while a file ran (pg_terminate_backend, restart, failover): infrastructure, not the file."""
+
+    code = "target-session-lost"
 
 
 class LockBusy(GuardianError):
@@ -209,6 +215,13 @@ def apply_migration(
             )
     except psycopg.Error as exc:
         error = _error_text(exc)
+        if session_lost(exc):  # nothing to record on a dead session; the server rolled back what had not committed
+            log.warning("request %s: the session died while applying %s: %s", request_id, migration.ledger_name, error)
+            raise SessionLost(
+                f"the database session was terminated ({error}) by an administrator, a restart or a failover while "
+                f"applying {migration.ledger_name}; the file did not fail: check the server, then retry",
+                sqlstate=getattr(getattr(exc, "diag", None), "sqlstate", None), file=migration.ledger_name,
+            ) from exc
         log.warning("request %s: migration %s failed: %s", request_id, migration.ledger_name, error)
         recorded = ""
         try:
