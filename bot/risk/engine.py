@@ -10,7 +10,7 @@ from .locks import describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
-                    split_pieces, SHARE)
+                    split_pieces, too_complex, SHARE)
 from .rules import Hit
 from .state import State, Stmt
 
@@ -38,8 +38,19 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
             if isinstance(item, SyntaxProblem):
                 findings.append(_syntax(item, ctx))
                 continue
-            statements.append(_finish(item, _ahead(item, ctx), st, ctx, findings))
+            _analysed(item, st, ctx, findings, statements)
         return _report(findings, statements, st, ctx)
+
+
+def _analysed(raw: RawStatement, st: State, ctx: Context, findings: list, statements: list) -> None:
+    """One statement, in order; a tree too deep for the rules' walks is a finding, not a crash."""
+    try:
+        statements.append(_finish(raw, _ahead(raw, ctx), st, ctx, findings))
+    except RecursionError:
+        findings.append(_syntax(too_complex(raw, _DEEP_WALK), ctx))
+
+
+_DEEP_WALK = "its parse tree is nested too deeply for the rules to follow"
 
 
 def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context, left_out: int = 0) -> Report:
@@ -103,7 +114,7 @@ class Split:
                 if isinstance(item, SyntaxProblem):
                     findings.append(_syntax(item, ctx))
                     continue
-                statements.append(_finish(item, _ahead(item, ctx), st, ctx, findings))
+                _analysed(item, st, ctx, findings, statements)
         findings = [f for f in findings if f is not None]
         self.head_done = statements, findings
         infos = None
@@ -128,7 +139,11 @@ class Split:
                 if isinstance(item, SyntaxProblem):
                     kept.append((item, None))
                     continue
-                kept.append((item, _ahead(item, ctx)))
+                try:
+                    kept.append((item, _ahead(item, ctx)))
+                except RecursionError:
+                    kept.append((too_complex(item, _DEEP_WALK), None))
+                    continue
                 item.text = ""  # only the stateless rules and the excerpt read it: memory, until finish()
 
     def finish(self, head: tuple) -> Report:
@@ -155,7 +170,10 @@ class Split:
                     findings.append(_syntax(item, ctx))
                     continue
                 item.index += count
-                statements.append(_finish(item, early, st, ctx, findings))
+                try:
+                    statements.append(_finish(item, early, st, ctx, findings))
+                except RecursionError:
+                    findings.append(_syntax(too_complex(item, _DEEP_WALK), ctx))
             return _report(findings, statements, st, ctx, count)
 
 
@@ -189,6 +207,9 @@ def _gc_paused():
 
 
 def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
+    if item.too_complex:
+        return _finding("MG006", item.line, item.column, None,
+                        f"Too complex to analyse: {item.message}; risk unknown, needs a human review.", ctx)
     return _finding("MG001", item.line, item.column, None, f"Syntax error: {item.message}.", ctx)
 
 

@@ -19,7 +19,12 @@ _loads = orjson.loads
 # JSON, and each statement's part of it decoded with orjson as the statement's turn comes.
 _DIRECTIVE = re.compile(rb"--[ \t]*guardian:[ \t]*accept\b([^\n]*)", re.IGNORECASE)
 _BECAUSE = re.compile(r"\bbecause\b", re.IGNORECASE)
-_LEADING = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+# Whitespace and comments before a statement. Each alternative starts with its own character and has
+# one way to match (one whitespace character, a `--` comment to the end of its line, a `/* */` comment
+# to its first `*/`), so a failed fullmatch backtracks in linear time: the former `(?:\s+|...)*` could
+# split a run of blanks, or extend a comment to a later `*/`, in 2**n ways (80 bytes took 35 s).
+_COMMENTS = r"(?:\s|--[^\n]*(?![^\n])|/\*(?:[^*]|\*(?!/))*\*/)*"
+_LEADING = re.compile(_COMMENTS.encode())
 
 
 @dataclass(slots=True)
@@ -57,6 +62,15 @@ class SyntaxProblem:
     message: str
     text: str
     piece_end: int = 0  # byte offset where the unparsable piece ends (its directives are skipped)
+    too_complex: bool = False  # it parsed, but is nested too deeply to analyse (rule MG006), not a syntax error
+
+
+TOO_DEEP = "too_deep"  # key of the placeholder _statements yields for a statement nested too deeply to decode
+
+
+def too_complex(raw: RawStatement, why: str) -> SyntaxProblem:
+    """A parsed statement the engine could not analyse (nested deeper than Python's recursion allows)."""
+    return SyntaxProblem(raw.line, raw.column, why, raw.text[:200], raw.end, too_complex=True)
 
 
 class Positions:
@@ -128,6 +142,9 @@ def _statements(js: str) -> Iterator[dict]:
         except ValueError:
             try:
                 item = json.loads(piece)  # orjson refuses integers beyond 64 bits; the json module does not
+            except RecursionError:  # nested deeper than either decoder goes (orjson stops at 1024 levels)
+                yield _too_deep(piece)
+                continue
             except ValueError:
                 yield from json.loads(js).get("stmts", [])[k:]
                 return
@@ -136,6 +153,19 @@ def _statements(js: str) -> Iterator[dict]:
             # followed by `:` (a string value never is), so this finds nodes, never SQL text.
             item["other_tables"] = '"RangeVar":' in piece
         yield item
+
+
+def _too_deep(piece: str) -> dict:
+    """The placeholder of a statement whose tree cannot be decoded: only where it is. Its position keys end
+    the statement's object, and a key (followed by `:`) cannot occur inside a JSON string."""
+    tail = piece[-80:]
+    found = {}
+    for key in ("stmt_location", "stmt_len"):
+        at = tail.rfind(f'"{key}":')
+        if at >= 0:
+            digits = tail[at + len(key) + 3:].split(",")[0].split("}")[0]
+            found[key] = int(digits) if digits.isdigit() else 0
+    return {TOO_DEEP: True, **found}
 
 
 CHUNK_CHARS = 1 << 20  # parse big files about 1 MB at a time: bounded parser output, same results
@@ -310,7 +340,7 @@ _SPLIT_TOKENS = re.compile(
     r"|\$\$.*?(?:\$\$|\Z)|\$([A-Za-z_]\w*)\$.*?(?:\$\1\$|\Z)|;",
     re.DOTALL,
 )
-_ONLY_COMMENTS = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+_ONLY_COMMENTS = re.compile(_COMMENTS)
 
 
 def _split(sql: str) -> Iterator[tuple[int, int]]:
@@ -390,8 +420,6 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
             yield SyntaxProblem(line, column, str(js.args[0]), piece.strip()[:200], piece_end)
             continue
         for item in _statements(js):
-            stmt = item["stmt"]
-            node_type = next(iter(stmt))
             start = byte_base + item.get("stmt_location", 0)
             length = item.get("stmt_len")
             end = start + length if length else piece_end
@@ -399,6 +427,12 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
             if m:
                 start = m.end()
             line, column = pos.at(start)
+            if TOO_DEEP in item:
+                yield SyntaxProblem(line, column, DEEP_MESSAGE, data[start:end].decode("utf-8", "replace").strip()[:200],
+                                    end, too_complex=True)
+                continue
+            stmt = item["stmt"]
+            node_type = next(iter(stmt))
             raw = RawStatement(index, node_type, stmt[node_type], start, end, line, column,
                                data[start:end].decode("utf-8", "replace").strip())
             if long_words:
@@ -407,6 +441,9 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
                 raw.other_tables = False
             yield raw
             index += 1
+
+
+DEEP_MESSAGE = "its parse tree is nested more than about 1,000 levels deep"
 
 
 # bytes.translate maps whitespace and `"` to a space and every other byte to `a`; a run of 64 `a`s is

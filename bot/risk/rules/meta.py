@@ -43,6 +43,16 @@ RULES = (
       "-- guardian: accept MG005 because <what it does and why that is safe>",
       "DO $$ BEGIN EXECUTE 'ALTER TABLE ' || 'users' || ' ADD COLUMN c int'; END $$;",
       "ALTER TABLE users ADD COLUMN c int;", (70,)),
+    R("MG006", "too-complex-to-analyse", "critical",
+      "A statement, or the whole request, is too complex to analyse: risk unknown, a human must review.",
+      "The statement is nested more deeply than the analyser can follow (hundreds of levels of sub-selects "
+      "or operators), or the request's analysis ran out of its time or memory budget. Nothing is known "
+      "about what it locks, rewrites or deletes; such SQL is usually generated, or crafted to stall a reviewer.",
+      "Write the statement flat: move deep sub-selects into a CTE or a temporary table, split long operator "
+      "chains, and keep each migration file to the statements it needs. Review it by hand, then accept it:\n"
+      "-- guardian: accept MG006 because <what it does and why that is safe>",
+      "SELECT 1" + "-1" * 520 + ";",
+      "WITH t AS (SELECT 1 AS v) SELECT v - 1 FROM t;", ()),
 )
 
 _HARMLESS = NONVOLATILE_FUNCTIONS | {"set_config", "pg_advisory_lock", "pg_advisory_unlock", "pg_advisory_xact_lock",
