@@ -96,7 +96,7 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
         return _settle(rt, request, "verify", DbState.APPLIED_UNVERIFIED,
                        "the worker running verify died; the migrations are applied but not verified: "
                        "check the thread's diff and verify by hand, or retry")
-    return _settle_apply(rt, request)
+    return _settle_apply(rt, request, redis)
 
 
 def _resume_after(rt: Any, redis: Redis, request: Request, step: str) -> str | None:
@@ -189,7 +189,7 @@ def _settle(rt: Any, request: Request, step: str, db_state: DbState, why: str) -
     return f"{step} worker died: failed, database {db_state.value}" if failed else None
 
 
-def _settle_apply(rt: Any, request: Request) -> str | None:
+def _settle_apply(rt: Any, request: Request, redis: Redis | None = None) -> str | None:
     """Stop our orphaned backend if it still runs, read what the target committed, fail with that state."""
     env = rt.config.environment(request.environment)
     url = env.database_url()
@@ -204,6 +204,8 @@ def _settle_apply(rt: Any, request: Request) -> str | None:
         done = {(s.version, s.name) for s in ledger.sidecar if s.succeeded and s.request_id == str(request.id)}
         applied = [m for m in migrations if (m.version, m.name) in done]
         server_major = conn.info.server_version // 10000
+    if len(applied) == len(migrations) and redis is not None and request.source != "rollback":
+        return _resume_from_ledger(rt, redis, request, [m.name for m in applied])
     if len(applied) == len(migrations):
         db_state = DbState.APPLIED_UNVERIFIED
     elif applied:
@@ -216,6 +218,17 @@ def _settle_apply(rt: Any, request: Request) -> str | None:
            + (f"; its database session was terminated ({len(terminated)})" if terminated else "")
            + "; the target's locks are free: check the database state below, then retry or roll back")
     return _settle(rt, request, "apply", db_state, why)
+
+
+def _resume_from_ledger(rt: Any, redis: Redis, request: Request, applied: list[str]) -> str | None:
+    """Every file committed (the target's ledger says so) but the apply's result was never recorded (its worker or
+    the bot's database was lost after the last commit): record the step from the ledger and go on to verify."""
+    step = rt.store.start_step(request.id, "apply")
+    rt.store.finish_step(step.id, "succeeded", outcome={"files": [{"name": n} for n in applied], "from_ledger": True})
+    log.warning("request %s: apply had committed all %s file(s) per the target's ledger; recorded, verify next",
+                request.id, len(applied))
+    resumed = _resume_after(rt, redis, request, "apply")
+    return "apply had committed every file (the target's ledger says so): recorded" + (f"; {resumed}" if resumed else "")
 
 
 def _terminate_orphans(conn: psycopg.Connection, request_id: int, wait_s: float = 10.0) -> list[int]:

@@ -80,7 +80,7 @@ def test_an_outage_longer_than_the_budget_is_a_store_error_that_says_so(store, o
     assert caught.value.code == "state-db-unavailable"
     assert "DATABASE_URL" in str(caught.value) and "then retry" in str(caught.value)
     timer.join()
-    monkeypatch.undo()  # the full budget covers the pool's reconnect backoff after the outage
+    monkeypatch.setattr(retry, "RETRY_BUDGET_S", 15.0)  # the full budget covers the pool's reconnect backoff
     assert store.get_request(req.id).status is RequestStatus.ANALYZING
 
 
@@ -142,3 +142,44 @@ def test_two_second_state_db_loss_after_the_target_committed_ends_succeeded(make
     assert [(s.step, s.status) for s in p.store.list_steps(req.id)] == [
         ("backup", "succeeded"), ("apply", "succeeded"), ("verify", "succeeded")]
     assert p.store.find_incident(request_id=req.id) is None
+
+
+def test_a_result_lost_for_longer_than_the_budget_is_resumed_from_the_target_ledger(make_pipeline, pg_admin_url,
+                                                                                     outage, monkeypatch):
+    """The state database stays away past the store's budget after the target committed: the apply's result is
+    never written, and the reconciler reads the target's ledger and goes on to verify instead of failing it."""
+    from workers.reconciler import reconcile
+
+    p = make_pipeline()
+    state = _dbname(p.settings_env["DATABASE_URL"])
+    cut = (f'ALTER DATABASE "{state}" ALLOW_CONNECTIONS false;\n'
+           f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{state}';\n")
+    req = p.request([("001_one", "CREATE TABLE lost_one (id int);"), ("002_two", "CREATE TABLE lost_two (id int);\n" + cut)])
+    start_run(p.rt, req.id)
+    monkeypatch.setattr(retry, "RETRY_BUDGET_S", 1.0)
+
+    def reopen() -> None:
+        with p.target() as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not conn.execute("SELECT to_regclass('lost_two')").fetchone()[0]:
+                time.sleep(0.02)
+        time.sleep(3.0)
+        _allow(pg_admin_url, state)
+
+    opener = threading.Thread(target=reopen)
+    opener.start()
+    try:
+        p.work()  # the apply job cannot record its result and ends
+    finally:
+        opener.join()
+    monkeypatch.setattr(retry, "RETRY_BUDGET_S", 15.0)
+    assert p.store.get_request(req.id).status is RequestStatus.APPLYING
+
+    actions = reconcile(p.rt, redis=p.redis, min_age_s=0)
+
+    assert len(actions) == 1 and "the target's ledger says so" in actions[0], actions
+    p.work()
+    done = p.store.get_request(req.id)
+    assert done.status is RequestStatus.SUCCEEDED, (done.status, done.error)
+    assert p.store.find_incident(request_id=req.id) is None
+    assert [s.step for s in p.store.list_steps(req.id) if s.status == "succeeded"] == ["backup", "apply", "verify"]
