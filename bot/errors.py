@@ -50,6 +50,12 @@ class PolicyDenied(GuardianError):
     code = "policy-denied"
 
 
+class PreviewOutdated(PolicyDenied):
+    """A decision was clicked under a preview that is no longer the request's current one."""
+
+    code = "preview-outdated"
+
+
 class TargetError(GuardianError):
     """A target database is unreachable or refused us; the message names the environment only."""
 

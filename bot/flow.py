@@ -26,7 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
-from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
+from bot.errors import GuardianError, NotFound, PolicyDenied, PreviewOutdated, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.policy import Policy
 from bot.slack.cards import (
@@ -256,9 +256,16 @@ class Flow:
         *,
         reason: str | None = None,
         confirmed_environment: str | None = None,
+        shown: str | None = None,
     ) -> str:
-        """Approve or reject; returns the line to show the clicker. Raises PolicyDenied when refused."""
+        """Approve or reject; returns the line to show the clicker. Raises PolicyDenied when refused.
+
+        ``shown`` is the fingerprint of the preview the person clicked under (Slack echoes it back from
+        the button's block id); a decision binds to exactly that preview, and one clicked under an older
+        preview records nothing (PreviewOutdated, with a link to the card). None: the current preview.
+        """
         request = self.store.get_request(request_id)
+        self.check_preview(request, user_id, decision, shown)
         env = self.env(request.environment)
         policy = Policy(env)
         policy.check_can_decide(request, user_id, groups=self.group_members)
@@ -275,7 +282,14 @@ class Flow:
                     f"{env.name} requires the same SQL (same sha256) to succeed on {', '.join(missing)} first; "
                     f"run `/migrate plan {missing[0]}` and come back", code="requires-unmet",
                 )
-        saved, created = self.store.record_decision(request, user_id, decision, reason=reason)
+        try:
+            saved, created = self.store.record_decision(request, user_id, decision, reason=reason,
+                                                        shown=request.preview_fingerprint)
+        except PreviewOutdated:
+            raise self._outdated(self.store.get_request(request_id), user_id, decision, request.preview_fingerprint,
+                                 recorded=True) from None
+        except TransitionConflict as exc:
+            raise PolicyDenied(f"{exc.message}; nothing was recorded", code="not-awaiting-approval") from None
         if not created:
             return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
         if decision == "reject":
@@ -295,6 +309,51 @@ class Flow:
             self._on_quorum(request)
         self.refresh_card(request_id)
         return f"You approved request #{request_id} ({tally.count}/{tally.required})."
+
+    def check_preview(self, request: Request, user_id: str, decision: str, shown: str | None) -> None:
+        """PreviewOutdated when ``shown`` (a clicked card's fingerprint) is not ``request``'s current preview."""
+        if shown is not None and shown != request.preview_fingerprint:
+            raise self._outdated(request, user_id, decision, shown)
+
+    def shown_preview(self, request: Request, fingerprint: str | None) -> str:
+        """The preview a click was made under: the fingerprint its button carried, or for a card posted
+        without one (before fingerprints existed) the current preview only while the request has never
+        shown another; otherwise a value that matches no preview, so the click is refused."""
+        if fingerprint:
+            return fingerprint
+        return request.preview_fingerprint if self.previews_shown(request.id) <= 1 else "unknown-preview"
+
+    def _outdated(self, request: Request, user_id: str, decision: str, shown: str,
+                  *, recorded: bool = False) -> PreviewOutdated:
+        """The refusal of a click under a preview that is no longer current: why, and where the new one is."""
+        if not recorded:  # the store records its own refusals (under the request's row lock)
+            self.store.record_event("decision.refused", actor=user_id, request_id=request.id,
+                                    detail={"decision": decision, "why": "preview-outdated", "shown": shown,
+                                            "current": request.preview_fingerprint})
+        log.info("request %s: %s by %s refused, preview %s is outdated", request.id, decision, user_id, shown)
+        voided = [e for e in self.store.list_events(request_id=request.id) if e.kind == "decision.voided"]
+        why = f" ({voided[-1].detail.get('reason')})" if voided and voided[-1].detail.get("reason") else ""
+        where = self.card_link(request)
+        return PreviewOutdated(
+            f"this preview is outdated — request #{request.id} was re-analysed after it was posted{why}. "
+            f"Nothing was recorded; read the new preview and decide there"
+            + (f": <{where}|request #{request.id}'s card>" if where else " (the request's card and thread)."),
+            shown=shown, current=request.preview_fingerprint)
+
+    def card_link(self, request: Request) -> str | None:
+        """A permalink to the request's card (None without Slack or when Slack cannot make one)."""
+        if self.slack is None or not request.channel or not request.message_ts:
+            return None
+        try:
+            return self.slack.chat_getPermalink(channel=request.channel, message_ts=request.message_ts).get("permalink")
+        except SlackClientError as exc:
+            log.warning("request %s: no permalink for the card: %s", request.id, type(exc).__name__)
+            return None
+
+    def previews_shown(self, request_id: int) -> int:
+        """How many previews the request has posted (each successful analysis posts one)."""
+        return sum(1 for st in self.store.list_steps(request_id)
+                   if st.step == "analyze" and st.status == "succeeded" and "risk" in (st.outcome or {}))
 
     def _on_quorum(self, request: Request) -> None:
         try:

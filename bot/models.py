@@ -1,6 +1,8 @@
 """Domain values that cross module boundaries: requests, decisions, steps, events, incidents."""
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -119,6 +121,18 @@ class Request(_Frozen):
     def sha256s(self) -> dict[str, str]:
         return {m.name: m.sha256 for m in self.migrations}
 
+    @property
+    def preview_fingerprint(self) -> str:
+        """Identity of the preview an approver is shown: files' sha256, commit, target and policy.
+
+        Approve and Reject buttons carry it; a click whose fingerprint is not the request's current
+        one approves nothing (the request was re-analysed since that preview was posted).
+        """
+        material = json.dumps({"request": self.id, "environment": self.environment, "sha256s": self.sha256s,
+                               "commit": self.git_commit, "target": self.target_fingerprint,
+                               "policy": self.policy_version}, sort_keys=True)
+        return hashlib.sha256(material.encode()).hexdigest()[:20]
+
 
 class Decision(_Frozen):
     id: int
@@ -131,6 +145,7 @@ class Decision(_Frozen):
     environment: str
     target_fingerprint: str | None = None
     policy_version: str | None = None
+    preview_fingerprint: str | None = None  # the preview the decider was shown (None: recorded before 0007)
     voided_at: datetime | None = None
     void_reason: str | None = None
     created_at: datetime

@@ -8,7 +8,7 @@ Usage::
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collections.abc import Callable
 
@@ -23,6 +23,7 @@ from bot.slack.replies import UNEXPECTED_ERROR_TEXT, handle_error  # noqa: F401 
 
 if TYPE_CHECKING:
     from bot.flow import Flow
+    from bot.store.deliveries import DeliveriesStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def build_app(
     verify_token: bool = False,
     flow: "Flow | None" = None,
 ) -> App:
-    """A configured Bolt App. ``client`` defaults to WebClient(SLACK_BOT_TOKEN, base_url=SLACK_API_URL).
+    """A configured Bolt App. ``client`` defaults to WebClient(SLACK_BOT_TOKEN, base_url=SLACK_API_URL); either
+    way every call it makes, and every reply Bolt sends, has known secrets scrubbed (bot/slack/outbound.py).
 
     ``verify_token`` calls auth.test now (against ``client``'s base URL) so a bad token fails at start;
     otherwise Bolt calls it on the first request. Socket Mode needs no signing secret.
@@ -59,9 +61,11 @@ def build_app(
         process_before_response=False,
     )
     app.error(handle_error)
-    app.middleware(ignore_slack_retries)
     if flow is None and settings.database_url is not None:
         flow = build_flow(settings, config, client)
+    # With the bot's state at hand every delivery is claimed by its Slack id, so a retry whose first
+    # delivery never arrived is handled and a replay or duplicate is not; without it, retries are dropped.
+    app.middleware(process_once(flow.store) if flow is not None else ignore_slack_retries)
     commands.register(app, config, flow)
     actions.register(app, config, flow)
     views.register(app, config, flow)
@@ -69,11 +73,47 @@ def build_app(
     return app
 
 
+def delivery_key(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(Slack's id of this delivery, its kind), the same for a replay or a retry of it; None when it has none.
+
+    Slash commands and interactions carry a ``trigger_id`` made for each invocation (a click also its
+    ``action_ts``); Events API deliveries an ``event_id``.
+    """
+    if not isinstance(body, dict):
+        return None
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return f"event:{body['event_id']}", "event"
+    trigger = body.get("trigger_id")
+    if not isinstance(trigger, str) or not trigger:
+        return None
+    if body.get("command"):
+        return f"command:{trigger}", "command"
+    kind = str(body.get("type") or "interaction")
+    actions = body.get("actions") if isinstance(body.get("actions"), list) else []
+    stamp = ":".join(str(a.get("action_ts", "")) for a in actions if isinstance(a, dict))
+    return f"{kind}:{trigger}" + (f":{stamp}" if stamp else ""), kind
+
+
+def process_once(store: "DeliveriesStore") -> Callable[..., BoltResponse]:
+    """Middleware: a delivery whose Slack id was already claimed (a replay within the signature's five
+    minutes, or Slack retrying what we already have) is acknowledged and does nothing."""
+
+    def claim_or_ignore(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
+        key = delivery_key(req.body)
+        if key is not None and not store.claim_delivery(*key):
+            logger.info("ignoring %s %s: already processed (a replay or a retry)", key[1], key[0])
+            return BoltResponse(status=200, body="")
+        return next()
+
+    return claim_or_ignore
+
+
 def ignore_slack_retries(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
-    """Slack re-sends a request it thinks we missed (X-Slack-Retry-Num); we ack in milliseconds, so the
-    first delivery is already being handled: acknowledge the retry and do nothing twice."""
+    """Without the bot's state to claim deliveries in: Slack re-sends a request it thinks we missed
+    (X-Slack-Retry-Num 1, 2, 3; Socket Mode's first delivery arrives as "0", which is no retry); we ack
+    in milliseconds, so the first delivery is already being handled: acknowledge the retry, do nothing twice."""
     retry = (req.headers.get("x-slack-retry-num") or [None])[0]
-    if retry:
+    if retry and retry != "0":
         logger.info("ignoring Slack retry %s (%s)", retry, (req.headers.get("x-slack-retry-reason") or ["?"])[0])
         return BoltResponse(status=200, body="")
     return next()

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Request, RequestStatus
-from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId
+from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
 
 Message = dict[str, Any]
 SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
@@ -123,7 +123,8 @@ def build_request_card(request: Request, view: CardView) -> Message:
     if status in (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL, RequestStatus.APPROVED, RequestStatus.QUEUED):
         buttons.append(_button(ActionId.CANCEL, request.id))
     if buttons:
-        blocks.append({"type": "actions", "block_id": BlockId.REQUEST_ACTIONS.value, "elements": buttons})
+        blocks.append({"type": "actions", "block_id": preview_block_id(request.preview_fingerprint),
+                       "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
         f"Request #{request.id} · opened {request.created_at:%Y-%m-%d %H:%M} UTC · updated {request.updated_at:%H:%M:%S} UTC"}]})
     text = f"Migration request #{request.id} on {request.environment}: {_status_words(status)}"

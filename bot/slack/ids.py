@@ -50,3 +50,19 @@ BUTTON_LABELS: dict[ActionId, str] = {
     ActionId.MARK_FIXED_FORWARD: "Mark fixed forward",
     ActionId.RESOLVE: "Resolve",
 }
+
+
+def preview_block_id(fingerprint: str) -> str:
+    """The block id of a request card's buttons: it carries the fingerprint of the preview they sit under.
+
+    Slack echoes a clicked button's block id back, so a click says which preview its person saw.
+    """
+    return f"{BlockId.REQUEST_ACTIONS.value}.{fingerprint}"
+
+
+def shown_fingerprint(block_id: str | None) -> str | None:
+    """The preview fingerprint a clicked button's block id carries (None: a card without one)."""
+    prefix = BlockId.REQUEST_ACTIONS.value + "."
+    if block_id and block_id.startswith(prefix) and len(block_id) > len(prefix):
+        return block_id[len(prefix):]
+    return None

@@ -19,6 +19,7 @@ class ModalState(BaseModel):
     request_id: int | None = None
     environment: str | None = None
     channel: str | None = None
+    preview: str | None = None  # fingerprint of the preview the modal was opened from (Reject, production Approve)
 
 
 def _modal(callback: CallbackId, title: str, submit: str, state: ModalState, blocks: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,11 +12,12 @@ the hash-chained audit log in the same transaction. The SQL lives in ``requests`
 decisions, steps) and ``operations`` (freezes, backups, incidents, webhooks, events).
 """
 from bot.store.base import EVENT_CHAIN_LOCK, GENESIS_HASH, NewMigration
+from bot.store.deliveries import DeliveriesStore
 from bot.store.operations import OperationsStore
 from bot.store.requests import RequestsStore
 
 
-class Store(RequestsStore, OperationsStore):
+class Store(RequestsStore, OperationsStore, DeliveriesStore):
     """The bot's PostgreSQL state behind a small connection pool."""
 
 

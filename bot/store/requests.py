@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from bot.errors import NotFound, StoreError, TransitionConflict
+from bot.errors import NotFound, PreviewOutdated, StoreError, TransitionConflict
 from bot.models import (
     TRANSITIONS,
     Decision,
@@ -210,38 +210,60 @@ class RequestsStore(StoreBase):
         decision: str,
         *,
         reason: str | None = None,
+        shown: str | None = None,
     ) -> tuple[Decision, bool]:
-        """Record a live decision bound to what ``request`` holds now.
+        """Record a live decision bound to the preview ``shown`` (default: the one ``request`` holds).
 
-        Returns (decision, created). A second click by the same person returns their existing
-        decision with created=False: 50 concurrent clicks record one row.
+        Under a lock on the request row, the request must still await approval with exactly that
+        preview (same files' sha256, commit, target, policy); otherwise PreviewOutdated and nothing is
+        written. Returns (decision, created). A second click by the same person on the same preview
+        returns their existing decision with created=False: 50 concurrent clicks record one row. A live
+        decision of theirs on an older preview is voided and replaced.
         """
         if decision not in ("approve", "reject"):
             raise StoreError(f"unknown decision {decision!r}")
+        shown = shown or request.preview_fingerprint
         with self._tx() as conn:
-            row = conn.execute(
-                """INSERT INTO guardian_bot.decisions
-                       (request_id, user_id, decision, reason, sha256s, git_commit, environment,
-                        target_fingerprint, policy_version)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (request_id, user_id) WHERE voided_at IS NULL DO NOTHING
-                   RETURNING *""",
-                (request.id, user_id, decision, reason, Jsonb(request.sha256s), request.git_commit,
-                 request.environment, request.target_fingerprint, request.policy_version),
-            ).fetchone()
-            if row is not None:
-                _append_event(conn, request_id=request.id, actor=user_id, kind=f"decision.{decision}",
-                              detail={"reason": reason, "sha256s": request.sha256s,
-                                      "git_commit": request.git_commit})
-                return Decision(**row), True
+            row = conn.execute("SELECT * FROM guardian_bot.requests WHERE id = %s FOR UPDATE",
+                               (request.id,)).fetchone()
+            if row is None:
+                raise NotFound(f"request {request.id} does not exist")
+            current = self._load_request(conn, row)
+            if current.status is not RequestStatus.AWAITING_APPROVAL:
+                raise TransitionConflict(
+                    f"request {request.id} is {current.status.value.replace('_', ' ')}, not awaiting approval",
+                    status=current.status.value)
+            if current.preview_fingerprint != shown:
+                _append_event(conn, request_id=request.id, actor=user_id, kind="decision.refused",
+                              detail={"decision": decision, "why": "preview-outdated", "shown": shown,
+                                      "current": current.preview_fingerprint})
+                raise PreviewOutdated(
+                    f"request #{request.id} was re-analysed after the preview you clicked; nothing was recorded",
+                    shown=shown, current=current.preview_fingerprint)
             existing = conn.execute(
                 """SELECT * FROM guardian_bot.decisions
                    WHERE request_id = %s AND user_id = %s AND voided_at IS NULL""",
                 (request.id, user_id),
             ).fetchone()
-        if existing is None:  # voided between our insert and select: let the caller retry
-            raise TransitionConflict("your decision raced a change to the request; click again")
-        return Decision(**existing), False
+            if existing is not None and existing["preview_fingerprint"] == shown:
+                return Decision(**existing), False
+            if existing is not None:
+                conn.execute(
+                    """UPDATE guardian_bot.decisions SET voided_at = now(), void_reason = %s WHERE id = %s""",
+                    ("superseded by a decision on a newer preview", existing["id"]))
+            row = conn.execute(
+                """INSERT INTO guardian_bot.decisions
+                       (request_id, user_id, decision, reason, sha256s, git_commit, environment,
+                        target_fingerprint, policy_version, preview_fingerprint)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   RETURNING *""",
+                (current.id, user_id, decision, reason, Jsonb(current.sha256s), current.git_commit,
+                 current.environment, current.target_fingerprint, current.policy_version, shown),
+            ).fetchone()
+            _append_event(conn, request_id=request.id, actor=user_id, kind=f"decision.{decision}",
+                          detail={"reason": reason, "sha256s": current.sha256s,
+                                  "git_commit": current.git_commit, "preview": shown})
+            return Decision(**row), True
 
     def list_decisions(self, request_id: int, *, live_only: bool = True) -> list[Decision]:
         live = "AND voided_at IS NULL" if live_only else ""

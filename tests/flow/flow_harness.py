@@ -72,10 +72,13 @@ class Harness:
         assert sent.status == 200, sent  # every signed command is acknowledged, refusals included
         return sent, rid
 
-    def click(self, action_id: str, request_id: int, user: str) -> tuple[SentResponse, str]:
+    def click(self, action_id: str, request_id: int, user: str, *, block_id: str | None = None) -> tuple[SentResponse, str]:
+        """A click on the request's card as Slack shows it now (its buttons' block id carries the preview's
+        fingerprint); ``block_id`` replays a click on a card as it was shown earlier."""
         self._responses += 1
         rid = f"act{self._responses}"
         sent = self.sender.block_action(action_id, value=str(request_id), user=SlackUser(id=user, name=user),
+                                        block_id=block_id or self.card_block_id(request_id),
                                         channel_id=CHANNEL, response_url=self.standin.response_url(rid))
         assert sent.status == 200, sent  # every signed click is acknowledged, refusals included
         return sent, rid
@@ -105,6 +108,11 @@ class Harness:
     def card(self, request_id: int) -> dict[str, Any]:
         request = self.store.get_request(request_id)
         return next(m for m in self.standin.messages(request.channel) if m["ts"] == request.message_ts)
+
+    def card_block_id(self, request_id: int) -> str:
+        """The block id of the card's buttons as Slack shows them now ("actions" when it has none)."""
+        blocks = self.card(request_id).get("blocks") or []
+        return next((b.get("block_id") or "actions" for b in blocks if b.get("type") == "actions"), "actions")
 
     def thread_texts(self, request_id: int) -> list[str]:
         request = self.store.get_request(request_id)

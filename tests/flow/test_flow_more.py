@@ -95,11 +95,18 @@ def test_long_sql_is_uploaded_as_a_file_in_the_thread(harness):
 
 def test_slack_retries_change_nothing(harness):
     harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    harness.sender.slash_command("plan staging pending", user=SlackUser(id=REQUESTER, name="r"),
+                                 channel_id=CHANNEL, trigger_id="retried-1",
+                                 response_url=harness.standin.response_url("retried"))
+    assert any("opened" in t for t in harness.replies("retried"))
     before = len(harness.store.list_requests())
     sent = harness.sender.slash_command("plan staging pending", user=SlackUser(id=REQUESTER, name="r"),
-                                        channel_id=CHANNEL, forge=Forge(retry_num=1, retry_reason="http_timeout"))
+                                        channel_id=CHANNEL, trigger_id="retried-1",
+                                        response_url=harness.standin.response_url("retried"),
+                                        forge=Forge(retry_num=1, retry_reason="http_timeout"))
     assert sent.status == 200
     assert len(harness.store.list_requests()) == before
+    assert len(harness.standin.responses("retried")) == 1
 
 
 def test_rehearsal_database_result_is_posted(harness, make_database, monkeypatch):

@@ -13,7 +13,7 @@ from bot.flow import ConfirmationNeeded, Flow
 from bot.incidents import ConfirmationNeeded as IncidentConfirmationNeeded
 from bot.incidents import IncidentService, touched_relations
 from bot.slack.blocks import build_not_available_message
-from bot.slack.ids import BUTTON_LABELS, ActionId
+from bot.slack.ids import BUTTON_LABELS, ActionId, shown_fingerprint
 from bot.slack.incident_blocks import build_restore_confirm_modal
 from bot.slack.modals import ModalState, build_confirm_modal, build_reject_modal
 from bot.slack.replies import replying_errors
@@ -56,13 +56,15 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             _tell(respond, flow.cancel(request_id, user))
             return
         request = flow.get_request(request_id)
-        state = ModalState(request_id=request_id, environment=request.environment)
+        shown = flow.shown_preview(request, shown_fingerprint(action.get("block_id")))
+        state = ModalState(request_id=request_id, environment=request.environment, preview=shown)
         if action_id is ActionId.REJECT:
+            flow.check_preview(request, user, "reject", shown)
             flow.policy(request.environment).check_can_decide(request, user, groups=flow.group_members)
             client.views_open(trigger_id=body["trigger_id"], view=build_reject_modal(state))
             return
         try:
-            _tell(respond, flow.decide(request_id, user, "approve"))
+            _tell(respond, flow.decide(request_id, user, "approve", shown=shown))
         except ConfirmationNeeded:
             client.views_open(trigger_id=body["trigger_id"], view=build_confirm_modal(state))
 

@@ -57,7 +57,8 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         user = body["user"]["id"]
         reason = submitted_value(view, BlockId.REASON_INPUT).strip() or None
         try:
-            text = flow.decide(int(state.request_id or 0), user, "reject", reason=reason)
+            text = flow.decide(int(state.request_id or 0), user, "reject", reason=reason,
+                               shown=state.preview or "unknown-preview")
         except GuardianError as exc:
             text = f":x: {exc.message}"
         _dm(client, user, flow.get_request(int(state.request_id or 0)).channel, text)
@@ -72,12 +73,12 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             return
         ack()
         with replying_errors(body, None, client):
-            _confirm(body, request, typed, client)
+            _confirm(body, request, typed, state.preview or "unknown-preview", client)
 
-    def _confirm(body: dict[str, Any], request: Any, typed: str, client: WebClient) -> None:
+    def _confirm(body: dict[str, Any], request: Any, typed: str, shown: str, client: WebClient) -> None:
         user = body["user"]["id"]
         try:
-            text = flow.decide(request.id, user, "approve", confirmed_environment=typed)
+            text = flow.decide(request.id, user, "approve", confirmed_environment=typed, shown=shown)
         except GuardianError as exc:
             text = f":x: {exc.message}"
         _dm(client, user, request.channel, text)
