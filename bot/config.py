@@ -216,6 +216,29 @@ class LintConfig(BaseModel):
         return rule_codes(value)
 
 
+class AnalysisConfig(_Strict):
+    """What the risk analysis of one request may spend (bot/analysis_budget.py); past it, a file is reported
+    as MG006 too-complex-to-analyse (critical) instead of holding up the worker."""
+
+    time_budget: str = "30s"  # wall-clock and CPU time for all of a request's files
+    memory_budget_mb: int = Field(default=1024, ge=128)  # address space of the analysing process
+
+    @field_validator("time_budget")
+    @classmethod
+    def _positive_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0:
+            raise ValueError(f"expected a positive duration like '30s' or '2min', got {value!r}")
+        return value.strip()
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self.time_budget)
+
+    @property
+    def memory_mb(self) -> int:
+        return self.memory_budget_mb
+
+
 class WebhookConfig(_Strict):
     """An outbound JSON webhook: every event whose kind starts with one of ``events``, signed with a shared secret."""
 
@@ -257,6 +280,7 @@ class GuardianConfig(_Strict):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
     lint: LintConfig = LintConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")

@@ -18,7 +18,7 @@ from bot.errors import ConfigError, SourceError
 from bot.models import Request
 from bot.pg.connect import connect_target, target_errors, target_info
 from bot.pg.introspect import gather_facts
-from bot.risk import analyze
+from bot.analysis_budget import analyse_within
 from bot.risk.models import Report, Severity
 from bot.risk.rules.repository import attach_out_of_order
 from bot.sources.layouts import load_snapshot
@@ -108,8 +108,9 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                                     enabled=frozenset(config.lint.enabled),
                                     runner_lock_timeout=True, runner_statement_timeout=True)
     analysed, reasons, worst = [], [], "low"
-    for m in news:
-        report = analyze(m.sql, context)
+    # In a child process under [analysis]'s budget: a crafted file cannot hold this worker up
+    reports = analyse_within([m.sql for m in news], context, config.analysis, request.id)
+    for m, report in zip(news, reports):
         if m.version in late:
             report = attach_out_of_order(report, m.sql, late[m.version], context)
         risk = report.risk.value if isinstance(report.risk, Severity) else str(report.risk)

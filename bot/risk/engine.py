@@ -53,6 +53,23 @@ def _analysed(raw: RawStatement, st: State, ctx: Context, findings: list, statem
 _DEEP_WALK = "its parse tree is nested too deeply for the rules to follow"
 
 
+def too_complex_report(why: str, context: Context | None = None) -> Report:
+    """The report of a file whose analysis did not finish (its request's time or memory budget ran out):
+    MG006 on line 1, critical. Unlike a finding on one statement it is reported even where MG006 is
+    switched off: nothing else is known about the file.
+
+    >>> too_complex_report("the analysis ran out of its 30 s budget").risk
+    <Severity.CRITICAL: 'critical'>
+    """
+    ctx = context or Context()
+    rule = BY_CODE["MG006"]
+    finding = build(Finding, code=rule.code, name=rule.name, severity=rule.severity, line=1, column=1,
+                    statement=None, message=f"Too complex to analyse: {why}; risk unknown, needs a human review.",
+                    fix=rule.fix, accepted=False, accept_reason=None)
+    risk, reasons = _overall([finding], [])
+    return Report(risk=risk, reasons=reasons, statements=(), findings=(finding,), pg_version=ctx.pg_version)
+
+
 def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context, left_out: int = 0) -> Report:
     """The Report; `left_out`: statements of the file whose records are not in `statements` (Split.head)."""
     if st.tx_open and st.explicit:
