@@ -74,7 +74,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import run_worker
 
     settings = load_settings()
-    return run_worker(settings, burst=args.burst)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    return run_worker(settings, burst=args.burst, queues=queues)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -154,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("socket", _cmd_socket, "run the Slack app over Socket Mode (needs SLACK_APP_TOKEN)")
 
-    worker = add("worker", _cmd_worker, "run an RQ worker on the 'guardian' queue")
+    worker = add("worker", _cmd_worker, "run an RQ worker on the 'guardian' and 'guardian-analyze' queues")
     worker.add_argument("--burst", action="store_true", help="run what is queued, then exit")
+    worker.add_argument("--queues", metavar="Q1,Q2", help="only these queues, in priority order (default: "
+                        "guardian,guardian-analyze; a worker with --queues guardian-analyze takes analyses only)")
 
     db = add("db", lambda a: (db.print_help(), 2)[1], "the bot's own database")
     db_sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,7 +37,9 @@ from bot.slack.cards import (
     build_thread_note,
     sql_needs_upload,
 )
+from bot.slack.pipeline_blocks import build_step_message
 from bot.store import NewMigration, Store
+from bot.store.outbox import JobIntent
 
 log = logging.getLogger(__name__)
 S = RequestStatus
@@ -60,8 +62,13 @@ class Flow:
         store: Store,
         redis: Redis | None,
         slack: WebClient | None,
+        *,
+        dispatch: Callable[[], object] | None = None,
     ) -> None:
+        """``dispatch`` hands committed job intents to the queue at once (the worker's wiring passes its
+        outbox pump); without it the worker's pump picks them up (woken by NOTIFY, else within a second)."""
         self.settings, self.config, self.store, self.redis, self.slack = settings, config, store, redis, slack
+        self._dispatch = dispatch
         self._groups: dict[str, tuple[float, tuple[str, ...]]] = {}
         self._groups_lock = threading.Lock()
 
@@ -161,17 +168,24 @@ class Flow:
             posted = self.slack.chat_postMessage(
                 channel=request.channel, **build_request_card(request, self.card_view(request)))
             request = self.store.update_request(request.id, message_ts=posted["ts"], thread_ts=posted["ts"],
-                                                channel=posted.get("channel") or request.channel)
-        self.enqueue("analyze", request.id)
+                                                channel=posted.get("channel") or request.channel,
+                                                enqueue="analyze")
+            self.dispatch()
+        else:
+            self.enqueue("analyze", request.id)
         log.info("request %s: planned on %s by %s", request.id, environment, requester)
         return request
 
-    def enqueue(self, step: str, request_id: int, **kw: Any) -> None:
-        from workers.enqueue import enqueue_step
+    def enqueue(self, step: str, request_id: int, *, attempt: int = 1, at: datetime | None = None) -> None:
+        """Record the intent to run ``step`` in the job outbox (PostgreSQL); the worker's pump moves it to
+        RQ. Redis being down delays the step, it never loses it, so callers can say it is queued."""
+        self.store.enqueue_job(JobIntent(step=step, attempt=attempt, run_at=at), request_id=request_id)
+        self.dispatch()
 
-        if self.redis is None:
-            raise GuardianError("no job queue is configured (REDIS_URL)", code="no-queue")
-        enqueue_step(self.redis, step, request_id, **kw)
+    def dispatch(self) -> None:
+        """Hand committed intents to the queue now when this process can (errors there are the pump's to retry)."""
+        if self._dispatch is not None:
+            self._dispatch()
 
     # ------------------------------------------------------------------ analyze
     def analyze(self, request_id: int) -> Request:
@@ -373,18 +387,29 @@ class Flow:
         now = datetime.now(timezone.utc)
         may_run, when, why = policy.run_gate(now, self.store.get_active_freeze(request.environment))
         if not may_run:
-            self.store.update_request(request_id, run_after=when)
-            self.enqueue("start", request_id, at=when, attempt=int(when.timestamp()))
+            self.store.update_request(request_id, run_after=when,
+                                      enqueue=JobIntent(step="start", attempt=int(when.timestamp()), run_at=when))
             self.post_in_thread(request, build_thread_note(f":clock3: Not running yet: {why}."))
             self.refresh_card(request_id)
             return
+        self.start_run(request_id)
+
+    def start_run(self, request_id: int) -> bool:
+        """approved -> queued (compare-and-set) with the backup step's intent in the same transaction.
+
+        Returns False, changing nothing, when the request is no longer approved (a second click, the
+        reconciler got there first, a cancel).
+        """
         try:
-            from workers.pipeline import start_run
-        except ImportError:
-            self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian")
-            self.enqueue("backup", request_id)
-        else:
-            start_run(self.redis, request_id)
+            request = self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian", enqueue="backup")
+        except TransitionConflict as exc:
+            log.info("request %s: not started: %s", request_id, exc)
+            return False
+        self.dispatch()
+        log.info("request %s: queued; backup enqueued", request_id)
+        self.refresh_card(request_id)
+        self.post_in_thread(request, build_step_message(request_id, "run", "queued"))
+        return True
 
     # -------------------------------------------------------------- binding
     def revalidate(self, request_id: int, *, actor: str = "guardian") -> str | None:
@@ -449,15 +474,9 @@ class Flow:
     def request_backup(self, environment: str, user_id: str, channel: str | None) -> str:
         """`/migrate backup <env>`: approvers of the environment may take a backup on demand (it changes nothing)."""
         self.check_approver(environment, user_id, "take an on-demand backup of it")
-        if self.redis is None:
-            raise GuardianError("no job queue is configured (REDIS_URL)", code="no-queue")
-        from rq import Queue
-
-        from workers.enqueue import QUEUE_NAME
-
-        Queue(QUEUE_NAME, connection=self.redis).enqueue(
-            "workers.ondemand.backup", environment, user_id, self.config.slack.channel or channel,
-            job_timeout=6 * 3600, description=f"on-demand backup of {environment} for {user_id}")
+        self.store.enqueue_job(JobIntent(step="ondemand-backup",
+                                         args=(environment, user_id, self.config.slack.channel or channel)))
+        self.dispatch()
         self.store.record_event("backup.requested", actor=user_id, detail={"environment": environment})
         return f":floppy_disk: Backing up {environment}; the result is posted in the channel."
 

@@ -21,6 +21,7 @@ from bot.postmortem import build_timeline, render_postmortem
 from bot.slack.cards import build_thread_note
 from bot.slack.incident_blocks import IncidentView, build_incident_card
 from bot.store import NewMigration
+from bot.store.outbox import JobIntent
 
 if TYPE_CHECKING:
     from bot.flow import Flow
@@ -208,9 +209,10 @@ class IncidentService:
         busy = self._start_mitigating(incident, user, {"action": "retry"})
         if busy:
             return busy
-        self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True})
         attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == "backup")
-        self.flow.enqueue("backup", request.id, attempt=attempt)
+        self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True},
+                              enqueue=JobIntent(step="backup", attempt=attempt))  # the run's intent, same commit
+        self.flow.dispatch()
         self.say(incident, f":repeat: <@{user}> retried request #{request.id} (attempt {attempt}).")
         self.refresh(incident.id)
         return f"Retrying request #{request.id}."

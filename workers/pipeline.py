@@ -25,7 +25,7 @@ from bot.models import DbState, Request, RequestStatus, Step
 from bot.pg.connect import classify
 from bot.slack.pipeline_blocks import build_failure_message, build_step_message
 from workers import report
-from workers.enqueue import enqueue_step
+from workers.enqueue import deliver
 from workers.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -68,23 +68,18 @@ def redis_for(rt: Runtime) -> Redis:
 
 
 def start_run(rt_or_redis: Runtime | Redis, request_id: int, *, connection: Redis | None = None) -> bool:
-    """Queue an approved request (approved -> queued, compare-and-set) and enqueue its backup step.
+    """Queue an approved request: the flow's approved -> queued compare-and-set, with the backup step's
+    outbox intent in the same transaction (``Flow.start_run``); the intent goes to RQ at once when Redis is up.
 
     Returns False, changing nothing, when the request is no longer approved (a second click, a
     reconciler that got there first, a cancel).
     """
     rt = rt_or_redis if isinstance(rt_or_redis, Runtime) else runtime()
-    redis = connection or (rt_or_redis if isinstance(rt_or_redis, Redis) else redis_for(rt))
-    try:
-        request = rt.store.transition(request_id, RequestStatus.APPROVED, RequestStatus.QUEUED, actor=ACTOR)
-    except TransitionConflict as exc:
-        log.info("request %s: not started: %s", request_id, exc)
-        return False
-    enqueue_step(redis, "backup", request_id)
-    log.info("request %s: queued; backup enqueued", request_id)
-    report.refresh_card(rt, request_id)
-    report.post(rt, request, build_step_message(request_id, "run", "queued"))
-    return True
+    redis = connection or (rt_or_redis if isinstance(rt_or_redis, Redis) else None)
+    started = rt.flow.start_run(request_id)
+    if started and redis is not None:
+        deliver(rt.store, redis)
+    return started
 
 
 def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
@@ -109,12 +104,12 @@ def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
 def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = (),
             next_step: str | None = None) -> None:
     """Record the step as succeeded, post its outcome, and enqueue the next step."""
-    finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome)
+    finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome, enqueue=next_step)
     log.info("request %s: %s succeeded in %s ms", run.request_id, run.step.step, finished.duration_ms)
     report.post(run.rt, run.request, build_step_message(run.request_id, run.step.step, "succeeded",
                                                         finished.duration_ms, list(lines)))
     if next_step is not None:
-        enqueue_step(redis_for(run.rt), next_step, run.request_id)
+        deliver(run.rt.store, redis_for(run.rt))  # the intent is already committed with the step's result
 
 
 def fail(rt: Runtime, request_id: int, *, expected: RequestStatus, failed_step: str, db_state: DbState,

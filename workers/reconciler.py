@@ -2,10 +2,14 @@
 
 Usage::
 
-    actions = reconcile(rt)          # on worker start and every minute (workers.worker runs it)
+    actions = reconcile(rt)          # on worker start and every RECONCILE_EVERY_S (workers.worker runs it)
 
-The bot's PostgreSQL state is the truth, Redis only a hint. Per request status:
+The bot's PostgreSQL state is the truth, Redis only a hint; every request in a non-terminal state is
+owned here. A step's job counts as alive while its outbox intent is unsent (the pump will send it) or
+its RQ job is really on a queue or running on a live worker (workers.liveness). Per request status:
 
+* analyzing with no live analyze job -> the analysis is queued again; after ANALYZE_MAX_CRASHES
+  analyses that died or raised, the request fails with why (nothing was applied);
 * approved (due) with no live backup job -> start_run (approved -> queued + backup job);
 * queued with no live backup job -> the backup job is enqueued again;
 * a running status whose step already succeeded -> the next step's job is enqueued again;
@@ -18,40 +22,47 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 from redis import Redis
-from rq import Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 
-from bot.errors import GuardianError
+from bot.errors import GuardianError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
+from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
+from bot.store.outbox import JobIntent
 from workers import pipeline
 from workers.apply import to_migration
-from workers.enqueue import enqueue_step, job_id
+from workers.enqueue import deliver, job_id
+from workers.liveness import job_live
 from workers.plan import plan_parts
 from workers.watchdog import application_name, lock_holder, ours, target_lock_key
 
 log = logging.getLogger(__name__)
 
-WORKER_SILENT_S = 15 * 60  # a worker with no heartbeat for this long counts as dead even on another host
-_WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+# A request changed this recently is left alone for one pass: the process that changed it may be
+# between its commit and its next call (posting the card, refreshing it). State changes and their job
+# intents commit together (the outbox), so this only covers that gap, not a job on its way to Redis.
+RECONCILE_MIN_AGE_S = float(os.environ.get("GUARDIAN_RECONCILE_MIN_AGE_S", "1"))
+# An analysing request with no analyze intent at all: `/migrate plan` writes it once the card is posted
+# (Slack may take a while); only a request this old is treated as having lost it.
+ANALYZE_ORPHAN_AGE_S = float(os.environ.get("GUARDIAN_ANALYZE_ORPHAN_AGE_S", "60"))
+ANALYZE_MAX_CRASHES = int(os.environ.get("GUARDIAN_ANALYZE_MAX_CRASHES", "3"))
 NEXT_STEP: dict[str, str | None] = {"backup": "apply", "apply": "verify", "verify": None}
-_ACTIVE = [RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.BACKING_UP, RequestStatus.APPLYING,
-           RequestStatus.VERIFYING]
+_ACTIVE = [RequestStatus.ANALYZING, RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.BACKING_UP,
+           RequestStatus.APPLYING, RequestStatus.VERIFYING]
 
 
-def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = 10.0) -> list[str]:
+def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCILE_MIN_AGE_S) -> list[str]:
     """One pass over every request in flight; returns one line per action taken.
 
-    ``min_age_s`` leaves alone requests changed in the last seconds (their job may be enqueued right now).
+    ``min_age_s`` leaves alone requests changed in the last seconds (see RECONCILE_MIN_AGE_S).
     """
     redis = redis or Redis.from_url(rt.settings.redis_url.get_secret_value())
     now = datetime.now(timezone.utc)
@@ -69,24 +80,25 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = 10.0) -
 
 def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> str | None:
     status = request.status
+    if status is RequestStatus.ANALYZING:
+        return _reconcile_analysis(rt, redis, request, now)
     if status is RequestStatus.APPROVED:
         if request.run_after is not None and request.run_after > now:
-            gate = job_id("start", request.id, int(request.run_after.timestamp()))
-            if _job_waiting(redis, gate):
-                return None  # the flow's gate check is scheduled for when the freeze or window ends
-        elif step_alive(redis, "backup", request.id):
+            if step_alive(redis, "start", request.id, store=rt.store):
+                return None  # the flow's gate check is held until the freeze or window ends
+        elif step_alive(redis, "backup", request.id, store=rt.store):
             return None
         return _schedule(rt, redis, request)
     if status is RequestStatus.QUEUED:
-        if step_alive(redis, "backup", request.id):
+        if step_alive(redis, "backup", request.id, store=rt.store):
             return None
-        enqueue_step(redis, "backup", request.id)
+        _requeue(rt, redis, request.id, "backup")
         return "queued but its backup job was gone: enqueued again"
     step = pipeline.RUNNING_STEP[status]
     rows = [s for s in rt.store.list_steps(request.id) if s.step == step]
     if rows and rows[-1].status == "succeeded":  # the step finished; the next one has not started yet
         return _resume_after(rt, redis, request, step)
-    if step_alive(redis, step, request.id):
+    if step_alive(redis, step, request.id, store=rt.store):
         return None
     _close_running_steps(rt, request.id, step)
     if status is RequestStatus.BACKING_UP:
@@ -109,10 +121,56 @@ def _resume_after(rt: Any, redis: Redis, request: Request, step: str) -> str | N
             log.info("request %s: not marked succeeded: %s", request.id, exc)
             return None
         return "verified but not marked succeeded: succeeded"
-    if step_alive(redis, following, request.id):
+    if step_alive(redis, following, request.id, store=rt.store):
         return None
-    enqueue_step(redis, following, request.id)
+    _requeue(rt, redis, request.id, following)
     return f"{step} done but the {following} job was gone: enqueued again"
+
+
+def _reconcile_analysis(rt: Any, redis: Redis, request: Request, now: datetime) -> str | None:
+    """An analysing request whose analysis job is gone: queue it again, or fail it after repeated crashes."""
+    latest = rt.store.latest_job(request.id, "analyze")
+    if latest is None and now - request.updated_at < timedelta(seconds=ANALYZE_ORPHAN_AGE_S):
+        return None  # `/migrate plan` may still be posting the card before it queues the analysis
+    if step_alive(redis, "analyze", request.id, store=rt.store):
+        return None
+    _close_running_steps(rt, request.id, "analyze", "the worker running the analysis died or it raised")
+    crashes = 0
+    for row in reversed([s for s in rt.store.list_steps(request.id) if s.step == "analyze"]):
+        if row.status == "succeeded":
+            break
+        crashes += 1
+    if crashes >= ANALYZE_MAX_CRASHES:
+        return _fail_analysis(rt, request, crashes)
+    _requeue(rt, redis, request.id, "analyze")
+    if latest is None:
+        return "analysing but no analysis was ever queued: queued"
+    return "analysing but its analysis job was gone: enqueued again"
+
+
+def _fail_analysis(rt: Any, request: Request, crashes: int) -> str | None:
+    why = (f"the analysis stopped {crashes} times without finishing (its worker died or it raised an unexpected "
+           "error); nothing was applied. The file may be too large or too complex to analyse: split it, or ask an "
+           "operator to check the worker log, then plan again")
+    try:
+        failed = rt.store.transition(request.id, RequestStatus.ANALYZING, RequestStatus.FAILED, actor=pipeline.ACTOR,
+                                     detail={"code": "analysis-crashed"}, failed_step="analyze",
+                                     db_state=DbState.UNTOUCHED, error=f"[analysis-crashed] {why}")
+    except TransitionConflict as exc:
+        log.info("request %s: not failed after its crashed analyses: %s", request.id, exc)
+        return None
+    log.warning("request %s: failed: %s", request.id, why)
+    flow = rt.flow
+    flow.post_in_thread(failed, build_thread_note(f":x: Analysis failed: {why}."))
+    flow.refresh_card(request.id)
+    return f"analysis crashed {crashes} times: failed"
+
+
+def _requeue(rt: Any, redis: Redis, request_id: int, step: str) -> None:
+    """Write the step's intent again (same attempt, so the same deterministic job id) and send it now if Redis is up."""
+    latest = rt.store.latest_job(request_id, step)
+    rt.store.enqueue_job(JobIntent(step=step, attempt=latest.attempt if latest else 1), request_id=request_id)
+    deliver(rt.store, redis)
 
 
 def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
@@ -122,63 +180,31 @@ def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
         started = pipeline.start_run(rt, request.id, connection=redis)
         return "approved but never queued: started" if started else None
     flow.schedule_run(request.id)
+    deliver(rt.store, redis)
     now = rt.store.get_request(request.id)
     if now.status is RequestStatus.APPROVED:
         return "approved, its gate check was gone: scheduled again"
     return "approved but never queued: started"
 
 
-def _job_waiting(redis: Redis, jid: str) -> bool:
+def step_alive(redis: Redis, step: str, request_id: int, *, store: Any = None) -> bool:
+    """A job for this step will still run: its outbox intent is unsent, or its RQ job is on a queue or
+    running on a live worker (workers.liveness). With ``store``, the job is the latest intent's attempt."""
+    latest = store.latest_job(request_id, step) if store is not None else None
+    if latest is not None and latest.sent_at is None:
+        return True  # recorded in PostgreSQL; the pump sends it when Redis is up (or when it is due)
     try:
-        return Job.fetch(jid, connection=redis).get_status(refresh=True) in _WAITING
+        job = Job.fetch(job_id(step, request_id, latest.attempt if latest else 1), connection=redis)
     except NoSuchJobError:
         return False
+    return job_live(redis, job)
 
 
-def step_alive(redis: Redis, step: str, request_id: int) -> bool:
-    """A job for this step is waiting in Redis, or running on a worker that is still alive."""
-    try:
-        job = Job.fetch(job_id(step, request_id), connection=redis)
-        status = job.get_status(refresh=True)
-    except NoSuchJobError:
-        return False
-    if status in _WAITING:
-        return True
-    if status == JobStatus.STARTED:
-        return worker_alive(redis, job.worker_name)
-    return False
-
-
-def worker_alive(redis: Redis, name: str | None) -> bool:
-    """The worker's key is in Redis, its heartbeat is recent and, on this host, its process exists."""
-    if not name:
-        return False
-    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis)
-    if worker is None:
-        return False
-    if worker.hostname == socket.gethostname() and worker.pid and not _pid_alive(worker.pid):
-        return False
-    beat = worker.last_heartbeat
-    if beat is not None and (datetime.now(timezone.utc) - beat.replace(tzinfo=timezone.utc)).total_seconds() > WORKER_SILENT_S:
-        return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _close_running_steps(rt: Any, request_id: int, step: str) -> None:
+def _close_running_steps(rt: Any, request_id: int, step: str, error: str = "the worker running this step died") -> None:
     for row in rt.store.list_steps(request_id):
         if row.step == step and row.status == "running":
             try:
-                rt.store.finish_step(row.id, "failed", error="the worker running this step died")
+                rt.store.finish_step(row.id, "failed", error=error)
             except GuardianError as exc:
                 log.info("request %s: step %s already finished: %s", request_id, row.id, exc)
 

@@ -50,13 +50,20 @@ class Runtime:
     def redis(self) -> "Redis":
         from redis import Redis
 
-        return Redis.from_url(self.settings.redis_url.get_secret_value())
+        # a Redis that does not answer must not hold a step (or the outbox pump's transaction) for long
+        return Redis.from_url(self.settings.redis_url.get_secret_value(), socket_connect_timeout=5)
 
     @cached_property
     def flow(self) -> "Flow":
         from bot.flow import Flow
 
-        return Flow(self.settings, self.config, self.store, self.redis, self.slack)
+        return Flow(self.settings, self.config, self.store, self.redis, self.slack, dispatch=self.deliver)
+
+    def deliver(self) -> int:
+        """Hand committed job intents to RQ now (a pump pass; Redis being down leaves them for the worker's pump)."""
+        from workers.enqueue import deliver
+
+        return deliver(self.store, self.redis)
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -1,10 +1,26 @@
-"""Runs an RQ worker on the ``guardian`` queue (``guardian worker [--burst]``), plus the reconcile/cleanup loop."""
+"""Runs an RQ worker (``guardian worker [--burst] [--queues ...]``) with its outbox pump and reconcile/cleanup loop.
+
+Usage::
+
+    run_worker(settings)                                  # both queues, until stopped
+    run_worker(settings, burst=True)                      # what is queued now, then exit
+    run_worker(settings, queues=["guardian-analyze"])     # a worker for analyses only
+
+Three threads beside RQ's loop: the outbox pump (committed job intents -> RQ, woken by NOTIFY, else
+every PUMP_EVERY_S), the reconciler (every RECONCILE_EVERY_S) and webhooks/cleanup. Job processes
+(RQ's work horses) get PR_SET_PDEATHSIG: a worker killed with -9 takes them with it, and the
+reconciler then finds their jobs dead within seconds (the worker heartbeats every JOB_HEARTBEAT_S
+while a job runs; on this host the process table answers at once).
+"""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import threading
 import time
+from collections.abc import Sequence
 
 import psycopg
 from redis import Redis, RedisError
@@ -12,40 +28,56 @@ from rq import Queue, Worker
 
 from bot.config import Settings, load_config
 from bot.errors import GuardianError
+from workers.enqueue import QUEUE_NAMES
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "guardian"
-RECONCILE_EVERY_S = 60.0
+# Every knob below can be set from the environment so a chaos run can drive recovery fast.
+RECONCILE_EVERY_S = float(os.environ.get("GUARDIAN_RECONCILE_EVERY_S", "2"))  # one indexed query when idle
+PUMP_EVERY_S = float(os.environ.get("GUARDIAN_PUMP_EVERY_S", "0.5"))  # the fallback when NOTIFY is not heard
 WEBHOOK_EVERY_S = 2.0
 CLEANUP_EVERY_S = 3600.0
-RECONCILE_MIN_AGE_S = 10.0  # requests changed more recently may have their job enqueued right now
+RECONCILE_MIN_AGE_S = float(os.environ.get("GUARDIAN_RECONCILE_MIN_AGE_S", "1"))  # see workers.reconciler
+JOB_HEARTBEAT_S = int(os.environ.get("GUARDIAN_JOB_HEARTBEAT_S", "2"))  # RQ job_monitoring_interval
+WORKER_TTL_S = int(os.environ.get("GUARDIAN_WORKER_TTL_S", "20"))  # idle heartbeat every TTL-15 s; key kept TTL+60 s
+_PR_SET_PDEATHSIG = 1
+_forking_parent = 0
+_hooks_registered = False
 
 
 def redis_connection(settings: Settings) -> Redis:
     return Redis.from_url(settings.redis_url.get_secret_value())
 
 
-def run_worker(settings: Settings, *, burst: bool = False) -> int:
-    """Work the guardian queue until stopped (or, with burst, until it is empty).
+def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str] | None = None) -> int:
+    """Work the queues (default: ``guardian`` first, then ``guardian-analyze``) until stopped, or with
+    burst until they are empty.
 
-    Reconciles once before working (requests whose job vanished are re-enqueued first), then every
-    minute in a background thread; expired backups are deleted hourly.
+    Reconciles and pumps the outbox once before working (work lost while no worker ran is queued
+    first), then keeps both going in background threads; expired backups are deleted hourly.
     """
-    os.register_at_fork(after_in_child=_forget_parent_runtime)
+    _register_fork_hooks()
     connection = redis_connection(settings)
-    queue = Queue(QUEUE_NAME, connection=connection)
-    worker = Worker([queue], connection=connection)
+    names = list(queues or QUEUE_NAMES)
+    worker = Worker([Queue(name, connection=connection) for name in names], connection=connection,
+                    worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_HEARTBEAT_S)
     stop = threading.Event()
     maintenance = _maintenance_runtime(settings)
+    from workers.backup import tidy_at_worker_start  # backup dir 0700; partial dumps of killed workers removed
+
+    tidy_at_worker_start(maintenance.config if maintenance is not None else load_config(settings.guardian_config))
     if maintenance is not None:
         _maintain(maintenance, connection, cleanup=False)
+        _pump(maintenance, wait_s=0)
         if not burst:
+            threading.Thread(target=_pump_loop, args=(maintenance, stop), name="guardian-outbox-pump",
+                             daemon=True).start()
             threading.Thread(target=_maintenance_loop, args=(maintenance, connection, stop),
                              name="guardian-maintenance", daemon=True).start()
-    log.info("worker %s listening on queue %r (burst=%s)", worker.name, QUEUE_NAME, burst)
+    log.info("worker %s listening on %s (burst=%s)", worker.name, ", ".join(names), burst)
     try:
-        worker.work(burst=burst, with_scheduler=True)  # runs `at=` jobs (maintenance windows, freezes)
+        worker.work(burst=burst)  # no RQ scheduler process: held jobs wait in the outbox (run_at)
     finally:
         stop.set()
         if maintenance is not None:
@@ -53,8 +85,39 @@ def run_worker(settings: Settings, *, burst: bool = False) -> int:
     return 0
 
 
+def _register_fork_hooks() -> None:
+    global _hooks_registered
+    if not _hooks_registered:  # once per process: hooks registered twice would run twice in every child
+        os.register_at_fork(before=_before_fork, after_in_child=_in_job_process)
+        _hooks_registered = True
+
+
+def _before_fork() -> None:
+    global _forking_parent
+    _forking_parent = os.getpid()
+
+
+def _in_job_process() -> None:
+    """In a forked job process: die with the worker, and never touch its pooled connections."""
+    _die_with_parent(_forking_parent)
+    _forget_parent_runtime()
+
+
+def _die_with_parent(parent: int) -> None:
+    """PR_SET_PDEATHSIG(SIGKILL): the kernel kills this process when the worker that forked it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("job process %s: prctl(PR_SET_PDEATHSIG) failed (errno %s)", os.getpid(), ctypes.get_errno())
+    except (OSError, AttributeError) as exc:  # not Linux: the reconciler still settles the job once it is dead
+        log.warning("job process %s: cannot die with its worker (%s)", os.getpid(), exc)
+        return
+    if parent and os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
 def _forget_parent_runtime() -> None:
-    """In a forked job process: never touch the parent's pooled connections; build a runtime of our own."""
+    """Never touch the parent's pooled connections in a forked job process; build a runtime of our own."""
     import workers.runtime
 
     workers.runtime._current = None  # dropped, not closed: closing would end the parent's sessions too
@@ -65,9 +128,23 @@ def _maintenance_runtime(settings: Settings):
     from workers.runtime import Runtime
 
     if settings.database_url is None:
-        log.warning("DATABASE_URL is not set; the worker runs without reconciling")
+        log.warning("DATABASE_URL is not set; the worker runs without reconciling or pumping the outbox")
         return None
     return Runtime(settings=settings, config=load_config(settings.guardian_config))
+
+
+def _pump(rt, *, wait_s: float) -> None:
+    """One outbox pass (after waiting up to ``wait_s`` for a NOTIFY); workers.enqueue.deliver tolerates Redis and
+    database errors."""
+    if wait_s:
+        rt.store.wait_for_intents(wait_s)
+    rt.deliver()
+
+
+def _pump_loop(rt, stop: threading.Event) -> None:
+    while not stop.is_set():
+        _pump(rt, wait_s=PUMP_EVERY_S)
+    log.info("outbox pump stopped with the worker")
 
 
 def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
@@ -80,21 +157,26 @@ def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
         if cleanup:
             cleanup_backups(rt)
     except GuardianError as exc:
-        log.warning("reconciler pass failed [%s]: %s; next pass in %ss", exc.code, exc, int(RECONCILE_EVERY_S))
+        log.warning("reconciler pass failed [%s]: %s; next pass in %ss", exc.code, exc, RECONCILE_EVERY_S)
     except (psycopg.Error, RedisError, OSError) as exc:  # a database or Redis hiccup: the next pass retries
-        log.warning("reconciler pass failed (%s); next pass in %ss", type(exc).__name__, int(RECONCILE_EVERY_S))
+        log.warning("reconciler pass failed (%s); next pass in %ss", type(exc).__name__, RECONCILE_EVERY_S)
 
 
 def _maintenance_loop(rt, connection: Redis, stop: threading.Event) -> None:
-    """Webhook events are pumped every WEBHOOK_EVERY_S; reconcile every RECONCILE_EVERY_S; cleanup hourly."""
-    passes, last_reconcile = 0, time.monotonic()
-    while not stop.wait(WEBHOOK_EVERY_S if rt.config.webhooks else RECONCILE_EVERY_S):
+    """Reconcile every RECONCILE_EVERY_S, pump webhook events every WEBHOOK_EVERY_S, clean up backups hourly."""
+    tick = min(RECONCILE_EVERY_S, WEBHOOK_EVERY_S) if rt.config.webhooks else RECONCILE_EVERY_S
+    last_reconcile = time.monotonic()
+    last_cleanup = last_reconcile - CLEANUP_EVERY_S  # the first pass of the loop cleans up, then hourly
+    while not stop.wait(tick):
         if rt.config.webhooks:
             _pump_webhooks(rt, connection)
-        if time.monotonic() - last_reconcile >= RECONCILE_EVERY_S - 0.5:
-            last_reconcile = time.monotonic()
-            passes += 1
-            _maintain(rt, connection, cleanup=passes % int(CLEANUP_EVERY_S // RECONCILE_EVERY_S) == 1)
+        now = time.monotonic()
+        if now - last_reconcile >= RECONCILE_EVERY_S - 0.05:
+            last_reconcile = now
+            cleanup = now - last_cleanup >= CLEANUP_EVERY_S
+            if cleanup:
+                last_cleanup = now
+            _maintain(rt, connection, cleanup=cleanup)
     log.info("maintenance loop stopped with the worker")
 
 

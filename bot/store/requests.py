@@ -22,15 +22,17 @@ from bot.store.base import (
     _REQ_COLS,
     _SETTABLE,
     NewMigration,
-    StoreBase,
     _append_event,
     _insert_migrations,
+    _clean,
+    _scrubbed,
 )
+from bot.store.outbox import JobIntent, OutboxStore, insert_intent
 
 log = logging.getLogger(__name__)
 
 
-class RequestsStore(StoreBase):
+class RequestsStore(OutboxStore):
     """Requests, the migrations they run, decisions on them and the steps that ran them."""
 
     # ----------------------------------------------------------------- requests
@@ -137,13 +139,15 @@ class RequestsStore(StoreBase):
         *,
         actor: str,
         detail: dict[str, Any] | None = None,
+        enqueue: JobIntent | str | None = None,
         **fields: Any,
     ) -> Request:
         """Move a request from ``expected`` to ``new`` or raise TransitionConflict.
 
-        Exactly one of any number of concurrent callers with the same ``expected`` wins.
+        Exactly one of any number of concurrent callers with the same ``expected`` wins. ``enqueue``
+        (a step name or JobIntent) is written to the job outbox in the same transaction.
         """
-        expected, new = RequestStatus(expected), RequestStatus(new)
+        expected, new, fields = RequestStatus(expected), RequestStatus(new), _scrubbed(fields)
         if new not in TRANSITIONS[expected]:
             raise StoreError(
                 f"request {request_id}: {expected.value} → {new.value} is not a valid transition",
@@ -176,11 +180,13 @@ class RequestsStore(StoreBase):
                 )
             _append_event(conn, request_id=request_id, actor=actor, kind=f"request.{new.value}",
                           detail={"from": expected.value, **(detail or {})})
+            if enqueue is not None:
+                insert_intent(conn, request_id, enqueue)
             return self._load_request(conn, row)
 
-    def update_request(self, request_id: int, **fields: Any) -> Request:
-        """Set descriptive fields (message ts, fingerprint…) without changing the status."""
-        unknown = set(fields) - _SETTABLE
+    def update_request(self, request_id: int, *, enqueue: JobIntent | str | None = None, **fields: Any) -> Request:
+        """Set descriptive fields (message ts, fingerprint…) without changing the status; ``enqueue`` as for transition."""
+        fields, unknown = _scrubbed(fields), set(fields) - _SETTABLE
         if unknown or not fields:
             raise StoreError(f"cannot set {', '.join(sorted(unknown)) or 'nothing'} on a request")
         sets = [f"{k} = %s" for k in fields] + ["updated_at = now()"]
@@ -192,6 +198,8 @@ class RequestsStore(StoreBase):
             ).fetchone()
             if row is None:
                 raise NotFound(f"request {request_id} does not exist")
+            if enqueue is not None:
+                insert_intent(conn, request_id, enqueue)
             return self._load_request(conn, row)
 
     def _load_request(self, conn: psycopg.Connection, row: dict[str, Any]) -> Request:
@@ -310,9 +318,12 @@ class RequestsStore(StoreBase):
         *,
         outcome: dict[str, Any] | None = None,
         error: str | None = None,
+        enqueue: JobIntent | str | None = None,
     ) -> Step:
+        """Finish a running step; ``enqueue`` (the next step) is written to the job outbox in the same transaction."""
         if status not in ("succeeded", "failed", "skipped"):
             raise StoreError(f"unknown step status {status!r}")
+        error = _clean(error)
         with self._tx() as conn:
             row = conn.execute(
                 """UPDATE guardian_bot.steps
@@ -327,6 +338,8 @@ class RequestsStore(StoreBase):
                           kind=f"step.{row['step']}.{status}",
                           detail={"attempt": row["attempt"], "duration_ms": row["duration_ms"],
                                   "error": error, **(outcome or {})})
+            if enqueue is not None:
+                insert_intent(conn, row["request_id"], enqueue)
             return Step(**row)
 
     def list_steps(self, request_id: int) -> list[Step]:

@@ -24,7 +24,7 @@ from bot.slack.server import EVENTS_PATH, build_wsgi_app, stop_server
 from bot.slack.standin import SlackStandIn
 from bot.store import Store
 from workers import runtime as runtime_module
-from workers.enqueue import QUEUE_NAME
+from workers.enqueue import QUEUE_NAMES, deliver
 
 SIGNING_SECRET = "flow-signing-secret-0123456789"
 CHANNEL = "C0MIGRATE"
@@ -91,18 +91,19 @@ class Harness:
     # ---- worker
     def run_jobs(self) -> None:
         """Run every queued job in-process; a job that raised fails the test with its traceback."""
-        queue = Queue(QUEUE_NAME, connection=self.redis)
-        SimpleWorker([queue], connection=self.redis).work(burst=True)
-        failed = queue.failed_job_registry
+        deliver(self.store, self.redis)  # intents written while no pump ran
+        queues = [Queue(name, connection=self.redis) for name in QUEUE_NAMES]
+        SimpleWorker(queues, connection=self.redis).work(burst=True)
         problems = []
-        for job_id in failed.get_job_ids():
-            job = queue.fetch_job(job_id)
-            result = job.latest_result() if job else None
-            problems.append(f"{job_id}: {getattr(result, 'exc_string', None)}")
+        for queue in queues:
+            for job_id in queue.failed_job_registry.get_job_ids():
+                job = queue.fetch_job(job_id)
+                result = job.latest_result() if job else None
+                problems.append(f"{job_id}: {getattr(result, 'exc_string', None)}")
         assert not problems, "jobs failed:\n" + "\n".join(problems)
 
     def queued_job_ids(self) -> list[str]:
-        return Queue(QUEUE_NAME, connection=self.redis).get_job_ids()
+        return [j for name in QUEUE_NAMES for j in Queue(name, connection=self.redis).get_job_ids()]
 
     # ---- what Slack shows
     def card(self, request_id: int) -> dict[str, Any]:
@@ -178,7 +179,7 @@ production = true
     client = WebClient(token=standin.token, base_url=standin.url)
     store = Store(state_db_url, max_size=20)
     redis = Redis.from_url(redis_url)
-    flow = Flow(settings, config, store, redis, client)
+    flow = Flow(settings, config, store, redis, client, dispatch=lambda: deliver(store, redis))  # as the worker wires it
     app = build_app(settings, config, client, flow=flow)
 
     import waitress

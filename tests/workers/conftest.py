@@ -15,7 +15,7 @@ from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectC
 from bot.models import Request, RequestStatus
 from bot.slack.standin import SlackStandIn
 from bot.store import NewMigration, Store
-from workers.enqueue import QUEUE_NAME
+from workers.enqueue import QUEUE_NAMES, deliver
 from workers.runtime import Runtime, install
 
 TARGET_ENV_VAR = "GT_WORKERS_TARGET_URL"
@@ -57,8 +57,9 @@ class Pipeline:
         return req
 
     def work(self) -> None:
-        """Run every queued job in-process until the queue is empty (rq SimpleWorker, burst)."""
-        SimpleWorker([Queue(QUEUE_NAME, connection=self.redis)], connection=self.redis).work(burst=True)
+        """Run every queued job in-process until the queues are empty (rq SimpleWorker, burst)."""
+        deliver(self.store, self.redis)  # intents written while no pump ran
+        SimpleWorker([Queue(name, connection=self.redis) for name in QUEUE_NAMES], connection=self.redis).work(burst=True)
 
     def thread_texts(self, request: Request) -> list[str]:
         out = []
