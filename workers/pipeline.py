@@ -20,7 +20,7 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
-from bot.errors import GuardianError, NotFound, TransitionConflict
+from bot.errors import GuardianError, NotFound, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus, Step
 from bot.pg.connect import classify
 from bot.slack.pipeline_blocks import build_failure_message, build_step_message
@@ -102,14 +102,27 @@ def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
 
 
 def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = (),
-            next_step: str | None = None) -> None:
-    """Record the step as succeeded, post its outcome, and enqueue the next step."""
-    finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome, enqueue=next_step)
+            next_step: str | None = None) -> bool:
+    """Record the step as succeeded, post its outcome, and enqueue the next step.
+
+    The store retries a lost connection to the bot's database (bot.store.retry); when it still
+    cannot record the result, the step's work stands and nothing is failed: False is returned and
+    the reconciler moves the request on from what the target holds (its ledger), never "worker died".
+    """
+    try:
+        finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome, enqueue=next_step)
+    except StoreError as exc:
+        if isinstance(exc, TransitionConflict):
+            raise
+        log.error("request %s: %s finished but its result could not be recorded [%s]: %s; the reconciler resumes "
+                  "the request from the target", run.request_id, run.step.step, exc.code, exc)
+        return False
     log.info("request %s: %s succeeded in %s ms", run.request_id, run.step.step, finished.duration_ms)
     report.post(run.rt, run.request, build_step_message(run.request_id, run.step.step, "succeeded",
                                                         finished.duration_ms, list(lines)))
     if next_step is not None:
         deliver(run.rt.store, redis_for(run.rt))  # the intent is already committed with the step's result
+    return True
 
 
 def fail(rt: Runtime, request_id: int, *, expected: RequestStatus, failed_step: str, db_state: DbState,
