@@ -19,6 +19,11 @@ from bot.errors import GuardianError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ID = re.compile(r"^#?([A-Za-z0-9][A-Za-z0-9_-]*)$")
+# Slack documents no limit for a command's text; every /migrate subcommand fits in far less (a note is
+# the longest), and a signed 10 MB command was stored and posted whole (issue 13).
+MAX_COMMAND_CHARS = 4_000
+MAX_REF_CHARS = 255
+_SHOWN_CHARS = 60  # of a bad value quoted back in an error
 
 
 class CommandUsageError(GuardianError):
@@ -156,17 +161,31 @@ def usage_line(command: type[SlashCommand]) -> str:
 
 def parse_command(text: str) -> SlashCommand:
     """Parse the text after `/migrate`; empty text means `help`. Raises CommandUsageError."""
-    text = html.unescape(text or "").replace("\u00a0", " ").strip()  # Slack escapes &, < and >
+    text = text or ""
+    if len(text) > MAX_COMMAND_CHARS:
+        raise CommandUsageError(
+            f"That command is {len(text):,} characters long; `/migrate` takes at most {MAX_COMMAND_CHARS:,}. "
+            "Shorten it (a long note belongs in the incident's thread).", subcommand="too-long")
+    if "\x00" in text:
+        raise CommandUsageError("The command contains a NUL character; type it again without it.",
+                                subcommand="nul")
+    text = html.unescape(text).replace("\u00a0", " ").strip()  # Slack escapes &, < and >
     if not text:
         return HelpCommand()
     word, _, rest = text.partition(" ")
     command = _BY_NAME.get(word.lower())
     if command is None:
         raise CommandUsageError(
-            f"Unknown subcommand `{word}`. Usage: `{GENERAL_USAGE}` — try `/migrate help`.",
-            subcommand=word,
+            f"Unknown subcommand `{_shown(word)}`. Usage: `{GENERAL_USAGE}` — try `/migrate help`.",
+            subcommand=word[:_SHOWN_CHARS],
         )
     return _PARSERS[command](command, rest.strip())
+
+
+def _shown(value: str) -> str:
+    """A value quoted back in an error: shortened, and without backticks that would end the quote."""
+    value = value.replace("`", "'")
+    return value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
 
 
 def _fail(command: type[SlashCommand], problem: str) -> CommandUsageError:
@@ -174,16 +193,35 @@ def _fail(command: type[SlashCommand], problem: str) -> CommandUsageError:
 
 
 def _name(command: type[SlashCommand], value: str, what: str) -> str:
-    if not _NAME.match(value):
-        raise _fail(command, f"`{value}` is not a valid {what}")
+    if len(value) > MAX_REF_CHARS or not _NAME.match(value):
+        raise _fail(command, f"`{_shown(value)}` is not a valid {what}")
     return value
 
 
 def _id(command: type[SlashCommand], value: str, what: str) -> str:
     match = _ID.match(value)
     if not match:
-        raise _fail(command, f"`{value}` is not a valid {what} id")
+        raise _fail(command, f"`{_shown(value)}` is not a valid {what} id")
     return match.group(1)
+
+
+def _ref(command: type[SlashCommand], value: str) -> str:
+    """A git branch, tag or commit as git's ref-name rules allow it (git check-ref-format), plus the
+    revision suffixes ~N and ^N; it reaches git only as one argument after --end-of-options."""
+    problem = None
+    if not value or value.startswith("-"):
+        problem = "needs a git ref (a branch, tag or commit sha; not starting with `-`)"
+    elif len(value) > MAX_REF_CHARS:
+        problem = f"is {len(value):,} characters long; a git ref has at most {MAX_REF_CHARS}"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        problem = "contains a control character"
+    elif ".." in value or "@{" in value or "//" in value or value.endswith((".", "/", ".lock")) \
+            or any(c in value for c in "\\:?*[ "):
+        problem = (f"`{_shown(value)}` is not a git ref name: no `..`, `@{{`, `//`, `\\`, `:`, `?`, `*`, `[`, "
+                   "no trailing `.`, `/` or `.lock`")
+    if problem is not None:
+        raise _fail(command, f"`--ref` {problem}")
+    return value
 
 
 def _words(command: type[SlashCommand], rest: str, required: int, optional: int = 0) -> list[str]:
@@ -191,7 +229,7 @@ def _words(command: type[SlashCommand], rest: str, required: int, optional: int 
     if len(words) < required:
         raise _fail(command, "Missing arguments")
     if len(words) > required + optional:
-        raise _fail(command, f"Unexpected `{words[required + optional]}`")
+        raise _fail(command, f"Unexpected `{_shown(words[required + optional])}`")
     return words
 
 
@@ -237,10 +275,9 @@ def _parse_plan(command: type[SlashCommand], rest: str) -> SlashCommand:
                 ref = words[i]
             else:
                 ref = word.removeprefix("--ref=")
-            if not ref or ref.startswith("-"):
-                raise _fail(command, "`--ref` needs a git ref")
+            _ref(command, ref)
         elif word.startswith("--"):
-            raise _fail(command, f"Unknown option `{word}`")
+            raise _fail(command, f"Unknown option `{_shown(word)}`")
         else:
             names.append(word)
         i += 1
@@ -271,7 +308,7 @@ def _parse_freeze(command: type[SlashCommand], rest: str) -> SlashCommand:
     try:
         seconds = parse_duration(duration)
     except ValueError:
-        raise _fail(command, f"`{duration}` is not a duration like `30min`, `2h` or `1d`") from None
+        raise _fail(command, f"`{_shown(duration)}` is not a duration like `30min`, `2h` or `1d`") from None
     if seconds <= 0:
         raise _fail(command, "The duration must be positive")
     return FreezeCommand(

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict
 from bot.slack.ids import BlockId, CallbackId
 
 INPUT_ACTION = "value"
+# Slack's most for a plain_text_input (max_length 1..3000); the bot refuses longer pasted SQL too, as
+# only a forged submission can carry more. Longer SQL belongs in a migration file in the repository.
+MAX_PASTED_SQL_CHARS = 3_000
 
 
 class ModalState(BaseModel):
@@ -28,8 +31,11 @@ def _modal(callback: CallbackId, title: str, submit: str, state: ModalState, blo
             "close": {"type": "plain_text", "text": "Cancel"}, "blocks": blocks}
 
 
-def _input(block: BlockId, label: str, *, multiline: bool, optional: bool, placeholder: str = "") -> dict[str, Any]:
+def _input(block: BlockId, label: str, *, multiline: bool, optional: bool, placeholder: str = "",
+           max_length: int | None = None) -> dict[str, Any]:
     element: dict[str, Any] = {"type": "plain_text_input", "action_id": INPUT_ACTION, "multiline": multiline}
+    if max_length:
+        element["max_length"] = max_length
     if placeholder:
         element["placeholder"] = {"type": "plain_text", "text": placeholder[:150]}
     return {"type": "input", "block_id": block.value, "optional": optional,
@@ -40,7 +46,8 @@ def build_sql_modal(state: ModalState) -> dict[str, Any]:
     return _modal(CallbackId.SQL_REQUEST, f"SQL for {state.environment}", "Plan", state, [
         {"type": "section", "text": {"type": "mrkdwn", "text":
             f"Paste the SQL to run on *{state.environment}*. Guardian analyses it and asks for approval; nothing runs yet."}},
-        _input(BlockId.SQL_INPUT, "SQL", multiline=True, optional=False, placeholder="ALTER TABLE …;"),
+        _input(BlockId.SQL_INPUT, "SQL", multiline=True, optional=False, placeholder="ALTER TABLE …;",
+               max_length=MAX_PASTED_SQL_CHARS),
     ])
 
 

@@ -10,10 +10,15 @@ Usage::
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import io
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
 
 import waitress
 from waitress import trigger, wasyncore
@@ -32,12 +37,43 @@ HEALTH_PATH = "/healthz"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
 
+# Slack's largest bodies are interactions carrying a whole message (40,000 characters of text and its
+# blocks); nothing it sends comes near this. Larger bodies are refused before they are read (413).
+MAX_BODY_BYTES = 1 << 20
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def build_wsgi_app(app: App) -> WsgiApp:
-    """POST /slack/events -> Bolt (commands, interactivity, events); GET /healthz -> {"ok": true}."""
+def build_wsgi_app(app: App, signing_secret: str | None = None) -> WsgiApp:
+    """POST /slack/events -> Bolt (commands, interactivity, events); GET /healthz -> {"ok": true}.
+
+    A request whose Slack signature is valid but whose body is not what Slack sends (not form-encoded or
+    JSON, a `payload=` that is not a JSON object, fields missing or of the wrong type) gets 400 with one
+    plain line, instead of reaching Bolt and the listeners; unsigned and forged requests still get
+    Bolt's 401, whatever their body. `signing_secret` defaults to the app's."""
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    secret = signing_secret if signing_secret is not None else getattr(app, "_signing_secret", None)
+    key = secret.encode() if secret else None
+
+    def events(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            return _plain(start_response, "413 Payload Too Large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+        body = environ["wsgi.input"].read(length) if length else b""
+        problem = body_problem(body, environ.get("CONTENT_TYPE", ""))
+        if key is not None and not _signed(key, body, environ) and body != b"ssl_check=1" \
+                and not body.startswith(b"ssl_check=1&"):
+            # what Bolt answers a forged request; it would parse the body first, and fail on a malformed one
+            return _json(start_response, "401 Unauthorized", {"error": "invalid request"})
+        if problem is not None:
+            logger.info("guardian serve: refused a signed request with a malformed body: %s", problem)
+            return _plain(start_response, "400 Bad Request", f"malformed Slack request: {problem}")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        return slack(environ, start_response)
 
     def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -49,7 +85,7 @@ def build_wsgi_app(app: App) -> WsgiApp:
         if path == EVENTS_PATH:
             if method != "POST":
                 return _json(start_response, "405 Method Not Allowed", {"ok": False, "error": "method_not_allowed"})
-            return slack(environ, start_response)
+            return events(environ, start_response)
         return _json(start_response, "404 Not Found", {"ok": False, "error": "not_found"})
 
     return wsgi
@@ -69,8 +105,10 @@ def make_server(
     """
     settings.require("slack_signing_secret", "slack_bot_token")
     app = build_app(settings, config, client, verify_token=True)
+    wsgi = build_wsgi_app(app, settings.slack_signing_secret.get_secret_value())
     try:
-        server = waitress.create_server(build_wsgi_app(app), host=host, port=port, ident="migration-guardian")
+        server = waitress.create_server(wsgi, host=host, port=port, ident="migration-guardian",
+                                        max_request_body_size=MAX_BODY_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})", code="bind-failed") from None
     port = getattr(server, "effective_port", None)
@@ -119,6 +157,133 @@ def resolve_port(port: int | None) -> int:
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:
         raise ConfigError(f"environment variable PORT must be a port number, got {raw!r}", code="bad-env")
     return int(raw)
+
+
+def _signed(secret: bytes, body: bytes, environ: dict[str, Any]) -> bool:
+    """Slack's v0 signature over the raw bytes (slack_sdk's verifier decodes the body as UTF-8 first, and
+    raises on a body that is not), at most five minutes old, as Bolt checks it."""
+    timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+    signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 5 * 60:
+        return False
+    digest = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"v0={digest}".encode(), signature.encode("latin-1", "replace"))
+
+
+# ---------------------------------------------------------------- the shape of what Slack sends
+# field -> type it must have when present; the nested ones are checked where they occur
+_INTERACTION_FIELDS = {"type": str, "user": dict, "team": dict, "channel": dict, "container": dict, "message": dict,
+                       "actions": list, "view": dict, "trigger_id": str, "response_url": str, "api_app_id": str}
+_NEEDS_USER = {"block_actions", "view_submission", "view_closed", "shortcut", "message_action"}
+_COMMAND_FIELDS = ("command", "text", "user_id")  # what the /migrate listener reads without a default
+
+
+def body_problem(body: bytes, content_type: str) -> str | None:
+    """Why a (signed) body is not something Slack sends, in a few words; None when its shape is right.
+
+    >>> body_problem(b"payload=%7Bnot+json", "application/x-www-form-urlencoded")
+    'payload is not JSON'
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8 text"
+    if content_type.split(";")[0].strip().lower() == "application/json":
+        try:
+            return _event_problem(json.loads(text))
+        except (ValueError, RecursionError):
+            return "the body is not JSON"
+    try:
+        form = parse_qs(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return "the body is not form-encoded"
+    twice = sorted(k for k, v in form.items() if len(v) > 1)
+    if twice:
+        return f"field {twice[0][:40]!r} is given more than once"
+    if "payload" in form:
+        try:
+            return _interaction_problem(json.loads(form["payload"][0]))
+        except (ValueError, RecursionError):
+            return "payload is not JSON"
+    if "command" in form:
+        missing = [f for f in _COMMAND_FIELDS if f not in form]
+        return f"the slash command has no {missing[0]}" if missing else None
+    if "ssl_check" in form:
+        return None
+    return "neither a slash command, an interaction payload nor an event"
+
+
+def _wrong_types(data: dict, fields: dict[str, type], where: str) -> str | None:
+    for name, kind in fields.items():
+        if name in data and not isinstance(data[name], kind):
+            return f"{where}{name} is not {'an object' if kind is dict else 'a list' if kind is list else 'a string'}"
+    return None
+
+
+def _interaction_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "payload is not a JSON object"
+    if not isinstance(data.get("type"), str):
+        return "payload has no type"
+    problem = _wrong_types(data, _INTERACTION_FIELDS, "payload.")
+    if problem:
+        return problem
+    kind = data["type"]
+    if kind in _NEEDS_USER and not isinstance((data.get("user") or {}).get("id"), str):
+        return "payload has no user id"
+    for sub in ("team", "channel", "container", "message"):
+        if sub in data and (problem := _wrong_types(data[sub], {"id": str, "ts": str, "text": str, "channel_id": str,
+                                                                 "message_ts": str, "thread_ts": str}, f"{sub}.")):
+            return problem
+    if kind == "block_actions":
+        actions = data.get("actions")
+        if not isinstance(actions, list) or not actions:
+            return "block_actions has no actions"
+        for action in actions:
+            if not isinstance(action, dict) or not isinstance(action.get("action_id"), str):
+                return "an action has no action_id"
+            if problem := _wrong_types(action, {"value": str, "block_id": str, "action_ts": str}, "action."):
+                return problem
+    if kind in ("view_submission", "view_closed"):
+        view = data.get("view")
+        if not isinstance(view, dict) or not isinstance(view.get("callback_id"), str):
+            return "the view has no callback_id"
+        if problem := _wrong_types(view, {"private_metadata": str, "state": dict, "id": str, "hash": str}, "view."):
+            return problem
+        values = (view.get("state") or {}).get("values", {})
+        if not isinstance(values, dict) or not all(
+                isinstance(block, dict) and all(isinstance(v, dict) for v in block.values()) for block in values.values()):
+            return "view.state.values is not an object of objects"
+        if view.get("private_metadata"):
+            try:
+                if not isinstance(json.loads(view["private_metadata"]), dict):
+                    return "view.private_metadata is not a JSON object"
+            except ValueError:
+                return "view.private_metadata is not JSON"
+    return None
+
+
+def _event_problem(data: Any) -> str | None:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        return "the event body is not a JSON object with a type"
+    if data["type"] == "url_verification" and not isinstance(data.get("challenge"), str):
+        return "url_verification has no challenge"
+    if data["type"] == "event_callback":
+        event = data.get("event")
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return "event_callback has no event with a type"
+        if problem := _wrong_types(event, {"user": str, "channel": str, "ts": str, "thread_ts": str, "text": str,
+                                           "reaction": str, "item": dict}, "event."):
+            return problem
+        if problem := _wrong_types(data, {"team_id": str, "event_id": str, "authorizations": list}, ""):
+            return problem
+    return None
+
+
+def _plain(start_response: Callable[..., Any], status: str, text: str) -> Iterable[bytes]:
+    data = (text + "\n").encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    return [data]
 
 
 def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]) -> Iterable[bytes]:

@@ -13,7 +13,7 @@ from bot.errors import GuardianError
 from bot.flow import Flow
 from bot.incidents import IncidentService
 from bot.slack.ids import BlockId, CallbackId
-from bot.slack.modals import ModalState, submitted_value
+from bot.slack.modals import MAX_PASTED_SQL_CHARS, ModalState, submitted_value
 from bot.slack.replies import replying_errors
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,14 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         sql = submitted_value(view, BlockId.SQL_INPUT)
         if not sql.strip():
             ack(response_action="errors", errors={BlockId.SQL_INPUT.value: "Paste at least one statement."})
+            return
+        if len(sql) > MAX_PASTED_SQL_CHARS:
+            ack(response_action="errors", errors={BlockId.SQL_INPUT.value:
+                f"At most {MAX_PASTED_SQL_CHARS:,} characters here; put longer SQL in a migration file and "
+                "use /migrate plan."})
+            return
+        if "\x00" in sql:
+            ack(response_action="errors", errors={BlockId.SQL_INPUT.value: "The SQL contains a NUL character; remove it."})
             return
         user = body["user"]["id"]
         try:
