@@ -34,10 +34,20 @@ def load_config(path):
     return load(path)
 
 
+def _protect(settings, config=None, *extra: str) -> None:
+    """Scrub every configured secret (and ``extra``) from what this process logs, sends or stores (bot/redaction.py)."""
+    from bot import redaction
+
+    redaction.register_configured(settings, config)
+    redaction.register(*(e for e in extra if e))
+    redaction.install_log_scrubbing()
+
+
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bot.schema import upgrade
 
     settings = load_settings()
+    _protect(settings)
     settings.require("database_url")
     applied = upgrade(settings.database_url.get_secret_value())
     print(f"applied {len(applied)} schema file(s)" + (": " + ", ".join(applied) if applied else "; already current"))
@@ -49,6 +59,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     config = load_config(settings.guardian_config)
+    _protect(settings, config)
     port = args.port if args.port is not None else int(os.environ.get("PORT", "3000"))
     serve(settings, config, host=args.host, port=port)
     return 0
@@ -58,7 +69,9 @@ def _cmd_socket(args: argparse.Namespace) -> int:
     from bot.slack.socket import run_socket
 
     settings = load_settings()
-    run_socket(settings, load_config(settings.guardian_config))
+    config = load_config(settings.guardian_config)
+    _protect(settings, config)
+    run_socket(settings, config)
     return 0
 
 
@@ -74,6 +87,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import run_worker
 
     settings = load_settings()
+    _protect(settings, load_config(settings.guardian_config))  # forked job processes inherit it
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     return run_worker(settings, burst=args.burst, queues=queues)
 
@@ -81,6 +95,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     config = load_config(settings.guardian_config)
+    _protect(settings, config)
     try:
         from bot.sources.status import run_status_command
     except ImportError:
@@ -94,7 +109,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except ImportError:
         raise GuardianError("`guardian plan` is not available in this build yet") from None
     settings = load_settings()
-    return run_plan_command(load_config(settings.guardian_config), args)
+    config = load_config(settings.guardian_config)
+    _protect(settings, config, args.target_url)
+    return run_plan_command(config, args)
 
 
 def _cmd_postmortem(args: argparse.Namespace) -> int:
@@ -104,6 +121,7 @@ def _cmd_postmortem(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     settings.require("database_url")
+    _protect(settings, load_config(settings.guardian_config))
     with Store(settings.database_url.get_secret_value(), max_size=2) as store:
         service = IncidentService(Flow(settings, load_config(settings.guardian_config), store, None, None))
         incident = store.get_incident(args.incident)

@@ -29,6 +29,7 @@ from pathlib import Path
 import psycopg
 import redis as redis_lib
 
+from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config
 from bot.demo import DemoProject, DevUser, create_demo, demo_people
 from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db
@@ -174,6 +175,8 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     settings = Settings(database_url=state_url, redis_url=redis_url, slack_api_url=standin.url,
                         slack_bot_token=standin.token, slack_signing_secret=signing_secret,
                         guardian_config=config_path)
+    redaction.register_configured(settings, config)
+    redaction.install_log_scrubbing()
     _step(6, "the bot over HTTP")
     server, port = make_server(settings, config, host="127.0.0.1", port=opts.port)
     os.environ.update(env)  # the flow's pipeline hooks in this process load settings from the environment

@@ -4,12 +4,14 @@ Usage (RQ jobs; start_run enqueues the first)::
 
     enqueue_step(redis, "backup", request_id)
     cleanup()                              # delete expired backups (the worker's maintenance loop runs it hourly)
+    tidy_at_worker_start(config)           # at worker start: 0700 directory, 0600 dumps, no stale partial dump
 
 The step also takes what verify compares against: the schema snapshot, RLS probe results and the
 row counts of tables a DML touches, stored in the step's outcome.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import logging
@@ -44,6 +46,10 @@ _PGENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname"
           "sslkey": "PGSSLKEY", "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "options": "PGOPTIONS",
           "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
           "gssencmode": "PGGSSENCMODE", "service": "PGSERVICE", "channel_binding": "PGCHANNELBINDING"}
+
+
+PARTIAL = ".partial"  # <name>.dump.partial while pg_dump writes; renamed to <name>.dump when complete
+STALE_AFTER_S = 60.0  # a partial dump untouched this long whose lock nobody holds has no writer left
 
 
 class BackupError(GuardianError):
@@ -130,8 +136,7 @@ def write_backup(rt: Any, env: Any, url: str, binary: str, args: list[str], *, l
                  request_id: int | None = None) -> tuple[Any, Path, str, int, int]:
     """pg_dump (custom format) to <backup dir>/<env>-<label>-<UTC stamp>.dump, checked with
     `pg_restore --list`, recorded with its sha256 and retention: (backup, path, sha256, bytes, dump ms)."""
-    backup_dir = Path(rt.config.backup.dir)
-    backup_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir = private_dir(rt.config.backup.dir)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = backup_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', env.name)}-{label}-{stamp}.dump"
     clock = time.monotonic()
@@ -193,11 +198,24 @@ def libpq_env(url: str, app: str) -> dict[str, str]:
 
 
 def dump(binary: str, url: str, path: Path, args: list[str], *, lock_timeout: str, app: str) -> None:
-    """pg_dump -Fc to ``path`` (written as .partial, renamed when complete); BackupError with scrubbed stderr."""
-    partial = path.with_name(path.name + ".partial")
-    cmd = [binary, "--format=custom", "--no-password", f"--lock-wait-timeout={lock_timeout}",
-           f"--file={partial}", *args]
-    proc = subprocess.run(cmd, env=libpq_env(url, app), capture_output=True, text=True)
+    """pg_dump -Fc to ``path`` (written as .partial, renamed when complete); BackupError with scrubbed stderr.
+
+    We create the partial file 0600 and hand it to pg_dump as its stdout, holding an exclusive flock on it:
+    pg_dump inherits the open file, so the lock lasts as long as any writer lives, even one whose worker was
+    killed, and tidy_backup_dir never removes a dump still being written.
+    """
+    partial = path.with_name(path.name + PARTIAL)
+    cmd = [binary, "--format=custom", "--no-password", f"--lock-wait-timeout={lock_timeout}", *args]
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover file of the same name keeps its old mode through O_CREAT
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = subprocess.run(cmd, env=libpq_env(url, app), stdout=fd, stderr=subprocess.PIPE, text=True)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
         detail = report.scrub_error(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output", url)
@@ -213,6 +231,72 @@ def verify_archive(pg_restore: Path, path: Path, url: str) -> int:
         raise BackupError(f"the backup {path.name} is unreadable (pg_restore --list: {detail}); retry the request",
                           code="backup-unreadable")
     return sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(";"))
+
+
+def private_dir(path: Path | str) -> Path:
+    """The backup directory, created 0700 or narrowed to 0700 (dumps hold the whole database)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except OSError as exc:
+            raise BackupError(f"the backup directory {path} is open to other users and cannot be narrowed "
+                              f"({exc.strerror}); chmod 700 it and retry", code="backup-dir-open") from None
+        log.warning("backup directory %s was open to other users; narrowed to 0700", path)
+    return path
+
+
+def tidy_backup_dir(path: Path | str, *, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """At worker start: the directory 0700, every dump 0600, and partial dumps nobody writes any more removed.
+
+    A ``*.dump.partial`` is removed only when no process holds its lock (see ``dump``) and it has not been
+    written for ``stale_after_s`` (which also covers the instant between a writer creating and locking it).
+    Returns the removed files; a directory not made yet is left for the first backup to make.
+    """
+    if not Path(path).is_dir():
+        return []
+    path = private_dir(path)
+    removed: list[Path] = []
+    for file in sorted(path.glob("*.dump")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue  # expired and deleted meanwhile
+        except PermissionError:
+            log.warning("backup %s is readable by other users and is not ours to narrow; chmod 600 it", file.name)
+    for file in sorted(path.glob(f"*.dump{PARTIAL}")):
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # its writer finished (renamed it) or failed (removed it) meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("partial backup %s is being written by a live pg_dump; kept", file.name)
+            continue
+        finally:
+            os.close(fd)  # closing drops our lock at once
+        try:
+            age = time.time() - file.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age < stale_after_s:
+            log.info("partial backup %s was written %.0f s ago; kept", file.name, age)
+            continue
+        file.unlink(missing_ok=True)
+        removed.append(file)
+        log.warning("removed partial backup %s left by a dump that never finished", file.name)
+    return removed
+
+
+def tidy_at_worker_start(config: Any) -> None:
+    """``tidy_backup_dir`` for a starting worker: a problem is logged (the backup step reports it when it runs)."""
+    try:
+        tidy_backup_dir(config.backup.dir)
+    except (BackupError, OSError) as exc:
+        log.warning("backup directory %s could not be tidied: %s", config.backup.dir, exc)
 
 
 def _sha256(path: Path) -> tuple[str, int]:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def scrub_error(text: str, *secrets: str) -> str:
-    """An error text fit for Slack and logs: no URL, no password=…, none of ``secrets``."""
+    """An error text fit for Slack and logs: no URL, no password=…, no registered secret (bot.redaction), none of
+    ``secrets`` in any form (a URL's password as written and decoded, however malformed the URL)."""
     return scrub(text, *secrets)
 
 

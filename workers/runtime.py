@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
+from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config, load_settings
+from bot.slack.outbound import ScrubbingWebClient
 from bot.store import Store
 
 if TYPE_CHECKING:
@@ -41,10 +43,11 @@ class Runtime:
 
     @cached_property
     def slack(self) -> WebClient | None:
-        """The Web API client, or None when no bot token is configured (CLI-only use)."""
+        """The Web API client (scrubbing known secrets), or None when no bot token is configured (CLI-only use)."""
         if self.settings.slack_bot_token is None:
             return None
-        return WebClient(token=self.settings.slack_bot_token.get_secret_value(), base_url=self.settings.slack_api_url)
+        return ScrubbingWebClient(token=self.settings.slack_bot_token.get_secret_value(),
+                                  base_url=self.settings.slack_api_url)
 
     @cached_property
     def redis(self) -> "Redis":
@@ -77,6 +80,7 @@ def runtime() -> Runtime:
         if _current is None:
             settings = load_settings()
             _current = Runtime(settings=settings, config=load_config(settings.guardian_config))
+            redaction.register_configured(settings, _current.config)
         return _current
 
 

@@ -64,6 +64,9 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str]
                     worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_HEARTBEAT_S)
     stop = threading.Event()
     maintenance = _maintenance_runtime(settings)
+    from workers.backup import tidy_at_worker_start  # backup dir 0700; partial dumps of killed workers removed
+
+    tidy_at_worker_start(maintenance.config if maintenance is not None else load_config(settings.guardian_config))
     if maintenance is not None:
         _maintain(maintenance, connection, cleanup=False)
         _pump(maintenance, wait_s=0)

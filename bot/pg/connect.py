@@ -15,6 +15,7 @@ import psycopg
 from psycopg import conninfo
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from bot import redaction
 from bot.errors import TargetError
 
 _URL = re.compile(r"\b\w+(?:ql)?://\S+", re.IGNORECASE)
@@ -39,13 +40,12 @@ class TargetInfo(BaseModel):
 
 
 def scrub(text: str, *secrets: str) -> str:
-    """``text`` without URLs, ``password=…`` pairs or any of ``secrets``."""
+    """``text`` without URLs, ``password=…`` pairs, any secret the process knows (bot.redaction) or any of
+    ``secrets`` in any form (a URL's password as written and decoded, even when the URL does not parse)."""
+    text = redaction.scrub(text, *secrets)  # by value first: the URL pattern below would hide only part of it
     text = _URL.sub("<url>", text)
     text = _PASSWORD.sub(r"\1***", text)
     text = _ECHOED_VALUE.sub(r'\1"***"', text)  # libpq quotes a bad option's value, which may be a secret
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
     return text
 
 
@@ -66,13 +66,6 @@ def _where(url: str) -> str:
     port = port if port.isdigit() else "<port>"
     dbname = dbname if _SAFE_NAME.fullmatch(dbname) else "<database>"
     return f"{host}:{port}/{dbname}"
-
-
-def _password(url: str) -> str:
-    try:
-        return str(conninfo.conninfo_to_dict(url).get("password") or "")
-    except psycopg.ProgrammingError:
-        return ""
 
 
 # SQLSTATEs of a session ended from outside: admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now.
@@ -96,7 +89,7 @@ def session_lost(exc: BaseException) -> bool:
 def classify(exc: BaseException, environment: str, url: str = "") -> TargetError:
     """One TargetError (code + what to do next) for a psycopg error, scrubbed of URL and password."""
     raw = str(exc)
-    reason = scrub(raw.strip().splitlines()[-1] if raw.strip() else type(exc).__name__, _password(url), url)
+    reason = scrub(raw.strip().splitlines()[-1] if raw.strip() else type(exc).__name__, url)
     reason = reason.removeprefix("FATAL:  ").strip()
     lowered = raw.lower()
     where = _where(url) if url else "the target"
@@ -156,7 +149,7 @@ def connect_target(
         )
     except psycopg.ProgrammingError as exc:  # malformed URL
         raise TargetError(
-            f"environment {environment!r}: the database URL is malformed ({scrub(str(exc), _password(secret))}); "
+            f"environment {environment!r}: the database URL is malformed ({scrub(str(exc).strip(), secret)}); "
             "fix the variable this environment names", code="target-url",
         ) from None
     except psycopg.Error as exc:

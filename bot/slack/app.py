@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.config import GuardianConfig, Settings
 from bot.errors import ConfigError
 from bot.slack.listeners import actions, commands, events, views
+from bot.slack.outbound import ScrubbingWebClient, scrubbing, scrub_outgoing
 from bot.slack.replies import UNEXPECTED_ERROR_TEXT, handle_error  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def build_app(
         settings.require("slack_signing_secret")
     if client is None:
         assert settings.slack_bot_token is not None
-        client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+        client = ScrubbingWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
+    client = scrubbing(client)
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     if verify_token:
         check_token(client)
@@ -61,6 +63,7 @@ def build_app(
         process_before_response=False,
     )
     app.error(handle_error)
+    app.middleware(scrub_outgoing)  # first: it also covers what later middleware answers
     if flow is None and settings.database_url is not None:
         flow = build_flow(settings, config, client)
     # With the bot's state at hand every delivery is claimed by its Slack id, so a retry whose first

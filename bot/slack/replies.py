@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.errors import GuardianError
+from bot.redaction import scrub
 from bot.slack.blocks import build_error_message
 
 logger = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ def handle_error(
     response: BoltResponse | None,
 ) -> BoltResponse | None:
     """App-wide: a GuardianError becomes its plain message; anything else an ephemeral line with an error id."""
-    if isinstance(error, GuardianError):
-        message = build_error_message(error.message)
-        logger.info("slack %s refused: %s (%s)", _what(body), error.code, error.message)
+    if isinstance(error, GuardianError):  # its message is for people: never with a known secret in it
+        message = build_error_message(scrub(error.message))
+        logger.info("slack %s refused: %s (%s)", _what(body), error.code, scrub(error.message))
     else:
         error_id = f"E-{uuid.uuid4().hex[:10]}"
         message = build_error_message(UNEXPECTED_ERROR_TEXT, error_id)

@@ -17,7 +17,7 @@ from bot.models import (
     IncidentNote,
     IncidentStatus,
 )
-from bot.store.base import GENESIS_HASH, StoreBase, _append_event, _event_hash
+from bot.store.base import GENESIS_HASH, StoreBase, _append_event, _event_hash, _clean, _scrubbed
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ class OperationsStore(StoreBase):
         self, request_id: int, *, opened_by: str, summary: str, channel: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident for a request, or return the one already open (created=False)."""
+        summary = _clean(summary)
         with self._tx() as conn:
             row = conn.execute(
                 """INSERT INTO guardian_bot.incidents (request_id, opened_by, summary, channel)
@@ -166,7 +167,7 @@ class OperationsStore(StoreBase):
         return Incident(**row) if row else None
 
     def update_incident(self, incident_id: int, **fields: Any) -> Incident:
-        allowed = {"channel", "thread_ts", "summary", "postmortem"}
+        allowed, fields = {"channel", "thread_ts", "summary", "postmortem"}, _scrubbed(fields)
         if not fields or set(fields) - allowed:
             raise StoreError(f"cannot set {', '.join(sorted(set(fields) - allowed)) or 'nothing'} on an incident")
         sets = ", ".join(f"{k} = %s" for k in fields)
@@ -219,6 +220,7 @@ class OperationsStore(StoreBase):
         created_at: datetime | None = None,
     ) -> bool:
         """Record a timeline note; a Slack message redelivered (same ts and source) is recorded once."""
+        text = _clean(text)
         with self._tx() as conn:
             row = conn.execute(
                 """INSERT INTO guardian_bot.incident_notes (incident_id, author, text, source, slack_ts, created_at)
