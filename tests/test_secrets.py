@@ -166,6 +166,32 @@ def test_web_api_calls_and_uploads_are_scrubbed(clean_registry):
     assert "upload-secret-9" not in files and "a post-mortem with [secret]" in files
 
 
+def test_bolt_listeners_get_a_scrubbing_client_respond_and_ack(clean_registry):
+    """Bolt makes a plain WebClient per request and its own respond()/ack(): the middleware swaps all three."""
+    from slack_bolt import BoltRequest, BoltResponse
+    from slack_sdk import WebClient
+
+    from bot.slack.outbound import ScrubbingAck, ScrubbingRespond, scrub_outgoing
+
+    with SlackStandIn() as standin:
+        redaction.register("bolt-secret-5")
+        req = BoltRequest(body="command=%2Fmigrate&text=x&response_url=" + standin.response_url("r1"),
+                          headers={"content-type": ["application/x-www-form-urlencoded"]})
+        req.context["client"] = WebClient(token=standin.token, base_url=standin.url)
+        resp = BoltResponse(status=200, body="")
+        assert scrub_outgoing(req, resp, lambda: resp) is resp
+        context = req.context
+        assert isinstance(context.client, ScrubbingWebClient) and context.client.token == standin.token
+        assert isinstance(context.respond, ScrubbingRespond) and isinstance(context.ack, ScrubbingAck)
+        context.client.chat_postMessage(channel="C1", text="via client bolt-secret-5")
+        context.respond(text="via respond bolt-secret-5", blocks=[{"type": "section",
+                                                                   "text": {"type": "mrkdwn", "text": "bolt-secret-5"}}])
+        acked = context.ack(text="via ack bolt-secret-5")
+        sent = json.dumps([c.params for c in standin.calls()])
+    assert "bolt-secret-5" not in sent + acked.body
+    assert "via client [secret]" in sent and "via respond [secret]" in sent and "via ack [secret]" in acked.body
+
+
 def test_store_writes_error_text_events_and_notes_scrubbed(clean_registry, store):
     redaction.register("store-secret-77")
     request = store.create_request("staging", REQUESTER, [NewMigration(name="m", sql="SELECT 1")],
