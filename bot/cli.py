@@ -43,6 +43,12 @@ def _protect(settings, config=None, *extra: str) -> None:
     redaction.install_log_scrubbing()
 
 
+def _scrubbed(message: str) -> str:
+    from bot.redaction import scrub  # only on the way out with an error: `guardian lint` starts without it
+
+    return scrub(message)
+
+
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bot.schema import upgrade
 
@@ -223,10 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
-        print(f"guardian: {exc.message}", file=sys.stderr)
+        print(f"guardian: {_scrubbed(exc.message)}", file=sys.stderr)
         return 2
     except GuardianError as exc:
-        print(f"guardian: {exc.message}", file=sys.stderr)
+        print(f"guardian: {_scrubbed(exc.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -335,3 +335,14 @@ secret_env = "GT_SECRET_HOOK"
         assert secret not in slack_text, f"{secret!r} went to Slack"
         assert secret not in log_text, f"{secret!r} was logged"
         assert secret not in state_text, f"{secret!r} was stored"
+
+
+def test_a_cli_error_names_no_registered_secret(clean_registry, tmp_path, monkeypatch, capsys):
+    password = f"pa%ss{random_tokens.token_hex(6)}"
+    config_path = tmp_path / "guardian.toml"
+    config_path.write_text('[environments.staging]\ndatabase_url_env = "T_CLI_TARGET_URL"\n')
+    monkeypatch.setenv("T_CLI_TARGET_URL", f"postgresql://app:{password}@127.0.0.1:5432/app")
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(config_path))
+    cli.main(["status", "staging"])
+    out = capsys.readouterr()
+    assert password not in out.out + out.err and "staging" in out.out + out.err
