@@ -166,6 +166,7 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     standin = SlackStandIn().start()
     stack.callback(standin.stop)
     channel, channel_name, users = _people(config, demo)
+    standin.add_bot_to(channel)  # the demo channel has @Guardian in it, as a real one would
     for user in users:
         standin.users[user.id] = {"name": user.name, "real_name": user.real_name}
     signing_secret = secrets.token_hex(16)

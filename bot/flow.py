@@ -103,8 +103,10 @@ class Flow:
             return
         try:
             self.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
-        except SlackClientError as exc:
-            log.error("request %s: could not post in the thread: %s", request.id, type(exc).__name__)
+        except SlackClientError as exc:  # after the client's own retries (rate limits, connections)
+            log.error("request %s: could not post in the thread: %s", request.id, _slack_error(exc))
+            self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
+                                    detail={"what": str(message.get("text") or "")[:200], "error": _slack_error(exc)})
 
     def note(self, request_id: int, text: str) -> None:
         self.post_in_thread(self.store.get_request(request_id), build_thread_note(text))
@@ -246,19 +248,25 @@ class Flow:
         self.post_in_thread(request, build_rehearsal_message(rehearsal))
 
     def _post_preview(self, request: Request) -> None:
+        """The SQL and risk of every migration in a few combined messages (Slack takes about one a second
+        per channel) and the long files uploaded ten at a time, instead of one message per migration."""
+        from bot.slack.batching import FILES_PER_UPLOAD, chunks, combine
+
         if self.slack is None or not request.thread_ts:
             return
-        for m in request.migrations:
-            if sql_needs_upload(m.sql):
-                try:
-                    self.slack.files_upload_v2(channel=request.channel, thread_ts=request.thread_ts,
-                                               content=m.sql, filename=f"{m.name}.sql",
-                                               title=f"{m.name}.sql (sha256 {m.sha256[:12]})")
-                except SlackClientError as exc:
-                    log.error("request %s: SQL upload failed: %s", request.id, type(exc).__name__)
-            else:
-                self.post_in_thread(request, build_sql_message(m.name, m.sha256, m.sql))
-        for message in build_risk_messages(request):
+        inline = [build_sql_message(m.name, m.sha256, m.sql) for m in request.migrations if not sql_needs_upload(m.sql)]
+        for message in combine(inline):
+            self.post_in_thread(request, message)
+        for group in chunks([m for m in request.migrations if sql_needs_upload(m.sql)], FILES_PER_UPLOAD):
+            try:
+                self.slack.files_upload_v2(channel=request.channel, thread_ts=request.thread_ts, file_uploads=[
+                    {"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
+                    for m in group])
+            except SlackClientError as exc:
+                log.error("request %s: SQL upload of %d file(s) failed: %s", request.id, len(group), _slack_error(exc))
+                self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
+                                        detail={"what": "sql upload", "error": _slack_error(exc)})
+        for message in combine(build_risk_messages(request)):
             self.post_in_thread(request, message)
 
     # ----------------------------------------------------------------- decide
@@ -503,3 +511,8 @@ def revalidate(request_id: int) -> str | None:
     from workers.runtime import runtime
 
     return runtime().flow.revalidate(request_id)
+
+def _slack_error(exc: SlackClientError) -> str:
+    """Slack's error code (``ratelimited``, ``not_in_channel``...) or the exception's type."""
+    response = getattr(exc, "response", None)
+    return str(response.get("error")) if response is not None and response.get("error") else type(exc).__name__

@@ -20,6 +20,7 @@ from slack_sdk import WebClient
 from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config, load_settings
 from bot.slack.outbound import ScrubbingWebClient
+from bot.slack.retries import with_retries
 from bot.store import Store
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ class Runtime:
         """The Web API client (scrubbing known secrets), or None when no bot token is configured (CLI-only use)."""
         if self.settings.slack_bot_token is None:
             return None
-        return ScrubbingWebClient(token=self.settings.slack_bot_token.get_secret_value(),
-                                  base_url=self.settings.slack_api_url)
+        return with_retries(ScrubbingWebClient(token=self.settings.slack_bot_token.get_secret_value(),
+                                               base_url=self.settings.slack_api_url))  # 429s waited out
 
     @cached_property
     def redis(self) -> "Redis":

@@ -20,6 +20,7 @@ from bot.config import GuardianConfig, Settings
 from bot.errors import ConfigError
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.outbound import ScrubbingWebClient, scrubbing, scrub_outgoing
+from bot.slack.retries import with_retries
 from bot.slack.replies import UNEXPECTED_ERROR_TEXT, handle_error  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def build_app(
     if client is None:
         assert settings.slack_bot_token is not None
         client = ScrubbingWebClient(token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url)
-    client = scrubbing(client)
+    client = scrubbing(with_retries(client))  # the caller's client too: 429s are waited out, not dropped
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     if verify_token:
         check_token(client)

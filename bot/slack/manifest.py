@@ -12,18 +12,19 @@ from bot.errors import ConfigError
 from bot.slack.ids import Command
 from bot.slack.server import EVENTS_PATH
 
+# Exactly the scopes the bot uses (a test checks each against the Web API methods and events that need it):
 BOT_SCOPES: tuple[str, ...] = (
-    "commands",
-    "chat:write",
-    "chat:write.public",
-    "files:write",
-    "reactions:write",
-    "usergroups:read",
-    "users:read",
-    "channels:history",
-    "groups:history",
+    "commands",           # the /migrate slash command
+    "chat:write",         # cards, thread steps, ephemerals (chat.postMessage, chat.update, chat.postEphemeral)
+    "chat:write.public",  # post to the configured [slack] channel / incident_channel before anyone invites the bot
+    "files:write",        # SQL too long for a message and the post-mortem (files.getUploadURLExternal, ...)
+    "usergroups:read",    # approvers named by user group (usergroups.users.list)
+    "channels:history",   # replies in incident threads (message.channels) and reading a pinned message
+                          # (conversations.replies / conversations.history) in public channels
+    "groups:history",     # the same in private channels (message.groups), so a private incident channel works
+    "reactions:read",     # 📌 reactions on incident messages (reaction_added)
 )
-BOT_EVENTS: tuple[str, ...] = ("message.channels", "reaction_added")
+BOT_EVENTS: tuple[str, ...] = ("message.channels", "message.groups", "reaction_added")
 USAGE_HINT = "help | plan <env> [<migration>…|pending] [--ref <git ref>] | sql <env> | status [<env>] | …"
 
 

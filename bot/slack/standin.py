@@ -7,6 +7,12 @@ Usage::
         client = WebClient(token=standin.token, base_url=standin.url)
         client.chat_postMessage(channel="C1", text="hi")
         call = standin.wait_for("chat.postMessage", lambda c: c.params["channel"] == "C1")
+        standin.add_bot_to("C1")                          # conversations.replies there now answers
+        standin.deliver_event(sender, {"type": "reaction_added", ...})   # None when Slack would not send it
+
+Strict like Slack: Block Kit and views are validated (invalid_blocks), every method needs the manifest's
+scope (missing_scope), history needs membership (not_in_channel) and every method is rate-limited by its
+tier (HTTP 429 with Retry-After; ``rate_window`` shortens Slack's minute but cannot switch it off).
 """
 from __future__ import annotations
 
@@ -16,11 +22,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 from bot.background_http import BackgroundHTTPServer
+from bot.slack import standin_rules as rules
+from bot.slack.manifest import BOT_EVENTS, BOT_SCOPES
 from bot.slack.standin_api import ApiError, StoredFile, Workspace, decode_params
+from bot.slack.standin_limits import RateLimits, retry_after
+
+if TYPE_CHECKING:
+    from bot.slack.sender import SentResponse, SlackSender
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +63,9 @@ class SlackStandIn:
     """Serves the Web API methods the bot uses on 127.0.0.1 (ephemeral port) and keeps their state in memory.
 
     ``url`` is the Web API base (``http://127.0.0.1:PORT/api/``) to give ``WebClient(base_url=...)`` or
-    ``SLACK_API_URL``. Only tokens in ``tokens`` are accepted (default: ``DEFAULT_TOKEN``).
+    ``SLACK_API_URL``. Only tokens in ``tokens`` are accepted (default: ``DEFAULT_TOKEN``). The token has
+    ``scopes`` and the app subscribes to ``events`` (default: what bot/slack/manifest.py asks for); the bot
+    is in the channels of ``member_of`` (default none: tests and `guardian dev` add theirs with add_bot_to).
     """
 
     def __init__(
@@ -63,10 +77,19 @@ class SlackStandIn:
         team_id: str = "T0GUARDIAN",
         bot_user_id: str = "U0GUARDIAN",
         bot_id: str = "B0GUARDIAN",
+        scopes: Iterable[str] = BOT_SCOPES,
+        events: Iterable[str] = BOT_EVENTS,
+        rate_window: float = 60.0,
     ) -> None:
         self.host = host
         self.port = port
         self.tokens: set[str] = set(tokens)
+        self.scopes: set[str] = set(scopes)
+        self.events: set[str] = set(events)
+        self.member_of: set[str] = set()
+        self.private_channels: set[str] = set()
+        self.limits = RateLimits(rate_window)
+        self._throttled: list[RecordedCall] = []
         self.workspace = Workspace(
             team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, root_url=lambda: self.root_url
         )
@@ -156,6 +179,55 @@ class SlackStandIn:
             stored = self.workspace.files.get(file_id)
             return None if stored is None else stored.content
 
+    def add_bot_to(self, *channels: str, private: bool = False) -> None:
+        """The bot was invited to ``channels`` (``private``: they are private channels)."""
+        self.member_of.update(channels)
+        if private:
+            self.private_channels.update(channels)
+
+    def channel_kind(self, channel: str) -> str:
+        return rules.channel_kind(channel, self.private_channels)
+
+    # ---- events Slack would send
+
+    def undeliverable(self, event: dict[str, Any]) -> str | None:
+        """Why Slack would never send ``event`` to the app (not subscribed, scope missing, the bot is not in
+        the channel), or None when it would."""
+        subscription = rules.event_subscription(event, self.private_channels)
+        if subscription not in self.events and subscription != "app_rate_limited":
+            return f"the app does not subscribe to {subscription}"
+        scope = rules.EVENT_SCOPES.get(subscription)
+        if scope is not None and scope not in self.scopes:
+            return f"{subscription} needs the {scope} scope"
+        channel = rules.event_channel(event)
+        if channel is not None and channel not in self.member_of:
+            return f"the bot is not in {channel}"
+        return None
+
+    def deliver_event(self, sender: "SlackSender", event: dict[str, Any], **kw: Any) -> "SentResponse | None":
+        """Send ``event`` to the app over HTTP as Slack would, or nothing (None) when Slack would not."""
+        reason = self.undeliverable(event)
+        if reason is not None:
+            logger.info("stand-in: %s event not delivered: %s", event.get("type"), reason)
+            return None
+        return sender.event(event, **kw)
+
+    def socket_envelope(self, event: dict[str, Any], *, event_id: str, retry_attempt: int = 0) -> dict[str, Any] | None:
+        """The Socket Mode envelope Slack sends for ``event`` (``retry_attempt`` 0 on the first delivery),
+        or None when Slack would not send it."""
+        if self.undeliverable(event) is not None:
+            return None
+        body = {
+            "token": "legacy-verification-token", "team_id": self.workspace.team_id, "api_app_id": "A0GUARDIAN",
+            "event": event, "type": "event_callback", "event_id": event_id, "event_time": int(time.time()),
+            "authorizations": [{"team_id": self.workspace.team_id, "user_id": self.workspace.bot_user_id,
+                                "is_bot": True, "is_enterprise_install": False}],
+            "is_ext_shared_channel": False,
+        }
+        return {"envelope_id": f"env-{event_id}", "type": "events_api", "accepts_response_payload": False,
+                "retry_attempt": retry_attempt, "retry_reason": "" if retry_attempt == 0 else "timeout",
+                "payload": body}
+
     # ---- recorded calls
 
     def record(self, call: RecordedCall) -> None:
@@ -163,10 +235,19 @@ class SlackStandIn:
             self._calls.append(call)
             self._cond.notify_all()
 
+    def record_throttled(self, call: RecordedCall) -> None:
+        with self._cond:
+            self._throttled.append(call)
+
     def calls(self, method: str | None = None) -> list[RecordedCall]:
-        """Recorded calls, oldest first; only those to ``method`` when given."""
+        """Recorded calls, oldest first; only those to ``method`` when given (calls answered 429 are in throttled())."""
         with self._cond:
             return [c for c in self._calls if method is None or c.method == method]
+
+    def throttled(self, method: str | None = None) -> list[RecordedCall]:
+        """Calls answered HTTP 429 (rate limited), oldest first."""
+        with self._cond:
+            return [c for c in self._throttled if method is None or c.method == method]
 
     def responses(self, id: str) -> list[RecordedCall]:
         """POSTs received on ``response_url(id)``."""
@@ -199,17 +280,50 @@ class SlackStandIn:
     # ---- request handling (called from server threads)
 
     def handle_api(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
-        """Answer one Web API call as Slack would (``params`` already decoded)."""
+        """Answer one Web API call as Slack would (``params`` already decoded); the body of answer_api."""
+        return self.answer_api(method, params, token)[1]
+
+    def answer_api(self, method: str, params: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]:
+        """(HTTP status, body, Retry-After seconds or 0) for one Web API call, checked in Slack's order:
+        the method, the token, the rate limit, the scope, the bot's membership, the payload."""
         if method not in self.workspace.methods:
-            return {"ok": False, "error": "unknown_method"}
+            return 200, {"ok": False, "error": "unknown_method"}, 0
         if not token:
-            return {"ok": False, "error": "not_authed"}
+            return 200, {"ok": False, "error": "not_authed"}, 0
         if token not in self.tokens:
-            return {"ok": False, "error": "invalid_auth"}
+            return 200, {"ok": False, "error": "invalid_auth"}, 0
+        channel = str(params.get("channel") or params.get("channel_id") or "") or None
+        wait = self.limits.take(method, channel)
+        if wait > 0:
+            return 429, {"ok": False, "error": "ratelimited"}, retry_after(wait)
+        refused = self._refusal(method, params, channel)
+        if refused is not None:
+            return 200, refused, 0
         try:
-            return self.workspace.call(method, params)
+            return 200, self.workspace.call(method, params), 0
         except ApiError as exc:
-            return {"ok": False, "error": exc.code}
+            return 200, {"ok": False, "error": exc.code, **exc.extra}, 0
+
+    def _refusal(self, method: str, params: dict[str, Any], channel: str | None) -> dict[str, Any] | None:
+        kind = self.channel_kind(channel or "")
+        scope = rules.needed_scope(method, params, kind=kind)
+        if scope is not None and scope not in self.scopes:
+            return {"ok": False, "error": "missing_scope", "needed": scope, "provided": ",".join(sorted(self.scopes))}
+        if method in rules.MEMBER_METHODS and channel and not channel.startswith(("U", "W")):
+            public_post = kind == "public" and "chat:write.public" in self.scopes and method.startswith("chat.")
+            if channel not in self.member_of and not public_post:
+                return {"ok": False, "error": "not_in_channel"}
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+            code, problems = rules.message_problems(params)
+            if code:
+                logger.info("stand-in: %s refused (%s): %s", method, code, "; ".join(problems[:3]))
+                return rules.error_body(code, problems)
+        if method in ("views.open", "views.update"):
+            problems = rules.view_problems(params.get("view"))
+            if problems:
+                logger.info("stand-in: %s refused: %s", method, "; ".join(problems[:3]))
+                return rules.error_body("invalid_arguments", problems)
+        return None
 
 
 def _handler_for(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
@@ -263,14 +377,21 @@ class _StandInHandler(BaseHTTPRequestHandler):
             return
         token = self._bearer() or params.pop("token", None) or None
         params.pop("token", None)
+        status, wait = 200, 0
         try:
             params = decode_params(params)  # blocks, view, files... arrive as JSON strings in forms
         except ApiError as exc:
             response = {"ok": False, "error": exc.code}
         else:
-            response = self.owner.handle_api(method, params, token)
-        self._record(method, params, token, response, body)
-        self._send_json(200, response)
+            status, response, wait = self.owner.answer_api(method, params, token)
+        call = RecordedCall(method=method, params=params, token=token, at=time.time(), path=self.path,
+                            response=response, body=body)
+        if status == 429:
+            self.owner.record_throttled(call)
+            self._send_json(status, response, {"Retry-After": str(wait)})
+            return
+        self.owner.record(call)
+        self._send_json(status, response)
 
     def _upload(self, file_id: str, body: bytes) -> None:
         try:
@@ -335,15 +456,17 @@ class _StandInHandler(BaseHTTPRequestHandler):
             )
         )
 
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, "application/json; charset=utf-8", json.dumps(payload).encode("utf-8"))
+    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, "application/json; charset=utf-8", json.dumps(payload).encode("utf-8"), headers)
 
     def _send_text(self, status: int, text: str) -> None:
         self._send(status, "text/plain; charset=utf-8", text.encode("utf-8"))
 
-    def _send(self, status: int, content_type: str, data: bytes) -> None:
+    def _send(self, status: int, content_type: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

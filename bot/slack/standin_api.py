@@ -12,11 +12,12 @@ JSON_PARAMS = frozenset({"blocks", "attachments", "view", "files", "metadata", "
 
 
 class ApiError(Exception):
-    """A Slack-shaped failure: answered as ``{"ok": false, "error": code}``."""
+    """A Slack-shaped failure: answered as ``{"ok": false, "error": code, **extra}``."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, **extra: Any) -> None:
         super().__init__(code)
         self.code = code
+        self.extra = extra
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Workspace:
             "usergroups.users.list": self.usergroups_users_list,
             "users.info": self.users_info,
             "conversations.replies": self.conversations_replies,
+            "conversations.history": self.conversations_history,
             "reactions.add": self.reactions_add,
             "files.getUploadURLExternal": self.files_get_upload_url_external,
             "files.completeUploadExternal": self.files_complete_upload_external,
@@ -237,6 +239,9 @@ class Workspace:
         return {"user": user}
 
     def conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread as Slack returns it: the parent first (always, on every page), then the replies between
+        ``oldest`` and ``latest`` (those two themselves only with ``inclusive``), at most ``limit`` messages
+        a page counting the parent; ``ts`` may be the parent's or any reply's."""
         channel = _required(params, "channel", "channel_not_found")
         ts = _required(params, "ts", "thread_not_found")
         store = self.channels.get(channel)
@@ -245,8 +250,33 @@ class Workspace:
         if ts not in store:
             raise ApiError("thread_not_found")
         root = store[ts].get("thread_ts", ts)
-        thread = [store[t] for t in sorted(store) if t == root or store[t].get("thread_ts") == root]
-        return {"messages": copy.deepcopy(thread), "has_more": False}
+        replies = [t for t in sorted(store) if t != root and store[t].get("thread_ts") == root]
+        replies = _in_range(replies, params)
+        limit, start = _page(params, default=1000)
+        taken = replies[start:start + max(limit - 1, 0)]
+        more = start + len(taken) < len(replies)
+        out: dict[str, Any] = {"messages": copy.deepcopy([store[root]] + [store[t] for t in taken]), "has_more": more}
+        if more:
+            out["response_metadata"] = {"next_cursor": f"page:{start + len(taken)}"}
+        return out
+
+    def conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A channel's root messages (and replies broadcast to it), newest first, between ``oldest`` and
+        ``latest`` (inclusive only with ``inclusive``), ``limit`` a page."""
+        channel = _required(params, "channel", "channel_not_found")
+        store = self.channels.get(channel)
+        if store is None:
+            raise ApiError("channel_not_found")
+        roots = [t for t in sorted(store, reverse=True)
+                 if store[t].get("thread_ts") in (None, t) or store[t].get("subtype") == "thread_broadcast"]
+        roots = _in_range(roots, params)
+        limit, start = _page(params, default=100)
+        taken = roots[start:start + limit]
+        more = start + len(taken) < len(roots)
+        out: dict[str, Any] = {"messages": copy.deepcopy([store[t] for t in taken]), "has_more": more}
+        if more:
+            out["response_metadata"] = {"next_cursor": f"page:{start + len(taken)}"}
+        return out
 
     def reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = _required(params, "channel", "channel_not_found")
@@ -306,6 +336,41 @@ class Workspace:
                 "files": [f.to_slack(root) for f in stored],
             })
         return {"files": [f.to_slack(root) for f in stored]}
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _in_range(stamps: list[str], params: dict[str, Any]) -> list[str]:
+    """``stamps`` between ``oldest`` and ``latest``; the bounds themselves only when ``inclusive``."""
+    inclusive = _truthy(params.get("inclusive"))
+    try:
+        oldest = float(params["oldest"]) if params.get("oldest") not in (None, "") else None
+        latest = float(params["latest"]) if params.get("latest") not in (None, "") else None
+    except ValueError:
+        raise ApiError("invalid_ts_oldest" if "oldest" in params else "invalid_ts_latest") from None
+    out = []
+    for ts in stamps:
+        at = float(ts)
+        if oldest is not None and (at < oldest or (at == oldest and not inclusive)):
+            continue
+        if latest is not None and (at > latest or (at == latest and not inclusive)):
+            continue
+        out.append(ts)
+    return out
+
+
+def _page(params: dict[str, Any], *, default: int) -> tuple[int, int]:
+    """(limit, offset) from ``limit`` (1..1000) and a ``cursor`` this workspace handed out."""
+    try:
+        limit = int(params.get("limit") or default)
+    except ValueError:
+        raise ApiError("invalid_limit") from None
+    cursor = str(params.get("cursor") or "")
+    if cursor and not (cursor.startswith("page:") and cursor[5:].isdigit()):
+        raise ApiError("invalid_cursor")
+    return max(1, min(limit, 1000)), int(cursor[5:]) if cursor else 0
 
 
 def _required(params: dict[str, Any], name: str, error: str) -> str:

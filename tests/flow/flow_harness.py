@@ -173,6 +173,7 @@ production = true
     config = load_config(config_path, required=True)
     standin = SlackStandIn().start()
     standin.usergroups["S0DBAS"] = [DBA]
+    standin.add_bot_to(CHANNEL)  # people invited @Guardian where they type /migrate
     settings = Settings(slack_bot_token=standin.token, slack_signing_secret=SIGNING_SECRET,
                         slack_api_url=standin.url, database_url=state_db_url, redis_url=redis_url,
                         guardian_config=config_path)

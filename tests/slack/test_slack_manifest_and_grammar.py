@@ -29,10 +29,11 @@ def test_manifest_has_the_command_scopes_and_one_url():
     assert command["url"] == url
     assert manifest["settings"]["interactivity"] == {"is_enabled": True, "request_url": url}
     assert manifest["settings"]["event_subscriptions"]["request_url"] == url
-    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {"message.channels", "reaction_added"}
-    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
-        "commands", "chat:write", "chat:write.public", "files:write", "reactions:write",
-        "usergroups:read", "users:read", "channels:history", "groups:history",
+    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
+        "message.channels", "message.groups", "reaction_added"}  # message.groups: private incident channels
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {  # reaction_added needs reactions:read
+        "commands", "chat:write", "chat:write.public", "files:write", "reactions:read",
+        "usergroups:read", "channels:history", "groups:history",
     }
 
 

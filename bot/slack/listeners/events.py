@@ -1,11 +1,14 @@
-"""Events API callbacks: replies in incident threads and 📌 reactions become timeline notes."""
+"""Events API callbacks: replies in incident threads and 📌 reactions become timeline notes; Slack's
+app_rate_limited notice is acknowledged and logged."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from slack_bolt import App
+from collections.abc import Callable
+
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
@@ -38,8 +41,31 @@ def _refuse(client: WebClient, channel: str | None, user: str | None, thread_ts:
         logger.warning("could not tell %s why the note was refused: %s", user, type(exc2).__name__)
 
 
+def read_message(client: WebClient, channel: str, ts: str) -> dict[str, Any] | None:
+    """The message ``ts`` of ``channel``, a thread's root or one of its replies.
+
+    conversations.replies answers a thread parent-first whichever of its messages ``ts`` names, and its
+    ``limit`` counts the parent: bounded to [ts, ts] (``inclusive``) with room for two, it returns the
+    parent and the message itself (a root comes back alone).
+    """
+    found = client.conversations_replies(channel=channel, ts=ts, oldest=ts, latest=ts, inclusive=True, limit=2)
+    return next((m for m in found.get("messages") or [] if m.get("ts") == ts), None)
+
+
+def answer_app_rate_limited(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:
+    """Slack tells an app it dropped its events for a minute (``type: app_rate_limited``, no ``event``):
+    acknowledge it (200, not Bolt's 404 for an unhandled request) and say so in the log."""
+    body = req.body if isinstance(req.body, dict) else {}
+    if body.get("type") != "app_rate_limited":
+        return next()
+    logger.warning("Slack rate-limited this app's events for team %s in minute %s: some events were not delivered",
+                   body.get("team_id", "?"), body.get("minute_rate_limited", "?"))
+    return BoltResponse(status=200, body="")
+
+
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
     """Attach the event listeners (Bolt acks events itself; an unhandled event would answer 404)."""
+    app.middleware(answer_app_rate_limited)
 
     def handle_message_event(event: dict[str, Any], client: WebClient) -> None:
         if flow is None or event.get("subtype") in IGNORED_SUBTYPES or event.get("bot_id"):
@@ -67,13 +93,17 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         if flow is None or event.get("reaction") != PIN_REACTION or item.get("type") != "message":
             return
         channel, ts = item.get("channel"), item.get("ts")
-        try:
-            found = client.conversations_replies(channel=channel, ts=ts, limit=1, inclusive=True)
-        except SlackClientError as exc:
-            logger.warning("pinned message %s could not be read: %s", ts, type(exc).__name__)
+        if not channel or not ts:
             return
-        message = next((m for m in found.get("messages") or [] if m.get("ts") == ts), None)
+        try:
+            message = read_message(client, channel, ts)
+        except SlackClientError as exc:
+            error = getattr(exc, "response", None)
+            logger.warning("pinned message %s in %s could not be read: %s", ts, channel,
+                           error.get("error") if error is not None else type(exc).__name__)
+            return
         if message is None:
+            logger.info("pinned message %s in %s not found", ts, channel)
             return
         incident = flow.store.find_incident(channel=channel, thread_ts=message.get("thread_ts") or ts)
         if incident is None:
