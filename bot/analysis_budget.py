@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _NO_MEMORY = 3  # the child's exit status when it ran out of its address space
+# libpg_query out of memory dumps its memory contexts and may end the process itself (exit status 1)
+_OUT_OF_MEMORY = (b"MemoryError", b"TopMemoryContext", b"out of memory")
 
 
 class AnalysisCrashed(GuardianError):
@@ -60,7 +62,7 @@ def analyse_within(sqls: list[str], context: "Context", budget: "AnalysisConfig"
         return reports
     if timed_out or status in (-signal.SIGXCPU, -signal.SIGKILL):
         why = f"its analysis ran out of the request's time budget ({budget.seconds:g} s)"
-    elif status == _NO_MEMORY or b"MemoryError" in err:
+    elif status == _NO_MEMORY or any(sign in err for sign in _OUT_OF_MEMORY):
         why = f"its analysis ran out of the request's memory budget ({budget.memory_mb} MB)"
     else:
         log.error("request %s: the analysis child failed (exit status %s): %s", request_id, status,

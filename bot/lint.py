@@ -189,8 +189,8 @@ def _split(data: bytes, ctx: Context, head: bool):
 
     text, bad, data = risk_parse.source(data)
     head_cuts, tail_cuts = risk_parse.split_pieces(text, risk_parse.SHARE)
-    if not head_cuts or not tail_cuts:
-        return None
+    if not head_cuts or not tail_cuts or risk_parse.scanner_trap(text) is not None:
+        return None  # (a scanner trap is never handed to the parser as a piece: see parse._chunks)
     parsed = risk_parse.Preparse(text, head_cuts if head else tail_cuts)
     from bot.risk.engine import Split  # the rules: while the pieces parse
 

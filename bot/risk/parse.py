@@ -260,7 +260,7 @@ class NeedsWhole(Exception):
 
 
 def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0,
-            parsed: dict | None = None) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+            parsed: dict | None = None) -> Iterator[tuple[str, int, str | _pg.ParseError | Trap]]:
     """Yield (piece, byte base, JSON or error) covering the file (or the pieces `cuts` of it) in order.
 
     Small files are parsed whole. Big ones are cut after a `;` at the end of a line roughly every
@@ -275,6 +275,11 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0
         cuts = _cuts(sql)
     if len(cuts) == 1 and cuts[0] == (0, len(sql)):
         yield from _rest(sql, 0)
+        return
+    if scanner_trap(sql) is not None:  # the trap is parsed statement by statement, never as a piece
+        if strict:
+            raise NeedsWhole()
+        yield from _per_statement(sql[cuts[0][0]:], len(sql[:cuts[0][0]].encode("utf-8")))
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead = deque()
@@ -294,7 +299,8 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0
             start, piece, future = ahead.popleft()
             try:
                 js = future.result()
-            except _pg.ParseError:
+            except _pg.ParseError as exc:
+                _no_memory(exc)
                 for _, _, other in ahead:
                     other.cancel()
                 if done < strict:
@@ -307,28 +313,108 @@ def _chunks(sql: str, cuts: list[tuple[int, int]] | None = None, strict: int = 0
             byte_base += len(piece.encode("utf-8"))
 
 
-def _rest(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+def _rest(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError | Trap]]:
+    if scanner_trap(sql) is not None:
+        yield from _per_statement(sql, byte_base)
+        return
     try:
         js = _pg.parse_sql_json(sql)
-    except _pg.ParseError:
+    except _pg.ParseError as exc:
+        _no_memory(exc)
         yield from _per_statement(sql, byte_base)
     else:
         yield sql, byte_base, js
 
 
-def _per_statement(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError]]:
+def _per_statement(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseError | Trap]]:
     """The text does not parse: parse statement by statement so the others are still analysed."""
     char_pos = 0
     for start, stop in _split(sql):
         piece = sql[start:stop]
-        if not piece.strip() or _ONLY_COMMENTS.fullmatch(piece):
+        body = piece[:-1] if piece.endswith(";") else piece  # a lone `;` is no statement: not worth a parse
+        trap = scanner_trap(piece)
+        # Comments only: nothing to parse, unless they nest and do not close (`/* /* */` is unterminated)
+        if trap is None and (not body.strip() or (_ONLY_COMMENTS.fullmatch(body) and _comments_close(body))):
             continue
         byte_base += len(sql[char_pos:start].encode("utf-8"))
         char_pos = start
+        if trap is not None:
+            yield piece, byte_base, trap
+            continue
         try:
             yield piece, byte_base, _pg.parse_sql_json(piece)
         except _pg.ParseError as exc:
+            _no_memory(exc)
             yield piece, byte_base, exc
+
+
+def _no_memory(exc: Exception) -> None:
+    """libpg_query reports running out of memory as a parse error: it is no finding about the SQL."""
+    if str(exc.args[0] if exc.args else "").startswith("out of memory"):
+        raise MemoryError(f"libpg_query: {exc.args[0]}") from exc
+
+
+def _comments_close(text: str) -> bool:
+    """Whether text made of blanks and comments (it matched _ONLY_COMMENTS) leaves no block comment open
+    when comments nest as PostgreSQL nests them: `/* /* */ */` closes, `/* /* */` does not."""
+    depth, at, end = 0, 0, len(text)
+    ahead = {"/*": -1, "*/": -1, "--": -1}  # the next occurrence of each at or after `at`, found once
+
+    def next_at(token: str) -> int:
+        if ahead[token] < at:
+            found = text.find(token, at)
+            ahead[token] = found if found >= 0 else end + 1
+        return ahead[token]
+
+    while at < end:
+        opens, closes = next_at("/*"), next_at("*/")
+        if depth == 0:
+            dash = next_at("--")
+            if not text[at:min(dash, opens, end)].isspace() and at < min(dash, opens, end):
+                return False  # something other than blanks between comments: let the parser say what
+            if dash < opens:  # a line comment, up to its end of line
+                newline = text.find("\n", dash)
+                at = end if newline < 0 else newline + 1
+                continue
+            if opens > end:
+                return True
+            depth, at = 1, opens + 2
+        elif closes > end:
+            return False
+        elif opens < closes:
+            depth, at = depth + 1, opens + 2
+        else:
+            depth, at = depth - 1, closes + 2
+    return depth == 0
+
+
+# PostgreSQL's scanner (libpg_query's too) reads `/*` and the operator characters after it as one token,
+# then backs up to the `/*`: every `/*` inside a long run of operator characters re-reads the rest of the
+# run, so `/**/` 20,000 times (80 KB) takes 4 s to scan. Such a run makes its statement too complex to
+# analyse (MG006) instead of being parsed. The lookbehind starts a match only where a run starts: linear.
+_OP_RUN = re.compile(r"(?<![~!@#^&|`?+\-*/%<>=])[~!@#^&|`?+\-*/%<>=]{1000,}")
+_TRAP_COST = 5_000_000  # comment openers in one run times its length: ~20 ms of scanning
+
+
+@dataclass(slots=True)
+class Trap:
+    """Where a piece holds a run of operator characters the scanner would take quadratic time over."""
+
+    offset: int  # in characters, within the piece
+    message: str
+
+
+def scanner_trap(sql: str) -> Trap | None:
+    """The first run of operator characters in `sql` that PostgreSQL's scanner reads in quadratic time."""
+    if len(sql) < 1000 or "/*" not in sql:
+        return None
+    for m in _OP_RUN.finditer(sql):
+        run = m.group()
+        openers = run.count("/*")
+        if openers * len(run) > _TRAP_COST:
+            return Trap(m.start(), f"a run of {len(run):,} operator characters holding {openers:,} comment "
+                                   "openers (/*), which PostgreSQL's scanner reads in quadratic time")
+    return None
 
 
 # Fallback splitter used only when the file does not parse: top-level `;` outside quotes,
@@ -413,6 +499,10 @@ def items(sql: str, data: bytes, pos: Positions, cuts: list[tuple[int, int]] | N
             piece_end = len(data)
         words = data[byte_base:piece_end].translate(_WORD_BYTES)  # one C pass per piece, not per statement
         long_words = _LONG_WORD in words
+        if isinstance(js, Trap):
+            line, column = pos.at(byte_base + len(piece[:js.offset].encode("utf-8")))
+            yield SyntaxProblem(line, column, js.message, piece.strip()[:200], piece_end, too_complex=True)
+            continue
         if isinstance(js, _pg.ParseError):
             loc = js.args[1] if len(js.args) > 1 and isinstance(js.args[1], int) else 0
             loc = max(0, min(loc, len(piece)))
