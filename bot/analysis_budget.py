@@ -57,6 +57,10 @@ def analyse_within(sqls: list[str], context: "Context", budget: "AnalysisConfig"
         out, err, status = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as exc:  # the child has been killed
         out, err, status, timed_out = exc.stdout or b"", exc.stderr or b"", -signal.SIGKILL, True
+    except OSError as exc:  # no process could be started (process or memory limits of the worker's host)
+        log.error("request %s: cannot start the analysis child: %s", request_id, exc)
+        raise AnalysisCrashed(f"the risk analysis could not start ({exc.strerror or exc}); check the worker "
+                              "host's process and memory limits, then retry with /migrate plan") from None
     reports = _received(out)[:len(sqls)]
     if len(reports) == len(sqls):
         return reports
