@@ -11,7 +11,8 @@ from pglast import parser
 from bot import lint
 from bot.risk import Context, analyze
 from bot.risk.engine import Split
-from bot.risk.parse import CHUNK_CHARS, NeedsWhole, _comments_close, _ONLY_COMMENTS, scanner_trap
+from bot.risk.fallback import _ONLY_COMMENTS, _comments_close, scanner_trap
+from bot.risk.parse import CHUNK_CHARS, NeedsWhole
 
 from risk_helpers import finding
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from bot.risk import analyze
-from bot.risk.parse import _LEADING, _ONLY_COMMENTS, _split
+from bot.risk.fallback import _ONLY_COMMENTS, _split
+from bot.risk.parse import _LEADING
 
 ROOT = Path(__file__).resolve().parents[2]
 # The patterns before issue 13, kept as the reference for what the new ones must still match.
