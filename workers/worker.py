@@ -2,15 +2,16 @@
 
 Usage::
 
-    run_worker(settings)                                  # both queues, until stopped
-    run_worker(settings, burst=True)                      # what is queued now, then exit
+    run_worker(settings)                                  # runs here, analyses in a child process, until stopped
+    run_worker(settings, burst=True)                      # both queues in this process, until they are empty
     run_worker(settings, queues=["guardian-analyze"])     # a worker for analyses only
 
 Three threads beside RQ's loop: the outbox pump (committed job intents -> RQ, woken by NOTIFY, else
-every PUMP_EVERY_S), the reconciler (every RECONCILE_EVERY_S) and webhooks/cleanup. Job processes
-(RQ's work horses) get PR_SET_PDEATHSIG: a worker killed with -9 takes them with it, and the
-reconciler then finds their jobs dead within seconds (the worker heartbeats every JOB_HEARTBEAT_S
-while a job runs; on this host the process table answers at once).
+every PUMP_EVERY_S), the reconciler (every RECONCILE_EVERY_S) and webhooks/cleanup. Every process
+the worker starts — RQ's work horses and scheduler, the analysis worker — dies with it
+(PR_SET_PDEATHSIG): a worker killed with -9 leaves nothing running, and the reconciler finds its jobs
+dead within seconds (the worker heartbeats every JOB_HEARTBEAT_S while a job runs; on this host the
+process table answers at once).
 """
 from __future__ import annotations
 
@@ -18,21 +19,24 @@ import ctypes
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 
 import psycopg
 from redis import Redis, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 
 from bot.config import Settings, load_config
 from bot.errors import GuardianError
-from workers.enqueue import QUEUE_NAMES
+from workers.enqueue import ANALYZE_QUEUE_NAME, QUEUE_NAME, QUEUE_NAMES
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "guardian"
 # Every knob below can be set from the environment so a chaos run can drive recovery fast.
 RECONCILE_EVERY_S = float(os.environ.get("GUARDIAN_RECONCILE_EVERY_S", "2"))  # one indexed query when idle
 PUMP_EVERY_S = float(os.environ.get("GUARDIAN_PUMP_EVERY_S", "0.5"))  # the fallback when NOTIFY is not heard
@@ -43,6 +47,9 @@ JOB_HEARTBEAT_S = int(os.environ.get("GUARDIAN_JOB_HEARTBEAT_S", "2"))  # RQ job
 WORKER_TTL_S = int(os.environ.get("GUARDIAN_WORKER_TTL_S", "20"))  # idle heartbeat every TTL-15 s; key kept TTL+60 s
 _PR_SET_PDEATHSIG = 1
 _forking_parent = 0
+_PARENT_ENV = "GUARDIAN_WORKER_PARENT"  # set for the analysis process: the pid of the worker it dies with
+ANALYSIS_RESTART_S = 2.0
+REDIS_RETRY_S = 2.0
 _hooks_registered = False
 
 
@@ -51,19 +58,24 @@ def redis_connection(settings: Settings) -> Redis:
 
 
 def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str] | None = None) -> int:
-    """Work the queues (default: ``guardian`` first, then ``guardian-analyze``) until stopped, or with
-    burst until they are empty.
+    """Work the queues until stopped, or with burst until they are empty.
 
+    By default this process works ``guardian`` (backups, applies, verifies…) and a child process of its
+    own works ``guardian-analyze``, so an analysis never holds up a run; with burst (or
+    GUARDIAN_ANALYSIS_PROCESS=0) one process works both, runs first; ``queues`` names exactly which.
     Reconciles and pumps the outbox once before working (work lost while no worker ran is queued
     first), then keeps both going in background threads; expired backups are deleted hourly.
     """
+    parent = os.environ.get(_PARENT_ENV)
+    if parent:  # the analysis process of a `guardian worker`: dies with it
+        _die_with_parent(int(parent))
     _register_fork_hooks()
     connection = redis_connection(settings)
-    names = list(queues or QUEUE_NAMES)
-    worker = Worker([Queue(name, connection=connection) for name in names], connection=connection,
-                    worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_HEARTBEAT_S)
+    analysis_child = queues is None and not burst and os.environ.get("GUARDIAN_ANALYSIS_PROCESS", "1") != "0"
+    names = list(queues or ([QUEUE_NAME] if analysis_child else QUEUE_NAMES))
     stop = threading.Event()
-    maintenance = _maintenance_runtime(settings)
+    maintenance = _maintenance_runtime(settings) if not parent else None  # the parent reconciles and pumps
+    threads: list[threading.Thread] = []
     from workers.backup import tidy_at_worker_start  # backup dir 0700; partial dumps of killed workers removed
 
     tidy_at_worker_start(maintenance.config if maintenance is not None else load_config(settings.guardian_config))
@@ -71,18 +83,71 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str]
         _maintain(maintenance, connection, cleanup=False)
         _pump(maintenance, wait_s=0)
         if not burst:
-            threading.Thread(target=_pump_loop, args=(maintenance, stop), name="guardian-outbox-pump",
-                             daemon=True).start()
-            threading.Thread(target=_maintenance_loop, args=(maintenance, connection, stop),
-                             name="guardian-maintenance", daemon=True).start()
-    log.info("worker %s listening on %s (burst=%s)", worker.name, ", ".join(names), burst)
+            threads += [threading.Thread(target=_pump_loop, args=(maintenance, stop), name="guardian-outbox-pump",
+                                         daemon=True),
+                        threading.Thread(target=_maintenance_loop, args=(maintenance, connection, stop),
+                                         name="guardian-maintenance", daemon=True)]
+    if analysis_child:
+        threads.append(threading.Thread(target=_supervise_analysis, args=(stop,), name="guardian-analysis-process",
+                                        daemon=True))
+    for thread in threads:
+        thread.start()
     try:
-        worker.work(burst=burst)  # no RQ scheduler process: held jobs wait in the outbox (run_at)
+        _work(connection, names, burst, stop)
     finally:
         stop.set()
+        for thread in threads:  # the pump and reconciler finish their pass before the store closes
+            thread.join(timeout=5 if thread.name != "guardian-analysis-process" else 35)
         if maintenance is not None:
             maintenance.close()
     return 0
+
+
+def _work(connection: Redis, names: list[str], burst: bool, stop: threading.Event) -> None:
+    """RQ's loop; Redis lost where RQ does not ride it out itself (starting, registering) starts it again
+    after REDIS_RETRY_S instead of ending the worker (a burst run ends: nothing could be worked)."""
+    while True:
+        try:
+            worker = Worker([Queue(name, connection=connection) for name in names], connection=connection,
+                            worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_HEARTBEAT_S)
+            log.info("worker %s listening on %s (burst=%s)", worker.name, ", ".join(names), burst)
+            # the scheduler process runs jobs RQ holds for later (webhook retries); it dies with us like the horses
+            worker.work(burst=burst, with_scheduler=True)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if burst:
+                raise
+            log.warning("the worker on %s lost Redis (%s); starting again in %ss", ", ".join(names),
+                        type(exc).__name__, REDIS_RETRY_S)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # RQ's handlers need Redis; ours only stop the wait
+            signal.signal(signum, lambda *_: stop.set())
+        if stop.wait(REDIS_RETRY_S):
+            log.info("worker stopped while Redis was away")
+            return
+
+
+def _supervise_analysis(stop: threading.Event) -> None:
+    """Keep one `guardian worker --queues guardian-analyze` child running; stop it when the worker stops.
+
+    This thread starts it and outlives it (the child's parent-death signal follows the thread that forked it).
+    """
+    env = {**os.environ, _PARENT_ENV: str(os.getpid())}
+    command = [sys.executable, "-m", "bot.cli", "worker", "--queues", ANALYZE_QUEUE_NAME]
+    while not stop.is_set():
+        child = subprocess.Popen(command, env=env)
+        log.info("analysis worker process %s started", child.pid)
+        while child.poll() is None and not stop.wait(0.5):
+            pass
+        if child.poll() is None:  # we are stopping: a warm stop for it too, then the parent-death signal
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.warning("analysis worker process %s still busy after 30 s; it is killed with us", child.pid)
+            return
+        log.warning("analysis worker process %s exited with %s; restarting it in %ss", child.pid, child.returncode,
+                    ANALYSIS_RESTART_S)
+        stop.wait(ANALYSIS_RESTART_S)
 
 
 def _register_fork_hooks() -> None:

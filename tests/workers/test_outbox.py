@@ -98,10 +98,13 @@ def test_the_worker_pump_sends_what_was_recorded_while_redis_was_down(make_pipel
     worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        req = p.request([("001_a", "CREATE TABLE while_down (id int);")])
-        _wait_for(lambda: Redis.from_url(queue.url).keys("rq:worker:*"), 30, "the worker to start")
+        # awaiting approval: no reconciler pass of the worker may start it behind the test's back
+        req = p.request([("001_a", "CREATE TABLE while_down (id int);")], status=RequestStatus.AWAITING_APPROVAL)
+        _wait_for(lambda: len(Redis.from_url(queue.url).smembers("rq:workers")) == 2, 30,
+                  "the worker and its analysis process to start")
         queue.stop()
         # what the approval flow commits: the run and its intent, with no Redis to talk to
+        p.store.transition(req.id, RequestStatus.AWAITING_APPROVAL, RequestStatus.APPROVED, actor="test")
         p.store.transition(req.id, RequestStatus.APPROVED, RequestStatus.QUEUED, actor="test", enqueue="backup")
         redis = Redis.from_url(queue.url, socket_connect_timeout=0.5)
         assert deliver(p.store, redis) == 0

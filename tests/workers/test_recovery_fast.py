@@ -204,3 +204,30 @@ def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_sett
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=10)
+
+
+def test_an_analysis_runs_in_its_own_process_while_an_apply_holds_the_worker(make_pipeline):
+    p = make_pipeline()
+    slow = p.request([("001_slow", "CREATE TABLE beside_t (id int);\nSELECT pg_sleep(20);\n")])
+    env = {**os.environ, **p.settings_env}
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        start_run(p.rt, slow.id)
+        with p.target() as conn:
+            _wait_for(lambda: conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
+                (f"guardian-req{slow.id}",)).fetchone(), 60, "the apply to reach pg_sleep")
+        planned = _analysing(p, "t_beside")
+        p.rt.flow.enqueue("analyze", planned.id)
+        _wait_for(lambda: p.store.get_request(planned.id).status is RequestStatus.AWAITING_APPROVAL, 60,
+                  "the analysis")
+        assert p.store.get_request(slow.id).status is RequestStatus.APPLYING  # the apply still holds its worker
+        _wait_for(lambda: p.store.get_request(slow.id).status is RequestStatus.SUCCEEDED, 60, "the apply")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)
