@@ -37,6 +37,7 @@ from bot.slack.cards import (
     build_thread_note,
     sql_needs_upload,
 )
+from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention
 from bot.slack.pipeline_blocks import build_step_message
 from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
@@ -205,7 +206,7 @@ class Flow:
             self.store.finish_step(step.id, "failed", error=exc.message)
             request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",
                                             failed_step="analyze", db_state=DbState.UNTOUCHED, error=exc.message)
-            self.post_in_thread(request, build_thread_note(f":x: Analysis failed: {exc.message}"))
+            self.post_in_thread(request, build_thread_note(f":x: Analysis failed: {escape(exc.message)}"))
             self.refresh_card(request_id)
             return request
         if not result.migrations:
@@ -213,8 +214,8 @@ class Flow:
             request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
                                             detail={"reason": "nothing pending"}, target=result.target)
             self.post_in_thread(request, build_thread_note(
-                f":white_check_mark: Nothing to do: {request.environment} already has every migration"
-                f" at `{(result.commit or '')[:10]}`."))
+                f":white_check_mark: Nothing to do: {escape(request.environment)} already has every migration"
+                f" at {code((result.commit or '')[:10])}."))
             self.refresh_card(request_id)
             return request
         self.store.replace_migrations(request_id, result.migrations)
@@ -241,7 +242,7 @@ class Flow:
         try:
             rehearsal = rehearse_request(env, request)
         except GuardianError as exc:
-            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {exc.message}"))
+            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(exc.message)}"))
             return
         self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
                                 detail={"failed": rehearsal.failed})
@@ -296,7 +297,8 @@ class Flow:
                 raise ConfirmationNeeded(f"type {env.name} to confirm your approval")
             voided = self.revalidate(request_id, actor=user_id)
             if voided:
-                return f"Nothing was recorded: the approvals were voided because {voided}. The request is being re-analysed."
+                return (f"Nothing was recorded: the approvals were voided because {escape(voided)}. "
+                        "The request is being re-analysed.")
             met = self.store.succeeded_environments(request.sha256s) if env.requires else []
             missing = policy.missing_prerequisites(met)
             if missing:
@@ -315,8 +317,8 @@ class Flow:
         if not created:
             return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
         if decision == "reject":
-            self.post_in_thread(request, build_thread_note(f":no_entry: <@{user_id}> rejected this request"
-                                                  + (f": {reason}" if reason else ".")))
+            self.post_in_thread(request, build_thread_note(f":no_entry: {mention(user_id)} rejected this request"
+                                                  + (f": {escape(reason)}" if reason else ".")))
             try:
                 self.store.transition(request_id, S.AWAITING_APPROVAL, S.REJECTED, actor=user_id,
                                       detail={"reason": reason})
@@ -326,7 +328,7 @@ class Flow:
             return f"You rejected request #{request_id}."
         tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
         self.post_in_thread(request, build_thread_note(
-            f":white_check_mark: <@{user_id}> approved ({tally.count}/{tally.required})."))
+            f":white_check_mark: {mention(user_id)} approved ({tally.count}/{tally.required})."))
         if tally.reached:
             self._on_quorum(request)
         self.refresh_card(request_id)
@@ -354,12 +356,12 @@ class Flow:
                                             "current": request.preview_fingerprint})
         log.info("request %s: %s by %s refused, preview %s is outdated", request.id, decision, user_id, shown)
         voided = [e for e in self.store.list_events(request_id=request.id) if e.kind == "decision.voided"]
-        why = f" ({voided[-1].detail.get('reason')})" if voided and voided[-1].detail.get("reason") else ""
-        where = self.card_link(request)
-        return PreviewOutdated(
+        why = f" ({escape(voided[-1].detail.get('reason'))})" if voided and voided[-1].detail.get("reason") else ""
+        where, label = self.card_link(request), f"request #{request.id}'s card"
+        return PreviewOutdated(Mrkdwn(
             f"this preview is outdated — request #{request.id} was re-analysed after it was posted{why}. "
             f"Nothing was recorded; read the new preview and decide there"
-            + (f": <{where}|request #{request.id}'s card>" if where else " (the request's card and thread)."),
+            + (f": {link(where, label)}" if where else " (the request's card and thread).")),
             shown=shown, current=request.preview_fingerprint)
 
     def card_link(self, request: Request) -> str | None:
@@ -447,9 +449,10 @@ class Flow:
         except TransitionConflict:
             log.info("request %s: moved while voiding approvals", request_id)
         self.post_in_thread(request, build_thread_note(
-            f":warning: {voided} approval(s) voided: {reason}. Re-analysing; approve again once the new preview is posted."))
+            f":warning: {voided} approval(s) voided: {escape(reason)}. Re-analysing; approve again once the new preview "
+            "is posted."))
         self.enqueue("analyze", request_id, attempt=int(time.time()))
-        self.refresh_card(request_id, note=f":warning: Approvals voided: {reason}")
+        self.refresh_card(request_id, note=f":warning: Approvals voided: {escape(reason)}")
         return reason
 
     # ------------------------------------------------------------ cancel etc.
@@ -460,7 +463,7 @@ class Flow:
             self.store.transition(request_id, request.status, S.CANCELLED, actor=user_id)
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="cancel-raced") from None
-        self.post_in_thread(request, build_thread_note(f":heavy_multiplication_x: <@{user_id}> cancelled this request."))
+        self.post_in_thread(request, build_thread_note(f":heavy_multiplication_x: {mention(user_id)} cancelled this request."))
         self.refresh_card(request_id)
         return f"Request #{request_id} is cancelled."
 
@@ -468,7 +471,8 @@ class Flow:
         self.check_approver(environment, user_id, "freeze it")
         ends = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
         self.store.create_freeze(environment, reason=reason, created_by=user_id, ends_at=ends)
-        return f":snowflake: {environment} is frozen until {ends:%Y-%m-%d %H:%M} UTC: {reason}. Approved runs wait."
+        return (f":snowflake: {escape(environment)} is frozen until {ends:%Y-%m-%d %H:%M} UTC: {escape(reason)}. "
+                "Approved runs wait.")
 
     def unfreeze(self, environment: str, user_id: str) -> str:
         self.check_approver(environment, user_id, "unfreeze it")

@@ -20,6 +20,7 @@ from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus
 from bot.postmortem import build_timeline, render_postmortem
 from bot.slack.cards import build_thread_note
 from bot.slack.incident_blocks import IncidentView, build_incident_card
+from bot.slack.mrkdwn import escape, link, mention
 from bot.store import NewMigration
 from bot.store.outbox import JobIntent
 
@@ -49,15 +50,15 @@ class IncidentService:
         if opened_by != "guardian":
             self.flow.policy(request.environment).check_can_open_incident(request, opened_by,
                                                                           groups=self.flow.group_members)
-        failed = (f"request #{request.id} failed at {request.failed_step or '?'}; "
+        failed = (f"request #{request.id} failed at {escape(request.failed_step or '?')}; "
                   f"database {(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}")
         if opened_by == "guardian":
-            summary = f"{request.environment}: {failed}"
+            summary = f"{escape(request.environment)}: {failed}"
         elif request.status is RequestStatus.SUCCEEDED:
-            summary = (f"{request.environment}: opened by <@{opened_by}> on a succeeded request (#{request.id}): "
+            summary = (f"{escape(request.environment)}: opened by {mention(opened_by)} on a succeeded request (#{request.id}): "
                        "the run reported no failure; this incident is for a problem found afterwards")
         else:
-            summary = f"{request.environment}: opened by <@{opened_by}>; {failed}"
+            summary = f"{escape(request.environment)}: opened by {mention(opened_by)}; {failed}"
         channel = self.flow.config.slack.incident_channel or request.channel
         incident, created = self.store.create_incident(request_id, opened_by=opened_by, summary=summary, channel=channel)
         if not created:
@@ -76,8 +77,9 @@ class IncidentService:
                 self.store.record_event("incident.card", actor="guardian", request_id=request.id,
                                         incident_id=incident.id, detail={"ts": posted["ts"]})
                 if not in_request_thread:
-                    link = slack.chat_getPermalink(channel=channel, message_ts=posted["ts"]).get("permalink")
-                    self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {link}"))
+                    permalink = slack.chat_getPermalink(channel=channel, message_ts=posted["ts"]).get("permalink")
+                    where = link(permalink, permalink) if permalink else "(no link)"
+                    self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {where}"))
             except SlackClientError as exc:
                 log.error("incident %s: could not post the incident card: %s", incident.id, type(exc).__name__)
         return incident
@@ -175,7 +177,7 @@ class IncidentService:
                                                       **build_request_card(rollback, self.flow.card_view(rollback)))
             self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=incident.thread_ts)
         self.flow.enqueue("analyze", rollback.id)
-        self.say(incident, f":rewind: <@{user}> started rollback request #{rollback.id} (the down SQL). "
+        self.say(incident, f":rewind: {mention(user)} started rollback request #{rollback.id} (the down SQL). "
                            "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
         self.refresh(incident.id)
         return f"Rollback request #{rollback.id} created; another approver must approve it."
@@ -196,7 +198,7 @@ class IncidentService:
         if busy:
             return busy
         self.flow.enqueue("restore", request.id)
-        self.say(incident, f":floppy_disk: <@{user}> is restoring backup #{backups[-1].id}.")
+        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backups[-1].id}.")
         self.refresh(incident.id)
         return f"Restoring backup #{backups[-1].id}; follow the incident thread."
 
@@ -213,7 +215,7 @@ class IncidentService:
         self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True},
                               enqueue=JobIntent(step="backup", attempt=attempt))  # the run's intent, same commit
         self.flow.dispatch()
-        self.say(incident, f":repeat: <@{user}> retried request #{request.id} (attempt {attempt}).")
+        self.say(incident, f":repeat: {mention(user)} retried request #{request.id} (attempt {attempt}).")
         self.refresh(incident.id)
         return f"Retrying request #{request.id}."
 
@@ -225,7 +227,7 @@ class IncidentService:
                                            detail={"action": "fixed forward"})
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="incident-moved") from None
-        self.say(incident, f":wrench: <@{user}> marked the incident fixed forward.")
+        self.say(incident, f":wrench: {mention(user)} marked the incident fixed forward.")
         self.refresh(incident.id)
         return "Marked fixed forward."
 
@@ -275,7 +277,7 @@ class IncidentService:
                                            detail={"action": "restore", "ok": ok, "detail": detail[:500]})
         except TransitionConflict:
             pass
-        self.say(incident, (":white_check_mark: Restore finished: " if ok else ":x: Restore failed: ") + detail)
+        self.say(incident, (":white_check_mark: Restore finished: " if ok else ":x: Restore failed: ") + escape(detail))
         self.refresh(incident.id)
 
     # ------------------------------------------------------- timeline, notes

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.config import EnvironmentConfig, MaintenanceWindow, parse_duration
 from bot.errors import PolicyDenied
 from bot.models import Decision, Freeze, Request, RequestStatus
+from bot.slack.mrkdwn import Mrkdwn, escape, mention, mention_any
 
 GroupResolver = Callable[[str], Sequence[str]]  # user-group id -> member user ids
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -91,16 +92,16 @@ class Policy:
                 code="self-approval",
             )
         if not self.is_approver(user_id, groups):
-            raise PolicyDenied(
-                f"you are not an approver for {self.env.name}; ask one of: "
-                + ", ".join(f"<{'!subteam^' if a.startswith('S') else '@'}{a}>" for a in self.env.approvers),
+            raise PolicyDenied(Mrkdwn(
+                f"you are not an approver for {escape(self.env.name)}; ask one of: "
+                + ", ".join(map(mention_any, self.env.approvers))),
                 code="not-an-approver",
             )
 
     def check_can_cancel(self, request: Request, user_id: str) -> None:
         if user_id != request.requester:
             raise PolicyDenied(
-                f"only the requester (<@{request.requester}>) can cancel #{request.id}; approvers can Reject",
+                Mrkdwn(f"only the requester ({mention(request.requester)}) can cancel #{request.id}; approvers can Reject"),
                 code="not-the-requester",
             )
         if request.status not in (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL,
@@ -125,18 +126,18 @@ class Policy:
     def check_can_note(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied unless ``user_id`` may add a note to an incident of ``request`` (``incident_notes``)."""
         if not self.is_incident_manager(request, user_id, groups, self.env.incident_notes):
-            raise PolicyDenied(
-                f"on {self.env.name}, only {self._who(request, self.env.incident_notes)} can add notes to the "
-                f"incident of request #{request.id}; ask one of them to add yours",
+            raise PolicyDenied(Mrkdwn(
+                f"on {escape(self.env.name)}, only {self._who(request, self.env.incident_notes)} can add notes to the "
+                f"incident of request #{request.id}; ask one of them to add yours"),
                 code="not-allowed-to-note",
             )
 
     def check_can_publish_postmortem(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied unless ``user_id`` may publish the post-mortem of an incident of ``request``."""
         if not self.is_incident_manager(request, user_id, groups):
-            raise PolicyDenied(
-                f"on {self.env.name}, only {self._who(request, self.env.incident_managers)} can publish the "
-                f"post-mortem of the incident of request #{request.id}; ask one of them",
+            raise PolicyDenied(Mrkdwn(
+                f"on {escape(self.env.name)}, only {self._who(request, self.env.incident_managers)} can publish the "
+                f"post-mortem of the incident of request #{request.id}; ask one of them"),
                 code="not-allowed-to-publish",
             )
 
@@ -144,20 +145,20 @@ class Policy:
         """Raise PolicyDenied unless ``user_id`` may open an incident on ``request``: anyone on a failed run,
         only ``incident_managers`` on a run that succeeded (the run itself reported nothing wrong)."""
         if request.status is RequestStatus.SUCCEEDED and not self.is_incident_manager(request, user_id, groups):
-            raise PolicyDenied(
-                f"request #{request.id} succeeded; on {self.env.name}, only "
-                f"{self._who(request, self.env.incident_managers)} can open an incident on it; ask one of them",
+            raise PolicyDenied(Mrkdwn(
+                f"request #{request.id} succeeded; on {escape(self.env.name)}, only "
+                f"{self._who(request, self.env.incident_managers)} can open an incident on it; ask one of them"),
                 code="not-allowed-to-open-incident",
             )
 
     def _who(self, request: Request, audience: str) -> str:
-        """The people in ``audience``, as Slack mentions, for a refusal that says whom to ask."""
+        """The people in ``audience``, as Slack mentions, for a refusal that says whom to ask (mrkdwn)."""
         approvers = ", ".join(map(_mention, self.env.approvers)) or "none configured"
-        parts = [f"the {self.env.name} approvers ({approvers})"]
+        parts = [f"the {escape(self.env.name)} approvers ({approvers})"]
         if self.env.incident_responders:
             parts.append("the incident responders (" + ", ".join(map(_mention, self.env.incident_responders)) + ")")
         if audience == "approvers_and_requester":
-            parts.append(f"the requester (<@{request.requester}>)")
+            parts.append(f"the requester ({mention(request.requester)})")
         return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
 
     def binding_problem(self, decision: Decision, request: Request) -> str | None:
@@ -204,11 +205,11 @@ class Policy:
         return [env for env in self.env.requires if env not in done]
 
     def run_gate(self, now: datetime, freeze: Freeze | None) -> tuple[bool, datetime | None, str]:
-        """(may run now, when it may run, why). A freeze or a closed window holds the run."""
+        """(may run now, when it may run, why — mrkdwn). A freeze or a closed window holds the run."""
         if freeze is not None and freeze.ends_at > now:
-            return False, freeze.ends_at, (
-                f"{self.env.name} is frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC "
-                f"by <@{freeze.created_by}>: {freeze.reason}"
+            return False, freeze.ends_at, Mrkdwn(
+                f"{escape(self.env.name)} is frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC "
+                f"by {mention(freeze.created_by)}: {escape(freeze.reason)}"
             )
         if not self.env.maintenance_windows:
             return True, now, "no maintenance window configured"
@@ -224,7 +225,7 @@ def _listed(entries: Iterable[str], user_id: str, groups: GroupResolver) -> bool
 
 
 def _mention(entry: str) -> str:
-    return f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>"
+    return mention_any(entry)
 
 
 def _hhmm(text: str) -> time:

@@ -7,12 +7,14 @@ Usage::
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Backup, Event, Incident, IncidentNote, Request
+from bot.slack.mrkdwn import mention, plain
 
 _EVENT_TEXT = {
     "request.created": "requested the change",
@@ -65,12 +67,23 @@ def build_timeline(events: Sequence[Event], notes: Sequence[IncidentNote]) -> li
     """Events (request, approvals, steps with timings, errors, retries) and people's notes, in time order."""
     entries = [TimelineEntry(at=e.created_at, actor=e.actor, text=_describe(e), source="event")
                for e in events if not e.kind.startswith("incident.note")]
-    entries += [TimelineEntry(at=n.created_at, actor=n.author, text=n.text, source=n.source) for n in notes]
+    # a note is kept as Slack delivered it; the timeline shows what the person wrote, whichever way it came
+    entries += [TimelineEntry(at=n.created_at, actor=n.author, text=plain(n.text), source=n.source) for n in notes]
     return sorted(entries, key=lambda t: t.at)
 
 
 def _who(actor: str) -> str:
-    return "Guardian" if actor == "guardian" else f"<@{actor}>"
+    if actor == "guardian":
+        return "Guardian"
+    shown = mention(actor)  # a Slack user id as <@U…>, as people's notes show mentions; anything else as written
+    return shown if shown.startswith("<@") else actor
+
+
+def _fenced(text: str, info: str = "") -> list[str]:
+    """A Markdown code block its content cannot close: the fence is longer than any backtick run inside."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + info, text, fence]
 
 
 def render_timeline(entries: Sequence[TimelineEntry]) -> list[str]:
@@ -128,13 +141,9 @@ def render_postmortem(
         "_Why did it happen? (fill in)_ Guardian recorded:",
         "",
         "Failing statement:",
-        "```sql",
-        statement or "-- unknown",
-        "```",
+        *_fenced(statement or "-- unknown", "sql"),
         "Error:",
-        "```",
-        request.error or "-- none recorded",
-        "```",
+        *_fenced(request.error or "-- none recorded"),
         "",
         "## What was done",
         *([f"- {e.at:%H:%M:%S} {_who(e.actor)}: {e.text}" for e in done] or ["- nothing recorded yet"]),

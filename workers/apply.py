@@ -27,6 +27,7 @@ from psycopg import errors as pg_errors
 
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
+from bot.slack.mrkdwn import code
 from bot.pg.connect import classify
 from bot.pg.connect import session_lost as pg_session_lost
 from bot.sources.apply import (
@@ -151,7 +152,7 @@ def run(request_id: int) -> None:
                                           "state below is what had committed: report this with the request id",
                                           code="apply-crashed"))
         raise
-    lines = [f"`{f['name']}` in {f['duration_ms']} ms" for f in progress.files[:20]]
+    lines = [f"{code(f['name'])} in {f['duration_ms']} ms" for f in progress.files[:20]]
     if len(progress.files) > 20:
         lines.append(f"… and {len(progress.files) - 20} more")
     if progress.lock_retries:

@@ -32,6 +32,7 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
 from bot.pg.snapshot import take_snapshot
 from bot.slack.pipeline_blocks import build_cleanup_message
+from bot.slack.mrkdwn import code
 from workers import pipeline, report
 from workers.checks import dml_tables, rls_probe_results, row_counts, touched_tables
 from workers.runtime import runtime
@@ -86,7 +87,7 @@ def run(request_id: int) -> None:
                       db_state=DbState.UNTOUCHED, error=pipeline.step_error(exc, step.request.environment, secret),
                       step_id=step.step.id)
         return
-    lines = [f"`{Path(outcome['path']).name}` ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
+    lines = [f"{code(Path(outcome['path']).name)} ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
              f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]
     pipeline.succeed(step, outcome, lines, next_step="apply")
 

@@ -11,6 +11,7 @@ import logging
 from bot.errors import GuardianError
 from bot.pg.connect import connect_target
 from bot.slack.cards import build_thread_note
+from bot.slack.mrkdwn import code, escape, mention
 from workers import report
 from workers.backup import find_pg_dump, write_backup
 from workers.runtime import runtime
@@ -35,10 +36,10 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
     except GuardianError as exc:
         text = report.scrub_error(exc.message, url)
         log.warning("on-demand backup of %s failed: %s", environment, text)
-        _tell(rt, channel, f":x: Backup of *{environment}* requested by <@{user}> failed: {text}")
+        _tell(rt, channel, f":x: Backup of *{escape(environment)}* requested by {mention(user)} failed: {escape(text)}")
         return None
     log.info("on-demand backup %s of %s: %s bytes in %s ms", saved.id, environment, size, duration_ms)
-    _tell(rt, channel, f":floppy_disk: Backup #{saved.id} of *{environment}* for <@{user}>: `{path.name}`, "
+    _tell(rt, channel, f":floppy_disk: Backup #{saved.id} of *{escape(environment)}* for {mention(user)}: {code(path.name)}, "
                        f"{size / 2**20:.1f} MiB, pg_dump {major}, sha256 `{digest[:12]}`, checked with "
                        f"`pg_restore --list`; kept {rt.config.backup.retention_days} days.")
     return saved.id

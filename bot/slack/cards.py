@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.models import Request, RequestStatus
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
+from bot.slack.mrkdwn import clip, code, code_block, escape, mention
 
 Message = dict[str, Any]
 SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
@@ -43,11 +44,11 @@ class CardView(BaseModel):
     requires_missing: tuple[str, ...] = ()
     requires_met: tuple[str, ...] = ()
     gate_note: str | None = None  # freeze or maintenance window
-    note: str | None = None  # last thing that happened, e.g. "approvals voided: the SQL changed"
+    note: str | None = None  # mrkdwn (callers escape what they quote): e.g. "approvals voided: the SQL changed"
 
 
 def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 20] + "\n… (truncated)"
+    return clip(text, limit)
 
 
 def _status_words(status: RequestStatus) -> str:
@@ -56,7 +57,7 @@ def _status_words(status: RequestStatus) -> str:
 
 def _env_badge(request: Request, view: CardView) -> str:
     marker = ":rotating_light:" if view.production else ":test_tube:"
-    return f"{marker} *{request.environment}*" + (" (production)" if view.production else "")
+    return f"{marker} *{escape(request.environment)}*" + (" (production)" if view.production else "")
 
 
 def _target_line(request: Request) -> str:
@@ -65,7 +66,7 @@ def _target_line(request: Request) -> str:
         return "_not connected yet_"
     host = t.get("host") or "local socket"
     port = f":{t['port']}" if t.get("port") else ""
-    return f"`{host}{port}/{t.get('database', '?')}` · PostgreSQL {t.get('server_version', '?')}"
+    return f"{code(f'{host}{port}/' + str(t.get('database', '?')))} · PostgreSQL {escape(t.get('server_version', '?'))}"
 
 
 def build_request_card(request: Request, view: CardView) -> Message:
@@ -75,15 +76,15 @@ def build_request_card(request: Request, view: CardView) -> Message:
     fields = [
         f"*Environment*\n{_env_badge(request, view)}",
         f"*Target*\n{_target_line(request)}",
-        f"*Requested by*\n<@{request.requester}>",
-        f"*Commit*\n`{request.git_commit[:10]}`" if request.git_commit else
+        f"*Requested by*\n{mention(request.requester)}",
+        f"*Commit*\n{code(request.git_commit[:10])}" if request.git_commit else
         ("*Source*\npasted SQL" if request.source == "adhoc" else "*Commit*\n_reading…_"),
     ]
     if request.risk:
         fields.append(f"*Risk*\n{RISK_EMOJI[request.risk]} {request.risk}")
     fields.append(
         f"*Approvals*\n{len(view.approvers)}/{view.approvals_required}"
-        + (" · " + ", ".join(f"<@{u}>" for u in view.approvers) if view.approvers else "")
+        + (" · " + ", ".join(mention(u) for u in view.approvers) if view.approvers else "")
     )
     blocks: list[dict[str, Any]] = [
         # plain_text with emoji=true renders the :code: as the emoji in Slack
@@ -91,28 +92,29 @@ def build_request_card(request: Request, view: CardView) -> Message:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
     ]
     if request.migrations:
-        lines = [f"• `{m.name}` · sha256 `{m.sha256[:12]}`" + (f" · {RISK_EMOJI[m.risk]} {m.risk}" if m.risk else "")
+        lines = [f"• {code(m.name)} · sha256 `{m.sha256[:12]}`" + (f" · {RISK_EMOJI[m.risk]} {m.risk}" if m.risk else "")
                  for m in request.migrations]
         shown = lines[:40] + ([f"… and {len(lines) - 40} more"] if len(lines) > 40 else [])
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Migrations*\n" + "\n".join(shown))}})
     if request.risk_reasons:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-            "*Why this risk*\n" + "\n".join(f"• {r}" for r in request.risk_reasons[:10]))}})
+            "*Why this risk*\n" + "\n".join(f"• {escape(r)}" for r in request.risk_reasons[:10]))}})
     notes = []
     if view.requires_missing:
-        notes.append(":lock: Requires the same SQL to succeed first on: " + ", ".join(f"*{e}*" for e in view.requires_missing))
+        notes.append(":lock: Requires the same SQL to succeed first on: " + ", ".join(f"*{escape(e)}*" for e in view.requires_missing))
     if view.requires_met:
-        notes.append(":white_check_mark: Already succeeded on: " + ", ".join(view.requires_met))
+        notes.append(":white_check_mark: Already succeeded on: " + ", ".join(escape(e) for e in view.requires_met))
     if view.rejected_by:
-        notes.append(":no_entry: Rejected by " + ", ".join(f"<@{u}>" for u in view.rejected_by))
+        notes.append(":no_entry: Rejected by " + ", ".join(mention(u) for u in view.rejected_by))
     for user, why in view.stale[:5]:
-        notes.append(f":warning: <@{user}>'s approval no longer counts: {why}")
+        notes.append(f":warning: {mention(user)}'s approval no longer counts: {escape(why)}")
     if view.gate_note:
         notes.append(f":clock3: {view.gate_note}")
     if status is RequestStatus.FAILED:
         where = request.failed_step or "?"
         holds = (request.db_state.value if request.db_state else "unknown").replace("_", " ")
-        notes.append(f":x: Failed at *{where}*; the database is *{holds}*." + (f"\n```{_clip(request.error or '', 1500)}```" if request.error else ""))
+        notes.append(f":x: Failed at *{escape(where)}*; the database is *{holds}*."
+                     + (f"\n{code_block(_clip(request.error or '', 1500))}" if request.error else ""))
     if view.note:
         notes.append(view.note)
     if notes:
@@ -145,9 +147,9 @@ def sql_needs_upload(sql: str) -> bool:
 
 def build_sql_message(name: str, sha256: str, sql: str) -> Message:
     """The SQL inline in the thread (short files); long ones are uploaded instead."""
-    return {"text": f"SQL of {name}",
+    return {"text": f"SQL of {escape(name)}",
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-                f"*{name}* · sha256 `{sha256}`\n```{sql.replace('```', '` ` `')}```")}}]}
+                f"*{escape(name)}* · sha256 `{sha256}`\n{code_block(sql)}")}}]}
 
 
 def build_risk_messages(request: Request) -> list[Message]:
@@ -158,17 +160,17 @@ def build_risk_messages(request: Request) -> list[Message]:
         findings = [f for f in report.get("findings", []) if not f.get("accepted")]
         accepted = [f for f in report.get("findings", []) if f.get("accepted")]
         counts = {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITY_ORDER}
-        head = (f"*Risk of `{m.name}`: {RISK_EMOJI.get(m.risk or 'low', '')} {m.risk}*  ·  "
+        head = (f"*Risk of {code(m.name)}: {RISK_EMOJI.get(m.risk or 'low', '')} {m.risk}*  ·  "
                 + " · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings")
         blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(head)}}]
         stmt_lines = []
         for st in report.get("statements", [])[:30]:
-            locks = ", ".join(f"{lk['mode']} on `{lk['relation']}`" for lk in st.get("locks", [])) or "no table lock"
+            locks = ", ".join(f"{escape(lk['mode'])} on {code(lk['relation'])}" for lk in st.get("locks", [])) or "no table lock"
             flags = [w for w, on in (("rewrites the table", st.get("rewrite")), ("full scan", st.get("scan")),
                                      ("destructive", st.get("destructive")),
                                      ("breaks running code", st.get("incompatible")),
                                      ("outside a transaction", not st.get("transactional", True))) if on]
-            stmt_lines.append(f"`#{st['index']}` line {st['line']} *{st['kind']}* — {locks}"
+            stmt_lines.append(f"`#{st['index']}` line {st['line']} *{escape(st['kind'])}* — {locks}"
                               + (" · " + ", ".join(flags) if flags else ""))
         if stmt_lines:
             more = len(report.get("statements", [])) - len(stmt_lines)
@@ -177,16 +179,16 @@ def build_risk_messages(request: Request) -> list[Message]:
         ranked = sorted(findings, key=lambda f: SEVERITY_ORDER.index(f["severity"]))
         for f in ranked[:8]:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-                f"{RISK_EMOJI[f['severity']]} *{f['name']}* (`{f['code']}`, line {f['line']})\n{f['message']}\n"
-                f"*Safer:* {f['fix']}")}})
+                f"{RISK_EMOJI[f['severity']]} *{escape(f['name'])}* ({code(f['code'])}, line {f['line']})\n"
+                f"{escape(f['message'])}\n*Safer:* {escape(f['fix'])}")}})
         if len(ranked) > 8:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                 f"{len(ranked) - 8} more finding(s); run `guardian lint` on the file for all of them."}]})
         if accepted:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
-                "Accepted in the SQL: " + "; ".join(f"`{f['code']}` ({f.get('accept_reason') or 'no reason'})"
+                "Accepted in the SQL: " + "; ".join(f"{code(f['code'])} ({escape(f.get('accept_reason') or 'no reason')})"
                                                    for f in accepted[:10]), 1900)}]})
-        messages.append({"text": f"Risk summary of {m.name}: {m.risk}", "blocks": blocks[:MAX_BLOCKS]})
+        messages.append({"text": f"Risk summary of {escape(m.name)}: {m.risk}", "blocks": blocks[:MAX_BLOCKS]})
     return messages
 
 
@@ -199,15 +201,15 @@ def build_rehearsal_message(rehearsal: Any) -> Message:
     lines = [f"*Rehearsal* on PostgreSQL {rehearsal.server_version} (rolled back; lock_timeout "
              f"{rehearsal.lock_timeout}, statement_timeout {rehearsal.statement_timeout})"]
     for f in rehearsal.files:
-        lines.append(f"`{f.path}`")
+        lines.append(code(f.path))
         for st in f.statements[:25]:
             if not st.rehearsed:
-                lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {st.reason}")
+                lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {escape(st.reason)}")
                 continue
-            locks = ", ".join(f"{lk.mode} on `{lk.relation}`" for lk in st.observed_locks) or "no table lock"
-            rewrite = f" · :warning: rewrote {', '.join(st.rewrites)}" if st.rewrites else ""
+            locks = ", ".join(f"{escape(lk.mode)} on {code(lk.relation)}" for lk in st.observed_locks) or "no table lock"
+            rewrite = f" · :warning: rewrote {escape(', '.join(st.rewrites))}" if st.rewrites else ""
             took = f" · {st.duration_ms:.0f} ms" if st.duration_ms is not None else ""
-            err = f" · :x: {st.error}" if st.error else ""
-            lines.append(f"  `#{st.index}` line {st.line} {st.kind or ''}: {locks}{rewrite}{took}{err}")
+            err = f" · :x: {escape(st.error)}" if st.error else ""
+            lines.append(f"  `#{st.index}` line {st.line} {escape(st.kind or '')}: {locks}{rewrite}{took}{err}")
     text = "\n".join(lines)
     return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}

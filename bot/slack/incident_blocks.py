@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request
 from bot.slack.cards import _clip
 from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId
+from bot.slack.mrkdwn import code, code_block, escape, link, mention
 
 STATUS_EMOJI = {"open": ":red_circle:", "mitigating": ":hammer_and_wrench:", "mitigated": ":large_yellow_circle:",
                 "resolved": ":white_check_mark:"}
@@ -19,7 +20,7 @@ class IncidentView(BaseModel):
     approvers: tuple[str, ...] = ()
     backups: tuple[Backup, ...] = ()
     request_link: str | None = None
-    note: str | None = None
+    note: str | None = None  # mrkdwn: callers escape what they quote
 
 
 def available_actions(incident: Incident, request: Request, view: IncidentView) -> list[ActionId]:
@@ -42,17 +43,17 @@ def available_actions(incident: Incident, request: Request, view: IncidentView) 
 def build_incident_card(incident: Incident, request: Request, view: IncidentView) -> dict[str, Any]:
     status = incident.status.value
     holds = (request.db_state.value if request.db_state else "unknown").replace("_", " ")
-    migrations = "\n".join(f"• `{m.name}` · sha256 `{m.sha256[:12]}`" + (" · has down SQL" if m.down_sql else "")
+    migrations = "\n".join(f"• {code(m.name)} · sha256 `{m.sha256[:12]}`" + (" · has down SQL" if m.down_sql else "")
                            for m in request.migrations[:15]) or "—"
-    backup = (f"#{view.backups[-1].id} `{view.backups[-1].path.rsplit('/', 1)[-1]}` "
+    backup = (f"#{view.backups[-1].id} {code(view.backups[-1].path.rsplit('/', 1)[-1])} "
               f"({(view.backups[-1].size_bytes or 0) / 2**20:.1f} MiB, {view.backups[-1].scope})") if view.backups else "none"
     fields = [
-        f"*Environment*\n{request.environment}",
-        f"*Request*\n#{request.id}" + (f" · <{view.request_link}|thread>" if view.request_link else ""),
-        f"*Failed at*\n{request.failed_step or 'n/a'}",
+        f"*Environment*\n{escape(request.environment)}",
+        f"*Request*\n#{request.id}" + (f" · {link(view.request_link, 'thread')}" if view.request_link else ""),
+        f"*Failed at*\n{escape(request.failed_step or 'n/a')}",
         f"*Database now*\n{holds}",
-        f"*Requested by*\n<@{request.requester}>",
-        "*Approved by*\n" + (", ".join(f"<@{a}>" for a in view.approvers) or "—"),
+        f"*Requested by*\n{mention(request.requester)}",
+        "*Approved by*\n" + (", ".join(mention(a) for a in view.approvers) or "—"),
         f"*Backup*\n{backup}",
         f"*Status*\n{STATUS_EMOJI[status]} {status}",
     ]
@@ -62,7 +63,7 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
         {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Migrations*\n{migrations}")}},
     ]
     if request.error:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n```{request.error}```")}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n{code_block(request.error)}")}})
     if view.note:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(view.note)}})
     buttons = []
@@ -78,23 +79,23 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
         blocks.append({"type": "actions", "block_id": BlockId.INCIDENT_ACTIONS.value, "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
         "Reply in this thread to add to the timeline; react with :pushpin: to pin a message into it; "
-        f"`/migrate note {incident.id} <text>` works too. Notes starting with `action:` become action items."}]})
+        f"`/migrate note {incident.id} &lt;text&gt;` works too. Notes starting with `action:` become action items."}]})
     return {"text": f"Incident #{incident.id} ({status}): request #{request.id} on {request.environment}", "blocks": blocks}
 
 
 def build_restore_confirm_modal(incident_id: int, environment: str, tables: Sequence[str], backup: Backup) -> dict[str, Any]:
     from bot.slack.ids import CallbackId
 
-    what = ", ".join(f"`{t}`" for t in tables) if tables else "*the whole database*"
+    what = ", ".join(code(t) for t in tables) if tables else "*the whole database*"
     return {"type": "modal", "callback_id": CallbackId.CONFIRM_RESTORE.value,
             "private_metadata": f'{{"incident_id": {incident_id}}}',
             "title": {"type": "plain_text", "text": f"Restore #{incident_id}"[:24]},
             "submit": {"type": "plain_text", "text": "Restore"}, "close": {"type": "plain_text", "text": "Cancel"},
             "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-                    f":warning: This overwrites {what} on *{environment}* with backup #{backup.id} taken "
+                    f":warning: This overwrites {what} on *{escape(environment)}* with backup #{backup.id} taken "
                     f"{backup.created_at:%Y-%m-%d %H:%M} UTC. Every change made to those tables since then is lost. "
-                    f"Type `{environment}` to confirm.")}},
+                    f"Type {code(environment)} to confirm.")}},
                 {"type": "input", "block_id": BlockId.CONFIRM_INPUT.value,
                  "label": {"type": "plain_text", "text": "Environment name"},
                  "element": {"type": "plain_text_input", "action_id": "value"}},

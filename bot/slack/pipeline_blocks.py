@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.slack.mrkdwn import clip, code, code_block, escape
+
 Message = dict[str, Any]
 SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
 
@@ -16,7 +18,7 @@ STEP_EMOJI = {"started": ":arrow_forward:", "succeeded": ":white_check_mark:", "
 
 
 def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 20] + "\n… (truncated)"
+    return clip(text, limit)
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -36,30 +38,31 @@ def _message(text: str, lines: list[str] | tuple[str, ...] = ()) -> Message:
 
 def build_step_message(request_id: int, step: str, status: str, duration_ms: int | None = None,
                        lines: list[str] | tuple[str, ...] = ()) -> Message:
-    """One step started / succeeded / failed, with its timing and a few detail lines."""
+    """One step started / succeeded / failed, with its timing and a few detail lines (mrkdwn: the caller
+    escapes what it quotes, e.g. ``code(name)``)."""
     timing = f" in {_seconds(duration_ms)}" if duration_ms is not None else ""
-    head = f"{STEP_EMOJI.get(status, '')} Request #{request_id}: *{step}* {status}{timing}"
+    head = f"{STEP_EMOJI.get(status, '')} Request #{request_id}: *{escape(step)}* {escape(status)}{timing}"
     return _message(head, [f"• {line}" for line in lines])
 
 
 def build_failure_message(request_id: int, failed_step: str, db_state: str, error: str) -> Message:
     """Where the run failed, what the database holds now, and the (scrubbed) error."""
     holds = db_state.replace("_", " ")
-    head = f":x: Request #{request_id} failed at *{failed_step}*; the database is *{holds}*."
-    return _message(head, [f"```{_clip(error, 1800)}```"])
+    head = f":x: Request #{request_id} failed at *{escape(failed_step)}*; the database is *{escape(holds)}*."
+    return _message(head, [code_block(error[:1800] + ("\n… (truncated)" if len(error) > 1800 else ""))])
 
 
 def build_retry_message(request_id: int, migration: str, attempt: int, tries: int, delay_s: float,
                         blockers: list[dict[str, Any]]) -> Message:
     """A lock timeout: we backed off and will try again; who held the lock."""
-    head = (f":hourglass: Request #{request_id}: `{migration}` hit the lock timeout (try {attempt} of {tries}); "
+    head = (f":hourglass: Request #{request_id}: {code(migration)} hit the lock timeout (try {attempt} of {tries}); "
             f"retrying in {delay_s:.1f} s.")
     return _message(head, _blocker_lines(blockers))
 
 
 def build_blocker_message(request_id: int, migration: str, tries: int, blockers: list[dict[str, Any]]) -> Message:
     """The last lock timeout: we gave up; who held the lock."""
-    head = f":no_entry: Request #{request_id}: `{migration}` could not get its locks after {tries} tries."
+    head = f":no_entry: Request #{request_id}: {code(migration)} could not get its locks after {tries} tries."
     return _message(head, _blocker_lines(blockers))
 
 
@@ -69,8 +72,8 @@ def _blocker_lines(blockers: list[dict[str, Any]]) -> list[str]:
     lines = []
     for b in blockers[:5]:
         age = f"{b.get('xact_age_s', 0):.1f} s" if b.get("xact_age_s") is not None else "?"
-        lines.append(f"• blocker pid {b.get('pid')} `{b.get('application_name') or '-'}` {b.get('state') or '?'}, "
-                     f"transaction open {age}: `{_clip(b.get('query') or '', 200)}`")
+        lines.append(f"• blocker pid {escape(b.get('pid'))} {code(b.get('application_name') or '-')} "
+                     f"{escape(b.get('state') or '?')}, transaction open {age}: {code((b.get('query') or '')[:200])}")
     return lines
 
 
@@ -78,8 +81,8 @@ def build_waiters_message(request_id: int, count: int, longest_s: float, waiters
     """The watchdog: application sessions are queued behind our migration's locks."""
     head = (f":warning: Request #{request_id}: {count} session(s) waiting behind the migration "
             f"(longest {longest_s:.1f} s).")
-    lines = [f"• pid {w.get('pid')} `{w.get('application_name') or '-'}` waiting {w.get('wait_s', 0):.1f} s: "
-             f"`{_clip(w.get('query') or '', 150)}`" for w in waiters[:5]]
+    lines = [f"• pid {escape(w.get('pid'))} {code(w.get('application_name') or '-')} waiting {w.get('wait_s', 0):.1f} s: "
+             f"{code((w.get('query') or '')[:150])}" for w in waiters[:5]]
     return _message(head, lines)
 
 
@@ -87,7 +90,7 @@ def build_batch_message(request_id: int, migration: str, statement: int, rows: i
                         done: bool) -> Message:
     """Progress of a `-- guardian: batch N` statement."""
     state = "done" if done else "running"
-    head = (f":repeat: Request #{request_id}: `{migration}` statement {statement}: {rows} row(s) in "
+    head = (f":repeat: Request #{request_id}: {code(migration)} statement {statement}: {rows} row(s) in "
             f"{batches} batch(es), {state}.")
     return _message(head)
 
@@ -97,10 +100,10 @@ def build_verify_message(request_id: int, ok: bool, diff: list[str], warnings: l
     """Verification: the schema diff, warnings (invalid indexes, NOT VALID constraints, RLS changes), failures."""
     head = (f":white_check_mark: Request #{request_id}: verification passed." if ok
             else f":x: Request #{request_id}: verification failed.")
-    lines = [f"• :x: {f}" for f in failures] + [f"• :warning: {w}" for w in warnings]
+    lines = [f"• :x: {escape(f)}" for f in failures] + [f"• :warning: {escape(w)}" for w in warnings]
     if diff:
         shown = diff[:40] + ([f"… and {len(diff) - 40} more"] if len(diff) > 40 else [])
-        lines.append("*Schema changes*\n```" + "\n".join(shown) + "```")
+        lines.append("*Schema changes*\n" + code_block("\n".join(shown)))
     else:
         lines.append("_No schema changes._")
     return _message(head, lines)
@@ -115,8 +118,8 @@ def build_summary_message(request_id: int, steps: list[tuple[str, int | None]], 
                           events: int) -> Message:
     """The run's end: every step with its timing, the backup to restore from, the audit trail's length."""
     total = sum(ms or 0 for _, ms in steps)
-    lines = [f"• {step}: {_seconds(ms)}" for step, ms in steps]
+    lines = [f"• {escape(step)}: {_seconds(ms)}" for step, ms in steps]
     if backup:
-        lines.append(f"• backup: `{backup}`")
+        lines.append(f"• backup: {code(backup)}")
     lines.append(f"• audit: {events} event(s) recorded for this request (`/migrate history` shows them)")
     return _message(f":tada: Request #{request_id} succeeded in {_seconds(total)}.", lines)

@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackClientError
 from bot.errors import GuardianError
 from bot.redaction import scrub
 from bot.slack.blocks import build_error_message
+from bot.slack.mrkdwn import Mrkdwn
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def handle_error(
 ) -> BoltResponse | None:
     """App-wide: a GuardianError becomes its plain message; anything else an ephemeral line with an error id."""
     if isinstance(error, GuardianError):  # its message is for people: never with a known secret in it
-        message = build_error_message(scrub(error.message))
+        text = scrub(error.message)  # already-mrkdwn messages (mentions of approvers) stay so; others are escaped
+        message = build_error_message(Mrkdwn(text) if isinstance(error.message, Mrkdwn) else text)
         logger.info("slack %s refused: %s (%s)", _what(body), error.code, scrub(error.message))
     else:
         error_id = f"E-{uuid.uuid4().hex[:10]}"

@@ -47,7 +47,7 @@ class GitReader:
         self.folder = safe_folder(folder)
         if not (self.repo / ".git").exists() and _git(self.repo, "rev-parse", "--git-dir").returncode != 0:
             raise SourceError(
-                f"{self.repo} is not a git repository; set project.repo to a local checkout",
+                "project.repo is not a git repository; set it to a local checkout",
                 code="not-a-repository",
             )
         if not ref or ref.startswith("-") or any(c in ref for c in "\0\n"):
@@ -55,7 +55,7 @@ class GitReader:
         proc = _git(self.repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
         if proc.returncode != 0:
             raise SourceError(
-                f"git ref {ref!r} is not a commit in {self.repo}; fetch it or name an existing branch, tag or sha",
+                f"git ref {ref!r} is not a commit in the repository; fetch it or name an existing branch, tag or sha",
                 code="unknown-ref",
             )
         self.ref = ref
@@ -88,7 +88,7 @@ class GitReader:
         spec = "." if str(self.folder) == "." else f"{self.folder}/"
         proc = _git(self.repo, "ls-tree", "-r", "-z", "-l", "--full-tree", self.commit, "--", spec)
         if proc.returncode != 0:
-            raise SourceError(f"git ls-tree failed in {self.repo}: {proc.stderr.decode(errors='replace').strip()}")
+            raise SourceError(f"git ls-tree failed in the repository: {self._stderr(proc)}")
         entries: list[FileEntry] = []
         prefix = "" if spec == "." else spec
         for line in proc.stdout.split(b"\0"):
@@ -113,7 +113,7 @@ class GitReader:
             return {}
         proc = _git(self.repo, "cat-file", "--batch", input_="".join(f"{e.oid}\n" for e in entries).encode())
         if proc.returncode != 0:
-            raise SourceError(f"git cat-file failed in {self.repo}: {proc.stderr.decode(errors='replace').strip()}")
+            raise SourceError(f"git cat-file failed in the repository: {self._stderr(proc)}")
         out, pos, result = proc.stdout, 0, {}
         for entry in entries:
             header_end = out.index(b"\n", pos)
@@ -125,6 +125,16 @@ class GitReader:
 
     def describe(self, rel: str) -> str:
         return str(self.folder / rel) if str(self.folder) != "." else rel
+
+    def _stderr(self, proc: subprocess.CompletedProcess[bytes]) -> str:
+        """git's complaint, naming paths relative to the repository (people never see the server's checkout path)."""
+        return _relative(proc.stderr.decode(errors="replace").strip(), self.repo)
+
+
+def _relative(text: str, repo: Path) -> str:
+    for form in {str(repo), str(repo.resolve())}:
+        text = text.replace(form + "/", "").replace(form, "the repository")
+    return text
 
 
 class WorkingTreeReader:
@@ -150,7 +160,7 @@ class WorkingTreeReader:
         self.root = self.repo / self.folder
         if not self.root.is_dir():
             raise SourceError(
-                f"folder {self.folder} does not exist in {self.repo}; check project.path", code="missing-folder"
+                f"folder {self.folder} does not exist in the repository; check project.path", code="missing-folder"
             )
 
     def list(self) -> list[FileEntry]:

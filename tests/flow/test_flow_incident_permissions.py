@@ -140,7 +140,7 @@ def test_notes_restricted_to_approvers_refuse_an_outsider_by_command_reply_and_p
 def test_help_says_who_may_note_publish_and_open_by_default():
     from bot.slack.blocks import build_help_message
 
-    text = build_help_message()["text"]
+    text = build_help_message()["text"].replace("&lt;", "<").replace("&gt;", ">")  # mrkdwn-escaped placeholders
     assert "`/migrate note <incident> <text>` — add a note, under your name, to an incident's timeline (by default anyone may)" in text
     assert "(on one that succeeded: by default its requester or approvers)" in text
     assert "`/migrate postmortem <incident>` — post the post-mortem draft" in text and text.count("its requester or approvers") == 2

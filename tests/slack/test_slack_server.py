@@ -11,6 +11,7 @@ from bot.config import GuardianConfig, Settings
 from bot.errors import ConfigError
 from bot.slack.commands_grammar import SUBCOMMANDS
 from bot.slack.ids import ActionId, CallbackId
+from bot.slack.mrkdwn import escape
 from bot.slack.sender import Forge, SlackSender
 from bot.slack.server import make_server
 from bot.slack.standin import SlackStandIn
@@ -28,13 +29,13 @@ def test_signed_migrate_help_answers_with_the_command_list(sender, standin):
     body = reply.json()
     assert body["response_type"] == "ephemeral"
     for command in SUBCOMMANDS:
-        assert f"/migrate {command.usage}" in body["text"]
+        assert f"/migrate {escape(command.usage)}" in body["text"]  # mrkdwn: <env> as &lt;env&gt;
 
 
 def test_empty_text_is_help(sender):
     reply = sender.slash_command("")
     assert reply.status == 200
-    assert "/migrate plan <env>" in reply.json()["text"]
+    assert "/migrate plan &lt;env&gt;" in reply.json()["text"]
 
 
 def test_unknown_subcommand_answers_a_usage_line(sender):
@@ -43,13 +44,13 @@ def test_unknown_subcommand_answers_a_usage_line(sender):
     body = reply.json()
     assert body["response_type"] == "ephemeral"
     assert "Unknown subcommand `frobnicate`" in body["text"]
-    assert "Usage: `/migrate <help|plan|" in body["text"]
+    assert "Usage: `/migrate &lt;help|plan|" in body["text"]
 
 
 def test_bad_arguments_answer_the_subcommand_usage(sender):
     reply = sender.slash_command("plan")
     assert reply.status == 200
-    assert "/migrate plan <env> [<migration>…|pending] [--ref <git ref>]" in reply.json()["text"]
+    assert escape("/migrate plan <env> [<migration>…|pending] [--ref <git ref>]") in reply.json()["text"]
 
 
 def test_wrong_signature_is_refused_and_nothing_happens(sender, standin):

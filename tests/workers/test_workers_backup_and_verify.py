@@ -102,4 +102,4 @@ def test_rls_probe_catches_a_policy_that_opens_rows(make_pipeline, probe_role):
     assert failed.failed_step == "verify" and failed.db_state is DbState.APPLIED_UNVERIFIED
     assert "saw 2 row(s), expected 1" in failed.error
     thread = "\n".join(p.thread_texts(failed))
-    assert "changed: 1 -> 2 row(s)" in thread and "~ policy public.docs.own" in thread
+    assert "changed: 1 -&gt; 2 row(s)" in thread and "~ policy public.docs.own" in thread  # mrkdwn-escaped

@@ -35,6 +35,7 @@ from bot.slack.commands_grammar import (
 from bot.slack.ids import Command
 from bot.slack.incident_blocks import build_restore_confirm_modal
 from bot.slack.modals import ModalState, build_sql_modal
+from bot.slack.mrkdwn import code, escape
 from bot.slack.replies import replying_errors
 from bot.slack.summaries import build_history_message, build_status_message
 
@@ -60,17 +61,18 @@ def ledger_summaries(flow: Flow, envs: list[str]) -> dict[str, str]:
     try:
         snapshot = load_snapshot(flow.config.project)
     except GuardianError as exc:
-        return {name: f"migrations unreadable: {exc.message}" for name in envs}
+        return {name: f"migrations unreadable: {escape(exc.message)}" for name in envs}
     out = {}
     for name in envs:
         try:
             info, report = environment_status(flow.config, name, snapshot)
         except GuardianError as exc:
-            out[name] = f":warning: {exc.message}"
+            out[name] = f":warning: {escape(exc.message)}"
             continue
         counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.summary.items()) if n)
-        out[name] = (f"`{info.host or 'socket'}/{info.database}` PostgreSQL {info.server_version} · "
-                     f"at `{(snapshot.commit or '')[:10]}`: {counts or 'no migrations'}")
+        where = f"{info.host or 'socket'}/{info.database}"
+        out[name] = (f"{code(where)} PostgreSQL "
+                     f"{escape(info.server_version)} · at {code((snapshot.commit or '')[:10])}: {counts or 'no migrations'}")
     return out
 
 

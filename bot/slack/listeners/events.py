@@ -16,6 +16,7 @@ from bot.config import GuardianConfig
 from bot.errors import PolicyDenied
 from bot.flow import Flow
 from bot.incidents import PIN_REACTION, IncidentService
+from bot.slack.mrkdwn import as_mrkdwn
 
 logger = logging.getLogger(__name__)
 IGNORED_SUBTYPES = {"bot_message", "message_changed", "message_deleted", "channel_join", "channel_leave"}
@@ -36,7 +37,7 @@ def _refuse(client: WebClient, channel: str | None, user: str | None, thread_ts:
         return
     try:
         client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts,
-                                  text=f":no_entry: Not added to the timeline: {exc.message}")
+                                  text=f":no_entry: Not added to the timeline: {as_mrkdwn(exc.message)}")
     except SlackClientError as exc2:
         logger.warning("could not tell %s why the note was refused: %s", user, type(exc2).__name__)
 

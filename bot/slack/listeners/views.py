@@ -14,6 +14,7 @@ from bot.flow import Flow
 from bot.incidents import IncidentService
 from bot.slack.ids import BlockId, CallbackId
 from bot.slack.modals import MAX_PASTED_SQL_CHARS, ModalState, submitted_value
+from bot.slack.mrkdwn import as_mrkdwn
 from bot.slack.replies import replying_errors
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             text = flow.decide(int(state.request_id or 0), user, "reject", reason=reason,
                                shown=state.preview or "unknown-preview")
         except GuardianError as exc:
-            text = f":x: {exc.message}"
+            text = f":x: {as_mrkdwn(exc.message)}"
         _dm(client, user, flow.get_request(int(state.request_id or 0)).channel, text)
 
     def handle_confirm_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
@@ -88,7 +89,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         try:
             text = flow.decide(request.id, user, "approve", confirmed_environment=typed, shown=shown)
         except GuardianError as exc:
-            text = f":x: {exc.message}"
+            text = f":x: {as_mrkdwn(exc.message)}"
         _dm(client, user, request.channel, text)
 
     def handle_restore_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
@@ -106,7 +107,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             try:
                 text = IncidentService(flow).restore(incident_id, user, confirmed_environment=typed)
             except GuardianError as exc:
-                text = f":x: {exc.message}"
+                text = f":x: {as_mrkdwn(exc.message)}"
             _dm(client, user, incident.channel, text)
 
     app.view(CallbackId.SQL_REQUEST.value)(handle_sql_request_view)
