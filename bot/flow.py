@@ -509,13 +509,6 @@ def fingerprint(host: str | None, port: int | None, database: str, system_identi
     material = f"{host or 'socket'}:{port or ''}/{database}#{system_identifier or ''}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
-
-def revalidate(request_id: int) -> str | None:
-    """For pipeline steps: the process runtime's ``Flow.revalidate`` (None while the approvals still bind)."""
-    from workers.runtime import runtime
-
-    return runtime().flow.revalidate(request_id)
-
 def _slack_error(exc: SlackClientError) -> str:
     """Slack's error code (``ratelimited``, ``not_in_channel``...) or the exception's type."""
     response = getattr(exc, "response", None)

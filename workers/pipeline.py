@@ -161,12 +161,8 @@ def step_error(exc: BaseException, environment: str, secret: str = "") -> Guardi
 
 
 def revalidate(request_id: int) -> bool:
-    """True when the approvals still bind (or the lead's bot.flow.revalidate is not installed yet)."""
-    try:
-        from bot.flow import revalidate as flow_revalidate
-    except ImportError:
-        return True
-    problem = flow_revalidate(request_id)
+    """True while the approvals still bind; otherwise ``Flow.revalidate`` has voided them, said why and re-analyses."""
+    problem = runtime().flow.revalidate(request_id)
     if problem is not None:
         log.info("request %s: approvals no longer bind (%s); the run stops here", request_id, problem)
         return False
