@@ -198,8 +198,8 @@ def build_thread_note(text: str) -> Message:
 
 def build_rehearsal_message(rehearsal: Any) -> Message:
     """What a rolled-back rehearsal observed per statement: locks actually taken, rewrites, duration."""
-    lines = [f"*Rehearsal* on PostgreSQL {rehearsal.server_version} (rolled back; lock_timeout "
-             f"{rehearsal.lock_timeout}, statement_timeout {rehearsal.statement_timeout})"]
+    lines = [f"*Rehearsal* on PostgreSQL {escape(rehearsal.server_version)} (rolled back; lock_timeout "
+             f"{escape(rehearsal.lock_timeout)}, statement_timeout {escape(rehearsal.statement_timeout)})"]
     for f in rehearsal.files:
         lines.append(code(f.path))
         for st in f.statements[:25]:

@@ -46,7 +46,7 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
     migrations = "\n".join(f"• {code(m.name)} · sha256 `{m.sha256[:12]}`" + (" · has down SQL" if m.down_sql else "")
                            for m in request.migrations[:15]) or "—"
     backup = (f"#{view.backups[-1].id} {code(view.backups[-1].path.rsplit('/', 1)[-1])} "
-              f"({(view.backups[-1].size_bytes or 0) / 2**20:.1f} MiB, {view.backups[-1].scope})") if view.backups else "none"
+              f"({(view.backups[-1].size_bytes or 0) / 2**20:.1f} MiB, {escape(view.backups[-1].scope)})") if view.backups else "none"
     fields = [
         f"*Environment*\n{escape(request.environment)}",
         f"*Request*\n#{request.id}" + (f" · {link(view.request_link, 'thread')}" if view.request_link else ""),

@@ -277,3 +277,60 @@ def test_helpers_escape_and_only_make_tokens_from_ids_and_urls():
     assert len(clipped) <= 100 and clipped.count("```") % 2 == 0
     assert mrkdwn.plain("&lt;b&gt; &amp; <!channel> <@U0AAA> <https://e.example|click>") == \
         "<b> & @channel <@U0AAA> click (https://e.example)"
+
+
+def test_every_builder_escapes_names_errors_and_what_postgresql_reports(harness):
+    """Doors the flows above cannot open with this repository (a Supabase file name is nearly free text, a
+    blocker's query, a rehearsal error): every builder gets hostile values and makes no token of them."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from bot.models import Backup, DbState, Incident, IncidentStatus
+    from bot.slack import pipeline_blocks as pb
+    from bot.slack.cards import CardView, build_rehearsal_message, build_request_card, build_risk_messages, \
+        build_sql_message
+    from bot.slack.incident_blocks import IncidentView, build_incident_card, build_restore_confirm_modal
+    from bot.slack.summaries import build_history_message, build_status_message
+
+    h = harness
+    h.add_migration("20240101000000_hostile_table", HOSTILE_SQL)
+    rid = plan(h)
+    real = h.store.get_request(rid)
+    now = datetime.now(timezone.utc)
+    request = real.model_copy(update={
+        "migrations": [m.model_copy(update={"name": f"20240101_{HOSTILE}"}) for m in real.migrations],
+        "status": S.FAILED, "failed_step": HOSTILE, "db_state": DbState.UNTOUCHED, "error": HOSTILE,
+        "risk_reasons": [HOSTILE], "target": {"host": HOSTILE, "port": 5432, "database": HOSTILE,
+                                              "server_version": HOSTILE}})
+    view = CardView(approvers=(APPROVER_A, "U0A> <!channel"), rejected_by=(APPROVER_B,),
+                    stale=((APPROVER_A, HOSTILE),), requires_missing=(HOSTILE,), requires_met=(HOSTILE,))
+    backup = Backup(id=1, environment="staging", path=f"/b/{HOSTILE}.dump", scope=HOSTILE, format="custom",
+                    verified=True, created_at=now, size_bytes=10)
+    incident = Incident(id=1, request_id=rid, status=IncidentStatus.OPEN, opened_by="guardian", created_at=now)
+    blocker = {"pid": HOSTILE, "application_name": HOSTILE, "state": HOSTILE, "query": HOSTILE, "xact_age_s": 1.0,
+               "wait_s": 1.0}
+    statement = SimpleNamespace(index=1, line=1, kind=HOSTILE, rehearsed=True, reason=HOSTILE, duration_ms=1.0,
+                                observed_locks=[SimpleNamespace(mode=HOSTILE, relation=HOSTILE)], rewrites=[HOSTILE],
+                                error=HOSTILE)
+    rehearsal = SimpleNamespace(server_version=HOSTILE, lock_timeout="1s", statement_timeout="1s",
+                                files=[SimpleNamespace(path=HOSTILE, statements=[statement])])
+    messages = [
+        build_request_card(request, view), *build_risk_messages(request), build_sql_message(HOSTILE, "0" * 64, HOSTILE),
+        build_rehearsal_message(rehearsal),
+        build_incident_card(incident, request, IncidentView(approvers=(APPROVER_A,), backups=(backup,),
+                                                            request_link="https://evil.example/x?a=1&b=<!here>")),
+        {"blocks": build_restore_confirm_modal(1, "staging", [HOSTILE], backup)["blocks"]},
+        build_status_message(["staging"], [request], {"staging": None}), build_history_message("staging", [request]),
+        pb.build_step_message(rid, HOSTILE, HOSTILE), pb.build_failure_message(rid, HOSTILE, "untouched", HOSTILE),
+        pb.build_retry_message(rid, HOSTILE, 1, 2, 1.0, [blocker]), pb.build_blocker_message(rid, HOSTILE, 2, [blocker]),
+        pb.build_waiters_message(rid, 1, 1.0, [blocker]), pb.build_batch_message(rid, HOSTILE, 1, 1, 1, False),
+        pb.build_verify_message(rid, False, [HOSTILE], [HOSTILE], [HOSTILE]),
+        pb.build_summary_message(rid, [(HOSTILE, 1)], HOSTILE, 1),
+    ]
+    texts = [t for message in messages for t in mrkdwn_texts(message)]
+    problems = [p for t in texts for p in problems_in("builder", t, h.standin.root_url)]
+    assert not problems, "\n".join(problems[:20])
+    assert sum(MARK in t for t in texts) > 10  # the hostile text was shown, as text
+    fenced = [build_sql_message("20240101_x", "0" * 64, HOSTILE),  # what people wrote stays inside the block
+              pb.build_failure_message(rid, "apply", "untouched", HOSTILE), pb.build_verify_message(rid, True, [HOSTILE], [], [])]
+    assert all(MARK not in outside_fences(t) and t.count("```") % 2 == 0 for m in fenced for t in mrkdwn_texts(m))
