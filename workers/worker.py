@@ -221,6 +221,7 @@ def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
             log.info("reconciler: %s", line)
         if cleanup:
             cleanup_backups(rt)
+            rt.store.prune_outbox()
     except GuardianError as exc:
         log.warning("reconciler pass failed [%s]: %s; next pass in %ss", exc.code, exc, RECONCILE_EVERY_S)
     except (psycopg.Error, RedisError, OSError) as exc:  # a database or Redis hiccup: the next pass retries

@@ -117,6 +117,19 @@ class OutboxStore(StoreBase):
             ).fetchone()
         return OutboxJob(**row) if row else None
 
+    def prune_outbox(self, *, older_than_days: int = 7) -> int:
+        """Delete sent intents older than that whose request is finished (or that belong to no request)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                """DELETE FROM guardian_bot.job_outbox o
+                   WHERE o.sent_at < now() - make_interval(days => %s)
+                     AND (o.request_id IS NULL OR EXISTS (
+                          SELECT 1 FROM guardian_bot.requests r WHERE r.id = o.request_id
+                          AND r.status IN ('succeeded', 'rejected', 'cancelled', 'expired', 'failed')))""",
+                (older_than_days,),
+            )
+            return cur.rowcount
+
     def list_outbox(self, *, unsent_only: bool = False, request_id: int | None = None) -> list[OutboxJob]:
         clauses, params = ["TRUE"], []
         if unsent_only:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from redis import Redis, RedisError
 from rq import Queue
@@ -73,6 +74,24 @@ def test_intent_commits_with_the_transition_and_a_conflict_writes_none(make_pipe
     assert [(r.step, r.attempt, r.sent_at) for r in rows] == [("backup", 1, None)]
     p.store.enqueue_job("backup", request_id=req.id)  # the same unsent intent again: kept once
     assert len(p.store.list_outbox(request_id=req.id)) == 1
+
+
+def test_a_committed_intent_wakes_the_pump_and_old_sent_ones_of_finished_requests_are_pruned(make_pipeline):
+    p = make_pipeline()
+    req = p.request([("001_a", "CREATE TABLE woken (id int);")])
+    assert p.store.wait_for_intents(0.01) is False  # listening now; nothing committed yet
+    p.store.transition(req.id, RequestStatus.APPROVED, RequestStatus.QUEUED, actor="test", enqueue="backup")
+    assert p.store.wait_for_intents(5) is True  # NOTIFY on commit: the pump runs at once, not at its next poll
+    assert deliver(p.store, p.redis) == 1
+    p.work()
+    assert p.store.get_request(req.id).status is RequestStatus.SUCCEEDED
+    assert p.store.prune_outbox() == 0  # sent a moment ago: kept
+    with psycopg.connect(p.rt.settings.database_url.get_secret_value(), autocommit=True) as conn:
+        conn.execute("UPDATE guardian_bot.job_outbox SET sent_at = sent_at - interval '8 days'")  # a week on
+    live = p.request([("002_b", "CREATE TABLE woken_b (id int);")])
+    p.store.transition(live.id, RequestStatus.APPROVED, RequestStatus.QUEUED, actor="test", enqueue="backup")
+    assert p.store.prune_outbox() == 3  # backup, apply, verify of the finished request; the live intent stays
+    assert [r.request_id for r in p.store.list_outbox()] == [live.id]
 
 
 def test_a_row_sent_twice_runs_its_step_once(make_pipeline):
