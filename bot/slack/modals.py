@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.slack.ids import BlockId, CallbackId
+from bot.slack.mrkdwn import code, escape
 
 INPUT_ACTION = "value"
 # Slack's most for a plain_text_input (max_length 1..3000); the bot refuses longer pasted SQL too, as
@@ -45,7 +46,8 @@ def _input(block: BlockId, label: str, *, multiline: bool, optional: bool, place
 def build_sql_modal(state: ModalState) -> dict[str, Any]:
     return _modal(CallbackId.SQL_REQUEST, f"SQL for {state.environment}", "Plan", state, [
         {"type": "section", "text": {"type": "mrkdwn", "text":
-            f"Paste the SQL to run on *{state.environment}*. Guardian analyses it and asks for approval; nothing runs yet."}},
+            f"Paste the SQL to run on *{escape(state.environment)}*. Guardian analyses it and asks for approval; "
+            "nothing runs yet."}},
         _input(BlockId.SQL_INPUT, "SQL", multiline=True, optional=False, placeholder="ALTER TABLE …;",
                max_length=MAX_PASTED_SQL_CHARS),
     ])
@@ -60,7 +62,8 @@ def build_reject_modal(state: ModalState) -> dict[str, Any]:
 def build_confirm_modal(state: ModalState) -> dict[str, Any]:
     return _modal(CallbackId.CONFIRM_APPROVAL, f"Approve #{state.request_id}", "Approve", state, [
         {"type": "section", "text": {"type": "mrkdwn", "text":
-            f":rotating_light: You are approving a change to *{state.environment}*. Type `{state.environment}` to confirm."}},
+            f":rotating_light: You are approving a change to *{escape(state.environment)}*. "
+            f"Type {code(state.environment or '')} to confirm."}},
         _input(BlockId.CONFIRM_INPUT, "Environment name", multiline=False, optional=False),
     ])
 
