@@ -5,9 +5,11 @@ import fcntl
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.config import Settings
@@ -97,3 +99,52 @@ def test_worker_start_removes_partial_dumps_no_live_writer_holds(make_pipeline, 
     # the writer is gone: its partial dump is stale now
     assert backup_step.tidy_backup_dir(p.backup_dir) == [live]
     assert fresh.exists()
+
+
+def _wait(predicate, what: str, attempts: int = 300) -> None:
+    for _ in range(attempts):
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_a_killed_workers_pg_dump_keeps_its_partial_until_it_exits_then_worker_start_removes_it(make_pipeline):
+    """The real thing: a worker process killed with -9 while its pg_dump waits for a table lock. pg_dump
+    lives on (holding the partial file and its lock); the partial is kept while it writes, and removed once
+    it has exited, since nothing will ever rename it."""
+    p = make_pipeline()
+    with p.target() as conn:
+        conn.execute("CREATE TABLE busy AS SELECT g AS id FROM generate_series(1, 1000) g")
+        binary, _ = backup_step.find_pg_dump(conn.info.server_version // 10000)
+    p.backup_dir.mkdir(mode=0o700)
+    path = p.backup_dir / "staging-req9-20240101T000000Z.dump"
+    partial = path.with_name(path.name + backup_step.PARTIAL)
+    blocker = psycopg.connect(p.target_url)
+    blocker.execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE")  # pg_dump will wait for its ACCESS SHARE
+    worker = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; from workers.backup "
+                               "import dump; dump(sys.argv[1], sys.argv[2], Path(sys.argv[3]), [], "
+                               "lock_timeout='60s', app='guardian-killed-worker')", binary, p.target_url, str(path)])
+    try:
+        with p.target() as watch:
+            def dump_waits() -> bool:
+                row = watch.execute("SELECT wait_event_type FROM pg_stat_activity "
+                                    "WHERE application_name = 'guardian-killed-worker'").fetchone()
+                return row is not None and row[0] == "Lock"
+
+            _wait(dump_waits, "pg_dump to wait for the table lock")
+            worker.kill()  # SIGKILL: no cleanup runs in the worker
+            worker.wait()
+            assert partial.exists() and _mode(partial) == 0o600
+            assert backup_step.tidy_backup_dir(p.backup_dir, stale_after_s=0) == []  # pg_dump still holds it
+            assert partial.exists() and dump_waits()
+            blocker.rollback()  # pg_dump gets its lock, writes the whole dump and exits; nobody renames it
+            _wait(lambda: watch.execute("SELECT count(*) FROM pg_stat_activity "
+                                        "WHERE application_name = 'guardian-killed-worker'").fetchone()[0] == 0,
+                  "pg_dump to finish")
+        _wait(lambda: backup_step.tidy_backup_dir(p.backup_dir, stale_after_s=0) == [partial],
+              "the lock to be released with pg_dump's exit")
+        assert not partial.exists() and not path.exists()
+    finally:
+        worker.kill()
+        blocker.close()
