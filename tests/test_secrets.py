@@ -339,10 +339,18 @@ secret_env = "GT_SECRET_HOOK"
 
 def test_a_cli_error_names_no_registered_secret(clean_registry, tmp_path, monkeypatch, capsys):
     password = f"pa%ss{random_tokens.token_hex(6)}"
+    repo = tmp_path / "app"
+    (repo / "migrations").mkdir(parents=True)
+    (repo / "migrations" / "001_a.sql").write_text("SELECT 1;\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.email=dev@example.com", "-c", "user.name=Dev", "commit", "-qm", "init")
     config_path = tmp_path / "guardian.toml"
-    config_path.write_text('[environments.staging]\ndatabase_url_env = "T_CLI_TARGET_URL"\n')
+    config_path.write_text(f'[project]\nrepo = "{repo}"\n[environments.staging]\n'
+                           'database_url_env = "T_CLI_TARGET_URL"\n')
     monkeypatch.setenv("T_CLI_TARGET_URL", f"postgresql://app:{password}@127.0.0.1:5432/app")
     monkeypatch.setenv("GUARDIAN_CONFIG", str(config_path))
     cli.main(["status", "staging"])
     out = capsys.readouterr()
-    assert password not in out.out + out.err and "staging" in out.out + out.err
+    assert "malformed" in out.out + out.err and "staging" in out.out + out.err
+    assert password not in out.out + out.err
