@@ -200,6 +200,10 @@ def test_store_writes_error_text_events_and_notes_scrubbed(clean_registry, store
                      detail={"why": "store-secret-77"}, error="connect failed: store-secret-77")
     incident, _ = store.create_incident(request.id, opened_by="guardian", summary="summary store-secret-77")
     store.add_incident_note(incident.id, author=REQUESTER, text="pasted store-secret-77", source="command")
+    voided = store.create_request("staging", REQUESTER, [NewMigration(name="m", sql="SELECT 2")],
+                                  status=RequestStatus.AWAITING_APPROVAL, source="adhoc")
+    store.record_decision(voided, APPROVER, "reject", reason="typed store-secret-77 by mistake")
+    store.void_decisions(voided.id, reason="target changed: store-secret-77")
     assert store.get_request(request.id).error == "connect failed: [secret]"
     assert store.verify_event_chain() is None  # the chain hashes what was stored: the scrubbed detail
     assert "store-secret-77" not in _state_text(store)

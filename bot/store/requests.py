@@ -230,7 +230,7 @@ class RequestsStore(OutboxStore):
         """
         if decision not in ("approve", "reject"):
             raise StoreError(f"unknown decision {decision!r}")
-        shown = shown or request.preview_fingerprint
+        shown, reason = shown or request.preview_fingerprint, _clean(reason)
         with self._tx() as conn:
             row = conn.execute("SELECT * FROM guardian_bot.requests WHERE id = %s FOR UPDATE",
                                (request.id,)).fetchone()
@@ -284,6 +284,7 @@ class RequestsStore(OutboxStore):
 
     def void_decisions(self, request_id: int, *, reason: str, actor: str = "guardian") -> int:
         """Void every live decision on a request (the SQL, commit, target or policy changed)."""
+        reason = _clean(reason) or reason
         with self._tx() as conn:
             cur = conn.execute(
                 """UPDATE guardian_bot.decisions SET voided_at = now(), void_reason = %s
