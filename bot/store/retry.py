@@ -37,9 +37,6 @@ FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 2.0
 # SQLSTATEs of a session that ended under us: admin/crash shutdown, cannot connect now.
 _SESSION_ENDED = {"57P01", "57P02", "57P03"}
-_LOST_WORDS = ("server closed the connection", "terminating connection", "connection is closed",
-               "consuming input failed", "connection to server", "could not receive data", "could not send data",
-               "ssl syscall error", "connection has been lost", "the connection is lost", "is not open")
 
 
 @dataclass
