@@ -30,6 +30,14 @@ MIN_LENGTH = 4
 _PASSWORD_PAIR = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&#'"]+)""", re.IGNORECASE)
 _SPACE = re.compile(r"\s")
 _SLACK_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token")
+# Keys whose values are identifiers Slack resolves or the bot reads back (a message ts, a channel, a button's
+# value, a preview fingerprint, a modal's state): never free text, and a short secret that happens to occur
+# in one must not turn it into another id. scrub_value leaves them as they are when told to keep them.
+IDENTIFIER_KEYS = frozenset({
+    "token", "channel", "channels", "ts", "thread_ts", "message_ts", "slack_ts", "user", "users", "user_id",
+    "team_id", "trigger_id", "view_id", "hash", "external_id", "block_id", "action_id", "callback_id",
+    "private_metadata", "value", "file", "file_id", "job_id", "sha256", "sha256s", "git_commit", "shown", "current",
+})
 _URL_SETTINGS = ("database_url", "redis_url")
 
 
@@ -163,16 +171,17 @@ def scrub(text: str, *extra: str) -> str:
     return secrets.scrub(text)
 
 
-def scrub_value(value: Any) -> Any:
-    """``value`` with every string inside (dicts' values, lists, tuples, Slack SDK objects) scrubbed."""
+def scrub_value(value: Any, keep: frozenset[str] = frozenset()) -> Any:
+    """``value`` with every string inside (dicts' values, lists, tuples, Slack SDK objects) scrubbed, except
+    the values of dict keys in ``keep`` (e.g. IDENTIFIER_KEYS), at any depth."""
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, Mapping):
-        return {key: scrub_value(item) for key, item in value.items()}
+        return {key: item if key in keep else scrub_value(item, keep) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(scrub_value(item) for item in value)
+        return type(value)(scrub_value(item, keep) for item in value)
     if hasattr(value, "to_dict") and callable(value.to_dict):  # slack_sdk blocks, views, attachments
-        return scrub_value(value.to_dict())
+        return scrub_value(value.to_dict(), keep)
     return value
 
 

@@ -192,6 +192,24 @@ def test_bolt_listeners_get_a_scrubbing_client_respond_and_ack(clean_registry):
     assert "via client [secret]" in sent and "via respond [secret]" in sent and "via ack [secret]" in acked.body
 
 
+def test_ids_slack_resolves_or_we_read_back_are_left_alone(clean_registry, store):
+    """A secret that happens to occur inside an id (a weak one, say) must not turn the id into another one:
+    the message would be posted to, or its buttons answered for, something else."""
+    redaction.register("beefcafe")
+    with SlackStandIn() as standin:
+        client = ScrubbingWebClient(token=standin.token, base_url=standin.url)
+        client.chat_postMessage(channel="C1", text="beefcafe", blocks=[
+            {"type": "actions", "block_id": "request_actions.beefcafe01", "elements": [
+                {"type": "button", "action_id": "approve", "value": "beefcafe", "text": {"type": "plain_text",
+                                                                                         "text": "beefcafe"}}]}])
+        sent = standin.calls("chat.postMessage")[0].params
+    blocks = sent["blocks"] if isinstance(sent["blocks"], list) else json.loads(sent["blocks"])
+    assert sent["text"] == "[secret]" and blocks[0]["elements"][0]["text"]["text"] == "[secret]"
+    assert blocks[0]["block_id"] == "request_actions.beefcafe01" and blocks[0]["elements"][0]["value"] == "beefcafe"
+    event = store.record_event("incident.card", actor="guardian", detail={"ts": "17.beefcafe", "note": "beefcafe"})
+    assert store.get_event(event.id).detail == {"ts": "17.beefcafe", "note": "[secret]"}
+
+
 def test_store_writes_error_text_events_and_notes_scrubbed(clean_registry, store):
     redaction.register("store-secret-77")
     request = store.create_request("staging", REQUESTER, [NewMigration(name="m", sql="SELECT 1")],

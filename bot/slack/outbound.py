@@ -18,16 +18,13 @@ from slack_sdk import WebClient
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookResponse
 
-from bot.redaction import scrub, scrub_value
-
-# sent as they are: the credential Slack needs, and file handles or bytes we cannot read as text
-_NOT_TEXT = frozenset({"token", "file"})
+from bot.redaction import IDENTIFIER_KEYS, scrub, scrub_value
 
 
-def _clean(payload: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not payload:
-        return payload
-    return {key: value if key in _NOT_TEXT else scrub_value(value) for key, value in payload.items()}
+def _clean(payload: Any) -> Any:
+    """A payload's text scrubbed; ids (channel, ts, block and action ids, button values, modal state), the
+    token Slack needs and file handles sent as they are."""
+    return scrub_value(payload, IDENTIFIER_KEYS) if payload else payload
 
 
 def _clean_content(value: Any) -> Any:
@@ -76,17 +73,14 @@ class ScrubbingRespond(Respond):
     """Bolt's respond() (a POST to the response_url, outside the WebClient) with its message scrubbed."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> WebhookResponse:  # type: ignore[override]
-        return super().__call__(*scrub_value(list(args)), **scrub_value(kwargs))
+        return super().__call__(*_clean(list(args)), **(_clean(kwargs) or {}))
 
 
 class ScrubbingAck(Ack):
-    """Bolt's ack(): the acknowledgement's body (a command's reply, a modal's errors) scrubbed."""
+    """Bolt's ack(): the acknowledgement (a command's reply, a modal's errors or next view) scrubbed."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:  # type: ignore[override]
-        response = super().__call__(*args, **kwargs)
-        if isinstance(response.body, str) and response.body:
-            response.body = scrub(response.body)
-        return response
+        return super().__call__(*_clean(list(args)), **(_clean(kwargs) or {}))
 
 
 def scrub_outgoing(req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]) -> BoltResponse:

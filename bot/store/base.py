@@ -23,7 +23,7 @@ from bot.models import (
     Step,
 )
 from bot.store import retry
-from bot.redaction import scrub, scrub_value
+from bot.redaction import IDENTIFIER_KEYS, scrub, scrub_value
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _append_event(
     last = conn.execute("SELECT hash FROM guardian_bot.events ORDER BY id DESC LIMIT 1").fetchone()
     created_at = conn.execute("SELECT clock_timestamp() AS t").fetchone()["t"]
     # round-trip detail through JSON so the hash sees exactly what jsonb will return; no known secret in it
-    detail = scrub_value(json.loads(json.dumps(detail, default=str)))
+    detail = scrub_value(json.loads(json.dumps(detail, default=str)), IDENTIFIER_KEYS)
     row = {"request_id": request_id, "incident_id": incident_id, "actor": actor, "kind": kind,
            "detail": detail, "permalink": permalink, "created_at": created_at,
            "prev_hash": last["hash"] if last else GENESIS_HASH}
