@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from redis import Redis
@@ -39,6 +39,7 @@ from bot.slack.cards import (
 )
 from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention
 from bot.slack.pipeline_blocks import build_step_message
+from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
 from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
 
@@ -105,9 +106,21 @@ class Flow:
         try:
             self.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
         except SlackClientError as exc:  # after the client's own retries (rate limits, connections)
-            log.error("request %s: could not post in the thread: %s", request.id, _slack_error(exc))
-            self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
-                                    detail={"what": str(message.get("text") or "")[:200], "error": _slack_error(exc)})
+            self.post_later(request.id, message, slack_error(exc))
+
+    def post_later(self, request_id: int, message: dict[str, Any], error: str, attempt: int = 1) -> None:
+        """A thread post Slack did not take: recorded (slack.post_failed) and, unless ``error`` says trying
+        again cannot help, queued as a ``slack-post`` job for late attempt ``attempt`` (bot/slack/retries.py)."""
+        delay = late_post_delay(attempt, error)
+        log.error("request %s: could not post in the thread (%s); %s", request_id, error,
+                  "giving up" if delay is None else f"a job tries again in {delay}s (late attempt {attempt})")
+        self.store.record_event("slack.post_failed", actor="guardian", request_id=request_id,
+                                detail={"what": str(message.get("text") or "")[:200], "error": error,
+                                        "retry_in": delay, "attempt": attempt})
+        if delay is not None:
+            self.store.enqueue_job(JobIntent(step=LATE_POST_STEP, args=(request_id, message, attempt),
+                                             run_at=datetime.now(timezone.utc) + timedelta(seconds=delay)))
+            self.dispatch()
 
     def note(self, request_id: int, text: str) -> None:
         self.post_in_thread(self.store.get_request(request_id), build_thread_note(text))
@@ -264,9 +277,9 @@ class Flow:
                     {"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
                     for m in group])
             except SlackClientError as exc:
-                log.error("request %s: SQL upload of %d file(s) failed: %s", request.id, len(group), _slack_error(exc))
+                log.error("request %s: SQL upload of %d file(s) failed: %s", request.id, len(group), slack_error(exc))
                 self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
-                                        detail={"what": "sql upload", "error": _slack_error(exc)})
+                                        detail={"what": "sql upload", "error": slack_error(exc)})
         for message in combine(build_risk_messages(request)):
             self.post_in_thread(request, message)
 
@@ -508,8 +521,3 @@ def fingerprint(host: str | None, port: int | None, database: str, system_identi
     """A short, stable identity of a target database (not a secret, never the URL)."""
     material = f"{host or 'socket'}:{port or ''}/{database}#{system_identifier or ''}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
-
-def _slack_error(exc: SlackClientError) -> str:
-    """Slack's error code (``ratelimited``, ``not_in_channel``...) or the exception's type."""
-    response = getattr(exc, "response", None)
-    return str(response.get("error")) if response is not None and response.get("error") else type(exc).__name__

@@ -44,6 +44,7 @@ STEPS: dict[str, tuple[str, int, str]] = {
     "restore": ("workers.restore.run", 12 * 3600, QUEUE_NAME),
     "cleanup": ("workers.backup.cleanup", 3600, QUEUE_NAME),
     "ondemand-backup": ("workers.ondemand.backup", 6 * 3600, QUEUE_NAME),  # args: environment, user, channel
+    "slack-post": ("workers.slack_post.run", 300, QUEUE_NAME),  # args: request id, message, attempt
 }
 
 

@@ -71,6 +71,7 @@ class SlackStandIn:
         self.private_channels: set[str] = set()
         self.limits = RateLimits(rate_window)
         self._throttled: list[RecordedCall] = []
+        self._outages: dict[str, int] = {}
         self.workspace = Workspace(
             team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, root_url=lambda: self.root_url
         )
@@ -165,6 +166,11 @@ class SlackStandIn:
         self.member_of.update(channels)
         if private:
             self.private_channels.update(channels)
+
+    def fail_next(self, method: str, times: int = 1) -> None:
+        """Slack has a bad moment: the next ``times`` calls to ``method`` answer HTTP 503 service_unavailable."""
+        with self._cond:
+            self._outages[method] = self._outages.get(method, 0) + times
 
     def channel_kind(self, channel: str) -> str:
         return rules.channel_kind(channel, self.private_channels)
@@ -277,6 +283,10 @@ class SlackStandIn:
             return 200, {"ok": False, "error": "not_allowed_token_type"}, 0
         if token not in self.tokens:
             return 200, {"ok": False, "error": "invalid_auth"}, 0
+        with self._cond:
+            if self._outages.get(method, 0) > 0:
+                self._outages[method] -= 1
+                return 503, {"ok": False, "error": "service_unavailable"}, 0
         channel = str(params.get("channel") or params.get("channel_id") or "") or None
         wait = self.limits.take(method, channel)
         if wait > 0:

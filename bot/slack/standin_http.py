@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from bot.slack import standin_rules as rules
 from bot.slack.standin_api import ApiError, decode_params
 
 if TYPE_CHECKING:
@@ -122,6 +123,12 @@ class _StandInHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"ok": False, "error": "invalid_json"})
             return
         params = {**params, "id": id}
+        code, problems = rules.message_problems(params)  # a response_url message is Block Kit like any other
+        if code:
+            logger.info("stand-in: response_url %s refused (%s): %s", id, code, "; ".join(problems[:3]))
+            self._record(RESPONSE_URL_METHOD, params, None, rules.error_body(code, problems), body)
+            self._send_json(400, rules.error_body(code, problems))
+            return
         self._record(RESPONSE_URL_METHOD, params, None, {"ok": True}, body)
         self._send_json(200, {"ok": True})
 

@@ -69,3 +69,37 @@ def test_a_45_migration_plan_completes_on_the_rate_limited_standin_with_every_me
     failed = [e for e in harness.store.list_events(request_id=request_id) if e.kind == "slack.post_failed"]
     assert failed == []
     assert "succeeded" in str(harness.card(request_id))
+
+
+def test_a_thread_post_slack_refuses_is_posted_later_by_a_job(harness, monkeypatch):
+    from bot.slack import retries
+
+    monkeypatch.setattr(retries, "LATE_POST_DELAYS", (0, 0))  # due at once, and only two late attempts
+    harness.add_migration("20240101000000_t", "CREATE TABLE t (id bigint PRIMARY KEY);\n")
+    sent, rid = harness.command("plan staging pending")
+    assert any("opened" in t for t in harness.replies(rid, timeout=30))
+    request_id = harness.latest_request_id()
+    harness.run_jobs()
+
+    harness.standin.fail_next("chat.postMessage", 2)  # the post and the first late attempt meet a 503
+    harness.flow.note(request_id, "a note Slack first refused")
+    assert "a note Slack first refused" not in "\n".join(harness.thread_texts(request_id))
+    harness.run_jobs()  # late attempt 1 fails too and queues attempt 2...
+    harness.run_jobs()  # ...which posts it
+    assert sum("a note Slack first refused" in t for t in harness.thread_texts(request_id)) == 1
+    kinds = [(e.kind, e.detail.get("error")) for e in harness.store.list_events(request_id=request_id)
+             if e.kind.startswith("slack.post")]
+    assert kinds == [("slack.post_failed", "service_unavailable"), ("slack.post_failed", "service_unavailable"),
+                     ("slack.post_delivered_late", None)]
+
+
+def test_a_post_slack_will_never_take_is_recorded_not_retried(harness):
+    harness.add_migration("20240101000000_t", "CREATE TABLE t (id bigint PRIMARY KEY);\n")
+    sent, rid = harness.command("plan staging pending")
+    assert any("opened" in t for t in harness.replies(rid, timeout=30))
+    request_id = harness.latest_request_id()
+    harness.run_jobs()
+    harness.flow.post_in_thread(harness.store.get_request(request_id), {"text": "x" * 40_001})  # msg_too_long
+    failed = [e for e in harness.store.list_events(request_id=request_id) if e.kind == "slack.post_failed"]
+    assert [(e.detail["error"], e.detail["retry_in"]) for e in failed] == [("msg_too_long", None)]
+    assert not [j for j in harness.queued_job_ids() if "slack-post" in j]

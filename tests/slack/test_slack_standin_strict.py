@@ -201,3 +201,22 @@ def test_the_manifest_asks_exactly_for_the_scopes_the_bot_uses():
     needed |= {rules.EVENT_SCOPES[e] for e in BOT_EVENTS}
     needed |= {"commands", "chat:write.public"}  # the slash command; posting where the bot was not invited
     assert set(BOT_SCOPES) == needed - {None}, used
+
+
+def test_response_url_messages_are_validated_too(standin):
+    import json
+    import urllib.error
+    import urllib.request
+
+    def post(message: dict) -> int:
+        request = urllib.request.Request(standin.response_url("r1"), data=json.dumps(message).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post({"text": "fine", "blocks": [section("fine")]}) == 200
+    assert post({"text": "t", "blocks": [section("x" * 3001)]}) == 400
+    assert [c.ok for c in standin.responses("r1")] == [True, False]

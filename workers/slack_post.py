@@ -1,0 +1,35 @@
+"""The ``slack-post`` job: a thread message Slack did not take, even after the client's retries, posted again later.
+
+Usage::
+
+    run(request_id, {"text": "...", "blocks": [...]}, attempt=1)   # queued by Flow.post_later, never by hand
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackClientError
+
+from bot.slack.retries import slack_error
+from workers.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+def run(request_id: int, message: dict[str, Any], attempt: int = 1) -> None:
+    """Post ``message`` in the request's thread; a failure queues the next late attempt or, when Slack's
+    error cannot be fixed by waiting or the attempts are spent, records that the message was given up on."""
+    rt = runtime()
+    request = rt.store.get_request(request_id)
+    if rt.slack is None or not request.channel or not request.thread_ts:
+        log.warning("request %s: late post (attempt %s) has no Slack thread to go to; dropped", request_id, attempt)
+        return
+    try:
+        rt.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
+    except SlackClientError as exc:
+        rt.flow.post_later(request_id, message, slack_error(exc), attempt + 1)
+        return
+    rt.store.record_event("slack.post_delivered_late", actor="guardian", request_id=request_id,
+                          detail={"attempt": attempt, "what": str(message.get("text") or "")[:200]})
+    log.info("request %s: late post delivered (attempt %s)", request_id, attempt)
