@@ -26,7 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
-from bot.errors import GuardianError, NotFound, PolicyDenied, PreviewOutdated, TransitionConflict
+from bot.errors import GuardianError, NotFound, PolicyDenied, PreviewOutdated, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.policy import Policy
 from bot.slack.cards import (
@@ -114,12 +114,18 @@ class Flow:
         delay = late_post_delay(attempt, error)
         log.error("request %s: could not post in the thread (%s); %s", request_id, error,
                   "giving up" if delay is None else f"a job tries again in {delay}s (late attempt {attempt})")
-        self.store.record_event("slack.post_failed", actor="guardian", request_id=request_id,
-                                detail={"what": str(message.get("text") or "")[:200], "error": error,
-                                        "retry_in": delay, "attempt": attempt})
+        try:  # like the post itself, recording it never fails the step that posted
+            self.store.record_event("slack.post_failed", actor="guardian", request_id=request_id,
+                                    detail={"what": str(message.get("text") or "")[:200], "error": error,
+                                            "retry_in": delay, "attempt": attempt})
+            if delay is not None:
+                self.store.enqueue_job(JobIntent(step=LATE_POST_STEP, args=(request_id, message, attempt),
+                                                 run_at=datetime.now(timezone.utc) + timedelta(seconds=delay)))
+        except StoreError as exc:
+            log.error("request %s: the post Slack refused is lost: the bot's database is unavailable (%s)",
+                      request_id, exc.code)
+            return
         if delay is not None:
-            self.store.enqueue_job(JobIntent(step=LATE_POST_STEP, args=(request_id, message, attempt),
-                                             run_at=datetime.now(timezone.utc) + timedelta(seconds=delay)))
             self.dispatch()
 
     def note(self, request_id: int, text: str) -> None:
