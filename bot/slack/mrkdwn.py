@@ -15,8 +15,9 @@ import re
 
 # Slack user ids (U…, W… on Enterprise Grid); the underscore is accepted for test and demo ids
 # (U_REQ): it cannot open or close a token, which is all the check is for.
-_USER_ID = re.compile(r"^[UW][A-Z0-9_]+$")
-_GROUP_ID = re.compile(r"^S[A-Z0-9_]+$")
+_USER_ID = re.compile(r"[UW][A-Z0-9_]+")  # always fullmatch: "$" would let a trailing newline through
+_GROUP_ID = re.compile(r"S[A-Z0-9_]+")
+_URL = re.compile(r"https?://[^\s<>|]+")
 _FENCE = re.compile(r"`{3,}")
 _SLACK_TOKEN = re.compile(r"<((?:[@#!]|https?://|mailto:)[^<>|\s]*)(?:\|([^<>]*))?>")
 
@@ -39,22 +40,22 @@ def as_mrkdwn(text: str) -> str:
 
 def mention(user_id: str) -> str:
     """``<@U…>`` for a Slack user id; anything that is not an id shape is shown as text, never as a token."""
-    return f"<@{user_id}>" if _USER_ID.match(user_id or "") else escape(user_id)
+    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id or "") else escape(user_id)
 
 
 def group_mention(group_id: str) -> str:
     """``<!subteam^S…>`` for a Slack user-group id; anything else is shown as text."""
-    return f"<!subteam^{group_id}>" if _GROUP_ID.match(group_id or "") else escape(group_id)
+    return f"<!subteam^{group_id}>" if _GROUP_ID.fullmatch(group_id or "") else escape(group_id)
 
 
 def mention_any(entry: str) -> str:
     """A config entry that is a user id or a user-group id, mentioned as what it is."""
-    return group_mention(entry) if _GROUP_ID.match(entry or "") else mention(entry)
+    return group_mention(entry) if _GROUP_ID.fullmatch(entry or "") else mention(entry)
 
 
 def link(url: str, label: str) -> str:
     """``<url|label>`` for a URL the bot made or got from Slack (a permalink); only http(s) URLs."""
-    if not re.match(r"^https?://[^\s<>|]+$", url or ""):
+    if not _URL.fullmatch(url or ""):
         return escape(label)
     return f"<{url.replace('&', '&amp;')}|{escape(label).replace('|', '¦')}>"
 
@@ -84,7 +85,7 @@ def plain(slack_text: str) -> str:
     def token(m: re.Match[str]) -> str:
         target, label = m.group(1), m.group(2) or ""
         if target.startswith("@"):
-            return f"<{target}>" if _USER_ID.match(target[1:]) else "@" + (label or target[1:])
+            return f"<{target}>" if _USER_ID.fullmatch(target[1:]) else "@" + (label or target[1:])
         if target.startswith("!subteam^"):
             return label if label.startswith("@") else "@" + (label or target.removeprefix("!subteam^"))
         if target.startswith("!"):
@@ -97,10 +98,15 @@ def plain(slack_text: str) -> str:
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying so; a code block the cut opens is closed again."""
+    """``text`` cut to ``limit`` characters, saying so; never inside an entity or a token, and a code block the
+    cut opens is closed again."""
     if len(text) <= limit:
         return text
     cut = text[: limit - 24]
+    if cut.rfind("&") > cut.rfind(";"):
+        cut = cut[: cut.rfind("&")]
+    if cut.rfind("<") > cut.rfind(">"):
+        cut = cut[: cut.rfind("<")]
     if cut.count("```") % 2:
         cut = cut.rstrip("`")
         cut += "\n```" if cut.count("```") % 2 else ""

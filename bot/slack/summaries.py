@@ -24,7 +24,7 @@ def build_status_message(envs: Sequence[str], open_requests: Sequence[Request],
         head = f"*{escape(env)}*" + (f" · :snowflake: frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC ({escape(freeze.reason)})"
                                      if freeze else "")
         if ledgers and ledgers.get(env):
-            head += f"\n{ledgers[env]}"  # mrkdwn from the caller (workers/truth or flow), names escaped there
+            head += f"\n{ledgers[env]}"  # mrkdwn from the caller (listeners/commands.ledger_summaries escapes names)
         mine = [r for r in open_requests if r.environment == env]
         parts.append(head + "\n" + ("\n".join(_line(r) for r in mine[:10]) if mine else "_no request in flight_"))
     text = clip("\n\n".join(parts), 2900)

@@ -273,8 +273,12 @@ def test_helpers_escape_and_only_make_tokens_from_ids_and_urls():
     block = mrkdwn.code_block("x```<!here>`")
     assert block.count("```") == 2 and "<!here>" not in block and block.startswith("```")
     assert mrkdwn.as_mrkdwn(mrkdwn.Mrkdwn("<@U0AAA>")) == "<@U0AAA>" and mrkdwn.as_mrkdwn("<@U0AAA>") == "&lt;@U0AAA&gt;"
+    assert "<" not in mrkdwn.mention("U0AAA\n") and mrkdwn.link("https://x.example\n", "x") == "x"
     clipped = mrkdwn.clip("head\n```" + "x" * 500 + "```", 100)
     assert len(clipped) <= 100 and clipped.count("```") % 2 == 0
+    for cut_at in range(40, 90):  # never half an entity or half a mention
+        clipped = mrkdwn.clip("x" * cut_at + mrkdwn.escape("<&>") + f"<@{APPROVER_A}> " * 20, 100)
+        assert not problems_in("clip", clipped, "https://slack.example/")
     assert mrkdwn.plain("&lt;b&gt; &amp; <!channel> <@U0AAA> <https://e.example|click>") == \
         "<b> & @channel <@U0AAA> click (https://e.example)"
 
