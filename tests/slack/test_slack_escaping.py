@@ -222,7 +222,11 @@ def test_refs_folder_names_and_command_arguments_are_echoed_as_text(harness):
     assert any("does not follow the layout" in t for t in h.thread_texts(on_branch))
     assert any("is not a commit in the repository" in t for t in h.thread_texts(unknown))
     for text in ("plan staging <!channel>", f"frobnicate {HOSTILE}", "cancel <@U0EVIL>", f"note 999 {HOSTILE}",
-                 "plan <!here> pending", "incident <!channel>", "status <!subteam^S0EVIL>"):
+                 "plan <!here> pending", "incident <!channel>", "status <!subteam^S0EVIL>", "history <!here>",
+                 "rollback <!channel>", "restore <@U0EVIL>", "postmortem <!here>", "backup <!channel>",
+                 "sql <!subteam^S0EVIL>", "unfreeze <!here>", f"freeze <!channel> 2h {HOSTILE}",
+                 "plan staging pending --ref <https://evil.example|click>", "plan staging pending --ref a&b<!here>",
+                 f"freeze staging soon {HOSTILE}"):
         sent, reply = h.command(text)
         acks.append(sent)
         if not sent.body.strip():
