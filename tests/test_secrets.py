@@ -331,6 +331,7 @@ secret_env = "GT_SECRET_HOOK"
         backup_step.run(queued.id)
         work()
         assert rt.store.get_request(queued.id).status is RequestStatus.FAILED
+        assert rt.store.find_incident(request_id=queued.id) is not None  # its thread tells the error again
         # 3. status reads every environment's ledger: the same URL again
         status_replies = command("status", "status1")
         # 4. a person pastes the password where the bot echoes input back: the reply still hides it
