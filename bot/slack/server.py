@@ -213,10 +213,13 @@ def body_problem(body: bytes, content_type: str) -> str | None:
     return "neither a slash command, an interaction payload nor an event"
 
 
-def _wrong_types(data: dict, fields: dict[str, type], where: str) -> str | None:
+def _wrong_types(data: dict, fields: dict[str, type | tuple[type, ...]], where: str) -> str | None:
+    """The first field present (and not null: enterprise installs send e.g. "team": null) with the wrong type."""
+    names = {dict: "an object", list: "a list", str: "a string"}
     for name, kind in fields.items():
-        if name in data and not isinstance(data[name], kind):
-            return f"{where}{name} is not {'an object' if kind is dict else 'a list' if kind is list else 'a string'}"
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            expected = " or ".join(names[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+            return f"{where}{name} is not {expected}"
     return None
 
 
@@ -232,7 +235,7 @@ def _interaction_problem(data: Any) -> str | None:
     if kind in _NEEDS_USER and not isinstance((data.get("user") or {}).get("id"), str):
         return "payload has no user id"
     for sub in ("team", "channel", "container", "message"):
-        if sub in data and (problem := _wrong_types(data[sub], {"id": str, "ts": str, "text": str, "channel_id": str,
+        if data.get(sub) is not None and (problem := _wrong_types(data[sub], {"id": str, "ts": str, "text": str, "channel_id": str,
                                                                  "message_ts": str, "thread_ts": str}, f"{sub}.")):
             return problem
     if kind == "block_actions":
@@ -250,7 +253,7 @@ def _interaction_problem(data: Any) -> str | None:
             return "the view has no callback_id"
         if problem := _wrong_types(view, {"private_metadata": str, "state": dict, "id": str, "hash": str}, "view."):
             return problem
-        values = (view.get("state") or {}).get("values", {})
+        values = (view.get("state") or {}).get("values") or {}
         if not isinstance(values, dict) or not all(
                 isinstance(block, dict) and all(isinstance(v, dict) for v in block.values()) for block in values.values()):
             return "view.state.values is not an object of objects"
@@ -272,7 +275,7 @@ def _event_problem(data: Any) -> str | None:
         event = data.get("event")
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return "event_callback has no event with a type"
-        if problem := _wrong_types(event, {"user": str, "channel": str, "ts": str, "thread_ts": str, "text": str,
+        if problem := _wrong_types(event, {"user": (str, dict), "channel": str, "ts": str, "thread_ts": str, "text": str,
                                            "reaction": str, "item": dict}, "event."):
             return problem
         if problem := _wrong_types(data, {"team_id": str, "event_id": str, "authorizations": list}, ""):

@@ -133,6 +133,12 @@ def test_body_problem_accepts_what_slack_sends():
     assert body_problem(urlencode({"command": "/migrate", "text": "", "user_id": "U1"}).encode(), FORM) is None
     event = {"type": "event_callback", "event": {"type": "reaction_added", "user": "U1", "item": {"ts": "1.1"}}}
     assert body_problem(json.dumps(event).encode(), "application/json; charset=utf-8") is None
+    # org-wide installs send nulls; some events carry a user object
+    grid = {**ACTION, "team": None, "enterprise": None, "channel": None, "message": None}
+    assert body_problem(_payload(grid).encode(), FORM) is None
+    assert body_problem(_payload({**VIEW, "view": {"callback_id": "c", "state": None}}).encode(), FORM) is None
+    joined = {"type": "event_callback", "event": {"type": "team_join", "user": {"id": "U1"}}}
+    assert body_problem(json.dumps(joined).encode(), "application/json") is None
 
 
 # ------------------------------------------------------------------ the /migrate grammar's limits
