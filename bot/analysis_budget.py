@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _NO_MEMORY = 3  # the child's exit status when it ran out of its address space
 # libpg_query out of memory dumps its memory contexts and may end the process itself (exit status 1)
-_OUT_OF_MEMORY = (b"MemoryError", b"TopMemoryContext", b"out of memory")
+# (a thread's stack and malloc arena count against the address space too: a parse helper may not start)
+_OUT_OF_MEMORY = (b"MemoryError", b"TopMemoryContext", b"out of memory", b"can't start new thread")
 
 
 class AnalysisCrashed(GuardianError):
