@@ -20,7 +20,7 @@ BOT_SCOPES: tuple[str, ...] = (
     "files:write",        # SQL too long for a message and the post-mortem (files.getUploadURLExternal, ...)
     "usergroups:read",    # approvers named by user group (usergroups.users.list)
     "channels:history",   # replies in incident threads (message.channels) and reading a pinned message
-                          # (conversations.replies / conversations.history) in public channels
+                          # (conversations.replies) in public channels
     "groups:history",     # the same in private channels (message.groups), so a private incident channel works
     "reactions:read",     # 📌 reactions on incident messages (reaction_added)
 )
