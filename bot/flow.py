@@ -37,6 +37,7 @@ from bot.slack.cards import (
     build_thread_note,
     sql_needs_upload,
 )
+from bot.slack.ids import UNKNOWN_PREVIEW
 from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention
 from bot.slack.pipeline_blocks import build_step_message
 from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
@@ -170,12 +171,9 @@ class Flow:
         adhoc_sql: str | None = None,
     ) -> Request:
         """Record the request, post its card, and queue the analysis (the slow part runs in a worker)."""
-        env = self.env(environment)  # unknown environment: ConfigError listing the known ones
-        if adhoc_sql is not None and not env.allow_adhoc_sql:
-            raise PolicyDenied(
-                f"pasted SQL is not allowed on {environment}; add the migration to the repository and use "
-                f"`/migrate plan {environment}`", code="adhoc-not-allowed",
-            )
+        self.env(environment)  # unknown environment: ConfigError listing the known ones
+        if adhoc_sql is not None:
+            self.check_adhoc(environment)
         initial: list[NewMigration] = []
         if adhoc_sql is not None:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
@@ -187,8 +185,11 @@ class Flow:
             selection={"migrations": list(migrations), "pending": bool(pending and not migrations), "ref": ref},
         )
         if self.slack is not None and request.channel:
-            posted = self.slack.chat_postMessage(
-                channel=request.channel, **build_request_card(request, self.card_view(request)))
+            try:
+                posted = self.slack.chat_postMessage(
+                    channel=request.channel, **build_request_card(request, self.card_view(request)))
+            except SlackClientError as exc:
+                raise self._card_not_posted(request, exc) from None
             request = self.store.update_request(request.id, message_ts=posted["ts"], thread_ts=posted["ts"],
                                                 channel=posted.get("channel") or request.channel,
                                                 enqueue="analyze")
@@ -197,6 +198,36 @@ class Flow:
             self.enqueue("analyze", request.id)
         log.info("request %s: planned on %s by %s", request.id, environment, requester)
         return request
+
+    def check_adhoc(self, environment: str) -> None:
+        """ConfigError for an unknown environment, PolicyDenied where pasted SQL is not allowed (no I/O)."""
+        if not self.env(environment).allow_adhoc_sql:
+            raise PolicyDenied(
+                f"pasted SQL is not allowed on {environment}; add the migration to the repository and use "
+                f"`/migrate plan {environment}`", code="adhoc-not-allowed",
+            )
+
+    def _card_not_posted(self, request: Request, exc: SlackClientError) -> GuardianError:
+        """A request whose card cannot be posted is cancelled at once (nothing was analysed or run, and it is
+        not left in `analyzing`), and the person is told what to do instead."""
+        error = exc.response.get("error", "unknown error") if isinstance(exc, SlackApiError) else type(exc).__name__
+        self.store.transition(request.id, S.ANALYZING, S.CANCELLED, actor="guardian",
+                              detail={"reason": f"the card could not be posted ({error})"})
+        log.warning("request %s: card not posted in %s (%s); cancelled", request.id, request.channel, error)
+        channel, shown = request.channel or "", escape(error)
+        where = f"<#{channel}>" if channel[:1] in ("C", "G") and channel.isalnum() else "this conversation"
+        if channel.startswith("D"):
+            advice = ("Guardian posts requests in a channel, not in a direct message: run the command in your "
+                      "team's migrations channel")
+        elif error in ("not_in_channel", "channel_not_found"):
+            advice = (f"Guardian cannot post in {where} ({shown}; a private channel is invisible to it until "
+                      "it is invited): invite it with `/invite @Guardian`, or run the command in a channel it is in")
+        elif error == "is_archived":
+            advice = f"{where} is archived: run the command in an active channel"
+        else:
+            advice = f"Slack refused the request's card ({shown}); try again in a minute"
+        return PolicyDenied(Mrkdwn(f"{advice}. Request #{request.id} was cancelled; nothing was analysed or run."),
+                            code="card-not-posted")
 
     def enqueue(self, step: str, request_id: int, *, attempt: int = 1, at: datetime | None = None) -> None:
         """Record the intent to run ``step`` in the job outbox (PostgreSQL); the worker's pump moves it to
@@ -364,7 +395,7 @@ class Flow:
         shown another; otherwise a value that matches no preview, so the click is refused."""
         if fingerprint:
             return fingerprint
-        return request.preview_fingerprint if self.previews_shown(request.id) <= 1 else "unknown-preview"
+        return request.preview_fingerprint if self.previews_shown(request.id) <= 1 else UNKNOWN_PREVIEW
 
     def _outdated(self, request: Request, user_id: str, decision: str, shown: str,
                   *, recorded: bool = False) -> PreviewOutdated:

@@ -68,7 +68,8 @@ def test_pasted_sql_through_the_modal(harness):
                                         user=SlackUser(id=REQUESTER, name="r"),
                                         values={"sql_input": {"value": {"type": "plain_text_input",
                                                                         "value": "UPDATE users SET email = lower(email);"}}})
-    assert ok.status == 200
+    assert ok.status == 200  # acknowledged first; the request is recorded and its card posted after the ack
+    harness.standin.wait_for("chat.postMessage", lambda c: "Migration request #" in str(c.params.get("text")))
     rid = harness.latest_request_id()
     harness.run_jobs()
     request = harness.store.get_request(rid)

@@ -7,12 +7,13 @@ from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.config import GuardianConfig
 from bot.errors import GuardianError
 from bot.flow import Flow
 from bot.incidents import IncidentService
-from bot.slack.ids import BlockId, CallbackId
+from bot.slack.ids import UNKNOWN_PREVIEW, BlockId, CallbackId
 from bot.slack.modals import MAX_PASTED_SQL_CHARS, ModalState, submitted_value
 from bot.slack.mrkdwn import as_mrkdwn
 from bot.slack.replies import replying_errors
@@ -21,10 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 def _dm(client: WebClient, user: str, channel: str | None, text: str) -> None:
+    """Tell ``user`` privately: an ephemeral message in ``channel``, or a direct message where the bot cannot
+    post there (a channel it was not invited to, a conversation between people)."""
     if channel:
-        client.chat_postEphemeral(channel=channel, user=user, text=text)
-    else:
-        client.chat_postMessage(channel=user, text=text)
+        try:
+            client.chat_postEphemeral(channel=channel, user=user, text=text)
+            return
+        except SlackApiError as exc:
+            logger.info("ephemeral to %s in %s refused (%s); sending a direct message", user, channel,
+                        exc.response.get("error"))
+    client.chat_postMessage(channel=user, text=text)
 
 
 def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None:
@@ -49,11 +56,16 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             return
         user = body["user"]["id"]
         try:
-            request = flow.start_plan(state.environment or "", user, state.channel, adhoc_sql=sql)
+            flow.check_adhoc(state.environment or "")  # the config alone: no I/O before the ack
         except GuardianError as exc:
             ack(response_action="errors", errors={BlockId.SQL_INPUT.value: exc.message[:150]})
             return
-        ack()
+        ack()  # Slack waits at most 3 s; recording, posting the card and queueing run after it
+        try:
+            request = flow.start_plan(state.environment or "", user, state.channel, adhoc_sql=sql)
+        except GuardianError as exc:
+            _dm(client, user, state.channel, f":x: {as_mrkdwn(exc.message)}")
+            return
         logger.info("request %s: pasted SQL planned by %s", request.id, user)
 
     def handle_reject_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
@@ -67,7 +79,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         reason = submitted_value(view, BlockId.REASON_INPUT).strip() or None
         try:
             text = flow.decide(int(state.request_id or 0), user, "reject", reason=reason,
-                               shown=state.preview or "unknown-preview")
+                               shown=state.preview or UNKNOWN_PREVIEW)
         except GuardianError as exc:
             text = f":x: {as_mrkdwn(exc.message)}"
         _dm(client, user, flow.get_request(int(state.request_id or 0)).channel, text)
@@ -82,7 +94,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
             return
         ack()
         with replying_errors(body, None, client):
-            _confirm(body, request, typed, state.preview or "unknown-preview", client)
+            _confirm(body, request, typed, state.preview or UNKNOWN_PREVIEW, client)
 
     def _confirm(body: dict[str, Any], request: Any, typed: str, shown: str, client: WebClient) -> None:
         user = body["user"]["id"]
