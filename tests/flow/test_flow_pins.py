@@ -102,3 +102,24 @@ def test_app_rate_limited_is_answered_200(harness):
 
     sent = harness.sender.post(json.dumps(body), "application/json")
     assert sent.status == 200
+
+
+def test_an_http_event_whose_first_delivery_was_lost_is_processed_once_from_its_retries(harness):
+    """Slack retries an event it could not deliver (a deploy, a restart): the first retry that reaches us
+    is handled, and later retries of the same event_id are acknowledged and do nothing."""
+    from bot.slack.sender import Forge
+
+    incident = open_incident(harness)
+    reply_ts = human_reply(harness, incident, "the backfill is still running on replica 2", APPROVER_B)
+    message = {"type": "message", "channel": incident.channel, "channel_type": "channel", "user": APPROVER_B,
+               "text": "the backfill is still running on replica 2", "ts": reply_ts,
+               "thread_ts": incident.thread_ts, "event_ts": reply_ts}
+    for attempt in (1, 2, 3):  # delivery 0 never arrived
+        sent = harness.sender.event(message, event_id="Ev0LOSTFIRST",
+                                    forge=Forge(retry_num=attempt, retry_reason="http_error"))
+        assert sent.status == 200
+    notes = wait_notes(harness, incident.id, 1)
+    time.sleep(0.3)  # give a wrongly re-processed retry the time to show up
+    assert [n.text for n in harness.store.list_incident_notes(incident.id)] == [
+        "the backfill is still running on replica 2"]
+    assert len(notes) == 1
