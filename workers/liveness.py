@@ -10,15 +10,22 @@ An RQ status is a hint, not the truth: a job whose worker died between dequeue a
 several queues, which pops with LPOP — in no list at all), and a job whose worker was killed with -9
 still says ``started``. So a queued job is alive only while its id is on its queue's list or was
 popped less than POPPED_GRACE_S ago, and a started job only while its worker is.
+
+A flushed or restarted Redis forgets a running job altogether, so the process running a step also
+holds a lease (``hold_lease``) it rewrites every LEASE_EVERY_S: ``running_elsewhere`` finds it again
+within seconds, and a step whose job vanished is left alone while its process still runs it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
@@ -28,8 +35,23 @@ POPPED_GRACE_S = float(os.environ.get("GUARDIAN_POPPED_GRACE_S", "3"))
 # A busy worker heartbeats every JOB_HEARTBEAT_S (workers.worker); one on another host that has been
 # silent this long is dead. On this host the process table answers at once.
 WORKER_SILENT_S = float(os.environ.get("GUARDIAN_WORKER_SILENT_S", "15"))
+LEASE_EVERY_S = float(os.environ.get("GUARDIAN_LEASE_EVERY_S", "2"))
+# A running step's job that vanished from Redis this recently may still be running: its process
+# rewrites its lease within LEASE_EVERY_S.
+VANISHED_GRACE_S = float(os.environ.get("GUARDIAN_VANISHED_GRACE_S", str(LEASE_EVERY_S * 1.5 + 0.5)))
 _HELD = {JobStatus.SCHEDULED, JobStatus.DEFERRED}
 _POPPED_KEY = "guardian:popped:{job}:{enqueued}"
+_LEASE_KEY = "guardian:lease:{job}"
+_MISSING_KEY = "guardian:missing:{job}"
+_OVER = {b"finished", b"failed", b"stopped", b"canceled"}
+log = logging.getLogger(__name__)
+_job_process = False  # set in a `guardian worker`'s forked work horse (workers.worker)
+
+
+def mark_job_process() -> None:
+    """This process is a work horse: it runs one job and ends, so a lease it holds ends with it."""
+    global _job_process
+    _job_process = True
 
 
 def job_live(connection: Redis, job: Job) -> bool:
@@ -85,3 +107,40 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state not in ("Z", "X")
+
+
+def hold_lease(connection: Redis, job_id: str) -> None:
+    """In the process running ``job_id``: keep ``guardian:lease:<job>`` (host:pid) in Redis, rewritten every
+    LEASE_EVERY_S until the job is over or the process ends, so a flush cannot make a live step look dead."""
+    if not _job_process:  # an in-process worker (tests, benches) would keep renewing after the job
+        return
+    key, value = _LEASE_KEY.format(job=job_id), f"{socket.gethostname()}:{os.getpid()}"
+    job_key = Job.key_for(job_id)
+
+    def renew() -> None:
+        while True:
+            try:
+                if connection.hget(job_key, "status") in _OVER:
+                    connection.delete(key)
+                    return
+                connection.set(key, value, ex=int(LEASE_EVERY_S * 5) + 1)
+            except RedisError as exc:  # Redis away: the next renewal puts the lease back
+                log.debug("job %s: lease not renewed (%s)", job_id, type(exc).__name__)
+            time.sleep(LEASE_EVERY_S)
+
+    threading.Thread(target=renew, name=f"guardian-lease-{job_id}", daemon=True).start()
+
+
+def running_elsewhere(connection: Redis, job_id: str, *, grace: bool = True) -> bool:
+    """A process still runs ``job_id`` though RQ no longer says so: its lease is held by a live process, or
+    (with ``grace``) the job vanished from Redis so recently that a live process has not rewritten its lease yet."""
+    lease = connection.get(_LEASE_KEY.format(job=job_id))
+    if lease is not None:
+        host, _, pid = lease.decode().rpartition(":")
+        return host != socket.gethostname() or pid_alive(int(pid))
+    if not grace or connection.exists(Job.key_for(job_id)):
+        return False  # RQ still knows the job (and job_live said it is dead): no flush to wait out
+    key = _MISSING_KEY.format(job=job_id)
+    now = datetime.now(timezone.utc).timestamp()
+    connection.set(key, now, nx=True, ex=3600)
+    return now - float(connection.get(key) or now) < VANISHED_GRACE_S

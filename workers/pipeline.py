@@ -26,6 +26,7 @@ from bot.pg.connect import classify
 from bot.slack.pipeline_blocks import build_failure_message, build_step_message
 from workers import report
 from workers.enqueue import deliver
+from workers.liveness import hold_lease
 from workers.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
     """Compare-and-set the request into ``step``'s status and record the step; None when the CAS lost."""
     expected, new = STEP_STATUSES[step]
     job = get_current_job()
+    if job is not None:
+        hold_lease(job.connection, job.id)  # a flushed Redis must not make this step look dead
     try:
         request = rt.store.transition(request_id, expected, new, actor=ACTOR,
                                       detail={"job_id": job.id if job else None})

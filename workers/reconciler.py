@@ -40,7 +40,7 @@ from bot.store.outbox import JobIntent
 from workers import pipeline
 from workers.apply import to_migration
 from workers.enqueue import deliver, job_id
-from workers.liveness import job_live
+from workers.liveness import job_live, running_elsewhere
 from workers.plan import plan_parts
 from workers.watchdog import application_name, lock_holder, ours, target_lock_key
 
@@ -98,7 +98,7 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
     rows = [s for s in rt.store.list_steps(request.id) if s.step == step]
     if rows and rows[-1].status == "succeeded":  # the step finished; the next one has not started yet
         return _resume_after(rt, redis, request, step)
-    if step_alive(redis, step, request.id, store=rt.store):
+    if step_alive(redis, step, request.id, store=rt.store) or _running_elsewhere(rt, redis, request.id, step):
         return None
     _close_running_steps(rt, request.id, step)
     if status is RequestStatus.BACKING_UP:
@@ -132,7 +132,9 @@ def _reconcile_analysis(rt: Any, redis: Redis, request: Request, now: datetime) 
     latest = rt.store.latest_job(request.id, "analyze")
     if latest is None and now - request.updated_at < timedelta(seconds=ANALYZE_ORPHAN_AGE_S):
         return None  # `/migrate plan` may still be posting the card before it queues the analysis
-    if step_alive(redis, "analyze", request.id, store=rt.store):
+    # no grace for a vanished analysis: running it twice is harmless (its compare-and-set keeps one)
+    if step_alive(redis, "analyze", request.id, store=rt.store) or _running_elsewhere(rt, redis, request.id, "analyze",
+                                                                                        grace=False):
         return None
     _close_running_steps(rt, request.id, "analyze", "the worker running the analysis died or it raised")
     crashes = 0
@@ -198,6 +200,12 @@ def step_alive(redis: Redis, step: str, request_id: int, *, store: Any = None) -
     except NoSuchJobError:
         return False
     return job_live(redis, job)
+
+
+def _running_elsewhere(rt: Any, redis: Redis, request_id: int, step: str, *, grace: bool = True) -> bool:
+    """The step's process still runs it though Redis lost its job (flushed or restarted under it)."""
+    latest = rt.store.latest_job(request_id, step)
+    return running_elsewhere(redis, job_id(step, request_id, latest.attempt if latest else 1), grace=grace)
 
 
 def _close_running_steps(rt: Any, request_id: int, step: str, error: str = "the worker running this step died") -> None:

@@ -34,6 +34,7 @@ from rq import Queue, Worker
 from bot.config import Settings, load_config
 from bot.errors import GuardianError
 from workers.enqueue import ANALYZE_QUEUE_NAME, QUEUE_NAME, QUEUE_NAMES
+from workers.liveness import mark_job_process
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def _in_job_process() -> None:
     """In a forked job process: die with the worker, and never touch its pooled connections."""
     _die_with_parent(_forking_parent)
     _forget_parent_runtime()
+    mark_job_process()
 
 
 def _die_with_parent(parent: int) -> None:

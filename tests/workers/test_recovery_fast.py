@@ -231,3 +231,30 @@ def test_an_analysis_runs_in_its_own_process_while_an_apply_holds_the_worker(mak
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=10)
+
+
+def test_redis_flushed_under_a_running_apply_does_not_fail_it(make_pipeline):
+    p = make_pipeline()
+    req = p.request([("001_slow", "CREATE TABLE flushed_under (id int);\nSELECT pg_sleep(6);\n")])
+    env = {**os.environ, **p.settings_env, "GUARDIAN_RECONCILE_EVERY_S": "0.5"}
+    worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        start_run(p.rt, req.id)
+        with p.target() as conn:
+            _wait_for(lambda: conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
+                (f"guardian-req{req.id}",)).fetchone(), 60, "the apply to reach pg_sleep")
+        p.redis.flushdb()  # RQ forgets the running job; its work horse rewrites its lease
+        done = _wait_for(lambda: (r := p.store.get_request(req.id)).status in (RequestStatus.SUCCEEDED,
+                                                                             RequestStatus.FAILED) and r, 90, "the run")
+        assert done.status is RequestStatus.SUCCEEDED, done.error  # the reconciler left the live apply alone
+        with p.target() as conn:
+            assert conn.execute("SELECT to_regclass('flushed_under')").fetchone()[0] is not None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=10)

@@ -89,8 +89,9 @@ def test_watchdog_reports_sessions_waiting_behind_the_migration(make_pipeline):
     assert waiters and "test-app" in waiters[0] and "SELECT v FROM busy" in waiters[0]
 
 
-def test_reconciler_terminates_an_orphaned_apply_session_and_frees_the_lock(make_pipeline):
+def test_reconciler_terminates_an_orphaned_apply_session_and_frees_the_lock(make_pipeline, monkeypatch):
     p = make_pipeline()
+    monkeypatch.setattr("workers.liveness.VANISHED_GRACE_S", 0.0)  # its job is long gone, not just flushed
     req = p.request([("001_never", "CREATE TABLE never_made (id int);")])
     for old, new in ((RequestStatus.APPROVED, RequestStatus.QUEUED), (RequestStatus.QUEUED, RequestStatus.BACKING_UP),
                      (RequestStatus.BACKING_UP, RequestStatus.APPLYING)):
