@@ -128,6 +128,7 @@ class Flow:
             return
         if delay is not None:
             self.dispatch()
+        self.refresh_card(request_id)  # the card says the thread is behind (or lost a message)
 
     def note(self, request_id: int, text: str) -> None:
         self.post_in_thread(self.store.get_request(request_id), build_thread_note(text))
@@ -140,12 +141,25 @@ class Flow:
         gate = None
         if request.status is S.APPROVED and request.run_after:
             gate = f"approved; the run waits until {request.run_after:%Y-%m-%d %H:%M} UTC"
+        behind, lost = self.thread_backlog(request.id)
         return CardView(
             approvals_required=tally.required, approvers=tally.approvers, rejected_by=tally.rejected_by,
             stale=tally.stale, env_color=env.color, production=env.production,
             requires_missing=tuple(policy.missing_prerequisites(met)),
             requires_met=tuple(e for e in env.requires if e in met), gate_note=gate, note=note,
+            thread_behind=behind, thread_lost=lost,
         )
+
+    def thread_backlog(self, request_id: int) -> tuple[int, int]:
+        """(thread messages waiting for a late attempt, messages given up on), from post_later's events:
+        each late attempt ends in slack.post_delivered_late or in another slack.post_failed (attempt > 1)."""
+        events = [e for e in self.store.list_events(request_id=request_id)
+                  if e.kind in ("slack.post_failed", "slack.post_delivered_late")]
+        failed = [e.detail for e in events if e.kind == "slack.post_failed"]
+        retrying = sum(1 for d in failed if d.get("retry_in") is not None)
+        attempts_ended = (sum(1 for e in events if e.kind == "slack.post_delivered_late")
+                          + sum(1 for d in failed if (d.get("attempt") or 1) > 1))
+        return max(0, retrying - attempts_ended), sum(1 for d in failed if d.get("retry_in") is None)
 
     def refresh_card(self, request_id: int, note: str | None = None) -> None:
         """Re-render the root card from the store (never patched from a payload)."""

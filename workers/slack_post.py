@@ -33,3 +33,4 @@ def run(request_id: int, message: dict[str, Any], attempt: int = 1) -> None:
     rt.store.record_event("slack.post_delivered_late", actor="guardian", request_id=request_id,
                           detail={"attempt": attempt, "what": str(message.get("text") or "")[:200]})
     log.info("request %s: late post delivered (attempt %s)", request_id, attempt)
+    rt.flow.refresh_card(request_id)  # the card stops saying the thread is behind once it is not

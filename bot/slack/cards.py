@@ -44,6 +44,8 @@ class CardView(BaseModel):
     requires_missing: tuple[str, ...] = ()
     requires_met: tuple[str, ...] = ()
     gate_note: str | None = None  # freeze or maintenance window
+    thread_behind: int = 0  # thread messages Slack did not take yet; a job tries again
+    thread_lost: int = 0  # thread messages Slack refused for good (e.g. invalid_blocks)
     note: str | None = None  # mrkdwn (callers escape what they quote): e.g. "approvals voided: the SQL changed"
 
 
@@ -110,6 +112,12 @@ def build_request_card(request: Request, view: CardView) -> Message:
         notes.append(f":warning: {mention(user)}'s approval no longer counts: {escape(why)}")
     if view.gate_note:
         notes.append(f":clock3: {view.gate_note}")
+    if view.thread_behind:
+        notes.append(f":hourglass: The thread is behind: {view.thread_behind} message(s) Slack did not take yet; "
+                     "Guardian posts them again shortly.")
+    if view.thread_lost:
+        notes.append(f":warning: {view.thread_lost} thread message(s) could not be posted (Slack refused them "
+                     "for good); the audit log records which.")
     if status is RequestStatus.FAILED:
         where = request.failed_step or "?"
         holds = (request.db_state.value if request.db_state else "unknown").replace("_", " ")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -70,6 +71,9 @@ def test_pasted_sql_through_the_modal(harness):
                                                                         "value": "UPDATE users SET email = lower(email);"}}})
     assert ok.status == 200  # acknowledged first; the request is recorded and its card posted after the ack
     harness.standin.wait_for("chat.postMessage", lambda c: "Migration request #" in str(c.params.get("text")))
+    deadline = time.monotonic() + 10  # the card's ts and the analysis intent are recorded once Slack answered
+    while harness.store.list_requests(limit=1)[0].message_ts is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     rid = harness.latest_request_id()
     harness.run_jobs()
     request = harness.store.get_request(rid)

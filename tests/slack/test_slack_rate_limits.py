@@ -84,9 +84,11 @@ def test_a_thread_post_slack_refuses_is_posted_later_by_a_job(harness, monkeypat
     harness.standin.fail_next("chat.postMessage", 2)  # the post and the first late attempt meet a 503
     harness.flow.note(request_id, "a note Slack first refused")
     assert "a note Slack first refused" not in "\n".join(harness.thread_texts(request_id))
+    assert "The thread is behind: 1 message(s)" in str(harness.card(request_id))  # the card says so
     harness.run_jobs()  # late attempt 1 fails too and queues attempt 2...
     harness.run_jobs()  # ...which posts it
     assert sum("a note Slack first refused" in t for t in harness.thread_texts(request_id)) == 1
+    assert "thread is behind" not in str(harness.card(request_id))
     kinds = [(e.kind, e.detail.get("error")) for e in harness.store.list_events(request_id=request_id)
              if e.kind.startswith("slack.post")]
     assert kinds == [("slack.post_failed", "service_unavailable"), ("slack.post_failed", "service_unavailable"),
@@ -103,3 +105,5 @@ def test_a_post_slack_will_never_take_is_recorded_not_retried(harness):
     failed = [e for e in harness.store.list_events(request_id=request_id) if e.kind == "slack.post_failed"]
     assert [(e.detail["error"], e.detail["retry_in"]) for e in failed] == [("msg_too_long", None)]
     assert not [j for j in harness.queued_job_ids() if "slack-post" in j]
+    card = str(harness.card(request_id))
+    assert "1 thread message(s) could not be posted" in card and "thread is behind" not in card
