@@ -13,7 +13,6 @@ Usage::
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -566,9 +565,3 @@ class Flow:
             return self.store.get_request(request_id)
         except NotFound:
             raise NotFound(f"there is no request #{request_id}; `/migrate history` lists recent ones") from None
-
-
-def fingerprint(host: str | None, port: int | None, database: str, system_identifier: str | None) -> str:
-    """A short, stable identity of a target database (not a secret, never the URL)."""
-    material = f"{host or 'socket'}:{port or ''}/{database}#{system_identifier or ''}"
-    return hashlib.sha256(material.encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ Usage::
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -44,9 +45,13 @@ class AnalysisResult(BaseModel):
     target: dict[str, Any]
 
 
-def _target_identity(conn, environment: str) -> tuple[str, dict[str, Any]]:
-    from bot.flow import fingerprint
+def fingerprint(host: str | None, port: int | None, database: str, system_identifier: str | None) -> str:
+    """A short, stable identity of a target database (not a secret, never the URL)."""
+    material = f"{host or 'socket'}:{port or ''}/{database}#{system_identifier or ''}"
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
+
+def _target_identity(conn, environment: str) -> tuple[str, dict[str, Any]]:
     info = target_info(conn, environment)
     with target_errors(environment):
         row = conn.execute(
