@@ -134,8 +134,13 @@ def _supervise_analysis(stop: threading.Event) -> None:
     """
     env = {**os.environ, _PARENT_ENV: str(os.getpid())}
     command = [sys.executable, "-m", "bot.cli", "worker", "--queues", ANALYZE_QUEUE_NAME]
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def die_with_us() -> None:  # between fork and exec: no window in which the child could outlive us
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
     while not stop.is_set():
-        child = subprocess.Popen(command, env=env)
+        child = subprocess.Popen(command, env=env, preexec_fn=die_with_us)
         log.info("analysis worker process %s started", child.pid)
         while child.poll() is None and not stop.wait(0.5):
             pass

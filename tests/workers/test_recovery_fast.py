@@ -208,7 +208,7 @@ def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_sett
 
 def test_an_analysis_runs_in_its_own_process_while_an_apply_holds_the_worker(make_pipeline):
     p = make_pipeline()
-    slow = p.request([("001_slow", "CREATE TABLE beside_t (id int);\nSELECT pg_sleep(20);\n")])
+    slow = p.request([("001_slow", "CREATE TABLE beside_t (id int);\nSELECT pg_sleep(30);\n")])
     env = {**os.environ, **p.settings_env}
     worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
