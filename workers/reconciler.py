@@ -37,7 +37,7 @@ from bot.pg.connect import connect_target
 from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
-from workers import pipeline
+from workers import pipeline, report
 from workers.apply import to_migration
 from workers.enqueue import deliver, job_id
 from workers.liveness import job_live, running_elsewhere
@@ -115,11 +115,15 @@ def _resume_after(rt: Any, redis: Redis, request: Request, step: str) -> str | N
     """A step succeeded but the request did not move on: enqueue the next step, or finish a verified run."""
     following = NEXT_STEP[step]
     if following is None:
+        if step_alive(redis, step, request.id, store=rt.store) or _running_elsewhere(rt, redis, request.id, step):
+            return None  # its job is still finishing the run (posting, marking it succeeded, telling the incident)
         try:
             rt.store.transition(request.id, RequestStatus.VERIFYING, RequestStatus.SUCCEEDED, actor=pipeline.ACTOR)
         except GuardianError as exc:
             log.info("request %s: not marked succeeded: %s", request.id, exc)
             return None
+        report.refresh_card(rt, request.id)
+        report.request_finished(request.id)  # a rollback request mitigates its parent's incident
         return "verified but not marked succeeded: succeeded"
     if step_alive(redis, following, request.id, store=rt.store):
         return None
