@@ -122,6 +122,23 @@ def _swallow(conn: psycopg.Connection, sql: str) -> None:
         pass  # terminated by the reconciler, as intended
 
 
+def _release_after_first_timeout(url: str, blocker: psycopg.Connection, deadline_s: float = 120.0) -> None:
+    """End the blocker's transaction once a lock wait behind it has started and then given up (a lock timeout)."""
+    waiting = ("SELECT count(*) FROM pg_locks WHERE NOT granted"
+               " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    end = time.monotonic() + deadline_s
+    seen_wait = False
+    with psycopg.connect(url, autocommit=True) as watcher:
+        while time.monotonic() < end:
+            waiters = watcher.execute(waiting).fetchone()[0]
+            if waiters:
+                seen_wait = True
+            elif seen_wait:
+                break
+            time.sleep(0.02)
+    blocker.rollback()
+
+
 def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pipeline):
     p = make_pipeline(layout="prisma", lock_timeout="300ms", apply_retries=4)
     with p.target() as conn:
@@ -129,8 +146,8 @@ def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pip
     req = p.request([("20240101000000_add_name", 'ALTER TABLE "User" ADD COLUMN name text;')])
     blocker = psycopg.connect(p.target_url, application_name="test-blocker")
     blocker.execute('SELECT count(*) FROM "User"').fetchone()
-    release = threading.Timer(1.0, blocker.rollback)  # the long transaction ends while we back off
-    release.start()
+    release = threading.Thread(target=_release_after_first_timeout, args=(p.target_url, blocker), daemon=True)
+    release.start()  # the long transaction ends while we back off, however slow the backup before it was
     try:
         start_run(p.rt, req.id)
         p.work()
