@@ -49,6 +49,7 @@ from bot.slack.pipeline_blocks import (
 )
 from workers import pipeline, report, truth
 from workers.batch import plan_batch, run_batches
+from workers.refs import to_migration
 from workers.plan import Part, plan_parts
 from workers.runtime import runtime
 from workers.watchdog import Watchdog, application_name, target_lock_key
@@ -223,20 +224,6 @@ def _backup_id(rt: Any, request_id: int) -> str | None:
     done = [s for s in rt.store.list_steps(request_id) if s.step == "backup" and s.status == "succeeded"]
     backup_id = done[-1].outcome.get("backup_id") if done else None
     return str(backup_id) if backup_id is not None else None
-
-
-def to_migration(ref: MigrationRef, layout: str) -> Migration:
-    """The sources' Migration for a request's MigrationRef (`<version>_<name>`; Prisma's ledger key is the folder)."""
-    version = getattr(ref, "version", None)
-    if version and ref.name.startswith(version + "_"):
-        rest = ref.name[len(version) + 1:]
-    else:
-        parsed, _, rest = ref.name.partition("_")
-        version = version or parsed
-    ledger = getattr(ref, "ledger_name", None) or (ref.name if layout == "prisma" else version)
-    return Migration(version=version, name=rest or ref.name, ledger_name=ledger,
-                     path=ref.path or ref.name, sql=ref.sql, sha256=ref.sha256, size=len(ref.sql.encode("utf-8")),
-                     down_sql=ref.down_sql, verify_sql=ref.verify_sql)
 
 
 def revert_file(ctx: ApplyContext, ref: MigrationRef) -> None:

@@ -38,7 +38,7 @@ from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
 from workers import pipeline, report
-from workers.apply import to_migration
+from workers.refs import to_migration
 from workers.enqueue import deliver, job_id
 from workers.liveness import job_live, running_elsewhere
 from workers.plan import plan_parts

@@ -26,6 +26,7 @@ from bot.pg.connect import connect_target
 from bot.sources.apply import mark_reverted
 from workers import report
 from workers.backup import find_pg_dump, libpq_env
+from workers.refs import to_migration
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,6 @@ def run(request_id: int) -> None:
     try:
         url = rt.config.environment(request.environment).database_url().get_secret_value()
         restored = restore_tables(rt, request, backups[-1], url)
-        from workers.apply import to_migration
 
         with connect_target(url, request.environment) as conn, conn.transaction():
             for ref in request.migrations:

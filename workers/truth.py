@@ -21,6 +21,7 @@ from bot.models import DbState, Request
 from bot.pg.connect import connect_target
 from bot.sources.ledgers import read_ledger
 from workers import pipeline, report
+from workers.refs import to_migration
 from workers.watchdog import application_name
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 def committed_files(rt: Any, request: Request) -> list[str]:
     """Names (as the request holds them) of ``request``'s migrations whose ledger rows say they committed for it."""
-    from workers.apply import to_migration  # apply imports this module
 
     env = rt.config.environment(request.environment)
     layout = rt.config.project.layout

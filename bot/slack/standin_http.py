@@ -6,14 +6,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from bot.slack import standin_rules as rules
-from bot.slack.standin_api import ApiError, decode_params
-
-if TYPE_CHECKING:
-    from bot.slack.standin import SlackStandIn
+from bot.slack.standin_api import ApiError, Workspace, decode_params
 
 logger = logging.getLogger("bot.slack.standin")
 
@@ -39,7 +36,19 @@ class RecordedCall:
         return bool(self.response.get("ok"))
 
 
-def handler_for(standin: "SlackStandIn") -> type[BaseHTTPRequestHandler]:
+class StandInOwner(Protocol):
+    """What the HTTP side needs of the stand-in (``bot.slack.standin.SlackStandIn``), so this module needs not import it."""
+
+    tokens: set[str]
+    workspace: Workspace
+
+    def answer_api(self, method: str, params: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]: ...
+    def file_content(self, file_id: str) -> bytes | None: ...
+    def record(self, call: "RecordedCall") -> None: ...
+    def record_throttled(self, call: "RecordedCall") -> None: ...
+
+
+def handler_for(standin: StandInOwner) -> type[BaseHTTPRequestHandler]:
     class Handler(_StandInHandler):
         owner = standin
 
@@ -47,7 +56,7 @@ def handler_for(standin: "SlackStandIn") -> type[BaseHTTPRequestHandler]:
 
 
 class _StandInHandler(BaseHTTPRequestHandler):
-    owner: "SlackStandIn"
+    owner: StandInOwner
     protocol_version = "HTTP/1.1"
     server_version = "SlackStandIn/1"
 

@@ -22,7 +22,7 @@ from bot.models import (
     Request,
     Step,
 )
-from bot.store import retry
+import bot.store.retry as retry
 from bot.redaction import IDENTIFIER_KEYS, scrub, scrub_value
 
 log = logging.getLogger(__name__)
