@@ -99,25 +99,21 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from bot.sources.status import run_status_command
+
     settings = load_settings()
     config = load_config(settings.guardian_config)
     _protect(settings, config)
-    try:
-        from bot.sources.status import run_status_command
-    except ImportError:
-        raise GuardianError("`guardian status` is not available in this build yet") from None
     return run_status_command(config, args)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    try:
-        from bot.pg.rehearsal import run_plan_command
-    except ImportError:
-        raise GuardianError("`guardian plan` is not available in this build yet") from None
+    from bot.pg.plan import run_plan
+
     settings = load_settings()
     config = load_config(settings.guardian_config)
     _protect(settings, config, args.target_url)
-    return run_plan_command(config, args)
+    return run_plan(config, args)
 
 
 def _cmd_postmortem(args: argparse.Namespace) -> int:
@@ -136,10 +132,8 @@ def _cmd_postmortem(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    try:
-        from bot.dev import run_dev
-    except ImportError:
-        raise GuardianError("`guardian dev` is not available in this build yet; use `guardian serve`") from None
+    from bot.dev import run_dev
+
     return run_dev(args)
 
 
@@ -154,12 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     lint = add("lint", _cmd_lint, "analyse migration files for locking, rewrite and data-loss hazards")
-    try:
-        from bot import lint as lint_module
+    from bot import lint as lint_module
 
-        lint_module.add_arguments(lint)
-    except ImportError:
-        lint.add_argument("paths", nargs="*")
+    lint_module.add_arguments(lint)
 
     plan = add("plan", _cmd_plan, "lint and rehearse migrations against a rehearsal database")
     plan.add_argument("--target-url", help="rehearsal database URL (the transaction is always rolled back)")

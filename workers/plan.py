@@ -47,17 +47,14 @@ def _fallback_transactional(piece: Piece, pg_version: int) -> bool:
 
 
 def _transactional_flags(sql: str, pieces: list[Piece], pg_version: int, request_id: int | None) -> list[bool]:
-    try:
-        from bot.risk.engine import analyze
-        from bot.risk.models import Context
-    except ImportError:
-        analyze = None
-    if analyze is not None:
-        statements = analyze(sql, Context(pg_version=pg_version)).statements
-        if len(statements) == len(pieces):
-            return [s.transactional for s in statements]
-        log.info("request %s: risk engine saw %s statements, the splitter %s; classifying ourselves", request_id,
-                 len(statements), len(pieces))
+    from bot.risk.engine import analyze
+    from bot.risk.models import Context
+
+    statements = analyze(sql, Context(pg_version=pg_version)).statements
+    if len(statements) == len(pieces):
+        return [s.transactional for s in statements]
+    log.info("request %s: risk engine saw %s statements, the splitter %s; classifying ourselves", request_id,
+             len(statements), len(pieces))
     return [_fallback_transactional(p, pg_version) for p in pieces]
 
 

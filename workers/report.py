@@ -45,7 +45,7 @@ def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:
     """Re-render the root status card from the store with the lead's card (Flow.refresh_card) when installed."""
     try:
         flow = rt.flow
-    except (AttributeError, ImportError):
+    except AttributeError:
         return  # no card builder yet: the thread replies are the report
     try:
         flow.refresh_card(request_id, note=note)

@@ -63,47 +63,24 @@ def _collect(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def _analyze(sql: str, context):
-    try:
-        from bot.risk import analyze
-    except ImportError:
-        return None
+    from bot.risk import analyze
+
     return analyze(sql, context)
 
 
 def _traced(report, sql: str, rehearsed, context):
     """The report with what the rehearsal saw that the SQL did not say (MG941: a table rewritten under
     ACCESS EXCLUSIVE by a statement the analysis did not know rewrites)."""
-    if report is None or context is None:
-        return report
     from bot.risk.rules.trace import attach_observed_rewrites
 
     return attach_observed_rewrites(report, sql, rehearsed, context)
 
 
 def _lint_entry(path: str, report) -> dict:
-    """The DESIGN §7 lint JSON for one file (empty statements/findings if the risk engine is absent)."""
-    if report is None:
-        return {"path": path, "risk": None, "statements": [], "findings": []}
-    try:
-        from bot.lint import render_json  # the contract's own serializer, so plan JSON = lint JSON + rehearsal
-    except ImportError:
-        pass
-    else:
-        return json.loads(render_json([(path, report)]))["files"][0]
-    return {
-        "path": path,
-        "risk": report.risk.value,
-        "statements": [
-            {"index": s.index, "line": s.line, "kind": s.kind, "transactional": s.transactional,
-             "locks": [{"relation": lk.relation, "mode": lk.mode} for lk in s.locks]}
-            for s in report.statements
-        ],
-        "findings": [
-            {"code": f.code, "name": f.name, "severity": f.severity.value, "line": f.line, "column": f.column,
-             "statement": f.statement, "message": f.message, "fix": f.fix}
-            for f in report.findings
-        ],
-    }
+    """The DESIGN §7 lint JSON for one file."""
+    from bot.lint import render_json  # the contract's own serializer, so plan JSON = lint JSON + rehearsal
+
+    return json.loads(render_json([(path, report)]))["files"][0]
 
 
 def merge(lint: list[dict], result: Rehearsal) -> dict:
@@ -167,10 +144,7 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
     with connect_target(url, label) as conn:
         facts = gather_facts(conn, label)
         overrides = {"pg_version": args.pg_version} if getattr(args, "pg_version", None) else {}
-        try:
-            context = facts.to_risk_context(**overrides)
-        except ImportError:
-            context = None
+        context = facts.to_risk_context(**overrides)
         reports = [_analyze(sql, context) for _, sql in files]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                           reports=reports)

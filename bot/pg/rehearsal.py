@@ -148,10 +148,8 @@ def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], list[tuple
 
 
 def _analyze(files: Sequence[tuple[str, str]], pg_version: int) -> list[object | None]:
-    try:
-        from bot.risk import Context, analyze
-    except ImportError:  # the risk engine is optional here: rehearsal alone still works
-        return [None] * len(files)
+    from bot.risk import Context, analyze
+
     return [analyze(sql, Context(pg_version=pg_version)) for _, sql in files]
 
 
@@ -162,7 +160,7 @@ def rehearse(
     """Rehearse ``files`` ((path, sql) in order) in one transaction, then roll it back, always.
 
     ``conn`` must be in autocommit mode. ``reports`` are the risk engine's reports per file (computed
-    here when omitted and bot.risk is available): their ``transactional`` verdicts and lock lists refine
+    here when omitted): their ``transactional`` verdicts and lock lists refine
     what is skipped and which already-held locks are attributed to a statement.
     """
     if not conn.autocommit:
@@ -200,10 +198,3 @@ def rehearse(
             results.append(FileRehearsal(path=path, statements=tuple(rows)))
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                      files=tuple(results))
-
-
-def run_plan_command(config, args) -> int:
-    """`guardian plan (--target-url URL | --env NAME) [--format json] PATH…`; see bot.pg.plan."""
-    from bot.pg.plan import run_plan
-
-    return run_plan(config, args)
