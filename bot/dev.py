@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -118,6 +119,23 @@ def _quiet_logging(workdir: Path, verbose: bool) -> Path:
     return path
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_preexec(parent: int):
+    """Between fork and exec of the worker: its own process group (stopped as one) and the kernel's promise
+    (PR_SET_PDEATHSIG) that it is killed when ``guardian dev`` dies, however it dies (even SIGKILL); its job and
+    analysis processes die with it the same way (workers/worker.py)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:  # start_new_session (setsid) is done by subprocess itself, before this
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # guardian dev died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _stop_worker(worker: subprocess.Popen) -> None:
     """SIGTERM the worker's process group (it and its job processes), SIGKILL what is left after 10 s."""
     if worker.poll() is not None:
@@ -189,7 +207,8 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     worker_log = open(opts.workdir / "worker.log", "ab")
     stack.callback(worker_log.close)
     worker = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env={**os.environ, **env},
-                              stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=worker_log, stderr=subprocess.STDOUT,
+                              start_new_session=True, preexec_fn=_worker_preexec(os.getpid()))
     stack.callback(_stop_worker, worker)
     _step(8, "the Slack-like page")
     sender = SlackSender(f"http://127.0.0.1:{port}{EVENTS_PATH}", signing_secret=signing_secret)

@@ -102,3 +102,25 @@ def test_package_data_ships_the_page_and_the_demo() -> None:
                 rel = str(path.relative_to(ROOT / "bot"))
                 assert any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(rel, g.replace("**/", "")) for g in globs), \
                     f"{rel} is not covered by [tool.setuptools.package-data] bot = {globs}"
+
+
+def test_sigkill_leaves_no_process_of_it_running(tmp_path: Path, pg_admin_url: str, _redis_server_url: str) -> None:
+    """`kill -9` of `guardian dev` cannot run its clean-up: the kernel's parent-death signal ends its worker
+    (own process group), and the worker's analysis and job processes die with the worker in turn."""
+    run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
+    try:
+        deadline = time.monotonic() + 60
+        children = descendants(run.proc.pid)
+        while len(children) < 2 and time.monotonic() < deadline:  # the worker and its analysis process
+            time.sleep(0.2)
+            children = descendants(run.proc.pid)
+        assert len(children) >= 2, f"expected the worker and its analysis process, found {children}"
+        run.proc.kill()
+        run.proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in children if alive(pid)]
+        assert not left, f"processes of a SIGKILLed `guardian dev` still running: {left}"
+    finally:
+        cleanup_dev(run, pg_admin_url)
