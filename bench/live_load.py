@@ -39,6 +39,7 @@ from bot.store import NewMigration  # noqa: E402
 from workers.enqueue import QUEUE_NAME  # noqa: E402
 from workers.pipeline import start_run  # noqa: E402
 from workers.runtime import Runtime, install  # noqa: E402
+from workers.worker import GuardianSimpleWorker  # noqa: E402
 
 ROWS = 200_000
 ENV_VAR = "GUARDIAN_LIVE_TARGET_URL"
@@ -127,7 +128,8 @@ def apply_guardian(admin: str, url: str, redis_url: str, sql: str, workdir: Path
                                           policy_version=rt.flow.policy("live").version)
         redis = Redis.from_url(redis_url)
         start_run(rt, request.id, connection=redis)
-        SimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(burst=True, logging_level="WARNING")
+        GuardianSimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(
+            burst=True, logging_level="WARNING")
         done = rt.store.get_request(request.id)
         retries = sum(s.outcome.get("lock_retries", 0) for s in rt.store.list_steps(request.id))
         return f"{done.status.value}, {retries} lock-timeout retr{'y' if retries == 1 else 'ies'}"

@@ -36,6 +36,7 @@ from bot.store import NewMigration  # noqa: E402
 from workers.enqueue import QUEUE_NAME  # noqa: E402
 from workers.pipeline import start_run  # noqa: E402
 from workers.runtime import Runtime, install  # noqa: E402
+from workers.worker import GuardianSimpleWorker  # noqa: E402
 
 TARGET_RATIO = 1.5
 ENV_VAR = "GUARDIAN_BENCH_TARGET_URL"
@@ -89,7 +90,8 @@ def run_guardian(admin: str, redis_url: str, files: list[Path], workdir: Path) -
         redis = Redis.from_url(redis_url)
         clock = time.perf_counter()
         start_run(rt, request.id, connection=redis)
-        SimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(burst=True, logging_level="WARNING")
+        GuardianSimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(
+            burst=True, logging_level="WARNING")
         total = time.perf_counter() - clock
         done = rt.store.get_request(request.id)
         if done.status is not RequestStatus.SUCCEEDED:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from bot import cli, redaction
 from bot.config import Settings, load_config
@@ -32,6 +32,7 @@ from workers import analyze as analyze_step
 from workers import backup as backup_step
 from workers import runtime as runtime_module
 from workers.enqueue import QUEUE_NAME
+from workers.worker import GuardianSimpleWorker
 
 CHANNEL = "C0SECRETS"
 REQUESTER, APPROVER = "U_REQ", "U_APP"
@@ -227,6 +228,46 @@ def test_store_writes_error_text_events_and_notes_scrubbed(clean_registry, store
     assert "store-secret-77" not in _state_text(store)
 
 
+def _redis_text(redis: Redis, *keys: bytes) -> bytes:
+    """Every value of ``keys`` (else every key) in the Redis database: strings, hashes, lists, sets, streams."""
+    out = []
+    for key in keys or redis.scan_iter():
+        kind = redis.type(key)
+        if kind == b"string":
+            out.append(redis.get(key) or b"")
+        elif kind == b"hash":
+            out.extend(k + b"=" + v for k, v in redis.hgetall(key).items())
+        elif kind == b"list":
+            out.extend(redis.lrange(key, 0, -1))
+        elif kind in (b"set", b"zset"):
+            out.extend(redis.zrange(key, 0, -1) if kind == b"zset" else redis.smembers(key))
+        elif kind == b"stream":
+            out.extend(repr(entry).encode() for entry in redis.xrange(key))
+    return b"\n".join(out)
+
+
+RQ_SECRET = "rq-secret-4242"
+
+
+def failing_job() -> None:
+    """A job whose error names a secret it read at run time (its arguments carry none, as ours never do)."""
+    raise TargetError(f"could not connect: password {RQ_SECRET} rejected")
+
+
+def test_a_failed_jobs_traceback_keeps_no_secret_in_redis(clean_registry, redis_url):
+    """RQ stores a failed job's traceback (job hash, its result stream): what it stores is scrubbed."""
+    redaction.register(RQ_SECRET)
+    redis = Redis.from_url(redis_url)
+    job = Queue(QUEUE_NAME, connection=redis).enqueue(failing_job)
+    GuardianSimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(burst=True)
+    job.refresh()
+    assert job.is_failed
+    stored = job.latest_result().exc_string
+    assert "TargetError" in stored and "[secret]" in stored  # the traceback is kept, the secret is not
+    leaks = [key for key in redis.scan_iter() if RQ_SECRET.encode() in _redis_text(redis, key)]
+    assert leaks == []
+
+
 # ------------------------------------------------------------------ end to end
 
 
@@ -313,7 +354,7 @@ secret_env = "GT_SECRET_HOOK"
             return [sent.body] + [json.dumps(c.params) for c in standin.responses(rid)]
 
         def work() -> None:
-            SimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(burst=True)
+            GuardianSimpleWorker([Queue(QUEUE_NAME, connection=redis)], connection=redis).work(burst=True)
 
         # 1. plan: the analysis (the job's code, run here) connects to the target and fails on the URL
         command("plan staging pending", "plan1")

@@ -29,8 +29,9 @@ import psycopg
 from redis import Redis, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 
+from bot import redaction
 from bot.config import Settings, load_config
 from bot.errors import GuardianError
 from workers.enqueue import ANALYZE_QUEUE_NAME, QUEUE_NAME, QUEUE_NAMES
@@ -52,6 +53,23 @@ _PARENT_ENV = "GUARDIAN_WORKER_PARENT"  # set for the analysis process: the pid 
 ANALYSIS_RESTART_S = 2.0
 REDIS_RETRY_S = 2.0
 _hooks_registered = False
+
+
+class ScrubbedFailures:
+    """RQ keeps a failed job's traceback in Redis (the job hash, its Result, webhooks) for as long as the failed
+    job registry does: it gets the same by-value scrub as our logs, so a password in an error stays in no store."""
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # noqa: ANN001
+        return super().handle_job_failure(job, queue, started_job_registry,  # type: ignore[misc]
+                                          redaction.scrub(exc_string or ""), execution)
+
+
+class GuardianWorker(ScrubbedFailures, Worker):
+    """``guardian worker``'s RQ worker: a work horse per job."""
+
+
+class GuardianSimpleWorker(ScrubbedFailures, SimpleWorker):
+    """The same, running jobs in this process (``--burst`` in tests and benches)."""
 
 
 def redis_connection(settings: Settings) -> Redis:
@@ -109,7 +127,7 @@ def _work(connection: Redis, names: list[str], burst: bool, stop: threading.Even
     after REDIS_RETRY_S instead of ending the worker (a burst run ends: nothing could be worked)."""
     while True:
         try:
-            worker = Worker([Queue(name, connection=connection) for name in names], connection=connection,
+            worker = GuardianWorker([Queue(name, connection=connection) for name in names], connection=connection,
                             worker_ttl=WORKER_TTL_S, job_monitoring_interval=JOB_HEARTBEAT_S)
             log.info("worker %s listening on %s (burst=%s)", worker.name, ", ".join(names), burst)
             # the scheduler process runs jobs RQ holds for later (webhook retries); it dies with us like the horses

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from slack_sdk import WebClient
 
 from bot.config import GuardianConfig, Settings
@@ -25,6 +25,7 @@ from bot.slack.standin import SlackStandIn
 from bot.store import Store
 from workers import runtime as runtime_module
 from workers.enqueue import QUEUE_NAMES, deliver
+from workers.worker import GuardianSimpleWorker
 
 SIGNING_SECRET = "flow-signing-secret-0123456789"
 CHANNEL = "C0MIGRATE"
@@ -93,7 +94,7 @@ class Harness:
         """Run every queued job in-process; a job that raised fails the test with its traceback."""
         deliver(self.store, self.redis)  # intents written while no pump ran
         queues = [Queue(name, connection=self.redis) for name in QUEUE_NAMES]
-        SimpleWorker(queues, connection=self.redis).work(burst=True)
+        GuardianSimpleWorker(queues, connection=self.redis).work(burst=True)
         problems = []
         for queue in queues:
             for job_id in queue.failed_job_registry.get_job_ids():

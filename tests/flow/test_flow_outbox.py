@@ -9,13 +9,14 @@ from pathlib import Path
 
 import psycopg
 from redis import Redis, RedisError
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from bot.models import RequestStatus as S
 from bot.slack.ids import ActionId
 from workers.enqueue import QUEUE_NAMES, deliver
 
 from flow_harness import APPROVER_A
+from workers.worker import GuardianSimpleWorker
 
 ADD_COLUMN = "ALTER TABLE users ADD COLUMN nickname text;\n"
 
@@ -53,7 +54,7 @@ class ThrowawayRedis:
 
 
 def _work(redis: Redis) -> None:
-    SimpleWorker([Queue(name, connection=redis) for name in QUEUE_NAMES], connection=redis).work(burst=True)
+    GuardianSimpleWorker([Queue(name, connection=redis) for name in QUEUE_NAMES], connection=redis).work(burst=True)
 
 
 def test_redis_down_at_plan_and_at_approve_says_the_truth_and_runs_when_it_is_back(harness, tmp_path):

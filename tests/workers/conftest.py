@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from slack_sdk import WebClient
 
 from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectConfig, Settings, SlackConfig
@@ -17,6 +17,7 @@ from bot.slack.standin import SlackStandIn
 from bot.store import NewMigration, Store
 from workers.enqueue import QUEUE_NAMES, deliver
 from workers.runtime import Runtime, install
+from workers.worker import GuardianSimpleWorker
 
 TARGET_ENV_VAR = "GT_WORKERS_TARGET_URL"
 CHANNEL = "C0PIPELINE"
@@ -59,7 +60,8 @@ class Pipeline:
     def work(self) -> None:
         """Run every queued job in-process until the queues are empty (rq SimpleWorker, burst)."""
         deliver(self.store, self.redis)  # intents written while no pump ran
-        SimpleWorker([Queue(name, connection=self.redis) for name in QUEUE_NAMES], connection=self.redis).work(burst=True)
+        queues = [Queue(name, connection=self.redis) for name in QUEUE_NAMES]
+        GuardianSimpleWorker(queues, connection=self.redis).work(burst=True)
 
     def thread_texts(self, request: Request) -> list[str]:
         out = []

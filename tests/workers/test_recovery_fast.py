@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from bot.models import DbState, RequestStatus
 from workers.enqueue import QUEUE_NAME, job_id
 from workers.pipeline import start_run
 from workers.reconciler import reconcile, step_alive
+from workers.worker import GuardianSimpleWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 # A real RQ worker (one queue: it dequeues with LMOVE into rq:queue:guardian:intermediate) that dies
@@ -148,7 +149,7 @@ def test_verify_job_left_in_the_intermediate_queue_does_not_keep_the_request_app
     p = make_pipeline()
     req = p.request([("001_a", "CREATE TABLE popped_v (id int);")])
     start_run(p.rt, req.id)
-    SimpleWorker([Queue(QUEUE_NAME, connection=p.redis)], connection=p.redis).work(burst=True, max_jobs=2)
+    GuardianSimpleWorker([Queue(QUEUE_NAME, connection=p.redis)], connection=p.redis).work(burst=True, max_jobs=2)
     assert p.store.get_request(req.id).status is RequestStatus.APPLYING  # backup and apply done; verify queued
     _dying_worker(p)
     assert _intermediate(p.redis) == [job_id("verify", req.id)]
