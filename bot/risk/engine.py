@@ -7,15 +7,13 @@ from contextlib import contextmanager
 from .catalogue import BY_CODE, lookup, plan_for, rule_on
 from .effect import AEL
 from .locks import describe
-from .models import Context, Finding, Lock, Report, Severity, StatementInfo, TableStats, build, build_from
+from .models import Context, Finding, Lock, Report, Severity, StatementInfo, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
                     split_pieces, too_complex, SHARE)
 from .rules import Hit
+from .sizing import sized as _sized
 from .state import State, Stmt
-
-SMALL_ROWS, LARGE_ROWS, HUGE_ROWS = 100_000, 10_000_000, 100_000_000
-SMALL_BYTES, LARGE_BYTES = 100 * 2**20, 10 * 2**30
 
 
 def analyze(sql: str | bytes, context: Context | None = None) -> Report:
@@ -339,20 +337,6 @@ def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]
     return build(Finding, code=rule.code, name=rule.name, severity=severity, line=raw.line,
                                    column=raw.column, statement=raw.index, message=message, fix=rule.fix,
                                    accepted=accepted, accept_reason=reason)
-
-
-def _sized(severity: Severity, stats: TableStats | None) -> tuple[Severity, str]:
-    if stats is None or (stats.rows is None and stats.bytes is None):
-        return severity, ""
-    rows, size = stats.rows, stats.bytes
-    label = f" (~{rows:,} rows)" if rows is not None else f" (~{size // 2**20:,} MB)"
-    if (rows is None or rows < SMALL_ROWS) and (size is None or size < SMALL_BYTES):
-        return Severity.LOW, label + "; small table, low risk"
-    if (rows or 0) >= HUGE_ROWS:
-        return severity.raised(), label
-    if (rows or 0) >= LARGE_ROWS or (size or 0) >= LARGE_BYTES:
-        return max(severity, Severity.HIGH, key=lambda s: s.rank), label
-    return severity, label
 
 
 def _finding(code: str, line: int, column: int, statement: int | None, message: str, ctx: Context) -> Finding | None:

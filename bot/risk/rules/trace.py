@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from ..models import Context, Finding, Report
+from ..sizing import sized
 from ..state import State, Stmt
 from . import Hit, rule
 from .attached import acceptances, is_unmatched_note, with_findings
@@ -61,8 +62,6 @@ def attach_observed_rewrites(report: Report, sql: str | bytes, observed: Iterabl
     `-- guardian: accept MG941 because <reason>` on the statement accepts its finding (and the engine's
     "not a rule that fired on this statement" note about that comment is dropped).
     """
-    from ..engine import _sized  # the engine imports the rule families: not at module level
-
     rule = RULES[0]
     if rule.code in context.disabled or rule.name in context.disabled:
         return report
@@ -81,7 +80,7 @@ def attach_observed_rewrites(report: Report, sql: str | bytes, observed: Iterabl
         if not tables or (statement is not None and statement.rewrite):
             continue
         index = statement.index if statement is not None else None
-        severity, note = _sized(rule.severity, State(ctx=context).stats(tables[0]))  # as the engine sizes
+        severity, note = sized(rule.severity, State(ctx=context).stats(tables[0]))  # as the engine sizes
         where = notes.get(index) if index is not None else None
         added.append(Finding(
             code=rule.code, name=rule.name, severity=severity, line=seen.line,
