@@ -25,7 +25,7 @@ from bot.risk.rules.repository import attach_out_of_order
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import read_ledger
 from bot.sources.models import MigrationState, SourceSnapshot
-from bot.sources.status import applied_after, compute_status
+from bot.sources.status import applied_after, compute_status, resolve_command
 from bot.store import NewMigration
 
 if TYPE_CHECKING:
@@ -97,9 +97,12 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
             status = compute_status(snapshot, read_ledger(conn, config.project.layout))
             failed = status.by_state(MigrationState.FAILED)
             if failed:
+                names = [m.ledger_name or f"{m.version}_{m.name}" for m in failed]
                 raise SourceError(
-                    f"{env.name} has a failed migration ({failed[0].name}); resolve it (roll back or mark it) "
-                    "before planning more", code="failed-migration-blocks")
+                    f"{env.name} has a failed migration ({', '.join(names)}) that `prisma migrate deploy` would "
+                    f"refuse too (P3009); once the database holds none of it, run "
+                    f"{' and '.join(f'`{resolve_command(n)}`' for n in names)} against {env.name} (or "
+                    "`--applied` if it was finished by hand), then plan again", code="failed-migration-blocks")
             pending = {m.version for m in status.migrations
                        if m.state in (MigrationState.PENDING, MigrationState.OUT_OF_ORDER)}
             late = applied_after(status)

@@ -21,6 +21,7 @@ from bot.postmortem import build_timeline, render_postmortem
 from bot.slack.cards import build_thread_note
 from bot.slack.incident_blocks import IncidentView, build_incident_card
 from bot.slack.mrkdwn import escape, link, mention
+from bot.sources.apply import repository_paths, rollback_advice
 from bot.store import NewMigration
 from bot.store.outbox import JobIntent
 
@@ -266,7 +267,11 @@ class IncidentService:
                                                detail={"rollback_request": request_id})
             except TransitionConflict:
                 pass
-            self.say(incident, f":white_check_mark: Rollback request #{request_id} succeeded; the database is rolled back.")
+            advice = rollback_advice(self.flow.config.project.layout,
+                                     repository_paths(self.flow.config.project.layout,
+                                                      self.store.get_request(request.parent_request_id).migrations))
+            self.say(incident, f":white_check_mark: Rollback request #{request_id} succeeded; the database is rolled "
+                               f"back. {advice}".rstrip())
         elif request.status in (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.REJECTED):
             try:
                 self.store.transition_incident(incident.id, I.MITIGATING, I.OPEN, actor="guardian",

@@ -23,7 +23,7 @@ from bot.errors import GuardianError
 from bot.incidents import IncidentService, touched_relations
 from bot.models import Backup, DbState, Request
 from bot.pg.connect import connect_target
-from bot.sources.apply import mark_reverted
+from bot.sources.apply import mark_reverted, repository_paths, rollback_advice
 from workers import report
 from workers.backup import find_pg_dump, libpq_env
 from workers.refs import to_migration
@@ -145,4 +145,6 @@ def run(request_id: int) -> None:
     rt.store.update_request(request_id, db_state=DbState.ROLLED_BACK)
     log.info("request %s: restored %s from backup %s", request_id, restored, backups[-1].id)
     service.on_restore_finished(request_id, True, f"{', '.join(restored)} restored from backup #{backups[-1].id}; "
-                                                  "the migration is marked not applied in the ledger.")
+                                                  "the migration is marked not applied in the ledger. "
+                                                  + rollback_advice(rt.config.project.layout, repository_paths(
+                                                      rt.config.project.layout, request.migrations)))

@@ -7,8 +7,6 @@ Usage::
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -28,9 +26,11 @@ from bot.sources.ledgers import (
     LedgerError,
     ensure_ledgers,
     prisma_checksum,
+    statements_sha256,
 )
 from bot.sources.models import ApplyResult, Layout, Migration
 from bot.sources.statements import split_statements
+from bot.sources.supabase_parser import split_and_trim
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,6 @@ def _error_text(exc: BaseException) -> str:
     text = primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     text = scrub(text)
     return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
-
-
-def _statements_sha(statements: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(statements), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration) -> None:
@@ -175,8 +171,9 @@ def apply_migration(
     with target_errors(environment):
         ensure_ledgers(conn, layout)
     row_id = str(uuid.uuid4())
-    statements = [p.text for p in split_statements(migration.sql)] if layout == "supabase" else None
-    stmts_sha = _statements_sha(statements) if statements is not None else None
+    # Supabase: the CLI's own split (pkg/parser SplitAndTrim), comments kept, as `supabase db push` stores it
+    statements = split_and_trim(migration.sql) if layout == "supabase" else None
+    stmts_sha = statements_sha256(statements) if statements is not None else None
     started = _now(conn)
     clock = time.monotonic()
     try:
@@ -257,20 +254,54 @@ _check_applicable = check_applicable  # older name, still imported by workers/ap
 
 
 def mark_reverted(conn: psycopg.Connection, layout: Layout, migration: Migration) -> int:
-    """Inside the caller's transaction: make the tool's ledger say ``migration`` is no longer applied.
+    """Inside the caller's transaction: make the tool's ledger say ``migration`` is no longer applied, in rows the tool
+    itself writes, so Guardian, the CLI's status and the CLI's next deploy all read "pending".
 
-    Prisma: ``rolled_back_at`` set, as ``prisma migrate resolve --rolled-back`` does (the migration may be
-    applied again); Supabase and ours: the version row removed. Returns the ledger rows changed.
+    Prisma: a failed row gets ``rolled_back_at``, exactly what `prisma migrate resolve --rolled-back` does
+    (mark_migration_rolled_back.rs); a succeeded row is deleted, because Prisma never writes a finished row that is
+    also rolled back (resolve refuses it, P3012) and `migrate status` would still count such a row as applied
+    (diagnose_migration_history.rs matches rows by name only) while `migrate deploy` re-applies it. Our sidecar keeps
+    the history. Supabase: the version row removed, as `supabase migration repair --status reverted` does; ours
+    likewise. Returns the ledger rows changed. See rollback_advice for what the team must do in the repository.
     """
     ensure_ledgers(conn, layout)
     if layout == "prisma":
-        cur = conn.execute(
-            f"UPDATE {PRISMA_TABLE} SET rolled_back_at = clock_timestamp() "
-            "WHERE migration_name = %s AND rolled_back_at IS NULL",
+        failed = conn.execute(
+            f"UPDATE {PRISMA_TABLE} SET rolled_back_at = now() "
+            "WHERE migration_name = %s AND finished_at IS NULL AND rolled_back_at IS NULL",
             (migration.ledger_name,),
-        )
-    elif layout == "supabase":
+        ).rowcount
+        done = conn.execute(
+            f"DELETE FROM {PRISMA_TABLE} WHERE migration_name = %s AND finished_at IS NOT NULL "
+            "AND rolled_back_at IS NULL",
+            (migration.ledger_name,),
+        ).rowcount
+        return failed + done
+    if layout == "supabase":
         cur = conn.execute(f"DELETE FROM {SUPABASE_TABLE} WHERE version = %s", (migration.version,))
     else:
         cur = conn.execute(f"DELETE FROM {HISTORY_TABLE} WHERE version = %s", (migration.version,))
     return cur.rowcount
+
+
+def rollback_advice(layout: Layout, paths: Sequence[str]) -> str:
+    """What the team must do in the repository after a rollback, so the tool's next deploy does not apply it again."""
+    if not paths:
+        return ""
+    listed = ", ".join(f"`{p}`" for p in paths)
+    deploy = {"prisma": "`prisma migrate deploy`", "supabase": "`supabase db push`"}.get(layout, "the next Guardian plan")
+    what = "folder" if layout == "prisma" else "file"
+    return (f"The ledger now says not applied, so {deploy} would apply {listed} again: delete the {what}"
+            f"{'s' if len(paths) > 1 else ''} from the repository (or add a new migration that supersedes "
+            f"{'them' if len(paths) > 1 else 'it'}) before anyone deploys.")
+
+
+def repository_paths(layout: Layout, migrations: Sequence[object]) -> list[str]:
+    """The repository paths a team removes to retire ``migrations`` (objects with ``path``): Prisma's folder, else
+    the file."""
+    out = []
+    for m in migrations:
+        path = getattr(m, "path", None)
+        if path:
+            out.append(path.rsplit("/", 1)[0] if layout == "prisma" and "/" in path else path)
+    return out

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 
 import psycopg
 from psycopg.rows import dict_row
@@ -106,6 +108,11 @@ def prisma_checksum_matches(script: str, stored: str) -> bool:
         if candidate == stored:
             return True
     return False
+
+
+def statements_sha256(statements: Sequence[str]) -> str:
+    """What the sidecar stores in statements_sha256: sha256 of the JSON list, to tell our rows from rewritten ones."""
+    return hashlib.sha256(json.dumps(list(statements), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def ledger_table(layout: Layout) -> str:

@@ -113,6 +113,7 @@ class MigrationStatus(_Frozen):
     applied_sha256: str | None = None  # what the ledger/sidecar recorded, when known
     applied_at: datetime | None = None
     detail: str | None = None
+    ledger_name: str | None = None  # the tool's key (Prisma: the folder name), for the commands we suggest
 
 
 class StatusReport(_Frozen):

@@ -15,7 +15,7 @@ from bot.config import GuardianConfig
 from bot.errors import GuardianError
 from bot.pg.connect import TargetInfo, connect_target, target_errors, target_info
 from bot.sources.layouts import load_snapshot
-from bot.sources.ledgers import prisma_checksum_matches, read_ledger
+from bot.sources.ledgers import prisma_checksum_matches, read_ledger, statements_sha256
 from bot.sources.models import (
     LedgerRow,
     LedgerState,
@@ -26,12 +26,13 @@ from bot.sources.models import (
     SourceSnapshot,
     StatusReport,
 )
+from bot.sources.supabase_parser import split_and_trim
 
 _PROBLEMS = {MigrationState.FAILED, MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.OUT_OF_ORDER}
 
 
 def _latest_sidecar(rows: tuple[SidecarRow, ...]) -> tuple[dict[str, SidecarRow], dict[str, SidecarRow]]:
-    """(latest succeeded row, latest row of any outcome) per version."""
+    """(latest succeeded row, latest row of any outcome) per version: history, never the truth about "applied"."""
     ok: dict[str, SidecarRow] = {}
     last: dict[str, SidecarRow] = {}
     for row in rows:
@@ -41,12 +42,33 @@ def _latest_sidecar(rows: tuple[SidecarRow, ...]) -> tuple[dict[str, SidecarRow]
     return ok, last
 
 
-def _tool_rows(ledger: LedgerState) -> dict[str, list[LedgerRow]]:
+def _all_rows(ledger: LedgerState) -> dict[str, list[LedgerRow]]:
     by_key: dict[str, list[LedgerRow]] = {}
     for row in ledger.rows:
-        if row.rolled_back_at is None:  # Prisma ignores rolled-back rows
-            by_key.setdefault(row.ledger_name, []).append(row)
+        by_key.setdefault(row.ledger_name, []).append(row)
     return by_key
+
+
+def _is_applied(row: LedgerRow) -> bool:
+    """The tool's own test. Prisma (apply_migrations.rs): a row not rolled back counts; only a finished one is applied.
+    Supabase and ours: the version row exists."""
+    if row.layout == "prisma":
+        return row.finished_at is not None and row.rolled_back_at is None
+    return True
+
+
+def resolve_command(name: str) -> str:
+    """The command that clears Prisma's P3009 for ``name`` once the database holds none of it (a Guardian file
+    that failed was rolled back whole, so this is the usual one)."""
+    return f'npx prisma migrate resolve --rolled-back "{name}"'
+
+
+def failed_detail(row: LedgerRow) -> str:
+    logs = (row.logs or "").strip().splitlines()
+    reason = f": {logs[0][:300]}" if logs else ""
+    return (f"failed{reason}. Prisma refuses to deploy anything until it is resolved (P3009): fix what the failure "
+            f"left, then run `{resolve_command(row.ledger_name)}` (or `npx prisma migrate resolve --applied "
+            f'"{row.ledger_name}"` if you finished it by hand)')
 
 
 def _modified(m: Migration, applied: LedgerRow, sidecar: SidecarRow | None) -> tuple[bool, str | None, str | None]:
@@ -55,29 +77,49 @@ def _modified(m: Migration, applied: LedgerRow, sidecar: SidecarRow | None) -> t
         return not prisma_checksum_matches(m.sql, applied.checksum), applied.checksum, None
     if applied.layout == "sql" and applied.checksum:
         return applied.checksum.strip() != m.sha256, applied.checksum.strip(), None
+    if applied.layout == "supabase" and applied.statements is not None and (
+            sidecar is None or (sidecar.statements_sha256 or "").strip() != statements_sha256(applied.statements)):
+        # a row the CLI wrote (or rewrote: repair, push): its statements are the CLI's split of the file it read
+        return list(applied.statements) != split_and_trim(m.sql), None, None
     if sidecar is not None:
         return sidecar.sha256.strip() != m.sha256, sidecar.sha256.strip(), None
     return False, None, "applied outside Guardian: no sidecar row, so edits after apply cannot be detected"
 
 
+def _pending_detail(m: Migration, rows: list[LedgerRow], attempt: SidecarRow | None) -> str | None:
+    """Why a pending migration was touched before: rolled back (the tool's way) or a failed attempt (history)."""
+    rolled = [r for r in rows if r.rolled_back_at is not None]
+    if rolled:
+        return (f"rolled back at {rolled[-1].rolled_back_at:%Y-%m-%d %H:%M:%S}; pending again: the next deploy applies "
+                "it unless the folder is removed or superseded")
+    if attempt is not None and not attempt.succeeded:
+        same = "unchanged since" if attempt.sha256.strip() == m.sha256 else "the file has changed since"
+        return f"last attempt failed ({(attempt.error or 'no error recorded')[:200]}); {same}"
+    return None
+
+
 def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusReport:
-    """Pure: compare what is on disk with what the target holds. No I/O; reusable from Slack."""
-    tool = _tool_rows(ledger)
+    """Pure: compare what is on disk with what the target holds. No I/O; reusable from Slack.
+
+    The tool's ledger decides applied / pending / failed, as the tool's CLI would; the sidecar adds history
+    (who, when, the exact bytes, earlier failed attempts) and edit detection where the tool has none.
+    """
+    tool = _all_rows(ledger)
     side_ok, side_last = _latest_sidecar(ledger.sidecar)
     local_keys = {m.ledger_name for m in snapshot.migrations}
     result: list[MigrationStatus] = []
     last_applied_index = -1
     for index, m in enumerate(snapshot.migrations):
-        if any(r.finished_at is not None or r.layout == "supabase" for r in tool.get(m.ledger_name, [])):
+        if any(_is_applied(r) for r in tool.get(m.ledger_name, [])):
             last_applied_index = index
     for index, m in enumerate(snapshot.migrations):
         rows = tool.get(m.ledger_name, [])
-        applied = next((r for r in reversed(rows) if r.finished_at is not None or r.layout == "supabase"), None)
+        applied = next((r for r in reversed(rows) if _is_applied(r)), None)
         failed = next((r for r in reversed(rows) if r.failed), None)
-        common = {"version": m.version, "name": m.name, "sha256": m.sha256}
+        common = {"version": m.version, "name": m.name, "sha256": m.sha256, "ledger_name": m.ledger_name}
         if failed is not None:  # Prisma: a failed row not rolled back blocks (P3009) whatever else exists
             result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=failed.started_at,
-                                          applied_sha256=failed.checksum, detail=failed.logs or None))
+                                          applied_sha256=failed.checksum, detail=failed_detail(failed)))
         elif applied is not None:
             sidecar = side_ok.get(m.version)
             changed, recorded, detail = _modified(m, applied, sidecar)
@@ -87,28 +129,28 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
                 detail = "the file changed after it was applied; restore it or add a new migration instead"
             result.append(MigrationStatus(**common, state=state, applied_sha256=recorded, applied_at=when, detail=detail))
         else:
-            attempt = side_last.get(m.version)
-            if attempt is not None and not attempt.succeeded:
-                result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=attempt.started_at,
-                                              detail=attempt.error))
-            elif index < last_applied_index:
+            detail = _pending_detail(m, rows, side_last.get(m.version))
+            if index < last_applied_index:
                 newest = snapshot.migrations[last_applied_index]
-                result.append(MigrationStatus(
-                    **common, state=MigrationState.OUT_OF_ORDER,
-                    detail=f"not applied, but sorts before {_label(newest.version, newest.name)}, which is; "
-                           "rename it to sort after the applied ones, or confirm it does not depend on them",
-                ))
+                late = (f"not applied, but sorts before {_label(newest.version, newest.name)}, which is; "
+                        "rename it to sort after the applied ones, or confirm it does not depend on them")
+                result.append(MigrationStatus(**common, state=MigrationState.OUT_OF_ORDER,
+                                              detail=f"{late}. {detail}" if detail else late))
             else:
-                result.append(MigrationStatus(**common, state=MigrationState.PENDING))
+                result.append(MigrationStatus(**common, state=MigrationState.PENDING, detail=detail))
     for key, rows in tool.items():
         if key in local_keys:
             continue
-        row = rows[-1]
+        live = [r for r in rows if r.rolled_back_at is None]  # rolled-back rows of a removed folder are history
+        if not live:
+            continue
+        row = next((r for r in reversed(live) if r.failed), live[-1])
         state = MigrationState.FAILED if row.failed else MigrationState.MISSING_LOCALLY
         result.append(MigrationStatus(
-            version=row.version, name=row.name or "", state=state, applied_sha256=row.checksum,
+            version=row.version, name=row.name or "", ledger_name=row.ledger_name, state=state,
+            applied_sha256=row.checksum,
             applied_at=row.finished_at or row.started_at,
-            detail=row.logs if row.failed else "in the target's ledger but no such file at this commit",
+            detail=failed_detail(row) if row.failed else "in the target's ledger but no such file at this commit",
         ))
     counts = Counter(s.state.value for s in result)
     summary = {state.value: counts.get(state.value, 0) for state in MigrationState}

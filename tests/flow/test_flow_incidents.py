@@ -81,9 +81,14 @@ def test_failed_verify_opens_incident_and_rollback_restores_the_schema(harness):
     assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED
     assert harness.store.get_request(rid).db_state is DbState.ROLLED_BACK
     with psycopg.connect(harness.targets["staging"]) as conn:
-        rolled = conn.execute("SELECT rolled_back_at IS NOT NULL FROM _prisma_migrations "
-                              "WHERE migration_name = '20240101000000_add_flag'").fetchone()
-    assert rolled == (True,)  # Prisma sees the migration as rolled back
+        rows = conn.execute("SELECT count(*) FROM _prisma_migrations "
+                            "WHERE migration_name = '20240101000000_add_flag'").fetchone()
+    # no row: `prisma migrate status` and `migrate deploy` both see it pending, as Guardian does (a finished row
+    # marked rolled back is one Prisma never writes, and its status would still call it applied)
+    assert rows == (0,)
+    told = [m.get("text", "") for m in harness.standin.messages(incident.channel)]
+    assert any("delete the folder" in t and "`prisma migrate deploy` would apply" in t
+               and "prisma/migrations/20240101000000_add_flag`" in t for t in told), told
 
 
 def test_restore_backup_brings_a_dropped_column_back_row_by_row(harness):

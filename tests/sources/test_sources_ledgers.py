@@ -11,6 +11,7 @@ from bot.sources.apply import ApplyError, LockBusy, advisory_lock, apply_migrati
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import LedgerError, prisma_checksum, prisma_checksum_matches, read_ledger
 from bot.sources.models import MigrationState
+from bot.sources.supabase_parser import split_and_trim
 from bot.sources.status import compute_status, is_clean
 
 
@@ -182,16 +183,25 @@ def test_supabase_project_ledger_sidecar_and_status(supabase_repo, project, targ
     }
 
 
-def test_supabase_row_written_by_the_cli_alone_is_applied_but_unverifiable(supabase_repo, project, target_db_url):
+def test_supabase_row_written_by_the_cli_alone_is_checked_against_its_statements(supabase_repo, project,
+                                                                                 target_db_url):
+    """A row `supabase db push` wrote holds the CLI's split of the file (pkg/migration/file.go insertVersionSQL): the
+    file is compared with it. An old CLI's row without statements cannot be checked."""
     snap = load_snapshot(project(supabase_repo, "supabase", "supabase/migrations"))
+    second, third = snap.migrations[1], snap.migrations[2]
     with psycopg.connect(target_db_url, autocommit=True) as conn:
         apply_migration(conn, "supabase", snap.migrations[0])
         conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name, statements) "
-                     "VALUES ('20240102000000', 'profiles_policies', '{}')")
+                     "VALUES (%s, %s, %s)", (second.version, second.name, split_and_trim(second.sql)))
+        conn.execute("INSERT INTO supabase_migrations.schema_migrations (version, name) VALUES (%s, %s)",
+                     (third.version, third.name))
         status = compute_status(snap, read_ledger(conn, "supabase"))
-    second = status.migrations[1]
-    assert second.state == MigrationState.APPLIED and "no sidecar row" in second.detail
-    assert status.migrations[2].state == MigrationState.PENDING
+        assert [m.state for m in status.migrations] == [MigrationState.APPLIED] * 3
+        assert status.migrations[1].detail is None and "no sidecar row" in status.migrations[2].detail
+        conn.execute("UPDATE supabase_migrations.schema_migrations SET statements = %s WHERE version = %s",
+                     (["select 'something else'"], second.version))
+        status = compute_status(snap, read_ledger(conn, "supabase"))
+    assert status.migrations[1].state == MigrationState.MODIFIED
 
 
 def test_sql_project_schema_history_and_modification(sql_repo, project, target_db_url):
@@ -223,7 +233,10 @@ def test_failed_sql_apply_is_in_the_sidecar_and_status(git_repo, project, target
         failed = conn.execute("SELECT succeeded, error, request_id FROM guardian.applied_migrations").fetchone()
         status = compute_status(snap, read_ledger(conn, "sql"))
     assert failed[0] is False and "division by zero" in failed[1] and failed[2] == "r9"
-    assert status.migrations[0].state == MigrationState.FAILED
+    # the history ledger has no row, so the file is pending (a fixed file plans again); the sidecar tells the story
+    assert status.migrations[0].state == MigrationState.PENDING
+    assert "last attempt failed (division by zero" in status.migrations[0].detail
+    assert "unchanged since" in status.migrations[0].detail
 
 
 def test_ledger_in_an_unexpected_shape_is_refused_and_nothing_is_written(git_repo, project, target_db_url):
