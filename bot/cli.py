@@ -29,9 +29,25 @@ def load_settings():
 
 
 def load_config(path):
+    """The config file; one that GUARDIAN_CONFIG names explicitly must exist (a typo there would otherwise
+    run with no environments at all)."""
     from bot.config import load_config as load
 
+    named = os.environ.get("GUARDIAN_CONFIG")
+    if named and str(path) == named and not os.path.exists(named):
+        raise ConfigError(f"GUARDIAN_CONFIG names {named}, which does not exist; fix the path (or unset "
+                          "GUARDIAN_CONFIG to read ./guardian.toml)", code="config-missing")
     return load(path)
+
+
+def _state_url(settings) -> str:
+    """DATABASE_URL, set and well formed."""
+    from bot.reachability import check_postgres_url
+
+    settings.require("database_url")
+    url = settings.database_url.get_secret_value()
+    check_postgres_url(url, "DATABASE_URL")
+    return url
 
 
 def _protect(settings, config=None, *extra: str) -> None:
@@ -41,6 +57,12 @@ def _protect(settings, config=None, *extra: str) -> None:
     redaction.register_configured(settings, config)
     redaction.register(*(e for e in extra if e))
     redaction.install_log_scrubbing()
+
+
+class UsageError(ConfigError):
+    """A command line that cannot work as given (exit 2, like argparse's own usage errors)."""
+
+    code = "usage-error"
 
 
 def _scrubbed(message: str) -> str:
@@ -54,8 +76,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     _protect(settings)
-    settings.require("database_url")
-    applied = upgrade(settings.database_url.get_secret_value())
+    applied = upgrade(_state_url(settings))
     print(f"applied {len(applied)} schema file(s)" + (": " + ", ".join(applied) if applied else "; already current"))
     return 0
 
@@ -66,6 +87,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     config = load_config(settings.guardian_config)
     _protect(settings, config)
+    if settings.database_url is not None:
+        _state_url(settings)
     port = args.port if args.port is not None else int(os.environ.get("PORT", "3000"))
     serve(settings, config, host=args.host, port=port)
     return 0
@@ -77,6 +100,8 @@ def _cmd_socket(args: argparse.Namespace) -> int:
     settings = load_settings()
     config = load_config(settings.guardian_config)
     _protect(settings, config)
+    if settings.database_url is not None:
+        _state_url(settings)
     run_socket(settings, config)
     return 0
 
@@ -84,6 +109,9 @@ def _cmd_socket(args: argparse.Namespace) -> int:
 def _cmd_manifest(args: argparse.Namespace) -> int:
     from bot.slack.manifest import build_manifest
 
+    if not args.request_url and not args.socket_mode:
+        raise UsageError("give --request-url https://YOUR-HOST/slack/events (where Slack reaches `guardian serve`) "
+                         "or --socket-mode (for `guardian socket`)")
     manifest = build_manifest(args.name, args.request_url, args.socket_mode)
     print(json.dumps(manifest, indent=2))
     return 0
@@ -92,8 +120,14 @@ def _cmd_manifest(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import run_worker
 
+    from bot.reachability import check_redis
+
     settings = load_settings()
     _protect(settings, load_config(settings.guardian_config))  # forked job processes inherit it
+    if settings.database_url is not None:
+        _state_url(settings)
+    if not os.environ.get("GUARDIAN_WORKER_PARENT"):  # at start; Redis lost later is ridden out (workers/worker.py)
+        check_redis(settings.redis_url.get_secret_value())
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     return run_worker(settings, burst=args.burst, queues=queues)
 
@@ -121,10 +155,13 @@ def _cmd_postmortem(args: argparse.Namespace) -> int:
     from bot.incidents import IncidentService
     from bot.store import Store
 
+    from bot.reachability import probe_postgres
+
     settings = load_settings()
-    settings.require("database_url")
     _protect(settings, load_config(settings.guardian_config))
-    with Store(settings.database_url.get_secret_value(), max_size=2) as store:
+    url = _state_url(settings)
+    probe_postgres(url, "DATABASE_URL", "the bot's database")  # down: one line in seconds, not the pool's 15 s
+    with Store(url, max_size=2) as store:
         service = IncidentService(Flow(settings, load_config(settings.guardian_config), store, None, None))
         incident = store.get_incident(args.incident)
         print(incident.postmortem if incident.postmortem and not args.fresh else service.postmortem(args.incident))
@@ -157,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--env", help="rehearse on this environment's rehearsal database")
     plan.add_argument("--format", choices=["text", "json"], default="text")
     plan.add_argument("--pg-version", type=int)
+    plan.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default=None,
+                      help="exit 1 when a file's risk is at or above this level, as `guardian lint` "
+                           "(default: [lint] fail_on, else high); a failed rehearsal always exits 1")
     plan.add_argument("paths", nargs="+", metavar="PATH")
 
     status = add("status", _cmd_status, "applied, pending, failed and modified migrations per environment")
@@ -190,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     manifest = add("manifest", _cmd_manifest, "print a Slack app manifest to paste when creating the app")
     manifest.add_argument("--name", default="Migration Guardian")
-    manifest.add_argument("--request-url", default="https://guardian.example.com/slack/events")
+    manifest.add_argument("--request-url", help="the public URL Slack posts to (https://HOST/slack/events); "
+                          "required unless --socket-mode")
     manifest.add_argument("--socket-mode", action="store_true")
     return parser
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from bot.errors import StoreError
+from bot.reachability import connect_reason, where
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def upgrade(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         conn = psycopg.connect(database_url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise StoreError(
-            f"cannot connect to the bot's database (DATABASE_URL): {_reason(exc)}; check that it is "
-            "running and the URL is right",
+            f"cannot connect to the bot's database at {where(database_url)} (DATABASE_URL): {connect_reason(exc)}; "
+            "check that PostgreSQL is running there and DATABASE_URL is right",
             code="state-db-unreachable",
         ) from None
     with conn:
@@ -98,9 +99,3 @@ def upgrade(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (UPGRADE_LOCK_KEY,))
     return applied_now
-
-
-def _reason(exc: psycopg.Error) -> str:
-    """The server's reason without the connection string (which may hold a password)."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return re.sub(r"postgres(?:ql)?://\S+", "<url>", text)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def guardian(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-            "GUARDIAN_CONFIG": str(REPO / "does-not-exist.toml")}
+            "GUARDIAN_CONFIG": str(REPO / "tests" / "fixtures" / "empty.toml")}
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], env={**base, **(env or {})}, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -63,3 +64,92 @@ def test_manifest_declares_the_command_and_interactivity():
 def test_unknown_command_is_a_usage_error():
     out = guardian("frobnicate")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+# ---- every error a person can cause is one line naming what to fix, never a traceback (issue 17)
+
+def one_line(out: subprocess.CompletedProcess[str], code: int) -> str:
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{out.stderr}"
+    assert out.returncode == code, (out.returncode, out.stderr)
+    return lines[0]
+
+
+def test_a_malformed_database_url_is_one_line_without_the_value():
+    for url in ("not a url", "postgresql://guard:S3cretPw@[db:5432/x", "http://guard:S3cretPw@host"):
+        line = one_line(guardian("db", "upgrade", env={"DATABASE_URL": url}), 2)
+        assert "DATABASE_URL is not a PostgreSQL URL" in line and "postgresql://USER@HOST:5432/DBNAME" in line
+        assert "S3cretPw" not in line
+    line = one_line(guardian("db", "upgrade", env={"DATABASE_URL": "postgresql://u@host:99999999/db"}), 2)
+    assert "not a port number" in line
+
+
+def test_worker_with_redis_down_is_one_line(state_db_url):
+    out = guardian("worker", env={"REDIS_URL": "redis://127.0.0.1:1/0", "DATABASE_URL": state_db_url}, timeout=60)
+    line = one_line(out, 1)
+    assert "cannot reach Redis at 127.0.0.1:1/0 (REDIS_URL)" in line and "start Redis" in line
+    line = one_line(guardian("worker", "--burst", env={"REDIS_URL": "localhost:6379",
+                                                       "DATABASE_URL": state_db_url}), 2)
+    assert "REDIS_URL is not a Redis URL" in line
+
+
+def test_postmortem_with_the_database_down_is_one_line_and_quick():
+    started = time.monotonic()
+    out = guardian("postmortem", "1", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/guardian"})
+    took = time.monotonic() - started
+    line = one_line(out, 1)  # no psycopg pool warnings either
+    assert "cannot connect to the bot's database at 127.0.0.1:1/guardian (DATABASE_URL)" in line
+    assert "Connection refused" in line
+    assert took < 14, f"the pool's 15 s wait came back ({took:.1f} s)"  # the old behaviour, not a benchmark
+
+
+def test_db_upgrade_with_the_database_down_names_host_and_port():
+    line = one_line(guardian("db", "upgrade", env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/guardian"}), 1)
+    assert "at 127.0.0.1:1/guardian (DATABASE_URL)" in line and 'port 1 failed: Connection refused' in line
+
+
+def test_a_guardian_config_naming_a_missing_file_is_an_error():
+    for command in (("status",), ("worker", "--burst")):
+        line = one_line(guardian(*command, env={"GUARDIAN_CONFIG": "/nowhere/guardian.toml"}), 2)
+        assert line == ("guardian: GUARDIAN_CONFIG names /nowhere/guardian.toml, which does not exist; fix the "
+                        "path (or unset GUARDIAN_CONFIG to read ./guardian.toml)")
+
+
+def test_manifest_without_a_request_url_says_which_option():
+    line = one_line(guardian("manifest"), 2)
+    assert "--request-url https://YOUR-HOST/slack/events" in line and "--socket-mode" in line
+    out = guardian("manifest", "--socket-mode")
+    assert out.returncode == 0 and json.loads(out.stdout)["settings"]["socket_mode_enabled"] is True
+
+
+def _plan_project(tmp_path: Path, url: str, env_body: str = "") -> dict[str, str]:
+    config = tmp_path / "guardian.toml"
+    config.write_text(f'[project]\nrepo = "{tmp_path}"\n\n[environments.staging]\n'
+                      f'database_url_env = "GT_PLAN_STAGING_URL"\n{env_body}')
+    return {"GUARDIAN_CONFIG": str(config), "GT_PLAN_STAGING_URL": url}
+
+
+def test_plan_exits_like_lint_at_high_risk(make_database, tmp_path):
+    url = make_database()
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE items (id int, name text)")
+    risky = tmp_path / "001_risky.sql"
+    risky.write_text("ALTER TABLE items DROP COLUMN name;\n")  # destructive: high whatever the table's size
+    env = _plan_project(tmp_path, url)
+    lint = guardian("lint", str(risky), env=env)
+    plan = guardian("plan", "--target-url", url, str(risky), env=env)
+    assert lint.returncode == 1 and plan.returncode == 1, (lint.stdout, plan.stdout, plan.stderr)
+    assert guardian("plan", "--target-url", url, "--fail-on", "critical", str(risky), env=env).returncode == 0
+    assert guardian("lint", "--fail-on", "critical", str(risky), env=env).returncode == 0
+
+
+def test_plan_on_an_environment_without_a_rehearsal_database_says_it_rehearses_there(make_database, tmp_path):
+    url = make_database()
+    sql = tmp_path / "001_table.sql"
+    sql.write_text("CREATE TABLE t (id int);\n")
+    out = guardian("plan", "--env", "staging", str(sql), env=_plan_project(tmp_path, url))
+    line = one_line(out, 0)
+    assert line.startswith("guardian plan: staging has no rehearsal database (rehearsal_database_url_env), so this "
+                           "rehearses on staging itself")
+    assert "rolled back" in line and "rehearsal on PostgreSQL" in out.stdout

@@ -29,7 +29,7 @@ sys.exit(main())
 
 def guardian_without(module: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-            "GUARDIAN_CONFIG": str(REPO / "does-not-exist.toml")}
+            "GUARDIAN_CONFIG": str(REPO / "tests" / "fixtures" / "empty.toml")}
     return subprocess.run([sys.executable, "-c", _BREAK.format(module=module, argv=list(argv))],
                           env={**base, **(env or {})}, cwd=REPO, capture_output=True, text=True, timeout=120)
 

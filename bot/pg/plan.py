@@ -25,7 +25,9 @@ DEFAULT_STATEMENT_TIMEOUT = "5min"
 
 def rehearsal_target(config: GuardianConfig, env_name: str) -> tuple[str, str, str]:
     """(url, lock_timeout, statement_timeout) to rehearse for an environment; production is refused
-    unless it names a rehearsal database (rehearsal_database_url_env) or sets allow_rehearsal = true."""
+    unless it names a rehearsal database (rehearsal_database_url_env) or sets allow_rehearsal = true.
+    Rehearsing on the environment itself is said on stderr (in a transaction that is always rolled back,
+    but its locks are real)."""
     env = config.environment(env_name)
     if env.rehearsal_database_url_env:
         url = os.environ.get(env.rehearsal_database_url_env, "")
@@ -40,6 +42,9 @@ def rehearsal_target(config: GuardianConfig, env_name: str) -> tuple[str, str, s
             "transaction that is always rolled back)")
     else:
         url = env.database_url().get_secret_value()
+        print(f"guardian plan: {env_name} has no rehearsal database (rehearsal_database_url_env), so this rehearses "
+              f"on {env_name} itself, in a transaction that is always rolled back; its locks are real while it runs",
+              file=sys.stderr)
     return url, env.lock_timeout, env.statement_timeout
 
 
@@ -126,7 +131,9 @@ def _text(doc: dict, result: Rehearsal) -> str:
 
 
 def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
-    """0 when every statement rehearsed (or was skipped as non-transactional), 1 when one failed, 2 on usage."""
+    """Exit codes as `guardian lint`'s, plus the rehearsal: 0 when every statement rehearsed (or was skipped as
+    non-transactional) and every file's risk is below --fail-on (default: [lint] fail_on, else high); 1 when a
+    statement failed or a file's risk is at or above it; 2 on usage or unreadable input."""
     target_url, env_name = getattr(args, "target_url", None), getattr(args, "env", None)
     if bool(target_url) == bool(env_name):
         print("guardian: give exactly one of --target-url URL or --env NAME", file=sys.stderr)
@@ -156,5 +163,24 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(_text(doc, result))
-    return 1 if result.failed else 0
+    return 1 if result.failed or _at_or_above(doc, _fail_on(args)) else 0
+
+
+def _fail_on(args: argparse.Namespace) -> str:
+    from bot.lint import UsageError, load_lint_config
+
+    chosen = getattr(args, "fail_on", None)
+    if chosen:
+        return chosen
+    try:
+        return str(load_lint_config(Path(os.environ.get("GUARDIAN_CONFIG", "guardian.toml")))["fail_on"])
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _at_or_above(doc: dict, fail_on: str) -> bool:
+    from bot.risk import Severity
+
+    threshold = Severity(fail_on)
+    return any(f["risk"] and Severity(f["risk"]).rank >= threshold.rank for f in doc["files"])
 
