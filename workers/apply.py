@@ -37,6 +37,7 @@ from bot.sources.apply import (
     check_applicable,
     mark_reverted,
     prisma_advisory_lock,
+    record_started,
 )
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
@@ -267,14 +268,16 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
     with ctx.conn.transaction():
         check_applicable(ctx.conn, ctx.layout, migration)
+    # Prisma: the started row commits first, as in `prisma migrate deploy`, so a crash between parts reads as P3009
+    started = record_started(ctx.conn, ctx.layout, migration)
     tail: list[Piece] = parts[-1].pieces if parts[-1].kind == "tx" else []
     for part in (parts[:-1] if tail else parts):
         try:
             _run_part(ctx, migration, part)
         except psycopg.Error as exc:  # record the failure in the ledgers as the tool would, then raise ApplyError
-            _ledgered(ctx, migration, lambda error=exc: _reraise(error), retry=False)
+            _ledgered(ctx, migration, lambda error=exc: _reraise(error), retry=False, started_row=started)
         ctx.progress.committed += 1
-    _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail])
+    _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail], started_row=started)
 
 
 def label(migration: Migration) -> str:
@@ -288,7 +291,8 @@ def _reraise(error: BaseException) -> None:
     raise error
 
 
-def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], object], *, retry: bool = True) -> None:
+def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], object], *, retry: bool = True,
+              started_row: str | None = None) -> None:
     """Run ``statements`` inside apply_migration's transaction (ledger rows included), retrying lock timeouts
     by rolling back to a savepoint: the ledger insert before it stays, nothing is recorded as failed per retry."""
 
@@ -306,7 +310,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
 
     try:
         apply_migration(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id), approvers=ctx.approvers,
-                        backup_id=ctx.backup_id, execute=execute)
+                        backup_id=ctx.backup_id, execute=execute, started_row=started_row)
     except ApplyError as exc:
         if exc.details.get("sqlstate") == "55P03":
             raise LockTimeoutError(

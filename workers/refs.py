@@ -14,6 +14,7 @@ def to_migration(ref: MigrationRef, layout: str) -> Migration:
         parsed, _, rest = ref.name.partition("_")
         version = version or parsed
     ledger = getattr(ref, "ledger_name", None) or (ref.name if layout == "prisma" else version)
-    return Migration(version=version, name=rest or ref.name, ledger_name=ledger,
+    name = rest if layout == "prisma" else (rest or ref.name)  # a Prisma folder may have no `_name` part
+    return Migration(version=version, name=name, ledger_name=ledger,
                      path=ref.path or ref.name, sql=ref.sql, sha256=ref.sha256, size=len(ref.sql.encode("utf-8")),
                      down_sql=ref.down_sql, verify_sql=ref.verify_sql)

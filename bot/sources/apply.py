@@ -101,17 +101,21 @@ def _error_text(exc: BaseException) -> str:
     return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
-def check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration) -> None:
-    """LedgerError unless ``migration`` may be applied now: not applied yet, and (Prisma) no failed row."""
+def check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration, *,
+                     own_row: str | None = None) -> None:
+    """LedgerError unless ``migration`` may be applied now: not applied yet, and (Prisma) no failed row but
+    ``own_row``, the started row this very apply wrote (record_started)."""
     if layout == "prisma":
         failed = conn.execute(
             f"SELECT migration_name FROM {PRISMA_TABLE} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
-            "ORDER BY started_at"
+            "AND id IS DISTINCT FROM %s ORDER BY started_at", (own_row,)
         ).fetchall()
         if failed:
             raise LedgerError(
-                f"failed migration(s) {', '.join(r[0] for r in failed)} block further applies (Prisma P3009); "
-                "fix the database, then mark it with `prisma migrate resolve --rolled-back` or `--applied`",
+                f"failed migration(s) {', '.join(r[0] for r in failed)} block further applies, as `prisma migrate "
+                "deploy` refuses too (P3009); fix what the failure left, then run "
+                + " and ".join(f'`npx prisma migrate resolve --rolled-back "{r[0]}"`' for r in failed)
+                + " (or `--applied` if it was finished by hand)",
                 code="failed-migration",
             )
         done = conn.execute(
@@ -156,13 +160,15 @@ def apply_migration(
     backup_id: str | None = None,
     execute: Executor | None = None,
     environment: str = "target",
+    started_row: str | None = None,
 ) -> ApplyResult:
     """Run one file's SQL and write its ledger rows (the tool's and our sidecar) in ONE transaction.
 
     ``conn`` must be idle (no open transaction); hold the target's advisory lock (and Prisma's, see
     prisma_advisory_lock) around it so no other deployer interleaves. On failure the file is rolled back and, in a second
     transaction, Prisma's failed row (``logs`` = the error) and a failed sidecar row are recorded;
-    ApplyError is raised. ``execute`` replaces the default whole-script executor (e.g. to set
+    ApplyError is raised. ``started_row`` (Prisma) is the id of the row record_started committed before a file that
+    commits in parts: it is finished (or gets the error in ``logs``) instead of a new row being written. ``execute`` replaces the default whole-script executor (e.g. to set
     timeouts or run statement by statement); it runs inside the open transaction.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -170,7 +176,7 @@ def apply_migration(
     execute = execute or run_script
     with target_errors(environment):
         ensure_ledgers(conn, layout)
-    row_id = str(uuid.uuid4())
+    row_id = started_row or str(uuid.uuid4())
     # Supabase: the CLI's own split (pkg/parser SplitAndTrim), comments kept, as `supabase db push` stores it
     statements = split_and_trim(migration.sql) if layout == "supabase" else None
     stmts_sha = statements_sha256(statements) if statements is not None else None
@@ -178,8 +184,8 @@ def apply_migration(
     clock = time.monotonic()
     try:
         with conn.transaction():
-            check_applicable(conn, layout, migration)  # same transaction: no gap before our ledger row
-            if layout == "prisma":
+            check_applicable(conn, layout, migration, own_row=started_row)  # same transaction: no gap
+            if layout == "prisma" and started_row is None:
                 conn.execute(
                     f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, applied_steps_count) "
                     "VALUES (%s, %s, clock_timestamp(), %s, 0)",
@@ -223,7 +229,9 @@ def apply_migration(
         recorded = ""
         try:
             with conn.transaction():
-                if layout == "prisma":  # Prisma's failed state: finished_at and rolled_back_at both NULL
+                if layout == "prisma" and started_row is not None:  # record_failed_step: logs on the row
+                    conn.execute(f"UPDATE {PRISMA_TABLE} SET logs = %s WHERE id = %s", (error, started_row))
+                elif layout == "prisma":  # Prisma's failed state: finished_at and rolled_back_at both NULL
                     conn.execute(
                         f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, logs, "
                         "applied_steps_count) VALUES (%s, %s, %s, %s, %s, 0)",
@@ -248,6 +256,23 @@ def apply_migration(
         layout=layout, version=migration.version, ledger_name=migration.ledger_name, started_at=started,
         finished_at=_now(conn), duration_ms=total_ms,
     )
+
+
+def record_started(conn: psycopg.Connection, layout: Layout, migration: Migration) -> str | None:
+    """Prisma: commit the row `prisma migrate deploy` writes before it runs a script (record_migration_started:
+    new uuid, checksum, started_at, nothing else), for a file that commits in parts. A crash between parts then
+    leaves what Prisma's own flow leaves, a started row that is not finished, which Prisma and Guardian both read
+    as failed (P3009) rather than as pending. Returns the row id (None for other layouts). ``conn`` in autocommit."""
+    if layout != "prisma":
+        return None
+    row_id = str(uuid.uuid4())
+    with conn.transaction():
+        check_applicable(conn, layout, migration)
+        conn.execute(
+            f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name) VALUES (%s, %s, now(), %s)",
+            (row_id, prisma_checksum(migration.sql), migration.ledger_name),
+        )
+    return row_id
 
 
 _check_applicable = check_applicable  # older name, still imported by workers/apply.py

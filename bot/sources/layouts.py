@@ -17,7 +17,6 @@ from bot.errors import SourceError
 from bot.sources.files import FileEntry, GitReader, WorkingTreeReader
 from bot.sources.models import Migration, SourceSnapshot
 
-_PRISMA_DIR = re.compile(r"^(\d+)_([A-Za-z0-9][A-Za-z0-9_\-]*)$")
 _SUPABASE_FILE = re.compile(r"^([0-9]+)_(.*)\.sql$")
 _SQL_FILE = re.compile(r"^(\d+)_([A-Za-z0-9][A-Za-z0-9_\-]*?)(\.down|\.verify)?\.sql$")
 SUPABASE_LEGACY_INIT_BEFORE = "20211209000000"  # the CLI skips an older first `<ts>_init.sql`
@@ -31,8 +30,12 @@ def load_snapshot(project: ProjectConfig, ref: str | None = None) -> SourceSnaps
         reader: Reader = WorkingTreeReader(Path(project.repo), project.path)
     else:
         reader = GitReader(Path(project.repo), ref or project.branch, project.path)
-    build = {"prisma": _prisma, "supabase": _supabase, "sql": _plain}[project.layout]
-    migrations = build(reader, reader.list(), project.max_file_bytes)
+    skipped: list[str] = []
+    if project.layout == "supabase":
+        migrations = _supabase(reader, reader.list(), project.max_file_bytes, skipped)
+    else:
+        build = {"prisma": _prisma, "sql": _plain}[project.layout]
+        migrations = build(reader, reader.list(), project.max_file_bytes)
     return SourceSnapshot(
         layout=project.layout,
         repo=str(project.repo),
@@ -40,6 +43,7 @@ def load_snapshot(project: ProjectConfig, ref: str | None = None) -> SourceSnaps
         ref=reader.ref,
         commit=reader.commit,
         migrations=tuple(migrations),
+        skipped=tuple(skipped),
     )
 
 
@@ -87,51 +91,65 @@ def _bad_name(reader: Reader, rel: str, expected: str) -> SourceError:
     )
 
 
+# ICU root collation order of the printable ASCII characters (CLDR root, alternate=non-ignorable): what Node's
+# String.prototype.localeCompare gives with the default locale. Letters compare case-blind first, lower before upper.
+_ICU_ASCII = "_-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$0123456789aAbBcCdDeEfFgGhHiIjJkKlLmMnNoOpPqQrRsStTuUvVwWxXyYzZ"
+_PRIMARY = {ch: i for i, ch in enumerate(_ICU_ASCII)}
+for _ch in "abcdefghijklmnopqrstuvwxyz":
+    _PRIMARY[_ch.upper()] = _PRIMARY[_ch]
+
+
+def locale_compare_key(name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sort key for `a.localeCompare(b)` as the Prisma CLI orders migration folders (packages/migrate
+    listMigrations.ts); ``1_init`` sorts before ``10_add`` (`_` before digits), where code points put it after.
+    Characters outside printable ASCII sort after it, by code point."""
+    primary = tuple(_PRIMARY.get(ch, 1000 + ord(ch)) for ch in name)
+    tertiary = tuple(1 if ch.isupper() else 0 for ch in name)
+    return primary, tertiary
+
+
 def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
-    """`<ts>_<name>/migration.sql`, ordered by folder name as Prisma sorts its migrations directory."""
+    """Every folder is a migration named by the folder, in `localeCompare` order, as the Prisma CLI lists them
+    (listMigrations.ts: every directory, no name rule, files beside them ignored). The version shown is the part
+    before the first `_` (the whole name when there is none); the ledger key is the folder name."""
     dirs: dict[str, FileEntry | None] = {}
     companions: dict[tuple[str, str], FileEntry] = {}  # (folder, "down.sql" | "verify.sql") -> file
     for entry in entries:
         head, sep, tail = entry.rel.partition("/")
         if not sep:
-            if entry.rel.endswith(".sql"):
-                raise _bad_name(reader, entry.rel, "prisma/migrations/<timestamp>_<name>/migration.sql")
-            continue  # migration_lock.toml, README, .gitkeep
+            continue  # migration_lock.toml, README, .gitkeep, a stray .sql: Prisma reads only directories
         dirs.setdefault(head, None)
         if tail == "migration.sql":
             dirs[head] = entry
         elif tail in ("down.sql", "verify.sql"):  # Guardian's companions; Prisma ignores them
             companions[(head, tail)] = entry
-    seen: dict[str, str] = {}
-    wanted: list[tuple[str, re.Match[str], FileEntry]] = []
-    for folder in sorted(dirs):
-        match = _PRISMA_DIR.match(folder)
-        if not match:
-            raise _bad_name(reader, folder, "<timestamp>_<name> folders holding migration.sql")
+    wanted: list[tuple[str, FileEntry]] = []
+    for folder in sorted(dirs, key=locale_compare_key):
         entry = dirs[folder]
         if entry is None:
             raise SourceError(
-                f"{reader.describe(folder)} has no migration.sql; add it or remove the folder",
+                f"{reader.describe(folder)} has no migration.sql, so `prisma migrate deploy` would fail on it too; "
+                "add it or remove the folder",
                 code="missing-migration-sql",
             )
-        if match.group(1) in seen:
-            raise _duplicate(reader, match.group(1), seen[match.group(1)], folder)
-        seen[match.group(1)] = folder
-        wanted.append((folder, match, entry))
+        if len(folder.encode("utf-8")) > 255:
+            raise _bad_name(reader, folder, "a folder name that fits _prisma_migrations.migration_name (255 bytes)")
+        wanted.append((folder, entry))
     extra = [companions[k] for k in sorted(companions) if k[0] in {w[0] for w in wanted}]
-    texts = _read_texts(reader, [w[2] for w in wanted] + extra, max_bytes)
+    texts = _read_texts(reader, [w[1] for w in wanted] + extra, max_bytes)
 
     def companion(folder: str, name: str) -> tuple[str | None, str | None]:
         entry = companions.get((folder, name))
         return (reader.describe(entry.rel), texts[entry.rel][0]) if entry else (None, None)
 
     result = []
-    for folder, match, entry in wanted:
+    for folder, entry in wanted:
         sql = texts[entry.rel][0]
+        version, _, name = folder.partition("_")
         down_path, down_sql = companion(folder, "down.sql")
         verify_path, verify_sql = companion(folder, "verify.sql")
         result.append(Migration(
-            version=match.group(1), name=match.group(2), ledger_name=folder,
+            version=version, name=name, ledger_name=folder,
             path=reader.describe(entry.rel), sql=sql, sha256=_sha(texts[entry.rel][1]),
             size=len(texts[entry.rel][1]), down_path=down_path, down_sql=down_sql or down_section(sql),
             verify_path=verify_path, verify_sql=verify_sql,
@@ -149,24 +167,37 @@ def down_section(sql: str) -> str | None:
     return text + "\n" if text else None
 
 
-def _supabase(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Migration]:
-    """`<digits>_<name>.sql` directly in the folder, in file-name order as `supabase db push` reads them."""
+_SUPABASE_LEGACY_INIT = re.compile(r"([0-9]{14})_init\.sql")  # unanchored, as pkg/migration/list.go has it
+
+
+def _supabase(reader: Reader, entries: list[FileEntry], max_bytes: int, skipped: list[str]) -> list[Migration]:
+    """`<digits>_<name>.sql` directly in the folder, in file-name order, as `supabase db push` reads them
+    (pkg/migration/list.go ListLocalMigrations): any other entry is skipped with a warning (appended to
+    ``skipped``), and a pre-2021-12-09 `<ts>_init.sql` is skipped only when it is the folder's first entry
+    (directories and dot files count)."""
     wanted: list[tuple[re.Match[str], FileEntry]] = []
     seen: dict[str, str] = {}
-    for entry in sorted(entries, key=lambda e: e.rel):
-        if "/" in entry.rel or not entry.rel.endswith(".sql"):
-            continue  # the CLI reads only top-level .sql files
-        match = _SUPABASE_FILE.match(entry.rel)
+    top = sorted({e.rel.partition("/")[0] for e in entries})
+    files = {e.rel: e for e in entries if "/" not in e.rel}
+    for index, name in enumerate(top):
+        entry = files.get(name)
+        if entry is None:
+            continue  # a directory: the CLI passes over it
+        if index == 0:
+            legacy = _SUPABASE_LEGACY_INIT.search(name)
+            if legacy and int(legacy.group(1)) < int(SUPABASE_LEGACY_INIT_BEFORE):
+                skipped.append(f"{reader.describe(name)}: skipped, as the Supabase CLI skips a legacy first "
+                               "`<timestamp>_init.sql` (rename it to apply it)")
+                continue
+        match = _SUPABASE_FILE.match(name)
         if not match:
-            raise _bad_name(reader, entry.rel, "supabase/migrations/<YYYYMMDDHHMMSS>_<name>.sql")
+            skipped.append(f"{reader.describe(name)}: skipped, as the Supabase CLI skips it (file name must match "
+                           "`<timestamp>_name.sql`)")
+            continue
         if match.group(1) in seen:
-            raise _duplicate(reader, match.group(1), seen[match.group(1)], entry.rel)
-        seen[match.group(1)] = entry.rel
+            raise _duplicate(reader, match.group(1), seen[match.group(1)], name)
+        seen[match.group(1)] = name
         wanted.append((match, entry))
-    if wanted:
-        first = wanted[0][0]
-        if first.group(2) == "init" and len(first.group(1)) == 14 and first.group(1) < SUPABASE_LEGACY_INIT_BEFORE:
-            wanted = wanted[1:]
     texts = _read_texts(reader, [w[1] for w in wanted], max_bytes)
     return [
         Migration(

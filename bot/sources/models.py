@@ -48,6 +48,7 @@ class SourceSnapshot(_Frozen):
     ref: str | None = None
     commit: str | None = None
     migrations: tuple[Migration, ...] = ()
+    skipped: tuple[str, ...] = ()  # files the tool itself skips, each with the warning it prints
 
     def get(self, version: str) -> Migration | None:
         return next((m for m in self.migrations if m.version == version or m.ledger_name == version), None)
@@ -123,6 +124,7 @@ class StatusReport(_Frozen):
     commit: str | None
     migrations: tuple[MigrationStatus, ...]
     summary: dict[str, int] = Field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # the tool's own skip warnings for files in the folder
 
     def by_state(self, state: MigrationState) -> tuple[MigrationStatus, ...]:
         return tuple(m for m in self.migrations if m.state == state)

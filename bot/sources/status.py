@@ -31,14 +31,18 @@ from bot.sources.supabase_parser import split_and_trim
 _PROBLEMS = {MigrationState.FAILED, MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.OUT_OF_ORDER}
 
 
-def _latest_sidecar(rows: tuple[SidecarRow, ...]) -> tuple[dict[str, SidecarRow], dict[str, SidecarRow]]:
-    """(latest succeeded row, latest row of any outcome) per version: history, never the truth about "applied"."""
-    ok: dict[str, SidecarRow] = {}
-    last: dict[str, SidecarRow] = {}
+Key = tuple[str, str]
+
+
+def _latest_sidecar(rows: tuple[SidecarRow, ...]) -> tuple[dict[Key, SidecarRow], dict[Key, SidecarRow]]:
+    """(latest succeeded row, latest row of any outcome) per (version, name): history, never the truth about
+    "applied". The name is part of the key because Prisma allows two folders with one timestamp."""
+    ok: dict[Key, SidecarRow] = {}
+    last: dict[Key, SidecarRow] = {}
     for row in rows:
-        last[row.version] = row
+        last[(row.version, row.name)] = row
         if row.succeeded:
-            ok[row.version] = row
+            ok[(row.version, row.name)] = row
     return ok, last
 
 
@@ -121,7 +125,7 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
             result.append(MigrationStatus(**common, state=MigrationState.FAILED, applied_at=failed.started_at,
                                           applied_sha256=failed.checksum, detail=failed_detail(failed)))
         elif applied is not None:
-            sidecar = side_ok.get(m.version)
+            sidecar = side_ok.get((m.version, m.name))
             changed, recorded, detail = _modified(m, applied, sidecar)
             when = applied.finished_at or (sidecar.finished_at if sidecar else None)
             state = MigrationState.MODIFIED if changed else MigrationState.APPLIED
@@ -129,7 +133,7 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
                 detail = "the file changed after it was applied; restore it or add a new migration instead"
             result.append(MigrationStatus(**common, state=state, applied_sha256=recorded, applied_at=when, detail=detail))
         else:
-            detail = _pending_detail(m, rows, side_last.get(m.version))
+            detail = _pending_detail(m, rows, side_last.get((m.version, m.name)))
             if index < last_applied_index:
                 newest = snapshot.migrations[last_applied_index]
                 late = (f"not applied, but sorts before {_label(newest.version, newest.name)}, which is; "
@@ -155,7 +159,8 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
     counts = Counter(s.state.value for s in result)
     summary = {state.value: counts.get(state.value, 0) for state in MigrationState}
     summary["total"] = len(result)
-    return StatusReport(layout=snapshot.layout, commit=snapshot.commit, migrations=tuple(result), summary=summary)
+    return StatusReport(layout=snapshot.layout, commit=snapshot.commit, migrations=tuple(result), summary=summary,
+                        skipped=snapshot.skipped)
 
 
 def _label(version: str, name: str) -> str:
@@ -207,6 +212,7 @@ def status_json(name: str, info: TargetInfo, report: StatusReport) -> dict:
             for m in report.migrations
         ],
         "summary": report.summary,
+        **({"skipped": list(report.skipped)} if report.skipped else {}),
     }
 
 
@@ -223,6 +229,7 @@ def render_text(name: str, info: TargetInfo, report: StatusReport) -> str:
             lines.append(f"      {m.detail.splitlines()[0][:200]}")
     parts = [f"{v} {k.replace('_', ' ')}" for k, v in report.summary.items() if v and k != "total"]
     lines.append("  summary: " + (", ".join(parts) or "no migrations"))
+    lines.extend(f"  warning: {line}" for line in report.skipped)
     return "\n".join(lines)
 
 

@@ -84,17 +84,10 @@ def _rejects(cfg, code, ref=None):
 @pytest.mark.parametrize(
     ("layout", "path", "files", "code", "culprit"),
     [
-        ("prisma", "prisma/migrations", {"prisma/migrations/add_users/migration.sql": "select 1;"}, "bad-name", "add_users"),
-        ("prisma", "prisma/migrations", {"prisma/migrations/stray.sql": "select 1;"}, "bad-name", "stray.sql"),
         ("prisma", "prisma/migrations", {"prisma/migrations/20240101000000_x/up.sql": "select 1;"},
          "missing-migration-sql", "20240101000000_x"),
-        ("supabase", "supabase/migrations", {"supabase/migrations/create_users.sql": "select 1;"}, "bad-name",
-         "create_users.sql"),
         ("sql", "migrations", {"migrations/v1-init.sql": "select 1;"}, "bad-name", "v1-init.sql"),
         ("sql", "migrations", {"migrations/3_x.down.sql": "select 1;"}, "orphan-companion", "3_x.down.sql"),
-        ("prisma", "prisma/migrations", {"prisma/migrations/20240101000000_a/migration.sql": "select 1;",
-                                          "prisma/migrations/20240101000000_b/migration.sql": "select 2;"},
-         "duplicate-version", "20240101000000"),
         ("supabase", "supabase/migrations", {"supabase/migrations/20240101000000_a.sql": "select 1;",
                                               "supabase/migrations/20240101000000_b.sql": "select 2;"},
          "duplicate-version", "20240101000000_b.sql"),
