@@ -2,6 +2,8 @@
 
 Usage::
 
+    guardian --version
+    guardian --log-format json worker        # or GUARDIAN_LOG_FORMAT=json
     guardian lint --format json migrations/
     guardian db upgrade
     guardian serve --port 3000
@@ -174,9 +176,27 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(args)
 
 
+class _VersionAction(argparse.Action):
+    """``guardian --version``: the version is looked up only when asked (importlib.metadata costs every start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from bot.version import version
+
+        print(f"guardian {version()}")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guardian", description="Review, approve and safely run PostgreSQL migrations.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
+    parser.add_argument("--log-format", choices=["text", "json"], default=None,
+                        help="text lines, or one JSON object per line with the request id (default: "
+                             "$GUARDIAN_LOG_FORMAT, else text); processes it starts log the same way")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -249,11 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if args.log_format == "json" or os.environ.get("GUARDIAN_LOG_FORMAT"):
+        from bot import logs
+
+        try:
+            logs.configure(logs.resolve_format(args.log_format), verbose=args.verbose)
+        except ConfigError as exc:
+            print(f"guardian: {exc.message}", file=sys.stderr)
+            return 2
+    else:  # text, without importing bot.logs: `guardian lint` starts as fast as it can
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     if argv is None and args.handler is _cmd_lint:  # the process's own command line: leave when done
         from bot import lint as lint_module
 

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     guardian_config: Path = Path("guardian.toml")
+    guardian_metrics_token: SecretStr | None = None  # when set, GET /metrics wants "Authorization: Bearer <it>"
 
     def require(self, *names: str) -> None:
         """Raise one clear ConfigError naming every required variable that is unset."""

@@ -29,7 +29,7 @@ MIN_LENGTH = 4
 # conninfo ``password=…`` (quoted with \-escapes, or bare) and a URL's ``?password=…`` query parameter
 _PASSWORD_PAIR = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&#'"]+)""", re.IGNORECASE)
 _SPACE = re.compile(r"\s")
-_SLACK_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token")
+_SLACK_SETTINGS = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "guardian_metrics_token")
 # Keys whose values are identifiers Slack resolves or the bot reads back (a message ts, a channel, a button's
 # value, a preview fingerprint, a modal's state): never free text, and a short secret that happens to occur
 # in one must not turn it into another id. scrub_value leaves them as they are when told to keep them.

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 
+from bot.counters import COUNTERS, LOCK_TIMEOUT_RETRIES
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.slack.mrkdwn import code
@@ -114,6 +115,7 @@ class ApplyContext:
                          self.request.id, name, attempt, self.tries, delay, [b["pid"] for b in blockers])
                 self.post(build_retry_message(self.request.id, name, attempt, self.tries, delay, blockers))
                 self.progress.lock_retries += 1
+                COUNTERS.add(LOCK_TIMEOUT_RETRIES, self.request.environment)  # GET /metrics, live
                 time.sleep(delay)
                 attempt += 1
 

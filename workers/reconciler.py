@@ -31,6 +31,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from bot.counters import COUNTERS, RECONCILER_RECOVERIES
 from bot.errors import GuardianError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
@@ -74,6 +75,7 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
         action = _reconcile_one(rt, redis, request, now)
         if action:
             log.info("request %s: reconciled: %s", request.id, action)
+            COUNTERS.add(RECONCILER_RECOVERIES, request.status.value)  # GET /metrics, by the state it was found in
             actions.append(f"request {request.id}: {action}")
     return actions
 

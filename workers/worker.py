@@ -33,6 +33,7 @@ from rq import Queue, SimpleWorker, Worker
 
 from bot import redaction
 from bot.config import Settings, load_config
+from bot.counters import COUNTERS
 from bot.errors import GuardianError
 from workers.enqueue import ANALYZE_QUEUE_NAME, QUEUE_NAME, QUEUE_NAMES
 from workers.liveness import mark_job_process
@@ -90,6 +91,7 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str]
         _die_with_parent(int(parent))
     _register_fork_hooks()
     connection = redis_connection(settings)
+    COUNTERS.connect(connection)  # Slack errors, lock retries and recoveries of this worker, for GET /metrics
     analysis_child = queues is None and not burst and os.environ.get("GUARDIAN_ANALYSIS_PROCESS", "1") != "0"
     names = list(queues or ([QUEUE_NAME] if analysis_child else QUEUE_NAMES))
     stop = threading.Event()

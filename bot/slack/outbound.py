@@ -15,10 +15,13 @@ from slack_bolt import BoltRequest, BoltResponse
 from slack_bolt.context.ack import Ack
 from slack_bolt.context.respond import Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookResponse
 
+from bot.counters import COUNTERS, SLACK_API_ERRORS
 from bot.redaction import IDENTIFIER_KEYS, scrub, scrub_value
+from bot.slack.retries import slack_error
 
 
 def _clean(payload: Any) -> Any:
@@ -44,8 +47,12 @@ class ScrubbingWebClient(WebClient):
         self, api_method: str, *, http_verb: str = "POST", files: dict | None = None, data: dict | None = None,
         params: dict | None = None, json: dict | None = None, headers: dict | None = None, auth: dict | None = None,
     ) -> SlackResponse:
-        return super().api_call(api_method, http_verb=http_verb, files=files, data=_clean(data), params=_clean(params),
-                                json=_clean(json), headers=headers, auth=auth)
+        try:
+            return super().api_call(api_method, http_verb=http_verb, files=files, data=_clean(data),
+                                    params=_clean(params), json=_clean(json), headers=headers, auth=auth)
+        except SlackClientError as exc:  # counted for GET /metrics (guardian_slack_api_errors_total), then raised
+            COUNTERS.add(SLACK_API_ERRORS, api_method, slack_error(exc))
+            raise
 
     def files_upload_v2(self, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
         """The file's text is uploaded to a URL outside api_call: scrub it (and its title, comment) first."""

@@ -1,4 +1,4 @@
-"""`guardian serve`: the Bolt app behind waitress, on one URL for everything Slack sends, plus /healthz.
+"""`guardian serve`: the Bolt app behind waitress, on one URL for everything Slack sends, plus /healthz and /metrics.
 
 Usage::
 
@@ -28,6 +28,7 @@ from slack_sdk import WebClient
 
 from bot.config import GuardianConfig, Settings
 from bot.errors import ConfigError
+from bot.metrics import METRICS_PATH
 from bot.slack.app import build_app
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ MAX_BODY_BYTES = 1 << 20
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def build_wsgi_app(app: App, signing_secret: str | None = None) -> WsgiApp:
-    """POST /slack/events -> Bolt (commands, interactivity, events); GET /healthz -> {"ok": true}.
+def build_wsgi_app(app: App, signing_secret: str | None = None, metrics: WsgiApp | None = None) -> WsgiApp:
+    """POST /slack/events -> Bolt (commands, interactivity, events); GET /healthz -> {"ok": true}; GET /metrics
+    -> ``metrics`` (bot/metrics.py; 404 without it).
 
     A request whose Slack signature is valid but whose body is not what Slack sends (not form-encoded or
     JSON, a `payload=` that is not a JSON object, fields missing or of the wrong type) gets 400 with one
@@ -82,6 +84,8 @@ def build_wsgi_app(app: App, signing_secret: str | None = None) -> WsgiApp:
             if method not in ("GET", "HEAD"):
                 return _json(start_response, "405 Method Not Allowed", {"ok": False, "error": "method_not_allowed"})
             return _json(start_response, "200 OK", {"ok": True})
+        if path == METRICS_PATH and metrics is not None:
+            return metrics(environ, start_response)
         if path == EVENTS_PATH:
             if method != "POST":
                 return _json(start_response, "405 Method Not Allowed", {"ok": False, "error": "method_not_allowed"})
@@ -105,16 +109,43 @@ def make_server(
     """
     settings.require("slack_signing_secret", "slack_bot_token")
     app = build_app(settings, config, client, verify_token=True)
-    wsgi = build_wsgi_app(app, settings.slack_signing_secret.get_secret_value())
+    metrics, close_metrics = _metrics(settings, config)
+    wsgi = build_wsgi_app(app, settings.slack_signing_secret.get_secret_value(), metrics)
     try:
         server = waitress.create_server(wsgi, host=host, port=port, ident="migration-guardian",
                                         max_request_body_size=MAX_BODY_BYTES)
     except OSError as exc:
+        close_metrics()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})", code="bind-failed") from None
+    server.guardian_close = close_metrics  # stop_server and serve call it
     port = getattr(server, "effective_port", None)
     if port is None:  # a host resolving to several addresses gives a MultiSocketServer
         port = server.effective_listen[0][1]
     return server, int(port)
+
+
+def _metrics(settings: Settings, config: GuardianConfig) -> tuple[WsgiApp, Callable[[], None]]:
+    """GET /metrics over a small pool of its own on the bot's database and a Redis client with short timeouts
+    (a scrape must not wait behind Slack traffic, nor outlive Prometheus's timeout); this process's counters
+    (Slack API errors) go to the same Redis (bot/counters.py). Returns the endpoint and what closes it."""
+    from redis import Redis
+
+    from bot.counters import COUNTERS
+    from bot.metrics import Metrics, metrics_endpoint
+    from bot.store import Store
+
+    redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=2, socket_timeout=3)
+    store = Store(settings.database_url.get_secret_value(), min_size=0, max_size=2) if settings.database_url else None
+    COUNTERS.connect(redis)
+    token = settings.guardian_metrics_token.get_secret_value() if settings.guardian_metrics_token else None
+
+    def close() -> None:
+        COUNTERS.connect(None)
+        if store is not None:
+            store.close()
+        redis.close()
+
+    return metrics_endpoint(Metrics(store, redis, list(config.environments)), token), close
 
 
 def stop_server(server: Any) -> None:
@@ -133,18 +164,21 @@ def stop_server(server: Any) -> None:
         close_everything()
     else:
         pipe.pull_trigger(close_everything)
+    getattr(server, "guardian_close", lambda: None)()
 
 
 def serve(settings: Settings, config: GuardianConfig, host: str = DEFAULT_HOST, port: int | None = None) -> None:
     """Serve until interrupted. ``port`` None means $PORT (as on PaaS) or 3000."""
     server, actual = make_server(settings, config, host, resolve_port(port))
-    logger.info("guardian serve: listening on http://%s:%s%s (health: %s)", host, actual, EVENTS_PATH, HEALTH_PATH)
+    logger.info("guardian serve: listening on http://%s:%s%s (health: %s, metrics: %s)", host, actual, EVENTS_PATH,
+                HEALTH_PATH, METRICS_PATH)
     try:
         server.run()
     except KeyboardInterrupt:
         logger.info("guardian serve: interrupted, stopping")
     finally:
         server.close()
+        getattr(server, "guardian_close", lambda: None)()
 
 
 def resolve_port(port: int | None) -> int:

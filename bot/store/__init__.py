@@ -15,9 +15,10 @@ from bot.store.base import EVENT_CHAIN_LOCK, GENESIS_HASH, NewMigration
 from bot.store.deliveries import DeliveriesStore
 from bot.store.operations import OperationsStore
 from bot.store.requests import RequestsStore
+from bot.store.stats import StatsStore
 
 
-class Store(RequestsStore, OperationsStore, DeliveriesStore):
+class Store(RequestsStore, OperationsStore, DeliveriesStore, StatsStore):
     """The bot's PostgreSQL state behind a small connection pool."""
 
 
