@@ -170,3 +170,91 @@ def test_incident_channel_gets_the_thread_and_both_sides_link(harness):
     root = next(m for m in harness.standin.messages("C0INCIDENTS") if m["ts"] == incident.thread_ts)
     assert "thread>" in json.dumps(root["blocks"])  # the card links back to the request's card
     assert any(f"Incident #{incident.id} opened:" in t for t in harness.thread_texts(rid))
+
+
+def _restore_from_the_incident(harness, rid, user=APPROVER_A):
+    """Open the incident of ``rid`` (succeeded, so opened by hand), Restore backup, type the environment, run it."""
+    _, reply = harness.command(f"incident {rid}", user=APPROVER_B)
+    assert any("Incident #" in t for t in harness.replies(reply))
+    incident = harness.store.find_incident(request_id=rid)
+    harness.click(ActionId.RESTORE_BACKUP.value, incident.id, user)
+    view = harness.standin.wait_for("views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.CONFIRM_RESTORE.value
+                                    ).params["view"]
+    sent = harness.sender.view_submission(
+        CallbackId.CONFIRM_RESTORE.value, private_metadata=view["private_metadata"], user=SlackUser(id=user, name="a"),
+        values={"confirm_input": {"value": {"type": "plain_text_input", "value": "staging"}}})
+    assert sent.status == 200
+    # the submission is acknowledged first; its handler enqueues the restore and says so in the thread
+    harness.standin.wait_for("chat.postMessage", lambda c: "is restoring backup" in str(c.params.get("text")), timeout=30)
+    harness.run_jobs()
+    deadline = time.monotonic() + 30
+    while harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return incident
+
+
+def _thread_texts(harness, incident):
+    return [m.get("text") or "" for m in harness.standin.messages(incident.channel)
+            if m.get("thread_ts") == incident.thread_ts]
+
+
+def test_restore_on_a_real_schema_keeps_foreign_keys_views_policies_and_grants(harness):
+    """Other tables' foreign keys into the restored table, a view over it, its sequence, RLS policy and grants:
+    pg_restore --clean alone stops at the foreign key (`cannot drop constraint users_pkey … depends on it`)."""
+    url = harness.targets["staging"]
+    with psycopg.connect(url) as conn:
+        conn.execute("""
+            DO $$ BEGIN CREATE ROLE guardian_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+            CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users (id), total int);
+            INSERT INTO orders (user_id, total) SELECT 1 + g % 2000, g FROM generate_series(1, 5000) g;
+            CREATE VIEW user_ids AS SELECT id FROM users;
+            CREATE VIEW order_users AS SELECT o.id, u.id AS uid FROM orders o JOIN user_ids u ON u.id = o.user_id;
+            GRANT SELECT ON user_ids TO guardian_test_reader;
+            GRANT SELECT ON users TO guardian_test_reader;
+            ALTER TABLE users ENABLE ROW LEVEL SECURITY;
+            CREATE POLICY users_own ON users FOR SELECT USING (true);
+        """)
+        original = conn.execute("SELECT id, email FROM users ORDER BY id").fetchall()
+    harness.add_migration("20240101000000_drop_email", "ALTER TABLE users DROP COLUMN email;\n")
+    rid = plan(harness)
+    request = approve_and_run(harness, rid, APPROVER_A, APPROVER_B)
+    assert request.status is S.SUCCEEDED, request.error
+    incident = _restore_from_the_incident(harness, rid)
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED, _thread_texts(harness, incident)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT id, email FROM users ORDER BY id").fetchall() == original
+        fk = conn.execute("SELECT convalidated, pg_get_constraintdef(oid) FROM pg_constraint "
+                          "WHERE conname = 'orders_user_id_fkey'").fetchone()
+        assert fk == (True, "FOREIGN KEY (user_id) REFERENCES users(id)")
+        assert conn.execute("SELECT count(*) FROM order_users").fetchone() == (5000,)
+        assert conn.execute("SELECT has_table_privilege('guardian_test_reader', 'user_ids', 'SELECT'), "
+                            "has_table_privilege('guardian_test_reader', 'users', 'SELECT')").fetchone() == (True, True)
+        assert conn.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'users'").fetchone() == (True,)
+        assert conn.execute("SELECT count(*) FROM pg_policies WHERE policyname = 'users_own'").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM _prisma_migrations WHERE migration_name = '20240101000000_drop_email' "
+                            "AND rolled_back_at IS NULL AND finished_at IS NOT NULL").fetchone() == (0,)
+    done = next(t for t in _thread_texts(harness, incident) if "Restore finished" in t)
+    assert "Restored public.users (2,000 rows) from backup #" in done
+    assert "1 foreign key into them (public.orders.orders_user_id_fkey)" in done.replace("\n", " ")
+    assert "public.user_ids" in done and "public.order_users" in done
+    assert "\n" not in done.split("Restore finished: ", 1)[1]  # one paragraph
+
+
+def test_a_restore_that_would_orphan_newer_rows_changes_nothing_and_says_why(harness):
+    url = harness.targets["staging"]
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users (id))")
+    harness.add_migration("20240101000000_new_user", "INSERT INTO users VALUES (9001, 'new@example.com');\n")
+    rid = plan(harness)
+    request = approve_and_run(harness, rid, APPROVER_A, APPROVER_B)
+    assert request.status is S.SUCCEEDED, request.error
+    with psycopg.connect(url) as conn:  # written after the backup, referring to the new row
+        conn.execute("INSERT INTO orders (user_id) VALUES (9001)")
+    incident = _restore_from_the_incident(harness, rid)
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.OPEN
+    failed = next(t for t in _thread_texts(harness, incident) if "Restore failed" in t)
+    assert "public.orders holds rows" in failed and "orders_user_id_fkey" in failed and "9001" in failed
+    assert "Traceback" not in failed and "pg_restore:" not in failed
+    with psycopg.connect(url) as conn:  # nothing changed: the new row and the key are both still there
+        assert conn.execute("SELECT count(*) FROM users WHERE id = 9001").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'orders_user_id_fkey'").fetchone() == (1,)
