@@ -90,7 +90,22 @@ class IncidentService:
         if incident.opened_by != "guardian":  # a person opened it: say who and why, on every render of the card
             note = f":information_source: {incident.summary}" + (f"\n{note}" if note else "")
         return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
-                            request_link=self._request_link(request), note=note)
+                            request_link=self._request_link(request), note=note,
+                            rollback_waiting=self._waiting_rollback(incident, request) is not None)
+
+    def _rollback_request(self, incident: Incident, request: Request) -> Request | None:
+        """The newest rollback request started from this incident, if any."""
+        found = [r for r in self.store.list_requests(limit=200) if r.parent_request_id == request.id
+                 and r.source == "rollback" and (r.selection or {}).get("incident") == incident.id]
+        return max(found, key=lambda r: r.id) if found else None
+
+    def _waiting_rollback(self, incident: Incident, request: Request) -> Request | None:
+        """The incident's rollback request while it still waits (analysis or approvals): a restore may replace it."""
+        if incident.status is not I.MITIGATING:
+            return None
+        rollback = self._rollback_request(incident, request)
+        waiting = (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL)
+        return rollback if rollback is not None and rollback.status in waiting else None
 
     def _request_link(self, request: Request) -> str | None:
         """A permalink to the request's card when the incident lives in another channel."""
@@ -195,11 +210,25 @@ class IncidentService:
                                code="no-backup")
         if confirmed_environment != request.environment:
             raise ConfirmationNeeded(f"type {request.environment} to confirm the restore")
-        busy = self._start_mitigating(incident, user, {"action": "restore", "backup_id": backups[-1].id})
-        if busy:
-            return busy
+        waiting = self._waiting_rollback(incident, request)
+        if waiting is not None:  # the restore replaces a rollback nobody approved yet
+            try:
+                self.store.transition(waiting.id, waiting.status, RequestStatus.CANCELLED, actor=user,
+                                      detail={"reason": f"replaced by a restore of backup #{backups[-1].id}"})
+            except TransitionConflict:
+                return (f"Rollback request #{waiting.id} has just started running; wait for it to finish, then "
+                        "restore if it is still needed.")
+            self.flow.refresh_card(waiting.id)
+            self.store.record_event("incident.action", actor=user, request_id=request.id, incident_id=incident.id,
+                                    detail={"action": "restore", "replaces_rollback": waiting.id,
+                                            "backup_id": backups[-1].id})
+        else:
+            busy = self._start_mitigating(incident, user, {"action": "restore", "backup_id": backups[-1].id})
+            if busy:
+                return busy
         self.flow.enqueue("restore", request.id)
-        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backups[-1].id}.")
+        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backups[-1].id}"
+                           + (f" instead of rollback request #{waiting.id}, which is cancelled." if waiting else "."))
         self.refresh(incident.id)
         return f"Restoring backup #{backups[-1].id}; follow the incident thread."
 

@@ -96,7 +96,7 @@ class RollbackCommand(SlashCommand):
 class RestoreCommand(SlashCommand):
     name = "restore"
     usage = "restore <id>"
-    summary = "restore the backup taken before a request ran (needs approval)"
+    summary = "restore the backup taken before a request ran (an approver other than its requester types the environment's name)"
     request_id: str
 
 

@@ -21,6 +21,7 @@ class IncidentView(BaseModel):
     backups: tuple[Backup, ...] = ()
     request_link: str | None = None
     note: str | None = None  # mrkdwn: callers escape what they quote
+    rollback_waiting: bool = False  # the incident's rollback request has not started running (Restore stays offered)
 
 
 def available_actions(incident: Incident, request: Request, view: IncidentView) -> list[ActionId]:
@@ -28,6 +29,8 @@ def available_actions(incident: Incident, request: Request, view: IncidentView) 
     if incident.status is IncidentStatus.RESOLVED:
         return []
     actions: list[ActionId] = []
+    if incident.status is IncidentStatus.MITIGATING and view.backups and view.rollback_waiting:
+        actions.append(ActionId.RESTORE_BACKUP)  # a rollback nobody approved yet does not block the backup
     if incident.status is IncidentStatus.OPEN:
         if any(m.down_sql for m in request.migrations):
             actions.append(ActionId.ROLL_BACK)
@@ -89,7 +92,7 @@ def build_restore_confirm_modal(incident_id: int, environment: str, tables: Sequ
     what = ", ".join(code(t) for t in tables) if tables else "*the whole database*"
     return {"type": "modal", "callback_id": CallbackId.CONFIRM_RESTORE.value,
             "private_metadata": f'{{"incident_id": {incident_id}}}',
-            "title": {"type": "plain_text", "text": f"Restore #{incident_id}"[:24]},
+            "title": {"type": "plain_text", "text": f"Restore backup #{backup.id}"[:24]},
             "submit": {"type": "plain_text", "text": "Restore"}, "close": {"type": "plain_text", "text": "Cancel"},
             "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": _clip(

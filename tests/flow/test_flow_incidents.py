@@ -258,3 +258,37 @@ def test_a_restore_that_would_orphan_newer_rows_changes_nothing_and_says_why(har
     with psycopg.connect(url) as conn:  # nothing changed: the new row and the key are both still there
         assert conn.execute("SELECT count(*) FROM users WHERE id = 9001").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'orders_user_id_fkey'").fetchone() == (1,)
+
+
+def test_restore_stays_offered_while_a_rollback_waits_and_replaces_it(harness):
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    approve_and_run(harness, rid, APPROVER_A)
+    incident = harness.store.find_incident(request_id=rid)
+    _, reply = harness.click(ActionId.ROLL_BACK.value, incident.id, APPROVER_A)
+    assert any("Rollback request" in t for t in harness.replies(reply))
+    rollback = next(r for r in harness.store.list_requests() if r.parent_request_id == rid)
+    harness.run_jobs()  # analysed; now it waits for another approver
+    assert harness.store.get_request(rollback.id).status is S.AWAITING_APPROVAL
+    card = json.dumps(incident_card(harness, incident))
+    assert "Restore backup" in card and "Roll back" not in card  # mitigating, but the backup is still on offer
+    harness.click(ActionId.RESTORE_BACKUP.value, incident.id, APPROVER_B)
+    view = harness.standin.wait_for("views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.CONFIRM_RESTORE.value
+                                    ).params["view"]
+    backup = harness.store.list_backups(request_id=rid)[-1]
+    assert view["title"]["text"] == f"Restore backup #{backup.id}" and f"backup #{backup.id}" in json.dumps(view)
+    sent = harness.sender.view_submission(
+        CallbackId.CONFIRM_RESTORE.value, private_metadata=view["private_metadata"], user=SlackUser(id=APPROVER_B, name="b"),
+        values={"confirm_input": {"value": {"type": "plain_text_input", "value": "staging"}}})
+    assert sent.status == 200
+    harness.standin.wait_for("chat.postMessage", lambda c: f"instead of rollback request #{rollback.id}" in
+                             str(c.params.get("text")), timeout=30)
+    assert harness.store.get_request(rollback.id).status is S.CANCELLED
+    harness.run_jobs()
+    deadline = time.monotonic() + 30
+    while harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED
+    with psycopg.connect(harness.targets["staging"]) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+                            "AND column_name = 'flag'").fetchone() == (0,)
