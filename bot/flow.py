@@ -28,6 +28,7 @@ from bot.config import EnvironmentConfig, GuardianConfig, Settings
 from bot.errors import GuardianError, NotFound, PolicyDenied, PreviewOutdated, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.policy import Policy
+from bot.run import RUN
 from bot.slack.cards import (
     CardView,
     build_request_card,
@@ -468,13 +469,14 @@ class Flow:
         self.start_run(request_id)
 
     def start_run(self, request_id: int) -> bool:
-        """approved -> queued (compare-and-set) with the backup step's intent in the same transaction.
+        """approved -> queued (compare-and-set) with the intent of the run's first step (bot/run.py: backup) in
+        the same transaction.
 
         Returns False, changing nothing, when the request is no longer approved (a second click, the
         reconciler got there first, a cancel).
         """
         try:
-            request = self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian", enqueue="backup")
+            request = self.store.transition(request_id, S.APPROVED, S.QUEUED, actor="guardian", enqueue=RUN.first.name)
         except TransitionConflict as exc:
             log.info("request %s: not started: %s", request_id, exc)
             return False

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackClientError
 from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
 from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus
 from bot.postmortem import build_timeline, render_postmortem
+from bot.run import RUN
 from bot.slack.cards import build_thread_note
 from bot.slack.incident_blocks import IncidentView, build_incident_card
 from bot.slack.mrkdwn import escape, link, mention
@@ -241,9 +242,9 @@ class IncidentService:
         busy = self._start_mitigating(incident, user, {"action": "retry"})
         if busy:
             return busy
-        attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == "backup")
+        attempt = 1 + sum(1 for s in self.store.list_steps(request.id) if s.step == RUN.first.name)
         self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True},
-                              enqueue=JobIntent(step="backup", attempt=attempt))  # the run's intent, same commit
+                              enqueue=JobIntent(step=RUN.first.name, attempt=attempt))  # the run's intent, same commit
         self.flow.dispatch()
         self.say(incident, f":repeat: {mention(user)} retried request #{request.id} (attempt {attempt}).")
         self.refresh(incident.id)

@@ -145,12 +145,12 @@ def run(request_id: int) -> None:
         db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
         log.warning("request %s: apply failed after %s committed part(s): %s", request_id, progress.committed,
                     scrubbed)
-        pipeline.fail(rt, request_id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply",
+        pipeline.fail(rt, request_id, expected=rt.pipeline["apply"].status, failed_step="apply",
                       db_state=db_state, error=scrubbed, step_id=step.step.id, outcome=_outcome(progress))
         return
     except BaseException as exc:  # a bug or a job timeout: record where and what the database holds, then re-raise
         db_state = DbState.PARTIALLY_APPLIED if progress.committed else DbState.UNTOUCHED
-        pipeline.fail(rt, request_id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply",
+        pipeline.fail(rt, request_id, expected=rt.pipeline["apply"].status, failed_step="apply",
                       db_state=db_state, step_id=step.step.id, outcome=_outcome(progress),
                       error=GuardianError(f"the apply stopped unexpectedly ({type(exc).__name__}); the database "
                                           "state below is what had committed: report this with the request id",
@@ -161,7 +161,7 @@ def run(request_id: int) -> None:
         lines.append(f"… and {len(progress.files) - 20} more")
     if progress.lock_retries:
         lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
-    pipeline.succeed(step, _outcome(progress), lines, next_step="verify")
+    pipeline.succeed(step, _outcome(progress), lines)
 
 
 def session_lost(exc: BaseException) -> bool:

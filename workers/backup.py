@@ -89,7 +89,7 @@ def run(request_id: int) -> None:
         return
     lines = [f"{code(Path(outcome['path']).name)} ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
              f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]
-    pipeline.succeed(step, outcome, lines, next_step="apply")
+    pipeline.succeed(step, outcome, lines)
 
 
 def _size(n: int) -> str:

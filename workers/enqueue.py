@@ -23,6 +23,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from bot.errors import StoreError
+from bot.run import RUN, Pipeline
 from bot.store import Store
 from bot.store.outbox import OutboxJob
 from workers.liveness import job_live
@@ -32,20 +33,24 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = "guardian"                # backups, applies, verifies, restores: never wait behind an analysis
 ANALYZE_QUEUE_NAME = "guardian-analyze"  # analyses (bounded, but a big file can take a while)
 QUEUE_NAMES = (QUEUE_NAME, ANALYZE_QUEUE_NAME)
-# job name -> (dotted function, job timeout in seconds, queue). Apply's timeout must exceed the
-# statement timeouts it sets inside the target; the step itself enforces those.
-STEPS: dict[str, tuple[str, int, str]] = {
+# job name -> (dotted function, job timeout in seconds, queue): the run's steps (backup, apply, verify) come
+# from its table (bot/run.py), whose timeouts apply's statement timeouts must stay under; these are the others.
+OTHER_JOBS: dict[str, tuple[str, int, str]] = {
     "analyze": ("workers.analyze.run", 15 * 60, ANALYZE_QUEUE_NAME),
     "start": ("workers.gate.run", 15 * 60, QUEUE_NAME),
-    "backup": ("workers.backup.run", 6 * 3600, QUEUE_NAME),
-    "apply": ("workers.apply.run", 12 * 3600, QUEUE_NAME),
-    "verify": ("workers.verify.run", 3600, QUEUE_NAME),
-    "rollback": ("workers.rollback.run", 12 * 3600, QUEUE_NAME),
     "restore": ("workers.restore.run", 12 * 3600, QUEUE_NAME),
     "cleanup": ("workers.backup.cleanup", 3600, QUEUE_NAME),
     "ondemand-backup": ("workers.ondemand.backup", 6 * 3600, QUEUE_NAME),  # args: environment, user, channel
     "slack-post": ("workers.slack_post.run", 300, QUEUE_NAME),  # args: request id, message, attempt
 }
+
+
+def jobs(pipeline: Pipeline = RUN) -> dict[str, tuple[str, int, str]]:
+    """Every job the queue knows: ``pipeline``'s steps (on the main queue) and the others."""
+    return {**{s.name: (s.job, s.timeout_s, QUEUE_NAME) for s in pipeline.steps}, **OTHER_JOBS}
+
+
+STEPS = jobs(RUN)
 
 
 def job_id(step: str, request_id: int, attempt: int = 1) -> str:
@@ -63,6 +68,7 @@ def enqueue_step(
     *,
     attempt: int = 1,
     at: datetime | None = None,
+    pipeline: Pipeline = RUN,
 ) -> Job:
     """Enqueue one step of one request, once: a live job with the same id is returned, not duplicated.
 
@@ -70,12 +76,12 @@ def enqueue_step(
     every step starts with a compare-and-set on the request's status anyway.
     """
     return _enqueue(connection, step, job_id(step, request_id, attempt), (request_id,), at=at,
-                    description=f"request {request_id}: {step} (attempt {attempt})")
+                    description=f"request {request_id}: {step} (attempt {attempt})", pipeline=pipeline)
 
 
 def _enqueue(connection: Redis, step: str, jid: str, args: tuple[Any, ...], *, at: datetime | None = None,
-             description: str, meta: dict[str, Any] | None = None) -> Job:
-    func, timeout, queue_name = STEPS[step]
+             description: str, meta: dict[str, Any] | None = None, pipeline: Pipeline = RUN) -> Job:
+    func, timeout, queue_name = (STEPS if pipeline is RUN else jobs(pipeline))[step]
     try:
         existing = Job.fetch(jid, connection=connection)
         if job_live(connection, existing):
@@ -101,7 +107,7 @@ def outbox_job_id(row: OutboxJob) -> str:
     return f"guardian-outbox{row.id}-{row.step}"
 
 
-def send(connection: Redis, row: OutboxJob) -> str:
+def send(connection: Redis, row: OutboxJob, pipeline: Pipeline = RUN) -> str:
     """Put one outbox row on its queue; the job id. Sending a row twice queues it once (RQ job id + meta)."""
     jid = outbox_job_id(row)
     try:
@@ -111,24 +117,24 @@ def send(connection: Redis, row: OutboxJob) -> str:
             return jid
     except NoSuchJobError:
         pass
-    if row.step not in STEPS:
+    if row.step not in STEPS and row.step not in pipeline:
         log.error("outbox row %s names an unknown job %r; dropped (marked sent, nothing queued)", row.id, row.step)
         return f"unknown-job:{row.step}"
     args = (row.request_id,) if row.request_id is not None else tuple(row.args)
     who = f"request {row.request_id}" if row.request_id is not None else f"outbox row {row.id}"
     _enqueue(connection, row.step, jid, args, description=f"{who}: {row.step} (attempt {row.attempt})",
-             meta={"outbox_id": row.id})
+             meta={"outbox_id": row.id}, pipeline=pipeline)
     return jid
 
 
-def deliver(store: Store, connection: Redis, *, limit: int = 100) -> int:
+def deliver(store: Store, connection: Redis, *, limit: int = 100, pipeline: Pipeline = RUN) -> int:
     """One pump pass: move due, unsent outbox rows to RQ. Redis being down ends the pass; the rows wait.
 
     Returns how many rows were sent. Safe to call from any number of processes at once.
     """
     def _send(row: OutboxJob) -> str | None:
         try:
-            return send(connection, row)
+            return send(connection, row, pipeline)
         except RedisError as exc:
             log.warning("outbox row %s (request %s, %s): the job queue is unreachable (%s); it stays queued "
                         "in PostgreSQL and is sent when Redis is back", row.id, row.request_id, row.step,

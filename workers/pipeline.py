@@ -4,11 +4,11 @@ Usage::
 
     start_run(rt, request_id)          # approved -> queued, then the backup job (the approval flow calls this)
 
-    run = begin(rt, request_id, "apply", RequestStatus.BACKING_UP, RequestStatus.APPLYING)
+    run = begin(rt, request_id, "apply")   # backing_up -> applying, as the run's table says
     if run is None:
         return                         # a duplicate or orphaned job: the request moved on without us
     ...
-    succeed(run, {"files": 3}, next_step="verify")
+    succeed(run, {"files": 3})          # records it and queues the step after apply in rt.pipeline (bot/run.py)
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from rq import get_current_job
 from bot.errors import GuardianError, NotFound, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus, Step
 from bot.pg.connect import classify
-from bot.slack.pipeline_blocks import build_failure_message, build_step_message
+from bot.slack.pipeline_blocks import build_failure_message, build_step_message, build_summary_message
 from workers import report
 from workers.enqueue import deliver
 from workers.liveness import hold_lease
@@ -32,15 +32,6 @@ from workers.runtime import Runtime, runtime
 log = logging.getLogger(__name__)
 
 ACTOR = "guardian"
-# The status each step expects to find, and the one it moves the request to first.
-STEP_STATUSES: dict[str, tuple[RequestStatus, RequestStatus]] = {
-    "backup": (RequestStatus.QUEUED, RequestStatus.BACKING_UP),
-    "apply": (RequestStatus.BACKING_UP, RequestStatus.APPLYING),
-    "verify": (RequestStatus.APPLYING, RequestStatus.VERIFYING),
-}
-# Where a request in a running status is, as a step name.
-RUNNING_STEP = {RequestStatus.BACKING_UP: "backup", RequestStatus.APPLYING: "apply",
-                RequestStatus.VERIFYING: "verify"}
 
 
 @dataclass
@@ -79,19 +70,29 @@ def start_run(rt_or_redis: Runtime | Redis, request_id: int, *, connection: Redi
     redis = connection or (rt_or_redis if isinstance(rt_or_redis, Redis) else None)
     started = rt.flow.start_run(request_id)
     if started and redis is not None:
-        deliver(rt.store, redis)
+        deliver(rt.store, redis, pipeline=rt.pipeline)
     return started
 
 
 def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
-    """Compare-and-set the request into ``step``'s status and record the step; None when the CAS lost."""
-    expected, new = STEP_STATUSES[step]
+    """Compare-and-set the request into ``step``'s status (rt.pipeline) and record the step; None when the CAS lost.
+
+    A step that keeps the status of the step before it has no compare-and-set of its own: it begins when
+    it finds the request in that status.
+    """
+    expected, new = rt.pipeline.expects(step), rt.pipeline[step].status
     job = get_current_job()
     if job is not None:
         hold_lease(job.connection, job.id)  # a flushed Redis must not make this step look dead
     try:
-        request = rt.store.transition(request_id, expected, new, actor=ACTOR,
-                                      detail={"job_id": job.id if job else None})
+        if expected is new:
+            request = rt.store.get_request(request_id)
+            if request.status is not expected:
+                raise TransitionConflict(f"request {request_id} is {request.status.value}, not {expected.value}; "
+                                         "nothing was changed", current=request.status.value)
+        else:
+            request = rt.store.transition(request_id, expected, new, actor=ACTOR,
+                                          detail={"job_id": job.id if job else None})
     except TransitionConflict as exc:
         log.info("request %s: %s job does nothing: %s", request_id, step, exc)
         return None
@@ -104,14 +105,24 @@ def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
     return StepRun(rt=rt, request=request, step=recorded, clock=time.monotonic())
 
 
-def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = (),
-            next_step: str | None = None) -> bool:
-    """Record the step as succeeded, post its outcome, and enqueue the next step.
+def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = ()) -> bool:
+    """Record the step as succeeded, post its outcome, and enqueue the step after it in the run's table;
+    after the last step, the run is finished (``finish_run``).
 
     The store retries a lost connection to the bot's database (bot.store.retry); when it still
     cannot record the result, the step's work stands and nothing is failed: False is returned and
     the reconciler moves the request on from what the target holds (its ledger), never "worker died".
     """
+    following = run.rt.pipeline.after(run.step.step)
+    next_step = following.name if following is not None else None
+    recorded = _record_success(run, outcome, lines, next_step)
+    if next_step is None:
+        finish_run(run.rt, run.request)
+    return recorded
+
+
+def _record_success(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...],
+                    next_step: str | None) -> bool:
     try:
         finished = run.rt.store.finish_step(run.step.id, "succeeded", outcome=outcome, enqueue=next_step)
     except StoreError as exc:
@@ -123,8 +134,28 @@ def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str,
     log.info("request %s: %s succeeded in %s ms", run.request_id, run.step.step, finished.duration_ms)
     report.post(run.rt, run.request, build_step_message(run.request_id, run.step.step, "succeeded",
                                                         finished.duration_ms, list(lines)))
-    if next_step is not None:
-        deliver(run.rt.store, redis_for(run.rt))  # the intent is already committed with the step's result
+    if next_step is not None:  # the intent is already committed with the step's result
+        deliver(run.rt.store, redis_for(run.rt), pipeline=run.rt.pipeline)
+    return True
+
+
+def finish_run(rt: Runtime, request: Request) -> bool:
+    """The last step succeeded: the request moves to succeeded (compare-and-set from the last step's status),
+    its card is refreshed, the summary posted and its incident told. False when it was not in that status."""
+    try:
+        rt.store.transition(request.id, rt.pipeline.last.status, rt.pipeline.done, actor=ACTOR)
+    except GuardianError as exc:
+        log.warning("request %s: its last step succeeded but it could not be marked %s: %s", request.id,
+                    rt.pipeline.done.value, exc)
+        return False
+    log.info("request %s: succeeded", request.id)
+    report.refresh_card(rt, request.id)
+    steps = rt.store.list_steps(request.id)
+    backups = rt.store.list_backups(request_id=request.id)
+    report.post(rt, request, build_summary_message(
+        request.id, [(s.step, s.duration_ms) for s in steps if s.status == "succeeded"],
+        backups[-1].path.rsplit("/", 1)[-1] if backups else None, len(rt.store.list_events(request_id=request.id))))
+    report.request_finished(request.id)
     return True
 
 

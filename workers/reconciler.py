@@ -55,9 +55,7 @@ RECONCILE_MIN_AGE_S = float(os.environ.get("GUARDIAN_RECONCILE_MIN_AGE_S", "1"))
 # (Slack may take a while); only a request this old is treated as having lost it.
 ANALYZE_ORPHAN_AGE_S = float(os.environ.get("GUARDIAN_ANALYZE_ORPHAN_AGE_S", "60"))
 ANALYZE_MAX_CRASHES = int(os.environ.get("GUARDIAN_ANALYZE_MAX_CRASHES", "3"))
-NEXT_STEP: dict[str, str | None] = {"backup": "apply", "apply": "verify", "verify": None}
-_ACTIVE = [RequestStatus.ANALYZING, RequestStatus.APPROVED, RequestStatus.QUEUED, RequestStatus.BACKING_UP,
-           RequestStatus.APPLYING, RequestStatus.VERIFYING]
+_BEFORE_RUN = [RequestStatus.ANALYZING, RequestStatus.APPROVED]  # then the run's start and its steps' statuses
 
 
 def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCILE_MIN_AGE_S) -> list[str]:
@@ -68,7 +66,9 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
     redis = redis or Redis.from_url(rt.settings.redis_url.get_secret_value())
     now = datetime.now(timezone.utc)
     actions: list[str] = []
-    for request in rt.store.list_requests(statuses=_ACTIVE, limit=1000):
+    run = rt.pipeline
+    active = list(dict.fromkeys([*_BEFORE_RUN, run.start, *(s.status for s in run.steps)]))
+    for request in rt.store.list_requests(statuses=active, limit=1000):
         if now - request.updated_at < timedelta(seconds=min_age_s):
             log.debug("request %s: changed %ss ago; left alone this pass", request.id, min_age_s)
             continue
@@ -81,56 +81,58 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
 
 
 def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> str | None:
-    status = request.status
+    status, run = request.status, rt.pipeline
+    first = run.first.name
     if status is RequestStatus.ANALYZING:
         return _reconcile_analysis(rt, redis, request, now)
     if status is RequestStatus.APPROVED:
         if request.run_after is not None and request.run_after > now:
             if step_alive(redis, "start", request.id, store=rt.store):
                 return None  # the flow's gate check is held until the freeze or window ends
-        elif step_alive(redis, "backup", request.id, store=rt.store):
+        elif step_alive(redis, first, request.id, store=rt.store):
             return None
         return _schedule(rt, redis, request)
-    if status is RequestStatus.QUEUED:
-        if step_alive(redis, "backup", request.id, store=rt.store):
+    if status is run.start:
+        if step_alive(redis, first, request.id, store=rt.store):
             return None
-        _requeue(rt, redis, request.id, "backup")
-        return "queued but its backup job was gone: enqueued again"
-    step = pipeline.RUNNING_STEP[status]
+        _requeue(rt, redis, request.id, first)
+        return f"queued but its {first} job was gone: enqueued again"
+    step = _running_step(rt, request)
     rows = [s for s in rt.store.list_steps(request.id) if s.step == step]
     if rows and rows[-1].status == "succeeded":  # the step finished; the next one has not started yet
         return _resume_after(rt, redis, request, step)
     if step_alive(redis, step, request.id, store=rt.store) or _running_elsewhere(rt, redis, request.id, step):
         return None
     _close_running_steps(rt, request.id, step)
-    if status is RequestStatus.BACKING_UP:
-        return _settle(rt, request, "backup", DbState.UNTOUCHED,
-                       "the worker running the backup died; nothing was applied: retry the request")
-    if status is RequestStatus.VERIFYING:
-        return _settle(rt, request, "verify", DbState.APPLIED_UNVERIFIED,
-                       "the worker running verify died; the migrations are applied but not verified: "
-                       "check the thread's diff and verify by hand, or retry")
-    return _settle_apply(rt, request, redis)
+    spec = run[step]
+    if spec.if_died is None:  # what the target holds is read from it (apply: its ledger)
+        return _settle_apply(rt, request, redis)
+    return _settle(rt, request, step, spec.if_died, spec.died)
+
+
+def _running_step(rt: Any, request: Request) -> str:
+    """The step of a request in a running status: the only one of that status, else (steps that keep the
+    status of the one before them) the latest of them that started."""
+    names = rt.pipeline.running(request.status)
+    if len(names) == 1:
+        return names[0]
+    started = [s.step for s in rt.store.list_steps(request.id) if s.step in names]
+    return started[-1] if started else names[0]
 
 
 def _resume_after(rt: Any, redis: Redis, request: Request, step: str) -> str | None:
     """A step succeeded but the request did not move on: enqueue the next step, or finish a verified run."""
-    following = NEXT_STEP[step]
+    following = rt.pipeline.after(step)
     if following is None:
         if step_alive(redis, step, request.id, store=rt.store) or _running_elsewhere(rt, redis, request.id, step):
             return None  # its job is still finishing the run (posting, marking it succeeded, telling the incident)
-        try:
-            rt.store.transition(request.id, RequestStatus.VERIFYING, RequestStatus.SUCCEEDED, actor=pipeline.ACTOR)
-        except GuardianError as exc:
-            log.info("request %s: not marked succeeded: %s", request.id, exc)
+        if not pipeline.finish_run(rt, request):
             return None
-        report.refresh_card(rt, request.id)
-        report.request_finished(request.id)  # a rollback request mitigates its parent's incident
-        return "verified but not marked succeeded: succeeded"
-    if step_alive(redis, following, request.id, store=rt.store):
+        return f"{step} done but not marked {rt.pipeline.done.value}: {rt.pipeline.done.value}"
+    if step_alive(redis, following.name, request.id, store=rt.store):
         return None
-    _requeue(rt, redis, request.id, following)
-    return f"{step} done but the {following} job was gone: enqueued again"
+    _requeue(rt, redis, request.id, following.name)
+    return f"{step} done but the {following.name} job was gone: enqueued again"
 
 
 def _reconcile_analysis(rt: Any, redis: Redis, request: Request, now: datetime) -> str | None:
@@ -178,7 +180,7 @@ def _requeue(rt: Any, redis: Redis, request_id: int, step: str) -> None:
     """Write the step's intent again (same attempt, so the same deterministic job id) and send it now if Redis is up."""
     latest = rt.store.latest_job(request_id, step)
     rt.store.enqueue_job(JobIntent(step=step, attempt=latest.attempt if latest else 1), request_id=request_id)
-    deliver(rt.store, redis)
+    deliver(rt.store, redis, pipeline=rt.pipeline)
 
 
 def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
@@ -188,7 +190,7 @@ def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
         started = pipeline.start_run(rt, request.id, connection=redis)
         return "approved but never queued: started" if started else None
     flow.schedule_run(request.id)
-    deliver(rt.store, redis)
+    deliver(rt.store, redis, pipeline=rt.pipeline)
     now = rt.store.get_request(request.id)
     if now.status is RequestStatus.APPROVED:
         return "approved, its gate check was gone: scheduled again"

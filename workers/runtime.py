@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 
 from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config, load_settings
+from bot.run import RUN, Pipeline
 from bot.slack.outbound import ScrubbingWebClient
 from bot.slack.retries import with_retries
 from bot.store import Store
@@ -36,6 +37,7 @@ _current: "Runtime | None" = None
 class Runtime:
     settings: Settings
     config: GuardianConfig
+    pipeline: Pipeline = RUN  # the run's steps in order (bot/run.py); tests run a request through their own
 
     @cached_property
     def store(self) -> Store:
@@ -67,7 +69,7 @@ class Runtime:
         """Hand committed job intents to RQ now (a pump pass; Redis being down leaves them for the worker's pump)."""
         from workers.enqueue import deliver
 
-        return deliver(self.store, self.redis)
+        return deliver(self.store, self.redis, pipeline=self.pipeline)
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -73,7 +73,7 @@ def after_lost_session(rt: Any, step: pipeline.StepRun, exc: BaseException, part
         log.warning("request %s: the apply session died after every file committed (the ledger says so); verifying",
                     request.id)
         pipeline.succeed(step, outcome, ["the database session was cut after the last commit; the target's ledger "
-                                         "shows every file applied"], next_step="verify")
+                                         "shows every file applied"])
         return True
     in_flight = next((ref.name for ref in request.migrations if ref.name not in applied), "a migration")
     cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
@@ -84,6 +84,6 @@ def after_lost_session(rt: Any, step: pipeline.StepRun, exc: BaseException, part
         f"committed, per the target's ledger. The migration did not fail: check the server, then Retry "
         f"({detail})", code="target-session-lost")
     log.warning("request %s: apply session lost while applying %s; database %s", request.id, in_flight, state.value)
-    pipeline.fail(rt, request.id, expected=pipeline.STEP_STATUSES["apply"][1], failed_step="apply", db_state=state,
+    pipeline.fail(rt, request.id, expected=rt.pipeline["apply"].status, failed_step="apply", db_state=state,
                   error=error, step_id=step.step.id, outcome=outcome)
     return True

@@ -20,7 +20,7 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
 from bot.pg.diff import diff_snapshots
 from bot.pg.snapshot import SchemaSnapshot, take_snapshot
-from bot.slack.pipeline_blocks import build_summary_message, build_verify_message
+from bot.slack.pipeline_blocks import build_verify_message
 from workers import pipeline, report
 from workers.checks import compare_probes, rls_probe_results, row_counts, run_verify_sql, verify_section
 from workers.runtime import runtime
@@ -34,7 +34,8 @@ class VerifyFailed(GuardianError):
 
 
 def run(request_id: int) -> None:
-    """The RQ job: applying -> verifying, check the target, then verifying -> succeeded (or fail applied_unverified)."""
+    """The RQ job: applying -> verifying, check the target, then on to what follows verify in the run's table
+    (today: the run is finished, verifying -> succeeded), or fail applied_unverified."""
     rt = runtime()
     step = pipeline.begin(rt, request_id, "verify")
     if step is None:
@@ -58,19 +59,6 @@ def run(request_id: int) -> None:
                       db_state=DbState.APPLIED_UNVERIFIED, error=error, step_id=step.step.id, outcome=result)
         return
     pipeline.succeed(step, result, [f"{len(result['diff'])} schema change(s), {len(result['warnings'])} warning(s)"])
-    try:
-        rt.store.transition(request_id, RequestStatus.VERIFYING, RequestStatus.SUCCEEDED, actor=pipeline.ACTOR)
-    except GuardianError as exc:
-        log.warning("request %s: verified but could not be marked succeeded: %s", request_id, exc)
-        return
-    log.info("request %s: succeeded", request_id)
-    report.refresh_card(rt, request_id)
-    steps = rt.store.list_steps(request_id)
-    backups = rt.store.list_backups(request_id=request_id)
-    report.post(rt, step.request, build_summary_message(
-        request_id, [(s.step, s.duration_ms) for s in steps if s.status == "succeeded"],
-        backups[-1].path.rsplit("/", 1)[-1] if backups else None, len(rt.store.list_events(request_id=request_id))))
-    report.request_finished(request_id)
 
 
 def _before(rt: Any, request_id: int) -> dict[str, Any]:
