@@ -11,6 +11,8 @@ from .models import Context, Finding, Lock, Report, Severity, StatementInfo, bui
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
                     split_pieces, too_complex, SHARE)
+from .fixes import advice
+from .recipes import tailored
 from .rules import Hit
 from .sizing import sized as _sized
 from .state import State, Stmt
@@ -63,7 +65,7 @@ def too_complex_report(why: str, context: Context | None = None) -> Report:
     rule = BY_CODE["MG006"]
     finding = build(Finding, code=rule.code, name=rule.name, severity=rule.severity, line=1, column=1,
                     statement=None, message=f"Too complex to analyse: {why}; risk unknown, needs a human review.",
-                    fix=rule.fix, accepted=False, accept_reason=None)
+                    fix=advice(rule.fix), accepted=False, accept_reason=None)
     risk, reasons = _overall([finding], [])
     return Report(risk=risk, reasons=reasons, statements=(), findings=(finding,), pg_version=ctx.pg_version)
 
@@ -266,7 +268,7 @@ def _finish(raw: RawStatement, ahead: tuple, st: State, ctx: Context, findings: 
             hits += check(s, st)
     used: set[str] = set()
     for h in hits:
-        f = _from_hit(h, raw, st, ctx, used)
+        f = _from_hit(h, s, st, ctx, used)
         if f is not None:
             findings.append(f)
     for d in raw.directives:
@@ -320,7 +322,8 @@ def _enabled(code: str, ctx: Context) -> bool:
     return rule_on(BY_CODE[code], ctx.disabled, ctx.enabled)
 
 
-def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]) -> Finding | None:
+def _from_hit(h: Hit, s: Stmt, st: State, ctx: Context, used: set[str]) -> Finding | None:
+    raw = s.raw
     rule = BY_CODE[h.code]
     if not rule_on(rule, ctx.disabled, ctx.enabled):
         return None
@@ -335,8 +338,8 @@ def _from_hit(h: Hit, raw: RawStatement, st: State, ctx: Context, used: set[str]
             accepted, reason = True, d.reason
     used.add(rule.code)
     return build(Finding, code=rule.code, name=rule.name, severity=severity, line=raw.line,
-                                   column=raw.column, statement=raw.index, message=message, fix=rule.fix,
-                                   accepted=accepted, accept_reason=reason)
+                                   column=raw.column, statement=raw.index, message=message,
+                                   fix=tailored(rule.code, s, st, h.item), accepted=accepted, accept_reason=reason)
 
 
 def _finding(code: str, line: int, column: int, statement: int | None, message: str, ctx: Context) -> Finding | None:
@@ -344,7 +347,7 @@ def _finding(code: str, line: int, column: int, statement: int | None, message: 
         return None
     rule = BY_CODE[code]
     return build(Finding, code=code, name=rule.name, severity=rule.severity, line=line, column=column,
-                                   statement=statement, message=message, fix=rule.fix, accepted=False,
+                                   statement=statement, message=message, fix=advice(rule.fix), accepted=False,
                                    accept_reason=None)
 
 

@@ -157,6 +157,9 @@ class Context(_Value):
     runner_lock_timeout: bool = False
     runner_statement_timeout: bool = False
     disabled: frozenset[str] = frozenset()  # rule codes or names switched off
+    # Who runs the file: "guardian" (each file in one transaction, CONCURRENTLY statements alone) or
+    # "prisma" (the whole file as one multi-statement query: one implicit transaction, its own BEGIN ok)
+    runner: str = "guardian"
     enabled: frozenset[str] = frozenset()  # opt-in rules switched on
 
 

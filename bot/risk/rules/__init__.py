@@ -13,6 +13,7 @@ class Hit(NamedTuple):
     message: str
     relation: str | None = None
     severity: Severity | None = None  # override the rule's default (e.g. version-dependent)
+    item: dict | None = None  # the part of the statement it is about (a subcommand, a constraint): for the fix
 
 
 def rule(family: str) -> Callable[..., Rule]:

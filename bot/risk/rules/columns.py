@@ -181,11 +181,11 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             col = cmd["def"]["ColumnDef"]
             yield from _column_type(col, table)
             if not new:
-                yield from _add_column(col, table, st)
+                yield from (h._replace(item=cmd) for h in _add_column(col, table, st))
         elif new:
             continue
         elif sub == "AT_AlterColumnType":
-            yield from _alter_type(cmd, table, st, "AT_SetNotNull" in subs, s)
+            yield from (h._replace(item=cmd) for h in _alter_type(cmd, table, st, "AT_SetNotNull" in subs, s))
         elif sub == "AT_ColumnDefault" and cmd.get("def"):
             yield Hit("MG311", f"New default for {table}.{cmd.get('name')} changes what clients that omit it write.")
         elif sub == "AT_SetExpression":
@@ -198,9 +198,9 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
 def _column_type(col: dict, table: str) -> Iterator[Hit]:
     tn = type_name(col.get("typeName")).lower()
     if tn.startswith("varchar("):
-        yield Hit("MG309", f"{table}.{col.get('colname')} is {tn}; prefer text with a CHECK on length.")
+        yield Hit("MG309", f"{table}.{col.get('colname')} is {tn}; prefer text with a CHECK on length.", item=col)
     elif tn == "json":
-        yield Hit("MG310", f"{table}.{col.get('colname')} is json; use jsonb.")
+        yield Hit("MG310", f"{table}.{col.get('colname')} is json; use jsonb.", item=col)
 
 
 def _add_column(col: dict, table: str, st: State) -> Iterator[Hit]:

@@ -149,26 +149,29 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     for cmd in cmds:
         sub = cmd.get("subtype")
         if sub == "AT_AddConstraint":
-            yield from _add_constraint(cmd["def"].get("Constraint", {}), table, new, st, s, cmds)
+            yield from (h._replace(item=cmd) for h in
+                        _add_constraint(cmd["def"].get("Constraint", {}), table, new, st, s, cmds))
         elif sub == "AT_AddColumn" and not new:
             for c in column_constraints(cmd["def"]["ColumnDef"]):
-                yield from _add_constraint(c, table, new, st, s, cmds, column=cmd["def"]["ColumnDef"])
+                yield from (h._replace(item=cmd) for h in
+                            _add_constraint(c, table, new, st, s, cmds, column=cmd["def"]["ColumnDef"]))
         elif sub == "AT_ValidateConstraint":
             name = cmd.get("name", "")
             added = st.not_valid.get(name)
             if added and added[1] == st.tx_id and s.in_tx and added[0] == table:
                 yield Hit("MG203", f"{name} was added NOT VALID earlier in this transaction; its lock is still held "
-                          "while VALIDATE scans {table}.".replace("{table}", table), table)
+                          "while VALIDATE scans {table}.".replace("{table}", table), table, item=cmd)
         elif sub == "AT_SetNotNull" and not new:
             col = cmd.get("name", "")
             proven = (table, col) in st.not_null_checks and st.ctx.pg_version >= 12
             if not proven:
                 tip = " (PG 18: use ADD CONSTRAINT ... NOT NULL ... NOT VALID)" if st.ctx.pg_version >= 18 else ""
-                yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}.", table)
+                yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}.", table,
+                          item=cmd)
         elif sub == "AT_DropNotNull" and not new:
-            yield Hit("MG209", f"{table}.{cmd.get('name')} may now be NULL; check every reader.")
+            yield Hit("MG209", f"{table}.{cmd.get('name')} may now be NULL; check every reader.", item=cmd)
         elif sub == "AT_DropConstraint" and not new:
-            yield Hit("MG210", f"Dropping constraint {cmd.get('name')} on {table}.", table)
+            yield Hit("MG210", f"Dropping constraint {cmd.get('name')} on {table}.", table, item=cmd)
 
 
 def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: list[dict],

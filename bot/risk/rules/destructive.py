@@ -126,7 +126,8 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         for item in n.get("cmds") or ():
             sub = item["AlterTableCmd"].get("subtype", "")
             if sub == "AT_DropColumn":
-                yield Hit("MG502", f"DROP COLUMN {table}.{item['AlterTableCmd'].get('name')} deletes its data.")
+                yield Hit("MG502", f"DROP COLUMN {table}.{item['AlterTableCmd'].get('name')} deletes its data.",
+                          item=item["AlterTableCmd"])
             elif sub in ("AT_EnableRowSecurity", "AT_DisableRowSecurity", "AT_ForceRowSecurity",
                          "AT_NoForceRowSecurity"):
                 yield Hit("MG510", f"{sub[3:]} on {table} changes which rows clients see.", table)
