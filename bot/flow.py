@@ -38,7 +38,7 @@ from bot.slack.cards import (
     sql_needs_upload,
 )
 from bot.slack.ids import UNKNOWN_PREVIEW
-from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention
+from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
 from bot.slack.pipeline_blocks import build_step_message
 from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
 from bot.store import NewMigration, Store
@@ -142,13 +142,30 @@ class Flow:
         if request.status is S.APPROVED and request.run_after:
             gate = f"approved; the run waits until {request.run_after:%Y-%m-%d %H:%M} UTC"
         behind, lost = self.thread_backlog(request.id)
+        waiting = self.waiting_for(request, tally.approvers) if request.status is S.AWAITING_APPROVAL else ()
         return CardView(
+            waiting_for=waiting, rendered_at=datetime.now(timezone.utc),
             approvals_required=tally.required, approvers=tally.approvers, rejected_by=tally.rejected_by,
             stale=tally.stale, env_color=env.color, production=env.production,
             requires_missing=tuple(policy.missing_prerequisites(met)),
             requires_met=tuple(e for e in env.requires if e in met), gate_note=gate, note=note,
             thread_behind=behind, thread_lost=lost,
         )
+
+    def waiting_for(self, request: Request, approved: Sequence[str] = ()) -> tuple[str, ...]:
+        """The approver entries (users and user groups) who could still give a missing approval: everyone
+        listed for the environment except who already approved and the requester."""
+        return tuple(a for a in self.env(request.environment).approvers if a not in approved and a != request.requester)
+
+    def waiting_words(self, request: Request, approved: Sequence[str], required: int) -> str:
+        """'Waiting for <@B> or <!subteam^S1>.' (mentions: post it once per change), or '' when nobody is."""
+        waiting = self.waiting_for(request, approved)
+        if not waiting or len(approved) >= required:
+            return ""
+        missing = required - len(approved)
+        who = " or ".join(mention_any(w) for w in waiting) if missing == 1 else \
+            f"{missing} more of " + ", ".join(mention_any(w) for w in waiting)
+        return f"Waiting for {who}."
 
     def thread_backlog(self, request_id: int) -> tuple[int, int]:
         """(thread messages waiting for a late attempt, messages given up on), from post_later's events:
@@ -276,7 +293,8 @@ class Flow:
         if not result.migrations:
             self.store.finish_step(step.id, "succeeded", outcome={"pending": 0})
             request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
-                                            detail={"reason": "nothing pending"}, target=result.target)
+                                            detail={"reason": "nothing pending"}, target=result.target,
+                                            git_commit=result.commit)
             self.post_in_thread(request, build_thread_note(
                 f":white_check_mark: Nothing to do: {escape(request.environment)} already has every migration"
                 f" at {code((result.commit or '')[:10])}."))
@@ -293,7 +311,18 @@ class Flow:
         self._post_preview(request)
         self._post_rehearsal(request)
         self.refresh_card(request_id)
+        self._ask_approvers(request)
         return request
+
+    def _ask_approvers(self, request: Request) -> None:
+        """Once, when a request starts waiting: who must approve, mentioned (a card update notifies nobody)."""
+        tally = self.policy(request.environment).tally(request, self.store.list_decisions(request.id),
+                                                       datetime.now(timezone.utc))
+        words = self.waiting_words(request, tally.approvers, tally.required)
+        if words:
+            self.post_in_thread(request, build_thread_note(
+                f":raised_hand: Needs {tally.required} approval{'s' if tally.required != 1 else ''} "
+                f"({tally.count}/{tally.required} so far). {words}"))
 
     def _post_rehearsal(self, request: Request) -> None:
         """Where the environment names a rehearsal database: the locks really taken, rewrites, timings."""
@@ -391,8 +420,10 @@ class Flow:
             self.refresh_card(request_id)
             return f"You rejected request #{request_id}."
         tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
+        waiting = "" if tally.reached else self.waiting_words(request, tally.approvers, tally.required)
         self.post_in_thread(request, build_thread_note(
-            f":white_check_mark: {mention(user_id)} approved ({tally.count}/{tally.required})."))
+            f":white_check_mark: {mention(user_id)} approved ({tally.count}/{tally.required})."
+            + (f" {waiting}" if waiting else "")))
         if tally.reached:
             self._on_quorum(request)
         self.refresh_card(request_id)

@@ -7,13 +7,14 @@ Usage::
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Request, RequestStatus
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
-from bot.slack.mrkdwn import clip, code, code_block, escape, mention
+from bot.slack.mrkdwn import clip, code, code_block, escape, mention, mention_any
 
 Message = dict[str, Any]
 SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
@@ -47,6 +48,13 @@ class CardView(BaseModel):
     thread_behind: int = 0  # thread messages Slack did not take yet; a job tries again
     thread_lost: int = 0  # thread messages Slack refused for good (e.g. invalid_blocks)
     note: str | None = None  # mrkdwn (callers escape what they quote): e.g. "approvals voided: the SQL changed"
+    waiting_for: tuple[str, ...] = ()  # approver entries (users, user groups) who could give a missing approval
+    rendered_at: datetime | None = None  # the card's "updated" time: when it was last re-rendered from the store
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 message', '3 messages': plurals spelled out, never '(s)'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
@@ -59,7 +67,8 @@ def _status_words(status: RequestStatus) -> str:
 
 def _env_badge(request: Request, view: CardView) -> str:
     marker = ":rotating_light:" if view.production else ":test_tube:"
-    return f"{marker} *{escape(request.environment)}*" + (" (production)" if view.production else "")
+    named = request.environment.lower() == "production"
+    return f"{marker} *{escape(request.environment)}*" + (" (production)" if view.production and not named else "")
 
 
 def _target_line(request: Request) -> str:
@@ -84,9 +93,15 @@ def build_request_card(request: Request, view: CardView) -> Message:
     ]
     if request.risk:
         fields.append(f"*Risk*\n{RISK_EMOJI[request.risk]} {request.risk}")
+    missing = view.approvals_required - len(view.approvers)
+    waiting = ""
+    if status is RequestStatus.AWAITING_APPROVAL and view.waiting_for and missing > 0:
+        names = [mention_any(w) for w in view.waiting_for]
+        waiting = (" — waiting for " + " or ".join(names) if missing == 1
+                   else f" — waiting for {missing} of " + ", ".join(names))
     fields.append(
-        f"*Approvals*\n{len(view.approvers)}/{view.approvals_required}"
-        + (" · " + ", ".join(mention(u) for u in view.approvers) if view.approvers else "")
+        f"*Approvals*\n{len(view.approvers)}/{view.approvals_required}{waiting}"
+        + ("\napproved by " + ", ".join(mention(u) for u in view.approvers) if view.approvers else "")
     )
     blocks: list[dict[str, Any]] = [
         # plain_text with emoji=true renders the :code: as the emoji in Slack
@@ -113,10 +128,10 @@ def build_request_card(request: Request, view: CardView) -> Message:
     if view.gate_note:
         notes.append(f":clock3: {view.gate_note}")
     if view.thread_behind:
-        notes.append(f":hourglass: The thread is behind: {view.thread_behind} message(s) Slack did not take yet; "
+        notes.append(f":hourglass: The thread is behind: {_n(view.thread_behind, 'message')} Slack did not take yet; "
                      "Guardian posts them again shortly.")
     if view.thread_lost:
-        notes.append(f":warning: {view.thread_lost} thread message(s) could not be posted (Slack refused them "
+        notes.append(f":warning: {_n(view.thread_lost, 'thread message')} could not be posted (Slack refused them "
                      "for good); the audit log records which.")
     if status is RequestStatus.FAILED:
         where = request.failed_step or "?"
@@ -136,7 +151,7 @@ def build_request_card(request: Request, view: CardView) -> Message:
         blocks.append({"type": "actions", "block_id": preview_block_id(request.preview_fingerprint),
                        "elements": buttons})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-        f"Request #{request.id} · opened {request.created_at:%Y-%m-%d %H:%M} UTC · updated {request.updated_at:%H:%M:%S} UTC"}]})
+        f"Request #{request.id} · opened {request.created_at:%Y-%m-%d %H:%M} UTC · updated {(view.rendered_at or request.updated_at):%H:%M:%S} UTC"}]})
     text = f"Migration request #{request.id} on {request.environment}: {_status_words(status)}"
     return {"text": text, "blocks": blocks[:MAX_BLOCKS]}
 
@@ -191,7 +206,7 @@ def build_risk_messages(request: Request) -> list[Message]:
                 f"{escape(f['message'])}\n*Safer:* {escape(f['fix'])}")}})
         if len(ranked) > 8:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
-                f"{len(ranked) - 8} more finding(s); run `guardian lint` on the file for all of them."}]})
+                f"{_n(len(ranked) - 8, 'more finding')}; run `guardian lint` on the file for all of them."}]})
         if accepted:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
                 "Accepted in the SQL: " + "; ".join(f"{code(f['code'])} ({escape(f.get('accept_reason') or 'no reason')})"

@@ -181,3 +181,21 @@ def test_nothing_pending_says_so(harness):
     rid2 = plan(harness)
     assert harness.store.get_request(rid2).status is S.CANCELLED
     assert any("Nothing to do" in t for t in harness.thread_texts(rid2))
+
+
+def test_the_card_and_thread_name_who_must_approve_before_and_after_the_first_approval(harness):
+    harness.add_migration("20240101000000_drop_email", DROP_EMAIL)  # high: two approvals
+    rid = plan(harness)
+    card = str(harness.card(rid))
+    assert f"0/2 — waiting for 2 of <@{APPROVER_A}>, <@{APPROVER_B}>, <!subteam^S0DBAS>" in card
+    thread = harness.thread_texts(rid)
+    asked = [t.split("\n", 1)[0] for t in thread if "Needs 2 approvals" in t]
+    assert asked == [f":raised_hand: Needs 2 approvals (0/2 so far). Waiting for 2 more of <@{APPROVER_A}>, "
+                     f"<@{APPROVER_B}>, <!subteam^S0DBAS>."]  # the mentions notify, once
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    assert any("You approved" in t for t in harness.replies(reply))  # the click is handled after its ack
+    card = str(harness.card(rid))
+    assert f"1/2 — waiting for <@{APPROVER_B}> or <!subteam^S0DBAS>" in card and f"approved by <@{APPROVER_A}>" in card
+    assert f":white_check_mark: <@{APPROVER_A}> approved (1/2). Waiting for <@{APPROVER_B}> or <!subteam^S0DBAS>." \
+        in [t.split("\n", 1)[0] for t in harness.thread_texts(rid)]
+    assert f"<@{REQUESTER}> or" not in card  # the requester cannot approve their own request

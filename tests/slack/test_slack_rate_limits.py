@@ -84,7 +84,7 @@ def test_a_thread_post_slack_refuses_is_posted_later_by_a_job(harness, monkeypat
     harness.standin.fail_next("chat.postMessage", 2)  # the post and the first late attempt meet a 503
     harness.flow.note(request_id, "a note Slack first refused")
     assert "a note Slack first refused" not in "\n".join(harness.thread_texts(request_id))
-    assert "The thread is behind: 1 message(s)" in str(harness.card(request_id))  # the card says so
+    assert "The thread is behind: 1 message Slack" in str(harness.card(request_id))  # the card says so
     harness.run_jobs()  # late attempt 1 fails too and queues attempt 2...
     harness.run_jobs()  # ...which posts it
     assert sum("a note Slack first refused" in t for t in harness.thread_texts(request_id)) == 1
@@ -106,4 +106,4 @@ def test_a_post_slack_will_never_take_is_recorded_not_retried(harness):
     assert [(e.detail["error"], e.detail["retry_in"]) for e in failed] == [("msg_too_long", None)]
     assert not [j for j in harness.queued_job_ids() if "slack-post" in j]
     card = str(harness.card(request_id))
-    assert "1 thread message(s) could not be posted" in card and "thread is behind" not in card
+    assert "1 thread message could not be posted" in card and "thread is behind" not in card
