@@ -85,6 +85,11 @@ def worker_alive(connection: Redis, name: str | None) -> bool:
     worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=connection)
     if worker is None:
         return False
+    if worker.hostname is None or worker.birth_date is None:
+        # Not a registration (RQ writes hostname, pid, birth and heartbeat together): what is left after Redis was
+        # flushed or restarted under a worker and it then wrote one field (job working time). It proves nothing;
+        # a live job process is found by its lease (running_elsewhere).
+        return False
     if worker.hostname == socket.gethostname() and worker.pid:
         return pid_alive(worker.pid)
     beat = worker.last_heartbeat

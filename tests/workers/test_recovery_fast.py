@@ -161,6 +161,27 @@ def test_verify_job_left_in_the_intermediate_queue_does_not_keep_the_request_app
     assert p.store.get_request(req.id).status is RequestStatus.SUCCEEDED
 
 
+def test_a_worker_key_redis_lost_under_a_worker_proves_no_life(make_pipeline):
+    """Redis flushed or restarted under a running worker, which then wrote one field of its key again (RQ's job
+    working time), and the worker was killed: the remnant (no hostname, pid, birth or heartbeat) must not keep the
+    step "alive" until it expires — the request is settled on the next pass."""
+    p = make_pipeline()
+    req = p.request([("001_a", "CREATE TABLE remnant_t (id int);")])
+    start_run(p.rt, req.id)
+    p.store.transition(req.id, RequestStatus.QUEUED, RequestStatus.BACKING_UP, actor="test")
+    job = Queue(QUEUE_NAME, connection=p.redis).fetch_job(job_id("backup", req.id))
+    job.set_status("started")
+    p.redis.hset(job.key, "worker_name", "gone-worker")
+    p.redis.hset("rq:worker:gone-worker", "current_job_working_time", "3")
+    p.redis.expire("rq:worker:gone-worker", 60)
+    p.store.start_step(req.id, "backup", job_id=job.id)
+
+    assert step_alive(p.redis, "backup", req.id, store=p.store) is False
+    assert reconcile(p.rt, redis=p.redis, min_age_s=0) == [
+        f"request {req.id}: backup worker died: failed, database untouched"]
+    assert p.store.get_request(req.id).status is RequestStatus.FAILED
+
+
 def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_settles_the_request(make_pipeline):
     p = make_pipeline()
     req = p.request([("001_slow", "CREATE TABLE killed_t (id int);\nSELECT pg_sleep(30);\n")])
