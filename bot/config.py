@@ -96,6 +96,53 @@ class SlackConfig(_Strict):
     incident_channel: str | None = None
 
 
+class RemindersConfig(_Strict):
+    """Nudges for requests waiting for approval: a reminder in the thread (and by DM to the users still
+    needed) after ``after`` without a decision, again every ``after`` up to ``max_reminders``; once
+    ``escalate_after`` more has passed, the thread mentions ``escalate_to`` (default: the environment's user
+    groups). Nothing is sent during ``quiet_hours`` ("22:00-08:00", in ``timezone``); it waits for their end."""
+
+    after: str = "4h"
+    max_reminders: int = Field(default=3, ge=0, le=20)
+    escalate_after: str = "24h"
+    escalate_to: list[str] = Field(default_factory=list)
+    dm: bool = True
+    quiet_hours: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("after", "escalate_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError('expected "HH:MM-HH:MM", e.g. "22:00-08:00"')
+        return value.strip() if value else None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not _SLACK_ID.match(entry):
+                raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…), got {entry!r}")
+        return value
+
+
 class MaintenanceWindow(_Strict):
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -283,6 +330,7 @@ class GuardianConfig(_Strict):
     lint: LintConfig = LintConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    reminders: RemindersConfig = RemindersConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ Usage::
 Environment (all optional): GUARDIAN_CONFIG (your project instead of the demo), GUARDIAN_DEV_DIR
 (workdir, default .guardian/dev), GUARDIAN_DEV_PAGE_PORT (default 3001; 0 picks one),
 GUARDIAN_DEV_DB_PREFIX (database names, default "guardian"), GUARDIAN_DEV_REDIS_DB (default 1),
+GUARDIAN_DEV_REMIND_AFTER (the demo's [reminders] after, default 4h),
 DATABASE_ADMIN_URL (a PostgreSQL to use instead of 127.0.0.1:5432 or the embedded one).
 """
 from __future__ import annotations

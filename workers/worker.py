@@ -242,10 +242,13 @@ def _pump_loop(rt, stop: threading.Event) -> None:
 def _maintain(rt, connection: Redis, *, cleanup: bool) -> None:
     from workers.backup import cleanup_backups
     from workers.reconciler import reconcile
+    from workers.reminders import remind
 
     try:
         for line in reconcile(rt, redis=connection, min_age_s=RECONCILE_MIN_AGE_S):
             log.info("reconciler: %s", line)
+        for line in remind(rt):
+            log.info("reminders: %s", line)
         if cleanup:
             cleanup_backups(rt)
             rt.store.prune_outbox()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -181,6 +182,7 @@ def create_demo(admin_url: str, workdir: Path, *, prefix: str = "guardian") -> D
     backups.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "guardian.toml"
     config_path.write_text(Template(_text("guardian.toml")).safe_substitute(
-        REPO=str(repo), BACKUPS=str(backups), CHANNEL=channel))
+        REPO=str(repo), BACKUPS=str(backups), CHANNEL=channel,
+        REMIND_AFTER=os.environ.get("GUARDIAN_DEV_REMIND_AFTER") or "4h"))
     return DemoProject(config_path=config_path, repo=repo, channel=channel, channel_name=channel_name,
                        users=users, env=env, databases=tuple(f"{prefix}_demo_{e}" for e in ENVIRONMENTS))

@@ -199,3 +199,43 @@ def test_the_card_and_thread_name_who_must_approve_before_and_after_the_first_ap
     assert f":white_check_mark: <@{APPROVER_A}> approved (1/2). Waiting for <@{APPROVER_B}> or <!subteam^S0DBAS>." \
         in [t.split("\n", 1)[0] for t in harness.thread_texts(rid)]
     assert f"<@{REQUESTER}> or" not in card  # the requester cannot approve their own request
+
+
+def test_reminders_then_escalation_for_a_request_nobody_approves(harness):
+    import types
+
+    from bot.config import RemindersConfig
+    from workers.reminders import remind
+    from workers.runtime import runtime
+
+    harness.add_migration("20240101000000_drop_email", DROP_EMAIL)
+    rid = plan(harness)
+    rt = runtime()
+    now = datetime.now(timezone.utc)
+    assert remind(rt, now=now) == []  # defaults: after 4 h
+    quiet = types.SimpleNamespace(store=rt.store, flow=rt.flow, config=rt.config.model_copy(update={
+        "reminders": RemindersConfig(quiet_hours=f"{(now + timedelta(hours=5)).hour:02d}:00-"
+                                                 f"{(now + timedelta(hours=7)).hour:02d}:00")}))
+    assert remind(quiet, now=now + timedelta(hours=5, minutes=30)) == []  # quiet hours: it waits
+    assert remind(rt, now=now + timedelta(hours=5)) == [f"request {rid}: reminder 1 sent"]
+    assert remind(rt, now=now + timedelta(hours=1)) == []  # the next one only after another 4 h
+    reminder = [t for t in harness.thread_texts(rid) if t.startswith(":bell: Reminder")]
+    assert len(reminder) == 1 and f"has waited 5 hours for approval (0/2). Waiting for 2 more of <@{APPROVER_A}>, " \
+        f"<@{APPROVER_B}>, <!subteam^S0DBAS>." in reminder[0]
+    for user in (APPROVER_A, APPROVER_B):  # a DM to each person still needed, linking the card
+        dm = [m.get("text") or "" for m in harness.standin.messages(user)]
+        assert len(dm) == 1 and f"request #{rid}" in dm[0] and "waiting for your review" in dm[0]
+    assert harness.standin.messages(REQUESTER) == []
+    once = types.SimpleNamespace(store=rt.store, flow=rt.flow, config=rt.config.model_copy(update={
+        "reminders": RemindersConfig(max_reminders=1, escalate_after="1h")}))
+    assert remind(once, now=now + timedelta(hours=6)) == [f"request {rid}: escalated"]
+    assert remind(once, now=now + timedelta(hours=9)) == []  # once
+    escalation = [t for t in harness.thread_texts(rid) if t.startswith(":rotating_light: Escalation")]
+    assert len(escalation) == 1 and "<!subteam^S0DBAS>" in escalation[0] and "still needs 2 approvals" in escalation[0]
+    # an approval restarts the clock: the next reminder names only who is still needed
+    _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
+    harness.replies(reply)
+    assert remind(rt, now=now + timedelta(hours=2)) == []
+    assert remind(rt, now=now + timedelta(hours=5)) == [f"request {rid}: reminder 1 sent"]
+    latest = [t for t in harness.thread_texts(rid) if t.startswith(":bell: Reminder")][-1]
+    assert f"(1/2). Waiting for <@{APPROVER_B}> or <!subteam^S0DBAS>." in latest
