@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.models import Freeze, Request
+from bot.models import Freeze, Incident, IncidentStatus, Request
 from bot.slack.cards import RISK_EMOJI, STATUS_EMOJI
 from bot.slack.mrkdwn import clip, code, escape, mention
 
@@ -16,9 +16,39 @@ def _line(r: Request) -> str:
             f"{risk} · {mention(r.requester)} · {r.created_at:%Y-%m-%d %H:%M} UTC" + (f"\n      {code(names)}" if names else ""))
 
 
+_BROKEN_STATES = ("partially_applied", "applied_unverified", "unknown")
+
+
+def attention_lines(envs: Sequence[str], failed: Sequence[tuple[Request, Incident | None]],
+                    freezes: dict[str, Freeze | None]) -> list[str]:
+    """What is wrong, worst first: open incidents, databases left partly applied or unverified by a failed
+    request with no resolved incident, other failed requests nobody has looked at, freezes."""
+    incidents, broken, failures = [], [], []
+    seen_envs: set[str] = set()
+    for request, incident in failed:  # newest first
+        holds = (request.db_state.value if request.db_state else "unknown")
+        words = holds.replace("_", " ")
+        where = f"failed at {escape(request.failed_step or '?')}; the database is {words}"
+        if incident is not None and incident.status is not IncidentStatus.RESOLVED:
+            incidents.append(f":rotating_light: *Incident #{incident.id}* ({incident.status.value}) on "
+                             f"*{escape(request.environment)}*: request #{request.id} {where}")
+            seen_envs.add(request.environment)
+        elif incident is None and holds in _BROKEN_STATES and request.environment not in seen_envs:
+            broken.append(f":warning: *{escape(request.environment)}*: request #{request.id} {where}; open an incident "
+                          f"with `/migrate incident {request.id}`")
+            seen_envs.add(request.environment)
+        elif incident is None and len(failures) < 5:
+            failures.append(f":x: Request #{request.id} on {escape(request.environment)} {where}")
+    frozen = [f":snowflake: *{escape(env)}* is frozen until {f.ends_at:%Y-%m-%d %H:%M} UTC ({escape(f.reason)})"
+              for env in envs if (f := freezes.get(env))]
+    return incidents + broken + failures + frozen
+
+
 def build_status_message(envs: Sequence[str], open_requests: Sequence[Request],
-                         freezes: dict[str, Freeze | None], ledgers: dict[str, str] | None = None) -> dict[str, Any]:
-    parts = []
+                         freezes: dict[str, Freeze | None], ledgers: dict[str, str] | None = None,
+                         attention: Sequence[str] = ()) -> dict[str, Any]:
+    """What needs attention first (or that nothing does), then each environment: ledger, requests in flight."""
+    parts = [("*Needs attention*\n" + "\n".join(attention)) if attention else ":white_check_mark: Nothing needs attention."]
     for env in envs:
         freeze = freezes.get(env)
         head = f"*{escape(env)}*" + (f" · :snowflake: frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC ({escape(freeze.reason)})"

@@ -292,3 +292,24 @@ def test_restore_stays_offered_while_a_rollback_waits_and_replaces_it(harness):
     with psycopg.connect(harness.targets["staging"]) as conn:
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
                             "AND column_name = 'flag'").fetchone() == (0,)
+
+
+def test_status_leads_with_the_open_incident_and_the_unverified_database(harness):
+    _, reply = harness.command("status", user=APPROVER_A)
+    quiet = "\n".join(harness.replies(reply))
+    assert quiet.startswith(":white_check_mark: Nothing needs attention.")
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    approve_and_run(harness, rid, APPROVER_A)
+    incident = harness.store.find_incident(request_id=rid)
+    _, reply = harness.command("status", user=APPROVER_A)
+    text = "\n".join(harness.replies(reply))
+    first = text.splitlines()[:2]
+    assert first == ["*Needs attention*", f":rotating_light: *Incident #{incident.id}* (open) on *staging*: request "
+                     f"#{rid} failed at verify; the database is applied unverified"], text
+    assert text.index("Needs attention") < text.index("*production*")
+    _, reply = harness.click(ActionId.RESOLVE.value, incident.id, APPROVER_B)
+    harness.replies(reply)
+    _, reply = harness.command("status", user=APPROVER_A)
+    text = "\n".join(harness.replies(reply))
+    assert "Incident #" not in text  # resolved: no longer listed

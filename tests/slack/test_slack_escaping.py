@@ -33,7 +33,8 @@ HOSTILE_SQL = (f'CREATE TABLE "<!subteam^S0DBAS>" (x int);\n'
 RAISING_SQL = ("DO $$ BEGIN RAISE EXCEPTION '<!channel> <@U0EVIL> <!subteam^S0EVIL> & ``` " + MARK
                + " <https://evil.example|click> ```'; END $$;\n")
 KNOWN_USERS = {REQUESTER, APPROVER_A, APPROVER_B, DBA, OUTSIDER}
-KNOWN_GROUPS = {"S0DBAS"}  # the staging approvers' user group: named only in refusals to one person
+KNOWN_GROUPS = {"S0DBAS"}  # the staging approvers' user group: named in refusals to one person, and where the
+# card or thread says who must act next ("waiting for … <!subteam^S0DBAS>", issue 17)
 MESSAGE_METHODS = {"chat.postMessage", "chat.update", "chat.postEphemeral", "chat.scheduleMessage", "response_url",
                    "views.open", "views.update", "views.push"}
 TO_ONE_PERSON = {"chat.postEphemeral", "response_url", "ack", "views.open", "views.update", "views.push"}
@@ -96,7 +97,8 @@ def problems_in(where: str, text: str, standin_root: str) -> list[str]:
         user, group = re.fullmatch(r"@(\w+)", body), re.fullmatch(r"!subteam\^(\w+)", body)
         ok = token is not None and (
             (user is not None and user.group(1) in KNOWN_USERS)
-            or (group is not None and group.group(1) in KNOWN_GROUPS and where in TO_ONE_PERSON)
+            or (group is not None and group.group(1) in KNOWN_GROUPS
+                and (where in TO_ONE_PERSON or "aiting for " in text))
             or re.fullmatch(r"#C\w+", body) is not None
             or (body.startswith(standin_root) and "evil" not in body))
         if not ok:

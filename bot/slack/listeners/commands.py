@@ -11,7 +11,7 @@ from bot.config import GuardianConfig
 from bot.errors import PolicyDenied
 from bot.flow import Flow
 from bot.incidents import IncidentService, touched_relations
-from bot.models import TERMINAL
+from bot.models import TERMINAL, RequestStatus
 from bot.slack.blocks import build_help_message, build_not_available_message, build_usage_message
 from bot.slack.commands_grammar import (
     BackupCommand,
@@ -37,7 +37,7 @@ from bot.slack.incident_blocks import build_restore_confirm_modal
 from bot.slack.modals import ModalState, build_sql_modal
 from bot.slack.mrkdwn import code, escape
 from bot.slack.replies import replying_errors
-from bot.slack.summaries import build_history_message, build_status_message
+from bot.slack.summaries import attention_lines, build_history_message, build_status_message
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,10 @@ def handlers(flow: Flow) -> dict[type[SlashCommand], SubcommandHandler]:
         open_requests = [r for r in flow.store.list_requests(limit=200) if r.status not in TERMINAL
                          and r.environment in envs]
         freezes = {name: flow.store.get_active_freeze(name) for name in envs}
-        respond(**build_status_message(envs, open_requests, freezes, ledger_summaries(flow, envs)),
+        failed = [(r, flow.store.find_incident(request_id=r.id))
+                  for r in flow.store.list_requests(statuses=[RequestStatus.FAILED], limit=30) if r.environment in envs]
+        respond(**build_status_message(envs, open_requests, freezes, ledger_summaries(flow, envs),
+                                       attention_lines(envs, failed, freezes)),
                 response_type="ephemeral")
 
     def history(cmd: HistoryCommand, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
