@@ -19,7 +19,9 @@ from bot.reachability import connect_reason, where
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# An installed wheel carries them as bot/_schema (setup.py); a checkout has them in migrations/ beside bot/.
+_PACKAGED = Path(__file__).resolve().parent / "_schema"
+MIGRATIONS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "migrations"
 SCHEMA = "guardian_bot"
 # pg_advisory_lock key: the ASCII bytes of "guardDB" — distinct from Prisma's 72707369.
 UPGRADE_LOCK_KEY = int.from_bytes(b"guardDB", "big")

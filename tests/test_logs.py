@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def guardian(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-            "GUARDIAN_CONFIG": str(REPO / "does-not-exist.toml")}
+            "GUARDIAN_CONFIG": str(REPO / "tests" / "fixtures" / "empty.toml")}
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], env={**base, **(env or {})}, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
