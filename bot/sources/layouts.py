@@ -70,6 +70,13 @@ def _read_texts(reader: Reader, entries: list[FileEntry], max_bytes: int) -> dic
                 f"{reader.describe(rel)} is not UTF-8 (invalid byte at offset {exc.start}); re-save it as UTF-8",
                 code="not-utf8",
             ) from None
+        nul = data.find(b"\x00")
+        if nul >= 0:  # libpq sends SQL as a C string: PostgreSQL would run only what precedes the NUL
+            raise SourceError(
+                f"{reader.describe(rel)} holds a NUL byte at offset {nul}, which PostgreSQL cannot "
+                "take in SQL text (only what precedes it would run); remove it and commit again",
+                code="nul-byte",
+            )
     return texts
 
 

@@ -109,6 +109,14 @@ def test_non_utf8_file_is_rejected(git_repo, project):
     assert "1_latin.sql" in _rejects(project(git_repo, "sql", "migrations"), "not-utf8")
 
 
+def test_a_file_with_a_nul_byte_is_rejected_naming_it(git_repo, project):
+    """libpq would send only what precedes the NUL (and our state database cannot store it): refused at reading."""
+    git_repo.write("migrations/1_nul.sql", b"CREATE TABLE t (id int);\x00DROP TABLE users;")
+    git_repo.commit()
+    message = _rejects(project(git_repo, "sql", "migrations"), "nul-byte")
+    assert "1_nul.sql" in message and "offset 24" in message
+
+
 def test_oversize_file_is_rejected_in_git_and_working_tree(git_repo, project):
     git_repo.write("migrations/1_big.sql", "-- x\n" * 100)
     git_repo.commit()
