@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import os
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import re
 import tomllib
 from pathlib import Path
@@ -239,7 +240,30 @@ class EnvironmentConfig(_Strict):
                 "the target database URL in it",
                 code="missing-env",
             )
-        return SecretStr(value)
+        return SecretStr(prisma_schema_url(value))
+
+
+def prisma_schema_url(url: str) -> str:
+    """A Prisma URL's `?schema=NAME` made libpq's: libpq refuses the unknown `schema` parameter, and Prisma uses it
+    to set search_path to that schema, where `_prisma_migrations` and the migrations' unqualified objects then live
+    (schema-per-tenant). It becomes `options=-c search_path="NAME"` (added to any options already there), so every
+    connection and tool (psycopg, pg_dump, pg_restore) lands in that schema. Other URLs come back unchanged.
+
+    >>> prisma_schema_url("postgresql://u@h/db?schema=tenant_1&sslmode=require")
+    'postgresql://u@h/db?sslmode=require&options=-c%20search_path%3D%22tenant_1%22'
+    """
+    if not url.startswith(("postgresql://", "postgres://")) or "?" not in url:
+        return url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = [v for k, v in query if k == "schema"]
+    if not schema:
+        return url
+    rest = [(k, v) for k, v in query if k not in ("schema", "options")]
+    ident = '"' + schema[-1].replace('"', '""') + '"'
+    setting = "-c search_path=" + ident.replace("\\", "\\\\").replace(" ", "\\ ")
+    options = " ".join([v for k, v in query if k == "options"] + [setting])
+    return urlunsplit(parts._replace(query=urlencode(rest + [("options", options)], quote_via=quote)))
 
 
 class BackupConfig(_Strict):

@@ -23,9 +23,9 @@ from bot.analysis_budget import analyse_within
 from bot.risk.models import Report, Severity
 from bot.risk.rules.repository import attach_out_of_order
 from bot.sources.layouts import load_snapshot
-from bot.sources.ledgers import read_ledger
+from bot.sources.ledgers import baseline_error, prisma_schema_not_empty, read_ledger
 from bot.sources.models import MigrationState, SourceSnapshot
-from bot.sources.status import applied_after, compute_status, resolve_command
+from bot.sources.status import applied_after, compute_status, plannable
 from bot.store import NewMigration
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _target_identity(conn, environment: str) -> tuple[str, dict[str, Any]]:
 def _selected(snapshot: SourceSnapshot, selection: dict[str, Any], pending: set[str]) -> list:
     names = selection.get("migrations") or []
     if not names:
-        return [m for m in snapshot.migrations if m.version in pending]
+        return [m for m in snapshot.migrations if m.ledger_name in pending]
     chosen = []
     for name in names:
         m = next((x for x in snapshot.migrations if name in (x.version, x.ledger_name, f"{x.version}_{x.name}")), None)
@@ -94,17 +94,13 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                     for m in request.migrations]
         else:
             snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
-            status = compute_status(snapshot, read_ledger(conn, config.project.layout))
-            failed = status.by_state(MigrationState.FAILED)
-            if failed:
-                names = [m.ledger_name or f"{m.version}_{m.name}" for m in failed]
-                raise SourceError(
-                    f"{env.name} has a failed migration ({', '.join(names)}) that `prisma migrate deploy` would "
-                    f"refuse too (P3009); once the database holds none of it, run "
-                    f"{' and '.join(f'`{resolve_command(n)}`' for n in names)} against {env.name} (or "
-                    "`--applied` if it was finished by hand), then plan again", code="failed-migration-blocks")
-            pending = {m.version for m in status.migrations
-                       if m.state in (MigrationState.PENDING, MigrationState.OUT_OF_ORDER)}
+            ledger = read_ledger(conn, config.project.layout)
+            if config.project.layout == "prisma" and not ledger.exists and snapshot.migrations:
+                tables = prisma_schema_not_empty(conn)  # Prisma's P3005: no history on a non-empty schema
+                if tables:
+                    raise baseline_error(tables, snapshot.migrations[0].ledger_name)
+            status = compute_status(snapshot, ledger)
+            pending = set(plannable(status, env.name))  # refuses only what the tool refuses (P3009)
             late = applied_after(status)
             commit = snapshot.commit
             news = [NewMigration(name=m.ledger_name if config.project.layout == "prisma" else f"{m.version}_{m.name}",

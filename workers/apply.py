@@ -187,10 +187,7 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress)
     layout = rt.config.project.layout
     conn = connect(url, env.name, request.id)
     with conn, ExitStack() as stack:
-        conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                     (env.lock_timeout, env.statement_timeout))
-        if conn.info.server_version >= 140000:  # a query whose client died is cancelled within a second
-            conn.execute("SET client_connection_check_interval = '1s'")
+        _session_settings(conn, env)
         key = target_lock_key(env.name)
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             raise TargetError(f"environment {env.name!r}: another Guardian apply holds this target's lock; "
@@ -209,9 +206,22 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress)
                            backup_id=_backup_id(rt, request.id))
         for ref in request.migrations:
             clock = time.monotonic()
+            if layout != "prisma":
+                # as `supabase db push` does before each file (pkg/migration/apply.go ApplyMigrations): a file's SET
+                # (search_path, role, …) must not leak into the next; Prisma's deploy does not reset, nor do we there
+                conn.execute("RESET ALL")
+                _session_settings(conn, env)
             apply_file(ctx, ref)
             progress.files.append({"name": ref.name, "duration_ms": int((time.monotonic() - clock) * 1000)})
             log.info("request %s: %s applied", request.id, ref.name)
+
+
+def _session_settings(conn: psycopg.Connection, env: Any) -> None:
+    """The apply session's own settings (set again after each RESET ALL)."""
+    conn.execute("SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                 (env.lock_timeout, env.statement_timeout))
+    if conn.info.server_version >= 140000:  # a query whose client died is cancelled within a second
+        conn.execute("SET client_connection_check_interval = '1s'")
 
 
 def _unlock(conn: psycopg.Connection, key: int) -> None:

@@ -130,6 +130,9 @@ def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mi
             dirs[head] = entry
         elif tail in ("down.sql", "verify.sql"):  # Guardian's companions; Prisma ignores them
             companions[(head, tail)] = entry
+    lock = next((e for e in entries if e.rel == "migration_lock.toml"), None)
+    if lock is not None:
+        _check_lock_provider(reader, lock, max_bytes)
     wanted: list[tuple[str, FileEntry]] = []
     for folder in sorted(dirs, key=locale_compare_key):
         entry = dirs[folder]
@@ -162,6 +165,30 @@ def _prisma(reader: Reader, entries: list[FileEntry], max_bytes: int) -> list[Mi
             verify_path=verify_path, verify_sql=verify_sql,
         ))
     return result
+
+
+def lock_provider(text: str) -> str:
+    """The provider in migration_lock.toml, read as prisma-engines reads it (migrations_directory.rs
+    read_provider_from_lock_file): the first line starting with `provider`, `provider = ` and quotes trimmed."""
+    line = next((ln for ln in text.splitlines() if ln.startswith("provider")), None)
+    if line is None:
+        return "<PROVIDER NOT FOUND>"
+    if line.startswith("provider = "):
+        line = line[len("provider = "):]
+    return line.strip('"')
+
+
+def _check_lock_provider(reader: Reader, lock: FileEntry, max_bytes: int) -> None:
+    """Prisma's P3019: the lock file names another provider than PostgreSQL, so every Prisma command refuses."""
+    text = _read_texts(reader, [lock], max_bytes)[lock.rel][0]
+    provider = lock_provider(text)
+    if provider != "postgresql":
+        raise SourceError(
+            f"{reader.describe(lock.rel)} says provider {provider!r}, not 'postgresql': Prisma refuses this history "
+            "(P3019, the provider was switched). Point the project at the PostgreSQL migrations, or start a new "
+            "history for this provider with `npx prisma migrate dev`",
+            code="provider-switched",
+        )
 
 
 _DOWN_MARK = re.compile(r"^\s*--\s*down:\s?(.*)$", re.IGNORECASE)

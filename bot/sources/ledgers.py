@@ -154,6 +154,31 @@ def check_shape(conn: psycopg.Connection, table: str) -> bool:
     return True
 
 
+def prisma_schema_not_empty(conn: psycopg.Connection) -> list[str]:
+    """Prisma's P3005 test (sql_migration_persistence.rs initialize): with no _prisma_migrations in the connection's
+    schema, the tables there (flavour postgres.rs table_names: relkind 'r'); any of them and `migrate deploy`
+    refuses to start a history. Empty when the ledger exists or the schema is empty."""
+    if _regclass(conn, PRISMA_TABLE) is not None:
+        return []
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname <> 'spatial_ref_sys' "
+        "ORDER BY c.relname"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def baseline_error(tables: list[str], first: str | None) -> LedgerError:
+    listed = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    how = (f'`npx prisma migrate resolve --applied "{first}"` (and so on for each migration already in the database)'
+           if first else "`npx prisma migrate resolve --applied <migration>` for each migration already in it")
+    return LedgerError(
+        f"the database schema is not empty ({listed}) and has no _prisma_migrations history, so `prisma migrate "
+        f"deploy` refuses it (P3005); baseline it first: run {how}, then plan again",
+        code="baseline-needed",
+    )
+
+
 def ensure_ledgers(conn: psycopg.Connection, layout: Layout) -> None:
     """Create the tool's ledger and our sidecar if missing, after checking every existing one's shape.
 
@@ -164,6 +189,9 @@ def ensure_ledgers(conn: psycopg.Connection, layout: Layout) -> None:
         tool_exists = check_shape(conn, tool)
         sidecar_exists = check_shape(conn, SIDECAR_TABLE)
         if layout == "prisma" and not tool_exists:
+            tables = prisma_schema_not_empty(conn)
+            if tables:
+                raise baseline_error(tables, None)
             conn.execute(PRISMA_DDL)
         elif layout == "supabase":
             for statement in SUPABASE_DDL:  # idempotent, as the CLI runs it every time

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 
 from bot.config import GuardianConfig
-from bot.errors import GuardianError
+from bot.errors import GuardianError, SourceError
 from bot.pg.connect import TargetInfo, connect_target, target_errors, target_info
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import prisma_checksum_matches, read_ledger, statements_sha256
@@ -161,6 +161,22 @@ def compute_status(snapshot: SourceSnapshot, ledger: LedgerState) -> StatusRepor
     summary["total"] = len(result)
     return StatusReport(layout=snapshot.layout, commit=snapshot.commit, migrations=tuple(result), summary=summary,
                         skipped=snapshot.skipped)
+
+
+def plannable(report: StatusReport, environment: str) -> list[str]:
+    """Ledger keys a `/migrate plan <env> pending` takes, in the tool's order: what the tool's next deploy would apply
+    (pending and out-of-order ones). SourceError when the tool itself would refuse: a Prisma failed row (P3009),
+    with the exact command that unblocks it."""
+    failed = report.by_state(MigrationState.FAILED)
+    if failed:
+        names = [m.ledger_name or _label(m.version, m.name) for m in failed]
+        raise SourceError(
+            f"{environment} has a failed migration ({', '.join(names)}) that `prisma migrate deploy` would refuse too "
+            f"(P3009); once the database holds none of it, run "
+            f"{' and '.join(f'`{resolve_command(n)}`' for n in names)} against {environment} (or `--applied` if it "
+            "was finished by hand), then plan again", code="failed-migration-blocks")
+    return [m.ledger_name or m.version for m in report.migrations
+            if m.state in (MigrationState.PENDING, MigrationState.OUT_OF_ORDER)]
 
 
 def _label(version: str, name: str) -> str:

@@ -219,9 +219,10 @@ def test_refs_folder_names_and_command_arguments_are_echoed_as_text(harness):
     git(h.repo, "checkout", "-q", "main")
     on_branch = plan(h, text=f"plan staging pending --ref {branch}")
     unknown = plan(h, text="plan staging pending --ref nope<!channel>&<@U0EVIL>")
-    for rid in (on_branch, unknown):
-        assert h.store.get_request(rid).status is S.FAILED
-    assert any("does not follow the layout" in t for t in h.thread_texts(on_branch))
+    # Prisma takes any folder name (listMigrations.ts), so Guardian plans it too; its name is echoed as text
+    assert h.store.get_request(on_branch).status is S.AWAITING_APPROVAL
+    assert h.store.get_request(unknown).status is S.FAILED
+    assert any("20240102000000_x" in t for t in h.thread_texts(on_branch))
     assert any("is not a commit in the repository" in t for t in h.thread_texts(unknown))
     for text in ("plan staging <!channel>", f"frobnicate {HOSTILE}", "cancel <@U0EVIL>", f"note 999 {HOSTILE}",
                  "plan <!here> pending", "incident <!channel>", "status <!subteam^S0EVIL>", "history <!here>",

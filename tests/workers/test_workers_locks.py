@@ -6,6 +6,7 @@ import time
 
 import psycopg
 
+from bot.sources.ledgers import PRISMA_DDL
 from bot.models import DbState, RequestStatus
 from workers.pipeline import start_run
 from workers.reconciler import reconcile
@@ -143,6 +144,7 @@ def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pip
     p = make_pipeline(layout="prisma", lock_timeout="300ms", apply_retries=4)
     with p.target() as conn:
         conn.execute('CREATE TABLE "User" (id int PRIMARY KEY)')
+        conn.execute(PRISMA_DDL)  # a baselined database (else Prisma's P3005 refuses the non-empty schema)
     req = p.request([("20240101000000_add_name", 'ALTER TABLE "User" ADD COLUMN name text;')])
     blocker = psycopg.connect(p.target_url, application_name="test-blocker")
     blocker.execute('SELECT count(*) FROM "User"').fetchone()
