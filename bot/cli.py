@@ -241,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=_cmd_db_upgrade)
 
     dev = add("dev", _cmd_dev, "run everything locally with a Slack-like page in the browser")
-    dev.add_argument("--port", type=int, default=3000, help="port of the bot's HTTP endpoint")
+    dev.add_argument("--port", type=int, default=3000, help="port of the bot's HTTP endpoint (default 3000; 0 picks "
+                     "a free one)")
+    dev.add_argument("--page-port", type=int, default=None, help="port of the Slack-like page (default "
+                     "$GUARDIAN_DEV_PAGE_PORT or 3001; 0 picks a free one, as does --port 0)")
     dev.add_argument("--no-browser", action="store_true")
 
     postmortem = add("postmortem", _cmd_postmortem, "print an incident's post-mortem draft (Markdown)")

@@ -3,10 +3,10 @@
 Usage::
 
     guardian dev                   # prints the page's URL; Ctrl-C (or SIGTERM) stops everything it started
-    GUARDIAN_CONFIG=guardian.toml guardian dev --port 3000 --no-browser
+    GUARDIAN_CONFIG=guardian.toml guardian dev --port 3000 --page-port 3001 --no-browser
 
 Environment (all optional): GUARDIAN_CONFIG (your project instead of the demo), GUARDIAN_DEV_DIR
-(workdir, default .guardian/dev), GUARDIAN_DEV_PAGE_PORT (default 3001; 0 picks one),
+(workdir, default .guardian/dev), GUARDIAN_DEV_PAGE_PORT (--page-port's default, 3001; 0 picks one),
 GUARDIAN_DEV_DB_PREFIX (database names, default "guardian"), GUARDIAN_DEV_REDIS_DB (default 1),
 GUARDIAN_DEV_REMIND_AFTER (the demo's [reminders] after, default 4h),
 DATABASE_ADMIN_URL (a PostgreSQL to use instead of 127.0.0.1:5432 or the embedded one).
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import secrets
@@ -33,6 +34,7 @@ import redis as redis_lib
 
 from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config
+from bot.errors import GuardianError
 from bot.demo import DemoProject, DevUser, create_demo, demo_people
 from bot.local_services import ensure_postgres, ensure_redis, with_database, with_redis_db
 from bot.schema import upgrade
@@ -68,9 +70,11 @@ class DevOptions:
         env = os.environ
         port = int(getattr(args, "port", 3000))
         config = env.get("GUARDIAN_CONFIG")
+        page_port = getattr(args, "page_port", None)
         return cls(
             port=port,
-            page_port=int(env.get("GUARDIAN_DEV_PAGE_PORT") or (0 if port == 0 else 3001)),
+            page_port=int(page_port if page_port is not None else
+                          (env.get("GUARDIAN_DEV_PAGE_PORT") or (0 if port == 0 else 3001))),
             workdir=Path(env.get("GUARDIAN_DEV_DIR") or ".guardian/dev").resolve(),
             config=Path(config).resolve() if config else None,
             db_prefix=env.get("GUARDIAN_DEV_DB_PREFIX") or "guardian",
@@ -121,6 +125,20 @@ def _quiet_logging(workdir: Path, verbose: bool) -> Path:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+@contextlib.contextmanager
+def _port_taken(port: int, what: str, option: str):
+    """A port another program holds is one line naming it and the option that moves it (not a traceback)."""
+    try:
+        yield
+    except (OSError, GuardianError) as exc:
+        code = exc.errno if isinstance(exc, OSError) else errno.EADDRINUSE if exc.code == "bind-failed" else None
+        if code not in (errno.EADDRINUSE, errno.EACCES):
+            raise
+        reason = "is taken by another program" if code == errno.EADDRINUSE else "cannot be used (permission)"
+        raise GuardianError(f"port {port} ({what}) {reason}; stop that program or choose another port with "
+                            f"`guardian dev {option} N` (0 picks a free one)", code="port-taken") from None
 
 
 def _worker_preexec(parent: int):
@@ -198,7 +216,8 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     redaction.register_configured(settings, config)
     redaction.install_log_scrubbing()
     _step(6, "the bot over HTTP")
-    server, port = make_server(settings, config, host="127.0.0.1", port=opts.port)
+    with _port_taken(opts.port, "the bot's HTTP endpoint", "--port"):
+        server, port = make_server(settings, config, host="127.0.0.1", port=opts.port)
     os.environ.update(env)  # the flow's pipeline hooks in this process load settings from the environment
     serving = threading.Thread(target=server.run, name="guardian-serve", daemon=True)
     serving.start()
@@ -213,8 +232,9 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     stack.callback(_stop_worker, worker)
     _step(8, "the Slack-like page")
     sender = SlackSender(f"http://127.0.0.1:{port}{EVENTS_PATH}", signing_secret=signing_secret)
-    page = DevPage(standin, sender, channel=channel, channel_name=channel_name, users=users,
-                   port=opts.page_port, title="Guardian dev" + (" · demo" if demo_mode else "")).start()
+    with _port_taken(opts.page_port, "the Slack-like page", "--page-port"):
+        page = DevPage(standin, sender, channel=channel, channel_name=channel_name, users=users,
+                       port=opts.page_port, title="Guardian dev" + (" · demo" if demo_mode else "")).start()
     stack.callback(page.stop)
     print(f"\nGuardian is running{' the demo' if demo_mode else ''}.\n"
           f"  Bot endpoint:    http://127.0.0.1:{port}{EVENTS_PATH}\n"

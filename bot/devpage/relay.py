@@ -89,6 +89,29 @@ class Relay:
                                   "event_ts": posted["ts"]})
         return {"ok": sent.status == 200, "status": sent.status, "ts": posted["ts"]}
 
+    def react(self, user_id: str, ts: str, name: str = "pushpin") -> dict[str, Any]:
+        """A reaction on a channel or thread message: shown on it, and sent to the bot as reaction_added."""
+        self._user(user_id)
+        workspace = self.standin.workspace
+        with workspace.lock:
+            message = workspace.channels.get(self.channel, {}).get(ts)
+            if message is None:
+                raise RelayError("that message is gone")
+            reactions = message.setdefault("reactions", [])
+            entry = next((r for r in reactions if r["name"] == name), None)
+            if entry is None:
+                entry = {"name": name, "users": [], "count": 0}
+                reactions.append(entry)
+            if user_id in entry["users"]:
+                return {"ok": True, "status": 200, "already": True}  # Slack: already_reacted, no new event
+            entry["users"].append(user_id)
+            entry["count"] = len(entry["users"])
+            author = message.get("user")
+        sent = self.sender.event({"type": "reaction_added", "user": user_id, "reaction": name,
+                                  "item": {"type": "message", "channel": self.channel, "ts": ts},
+                                  "item_user": author, "event_ts": f"{time.time():.6f}"})
+        return {"ok": sent.status == 200, "status": sent.status}
+
     # ---- buttons
 
     def click(self, user_id: str, request: dict[str, Any]) -> dict[str, Any]:

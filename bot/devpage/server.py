@@ -7,7 +7,7 @@ Usage::
     page.stop()
 
 Routes: ``GET /`` the page; ``GET /static/<file>``; ``GET /dev/config``; ``GET /dev/state?user=U``;
-``POST /dev/command``, ``/dev/message``, ``/dev/action``, ``/dev/view/submit``, ``/dev/view/close``
+``POST /dev/command``, ``/dev/message`` (``thread_ts`` for a thread reply), ``/dev/react``, ``/dev/action``, ``/dev/view/submit``, ``/dev/view/close``
 (JSON bodies with ``user``); ``GET /dev/files/<id>`` a shared file's text; ``GET /healthz``.
 """
 from __future__ import annotations
@@ -75,6 +75,8 @@ class DevPage:
             return self.relay.command(user, str(body.get("text") or ""))
         if route == "message":
             return self.relay.message(user, str(body.get("text") or ""), body.get("thread_ts") or None)
+        if route == "react":
+            return self.relay.react(user, str(body.get("ts") or ""), str(body.get("name") or "pushpin"))
         if route == "action":
             return self.relay.click(user, body)
         if route == "view/submit":

@@ -98,13 +98,30 @@ def _redis_db(url: str) -> int:
     return int(match.group(1))
 
 
-def start_dev(tmp: Path, pg_admin_url: str, redis_server_url: str) -> DevRun:
-    """`python -m bot.cli dev --port 0 --no-browser` with its own workdir, database names and Redis database."""
-    prefix = f"gdt{uuid.uuid4().hex[:8]}"
+def _dev_env(tmp: Path, prefix: str, pg_admin_url: str, redis_server_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GUARDIAN_CONFIG", "DATABASE_URL", "REDIS_URL")}
     env.update(GUARDIAN_DEV_DIR=str(tmp), GUARDIAN_DEV_PAGE_PORT="0", GUARDIAN_DEV_DB_PREFIX=prefix,
                GUARDIAN_DEV_REDIS_DB=str(_redis_db(redis_server_url)), DATABASE_ADMIN_URL=pg_admin_url,
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def dev_command(tmp: Path, pg_admin_url: str, redis_server_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`guardian dev --no-browser ARGS` run to its end (for start-up failures); its databases dropped after."""
+    prefix = f"gdt{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        return subprocess.run([sys.executable, "-m", "bot.cli", "dev", "--no-browser", *args], cwd=ROOT,
+                              env=_dev_env(tmp, prefix, pg_admin_url, redis_server_url), capture_output=True,
+                              text=True, timeout=START_TIMEOUT_S)
+    finally:
+        _drop_databases(pg_admin_url, prefix)
+
+
+def start_dev(tmp: Path, pg_admin_url: str, redis_server_url: str, **extra_env: str) -> DevRun:
+    """`python -m bot.cli dev --port 0 --no-browser` with its own workdir, database names and Redis database."""
+    prefix = f"gdt{uuid.uuid4().hex[:8]}"
+    env = _dev_env(tmp, prefix, pg_admin_url, redis_server_url, **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "dev", "--port", "0", "--no-browser"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = DevRun(proc=proc, workdir=tmp, prefix=prefix)
@@ -123,9 +140,13 @@ def cleanup_dev(run: DevRun, pg_admin_url: str) -> None:
     if run.proc.poll() is None:
         run.proc.kill()
         run.proc.wait(timeout=30)
+    _drop_databases(pg_admin_url, run.prefix)
+
+
+def _drop_databases(pg_admin_url: str, prefix: str) -> None:
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         for suffix in ("dev_demo", "demo_staging", "demo_production", "demo_template"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{run.prefix}_{suffix}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_{suffix}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import signal
+import socket
 import subprocess
+import sys
 import time
 import tomllib
 import urllib.error
@@ -14,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from bot.local_services import with_database
-from dev_harness import ROOT, alive, cleanup_dev, descendants, start_dev
+from dev_harness import ROOT, alive, cleanup_dev, descendants, dev_command, start_dev
 
 
 def get(url: str) -> tuple[int, str]:
@@ -124,3 +126,32 @@ def test_sigkill_leaves_no_process_of_it_running(tmp_path: Path, pg_admin_url: s
         assert not left, f"processes of a SIGKILLed `guardian dev` still running: {left}"
     finally:
         cleanup_dev(run, pg_admin_url)
+
+
+def _held_port() -> tuple[socket.socket, int]:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    return holder, holder.getsockname()[1]
+
+
+def test_a_taken_port_is_one_line_naming_the_option(tmp_path: Path, pg_admin_url: str, _redis_server_url: str) -> None:
+    """Both ports: the page's used to end in a Python traceback after seven steps, the bot's gave no hint."""
+    for option, what in (("--page-port", "the Slack-like page"), ("--port", "the bot's HTTP endpoint")):
+        holder, port = _held_port()
+        try:
+            args = ["--port", "0", "--page-port", str(port)] if option == "--page-port" else ["--port", str(port),
+                                                                                                   "--page-port", "0"]
+            proc = dev_command(tmp_path / option.strip("-"), pg_admin_url, _redis_server_url, *args)
+        finally:
+            holder.close()
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert errors == [f"guardian: port {port} ({what}) is taken by another program; stop that program or choose "
+                          f"another port with `guardian dev {option} N` (0 picks a free one)"], proc.stderr
+
+
+def test_help_names_both_ports() -> None:
+    out = subprocess.run([sys.executable, "-m", "bot.cli", "dev", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert "--port" in out.stdout and "--page-port" in out.stdout and "GUARDIAN_DEV_PAGE_PORT" in out.stdout

@@ -4,7 +4,8 @@
   const { render, mrkdwn, esc } = window.Blocks;
   const POLL_MS = 700;
   const $ = (id) => document.getElementById(id);
-  const state = { config: null, user: null, lastJson: "", modalKey: "", collapsed: new Set(), busy: false };
+  const state = { config: null, user: null, lastJson: "", modalKey: "", collapsed: new Set(), busy: false,
+    drafts: {} };  // thread ts -> what the person is typing in its reply box (kept across re-renders)
 
   function ctx() {
     const users = {};
@@ -35,7 +36,7 @@
 
   function time(at) {
     const d = new Date(at * 1000);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
   }
 
   function body(item) {
@@ -61,7 +62,19 @@
       `<div class="content">${privateNote}<div class="meta"><span class="author">${esc(a.name)}</span>` +
       (a.bot ? '<span class="app-badge">APP</span>' : "") +
       `<span class="time">${time(item.at)}</span>${edited}</div>` +
-      `<div class="body" data-testid="message-body">${body(item)}</div></div></div>`;
+      `<div class="body" data-testid="message-body">${body(item)}</div>${reactionsHtml(item)}</div>` +
+      (item.ts && !item.private && item.kind === "message"
+        ? `<button type="button" class="react" data-testid="react-pin" data-ts="${esc(item.ts)}" ` +
+          `title="React with 📌 (pins it into an incident's timeline)">📌</button>` : "") + "</div>";
+  }
+
+  function reactionsHtml(item) {
+    const list = item.reactions || [];
+    if (!list.length) return "";
+    const { EMOJI } = window.Blocks;
+    return '<div class="reactions">' + list.map((r) =>
+      `<span class="reaction" data-testid="reaction" data-name="${esc(r.name)}" title="${esc((r.users || []).join(", "))}">` +
+      `${EMOJI[r.name] || ":" + esc(r.name) + ":"} ${r.count}</span>`).join("") + "</div>";
   }
 
   function rootHtml(item) {
@@ -74,19 +87,33 @@
       html += `<div class="thread" data-testid="thread" data-thread-ts="${esc(item.ts)}">` +
         `<button type="button" class="thread-toggle" data-testid="thread-toggle" data-thread-ts="${esc(item.ts)}">` +
         `${open ? "▾" : "▸"} ${count} repl${count === 1 ? "y" : "ies"}</button>` +
-        (open ? replies.map((r) => messageHtml(r, r.private ? "ephemeral" : "thread-reply")).join("") : "") + "</div>";
+        (open ? replies.map((r) => messageHtml(r, r.private ? "ephemeral" : "thread-reply")).join("") : "") +
+        (open ? replyBox(item.ts) : "") + "</div>";
     }
     return `<div class="root" data-testid="root">${html}</div>`;
+  }
+
+  function replyBox(ts) {
+    return `<form class="reply-form" data-testid="reply-form" data-thread-ts="${esc(ts)}" autocomplete="off">` +
+      `<input type="text" class="reply-input" data-testid="reply-input" data-thread-ts="${esc(ts)}" ` +
+      `placeholder="Reply in thread…" value="${esc(state.drafts[ts] || "")}" aria-label="Reply in thread">` +
+      '<button type="submit" class="btn" data-testid="reply-send">Reply</button></form>';
   }
 
   function renderFeed(snapshot) {
     const feed = $("feed");
     const atBottom = feed.scrollHeight - feed.scrollTop - feed.clientHeight < 80;
     const open = new Set([...feed.querySelectorAll("details.file[open]")].map((d) => d.dataset.fileId));
+    const focused = document.activeElement && document.activeElement.matches(".reply-input")
+      ? document.activeElement.dataset.threadTs : null;
     feed.innerHTML = snapshot.timeline.length ? snapshot.timeline.map(rootHtml).join("")
       : '<div class="empty" data-testid="empty">No messages yet. Type <code>/migrate help</code> or ' +
         '<code>/migrate plan staging pending</code> below.</div>';
     for (const d of feed.querySelectorAll("details.file")) if (open.has(d.dataset.fileId)) d.open = true;
+    if (focused) {  // the feed was re-rendered under someone typing a reply: give the box back its focus
+      const box = feed.querySelector(`.reply-input[data-thread-ts="${CSS.escape(focused)}"]`);
+      if (box) { box.focus(); box.setSelectionRange(box.value.length, box.value.length); }
+    }
     feed.dataset.user = snapshot.user;  // what is shown is this person's view (tests wait on it)
     if (atBottom) feed.scrollTop = feed.scrollHeight;
   }
@@ -217,7 +244,27 @@
       `<option value="${esc(u.id)}" data-testid="user-option">${esc(u.real_name)} (${esc(u.role)})</option>`).join("");
     switcher.addEventListener("change", () => setUser(switcher.value));
     $("composer-form").addEventListener("submit", send);
-    $("feed").addEventListener("click", (event) => {
+    $("feed").addEventListener("input", (event) => {
+      if (event.target.matches(".reply-input")) state.drafts[event.target.dataset.threadTs] = event.target.value;
+    });
+    $("feed").addEventListener("submit", async (event) => {
+      const form = event.target.closest("[data-testid=reply-form]");
+      if (!form) return;
+      event.preventDefault();
+      const ts = form.dataset.threadTs;
+      const text = (state.drafts[ts] || form.querySelector(".reply-input").value || "").trim();
+      if (!text) return;
+      delete state.drafts[ts];
+      form.querySelector(".reply-input").value = "";
+      try { await api("/dev/message", { text, thread_ts: ts }); } catch (err) { alert(`Not sent: ${err.message}`); }
+      state.lastJson = ""; refresh();
+    });
+    $("feed").addEventListener("click", async (event) => {
+      const pin = event.target.closest("[data-testid=react-pin]");
+      if (pin) {
+        try { await api("/dev/react", { ts: pin.dataset.ts, name: "pushpin" }); } catch (err) { alert(`Not sent: ${err.message}`); }
+        refresh(); return;
+      }
       const btn = event.target.closest("[data-testid=button]");
       if (btn) { click(btn); return; }
       const toggle = event.target.closest("[data-testid=thread-toggle]");

@@ -11,6 +11,8 @@
     fast_forward: "⏩", repeat: "🔁", wastebasket: "🗑️", information_source: "ℹ️", bulb: "💡",
     point_right: "👉", eyes: "👀", fire: "🔥", construction: "🚧", leftwards_arrow_with_hook: "↩️",
     ambulance: "🚑", memo: "📝", page_facing_up: "📄", link: "🔗", thumbsup: "👍", "+1": "👍",
+    hammer_and_wrench: "🛠️", rewind: "⏪", bell: "🔔", raised_hand: "✋", wrench: "🔧", pushpin: "📌",
+    speech_balloon: "💬", stopwatch: "⏱️", white_circle: "⚪", black_circle: "⚫", hourglass_done: "⌛",
   };
 
   function esc(s) {
@@ -36,6 +38,10 @@
     if (inner.startsWith("#")) {
       const [id, name] = inner.slice(1).split("|");
       return `<span class="mention">#${esc(name || id)}</span>`;
+    }
+    if (inner.startsWith("!subteam^")) {  // a user group: its handle when Slack sent one
+      const [id, handle] = inner.slice("!subteam^".length).split("|");
+      return `<span class="mention" data-testid="group-mention">${esc(handle || "@" + id)}</span>`;
     }
     if (inner.startsWith("!")) {
       return `<span class="mention">@${esc(inner.slice(1).split("|")[0])}</span>`;
@@ -151,5 +157,5 @@
     return (blocks || []).map((b) => block(b, ctx)).join("");
   }
 
-  window.Blocks = { render, mrkdwn, textObject, esc };
+  window.Blocks = { render, mrkdwn, textObject, esc, EMOJI };
 })();
