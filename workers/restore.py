@@ -281,9 +281,11 @@ def _paragraph(backup: Backup, rows: dict[str, int], outside: Outside) -> str:
     if outside.views:
         kept.append(_count(len(outside.views), "view") + " over them (" + ", ".join(v[0] for v in outside.views) + ")")
     if kept:
-        text += " " + " and ".join(kept).capitalize() + " were re-created and checked against the restored rows."
-    text += (" Other tables were not touched; rows written to the restored tables after the backup are gone. "
-             "The migration is marked not applied in the ledger.")
+        plural = len(outside.foreign_keys) + len(outside.views) > 1
+        joined = " and ".join(kept)
+        text += (f" {joined[0].upper()}{joined[1:]} {'were' if plural else 'was'} re-created and checked against the "
+                 "restored rows.")
+    text += " Other tables were not touched; rows written to the restored tables after the backup are gone."
     return text
 
 

@@ -25,6 +25,7 @@ APT_PACKAGES = ("chromium", "fonts-noto-color-emoji")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_S = 180
+REMIND_AFTER = "20s"
 
 
 def descendants(pid: int) -> set[int]:
@@ -152,7 +153,9 @@ def _drop_databases(pg_admin_url: str, prefix: str) -> None:
 @pytest.fixture(scope="module")
 def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_server_url: str) -> Iterator[DevRun]:
     """One `guardian dev` for a test module (the browser scenarios share it)."""
-    run = start_dev(tmp_path_factory.mktemp("guardian-dev"), pg_admin_url, _redis_server_url)
+    # reminders after 20 s instead of 4 h, so one arrives while a test watches (issue 17)
+    run = start_dev(tmp_path_factory.mktemp("guardian-dev"), pg_admin_url, _redis_server_url,
+                    GUARDIAN_DEV_REMIND_AFTER=REMIND_AFTER)
     try:
         yield run
     finally:

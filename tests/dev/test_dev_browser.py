@@ -177,3 +177,109 @@ def test_a_failed_verification_opens_an_incident_and_is_rolled_back_from_its_thr
     expect(incident).to_contain_text("mitigated", timeout=RUN_TIMEOUT_MS)
     expect(incident).to_contain_text("rolled back")  # what the database holds now
     shot(page, "07-rolled-back", incident)
+
+
+def test_who_approves_reminders_restore_notes_status_and_the_postmortem(page: Page, dev_run, pg_admin_url) -> None:
+    """Issue 17 in the browser: the card names who must approve before and after the first approval, a reminder
+    arrives (GUARDIAN_DEV_REMIND_AFTER=20s), /migrate status leads with the open incident, Restore backup puts
+    the demo's customers back (orders references them), and a thread reply and a 📌 reach the post-mortem."""
+    import psycopg
+
+    from bot.local_services import with_database
+
+    apply_main_on_staging(page)
+    # --- who must approve: production always needs two, and Dana (the requester) is never one of them
+    act_as(page, "U_DANA")
+    prod = plan(page, "production")
+    prod_card = card(page, prod)
+    expect(prod_card).to_contain_text("awaiting approval", timeout=60_000)
+    approvals = prod_card.get_by_test_id("message")
+    expect(approvals).to_contain_text("0/2 — waiting for 2 of @Alice Approver, @Bob Approver")
+    asked = prod_card.get_by_test_id("thread-reply").filter(has_text="Needs 2 approvals")
+    expect(asked).to_contain_text("Waiting for 2 more of @Alice Approver, @Bob Approver.")
+    shot(page, "08-waiting-for-two", approvals)
+    act_as(page, "U_ALICE")
+    click_on_card(page, prod, "Approve")
+    page.get_by_test_id("modal").locator("[data-testid=modal-input][data-block-id=confirm_input]").fill("production")
+    page.get_by_test_id("modal-submit").click()
+    expect(approvals).to_contain_text("1/2 — waiting for @Bob Approver", timeout=30_000)
+    expect(approvals).to_contain_text("approved by @Alice Approver")
+    expect(prod_card.get_by_test_id("thread-reply").filter(has_text="approved (1/2). Waiting for @Bob Approver.")
+           ).to_be_visible()
+    shot(page, "09-waiting-for-bob", approvals)
+    # --- nobody acts: a reminder arrives in the thread, naming who is still needed
+    reminder = prod_card.get_by_test_id("thread-reply").filter(has_text="Reminder: request")
+    expect(reminder.first).to_contain_text("Waiting for @Bob Approver.", timeout=90_000)
+    shot(page, "10-reminder", reminder.first)
+
+    # --- a failed verify opens an incident; /migrate status leads with it
+    act_as(page, "U_DANA")
+    rid = plan(page, "staging", "pending --ref demo/verify-fails")
+    root = card(page, rid)
+    expect(root).to_contain_text("awaiting approval", timeout=60_000)
+    act_as(page, "U_ALICE")
+    click_on_card(page, rid, "Approve")
+    replies = root.get_by_test_id("thread-reply")
+    first = replies.filter(has_text=re.compile(r"approved \(1/\d\)"))
+    expect(first).to_be_visible()
+    if "(1/2)" in first.inner_text():
+        act_as(page, "U_BOB")
+        click_on_card(page, rid, "Approve")
+    incident = replies.filter(has_text=re.compile(rf"Incident #\d+: request #{rid} on staging")).first
+    expect(incident).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    number = int(re.search(r"Incident #(\d+)", incident.inner_text()).group(1))
+    act_as(page, "U_BOB")
+    type_command(page, "/migrate status")
+    status = page.get_by_test_id("ephemeral").filter(has_text="Needs attention").last
+    expect(status).to_be_visible(timeout=30_000)
+    lines = [line for line in status.get_by_test_id("message-body").inner_text().splitlines() if line.strip()]
+    assert lines[0] == "Needs attention", lines
+    assert lines[1].startswith(f"🚨 Incident #{number} (open) on staging: request #{rid} failed at verify"), lines
+    shot(page, "11-status-incident-first", status)
+
+    # --- a thread reply and a 📌 on Dana's message, from the page
+    act_as(page, "U_BOB")
+    box = root.get_by_test_id("reply-input")
+    box.fill("looking at the backfill: half the rows were skipped")
+    box.press("Enter")
+    expect(replies.filter(has_text="looking at the backfill")).to_be_visible()
+    act_as(page, "U_DANA")
+    root.get_by_test_id("reply-input").fill("action: make the backfill cover every row")
+    root.get_by_test_id("reply-send").click()
+    dana_says = replies.filter(has_text="action: make the backfill cover every row")
+    expect(dana_says).to_be_visible()
+    act_as(page, "U_ALICE")
+    dana_says.hover()
+    dana_says.get_by_test_id("react-pin").click()
+    expect(dana_says.get_by_test_id("reaction")).to_contain_text("📌 1")
+    shot(page, "12-reply-and-pin", dana_says)
+
+    # --- Restore backup: the demo's customers (orders references them) come back as the backup holds them
+    incident.locator("[data-action-id=incident_restore_backup]").click()
+    modal = page.get_by_test_id("modal")
+    expect(page.get_by_test_id("modal-title")).to_contain_text("Restore backup #")
+    modal.locator("[data-testid=modal-input][data-block-id=confirm_input]").fill("staging")
+    page.get_by_test_id("modal-submit").click()
+    expect(modal).to_be_hidden()
+    done = replies.filter(has_text="Restore finished")
+    expect(done).to_contain_text("Restored public.customers (50,000 rows) from backup #", timeout=RUN_TIMEOUT_MS)
+    expect(done).to_contain_text("1 foreign key into them (public.orders.orders_customer_id_fkey)")
+    expect(incident).to_contain_text("mitigated")
+    shot(page, "13-restored", done)
+    with psycopg.connect(with_database(pg_admin_url, f"{dev_run.prefix}_demo_staging")) as conn:
+        assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' "
+                            "AND column_name = 'email_normalized'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (50_000,)
+        assert conn.execute("SELECT convalidated FROM pg_constraint WHERE conname = 'orders_customer_id_fkey'"
+                            ).fetchone() == (True,)
+
+    # --- Resolve: the post-mortem draft holds the reply and the pinned message, by name
+    incident.locator("[data-action-id=incident_resolve]").click()
+    draft = replies.get_by_test_id("file").filter(has_text="Post-mortem draft")
+    expect(draft).to_be_visible(timeout=30_000)
+    draft.locator("summary").click()
+    content = draft.locator(".file-content")
+    expect(content).to_contain_text("looking at the backfill: half the rows were skipped", timeout=10_000)
+    expect(content).to_contain_text("📌 action: make the backfill cover every row")
+    expect(content).to_contain_text("make the backfill cover every row")
+    shot(page, "14-postmortem", draft)
