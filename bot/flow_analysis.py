@@ -110,7 +110,9 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
     # Guardian's apply step sets lock_timeout and statement_timeout itself, inside each file's transaction.
     context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled),
                                     enabled=frozenset(config.lint.enabled),
-                                    runner_lock_timeout=True, runner_statement_timeout=True)
+                                    runner_lock_timeout=True, runner_statement_timeout=True,
+                                    # a Prisma project's files must also run under `prisma migrate deploy`
+                                    runner="prisma" if config.project.layout == "prisma" else "guardian")
     analysed, reasons, worst = [], [], "low"
     # In a child process under [analysis]'s budget: a crafted file cannot hold this worker up
     reports = analyse_within([m.sql for m in news], context, config.analysis, request.id)

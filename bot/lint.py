@@ -12,6 +12,7 @@ import gc
 import json
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
@@ -65,7 +66,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         fail_on = Severity(args.fail_on or config["fail_on"])
         inputs = list(_inputs(args.paths))
         rendered: dict | None = {} if args.format == "json" else None
-        reports = [(path, _analyze(data, ctx, rendered if len(inputs) == 1 else None)) for path, data in inputs]
+        reports = [(path, _analyze(data, _for_file(ctx, path), rendered if len(inputs) == 1 else None))
+                   for path, data in inputs]
         if _keep is not None:
             _keep.append(reports)
     except UsageError as exc:
@@ -291,6 +293,19 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
             raise UsageError(f"--context {args.context}: {exc}") from exc
     return Context(pg_version=version, disabled=frozenset(config["disabled"]), enabled=frozenset(config["enabled"]),
                    assume_in_transaction=config["assume_in_transaction"], **extra)
+
+
+_PRISMA_FILE = re.compile(r"(^|/)\d{14}_[^/]+/migration\.sql$")
+
+
+def _for_file(ctx: Context, path: str) -> Context:
+    """A Prisma migration (`<14-digit timestamp>_<name>/migration.sql`) is judged as `prisma migrate` runs it:
+    the whole file as one query, one implicit transaction."""
+    if ctx.runner == "guardian" and _PRISMA_FILE.search(path.replace(os.sep, "/")):
+        from dataclasses import replace
+
+        return replace(ctx, runner="prisma")
+    return ctx
 
 
 def _table_stats(name: str, value: Any):

@@ -52,7 +52,7 @@ from bot.slack.pipeline_blocks import (
 from workers import pipeline, report, truth
 from workers.batch import plan_batch, run_batches
 from workers.refs import to_migration
-from workers.plan import Part, plan_parts
+from workers.plan import Part, own_transactions, plan_parts
 from workers.runtime import runtime
 from workers.watchdog import Watchdog, application_name, target_lock_key
 
@@ -275,7 +275,11 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         _ledgered(ctx, migration, lambda: None)
         return
     if len(parts) == 1 and parts[0].kind == "tx":
-        _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
+        if own_transactions(ref.sql):  # its BEGIN/COMMIT would end our ledger transaction: run its statements
+            only = parts[0].pieces
+            _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in only])
+        else:
+            _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
     with ctx.conn.transaction():

@@ -34,6 +34,46 @@ class Part:
     batch: tuple[int, float] | None = None  # (rows per batch, pause seconds)
 
 
+@dataclass(frozen=True)
+class _BlockPart(Part):
+    block: int | None = None  # which BEGIN ... COMMIT block of the file (statements outside have none)
+
+
+def _transaction_blocks(pieces: list[Piece]) -> dict[int, int]:
+    """Statement index -> block number, for the statements between a BEGIN and its COMMIT.
+
+    The file's own BEGIN ... COMMIT (Prisma generates them for enum changes) runs as one transaction part:
+    what Prisma does when it sends the file as one query. Anything else (SAVEPOINT, ROLLBACK, a BEGIN
+    inside a block, a block never committed) is refused with a clear error."""
+    out: dict[int, int] = {}
+    block = None
+    count = 0
+    for p in pieces:
+        if p.node_type != "TransactionStmt":
+            if block is not None:
+                out[p.index] = block
+            continue
+        word = p.text.strip().split(None, 1)[0].upper().rstrip(";") if p.text.strip() else ""
+        if word in ("BEGIN", "START") and block is None:
+            count += 1
+            block = count
+        elif word in ("COMMIT", "END") and block is not None:
+            block = None
+        else:
+            raise GuardianError(f"line {p.line}: {word or 'this transaction statement'} is not supported in a "
+                                "migration file (only one BEGIN ... COMMIT block at a time, each committed): "
+                                "remove it and plan again", code="explicit-transaction")
+    if block is not None:
+        raise GuardianError("the file's last BEGIN is never committed: add COMMIT (or remove the BEGIN) and plan "
+                            "again", code="explicit-transaction")
+    return out
+
+
+def own_transactions(sql: str) -> bool:
+    """The file has its own BEGIN/COMMIT: it must run statement by statement, not as one string."""
+    return any(p.node_type == "TransactionStmt" for p in split_statements(sql))
+
+
 def _fallback_transactional(piece: Piece, pg_version: int) -> bool:
     """Our own classification, used only when the risk engine's statements do not line up with ours."""
     node = piece.node_type or ""
@@ -63,9 +103,7 @@ def plan_parts(sql: str, pg_version: int, *, request_id: int | None = None) -> l
     pieces = split_statements(sql)
     if not pieces or any(p.node_type is None for p in pieces):
         return [Part("tx", pieces)] if pieces else []
-    if any(p.node_type == "TransactionStmt" for p in pieces):
-        raise GuardianError("the file has its own BEGIN/COMMIT/SAVEPOINT; Guardian runs each file in one "
-                            "transaction itself: remove them and plan again", code="explicit-transaction")
+    blocks = _transaction_blocks(pieces)
     directives = batch_directives(sql)
     batched: dict[int, tuple[int, float]] = {}
     for line, spec in directives.items():
@@ -76,11 +114,26 @@ def plan_parts(sql: str, pg_version: int, *, request_id: int | None = None) -> l
     flags = _transactional_flags(sql, pieces, pg_version, request_id)
     parts: list[Part] = []
     for piece, transactional in zip(pieces, flags):
-        if piece.index in batched:
+        if piece.node_type == "TransactionStmt":
+            continue  # the blocks they open and close are the parts below
+        if piece.index in blocks:  # a BEGIN ... COMMIT block: one transaction, as the file's own tool runs it
+            if not transactional:
+                raise GuardianError(f"line {piece.line}: this statement cannot run inside the file's BEGIN ... "
+                                    "COMMIT block (it fails with 'cannot run inside a transaction block'); move it "
+                                    "to its own migration", code="explicit-transaction")
+            block = blocks[piece.index]
+            if parts and parts[-1].kind == "tx" and getattr(parts[-1], "block", None) == block:
+                parts[-1].pieces.append(piece)
+            elif parts and parts[-1].kind == "tx" and getattr(parts[-1], "block", None) is None:
+                # statements before BEGIN join its block: the one implicit transaction BEGIN turns explicit
+                parts[-1] = _BlockPart("tx", parts[-1].pieces + [piece], block=block)
+            else:
+                parts.append(_BlockPart("tx", [piece], block=block))
+        elif piece.index in batched:
             parts.append(Part("batch", [piece], batched[piece.index]))
         elif not transactional:
             parts.append(Part("alone", [piece]))
-        elif parts and parts[-1].kind == "tx":
+        elif parts and parts[-1].kind == "tx" and getattr(parts[-1], "block", None) is None:
             parts[-1].pieces.append(piece)
         else:
             parts.append(Part("tx", [piece]))

@@ -72,9 +72,13 @@ def too_complex_report(why: str, context: Context | None = None) -> Report:
 
 def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context, left_out: int = 0) -> Report:
     """The Report; `left_out`: statements of the file whose records are not in `statements` (Split.head)."""
-    if st.tx_open and st.explicit:
+    if st.tx_open and st.explicit and not (ctx.assume_in_transaction and st.runner_closed):
         findings.append(_finding("MG606", st.begin_line, 1, None,
                                  "BEGIN at this line is never committed; the work is rolled back.", ctx))
+    if ctx.runner == "prisma" and (len(statements) if isinstance(statements, list) else 0) + left_out > 1:
+        for index, line, column, text in st.nontx:
+            if not any(f is not None and f.code == "MG103" and f.statement == index for f in findings):
+                findings.append(_prisma_alone(index, line, column, text, ctx))
     findings = [f for f in findings if f is not None]
     risk, reasons = _overall(findings, statements or left_out)
     return Report(risk=risk, reasons=reasons, statements=tuple(statements), findings=tuple(findings),
@@ -351,6 +355,19 @@ def _finding(code: str, line: int, column: int, statement: int | None, message: 
                                    accept_reason=None)
 
 
+def _prisma_alone(index: int, line: int, column: int, text: str, ctx: Context) -> Finding | None:
+    """MG103 for a statement that cannot run in a transaction, in a Prisma file with other statements."""
+    f = _finding("MG103", line, column, index, "Prisma sends this multi-statement file as one query, which runs as "
+                 "one implicit transaction: this statement fails with 'cannot run inside a transaction block' "
+                 "(25001) and the migration is marked failed.", ctx)
+    if f is None:
+        return None
+    from .fixes import body
+    fix = ("-- Migration 1, a new migration folder holding only this statement, because Prisma runs a multi-statement "
+           "file as one transaction, where it fails:\n" + body(text) + ";\n-- Remove it from this file.")
+    return build_from(Finding, dict(f.__dict__, fix=fix))
+
+
 def _overall(findings: list[Finding], statements: list[StatementInfo] | int) -> tuple[Severity, tuple[str, ...]]:
     live = [f for f in findings if not f.accepted]
     if not statements and not findings:
@@ -380,6 +397,8 @@ def _update(s: Stmt, st: State) -> None:
             st.held_reported = False
         elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT_PREPARED",
                       "TRANS_STMT_PREPARE"):
+            if st.tx_open and not st.explicit:
+                st.runner_closed = True
             st.tx_open = st.explicit = False
             st.tx_id += 1
             st.held.clear()
@@ -393,13 +412,17 @@ def _update(s: Stmt, st: State) -> None:
             _setting(fc[0], fc[1:2], st)
     if not fx.transactional:
         st.nontx_seen = True
+        if ctx_runner_prisma(st):
+            st.nontx.append((s.raw.index, s.raw.line, s.raw.column, s.raw.text))
         if st.tx_open and not st.explicit:  # the runner runs it alone; a new transaction follows
             st.tx_id += 1
             st.held.clear()
             st.held_reported = False
     elif fx.locks and t not in ("SelectStmt",):
         st.tx_ddl_seen = True
-    if s.in_tx:
+    if t == "AlterEnumStmt" and n.get("newVal") and fx.transactional and st.tx_open:
+        st.new_values[n["newVal"]] = (".".join(strings(n.get("typeName"))), s.raw.line, st.tx_id)
+    if s.in_tx and not (t == "DropStmt" and n.get("removeType") == "OBJECT_INDEX"):  # an index is not a table
         for rel, mode in fx.locks.items():
             if mode == AEL and not st.is_new(rel) and rel not in fx.creates:
                 st.held.setdefault(rel, (mode, s.raw.line))
@@ -411,6 +434,10 @@ def _update(s: Stmt, st: State) -> None:
     elif t == "AlterTableStmt":
         _altered_table(n, st)
     st.created.update(fx.creates)
+
+
+def ctx_runner_prisma(st: State) -> bool:
+    return st.ctx.runner == "prisma"
 
 
 def _setting(name: str, values: list, st: State) -> None:
@@ -466,6 +493,7 @@ def _altered_table(n: dict, st: State) -> None:
                 st.indexes.setdefault(table, set()).add(tuple(strings(c.get("keys"))))
         elif sub == "AT_ValidateConstraint":
             st.checked_tables.add(table)
+            st.validated.add(cmd.get("name", ""))
             added = st.not_valid.get(cmd.get("name", ""))
             if added and added[2]:
                 st.not_null_checks.add((table, added[2]))

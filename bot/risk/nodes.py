@@ -124,6 +124,8 @@ def func_names(expr) -> list[str]:
 def volatility(expr, known: dict[str, str]) -> str:
     """'volatile', 'unknown' (a function we cannot classify) or 'stable' for a default expression."""
     verdict = "stable"
+    if _bad_arity(expr):
+        return "unknown"
     for name in func_names(expr):
         v = known.get(name)
         if v:
@@ -135,6 +137,19 @@ def volatility(expr, known: dict[str, str]) -> str:
         if name not in NONVOLATILE_FUNCTIONS:
             verdict = "unknown"
     return verdict
+
+
+_NO_ARGS = frozenset({"now", "transaction_timestamp", "statement_timestamp", "clock_timestamp", "timeofday",
+                      "gen_random_uuid", "random"})
+
+
+def _bad_arity(expr) -> bool:
+    """A call such as now(123): no built-in of that name takes arguments, so it is some other function."""
+    fc = expr.get("FuncCall") if isinstance(expr, dict) else None
+    if not fc:
+        return False
+    names = strings(fc.get("funcname"))
+    return bool(names) and names[-1] in _NO_ARGS and bool(fc.get("args"))
 
 
 def column_constraints(coldef: dict) -> list[dict]:

@@ -46,6 +46,10 @@ class State:
     dropped_pkeys: set[str] = field(default_factory=set)
     begin_line: int = 0
     null_columns: set[tuple[str, str]] = field(default_factory=set)  # added in this file, no default
+    validated: set[str] = field(default_factory=set)  # constraints validated in this file
+    new_values: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # enum value -> (type, line, tx)
+    runner_closed: bool = False  # a COMMIT ended the runner's transaction (a later BEGIN hands one back)
+    nontx: list[tuple[int, int, int, str]] = field(default_factory=list)  # (index, line, column, text)
     # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it
     # uses, validated); None for a constraint the file dropped that it did not add (perhaps one the target has)
     checks: dict[str, dict[str, tuple[tuple[str, ...], bool] | None]] = field(default_factory=dict)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from ..models import Severity
 from ..nodes import column_constraints, rv_name, strings
 from ..state import State, Stmt
 from . import Hit, rule
@@ -87,7 +88,7 @@ RULES = (
       "readers, then drop the old one.",
       "ALTER TABLE users ALTER COLUMN name DROP NOT NULL;",
       "ALTER TABLE users ALTER COLUMN name SET DEFAULT '';", (17,)),
-    R("MG210", "drop-constraint", "medium",
+    R("MG210", "drop-constraint", "low",
       "DROP CONSTRAINT removes a guarantee the data and the application rely on.",
       "Once dropped, invalid rows can be written and are hard to clean up; the drop takes ACCESS EXCLUSIVE "
       "(for a FK on both tables).",
@@ -163,7 +164,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
                           "while VALIDATE scans {table}.".replace("{table}", table), table, item=cmd)
         elif sub == "AT_SetNotNull" and not new:
             col = cmd.get("name", "")
-            proven = (table, col) in st.not_null_checks and st.ctx.pg_version >= 12
+            proven = ((table, col) in st.not_null_checks or _validated_not_null(st, col)) and st.ctx.pg_version >= 12
             if not proven:
                 tip = " (PG 18: use ADD CONSTRAINT ... NOT NULL ... NOT VALID)" if st.ctx.pg_version >= 18 else ""
                 yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}.", table,
@@ -171,7 +172,16 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         elif sub == "AT_DropNotNull" and not new:
             yield Hit("MG209", f"{table}.{cmd.get('name')} may now be NULL; check every reader.", item=cmd)
         elif sub == "AT_DropConstraint" and not new:
-            yield Hit("MG210", f"Dropping constraint {cmd.get('name')} on {table}.", table, item=cmd)
+            name = cmd.get("name") or ""
+            if name in st.validated and table in st.not_null_done:
+                continue  # the NOT NULL recipe's helper check, redundant once SET NOT NULL ran
+            if name.endswith("_fkey") or "fk" in name.lower():
+                what = (f"Dropping foreign key {name} on {table} loosens the schema (rows may then point nowhere); "
+                        f"the drop itself takes a brief ACCESS EXCLUSIVE on {table} and the table it references.")
+            else:
+                what = (f"Dropping constraint {name} on {table}: rows it rejected can be written from now on; the "
+                        f"drop takes a brief ACCESS EXCLUSIVE on {table}.")
+            yield Hit("MG210", what, table, item=cmd)
 
 
 def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: list[dict],
@@ -205,12 +215,20 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: li
         if c.get("indexname"):
             if table not in st.not_null_done:
                 yield Hit("MG206", f"PRIMARY KEY USING INDEX {c['indexname']} scans {table} for NULLs unless its "
-                          "columns are already NOT NULL.", table)
+                          "columns are already NOT NULL.", table, None if st.stats(table) else Severity.LOW)
         else:
             yield Hit("MG205", f"PRIMARY KEY on {table} builds its index under ACCESS EXCLUSIVE.", table)
     elif ct == "CONSTR_EXCLUSION":
         yield Hit("MG207", f"EXCLUDE constraint on {table} builds a GiST index and checks every row under "
                   "ACCESS EXCLUSIVE.", table)
+
+
+def _validated_not_null(st: State, col: str) -> bool:
+    """A constraint validated earlier in this file whose name says it is this column's NOT NULL check (the
+    recipe's last migration: VALIDATE, SET NOT NULL, DROP the check; its CHECK was added in an earlier file)."""
+    col = col.lower()
+    return any(col in name.lower() and ("null" in name.lower() or name.lower().endswith("_nn"))
+               for name in st.validated)
 
 
 def _drops_pkey(cmds: list[dict]) -> bool:

@@ -57,7 +57,7 @@ RULES = (
 )
 
 # The scanner truncates long identifiers before we see the tree, so look at the text.
-_LONG = re.compile(r'[A-Za-z0-9_$]{64}|"[^"\s]{64}')
+_LONG = re.compile(r'[A-Za-z0-9_$]{64}|"[^"\s]{64}|"[^"\s\x00-\x7f]{16}')  # 16 characters of 4 bytes
 # _LONG needs 64 characters in a row with no whitespace and no double quote: RawStatement.long_word,
 # found for a whole piece of the file at once, skips the regex (slow: its alternation) for nearly every
 # statement.
@@ -130,11 +130,29 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
                           "to 63.")
                 break
     if t == "UpdateStmt":
-        yield from _dupes([r["ResTarget"].get("name") for r in n.get("targetList") or () if "ResTarget" in r],
-                          rv_name(n.get("relation")))
+        yield from _dupes(_assigned(n.get("targetList")), rv_name(n.get("relation")))
     elif t == "InsertStmt":
-        yield from _dupes([r["ResTarget"].get("name") for r in n.get("cols") or () if "ResTarget" in r],
-                          rv_name(n.get("relation")))
+        yield from _dupes(_assigned(n.get("cols")), rv_name(n.get("relation")))
+    if t in ("CreateTableAsStmt", "AlterTableStmt") and n.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
+        rel = n.get("relation") or (n.get("into") or {}).get("rel") or {}
+        if rel and not rel.get("schemaname"):
+            yield Hit("MG806", f"{s.fx.kind} {rv_name(rel)} without a schema.")
+
+
+def _assigned(targets) -> list:
+    """The columns an UPDATE SET or INSERT column list assigns; `a.x, a.y` and `a[1], a[2]` assign different
+    parts of one column (allowed), so a name counts twice only when one assignment is to the whole column."""
+    parts: dict[str, list] = {}
+    for r in targets or ():
+        rt = r.get("ResTarget")
+        if rt and rt.get("name"):
+            parts.setdefault(rt["name"], []).append(repr(rt.get("indirection")) if rt.get("indirection") else None)
+    out = []
+    for name, ind in parts.items():
+        whole = ind.count(None)
+        dup = whole > 1 or (whole and len(ind) > 1) or len(set(ind)) < len(ind)
+        out += [name] * (len(ind) if dup else 1)
+    return out
 
 
 def _dupes(names: list, table: str) -> Iterator[Hit]:

@@ -118,7 +118,9 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     elif t == "RenameStmt":
         yield from _rename(s, st, n)
     elif t == "AlterObjectSchemaStmt" and not st.is_new(s.fx.target):
-        yield Hit("MG508", f"SET SCHEMA {n.get('newschema')} moves {s.fx.target or 'the object'}; old names break.")
+        low = Severity.LOW if n.get("objectType") == "OBJECT_DOMAIN" else None  # columns keep their domain
+        yield Hit("MG508", f"SET SCHEMA {n.get('newschema')} moves {s.fx.target or 'the object'}; old names break.",
+                  None, low)
     elif t == "AlterEnumStmt":
         yield from _enum(s, st, n)
     elif t == "AlterTableStmt" and not st.is_new(rv_name(n.get("relation"))):
@@ -152,6 +154,14 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
     elif rt == "OBJECT_SCHEMA":
         yield Hit("MG503", "DROP SCHEMA deletes everything in it" + (" (CASCADE)." if n.get("behavior") == "DROP_CASCADE"
                                                                      else "."))
+    elif rt == "OBJECT_TRIGGER":
+        if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
+            return
+        for obj in n.get("objects") or ():
+            parts = strings(obj.get("List", {}).get("items"))
+            if parts:
+                yield Hit("MG504", f"DROP TRIGGER {parts[-1]} on {'.'.join(parts[:-1])}: what it did on every write "
+                          "(audit rows, derived columns) stops.", None, Severity.LOW)
     elif rt != "OBJECT_INDEX":
         if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
             return
@@ -186,6 +196,9 @@ def _rename(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         yield Hit(code, f"RENAME {rel} TO {n.get('newname')} breaks clients using the old name.")
     elif rt in ("OBJECT_INDEX", "OBJECT_TABCONSTRAINT", "OBJECT_TRIGGER", "OBJECT_SEQUENCE"):
         return  # internal names: clients do not refer to them
+    elif rt in ("OBJECT_DOMCONSTRAINT", "OBJECT_DOMAIN"):
+        yield Hit("MG507", f"{s.fx.kind} to {n.get('newname')}: only DDL that names the old name breaks.", None,
+                  Severity.LOW)
     else:
         yield Hit("MG507", f"{s.fx.kind} to {n.get('newname')} breaks clients using the old name.")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..models import LOCK_RANK
+from ..models import LOCK_RANK, Severity
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -41,11 +41,13 @@ RULES = (
       "DROP INDEX CONCURRENTLY users_email_idx;",
       "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", (65,)),
     R("MG605", "nested-transaction", "medium",
-      "BEGIN inside an open transaction, or COMMIT with none open.",
-      "The runner already wraps each file in a transaction; an inner COMMIT commits part of the migration "
-      "early, so a later failure leaves it half applied.",
-      "Remove BEGIN/COMMIT and let the runner own the transaction, or split the file.",
-      "BEGIN;\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
+      "BEGIN inside an open BEGIN block, COMMIT or ROLLBACK with none open, or ending the runner's transaction.",
+      "A BEGIN ... COMMIT block is a transaction of its own (Prisma runs the file as one query, Guardian runs "
+      "each block as one part), but a second BEGIN inside it is ignored with a warning and the first COMMIT "
+      "ends both; a bare COMMIT commits what precedes it early, so a later failure leaves the file half "
+      "applied; a ROLLBACK silently discards work.",
+      "Keep one BEGIN ... COMMIT block per transaction, or none and let the runner own the transaction.",
+      "BEGIN;\nBEGIN;\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
       "ALTER TABLE t ADD COLUMN c int;", (66,)),
     R("MG606", "uncommitted-transaction", "high",
       "BEGIN without a matching COMMIT: the work is rolled back when the session ends.",
@@ -60,9 +62,50 @@ RULES = (
       "Put CREATE INDEX CONCURRENTLY (and other non-transactional statements) in their own migration file.",
       "CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);",
       "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (68,)),
+    R("MG608", "enum-value-used-in-same-transaction", "critical",
+      "A value added with ALTER TYPE ... ADD VALUE is used before the transaction that added it commits.",
+      "PostgreSQL 12+ lets ADD VALUE run in a transaction, but the new value cannot be used until that "
+      "transaction commits: the statement fails with 'unsafe use of new value' (55P04) and the migration aborts. "
+      "Prisma runs a multi-statement file as one transaction, so ADD VALUE and an UPDATE using it in one "
+      "migration.sql always fail.",
+      "Add the value in one migration and use it in the next one.",
+      "ALTER TYPE status ADD VALUE 'archived';\nUPDATE posts SET state = 'archived' WHERE deleted;",
+      "ALTER TYPE status ADD VALUE IF NOT EXISTS 'archived';", (56,)),
 )
 
 _CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
+
+
+def _slow(s: Stmt, st: State) -> str | None:
+    """What makes this statement slow while an earlier lock is held, or None for an instant one."""
+    fx = s.fx
+    existing = [r for r in fx.locks if r not in fx.creates and not st.is_new(r)]
+    if not existing:
+        return None
+    if fx.rewrite:
+        return f"rewrites {existing[0]}"
+    if fx.scan:
+        return f"scans {existing[0]}"
+    if fx.data_changing and s.type in ("UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"):
+        return f"changes rows of {fx.target or existing[0]}"
+    for r in existing:
+        if r not in st.held and LOCK_RANK[fx.locks[r]] >= _SHARE:
+            return f"waits for {fx.locks[r]} on {r}"
+    return None
+
+
+def _uses_value(node, value: str) -> bool:
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            c = x.get("A_Const")
+            if isinstance(c, dict) and (c.get("sval") or {}).get("sval") == value:
+                return True
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
 _SHARE = LOCK_RANK["SHARE"]
 
 
@@ -73,13 +116,21 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n, fx = s.type, s.node, s.fx
     if t == "TransactionStmt":
         kind = n.get("kind", "")
-        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and st.tx_open:
-            who = "an earlier BEGIN" if st.explicit else "the runner (each file runs in one transaction)"
-            yield Hit("MG605", f"BEGIN while a transaction opened by {who} is in progress.")
+        # A BEGIN ... COMMIT block is a transaction of its own: Prisma sends the file as one query, where BEGIN
+        # turns the implicit transaction into this block; Guardian's apply runs each block as one part.
+        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and st.tx_open and st.explicit:
+            yield Hit("MG605", "BEGIN while the transaction opened by an earlier BEGIN is in progress: PostgreSQL "
+                      "ignores it with a warning, and the first COMMIT ends both.")
         elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK") and not st.tx_open:
             yield Hit("MG605", f"{fx.kind} with no transaction open.")
         elif kind == "TRANS_STMT_COMMIT" and st.tx_open and not st.explicit:
-            yield Hit("MG605", "COMMIT ends the runner's transaction early; the rest of the file runs separately.")
+            yield Hit("MG605", "COMMIT here commits what precedes it on its own: if a later statement fails, the "
+                      "file stays half applied.", None, Severity.LOW)
+        elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open and not st.explicit:
+            yield Hit("MG605", "ROLLBACK discards everything the runner's transaction did before it.")
+        elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open:
+            yield Hit("MG605", "ROLLBACK discards this BEGIN block: none of its statements take effect.", None,
+                      Severity.LOW)
         return
     if t in _CONTROL:
         return
@@ -101,16 +152,24 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         st.statement_timeout_reported = True
         yield Hit("MG602", f"{fx.kind} may run long and no statement_timeout is set.")
     if s.in_tx and st.held and not st.held_reported:
-        rel, (mode, line) = next(iter(st.held.items()))
-        st.held_reported = True
-        yield Hit("MG603", f"{mode} on {rel} (taken at line {line}) is still held while this runs; queries on "
-                  f"{rel} wait until COMMIT.", rel)
+        slow = _slow(s, st)
+        if slow:
+            rel, (mode, line) = next(iter(st.held.items()))
+            st.held_reported = True
+            yield Hit("MG603", f"This statement {slow} while {mode} on {rel} (taken at line {line}) is still held: "
+                      f"every query on {rel} waits until COMMIT.", rel)
+    if st.new_values and t not in _CONTROL:
+        for value, (typ, line, tx) in st.new_values.items():
+            if tx == st.tx_id and s.in_tx and _uses_value(n, value):
+                yield Hit("MG608", f"Uses '{value}', added to {typ} at line {line} in this same transaction: fails "
+                          "with 'unsafe use of new value' (55P04).")
+                break
     if not fx.transactional:
         if t == "IndexStmt" and n.get("concurrent") and not n.get("if_not_exists"):
             yield Hit("MG604", "CREATE INDEX CONCURRENTLY without IF NOT EXISTS fails on a re-run.")
         elif t == "DropStmt" and n.get("concurrent") and not n.get("missing_ok"):
             yield Hit("MG604", "DROP INDEX CONCURRENTLY without IF EXISTS fails on a re-run.")
-    if st.ctx.assume_in_transaction and not st.explicit and not st.mixed_reported:
-        if not fx.transactional and st.tx_ddl_seen or fx.transactional and st.nontx_seen and fx.locks:
+    if st.ctx.assume_in_transaction and not st.explicit and not st.mixed_reported and st.ctx.runner != "prisma":
+        if not fx.transactional and st.tx_ddl_seen:  # a CONCURRENTLY step first leaves nothing half applied
             st.mixed_reported = True
             yield Hit("MG607", "This file mixes statements that need a transaction with ones that cannot run in one.")

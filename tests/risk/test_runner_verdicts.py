@@ -1,0 +1,45 @@
+"""Verdicts that match what the runner will do: statements that fail under it are critical, with the reason."""
+from __future__ import annotations
+
+from bot.risk import Context, Severity, analyze
+
+PRISMA = Context(runner="prisma")
+
+
+def _by_code(sql: str, ctx: Context = Context()) -> dict:
+    return {f.code: f for f in analyze(sql, ctx).findings}
+
+
+def test_add_value_then_use_in_the_same_transaction_is_critical():
+    sql = ('ALTER TYPE "Status" ADD VALUE \'ARCHIVED\';\n'
+           'UPDATE "Post" SET "status" = \'ARCHIVED\' WHERE "deletedAt" IS NOT NULL;\n')
+    for ctx in (PRISMA, Context()):
+        f = _by_code(sql, ctx)["MG608"]
+        assert f.severity is Severity.CRITICAL and f.line == 2
+        assert "unsafe use of new value" in f.message and "ARCHIVED" in f.message
+
+
+def test_add_value_used_after_a_commit_or_in_the_next_file_is_fine():
+    assert "MG608" not in _by_code("BEGIN;\nALTER TYPE s ADD VALUE 'x';\nCOMMIT;\nUPDATE t SET c = 'x' WHERE id = 1;")
+    assert "MG608" not in _by_code("UPDATE t SET c = 'x' WHERE id = 1;")
+
+
+def test_concurrently_in_a_multi_statement_prisma_file_is_critical():
+    sql = ('-- CreateIndex\nCREATE INDEX CONCURRENTLY "Post_authorId_idx" ON "Post"("authorId");\n'
+           '-- AlterTable\nALTER TABLE "Post" ADD COLUMN "views" INTEGER;\n')
+    f = _by_code(sql, PRISMA)["MG103"]
+    assert f.severity is Severity.CRITICAL and f.line == 2
+    assert "cannot run inside a transaction block" in f.message
+    assert 'CREATE INDEX CONCURRENTLY "Post_authorId_idx" ON "Post"("authorId");' in f.fix
+    assert "migration folder holding only this statement" in f.fix
+
+
+def test_concurrently_alone_in_its_prisma_file_is_fine():
+    sql = 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "Post_authorId_idx" ON "Post"("authorId");\n'
+    assert "MG103" not in _by_code(sql, PRISMA)
+
+
+def test_concurrently_after_other_statements_under_guardian_is_not_critical():
+    """Guardian's apply runs CONCURRENTLY statements alone in autocommit: no failure, so no MG103."""
+    sql = 'ALTER TABLE "Post" ADD COLUMN "views" INTEGER;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON "Post"(a);\n'
+    assert "MG103" not in _by_code(sql)
