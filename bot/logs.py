@@ -24,8 +24,9 @@ from bot.errors import ConfigError
 LOG_FORMAT_ENV = "GUARDIAN_LOG_FORMAT"
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Our log lines name their request as "request 12: …" (STYLE: every line names the request id).
-_REQUEST_ID = re.compile(r"\brequest #?(\d{1,18})\b")
+# Our log lines name their request as "request 12: …" (STYLE: every line names the request id); RQ's own lines
+# name the job, whose id is "guardian-req12-apply-1" (workers/enqueue.py job_id).
+_REQUEST_ID = re.compile(r"\brequest #?(\d{1,18})\b|\bguardian-req(\d{1,18})-", re.IGNORECASE)
 # LogRecord attributes that are not extra fields a caller passed
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -61,7 +62,7 @@ def request_id_of(record: logging.LogRecord, message: str) -> int | None:
         except (TypeError, ValueError):
             return None
     found = _REQUEST_ID.search(message)
-    return int(found.group(1)) if found else None
+    return int(found.group(1) or found.group(2)) if found else None
 
 
 class JsonFormatter(logging.Formatter):

@@ -39,6 +39,11 @@ def _json_lines(stderr: str) -> list[dict]:
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_worker_logs_json_lines(how, redis_url, state_db_url):
+    from redis import Redis
+    from rq import Queue
+
+    # a job named as workers/enqueue.py names a request's step: RQ's lines about it carry the request id
+    Queue("guardian", connection=Redis.from_url(redis_url)).enqueue("bot.schema.schema_files", job_id="guardian-req7-noop-1")
     env = {"REDIS_URL": redis_url, "DATABASE_URL": state_db_url}
     args = ["worker", "--burst"]
     if how == "flag":
@@ -51,6 +56,8 @@ def test_worker_logs_json_lines(how, redis_url, state_db_url):
     assert all({"ts", "level", "logger", "message", "process", "thread"} <= r.keys() for r in records)
     assert any("listening on guardian" in r["message"] for r in records), records
     assert all(r["ts"].endswith("+00:00") for r in records)
+    about_job = [r for r in records if "guardian-req7-noop-1" in r["message"]]
+    assert about_job and all(r["request_id"] == 7 for r in about_job), records
 
 
 def test_a_bad_log_format_variable_is_one_line():
@@ -77,12 +84,14 @@ def test_json_record_names_its_request_and_scrubs_secrets(monkeypatch):
         except RuntimeError:
             log.exception("analysis crashed", extra={"request_id": 7, "step": "analyze"})
         log.info("worker started")
+        log.info("guardian: workers.apply.run(12) (guardian-req12-apply-1)")  # RQ's line names the job
     finally:
         log.removeHandler(handler)
-    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    first, second, third, fourth = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["request_id"] == 42 and first["level"] == "WARNING" and first["logger"] == "tests.json_logs"
     assert first["message"] == "request 42: apply failed on postgresql://app:[secret]@db/prod"
     assert second["request_id"] == 7 and second["step"] == "analyze"
     assert "RuntimeError" in second["exc_info"] and "other-pw" not in second["exc_info"]
     assert "hunter2" not in stream.getvalue() and "other-pw" not in stream.getvalue()
     assert "request_id" not in third
+    assert fourth["request_id"] == 12

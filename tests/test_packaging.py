@@ -243,3 +243,32 @@ def test_action_annotates_and_fails_on_a_risky_migration_and_passes_a_safe_one(i
     assert doc["version"] == "2.1.0" and doc["runs"][0]["results"]
     located = doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert located.endswith("20240101000000_risky_index/migration.sql")
+
+
+def test_pre_commit_itself_installs_and_runs_the_hook_from_this_repository(sample_repo: Path, tmp_path: Path):
+    """pre-commit clones the hook repository at a commit, pip-installs it into an environment of its own and runs
+    the hook on the files its `files`/`exclude` select: a commit with the risky migration is refused."""
+    hooks = _source_copy(tmp_path / "hook-repo")
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(hooks)], check=True)
+    subprocess.run([*git, "-C", str(hooks), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(hooks), "commit", "-q", "-m", "hook"], check=True)
+    rev = subprocess.run(["git", "-C", str(hooks), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (sample_repo / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {hooks}\n    rev: {rev}\n    hooks:\n      - id: guardian-lint\n")
+    subprocess.run(["git", "-C", str(sample_repo), "add", "-A"], check=True)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+           "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-cache"),
+           **{k: v for k, v in os.environ.items() if k.startswith("PIP_")}}
+    run = [sys.executable, "-m", "pre_commit", "run", "guardian-lint", "--all-files", "--color", "never"]
+
+    refused = subprocess.run(run, cwd=sample_repo, env=env, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert "Failed" in refused.stdout and "20240101000000_risky_index/migration.sql" in refused.stdout
+    assert "down.sql" not in refused.stdout and "queries/report.sql" not in refused.stdout
+
+    shutil.rmtree(sample_repo / "prisma" / "migrations" / "20240101000000_risky_index")
+    subprocess.run(["git", "-C", str(sample_repo), "add", "-A"], check=True)
+    passed = subprocess.run(run, cwd=sample_repo, env=env, capture_output=True, text=True, timeout=900)
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    assert "Passed" in passed.stdout
