@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -347,8 +348,29 @@ class IncidentService:
         incident = self.store.get_incident(incident_id)
         request = self.store.get_request(incident.request_id)
         approvers = [d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve"]
-        return render_postmortem(incident, request, self.timeline(incident_id),
-                                 self.store.list_backups(request_id=request.id), approvers)
+        entries = self.timeline(incident_id)
+        people = {request.requester, *approvers, *(e.actor for e in entries)}
+        for entry in entries:  # people mentioned in notes too
+            people.update(re.findall(r"<@([UW][A-Z0-9_]+)>", entry.text))
+        return render_postmortem(incident, request, entries, self.store.list_backups(request_id=request.id), approvers,
+                                 names=self.names(people))
+
+    def names(self, users: Any) -> dict[str, str]:
+        """Slack user id -> the name people know them by (users.info; an id Slack cannot resolve stays an id)."""
+        found: dict[str, str] = {}
+        if self.flow.slack is None:
+            return found
+        for user in sorted(u for u in users if u and u[0] in "UW"):
+            try:
+                info = self.flow.slack.users_info(user=user).get("user") or {}
+            except SlackClientError as exc:
+                log.info("no name for %s in the post-mortem: %s", user, type(exc).__name__)
+                continue
+            profile = info.get("profile") or {}
+            name = info.get("real_name") or profile.get("real_name") or profile.get("display_name") or info.get("name")
+            if name:
+                found[user] = str(name)
+        return found
 
     def publish_postmortem(self, incident_id: int, user: str) -> str:
         """Store and post the post-mortem draft, if the environment's ``incident_managers`` allows ``user``."""

@@ -8,7 +8,7 @@ Usage::
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
@@ -17,27 +17,37 @@ from bot.models import Backup, Event, Incident, IncidentNote, Request
 from bot.slack.mrkdwn import mention, plain
 
 _EVENT_TEXT = {
-    "request.created": "requested the change",
-    "request.awaiting_approval": "analysis done; awaiting approval",
-    "request.approved": "quorum reached; approved",
-    "request.queued": "run queued",
-    "request.backing_up": "backup started",
-    "request.applying": "apply started",
-    "request.verifying": "verify started",
-    "request.succeeded": "run succeeded",
-    "request.failed": "run FAILED",
-    "request.cancelled": "request cancelled",
-    "request.rejected": "request rejected",
+    "request.created": "asked for the change",
+    "request.analyzing": "analysis started again",
+    "request.awaiting_approval": "analysed the SQL; waiting for approval",
+    "request.approved": "got the approvals it needed",
+    "request.queued": "queued the run",
+    "request.succeeded": "the run succeeded",
+    "request.failed": "the run failed",
+    "request.cancelled": "cancelled the request",
+    "request.rejected": "rejected the request",
+    "request.expired": "the request expired",
+    "request.rehearsed": "rehearsed the SQL on the rehearsal database",
+    "request.reminded": "reminded the approvers",
+    "request.escalated": "escalated to the approver groups",
     "decision.approve": "approved",
     "decision.reject": "rejected",
-    "decision.voided": "approvals voided",
-    "incident.opened": "incident opened",
-    "incident.mitigating": "mitigation started",
-    "incident.mitigated": "mitigated",
-    "incident.open": "mitigation failed; incident open again",
-    "incident.resolved": "incident resolved",
-    "backup.created": "backup recorded",
+    "decision.refused": "tried to decide and was refused",
+    "decision.voided": "approvals no longer count",
+    "incident.opened": "opened the incident",
+    "incident.mitigating": "started mitigating",
+    "incident.mitigated": "mitigated the incident",
+    "incident.open": "mitigation failed; the incident is open again",
+    "incident.resolved": "resolved the incident",
+    "incident.action": "restored the backup instead of the waiting rollback",
+    "backup.created": "took a backup",
+    "backup.requested": "asked for a backup",
 }
+# Bookkeeping, not things that happened: the status changes a step's own start/finish entries already say,
+# where Guardian posted what in Slack
+_NOT_IN_TIMELINE = {"request.backing_up", "request.applying", "request.verifying", "request.migrations",
+                    "incident.card"}
+_STEP_WORDS = {"started": "started", "succeeded": "succeeded", "failed": "failed"}
 
 
 class TimelineEntry(BaseModel):
@@ -48,35 +58,53 @@ class TimelineEntry(BaseModel):
     source: str  # event | command | thread | pin
 
 
+def _took(ms: object) -> str:
+    if not isinstance(ms, (int, float)):
+        return ""
+    return f" in {ms / 1000:.1f} s" if ms >= 1000 else f" in {int(ms)} ms"
+
+
 def _describe(event: Event) -> str:
     d = event.detail or {}
     base = _EVENT_TEXT.get(event.kind)
     if event.kind.startswith("step.") and event.kind.count(".") == 2:
         _, step, outcome = event.kind.split(".")
-        took = f" in {d['duration_ms']} ms" if d.get("duration_ms") is not None else ""
         err = f": {d['error']}" if d.get("error") else ""
-        retries = f" ({d['lock_retries']} lock-timeout retries)" if d.get("lock_retries") else ""
-        return f"{step} {outcome}{took}{retries}{err}"
+        retries = d.get("lock_retries")
+        again = f" (after {retries} lock-timeout {'retry' if retries == 1 else 'retries'})" if retries else ""
+        return f"{step} {_STEP_WORDS.get(outcome, outcome)}{_took(d.get('duration_ms'))}{again}{err}"
     if base is None:
-        base = event.kind.replace(".", " ")
+        base = event.kind.replace("_", " ").replace(".", ": ")
     extra = d.get("reason") or d.get("error") or d.get("code")
     return f"{base}" + (f" ({extra})" if extra and isinstance(extra, str) else "")
 
 
 def build_timeline(events: Sequence[Event], notes: Sequence[IncidentNote]) -> list[TimelineEntry]:
-    """Events (request, approvals, steps with timings, errors, retries) and people's notes, in time order."""
+    """Events (request, approvals, steps with timings, errors, retries) and people's notes, in time order:
+    one entry per thing that happened (bookkeeping events and Slack delivery left out)."""
     entries = [TimelineEntry(at=e.created_at, actor=e.actor, text=_describe(e), source="event")
-               for e in events if not e.kind.startswith("incident.note")]
+               for e in events if not e.kind.startswith(("incident.note", "slack."))
+               and e.kind not in _NOT_IN_TIMELINE]
     # a note is kept as Slack delivered it; the timeline shows what the person wrote, whichever way it came
     entries += [TimelineEntry(at=n.created_at, actor=n.author, text=plain(n.text), source=n.source) for n in notes]
     return sorted(entries, key=lambda t: t.at)
 
 
-def _who(actor: str) -> str:
+def _who(actor: str, names: Mapping[str, str] | None = None) -> str:
+    """A person's name when Slack told us (users.info), else their id as a mention; Guardian as Guardian."""
     if actor == "guardian":
         return "Guardian"
+    if names and names.get(actor):
+        return names[actor]
     shown = mention(actor)  # a Slack user id as <@U…>, as people's notes show mentions; anything else as written
     return shown if shown.startswith("<@") else actor
+
+
+def _named(text: str, names: Mapping[str, str]) -> str:
+    """Mentions inside a note (``<@U…>``, or ``@U…`` once made plain) shown as the names Slack gave."""
+    for uid, name in names.items():
+        text = text.replace(f"<@{uid}>", f"@{name}").replace(f"@{uid}", f"@{name}")
+    return text
 
 
 def _fenced(text: str, info: str = "") -> list[str]:
@@ -86,15 +114,24 @@ def _fenced(text: str, info: str = "") -> list[str]:
     return [fence + info, text, fence]
 
 
-def render_timeline(entries: Sequence[TimelineEntry]) -> list[str]:
+def render_timeline(entries: Sequence[TimelineEntry], names: Mapping[str, str] | None = None) -> list[str]:
     marks = {"pin": "📌 ", "thread": "💬 ", "command": "📝 ", "event": ""}
-    return [f"- {e.at.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC — {_who(e.actor)}: {marks.get(e.source, '')}{e.text}"
-            for e in entries]
+    names = names or {}
+    return [f"- {e.at.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC — {_who(e.actor, names)}: "
+            f"{marks.get(e.source, '')}{_named(e.text, names)}" for e in entries]
+
+
+_VERIFY_QUERY = re.compile(r"verify query `([^`]+)`")
 
 
 def failing_statement(request: Request) -> str | None:
-    """The statement the error names, else the first statement of the first migration."""
+    """What failed: the verify query when verification failed, else the statement the error names, else
+    the first statement of the first migration."""
     error = request.error or ""
+    if request.failed_step == "verify":
+        found = _VERIFY_QUERY.search(error)
+        if found:
+            return found.group(1).strip().rstrip(";") + ";"
     for m in request.migrations:
         for line in m.sql.splitlines():
             stripped = line.strip()
@@ -114,20 +151,25 @@ def render_postmortem(
     entries: Sequence[TimelineEntry],
     backups: Sequence[Backup] = (),
     approvers: Sequence[str] = (),
+    names: Mapping[str, str] | None = None,
 ) -> str:
-    """A Markdown draft people finish: every fact Guardian knows is filled in, judgement is left open."""
+    """A Markdown draft people finish: every fact Guardian knows is filled in, judgement is left open.
+    ``names``: Slack user id -> the person's name (ids are shown as mentions without it)."""
+    names = names or {}
     actions = [e.text.split(":", 1)[1].strip() for e in entries
                if e.source != "event" and e.text.lower().startswith("action:")]
     done = [e for e in entries if e.source == "event" and any(w in e.text for w in ("mitigat", "rollback", "restore", "retry", "resolved", "fixed forward"))]
     statement = failing_statement(request)
     migrations = ", ".join(f"`{m.name}` (sha256 {m.sha256[:12]})" for m in request.migrations) or "—"
+    verify_failed = request.failed_step == "verify" and bool(_VERIFY_QUERY.search(request.error or ""))
     lines = [
         f"# Post-mortem: incident #{incident.id} — request #{request.id} on {request.environment}",
         "",
         "## Summary",
-        f"- Migration(s): {migrations}",
+        f"- {'Migration' if len(request.migrations) == 1 else 'Migrations'}: {migrations}",
         f"- Failed at: **{request.failed_step or 'n/a'}**; database afterwards: **{(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}**",
-        f"- Requested by {_who(request.requester)}" + (f"; approved by {', '.join(_who(a) for a in approvers)}" if approvers else ""),
+        f"- Requested by {_who(request.requester, names)}"
+        + (f"; approved by {', '.join(_who(a, names) for a in approvers)}" if approvers else ""),
         f"- Incident status: {incident.status.value}; opened {incident.created_at:%Y-%m-%d %H:%M} UTC"
         + (f", resolved {incident.resolved_at:%Y-%m-%d %H:%M} UTC" if incident.resolved_at else ""),
         "",
@@ -135,19 +177,20 @@ def render_postmortem(
         "_Who or what was affected, for how long? (fill in)_",
         "",
         "## Timeline (UTC)",
-        *render_timeline(entries),
+        *render_timeline(entries, names),
         "",
         "## Root cause",
         "_Why did it happen? (fill in)_ Guardian recorded:",
         "",
-        "Failing statement:",
+        "The verify query that failed (the migration itself ran):" if verify_failed else "Failing statement:",
         *_fenced(statement or "-- unknown", "sql"),
         "Error:",
         *_fenced(request.error or "-- none recorded"),
         "",
         "## What was done",
-        *([f"- {e.at:%H:%M:%S} {_who(e.actor)}: {e.text}" for e in done] or ["- nothing recorded yet"]),
-        *([f"- Backup available: #{b.id} `{b.path.rsplit('/', 1)[-1]}` ({b.size_bytes} bytes, sha256 {str(b.sha256)[:12]})" for b in backups]),
+        *([f"- {e.at:%H:%M:%S} {_who(e.actor, names)}: {e.text}" for e in done] or ["- nothing recorded yet"]),
+        *([f"- Backup available: #{b.id} `{b.path.rsplit('/', 1)[-1]}` ({(b.size_bytes or 0) / 2**20:.1f} MiB, "
+           f"sha256 {str(b.sha256)[:12]})" for b in backups]),
         "",
         "## Action items",
         *([f"- [ ] {a}" for a in actions] or ["- [ ] (notes starting with `action:` appear here)"]),

@@ -23,6 +23,7 @@ BOT_SCOPES: tuple[str, ...] = (
                           # (conversations.replies) in public channels
     "groups:history",     # the same in private channels (message.groups), so a private incident channel works
     "reactions:read",     # 📌 reactions on incident messages (reaction_added)
+    "users:read",         # people's names in the post-mortem draft (users.info)
 )
 BOT_EVENTS: tuple[str, ...] = ("message.channels", "message.groups", "reaction_added")
 USAGE_HINT = "help | plan <env> [<migration>…|pending] [--ref <git ref>] | sql <env> | status [<env>] | …"

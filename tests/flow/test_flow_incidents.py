@@ -120,6 +120,8 @@ def test_restore_backup_brings_a_dropped_column_back_row_by_row(harness):
 
 
 def test_timeline_and_postmortem_from_what_happened(harness):
+    harness.standin.users[APPROVER_A] = {"name": "alice", "real_name": "Alice Approver"}
+    harness.standin.users[APPROVER_B] = {"name": "bob", "real_name": "Bob Builder"}
     add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
     rid = plan(harness)
     approve_and_run(harness, rid, APPROVER_A)
@@ -149,8 +151,18 @@ def test_timeline_and_postmortem_from_what_happened(harness):
     order = [markdown.index(s) for s in ("looking at the verify query now", "action: add a verify step",
                                          "decided to roll back")]
     assert order == sorted(order)
-    assert "ALTER TABLE users ADD COLUMN flag boolean;" in markdown  # the failing statement
-    assert "verify" in markdown and "- [ ] add a verify step to staging CI" in markdown
+    # verification failed: what failed is the verify query, not the migration's ALTER (issue 17)
+    assert "The verify query that failed (the migration itself ran):\n```sql\nSELECT count(*) = 0 FROM users;\n```" \
+        in markdown, markdown
+    assert "- [ ] add a verify step to staging CI" in markdown
+    # names, not ids; one entry per thing that happened; plain words; MiB like the rest of Guardian
+    assert "Bob Builder: 💬 looking at the verify query now" in markdown and "Alice Approver: 📌 action:" in markdown
+    assert "approved by Alice Approver" in markdown and "<@U_A>" not in markdown
+    timeline = markdown.split("## Timeline (UTC)", 1)[1].split("## Root cause", 1)[0]
+    for once in ("backup started", "apply started", "verify started"):
+        assert timeline.count(once) == 1, timeline
+    assert "incident card" not in markdown and "request migrations" not in markdown and "FAILED" not in timeline
+    assert " MiB, sha256 " in markdown and " bytes" not in markdown
     uploads = harness.standin.calls("files.completeUploadExternal")
     assert any(c.params.get("thread_ts") == thread for c in uploads)
 

@@ -33,7 +33,7 @@ def test_manifest_has_the_command_scopes_and_one_url():
         "message.channels", "message.groups", "reaction_added"}  # message.groups: private incident channels
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {  # reaction_added needs reactions:read
         "commands", "chat:write", "chat:write.public", "files:write", "reactions:read",
-        "usergroups:read", "channels:history", "groups:history",
+        "usergroups:read", "channels:history", "groups:history", "users:read",
     }
 
 

@@ -82,8 +82,10 @@ def test_views_are_validated_like_slack(client):
 def test_scopes_come_from_the_manifest_and_are_enforced(client, standin):
     assert standin.scopes == set(BOT_SCOPES) and standin.events == set(BOT_EVENTS)
     standin.users["U1"] = {"name": "ada"}
-    body = refused(lambda: client.users_info(user="U1"))  # the bot does not ask for users:read
-    assert body["error"] == "missing_scope" and body["needed"] == "users:read"
+    assert client.users_info(user="U1")["user"]["name"] == "ada"  # users:read: names in the post-mortem
+    root = client.chat_postMessage(channel="C1", text="root")
+    body = refused(lambda: client.reactions_add(channel="C1", name="pushpin", timestamp=root["ts"]))
+    assert body["error"] == "missing_scope" and body["needed"] == "reactions:write"  # the bot never reacts
     assert "chat:write" in body["provided"].split(",")
     standin.scopes.discard("usergroups:read")
     assert refused(lambda: client.usergroups_users_list(usergroup="S1"))["needed"] == "usergroups:read"
