@@ -283,7 +283,7 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
     with ctx.conn.transaction():
-        check_applicable(ctx.conn, ctx.layout, migration)
+        check_applicable(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id))
     # Prisma: the started row commits first, as in `prisma migrate deploy`, so a crash between parts reads as P3009
     started = record_started(ctx.conn, ctx.layout, migration)
     tail: list[Piece] = parts[-1].pieces if parts[-1].kind == "tx" else []

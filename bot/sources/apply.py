@@ -101,20 +101,48 @@ def _error_text(exc: BaseException) -> str:
     return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
+def _own_rolled_back_failures(conn: psycopg.Connection, migration: Migration, request_id: str,
+                              failed: list[tuple[str, str, datetime]]) -> list[str]:
+    """Ids of ``failed`` Prisma rows this request wrote for ``migration`` when its one-transaction file failed and
+    rolled back whole: the sidecar's failed row of the same request carries the same started_at. The database holds
+    none of that attempt, so a retry may resolve them as `prisma migrate resolve --rolled-back` would."""
+    ids = []
+    for row_id, name, started in failed:
+        if name != migration.ledger_name:
+            continue
+        ours = conn.execute(
+            f"SELECT 1 FROM {SIDECAR_TABLE} WHERE layout = 'prisma' AND request_id = %s AND NOT succeeded "
+            "AND version = %s AND name = %s AND started_at = %s",
+            (request_id, migration.version, migration.name, started),
+        ).fetchone()
+        if ours:
+            ids.append(row_id)
+    return ids
+
+
 def check_applicable(conn: psycopg.Connection, layout: Layout, migration: Migration, *,
-                     own_row: str | None = None) -> None:
+                     own_row: str | None = None, request_id: str | None = None) -> None:
     """LedgerError unless ``migration`` may be applied now: not applied yet, and (Prisma) no failed row but
-    ``own_row``, the started row this very apply wrote (record_started)."""
+    ``own_row``, the started row this very apply wrote (record_started). A retry of ``request_id`` first resolves,
+    as `prisma migrate resolve --rolled-back` does, the failed rows its own earlier attempt left when that attempt's
+    transaction rolled back whole (nothing of it is in the database); any other failed row blocks (P3009)."""
     if layout == "prisma":
         failed = conn.execute(
-            f"SELECT migration_name FROM {PRISMA_TABLE} WHERE finished_at IS NULL AND rolled_back_at IS NULL "
-            "AND id IS DISTINCT FROM %s ORDER BY started_at", (own_row,)
+            f"SELECT id, migration_name, started_at FROM {PRISMA_TABLE} WHERE finished_at IS NULL "
+            "AND rolled_back_at IS NULL AND id IS DISTINCT FROM %s ORDER BY started_at", (own_row,)
         ).fetchall()
+        if failed and request_id is not None:
+            ours = _own_rolled_back_failures(conn, migration, request_id, failed)
+            if ours and len(ours) == len(failed):
+                conn.execute(f"UPDATE {PRISMA_TABLE} SET rolled_back_at = now() WHERE id = ANY(%s)", (ours,))
+                log.info("request %s: resolved its own earlier failed attempt(s) of %s as rolled back (%s)",
+                         request_id, migration.ledger_name, ", ".join(ours))
+                failed = []
         if failed:
             raise LedgerError(
-                f"failed migration(s) {', '.join(r[0] for r in failed)} block further applies, as `prisma migrate "
+                f"failed migration(s) {', '.join(r[1] for r in failed)} block further applies, as `prisma migrate "
                 "deploy` refuses too (P3009); fix what the failure left, then run "
-                + " and ".join(f'`npx prisma migrate resolve --rolled-back "{r[0]}"`' for r in failed)
+                + " and ".join(f'`npx prisma migrate resolve --rolled-back "{r[1]}"`' for r in failed)
                 + " (or `--applied` if it was finished by hand)",
                 code="failed-migration",
             )
@@ -184,7 +212,7 @@ def apply_migration(
     clock = time.monotonic()
     try:
         with conn.transaction():
-            check_applicable(conn, layout, migration, own_row=started_row)  # same transaction: no gap
+            check_applicable(conn, layout, migration, own_row=started_row, request_id=request_id)  # no gap
             if layout == "prisma" and started_row is None:
                 conn.execute(
                     f"INSERT INTO {PRISMA_TABLE} (id, checksum, started_at, migration_name, applied_steps_count) "

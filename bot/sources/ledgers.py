@@ -189,6 +189,13 @@ def ensure_ledgers(conn: psycopg.Connection, layout: Layout) -> None:
         tool_exists = check_shape(conn, tool)
         sidecar_exists = check_shape(conn, SIDECAR_TABLE)
         if layout == "prisma" and not tool_exists:
+            if conn.execute("SELECT current_schema()").fetchone()[0] is None:
+                path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+                raise LedgerError(
+                    f"no schema of the search_path ({path}) exists, so there is nowhere to keep _prisma_migrations; "
+                    "create the schema named by the URL's ?schema= (CREATE SCHEMA …) or fix the URL",
+                    code="schema-missing",
+                )
             tables = prisma_schema_not_empty(conn)
             if tables:
                 raise baseline_error(tables, None)

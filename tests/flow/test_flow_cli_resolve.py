@@ -61,3 +61,31 @@ def test_failed_then_resolved_rolled_back_plans_and_applies_again(harness):
                             "WHERE table_name = 'users' AND column_name = 'flag'").fetchone() == (1,)
     assert [(r["finished_at"] is None, r["rolled_back_at"] is None) for r in rows] == [(True, False), (False, True)]
     assert prisma_deploy_plan(rows, [NAME]) == ("ok", [])  # and the next `prisma migrate deploy` has nothing to do
+
+
+def test_retry_resolves_only_its_own_rolled_back_attempt(harness):
+    """A file that failed for a reason outside it (a missing table, a lock timeout) rolled back whole: the incident's
+    Retry resolves the failed row that attempt left, as `prisma migrate resolve --rolled-back` would, and applies."""
+    h = harness
+    name = "20240101000000_add_team"
+    h.add_migration(name, "ALTER TABLE users ADD COLUMN team_id bigint REFERENCES teams (id);\n")
+    failed = _approve_and_run(h, plan(h))
+    assert failed.status is S.FAILED and failed.db_state.value == "untouched", failed.error
+    incident = h.store.find_incident(request_id=failed.id)
+    if incident is None:
+        _, reply = h.command(f"incident {failed.id}", user=APPROVER_A)
+        h.replies(reply)
+        incident = h.store.find_incident(request_id=failed.id)
+    with psycopg.connect(h.targets["staging"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE teams (id bigint PRIMARY KEY)")  # the cause, fixed outside the file
+        other = prisma_rows(conn)
+    assert [(r["migration_name"], r["finished_at"], r["rolled_back_at"]) for r in other] == [(name, None, None)]
+    _, reply = h.click(ActionId.RETRY.value, incident.id, APPROVER_A)
+    h.replies(reply)
+    h.run_jobs()
+    done = h.store.get_request(failed.id)
+    assert done.status is S.SUCCEEDED, done.error
+    with psycopg.connect(h.targets["staging"]) as conn:
+        rows = prisma_rows(conn)
+    assert [(r["finished_at"] is None, r["rolled_back_at"] is None) for r in rows] == [(True, False), (False, True)]
+    assert prisma_deploy_plan(rows, [name]) == ("ok", [])

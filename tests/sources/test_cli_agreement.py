@@ -285,10 +285,13 @@ def test_prisma_url_schema_places_the_ledger_and_the_objects(git_repo, project, 
     snap = load_snapshot(project(git_repo, "prisma", PRISMA))
     params = dict(p.split("=", 1) for p in target_db_url.split())
     url = f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}?schema=tenant_a"
-    with psycopg.connect(target_db_url, autocommit=True) as admin:
-        admin.execute("CREATE SCHEMA tenant_a")
     with pytest.raises(psycopg.ProgrammingError):
         psycopg.connect(url)  # libpq refuses Prisma's parameter as it is
+    with psycopg.connect(prisma_schema_url(url), autocommit=True) as conn, pytest.raises(LedgerError) as missing:
+        apply_migration(conn, "prisma", snap.migrations[0])
+    assert missing.value.code == "schema-missing" and "tenant_a" in missing.value.message
+    with psycopg.connect(target_db_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA tenant_a")
     with psycopg.connect(prisma_schema_url(url), autocommit=True) as conn:
         apply_migration(conn, "prisma", snap.migrations[0])
     with psycopg.connect(target_db_url) as admin:
@@ -438,3 +441,19 @@ def test_supabase_names_and_skips_as_the_cli(supa, git_repo, conn):
     snap, _, _ = _guardian(conn, cfg)
     assert [m.version for m in snap.migrations] == ["20200101000000", "20240101000000"]
     assert_supabase_agrees(conn, git_repo, cfg)
+
+
+def test_prisma_retry_resolves_only_the_same_requests_rolled_back_attempt(prisma_cfg, conn):
+    cfg = prisma_cfg({INIT: GOOD[INIT], "20240102000000_team": "ALTER TABLE account ADD COLUMN t int REFERENCES team (id);\n"})
+    snap = load_snapshot(cfg)
+    _apply(conn, "prisma", snap, {INIT})
+    with pytest.raises(ApplyError):
+        apply_migration(conn, "prisma", snap.migrations[1], request_id="7")
+    conn.execute("CREATE TABLE team (id int PRIMARY KEY)")
+    with pytest.raises(LedgerError, match="P3009"):  # another request does not get to resolve it
+        apply_migration(conn, "prisma", snap.migrations[1], request_id="8")
+    apply_migration(conn, "prisma", snap.migrations[1], request_id="7")  # the same request's retry does
+    verdict, names, _, states, _ = assert_prisma_agrees(conn, cfg)
+    assert (verdict, names) == ("ok", []) and states["20240102000000_team"] is S.APPLIED
+    assert [r["rolled_back_at"] is not None for r in prisma_rows(conn) if r["migration_name"].endswith("team")] == [
+        True, False]
