@@ -3,7 +3,7 @@ in one Redis hash so that `GET /metrics` on any `guardian serve` reports the who
 
 Usage::
 
-    COUNTERS.connect(redis)                                       # once per process: serve, socket, worker
+    COUNTERS.connect_url(settings.redis_url.get_secret_value())   # once per process: serve, socket, worker
     COUNTERS.add(SLACK_API_ERRORS, "chat.postMessage", "not_in_channel")
     COUNTERS.read()   # -> {("slack_api_errors", ("chat.postMessage", "not_in_channel")): 3, …}
 
@@ -36,6 +36,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     RECONCILER_RECOVERIES: ("state",),
 }
 _MAX_LABEL = 100  # label values come from Slack and our config; bound them
+COUNT_TIMEOUT_S = 1.0
 
 
 class SharedCounters:
@@ -50,6 +51,13 @@ class SharedCounters:
         """Count into ``redis`` from now on (None: only in this process, as in a test without a server)."""
         with self._lock:
             self._redis = redis
+
+    def connect_url(self, url: str) -> None:
+        """Count into the Redis at ``url``, with a client of its own whose 1 s timeouts mean a Redis that hangs
+        never holds up the step or the Slack call being counted."""
+        from redis import Redis
+
+        self.connect(Redis.from_url(url, socket_timeout=COUNT_TIMEOUT_S, socket_connect_timeout=COUNT_TIMEOUT_S))
 
     def add(self, family: str, *labels: str, n: int = 1) -> None:
         if len(labels) != len(FAMILIES[family]):

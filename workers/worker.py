@@ -91,7 +91,7 @@ def run_worker(settings: Settings, *, burst: bool = False, queues: Sequence[str]
         _die_with_parent(int(parent))
     _register_fork_hooks()
     connection = redis_connection(settings)
-    COUNTERS.connect(connection)  # Slack errors, lock retries and recoveries of this worker, for GET /metrics
+    COUNTERS.connect_url(settings.redis_url.get_secret_value())  # this worker's Slack errors, lock retries, recoveries
     analysis_child = queues is None and not burst and os.environ.get("GUARDIAN_ANALYSIS_PROCESS", "1") != "0"
     names = list(queues or ([QUEUE_NAME] if analysis_child else QUEUE_NAMES))
     stop = threading.Event()

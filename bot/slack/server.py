@@ -136,7 +136,7 @@ def _metrics(settings: Settings, config: GuardianConfig) -> tuple[WsgiApp, Calla
 
     redis = Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=2, socket_timeout=3)
     store = Store(settings.database_url.get_secret_value(), min_size=0, max_size=2) if settings.database_url else None
-    COUNTERS.connect(redis)
+    COUNTERS.connect_url(settings.redis_url.get_secret_value())
     token = settings.guardian_metrics_token.get_secret_value() if settings.guardian_metrics_token else None
 
     def close() -> None:

@@ -34,12 +34,10 @@ def run_socket(settings: Settings, config: GuardianConfig) -> None:
     settings.require("slack_app_token", "slack_bot_token")
     assert settings.slack_app_token is not None
     app = build_app(settings, config, socket_mode=True, verify_token=True)
-    from redis import Redis
-
     from bot.counters import COUNTERS
 
     # its Slack API errors count in GET /metrics of the deployment's `guardian serve`, if any (bot/counters.py)
-    COUNTERS.connect(Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=2, socket_timeout=3))
+    COUNTERS.connect_url(settings.redis_url.get_secret_value())
     sdk_logger = logging.getLogger(__name__ + ".sdk")
     sdk_logger.addFilter(_ReportedByUs())
     handler = SocketModeHandler(app, app_token=settings.slack_app_token.get_secret_value(), logger=sdk_logger)
