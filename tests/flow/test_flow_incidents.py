@@ -325,3 +325,55 @@ def test_status_leads_with_the_open_incident_and_the_unverified_database(harness
     _, reply = harness.command("status", user=APPROVER_A)
     text = "\n".join(harness.replies(reply))
     assert "Incident #" not in text  # resolved: no longer listed
+
+
+def _documenso_corpus():
+    """The documenso Prisma migrations (AGPL-3.0, /work/shared/corpus; GUARDIAN_CORPUS overrides), used
+    verbatim and never copied into the repository."""
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["GUARDIAN_CORPUS"])] if os.environ.get("GUARDIAN_CORPUS") else []
+    candidates += [root.parent / "shared" / "corpus", root.parent.parent / "shared" / "corpus"]
+    for base in candidates:
+        if (base / "documenso-prisma").is_dir():
+            return base / "documenso-prisma"
+    pytest.fail(f"the documenso corpus is not in {[str(c) for c in candidates]}; set GUARDIAN_CORPUS")
+
+
+def test_restore_on_the_documenso_schema_with_data(harness):
+    """A real schema: "User" has 13 foreign keys pointing at it (Session, Account, Passkey, Organisation…),
+    an identity-like serial sequence, enums and defaults; sessions and accounts reference the users."""
+    url = harness.targets["staging"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for folder in sorted(_documenso_corpus().iterdir()):
+            conn.execute((folder / "migration.sql").read_text())
+        conn.execute("""
+            INSERT INTO "User" (email, name) SELECT 'user' || g || '@example.com', 'User ' || g FROM generate_series(1, 500) g;
+            INSERT INTO "Session" (id, "sessionToken", "userId", "expiresAt", "updatedAt")
+                SELECT 's' || g, 't' || g, 1 + g % 500, now() + interval '1 day', now() FROM generate_series(1, 1500) g;
+            INSERT INTO "Account" (id, "userId", type, provider, "providerAccountId")
+                SELECT 'a' || g, g, 'oauth', 'google', 'g' || g FROM generate_series(1, 500) g;
+        """)
+        inbound = conn.execute("""SELECT count(*) FROM pg_constraint WHERE contype = 'f'
+                                  AND confrelid = '"User"'::regclass""").fetchone()[0]
+        original = conn.execute('SELECT id, email, name FROM "User" ORDER BY id').fetchall()
+    assert inbound >= 10
+    harness.add_migration("20990101000000_drop_user_name", 'ALTER TABLE "User" DROP COLUMN "name";\n')
+    rid = plan(harness)
+    request = approve_and_run(harness, rid, APPROVER_A, APPROVER_B)
+    assert request.status is S.SUCCEEDED, request.error
+    incident = _restore_from_the_incident(harness, rid)
+    assert harness.store.get_incident(incident.id).status is IncidentStatus.MITIGATED, _thread_texts(harness, incident)
+    with psycopg.connect(url) as conn:
+        assert conn.execute('SELECT id, email, name FROM "User" ORDER BY id').fetchall() == original
+        assert conn.execute("""SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated
+                               AND confrelid = '"User"'::regclass""").fetchone()[0] == inbound
+        assert conn.execute('SELECT count(*) FROM "Session" s JOIN "User" u ON u.id = s."userId"').fetchone() == (1500,)
+        next_id = conn.execute('''INSERT INTO "User" (email) VALUES ('new@example.com') RETURNING id''').fetchone()[0]
+        assert next_id > max(row[0] for row in original)  # the sequence came back with the table, past its rows
+    done = next(t for t in _thread_texts(harness, incident) if "Restore finished" in t)
+    assert f"Restored public.User ({len(original)} rows)" in done and f"{inbound} foreign keys into them" in done
