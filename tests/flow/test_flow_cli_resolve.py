@@ -6,6 +6,7 @@ worker on real PostgreSQL. `prisma migrate resolve --rolled-back` is done exactl
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def test_failed_then_resolved_rolled_back_plans_and_applies_again(harness):
     assert h.store.get_request(blocked).status is S.FAILED
     told = "\n".join(h.thread_texts(blocked))
     assert "P3009" in told and f'npx prisma migrate resolve --rolled-back "{NAME}"' in told, told
+    _, reply = h.command("status staging")
+    h.replies(reply)
+    shown = json.dumps([c.params for c in h.standin.responses(reply)])
+    assert "P3009" in shown and "npx prisma migrate resolve --rolled-back" in shown and NAME in shown, shown
 
     with psycopg.connect(h.targets["staging"], autocommit=True) as conn:
         prisma_resolve_rolled_back(conn, NAME)  # what the team runs, written as the CLI writes it

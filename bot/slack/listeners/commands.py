@@ -56,7 +56,8 @@ def ledger_summaries(flow: Flow, envs: list[str]) -> dict[str, str]:
     """Per environment, what its ledger says of the repository's migrations (or why it could not be read)."""
     from bot.errors import GuardianError
     from bot.sources.layouts import load_snapshot
-    from bot.sources.status import environment_status
+    from bot.sources.models import MigrationState
+    from bot.sources.status import environment_status, resolve_command
 
     try:
         snapshot = load_snapshot(flow.config.project)
@@ -73,6 +74,12 @@ def ledger_summaries(flow: Flow, envs: list[str]) -> dict[str, str]:
         where = f"{info.host or 'socket'}/{info.database}"
         out[name] = (f"{code(where)} PostgreSQL "
                      f"{escape(info.server_version)} · at {code((snapshot.commit or '')[:10])}: {counts or 'no migrations'}")
+        for m in report.by_state(MigrationState.FAILED)[:3]:  # what blocks, and the one command that unblocks it
+            label = m.ledger_name or f"{m.version}_{m.name}"
+            out[name] += (f"\n:no_entry: {code(label)} failed (P3009): once the database holds none of it, run "
+                          f"{code(resolve_command(label))}")
+        if report.skipped:
+            out[name] += f"\n:information_source: {len(report.skipped)} file(s) skipped, as the tool's CLI skips them"
     return out
 
 
