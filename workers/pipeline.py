@@ -59,18 +59,17 @@ def redis_for(rt: Runtime) -> Redis:
     return rt.redis
 
 
-def start_run(rt_or_redis: Runtime | Redis, request_id: int, *, connection: Redis | None = None) -> bool:
-    """Queue an approved request: the flow's approved -> queued compare-and-set, with the backup step's
-    outbox intent in the same transaction (``Flow.start_run``); the intent goes to RQ at once when Redis is up.
+def start_run(rt: Runtime, request_id: int, *, connection: Redis | None = None) -> bool:
+    """Queue an approved request: the flow's approved -> queued compare-and-set, with the first step's
+    outbox intent in the same transaction (``Flow.start_run``); the intent goes to RQ at once when
+    ``connection`` (Redis) is given and up.
 
     Returns False, changing nothing, when the request is no longer approved (a second click, a
     reconciler that got there first, a cancel).
     """
-    rt = rt_or_redis if isinstance(rt_or_redis, Runtime) else runtime()
-    redis = connection or (rt_or_redis if isinstance(rt_or_redis, Redis) else None)
     started = rt.flow.start_run(request_id)
-    if started and redis is not None:
-        deliver(rt.store, redis, pipeline=rt.pipeline)
+    if started and connection is not None:
+        deliver(rt.store, connection, pipeline=rt.pipeline)
     return started
 
 

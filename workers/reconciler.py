@@ -185,11 +185,7 @@ def _requeue(rt: Any, redis: Redis, request_id: int, step: str) -> None:
 
 def _schedule(rt: Any, redis: Redis, request: Request) -> str | None:
     """Hand an approved request back to the flow, which re-checks freezes and windows before start_run."""
-    flow = getattr(rt, "flow", None)
-    if flow is None:
-        started = pipeline.start_run(rt, request.id, connection=redis)
-        return "approved but never queued: started" if started else None
-    flow.schedule_run(request.id)
+    rt.flow.schedule_run(request.id)
     deliver(rt.store, redis, pipeline=rt.pipeline)
     now = rt.store.get_request(request.id)
     if now.status is RequestStatus.APPROVED:
