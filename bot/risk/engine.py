@@ -80,6 +80,12 @@ def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Con
             if not any(f is not None and f.code == "MG103" and f.statement == index for f in findings):
                 findings.append(_prisma_alone(index, line, column, text, ctx))
     findings = [f for f in findings if f is not None]
+    if st.rename_candidates:  # Prisma's enum swap: the type renamed to x_old is dropped later in the file
+        moot = {i for i, name in st.rename_candidates if name in st.dropped_types}
+        # a view dropped and created again later in the file (to change its columns): readers lose nothing
+        moot |= {i for i, name in st.rename_candidates if name.startswith("view:")
+                 and all(v in st.created for v in name[5:].split(","))}
+        findings = [f for f in findings if not (f.code in ("MG507", "MG504") and f.statement in moot)]
     risk, reasons = _overall(findings, statements or left_out)
     return Report(risk=risk, reasons=reasons, statements=tuple(statements), findings=tuple(findings),
                   pg_version=ctx.pg_version)
@@ -426,6 +432,17 @@ def _update(s: Stmt, st: State) -> None:
         for rel, mode in fx.locks.items():
             if mode == AEL and not st.is_new(rel) and rel not in fx.creates:
                 st.held.setdefault(rel, (mode, s.raw.line))
+    if t == "CreateEnumStmt":
+        st.enum_types[(strings(n.get("typeName")) or ["?"])[-1]] = tuple(strings(n.get("vals")))
+    elif t == "RenameStmt" and n.get("renameType") == "OBJECT_TYPE":
+        old = strings((n.get("object") or {}).get("List", {}).get("items"))
+        if old:
+            st.type_renames[n.get("newname", "")] = old[-1]
+    elif t == "DropStmt" and n.get("removeType") == "OBJECT_TYPE":
+        for obj in n.get("objects") or ():
+            st.dropped_types.update(strings((obj.get("TypeName") or {}).get("names"))[-1:])
+    elif t == "DeleteStmt":
+        st.deleted_from.add(rv_name(n.get("relation")))
     if t == "CreateStmt":
         _created_table(n, st)
     elif t == "IndexStmt":

@@ -308,6 +308,12 @@ def _derived(name: str, words: set[str], tokens: set[str]) -> bool:
             parts = [p for p in stem.split("_") if p]
             if parts and all(p in tokens for p in parts[:-1]) and any(t.startswith(parts[-1]) for t in tokens):
                 return True
+            # makeObjectName clips the table name and the column part separately: <table[:n]>_<cols[:m]>
+            for i, ch in enumerate(stem):
+                if ch == "_" and any(w.startswith(stem[:i]) for w in words):
+                    right = [p for p in stem[i + 1:].split("_") if p]
+                    if right and all(p in tokens for p in right[:-1]) and any(t.startswith(right[-1]) for t in tokens):
+                        return True
     return False
 
 

@@ -48,6 +48,11 @@ class State:
     null_columns: set[tuple[str, str]] = field(default_factory=set)  # added in this file, no default
     validated: set[str] = field(default_factory=set)  # constraints validated in this file
     new_values: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # enum value -> (type, line, tx)
+    enum_types: dict[str, tuple[str, ...]] = field(default_factory=dict)  # enums created in this file -> values
+    type_renames: dict[str, str] = field(default_factory=dict)  # new name -> old name, types renamed in this file
+    dropped_types: set[str] = field(default_factory=set)
+    rename_candidates: list[tuple[int, str]] = field(default_factory=list)  # (statement, new name) of type renames
+    deleted_from: set[str] = field(default_factory=set)  # tables a DELETE touched earlier in this file
     runner_closed: bool = False  # a COMMIT ended the runner's transaction (a later BEGIN hands one back)
     nontx: list[tuple[int, int, int, str]] = field(default_factory=list)  # (index, line, column, text)
     # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it

@@ -17,7 +17,7 @@ OWN_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
 def _files() -> list[Path]:
-    return sorted(CORPUS.glob("*/migration.sql")) + sorted(OWN_CORPUS.rglob("*.sql"))
+    return sorted(CORPUS.glob("*/migration.sql")) + sorted(p for p in OWN_CORPUS.rglob("*.sql") if p.is_file())
 
 
 def _check_file(path: Path, ctx: Context) -> int:
@@ -84,3 +84,23 @@ def test_unnamed_index_gets_the_name_postgresql_would_give_it_and_prisma_gets_it
 def test_recipes_use_the_statements_own_names(sql, expected):
     fixes = "\n".join(f.fix for f in analyze(sql).findings)
     assert expected in fixes
+
+
+def test_judged_corpus_keeps_precision_and_every_real_risk(capsys):
+    """bench/precision.py over the hand-judged corpus: precision >= 95 %, no judged real risk lost, every fix
+    naming only its statement's objects (its exit status says all three)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "precision.py"
+    spec = importlib.util.spec_from_file_location("bench_precision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import sys
+    argv, sys.argv = sys.argv, ["precision.py"]
+    try:
+        status = module.main()
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "judged real risks no longer found: 0" in out

@@ -5,7 +5,7 @@ import re
 from typing import Iterator
 
 from ..models import Severity
-from ..nodes import column_constraints, rv_name, type_name, volatility
+from ..nodes import column_constraints, rv_name, strings, type_name, volatility
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -234,6 +234,14 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
     col = cmd.get("name", "")
     cdef = cmd["def"]["ColumnDef"]
     new = type_name(cdef.get("typeName")).lower()
+    enum = (strings((cdef.get("typeName") or {}).get("names")) or ["?"])[-1]
+    if enum in st.enum_types:  # Prisma's enum swap: one finding, on the statement that rewrites the table
+        s.fx.rewrite = True
+        kept = ", ".join(st.enum_types[enum])
+        yield Hit("MG306", f"Enum change: rewrites {table} to move {col} to {enum} ({kept}); any other value of the "
+                  f"old type disappears: rows holding one make this fail, and app code still writing one fails "
+                  f"after it.", table)
+        return
     if cdef.get("collClause"):
         yield Hit("MG308", f"Collation change on {table}.{col} rebuilds its indexes.", table)
     if with_not_null:

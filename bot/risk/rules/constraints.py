@@ -81,7 +81,7 @@ RULES = (
       "ALTER TABLE t ALTER COLUMN c SET NOT NULL;",
       "ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\nCOMMIT;\n"
       "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;\nALTER TABLE t ALTER COLUMN c SET NOT NULL;", (16,), size=True),
-    R("MG209", "drop-not-null", "medium",
+    R("MG209", "drop-not-null", "low",
       "DROP NOT NULL lets NULLs in that running clients may not expect.",
       "Code that assumes the column is always set (and other services reading the table) can break on NULLs.",
       "Keep the column NOT NULL with a sentinel default, or expand/contract: add a nullable column, migrate "

@@ -122,7 +122,11 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             yield Hit("MG803", f"{table}.{name} is {tn} (without time zone); use timestamptz.", item=col)
         if tn == "char" or tn.startswith("char("):
             yield Hit("MG804", f"{table}.{name} is {tn}; use text or varchar.", item=col)
-    if t in _DDL and s.raw.long_word and _LONG.search(s.raw.text):
+    if t == "RenameStmt":  # the old name was clipped when it was created and is clipped the same way here
+        new = n.get("newname") or ""
+        if len(new.encode()) > 63:
+            yield Hit("MG805", f"Name {new[:30]}... is {len(new.encode())} bytes; PostgreSQL truncates it to 63.")
+    elif t in _DDL and s.raw.long_word and _LONG.search(s.raw.text):
         for m in _TOKENS.finditer(s.raw.text):
             ident = m.group(1) or m.group(2)
             if ident and len(ident.encode()) > 63:

@@ -154,6 +154,10 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
     elif rt == "OBJECT_SCHEMA":
         yield Hit("MG503", "DROP SCHEMA deletes everything in it" + (" (CASCADE)." if n.get("behavior") == "DROP_CASCADE"
                                                                      else "."))
+    elif rt == "OBJECT_TYPE" and all(
+            (strings((o.get("TypeName") or {}).get("names")) or ["?"])[-1] in st.type_renames
+            for o in n.get("objects") or ()):
+        return  # an enum swap's old type, renamed earlier in this file after its columns moved to the new one
     elif rt == "OBJECT_TRIGGER":
         if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
             return
@@ -166,6 +170,13 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
             return
         sev = Severity.HIGH if n.get("behavior") == "DROP_CASCADE" else None
+        if sev is None and rt in ("OBJECT_TYPE", "OBJECT_SEQUENCE", "OBJECT_DOMAIN"):
+            # without CASCADE PostgreSQL refuses while a column or default still uses it: nothing breaks silently
+            yield Hit("MG504", f"{s.fx.kind} {_object_names(n)}: fails if a column or default still uses it; app "
+                      "code naming it in casts breaks.", None, Severity.LOW)
+            return
+        if rt in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
+            st.rename_candidates.append((s.raw.index, "view:" + ",".join(s.fx.locks)))
         yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else _object_names(n)} breaks objects and code that use it"
                   f"{' and CASCADE drops them too' if sev else ''}.".replace("  ", " "), None, sev)
 
@@ -196,6 +207,12 @@ def _rename(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         yield Hit(code, f"RENAME {rel} TO {n.get('newname')} breaks clients using the old name.")
     elif rt in ("OBJECT_INDEX", "OBJECT_TABCONSTRAINT", "OBJECT_TRIGGER", "OBJECT_SEQUENCE"):
         return  # internal names: clients do not refer to them
+    elif rt == "OBJECT_TYPE":
+        old = strings((n.get("object") or {}).get("List", {}).get("items"))[-1:] or ["?"]
+        if old[0] in st.enum_types:
+            return  # the type this file created takes over the name: the swap's last step
+        st.rename_candidates.append((s.raw.index, n.get("newname", "")))
+        yield Hit("MG507", f"RENAME TYPE {old[0]} TO {n.get('newname')} breaks clients using the old name.")
     elif rt in ("OBJECT_DOMCONSTRAINT", "OBJECT_DOMAIN"):
         yield Hit("MG507", f"{s.fx.kind} to {n.get('newname')}: only DDL that names the old name breaks.", None,
                   Severity.LOW)

@@ -82,15 +82,17 @@ def _slow(s: Stmt, st: State) -> str | None:
     existing = [r for r in fx.locks if r not in fx.creates and not st.is_new(r)]
     if not existing:
         return None
-    if fx.rewrite:
-        return f"rewrites {existing[0]}"
-    if fx.scan:
-        return f"scans {existing[0]}"
-    if fx.data_changing and s.type in ("UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"):
-        return f"changes rows of {fx.target or existing[0]}"
-    for r in existing:
-        if r not in st.held and LOCK_RANK[fx.locks[r]] >= _SHARE:
-            return f"waits for {fx.locks[r]} on {r}"
+    target = fx.target if fx.target in existing else None  # the table the statement works on, if not new
+    if target and fx.rewrite:
+        return f"rewrites {target}"
+    if target and fx.scan:
+        return f"scans {target}"
+    if target and fx.data_changing and s.type in ("UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"):
+        return f"changes rows of {target}"
+    if not st.lock_timeout:  # with a lock_timeout (the runner's or the file's) a wait is bounded
+        for r in existing:
+            if r not in st.held and LOCK_RANK[fx.locks[r]] >= _SHARE:
+                return f"waits for {fx.locks[r]} on {r}"
     return None
 
 
