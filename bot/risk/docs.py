@@ -1,7 +1,8 @@
 """Render docs/rules.md from the rule records (a test fails when the file drifts)."""
 from __future__ import annotations
 
-from .catalogue import FAMILIES, RULES, covered_hazards
+from .catalogue import FAMILIES, RULES, covered_hazards, example_context
+from .models import Rule
 
 HEADER = """# Migration Guardian rules
 
@@ -9,7 +10,10 @@ Generated from the rule records in `bot/risk/rules/` by `python -m bot.risk.docs
 do not edit by hand. Severities are defaults: with table sizes in the context, size-sensitive rules
 drop to low on small tables and rise on large ones. Accept a finding with
 `-- guardian: accept CODE because <reason>` on the statement. Opt-in rules run only when listed in
-`[lint] enabled`. `#` numbers refer to `reference/postgres-hazards.md`.
+`[lint] enabled`. `#` numbers refer to `reference/postgres-hazards.md`. Each finding's `fix` is written from
+its own statement (its names, quoted as the file quotes them; derived names as PostgreSQL derives them;
+each migration of a multi-migration recipe shown separately): the "Tailored fix" blocks below are what
+the engine prints for each rule's problematic example.
 """
 
 
@@ -19,6 +23,14 @@ def _safe(text: str) -> str:
 
 def _cell(text: str) -> str:
     return _safe(text).replace("|", "\\|").replace("\n", " ")
+
+
+def tailored_fix(r: Rule) -> str:
+    """The fix the engine writes for the rule's problematic example: what a user of that SQL reads."""
+    from .engine import analyze
+
+    fixes = [f.fix for f in analyze(r.bad, example_context(r)).findings if f.code == r.code]
+    return fixes[0] if fixes else ""
 
 
 def render() -> str:
@@ -46,6 +58,8 @@ def render() -> str:
                       f"**What it flags.** {_safe(r.summary)}", "", f"**Why it is risky.** {_safe(r.why)}", "",
                       "**Problematic SQL**", "", "```sql", _safe(r.bad), "```", "",
                       "**Safer SQL**", "", "```sql", _safe(r.good), "```", "",
+                      "**Tailored fix for the problematic SQL** (generated from the statement, as a finding shows it)",
+                      "", "```sql", _safe(tailored_fix(r)), "```", "",
                       "**Recipe**", "", "```sql", _safe(r.fix), "```"]
     return "\n".join(lines) + "\n"
 

@@ -73,8 +73,12 @@ def too_complex_report(why: str, context: Context | None = None) -> Report:
 def _report(findings: list, statements: list[StatementInfo], st: State, ctx: Context, left_out: int = 0) -> Report:
     """The Report; `left_out`: statements of the file whose records are not in `statements` (Split.head)."""
     if st.tx_open and st.explicit and not (ctx.assume_in_transaction and st.runner_closed):
-        findings.append(_finding("MG606", st.begin_line, 1, None,
-                                 "BEGIN at this line is never committed; the work is rolled back.", ctx))
+        f = _finding("MG606", st.begin_line, 1, None, "BEGIN at this line is never committed; the work is rolled back.",
+                     ctx)
+        if f is not None:
+            f = build_from(Finding, dict(f.__dict__, fix=f"-- End the transaction BEGIN opened at line {st.begin_line}, "
+                                                        "at the end of the file:\nCOMMIT;"))
+        findings.append(f)
     if ctx.runner == "prisma" and (len(statements) if isinstance(statements, list) else 0) + left_out > 1:
         for index, line, column, text in st.nontx:
             if not any(f is not None and f.code == "MG103" and f.statement == index for f in findings):

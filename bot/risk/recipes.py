@@ -546,6 +546,152 @@ def _mg413(s, st, item, rec: Recipe, names: Names):
             "commas (ALTER TABLE ... ADD COLUMN ..., ALTER COLUMN ...).")
     return rec.text()
 
+def _target(s: Stmt, names: Names) -> str:
+    """The statement's main relation, quoted as the file quotes it (or the first one it locks)."""
+    n = s.node
+    rv = n.get("relation") or (n.get("into") or {}).get("rel")
+    if rv:
+        return names.rel(rv)
+    target = s.fx.target or next(iter(s.fx.locks), None)
+    return names.qualified(target.split(".")) if target else ""
+
+
+def _prose(text: Callable[[str, Stmt], str]) -> Callable[..., str | None]:
+    """A recipe in words, naming the statement's own relation."""
+    def gen(s, st, item, rec: Recipe, names: Names):
+        rel = _target(s, names)
+        if not rel:
+            return None
+        rec.say(text(rel, s))
+        return rec.text()
+    return gen
+
+
+def _alone_statement(why: str) -> Callable[..., str | None]:
+    def gen(s, st, item, rec: Recipe, names: Names):
+        text = body(s.raw.text)
+        if not text:
+            return None
+        rec.file(why, alone=True).sql(text)
+        rec.say("Remove it from this file.")
+        return rec.text()
+    return gen
+
+
+def _mg604(s, st, item, rec: Recipe, names: Names):
+    n = s.node
+    if s.type == "IndexStmt":
+        sql, _ = online_index(s.raw.text, n, names)
+    elif s.type == "DropStmt":
+        objs = [strings(x["List"]["items"]) for x in n.get("objects") or () if "List" in x]
+        if not objs:
+            return None
+        sql = f"DROP INDEX CONCURRENTLY IF EXISTS {names.qualified(objs[0])}"
+    else:
+        return None
+    rec.say("Re-runnable after a failure part-way:").sql(sql)
+    return rec.text()
+
+
+def _mg405(s, st, item, rec: Recipe, names: Names):
+    rel = _target(s, names)
+    if not rel:
+        return None
+    rec.say(f"{rel} needs a unique index on plain columns once (CREATE UNIQUE INDEX CONCURRENTLY ... ON {rel} (...)); "
+            "then refresh without blocking readers:")
+    rec.sql(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {rel}")
+    return rec.text()
+
+
+def _mg406(s, st, item, rec: Recipe, names: Names):
+    cmd = _cmd_of(s, item, "AT_DetachPartition")
+    if cmd is None:
+        return None
+    part = names.rel(cmd["def"]["PartitionCmd"]["name"])
+    rec.file("detach without locking the parent (PostgreSQL 14+)", alone=True)
+    rec.sql(f"ALTER TABLE {names.rel(_table(s))} DETACH PARTITION {part} CONCURRENTLY")
+    return rec.text()
+
+
+def _mg412(s, st, item, rec: Recipe, names: Names):
+    rels = [names.rel(r) for r in s.node.get("relations") or ()]
+    if not rels:
+        return None
+    rec.say("Back these up first; empty exactly the tables meant, without CASCADE (it fails if another table "
+            "still references them):")
+    rec.sql("TRUNCATE " + ", ".join(rels))
+    return rec.text()
+
+
+def _mg606(s, st, item, rec: Recipe, names: Names):
+    rec.say("End the transaction at the end of the file:").sql("COMMIT")
+    return rec.text()
+
+
+def _mg608(s, st, item, rec: Recipe, names: Names):
+    text = body(s.raw.text)
+    if not text:
+        return None
+    rec.say("Keep the ADD VALUE in this migration and move this statement out of it.")
+    rec.files = 1
+    rec.file("after the ADD VALUE has committed")
+    rec.sql(text)
+    return rec.text()
+
+
+def _mg807(s, st, item, rec: Recipe, names: Names):
+    rec.say("Each column may appear once: remove the repeated assignment (the statement fails as written).")
+    return rec.text()
+
+
+_GENERATORS_MORE = {
+    "MG604": _mg604, "MG405": _mg405, "MG406": _mg406, "MG412": _mg412, "MG606": _mg606, "MG608": _mg608,
+    "MG807": _mg807,
+    "MG607": _alone_statement("run it on its own, so a failure cannot leave the rest of this file half applied"),
+    "MG402": _prose(lambda rel, s: f"SET ACCESS METHOD rewrites {rel}: create the new table with the access method, "
+                    "copy in batches and swap names in one short transaction."),
+    "MG401": _prose(lambda rel, s: f"SET LOGGED/UNLOGGED rewrites {rel}: create a new table with the wanted "
+                    "persistence, copy in batches and swap names."),
+    "MG403": _prose(lambda rel, s: f"SET TABLESPACE copies {rel} under ACCESS EXCLUSIVE: use pg_repack --tablespace, "
+                    "or a new table in the tablespace plus a swap."),
+    "MG404": _prose(lambda rel, s: f"Rebuild {rel} online with pg_repack (pg_repack --table {rel}) or pg_squeeze; "
+                    "on PostgreSQL 19, REPACK (CONCURRENTLY)."),
+    "MG407": _prose(lambda rel, s: f"Before attaching, add a CHECK on the partition matching its bounds (NOT VALID, "
+                    "then VALIDATE in a later migration): ATTACH PARTITION then skips its scan; drop the CHECK after."),
+    "MG408": _prose(lambda rel, s: f"Creating a trigger on {rel} takes SHARE ROW EXCLUSIVE: set a short lock_timeout "
+                    "before it and keep its function fast."),
+    "MG409": _prose(lambda rel, s: f"Disabling triggers on {rel} skips them for every session's writes: keep it "
+                    "out of migrations (session_replication_role in a maintenance job)."),
+    "MG410": _prose(lambda rel, s: f"Check the publications and CDC consumers of {rel} first; prefer REPLICA "
+                    "IDENTITY USING INDEX on a unique index."),
+    "MG411": _prose(lambda rel, s: f"Keep autovacuum on for {rel}; tune its thresholds instead."),
+    "MG414": _prose(lambda rel, s: f"LOCK TABLE {rel} blocks every query on it until COMMIT: use the weakest mode "
+                    "that serves the purpose (SHARE ROW EXCLUSIVE blocks writes only) and set lock_timeout first."),
+    "MG503": _prose(lambda rel, s: "Never from a routine migration: back up, get a second approval and run it by hand."),
+    "MG504": _prose(lambda rel, s: f"Check pg_depend for what uses {rel}, drop it without CASCADE (then PostgreSQL "
+                    "refuses while something depends on it), and keep its definition to restore."),
+    "MG507": _prose(lambda rel, s: f"Add the new name or value beside {rel}, move clients to it, then remove the old "
+                    "one in a later release."),
+    "MG508": _prose(lambda rel, s: f"Leave a view (or wrapper) for {rel} in its old schema while clients move."),
+    "MG510": _prose(lambda rel, s: f"Test {rel} with the application's role first: with row-level security on, "
+                    "roles without a policy see no rows; create the policies before enabling it."),
+    "MG512": _prose(lambda rel, s: f"Back up {rel} first; delete only the rows meant to go, in batches "
+                    "(`-- guardian: batch 1000` before a DELETE ... WHERE)."),
+    "MG603": _prose(lambda rel, s: f"Give this statement on {rel} its own migration (or put the statement taking "
+                    "ACCESS EXCLUSIVE last), so the earlier lock is released before it runs."),
+    "MG605": _prose(lambda rel, s: "Keep one BEGIN ... COMMIT block per transaction, or none and let the runner "
+                    "own the transaction."),
+    "MG806": _prose(lambda rel, s: f"Name the schema: write {rel} as <schema>.{rel} (e.g. public.{rel})."),
+    "MG921": _prose(lambda rel, s: f"Prefer lower-case snake_case names for {rel} and its columns (Prisma: @@map and "
+                    "@map keep the model names)."),
+    "MG911": _prose(lambda rel, s: f"Order the columns of {rel} by alignment: 8-byte types first, then 4, 2 and 1; "
+                    "variable-length types (text, numeric, jsonb) last."),
+    "MG805": _prose(lambda rel, s: "Use names of at most 63 bytes; PostgreSQL clips longer ones, so the schema file "
+                    "and the database disagree."),
+    "MG313": _prose(lambda rel, s: f"Name the columns in every INSERT into {rel} and avoid SELECT * before adding "
+                    "columns."),
+}
+
 
 _GENERATORS: dict[str, Callable[..., str | None]] = {
     "MG101": _mg101, "MG102": _mg102, "MG103": _mg103, "MG104": _mg104, "MG105": _mg105, "MG107": _mg107,
@@ -556,3 +702,4 @@ _GENERATORS: dict[str, Callable[..., str | None]] = {
     "MG601": _mg601, "MG801": _mg801, "MG802": _mg802, "MG803": _mg803,
     "MG804": _mg804, "MG309": _mg309, "MG310": _mg310, "MG413": _mg413, "MG602": _mg602, "MG701": _mg701, "MG702": _mg702,
 }
+_GENERATORS.update({k: v for k, v in _GENERATORS_MORE.items() if v is not None})
