@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackClientError
 
 from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
-from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus
+from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
 from bot.slack.cards import build_thread_note
@@ -54,7 +54,7 @@ class IncidentService:
             self.flow.policy(request.environment).check_can_open_incident(request, opened_by,
                                                                           groups=self.flow.group_members)
         failed = (f"request #{request.id} failed at {escape(request.failed_step or '?')}; "
-                  f"database {(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}")
+                  f"the database {database_words(request.db_state)}")
         if opened_by == "guardian":
             summary = f"{escape(request.environment)}: {failed}"
         elif request.status is RequestStatus.SUCCEEDED:

@@ -64,6 +64,21 @@ class DbState(str, Enum):
     APPLIED = "applied"
 
 
+_DB_STATE_WORDS = {
+    "untouched": "was not changed",
+    "rolled_back": "is rolled back",
+    "partially_applied": "is partly changed (some migrations committed, the rest did not)",
+    "applied_unverified": "holds the migration, but its checks failed",
+    "applied": "holds the migration",
+}
+
+
+def database_words(state: "DbState | str | None") -> str:
+    """What the database holds, in words that follow "the database …" (never an internal state name)."""
+    value = state.value if isinstance(state, DbState) else state
+    return _DB_STATE_WORDS.get(value or "", "is in an unknown state: look at it before acting")
+
+
 class IncidentStatus(str, Enum):
     OPEN = "open"
     MITIGATING = "mitigating"

@@ -159,8 +159,30 @@ def run_verify_sql(conn: psycopg.Connection, sql: str, statement_timeout: str) -
             failures.append(f"verify query `{piece.text[:120]}` failed: {_pg_error(exc)}")
             continue
         if row is not None and row[0] is False:
-            failures.append(f"verify query `{piece.text[:120]}` returned false")
+            failures.append(f"verify query `{piece.text[:120]}` returned false{_counted(conn, piece.text, statement_timeout)}")
     return failures
+
+
+_COUNT_CHECK = re.compile(r"^\s*select\s+count\(\s*\*\s*\)\s*(=|<=|<|>=|>|<>|!=)\s*(\d+)\s+(from\s.+?)\s*;?\s*$",
+                          re.IGNORECASE | re.DOTALL)
+
+
+def _counted(conn: psycopg.Connection, query: str, statement_timeout: str) -> str:
+    """For a `SELECT count(*) = N FROM …` check that came back false: how many rows there really are
+    (the same FROM … WHERE, counted read-only), e.g. ': 25,000 rows match, expected 0'."""
+    match = _COUNT_CHECK.match(query)
+    if not match:
+        return ""
+    op, expected, rest = match.groups()
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (statement_timeout,))
+            found = conn.execute(f"SELECT count(*) {rest}".encode("utf-8")).fetchone()[0]
+    except psycopg.Error:
+        return ""
+    wanted = f"expected {expected}" if op == "=" else f"expected {op} {expected}"
+    return f": {found:,} row{'s' if found != 1 else ''} match, {wanted}"
 
 
 def _pg_error(exc: psycopg.Error) -> str:

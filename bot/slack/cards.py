@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from bot.models import Request, RequestStatus
+from bot.models import Request, RequestStatus, database_words
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
 from bot.slack.mrkdwn import clip, code, code_block, escape, mention, mention_any
 
@@ -133,11 +133,10 @@ def build_request_card(request: Request, view: CardView) -> Message:
     if view.thread_lost:
         notes.append(f":warning: {_n(view.thread_lost, 'thread message')} could not be posted (Slack refused them "
                      "for good); the audit log records which.")
-    if status is RequestStatus.FAILED:
+    if status is RequestStatus.FAILED:  # the error itself is in the thread, once (not repeated here)
         where = request.failed_step or "?"
-        holds = (request.db_state.value if request.db_state else "unknown").replace("_", " ")
-        notes.append(f":x: Failed at *{escape(where)}*; the database is *{holds}*."
-                     + (f"\n{code_block(_clip(request.error or '', 1500))}" if request.error else ""))
+        notes.append(f":x: Failed at *{escape(where)}*; the database {database_words(request.db_state)}. "
+                     "The thread says why and what to do next.")
     if view.note:
         notes.append(view.note)
     if notes:

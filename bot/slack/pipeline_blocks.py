@@ -6,8 +6,10 @@ Usage::
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from bot.models import database_words
 from bot.slack.mrkdwn import clip, code, code_block, escape
 
 Message = dict[str, Any]
@@ -45,11 +47,18 @@ def build_step_message(request_id: int, step: str, status: str, duration_ms: int
     return _message(head, [f"• {line}" for line in lines])
 
 
+_ERROR_CODE = re.compile(r"^\[[a-z0-9-]+\]\s*")  # the stable code stored before the message
+
+
 def build_failure_message(request_id: int, failed_step: str, db_state: str, error: str) -> Message:
-    """Where the run failed, what the database holds now, and the (scrubbed) error."""
-    holds = db_state.replace("_", " ")
-    head = f":x: Request #{request_id} failed at *{escape(failed_step)}*; the database is *{escape(holds)}*."
-    return _message(head, [code_block(error[:1800] + ("\n… (truncated)" if len(error) > 1800 else ""))])
+    """Where the run failed, what the database holds now in plain words, the (scrubbed) error in a code block
+    that its own backticks cannot close, and what to do next."""
+    head = f":x: Request #{request_id} failed at *{escape(failed_step)}*; the database {database_words(db_state)}."
+    text = _ERROR_CODE.sub("", error.strip())
+    text = text[:1800] + (" … (truncated)" if len(text) > 1800 else "")
+    nxt = ("Nothing to undo: fix the cause and use Retry on the incident." if db_state in ("untouched", "rolled_back")
+           else "Next: Roll back, Restore backup or fix forward, from the incident.")
+    return _message(head, [code_block(text), nxt])
 
 
 def build_retry_message(request_id: int, migration: str, attempt: int, tries: int, delay_s: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.models import Freeze, Incident, IncidentStatus, Request
+from bot.models import Freeze, Incident, IncidentStatus, Request, database_words
 from bot.slack.cards import RISK_EMOJI, STATUS_EMOJI
 from bot.slack.mrkdwn import clip, code, escape, mention
 
@@ -28,7 +28,7 @@ def attention_lines(envs: Sequence[str], failed: Sequence[tuple[Request, Inciden
     for request, incident in failed:  # newest first
         holds = (request.db_state.value if request.db_state else "unknown")
         words = holds.replace("_", " ")
-        where = f"failed at {escape(request.failed_step or '?')}; the database is {words}"
+        where = f"failed at {escape(request.failed_step or '?')}; the database {database_words(request.db_state)}"
         if incident is not None and incident.status is not IncidentStatus.RESOLVED:
             incidents.append(f":rotating_light: *Incident #{incident.id}* ({incident.status.value}) on "
                              f"*{escape(request.environment)}*: request #{request.id} {where}")

@@ -147,7 +147,9 @@ def test_a_failed_verification_opens_an_incident_and_is_rolled_back_from_its_thr
     replies = root.get_by_test_id("thread-reply")
     expect(replies.filter(has_text="verification failed.").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
     expect(replies.filter(has_text="email_normalized IS NULL").first).to_be_visible()
-    expect(replies.filter(has_text=re.compile(r"failed at verify; the database is applied unverified"))).to_be_visible()
+    expect(replies.filter(has_text="failed at verify; the database holds the migration, but its checks failed"
+                          ).first).to_be_visible()
+    expect(replies.filter(has_text="returned false: 25,000 rows match, expected 0").first).to_be_visible()
     expect(root.get_by_test_id("message")).to_contain_text("failed", timeout=RUN_TIMEOUT_MS)
     # the incident opens in the request's thread; an approver rolls back from its card
     incident = replies.filter(has_text=re.compile(rf"Incident #\d+: request #{rid} on staging")).first

@@ -62,6 +62,14 @@ def test_failed_verify_opens_incident_and_rollback_restores_the_schema(harness):
     for label in ("Roll back", "Restore backup", "Mark fixed forward", "Resolve"):
         assert label in card
     assert "applied unverified" in card and "verify" in card
+    # one clear failure message: rows counted, what the database holds in words, what to do next; the card
+    # points at the thread instead of repeating the error (issue 17)
+    failure = next(t for t in harness.thread_texts(rid) if t.startswith(f":x: Request #{rid} failed at"))
+    assert "the database holds the migration, but its checks failed." in failure
+    assert "returned false: 2,000 rows match, expected 0" in failure and "[verify-failed]" not in failure
+    assert "Next: Roll back, Restore backup or fix forward, from the incident." in failure
+    request_card = str(harness.card(rid))
+    assert "returned false" not in request_card and "The thread says why" in request_card
 
     # Roll back: proposed by one approver, creating a rollback request another approver must approve
     _, reply = harness.click(ActionId.ROLL_BACK.value, incident.id, APPROVER_A)
@@ -318,7 +326,7 @@ def test_status_leads_with_the_open_incident_and_the_unverified_database(harness
     text = "\n".join(harness.replies(reply))
     first = text.splitlines()[:2]
     assert first == ["*Needs attention*", f":rotating_light: *Incident #{incident.id}* (open) on *staging*: request "
-                     f"#{rid} failed at verify; the database is applied unverified"], text
+                     f"#{rid} failed at verify; the database holds the migration, but its checks failed"], text
     assert text.index("Needs attention") < text.index("*production*")
     _, reply = harness.click(ActionId.RESOLVE.value, incident.id, APPROVER_B)
     harness.replies(reply)
