@@ -94,6 +94,20 @@ def _fresh_database(admin_url: str, name: str, *, reset: bool) -> str:
     return with_database(admin_url, name)
 
 
+def _drop_demo_databases(admin_url: str, prefix: str, state_db: str) -> None:
+    """On stop: the demo's staging and production databases and the bot's demo state go (the seeded template
+    stays, so the next start is quick); a `guardian dev` killed with -9 leaves them, and its next start
+    replaces them."""
+    from bot.demo import ENVIRONMENTS
+
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            for name in (*(f"{prefix}_demo_{env}" for env in ENVIRONMENTS), state_db):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error as exc:
+        log.warning("the demo's databases were not dropped (%s); the next start replaces them", type(exc).__name__)
+
+
 def _people(config: GuardianConfig, demo: DemoProject | None) -> tuple[str, str, list[DevUser]]:
     """The channel and the people on the page: the demo's, else the config's approvers plus a requester and an outsider."""
     if demo is not None:
@@ -187,7 +201,10 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
         client.flushdb()  # a fresh demo: no job left over from the last run
         client.close()
     _step(3, "the bot's own database and schema")
-    state_url = _fresh_database(admin, f"{opts.db_prefix}_dev{'_demo' if demo_mode else ''}", reset=demo_mode)
+    state_db = f"{opts.db_prefix}_dev{'_demo' if demo_mode else ''}"
+    state_url = _fresh_database(admin, state_db, reset=demo_mode)
+    if demo_mode:  # every start makes the demo afresh: nothing is lost by not leaving its databases behind
+        stack.callback(_drop_demo_databases, admin, opts.db_prefix, state_db)
     upgrade(state_url)
     demo: DemoProject | None = None
     if demo_mode:

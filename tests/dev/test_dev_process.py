@@ -73,6 +73,10 @@ def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path,
         assert "stopped." in run.output
         left = [pid for pid in children if alive(pid)]
         assert not left, f"processes left running after SIGTERM: {left}"
+        with psycopg.connect(pg_admin_url) as conn:  # the demo's databases go with it (the template stays)
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                (f"{run.prefix}%",))}
+        assert names <= {f"{run.prefix}_demo_template"}, names
         try:
             get(page)
         except urllib.error.URLError:
