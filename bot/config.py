@@ -105,7 +105,7 @@ class RemindersConfig(_Strict):
 
     after: str = "4h"
     max_reminders: int = Field(default=3, ge=0, le=20)
-    escalate_after: str = "24h"
+    escalate_after: str = "8h"
     escalate_to: list[str] = Field(default_factory=list)
     dm: bool = True
     quiet_hours: str | None = None

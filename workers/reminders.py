@@ -8,7 +8,8 @@ A request is "waiting" from when it reached awaiting approval or got its last ap
 After ``after`` of waiting, the thread gets a reminder mentioning who can still approve (and each of those
 users a DM linking the card); again every ``after`` until ``max_reminders``. Once ``after + escalate_after``
 has passed since it started waiting, the thread mentions ``escalate_to`` (or the environment's user groups)
-once. During ``quiet_hours`` nothing is sent. Each reminder is an event (request.reminded /
+once. During ``quiet_hours`` nothing is sent. A request still waiting after its environment's
+``approval_expiry`` ends as ``expired`` (the thread says so and the card shows it). Each reminder is an event (request.reminded /
 request.escalated) written before it is posted, so two workers or a restart never send one twice.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 from slack_sdk.errors import SlackClientError
 
 from bot.config import RemindersConfig, parse_duration
+from bot.errors import TransitionConflict
 from bot.models import Request, RequestStatus
 from bot.slack.cards import build_thread_note
 from bot.slack.mrkdwn import link, mention_any
@@ -52,8 +54,7 @@ def remind(rt: Any, now: datetime | None = None) -> list[str]:
     cfg: RemindersConfig = rt.config.reminders
     now = now or datetime.now(timezone.utc)
     after = parse_duration(cfg.after)
-    if after <= 0 or in_quiet_hours(cfg, now):
-        return []
+    quiet = in_quiet_hours(cfg, now)
     escalate = parse_duration(cfg.escalate_after)
     done: list[str] = []
     for request in rt.store.list_requests(statuses=[RequestStatus.AWAITING_APPROVAL], limit=1000):
@@ -68,7 +69,14 @@ def remind(rt: Any, now: datetime | None = None) -> list[str]:
         reminders = [e for e in later if e.kind == "request.reminded"]
         escalated = any(e.kind == "request.escalated" for e in later)
         waited = (now - since).total_seconds()
+        expiry = parse_duration(rt.flow.env(request.environment).approval_expiry)
+        waiting_since = [e for e in events if e.kind == "request.awaiting_approval"][-1:] or starts
+        if expiry > 0 and (now - waiting_since[0].created_at).total_seconds() >= expiry:
+            done += _expire(rt, request, rt.flow.env(request.environment).approval_expiry)
+            continue
         last = reminders[-1].created_at if reminders else since
+        if after <= 0 or quiet:
+            continue
         if len(reminders) < cfg.max_reminders and (now - last).total_seconds() >= after:
             done += _send_reminder(rt, request, waited, len(reminders) + 1)
         elif not escalated and escalate > 0 and waited >= after + escalate and reminders:
@@ -105,6 +113,21 @@ def _send_reminder(rt: Any, request: Request, waited: float, n: int) -> list[str
             except SlackClientError as exc:
                 log.warning("request %s: reminder DM to %s failed: %s", request.id, user, type(exc).__name__)
     return [f"request {request.id}: reminder {n} sent"]
+
+
+def _expire(rt: Any, request: Request, expiry: str) -> list[str]:
+    """Nobody gave the approvals within the environment's approval_expiry: the request ends as expired."""
+    try:
+        rt.store.transition(request.id, RequestStatus.AWAITING_APPROVAL, RequestStatus.EXPIRED, actor="guardian",
+                            detail={"reason": f"no quorum within approval_expiry ({expiry})"})
+    except TransitionConflict:
+        return []  # approved, rejected or cancelled meanwhile
+    rt.flow.post_in_thread(request, build_thread_note(
+        f":hourglass: Request #{request.id} expired: it did not get its approvals within {expiry} (approval_expiry "
+        f"of {request.environment}). Nothing was run. Plan it again with `/migrate plan {request.environment}` "
+        "if it is still wanted."))
+    rt.flow.refresh_card(request.id)
+    return [f"request {request.id}: expired"]
 
 
 def _escalate(rt: Any, request: Request, waited: float) -> list[str]:

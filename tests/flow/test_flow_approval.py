@@ -239,3 +239,22 @@ def test_reminders_then_escalation_for_a_request_nobody_approves(harness):
     assert remind(rt, now=now + timedelta(hours=5)) == [f"request {rid}: reminder 1 sent"]
     latest = [t for t in harness.thread_texts(rid) if t.startswith(":bell: Reminder")][-1]
     assert f"(1/2). Waiting for <@{APPROVER_B}> or <!subteam^S0DBAS>." in latest
+
+
+def test_a_request_nobody_approves_within_approval_expiry_expires_and_says_so(harness):
+    from workers.reminders import remind
+    from workers.runtime import runtime
+
+    harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
+    rid = plan(harness)
+    rt = runtime()
+    now = datetime.now(timezone.utc)
+    assert remind(rt, now=now + timedelta(hours=23)) == [f"request {rid}: reminder 1 sent"]  # not yet
+    assert harness.store.get_request(rid).status is S.AWAITING_APPROVAL
+    assert remind(rt, now=now + timedelta(hours=24, minutes=1)) == [f"request {rid}: expired"]  # approval_expiry 24h
+    assert harness.store.get_request(rid).status is S.EXPIRED
+    said = [t for t in harness.thread_texts(rid) if t.startswith(f":hourglass: Request #{rid} expired")]
+    assert len(said) == 1 and "within 24h" in said[0] and "`/migrate plan staging`" in said[0]
+    card = str(harness.card(rid))
+    assert "expired" in card and "Approve" not in card
+    assert remind(rt, now=now + timedelta(hours=30)) == []
