@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target PostgreSQL major version (default: [lint] pg_version, else 16)")
     parser.add_argument("--fail-on", choices=LEVELS, default=None,
                         help="exit 1 when a file's risk is at or above this level (default: [lint] fail_on, else high)")
+    parser.add_argument("--compact", action="store_true",
+                        help="text output: one line per finding and files without findings left out (large directories)")
     parser.add_argument("--context", metavar="FILE.json", default=None,
                         help="table sizes and function volatility: {\"tables\": {\"users\": {\"rows\": 5e7}}, ...}")
 
@@ -78,8 +80,12 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.format == "json":
             out.writelines(_json_chunks(reports, rendered))  # = render_json(reports), in pieces
         else:
-            render = {"text": render_text, "sarif": render_sarif, "github": render_github}[args.format]
-            out.write(render(reports, color=args.format == "text" and _color(out)))
+            if args.format == "text":
+                out.write(render_text(reports, color=_color(out), compact=getattr(args, "compact", False),
+                                      fail_on=fail_on.value))
+            else:
+                render = {"sarif": render_sarif, "github": render_github}[args.format]
+                out.write(render(reports))
         out.flush()
     except BrokenPipeError:  # the reader stopped early (`guardian lint ... | head`): the status still holds
         _quiet_stdout(out)
@@ -507,8 +513,15 @@ def render_sarif(reports: list[tuple[str, Report]], color: bool = False) -> str:
                 res["suppressions"] = [{"kind": "inSource", "justification": f.accept_reason or ""}]
             results.append(res)
     doc = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
-           "runs": [{"tool": {"driver": {"name": "migration-guardian", "rules": rules}}, "results": results}]}
+           "runs": [{"tool": {"driver": {"name": "migration-guardian", "version": _version(), "rules": rules}},
+                     "results": results}]}
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def _version() -> str:
+    from bot.version import version
+
+    return version()
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:
@@ -539,7 +552,16 @@ def _color(stream: TextIO) -> bool:
     return hasattr(stream, "isatty") and stream.isatty() and not os.environ.get("NO_COLOR")
 
 
-def render_text(reports: list[tuple[str, Report]], color: bool = False) -> str:
+def _n(count: int, word: str) -> str:
+    """`1 statement`, `2 statements`, `1,204 findings`."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def render_text(reports: list[tuple[str, Report]], color: bool = False, compact: bool = False,
+                fail_on: str | None = None) -> str:
+    """The human report: per file its risk and findings (with why and the tailored fix; `compact`: one line
+    each, files without findings left out), then the totals and, given `fail_on`, why the exit status is
+    what it is."""
     from bot.risk import lookup
 
     c = (lambda key, s: f"{_ANSI[key]}{s}{_ANSI['reset']}") if color else (lambda key, s: s)
@@ -547,8 +569,14 @@ def render_text(reports: list[tuple[str, Report]], color: bool = False) -> str:
     for path, r in reports:
         live = [f for f in r.findings if not f.accepted]
         accepted = len(r.findings) - len(live)
+        if compact:
+            for f in sorted(r.findings, key=lambda f: (f.line, -f.severity.rank)):
+                tag = "ACCEPTED " if f.accepted else ""
+                out.append(f"{path}:{f.line}:{f.column}  {c(f.severity.value, tag + f.severity.value.upper())}  "
+                           f"{f.code} {f.name}: {f.message}")
+            continue
         out.append(c("bold", f"{path}") + f"  risk {c(r.risk.value, r.risk.value.upper())}  "
-                   f"({len(r.statements)} statements, {len(live)} findings"
+                   f"({_n(len(r.statements), 'statement')}, {_n(len(live), 'finding')}"
                    + (f", {accepted} accepted" if accepted else "") + ")")
         for reason in r.reasons:
             out.append(f"  - {reason}")
@@ -572,7 +600,36 @@ def render_text(reports: list[tuple[str, Report]], color: bool = False) -> str:
             if f.accepted:
                 out.append(f"    accepted because {f.accept_reason}")
         out.append("")
-    return "\n".join(out)
+    if compact and out:
+        out.append("")
+    out += _totals(reports, fail_on)
+    return "\n".join(out) + "\n"
+
+
+_LEVELS_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def _totals(reports: list[tuple[str, Report]], fail_on: str | None) -> list[str]:
+    from collections import Counter
+
+    live = [f for _, r in reports for f in r.findings if not f.accepted]
+    accepted = sum(len(r.findings) for _, r in reports) - len(live)
+    by_severity = Counter(f.severity.value for f in live)
+    by_rule = Counter(f"{f.code} {f.name}" for f in live)
+    severities = ", ".join(f"{by_severity[s]} {s}" for s in ("critical", "high", "medium", "low") if by_severity[s])
+    lines = [f"Total: {_n(len(reports), 'file')}, {_n(sum(len(r.statements) for _, r in reports), 'statement')}, "
+             f"{_n(len(live), 'finding')}" + (f" ({severities})" if severities else "")
+             + (f", {accepted} accepted" if accepted else "")]
+    if by_rule:
+        lines.append("By rule: " + ", ".join(f"{rule} {n}" for rule, n in by_rule.most_common()))
+    if fail_on is not None:
+        failing = [p for p, r in reports if _LEVELS_RANK[r.risk.value] >= _LEVELS_RANK[fail_on]]
+        if failing:
+            lines.append(f"Exit status 1: {_n(len(failing), 'file')} at or above --fail-on {fail_on} "
+                         f"(first: {failing[0]}).")
+        else:
+            lines.append(f"Exit status 0: no file at or above --fail-on {fail_on}.")
+    return lines
 
 
 def _excerpt(text: str, lines: int = 3, width: int = 100) -> list[str]:

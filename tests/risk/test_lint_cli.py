@@ -239,3 +239,29 @@ def test_reader_closing_early_keeps_the_status_without_a_traceback(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_text_output_ends_with_totals_and_why_the_exit_status(files, monkeypatch, tmp_path):
+    code, out, _ = _run([str(files)], monkeypatch, tmp_path)
+    assert code == 1
+    assert "001_risky.sql  risk HIGH  (1 statement, 3 findings)" in out  # singular where it is one
+    lines = out.rstrip("\n").splitlines()
+    assert lines[-3] == "Total: 2 files, 3 statements, 3 findings (1 high, 1 medium, 1 low)"
+    assert lines[-2].startswith("By rule: MG101 create-index-non-concurrent 1, ")
+    assert lines[-1].startswith("Exit status 1: 1 file at or above --fail-on high (first: ") and "001_risky" in lines[-1]
+    code, out, _ = _run([str(files / "002_safe.sql"), "--fail-on", "critical"], monkeypatch, tmp_path)
+    assert code == 0 and out.rstrip().endswith("Exit status 0: no file at or above --fail-on critical.")
+
+
+def test_compact_text_is_one_line_per_finding(files, monkeypatch, tmp_path):
+    _, out, _ = _run([str(files), "--compact"], monkeypatch, tmp_path)
+    findings = [ln for ln in out.splitlines() if "001_risky.sql:1:1" in ln]
+    assert len(findings) == 3 and "why:" not in out and "fix:" not in out
+    assert "002_safe.sql" not in out.split("Total:")[0]  # files without findings are left out
+
+
+def test_sarif_tool_entry_carries_the_version(files, monkeypatch, tmp_path):
+    from bot.version import version
+
+    _, out, _ = _run([str(files), "--format", "sarif"], monkeypatch, tmp_path)
+    assert json.loads(out)["runs"][0]["tool"]["driver"]["version"] == version()

@@ -1,6 +1,7 @@
 """Transaction and mechanics rules: timeouts, locks held across statements, nesting, mixed modes."""
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from ..models import LOCK_RANK, Severity
@@ -74,6 +75,7 @@ RULES = (
 )
 
 _CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
+_LITERAL = re.compile(r"'((?:[^']|'')*)'")
 
 
 def _slow(s: Stmt, st: State) -> str | None:
@@ -160,9 +162,16 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             st.held_reported = True
             yield Hit("MG603", f"This statement {slow} while {mode} on {rel} (taken at line {line}) is still held: "
                       f"every query on {rel} waits until COMMIT.", rel)
-    if st.new_values and t not in _CONTROL:
-        for value, (typ, line, tx) in st.new_values.items():
-            if tx == st.tx_id and s.in_tx and _uses_value(n, value):
+    if st.new_values and s.in_tx and t not in _CONTROL and t != "AlterEnumStmt":
+        text = s.raw.text  # empty for a big file's tail (engine.Split): then the tree is searched
+        if text:
+            quoted = {q.replace("''", "'") for q in _LITERAL.findall(text)} if "'" in text else set()
+            candidates = [v for v in quoted if v in st.new_values]
+        else:
+            candidates = list(st.new_values)
+        for value in candidates:
+            typ, line, tx = st.new_values[value]
+            if tx == st.tx_id and _uses_value(n, value):
                 yield Hit("MG608", f"Uses '{value}', added to {typ} at line {line} in this same transaction: fails "
                           "with 'unsafe use of new value' (55P04).")
                 break
