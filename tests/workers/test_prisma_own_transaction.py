@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.models import DbState, RequestStatus
 from bot.risk import Context, analyze
+from bot.sources.ledgers import PRISMA_DDL
 from workers.pipeline import start_run
 from workers.plan import plan_parts
 
@@ -31,7 +32,7 @@ ALTER TABLE "User" ADD COLUMN "nickname" TEXT;
 SETUP = '''CREATE TYPE "Role" AS ENUM ('USER', 'ADMIN', 'GUEST');
 CREATE TABLE "User" ("id" SERIAL NOT NULL, "role" "Role" NOT NULL DEFAULT 'USER', CONSTRAINT "User_pkey" PRIMARY KEY ("id"));
 INSERT INTO "User" ("role") SELECT 'ADMIN' FROM generate_series(1, 20);
-'''
+''' + PRISMA_DDL + ";\n"  # a baselined Prisma database (else P3005: a non-empty schema with no history)
 
 
 def test_prisma_enum_change_with_its_own_begin_commit_runs_like_prisma_runs_it(make_pipeline):
