@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT))
 from redis import Redis  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 
+from bench import redis_db  # noqa: E402
 from bot.config import GuardianConfig, Settings  # noqa: E402
 from bot.flow import Flow  # noqa: E402
-from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis, with_redis_db  # noqa: E402
+from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis  # noqa: E402
 from bot.models import RequestStatus  # noqa: E402
 from bot.schema import upgrade  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
@@ -216,7 +217,7 @@ def _run_scenario(name: str, n: int, admin: str, redis_url: str, workdir: Path) 
             silent.close()
         standin.stop()
         store.close()
-        redis.flushdb()
+        redis_db.clear(redis_url)
         drop_database(admin, db_name)
         drop_database(admin, target_name)
     return samples
@@ -242,7 +243,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="guardian-bench-ack-"))
     admin = ensure_postgres(None, Path(tempfile.gettempdir()) / "guardian-bench")
-    redis_url = with_redis_db(ensure_redis(None, Path(tempfile.gettempdir()) / "guardian-bench"), 14)
+    redis_url = redis_db.reserve(ensure_redis(None, Path(tempfile.gettempdir()) / "guardian-bench"))
     stop = multiprocessing.Event()
     counter = multiprocessing.Value("i", 0)
     busy = multiprocessing.Process(target=_analyse_forever, args=(stop, counter), daemon=True)
@@ -262,6 +263,7 @@ def main() -> int:
     finally:
         stop.set()
         busy.join(timeout=30)
+        redis_db.release(redis_url)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"  1 MB analyses completed meanwhile: {counter.value}")
     print(f"  baseline: Slack-felt target {TARGET_MS:.0f} ms p95 (ratio < 1.0 is within target); "

@@ -28,8 +28,9 @@ import psycopg  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 
+from bench import redis_db  # noqa: E402
 from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectConfig, Settings  # noqa: E402
-from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis, with_redis_db  # noqa: E402
+from bot.local_services import create_database, drop_database, ensure_postgres, ensure_redis  # noqa: E402
 from bot.models import RequestStatus  # noqa: E402
 from bot.schema import upgrade  # noqa: E402
 from bot.store import NewMigration  # noqa: E402
@@ -54,18 +55,6 @@ def psql_binary() -> str:
     if not os.access(found, os.X_OK):
         sys.exit("psql not found; install postgresql-client")
     return found
-
-
-def free_redis(workdir: Path) -> str:
-    explicit = os.environ.get("GUARDIAN_BENCH_REDIS_URL")
-    if explicit:
-        return explicit
-    base = ensure_redis(None, workdir)
-    for db in range(15, 0, -1):
-        url = with_redis_db(base, db)
-        if Redis.from_url(url).dbsize() == 0:
-            return url
-    sys.exit("no empty Redis database; set GUARDIAN_BENCH_REDIS_URL")
 
 
 def run_guardian(admin: str, redis_url: str, files: list[Path], workdir: Path) -> tuple[float, dict[str, int]]:
@@ -125,12 +114,12 @@ def main() -> None:
     files = sorted(corpus().glob("*/migration.sql"))
     workdir = Path(tempfile.mkdtemp(prefix="guardian-bench-"))
     admin = ensure_postgres(os.environ.get("GUARDIAN_BENCH_DATABASE_URL"), workdir)
-    redis_url = free_redis(workdir)
+    redis_url = redis_db.reserve(ensure_redis(None, workdir))
     try:
         raw = run_raw(admin, files)
         guardian, steps = run_guardian(admin, redis_url, files, workdir)
     finally:
-        Redis.from_url(redis_url).flushdb()
+        redis_db.release(redis_url)
         shutil.rmtree(workdir, ignore_errors=True)
     ratio = guardian / raw
     print(f"corpus: {len(files)} Prisma migrations, one request (one backup, {len(files)} transactions, one verify)")
