@@ -14,6 +14,7 @@ from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_o
 from .fixes import advice
 from .recipes import tailored
 from .rules import Hit
+from .rules.transactions import literal_values
 from .sizing import sized as _sized
 from .state import State, Stmt
 
@@ -175,7 +176,9 @@ class Split:
                 except RecursionError:
                     kept.append((too_complex(item, _DEEP_WALK), None))
                     continue
-                item.text = ""  # only the stateless rules and the excerpt read it: memory, until finish()
+                text = item.text
+                item.literals = set(literal_values(text)) if "'" in text else set()
+                item.text = ""  # only the stateless rules, the excerpt and MG608 read it: memory, until finish()
 
     def finish(self, head: tuple) -> Report:
         """The Report, from head()'s summary. If that left the head's statement records out, so does the
@@ -447,6 +450,10 @@ def _update(s: Stmt, st: State) -> None:
             st.dropped_types.update(strings((obj.get("TypeName") or {}).get("names"))[-1:])
     elif t == "DeleteStmt":
         st.deleted_from.add(rv_name(n.get("relation")))
+        if not n.get("whereClause"):
+            st.emptied.add(rv_name(n.get("relation")))
+    elif t == "TruncateStmt":
+        st.emptied.update(rv_name(r) for r in n.get("relations") or ())
     if t == "CreateStmt":
         _created_table(n, st)
     elif t == "IndexStmt":

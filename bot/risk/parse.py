@@ -50,6 +50,8 @@ class RawStatement:
     # False for an INSERT, UPDATE or DELETE whose parse tree holds no table reference besides its target:
     # it reads no other table, which saves searching a big VALUES list for one (locks.describe)
     other_tables: bool = True
+    # the string literals of a statement whose text was dropped to save memory (engine.Split.ahead)
+    literals: set | None = None
 
 
 @dataclass(slots=True)

@@ -94,6 +94,14 @@ RULES = (
       "DELETE FROM audit_log WHERE created_at < now() - interval '90 days' AND id < 100000;", (46, 47)),
 )
 
+_RLS = {
+    "AT_EnableRowSecurity": "Enables row-level security on {table}: roles without a policy now see no rows and "
+                            "cannot write any.",
+    "AT_DisableRowSecurity": "Disables row-level security on {table}: every role with privileges on it now sees "
+                             "and writes every row.",
+    "AT_ForceRowSecurity": "Forces row-level security on {table}: its owner is now bound by the policies too.",
+    "AT_NoForceRowSecurity": "Stops forcing row-level security on {table}: its owner bypasses the policies again.",
+}
 _RENAME_REL = {"OBJECT_TABLE": "MG506", "OBJECT_COLUMN": "MG505"}
 _BEHAVIOUR = {"AlterFunctionStmt", "AlterExtensionStmt", "AlterExtensionContentsStmt", "AlterRoleStmt",
               "AlterDatabaseStmt", "AlterDatabaseSetStmt", "AlterSystemStmt", "AlterRoleSetStmt"}
@@ -132,7 +140,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
                           item=item["AlterTableCmd"])
             elif sub in ("AT_EnableRowSecurity", "AT_DisableRowSecurity", "AT_ForceRowSecurity",
                          "AT_NoForceRowSecurity"):
-                yield Hit("MG510", f"{sub[3:]} on {table} changes which rows clients see.", table)
+                yield Hit("MG510", _RLS[sub].format(table=table), table)
     elif t == "GrantStmt" and not n.get("is_grant"):
         yield Hit("MG510", "REVOKE removes privileges running clients may need.")
     elif t in ("CreatePolicyStmt", "AlterPolicyStmt") and not st.is_new(s.fx.target):

@@ -98,6 +98,27 @@ def _slow(s: Stmt, st: State) -> str | None:
     return None
 
 
+def literal_values(text: str) -> set[str]:
+    """The values of the '...' literals in a statement's text."""
+    return {q.replace("''", "'") for q in _LITERAL.findall(text)}
+
+
+def _literals(node) -> set[str]:
+    """The string constants of a parse tree (one walk, for a statement whose text is not kept)."""
+    out: set[str] = set()
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            c = x.get("A_Const")
+            if isinstance(c, dict) and isinstance(c.get("sval"), dict):
+                out.add(c["sval"].get("sval", ""))
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return out
+
+
 def _uses_value(node, value: str) -> bool:
     stack = [node]
     while stack:
@@ -165,10 +186,10 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     if st.new_values and s.in_tx and t not in _CONTROL and t != "AlterEnumStmt":
         text = s.raw.text  # empty for a big file's tail (engine.Split): then the tree is searched
         if text:
-            quoted = {q.replace("''", "'") for q in _LITERAL.findall(text)} if "'" in text else set()
-            candidates = [v for v in quoted if v in st.new_values]
+            quoted = literal_values(text) if "'" in text else ()
         else:
-            candidates = list(st.new_values)
+            quoted = s.raw.literals if s.raw.literals is not None else _literals(n)
+        candidates = [v for v in quoted if v in st.new_values]
         for value in candidates:
             typ, line, tx = st.new_values[value]
             if tx == st.tx_id and _uses_value(n, value):
