@@ -49,8 +49,7 @@ def configure(fmt: str, *, verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    if fmt == "json":
-        os.environ[LOG_FORMAT_ENV] = "json"
+    os.environ[LOG_FORMAT_ENV] = fmt
 
 
 def request_id_of(record: logging.LogRecord, message: str) -> int | None:

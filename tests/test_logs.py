@@ -95,3 +95,12 @@ def test_json_record_names_its_request_and_scrubs_secrets(monkeypatch):
     assert "hunter2" not in stream.getvalue() and "other-pw" not in stream.getvalue()
     assert "request_id" not in third
     assert fourth["request_id"] == 12
+
+
+def test_the_flag_wins_over_the_variable(redis_url, state_db_url):
+    out = guardian("--log-format", "text", "worker", "--burst",
+                   env={"REDIS_URL": redis_url, "DATABASE_URL": state_db_url, "GUARDIAN_LOG_FORMAT": "json"})
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines and not any(line.startswith("{") for line in lines)
+    assert any(" INFO " in line and "listening on guardian" in line for line in lines)
