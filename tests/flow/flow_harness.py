@@ -55,12 +55,18 @@ class Harness:
     flow: Flow
     targets: dict[str, str]
     _responses: int = field(default=0)
+    layout: str = "prisma"
 
     # ---- the repository
     def add_migration(self, name: str, sql: str, message: str | None = None) -> str:
-        folder = self.repo / "prisma" / "migrations" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "migration.sql").write_text(sql)
+        if self.layout == "supabase":  # supabase/migrations/<version>_<name>.sql
+            folder = self.repo / "supabase" / "migrations"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}.sql").write_text(sql)
+        else:
+            folder = self.repo / "prisma" / "migrations" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "migration.sql").write_text(sql)
         git(self.repo, "add", "-A")
         git(self.repo, "commit", "-qm", message or f"migration {name}")
         return git(self.repo, "rev-parse", "HEAD")
@@ -130,7 +136,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, make_database, state_db_url: str, redis_url: str, monkeypatch) -> Iterator[Harness]:
+def harness(tmp_path: Path, make_database, state_db_url: str, redis_url: str, monkeypatch,
+            request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The bot over HTTP with a Prisma project; `@pytest.mark.parametrize("harness", ["supabase"], indirect=True)`
+    gives a Supabase project instead."""
+    layout = getattr(request, "param", "prisma")
     repo = tmp_path / "app"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -150,8 +160,8 @@ def harness(tmp_path: Path, make_database, state_db_url: str, redis_url: str, mo
     config_path.write_text(f"""
 [project]
 repo = "{repo}"
-layout = "prisma"
-path = "prisma/migrations"
+layout = "{layout}"
+path = "{layout}/migrations"
 branch = "main"
 
 [backup]
@@ -195,7 +205,7 @@ production = true
     runtime_module.install(rt)
     try:
         yield Harness(repo=repo, config=config, settings=settings, store=store, redis=redis, standin=standin,
-                      sender=sender, flow=flow, targets=targets)
+                      sender=sender, flow=flow, targets=targets, layout=layout)
     finally:
         runtime_module.install(None)
         stop_server(server)

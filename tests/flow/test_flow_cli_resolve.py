@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from bot.models import RequestStatus as S
 from bot.slack.ids import ActionId
@@ -94,3 +95,27 @@ def test_retry_resolves_only_its_own_rolled_back_attempt(harness):
         rows = prisma_rows(conn)
     assert [(r["finished_at"] is None, r["rolled_back_at"] is None) for r in rows] == [(True, False), (False, True)]
     assert prisma_deploy_plan(rows, [name]) == ("ok", [])
+
+
+SUPA_NAME = "20240101000000_add_flag"
+
+
+@pytest.mark.parametrize("harness", ["supabase"], indirect=True)
+def test_supabase_file_fixed_after_a_failure_plans_and_applies_through_slack(harness):
+    h = harness
+    h.add_migration(SUPA_NAME, BROKEN)
+    failed = _approve_and_run(h, plan(h))
+    assert failed.status is S.FAILED and failed.failed_step == "apply", failed.error
+    with psycopg.connect(h.targets["staging"]) as conn:  # a failed push leaves no row, as the CLI's batch
+        assert conn.execute("SELECT count(*) FROM supabase_migrations.schema_migrations").fetchone() == (0,)
+
+    h.add_migration(SUPA_NAME, "-- the flag\n" + FIXED, message="fix the migration")  # fixed on the branch
+    again = plan(h)
+    request = h.store.get_request(again)
+    assert request.status is S.AWAITING_APPROVAL, request.error  # not blocked: the CLI would push it too
+    assert [m.version for m in request.migrations] == ["20240101000000"]
+    done = _approve_and_run(h, again)
+    assert done.status is S.SUCCEEDED, done.error
+    with psycopg.connect(h.targets["staging"]) as conn:
+        row = conn.execute("SELECT version, name, statements FROM supabase_migrations.schema_migrations").fetchone()
+    assert row == ("20240101000000", "add_flag", ["-- the flag\nALTER TABLE users ADD COLUMN flag boolean"])
