@@ -93,7 +93,8 @@ def test_postmortem_command_prints_the_draft(harness):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"# Post-mortem: incident #{incident.id}" in out.stdout
-    assert "ALTER TABLE users ADD COLUMN flag boolean;" in out.stdout and f"<@{REQUESTER}>" in out.stdout
+    # verification failed, so the verify query is what failed (issue 17); without Slack, people stay ids
+    assert "SELECT count(*) = 0 FROM users;" in out.stdout and f"<@{REQUESTER}>" in out.stdout
     missing = subprocess.run([sys.executable, "-m", "bot.cli", "postmortem", "999999"], env=env,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "incident 999999 does not exist" in missing.stderr
