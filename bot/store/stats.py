@@ -49,22 +49,31 @@ class StatsStore(StoreBase):
     @_fail_fast
     def state_stats(self, bounds_s: Sequence[float]) -> StateStats:
         """Counts for a scrape; step durations bucketed at ``bounds_s`` (ascending seconds, without +Inf)."""
-        bucket_sql = ", ".join(f"count(*) FILTER (WHERE d <= {float(b)!r}) AS b{i}" for i, b in enumerate(bounds_s))
+        # width_bucket over integer milliseconds (5x faster than a FILTER per bound on 80,000 steps, bench/metrics.py):
+        # ms <= bound  <=>  ms < bound + 1, and width_bucket(ms, thresholds) <= k  <=>  ms < thresholds[k]
+        thresholds = [int(round(b * 1000)) + 1 for b in bounds_s]
         with self._pool.connection(timeout=SCRAPE_TIMEOUT_S) as conn:
             with conn.transaction():
                 conn.execute("SET LOCAL statement_timeout = '5s'")
                 requests = {(r["environment"], r["status"]): r["n"] for r in conn.execute(
                     "SELECT environment, status, count(*) AS n FROM guardian_bot.requests GROUP BY 1, 2")}
-                steps = []
+                groups: dict[tuple[str, str], list[int]] = {}
+                sums: dict[tuple[str, str], int] = {}
                 for r in conn.execute(
-                        f"""SELECT step, status, count(*) AS n, coalesce(sum(d), 0) AS total, {bucket_sql}
-                            FROM (SELECT step, status,
-                                         coalesce(duration_ms / 1000.0,
-                                                  extract(epoch FROM finished_at - started_at))::float8 AS d
-                                  FROM guardian_bot.steps WHERE finished_at IS NOT NULL) s
-                            GROUP BY 1, 2 ORDER BY 1, 2"""):
-                    steps.append(StepDurations(step=r["step"], outcome=r["status"], count=r["n"], sum_s=r["total"],
-                                               buckets=[r[f"b{i}"] for i in range(len(bounds_s))]))
+                        """SELECT step, status, width_bucket(ms, %s::bigint[]) AS b, count(*) AS n, sum(ms) AS total
+                           FROM (SELECT step, status,
+                                        ceil(coalesce(duration_ms,
+                                                      extract(epoch FROM finished_at - started_at) * 1000))::bigint AS ms
+                                 FROM guardian_bot.steps WHERE finished_at IS NOT NULL) s
+                           GROUP BY 1, 2, 3""", (thresholds,)):
+                    key = (r["step"], r["status"])
+                    groups.setdefault(key, [0] * (len(bounds_s) + 1))[r["b"]] += r["n"]
+                    sums[key] = sums.get(key, 0) + int(r["total"])
+                steps = []
+                for (step, outcome), counts in sorted(groups.items()):
+                    cumulative = [sum(counts[: k + 1]) for k in range(len(bounds_s))]
+                    steps.append(StepDurations(step=step, outcome=outcome, buckets=cumulative, count=sum(counts),
+                                               sum_s=sums[(step, outcome)] / 1000.0))
                 incidents = {r["status"]: r["n"] for r in conn.execute(
                     "SELECT status, count(*) AS n FROM guardian_bot.incidents GROUP BY 1")}
                 outbox = conn.execute(

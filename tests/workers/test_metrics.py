@@ -204,3 +204,24 @@ def test_counts_redis_refused_are_kept_and_added_later(redis_url):
     with pytest.raises(ValueError):
         counters.add(LOCK_TIMEOUT_RETRIES, "prod", "extra")
     assert COUNTERS is not counters
+
+
+def test_step_buckets_hold_durations_at_or_below_their_bound(store, state_db_url):
+    """Prometheus's le is <=: a step of exactly 1 s is in le="1.0"; a step without duration_ms is timed from its
+    timestamps; buckets are cumulative and +Inf holds every step."""
+    from bot.store import NewMigration
+
+    req = store.create_request("staging", "U0BUCKETS", [NewMigration(name="001_a", sql="SELECT 1;")])
+    with psycopg.connect(state_db_url, autocommit=True) as conn:
+        for ms in (100, 101, 1000, 1001, 2500, 9_000_000):
+            conn.execute("""INSERT INTO guardian_bot.steps (request_id, step, status, finished_at, duration_ms)
+                            VALUES (%s, 'apply', 'succeeded', now(), %s)""", (req.id, ms))
+        conn.execute("""INSERT INTO guardian_bot.steps (request_id, step, status, started_at, finished_at)
+                        VALUES (%s, 'apply', 'succeeded', now() - interval '2.4 s', now())""", (req.id,))
+        conn.execute("""INSERT INTO guardian_bot.steps (request_id, step, status) VALUES (%s, 'verify', 'running')""",
+                     (req.id,))
+    stats = store.state_stats((0.1, 1.0, 2.5))
+    (apply,) = stats.steps  # the running verify is not a finished step
+    assert (apply.step, apply.outcome) == ("apply", "succeeded")
+    assert apply.buckets == [1, 3, 6] and apply.count == 7
+    assert abs(apply.sum_s - (0.1 + 0.101 + 1.0 + 1.001 + 2.5 + 9000.0 + 2.4)) < 0.01
