@@ -300,6 +300,8 @@ def report(results: list[Result], rig: Rig, elapsed: float) -> None:
         if kill_times:
             print(f"kill -9 recovery: median {kill_times[len(kill_times) // 2]:.1f}s, max {kill_times[-1]:.1f}s")
     print(f"worker starts: {rig.worker_starts}; processes of dead workers found still running: {len(rig.leftovers)}")
+    for kind in rig.leftover_kinds:
+        print(f"  left running: {kind}")
     print(f"elapsed: {elapsed / 60:.1f} min")
     for r in results:
         if not r.correct:

@@ -94,6 +94,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def _lineage(pid: int) -> list[int]:
+    """``pid`` and its ancestors up to init (from /proc; a process gone while walking ends the list)."""
+    chain = []
+    while pid > 1 and len(chain) < 64:
+        chain.append(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return chain
+
+
 def horse_of(parent: int) -> int | None:
     """RQ's work horse: the worker's child that leads its own process group (rq calls os.setpgrp in it)."""
     for pid in descendants(parent):
@@ -149,6 +161,7 @@ class Rig:
         self.worker_starts = 0
         self._started_at = 0.0
         self.leftovers: list[int] = []  # processes of killed workers still alive after the trial
+        self.leftover_kinds: list[str] = []  # what each was: its command line and its parent
         self._log = open(self.workdir / "worker.log", "ab")
         self._serial = 0
 
@@ -191,10 +204,11 @@ class Rig:
 
     def sweep(self) -> int:
         """Processes of dead workers still running (an orphaned RQ scheduler or horse): counted, then ended."""
-        current = set([self.worker.pid] + descendants(self.worker.pid)) if self.worker and self.worker.poll() is None \
-            else set()
-        stray = [p for p in _all_pids() if p not in current and p != os.getpid() and self._was_ours(p)]
+        live = self.worker.pid if self.worker and self.worker.poll() is None else None
+        # below the live worker means its own (a horse or analysis process it may have started a moment ago)
+        stray = [p for p in _all_pids() if p != os.getpid() and self._was_ours(p) and live not in _lineage(p)]
         for pid in stray:
+            self.leftover_kinds.append(_describe(pid))
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -261,6 +275,16 @@ class Rig:
             drop_database(self.admin_url, name)
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _describe(pid: int) -> str:
+    """A process's command line, parent and state, e.g. 'python -m bot.cli worker (ppid 1, S)'."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{cmd[-80:]} (ppid {fields[1]}, {fields[0]})"
+    except OSError:
+        return f"pid {pid} (gone)"
 
 
 def _all_pids() -> list[int]:

@@ -10,10 +10,9 @@ Usage::
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from functools import cached_property
-
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from slack_sdk import WebClient
 
@@ -31,6 +30,35 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _current: "Runtime | None" = None
+T = TypeVar("T")
+
+
+class _built_once(Generic[T]):
+    """Like functools.cached_property, but each instance builds under a lock of its own.
+
+    Python 3.11's cached_property holds ONE lock per property for every instance. A worker's maintenance thread
+    building its runtime's flow (a Slack client, a pool) while RQ forks a job process left that lock held forever
+    in the job process, whose own runtime then hung on first use: the job never started and its request stayed
+    queued (bench/chaos.py, a kill -9 of the work horse on a fresh worker). A per-instance lock is new in a job
+    process, which builds a runtime of its own."""
+
+    def __init__(self, build: Callable[[Any], T]) -> None:
+        self.build, self.name, self.__doc__ = build, build.__name__, build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        try:
+            return instance.__dict__[self.name]
+        except KeyError:
+            pass
+        with instance._building:
+            if self.name not in instance.__dict__:
+                instance.__dict__[self.name] = self.build(instance)
+            return instance.__dict__[self.name]
 
 
 @dataclass
@@ -38,13 +66,14 @@ class Runtime:
     settings: Settings
     config: GuardianConfig
     pipeline: Pipeline = RUN  # the run's steps in order (bot/run.py); tests run a request through their own
+    _building: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False, compare=False)
 
-    @cached_property
+    @_built_once
     def store(self) -> Store:
         self.settings.require("database_url")
         return Store(self.settings.database_url.get_secret_value())
 
-    @cached_property
+    @_built_once
     def slack(self) -> WebClient | None:
         """The Web API client (scrubbing known secrets), or None when no bot token is configured (CLI-only use)."""
         if self.settings.slack_bot_token is None:
@@ -52,14 +81,14 @@ class Runtime:
         return with_retries(ScrubbingWebClient(token=self.settings.slack_bot_token.get_secret_value(),
                                                base_url=self.settings.slack_api_url))  # 429s waited out
 
-    @cached_property
+    @_built_once
     def redis(self) -> "Redis":
         from redis import Redis
 
         # a Redis that does not answer must not hold a step (or the outbox pump's transaction) for long
         return Redis.from_url(self.settings.redis_url.get_secret_value(), socket_connect_timeout=5)
 
-    @cached_property
+    @_built_once
     def flow(self) -> "Flow":
         from bot.flow import Flow
 

@@ -213,6 +213,9 @@ def _forget_parent_runtime() -> None:
     import workers.runtime
 
     workers.runtime._current = None  # dropped, not closed: closing would end the parent's sessions too
+    # module locks a parent thread may have held at the fork would stay held here forever: new ones
+    workers.runtime._lock = threading.Lock()
+    redaction._lock = threading.Lock()
 
 
 def _maintenance_runtime(settings: Settings):

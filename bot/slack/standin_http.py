@@ -196,5 +196,9 @@ class _StandInHandler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the caller went away (a killed worker): nobody to answer
+            logger.debug("stand-in: the client closed the connection before the answer to %s", self.path)
+            self.close_connection = True

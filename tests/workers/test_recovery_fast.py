@@ -280,3 +280,33 @@ def test_redis_flushed_under_a_running_apply_does_not_fail_it(make_pipeline):
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait(timeout=10)
+
+
+def test_a_runtime_being_built_in_one_thread_does_not_hold_up_another_runtime(state_db_url, redis_url):
+    """A worker's maintenance thread building its runtime (here: a store whose server never answers) must not
+    block another runtime's first use — what a job process forked at that moment does. functools.cached_property
+    (Python 3.11) shares one lock per property across instances: the forked job hung and its request stayed queued."""
+    from bot.config import GuardianConfig, Settings
+    from workers.runtime import Runtime
+    import socket
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections complete at TCP level; nothing ever answers
+    try:
+        stuck = Runtime(settings=Settings(database_url=f"postgresql://x@127.0.0.1:{silent.getsockname()[1]}/x",
+                                          redis_url=redis_url), config=GuardianConfig())
+        building = threading.Thread(target=lambda: stuck.flow, daemon=True)  # flow -> store: blocks on the pool
+        building.start()
+        time.sleep(0.5)
+        assert building.is_alive(), "the first runtime should still be building its store"
+        other = Runtime(settings=Settings(database_url=state_db_url, redis_url=redis_url), config=GuardianConfig())
+        got = []
+        use = threading.Thread(target=lambda: got.append(other.store.list_requests(limit=1)), daemon=True)
+        use.start()
+        use.join(timeout=5)
+        assert got == [[]], "another runtime's first use waited for the one being built"
+        other.close()
+    finally:
+        silent.close()
