@@ -79,7 +79,8 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     settings = load_settings()
     _protect(settings)
     applied = upgrade(_state_url(settings))
-    print(f"applied {len(applied)} schema file(s)" + (": " + ", ".join(applied) if applied else "; already current"))
+    print(f"applied {len(applied)} schema file{'' if len(applied) == 1 else 's'}"
+          + (": " + ", ".join(applied) if applied else "; already current"))
     return 0
 
 

@@ -545,7 +545,7 @@ class Flow:
         except TransitionConflict:
             log.info("request %s: moved while voiding approvals", request_id)
         self.post_in_thread(request, build_thread_note(
-            f":warning: {voided} approval(s) voided: {escape(reason)}. Re-analysing; approve again once the new preview "
+            f":warning: {voided} approval{'' if voided == 1 else 's'} voided: {escape(reason)}. Re-analysing; approve again once the new preview "
             "is posted."))
         self.enqueue("analyze", request_id, attempt=int(time.time()))
         self.refresh_card(request_id, note=f":warning: Approvals voided: {escape(reason)}")
@@ -591,7 +591,9 @@ class Flow:
     def check_approver(self, environment: str, user_id: str, what: str) -> None:
         """PolicyDenied unless ``user_id`` is an approver of ``environment`` (directly or by user group)."""
         if not self.policy(environment).is_approver(user_id, self.group_members):
-            raise PolicyDenied(f"only {environment} approvers can {what}; ask one of them", code="not-an-approver")
+            names = " or ".join(mention_any(a) for a in self.env(environment).approvers) or "nobody (none are configured)"
+            raise PolicyDenied(Mrkdwn(f"only the {escape(environment)} approvers can {escape(what)}: ask {names}"),
+                               code="not-an-approver")
 
     def get_request(self, request_id: int) -> Request:
         try:

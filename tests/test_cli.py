@@ -29,9 +29,9 @@ def test_db_upgrade_twice_applies_nothing_the_second_time(make_database):
     url = make_database()
     first = guardian("db", "upgrade", env={"DATABASE_URL": url})
     assert first.returncode == 0, first.stderr
-    assert f"applied {len(schema_files())} schema file(s)" in first.stdout
+    assert f"applied {len(schema_files())} schema files" in first.stdout
     second = guardian("db", "upgrade", env={"DATABASE_URL": url})
-    assert second.returncode == 0 and "applied 0 schema file(s); already current" in second.stdout
+    assert second.returncode == 0 and "applied 0 schema files; already current" in second.stdout
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM guardian_bot.schema_history").fetchone()[0] == len(schema_files())
 

@@ -168,7 +168,7 @@ def test_installed_wheel_runs_version_lint_and_db_upgrade(installed: Installed, 
     upgrade = subprocess.run(["guardian", "db", "upgrade"], cwd=tmp_path, env={**env, "DATABASE_URL": url},
                              capture_output=True, text=True)
     assert upgrade.returncode == 0, upgrade.stderr
-    assert upgrade.stdout.startswith(f"applied {len(schema_files())} schema file(s)")
+    assert upgrade.stdout.startswith(f"applied {len(schema_files())} schema files")
 
 
 # ----------------------------------------------------------------------------------------------- pre-commit

@@ -119,7 +119,7 @@ def build_verify_message(request_id: int, ok: bool, diff: list[str], warnings: l
 
 
 def build_cleanup_message(deleted: int, freed_bytes: int) -> Message:
-    return _message(f":wastebasket: Backup retention: {deleted} expired backup(s) deleted, "
+    return _message(f":wastebasket: Backup retention: {deleted} expired backup{'' if deleted == 1 else 's'} deleted, "
                     f"{freed_bytes / 2**20:.1f} MiB freed.")
 
 
@@ -130,5 +130,6 @@ def build_summary_message(request_id: int, steps: list[tuple[str, int | None]], 
     lines = [f"• {escape(step)}: {_seconds(ms)}" for step, ms in steps]
     if backup:
         lines.append(f"• backup: {code(backup)}")
-    lines.append(f"• audit: {events} event(s) recorded for this request (`/migrate history` shows them)")
+    lines.append(f"• audit: {events} event{'' if events == 1 else 's'} recorded for this request (in Guardian's "
+                 "audit log; `/migrate history` lists the requests)")
     return _message(f":tada: Request #{request_id} succeeded in {_seconds(total)}.", lines)

@@ -159,7 +159,8 @@ def test_a_failed_verification_opens_an_incident_and_is_rolled_back_from_its_thr
     shot(page, "05-verify-failed-incident", incident)
     act_as(page, "U_EVE")
     incident.locator("[data-action-id=incident_roll_back]").click()
-    expect(page.get_by_test_id("ephemeral").filter(has_text="approvers can roll back")).to_be_visible()
+    expect(page.get_by_test_id("ephemeral").filter(has_text="approvers can roll back")).to_contain_text(
+        "ask @Alice Approver or @Bob Approver")  # who to ask, by name (issue 17)
     act_as(page, "U_ALICE")
     incident.locator("[data-action-id=incident_roll_back]").click()
     started = replies.filter(has_text=re.compile(r"started rollback request #\d+"))
