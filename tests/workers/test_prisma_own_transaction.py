@@ -39,7 +39,6 @@ def test_prisma_enum_change_with_its_own_begin_commit_runs_like_prisma_runs_it(m
     p = make_pipeline(layout="prisma")
     with p.target() as conn:
         conn.execute(SETUP)
-        conn.execute(PRISMA_DDL)  # a baselined database (else Prisma's P3005 refuses the non-empty schema)
     req = p.request([("20240301000000_drop_guest_role", ENUM_CHANGE)],
                     verify_sql={"20240301000000_drop_guest_role":
                                 "SELECT count(*) = 20 FROM \"User\" WHERE role = 'ADMIN'"})
@@ -68,7 +67,6 @@ def test_a_failure_after_the_files_commit_says_what_committed(make_pipeline):
     p = make_pipeline(layout="prisma")
     with p.target() as conn:
         conn.execute(SETUP)
-        conn.execute(PRISMA_DDL)  # a baselined database (else Prisma's P3005 refuses the non-empty schema)
     broken = ENUM_CHANGE.replace('ADD COLUMN "nickname" TEXT', 'ADD COLUMN "nickname" TEXT NOT NULL')
     broken += 'ALTER TABLE "Missing" ADD COLUMN "x" int;\n'
     req = p.request([("20240301000000_drop_guest_role", broken)])
