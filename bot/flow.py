@@ -163,8 +163,13 @@ class Flow:
         if not waiting or len(approved) >= required:
             return ""
         missing = required - len(approved)
-        who = " or ".join(mention_any(w) for w in waiting) if missing == 1 else \
-            f"{missing} more of " + ", ".join(mention_any(w) for w in waiting)
+        names = [mention_any(w) for w in waiting]
+        if missing == 1:
+            who = " or ".join(names)
+        elif missing >= len(names):  # everyone still listed is needed
+            who = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        else:
+            who = f"{missing} more of " + ", ".join(names)
         return f"Waiting for {who}."
 
     def thread_backlog(self, request_id: int) -> tuple[int, int]:

@@ -97,8 +97,12 @@ def build_request_card(request: Request, view: CardView) -> Message:
     waiting = ""
     if status is RequestStatus.AWAITING_APPROVAL and view.waiting_for and missing > 0:
         names = [mention_any(w) for w in view.waiting_for]
-        waiting = (" — waiting for " + " or ".join(names) if missing == 1
-                   else f" — waiting for {missing} of " + ", ".join(names))
+        if missing == 1:
+            waiting = " — waiting for " + " or ".join(names)
+        elif missing >= len(names):  # everyone still listed is needed
+            waiting = " — waiting for " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+        else:
+            waiting = f" — waiting for {missing} of " + ", ".join(names)
     fields.append(
         f"*Approvals*\n{len(view.approvers)}/{view.approvals_required}{waiting}"
         + ("\napproved by " + ", ".join(mention(u) for u in view.approvers) if view.approvers else "")
