@@ -91,7 +91,7 @@ def main() -> int:
     print(f"findings at medium or above: {serious}; judged real: {real}; precision: {precision:.1%} "
           f"(issue 15 baseline: 73 %; target >= 95 %)")
     print(f"judged real risks no longer found: {len(lost)}" + "".join(f"\n  lost: {k}" for k in lost[:20]))
-    print(f"judged false alarms in the labels (findings of the engine before issue 15): {sum(judged_false.values())} "
+    print(f"judged false alarms in the labels (most from the engine before issue 15): {sum(judged_false.values())} "
           f"({', '.join(f'{r} {n}' for r, n in judged_false.most_common())}); "
           f"still reported: {sum(1 for k, r in labels.items() if r['verdict'] == 'false alarm' and k in seen)}")
     print("false alarms by rule, now:" + ("".join(f"\n  {rule}: {n}" for rule, n in false_by_rule.most_common())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import re
 from contextlib import contextmanager
 
 from .catalogue import BY_CODE, lookup, plan_for, rule_on
@@ -33,7 +34,7 @@ def analyze(sql: str | bytes, context: Context | None = None) -> Report:
                                  "The file is not valid UTF-8; invalid bytes were replaced.", ctx))
     statements: list[StatementInfo] = []
     st = State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
-               statement_timeout=ctx.runner_statement_timeout)
+               statement_timeout=ctx.runner_statement_timeout, batch_lines=batch_lines(data))
     with _gc_paused():
         for item in parse(text, data):
             if isinstance(item, SyntaxProblem):
@@ -129,7 +130,7 @@ class Split:
     def _state(self) -> State:
         ctx = self.ctx
         return State(ctx=ctx, tx_open=ctx.assume_in_transaction, lock_timeout=ctx.runner_lock_timeout,
-                     statement_timeout=ctx.runner_statement_timeout)
+                     statement_timeout=ctx.runner_statement_timeout, batch_lines=batch_lines(self.data))
 
     def head(self, records: bool = True) -> tuple:
         """The leading pieces, analysed completely: (state, findings, statement records, directive index,
@@ -229,6 +230,16 @@ def head_records(head: tuple) -> tuple[list[StatementInfo], list[Finding]]:
 _STATE_FIELDS = tuple(f for f in State.__slots__ if f != "ctx")
 
 
+_BATCH = re.compile(rb"^[ \t]*--[ \t]*guardian:[ \t]*batch[ \t]+\d+", re.IGNORECASE | re.MULTILINE)
+
+
+def batch_lines(data: bytes) -> tuple[int, ...]:
+    """The 1-based lines of the file's `-- guardian: batch N` comments (none in nearly every file)."""
+    if b"batch" not in data:
+        return ()
+    return tuple(data.count(b"\n", 0, m.start()) + 1 for m in _BATCH.finditer(data))
+
+
 @contextmanager
 def _gc_paused():
     was = gc.isenabled()
@@ -299,6 +310,7 @@ def _finish(raw: RawStatement, ahead: tuple, st: State, ctx: Context, findings: 
                 findings.append(_finding("MG004", d.line, 1, raw.index,
                                          f"`{code}` is not a rule that fired on this statement.", ctx))
     _update(s, st)
+    st.prev_line = raw.line
     values = info.__dict__
     values["index"] = raw.index  # a statement of a Split's tail is renumbered after the head
     values["in_transaction"] = in_tx

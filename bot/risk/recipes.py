@@ -512,7 +512,14 @@ def _mg701(s, st, item, rec: Recipe, names: Names):
     return rec.text()
 
 
-_mg702 = _mg701
+def _mg702(s, st, item, rec: Recipe, names: Names):
+    text = body(s.raw.text)
+    if not text:
+        return None
+    rec.say("Run it in short keyset batches, each its own transaction (Guardian's apply does, given this comment):")
+    rec.say("guardian: batch 1000")
+    rec.sql(text)
+    return rec.text()
 
 
 def _column_as(make: Callable[[Names, dict], str], why: str) -> Callable[..., str | None]:

@@ -54,6 +54,8 @@ class State:
     rename_candidates: list[tuple[int, str]] = field(default_factory=list)  # (statement, new name) of type renames
     deleted_from: set[str] = field(default_factory=set)  # tables a DELETE touched earlier in this file
     emptied: set[str] = field(default_factory=set)  # tables TRUNCATEd or DELETEd without WHERE earlier
+    batch_lines: tuple[int, ...] = ()  # lines of `-- guardian: batch N` comments (workers/batch.py runs them)
+    prev_line: int = 0  # line of the statement before the current one
     runner_closed: bool = False  # a COMMIT ended the runner's transaction (a later BEGIN hands one back)
     nontx: list[tuple[int, int, int, str]] = field(default_factory=list)  # (index, line, column, text)
     # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it

@@ -43,3 +43,20 @@ def test_concurrently_after_other_statements_under_guardian_is_not_critical():
     """Guardian's apply runs CONCURRENTLY statements alone in autocommit: no failure, so no MG103."""
     sql = 'ALTER TABLE "Post" ADD COLUMN "views" INTEGER;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON "Post"(a);\n'
     assert "MG103" not in _by_code(sql)
+
+
+def test_a_backfill_of_unknown_size_is_an_unbatched_data_change_pointing_to_the_batch_comment():
+    from bot.risk import TableStats
+
+    for sql in ('UPDATE "Post" SET "views" = 0 WHERE "views" IS NULL;',
+                'UPDATE scores SET project_id = t.project_id FROM traces t WHERE scores.trace_id = t.id;',
+                "DELETE FROM events WHERE created_at < now() - interval '1 year';"):
+        f = _by_code(sql)["MG702"]
+        assert f.severity is Severity.MEDIUM and "size unknown" in f.message and "-- guardian: batch" in f.message
+        assert "-- guardian: batch 1000" in f.fix
+    batched = '-- guardian: batch 500\nUPDATE "Post" SET "views" = 0 WHERE "views" IS NULL;'
+    assert "MG702" not in _by_code(batched)
+    assert "MG702" not in _by_code("DELETE FROM models WHERE id IN ('a', 'b');")  # named rows
+    assert "MG702" not in _by_code("UPDATE t SET c = 1 WHERE id = 5;")
+    small = Context(tables={"Post": TableStats(rows=500)})  # with sizes, today's sizing decides
+    assert "MG702" not in _by_code('UPDATE "Post" SET "views" = 0 WHERE "views" IS NULL;', small)

@@ -46,6 +46,37 @@ def _batched(where: dict) -> bool:
 # Statement types this family looks at (None: all).
 TYPES: frozenset[str] | None = frozenset({"UpdateStmt", "DeleteStmt"})
 
+def _directed(s: Stmt, st: State) -> bool:
+    """A `-- guardian: batch N` comment right before the statement."""
+    return any(st.prev_line < line < s.raw.line or line == s.raw.line - 1 for line in st.batch_lines)
+
+
+def _backfill(n: dict, verb: str, where: dict) -> bool:
+    """UPDATE ... FROM, a `WHERE col IS NULL` backfill, or a DELETE ... WHERE: the data changes a migration
+    typically makes to every row of an existing table."""
+    if _targeted(where):
+        return False
+    if verb == "DELETE":
+        return True
+    if n.get("fromClause"):
+        return True
+    return any(k == "NullTest" and b.get("nulltesttype") == "IS_NULL" for k, b in walk({"w": where}))
+
+
+def _targeted(where: dict) -> bool:
+    """WHERE id = <constant> or <column> IN (<constants>): a handful of named rows, nothing to batch."""
+    e = where.get("A_Expr")
+    if not e:
+        return False
+    left, right = e.get("lexpr") or {}, e.get("rexpr")
+    if e.get("kind") == "AEXPR_IN" and isinstance(right, dict) and "List" in right:
+        return all("A_Const" in x for x in right["List"].get("items") or ())
+    if e.get("kind") == "AEXPR_OP" and [n.get("String", {}).get("sval") for n in e.get("name") or ()] == ["="]:
+        fields = [f.get("String", {}).get("sval") for f in (left.get("ColumnRef") or {}).get("fields") or ()]
+        return fields[-1:] == ["id"] and isinstance(right, dict) and "A_Const" in right
+    return False
+
+
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
     if t not in ("UpdateStmt", "DeleteStmt"):
@@ -62,3 +93,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     stats = st.stats(rel)
     if stats and (stats.rows or 0) >= LARGE_ROWS and not _batched(where):
         yield Hit("MG702", f"{verb} on {rel} (~{stats.rows:,} rows) in one statement, not batched by key range.", rel)
+    elif stats is None and not _batched(where) and not _directed(s, st) and _backfill(n, verb, where):
+        yield Hit("MG702", f"Unbatched data change on {rel}, size unknown: one statement and one transaction for "
+                  "every matching row. Put `-- guardian: batch 1000` right before it (Guardian runs it in short "
+                  "keyset batches), or give the table's size (guardian lint --context).", rel, Severity.MEDIUM)
