@@ -163,7 +163,11 @@ def stop_server(server: Any) -> None:
     if pipe is None:
         close_everything()
     else:
-        pipe.pull_trigger(close_everything)
+        try:
+            pipe.pull_trigger(close_everything)
+        except OSError as exc:  # the trigger's pipe is already closed: the loop is gone, close from here
+            logger.debug("stop_server: trigger unusable (%s); closing directly", exc)
+            close_everything()
     getattr(server, "guardian_close", lambda: None)()
 
 

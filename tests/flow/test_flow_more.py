@@ -141,7 +141,7 @@ def test_card_header_is_plain_text_with_an_emoji_code_slack_renders(harness):
 
 def test_on_demand_backup_by_an_approver_only(harness):
     _, reply = harness.command("backup staging", user=REQUESTER)
-    assert any("only staging approvers" in t for t in harness.replies(reply))
+    assert any("only the staging approvers can" in t for t in harness.replies(reply))
     _, reply = harness.command("backup staging", user=APPROVER_A)
     assert any("Backing up staging" in t for t in harness.replies(reply))
     harness.run_jobs()
