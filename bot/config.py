@@ -37,6 +37,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9_]+$")
+
+
+def slack_ids(value: list[str]) -> list[str]:
+    """``value`` when every entry is a Slack user id (U…, W…) or user-group id (S…), else ValueError naming it."""
+    for entry in value:
+        if not _SLACK_ID.match(entry):
+            raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…), got {entry!r}")
+    return value
+
+
 IncidentAudience = Literal["anyone", "approvers_and_requester", "approvers"]
 
 
@@ -138,10 +148,7 @@ class RemindersConfig(_Strict):
     @field_validator("escalate_to")
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not _SLACK_ID.match(entry):
-                raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…), got {entry!r}")
-        return value
+        return slack_ids(value)
 
 
 class MaintenanceWindow(_Strict):
@@ -210,10 +217,7 @@ class EnvironmentConfig(_Strict):
     @field_validator("incident_responders")
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not _SLACK_ID.match(entry):
-                raise ValueError(f"expected Slack user ids (U…, W…) or user-group ids (S…), got {entry!r}")
-        return value
+        return slack_ids(value)
 
     @field_validator("database_url_env", "rehearsal_database_url_env")
     @classmethod
