@@ -93,7 +93,9 @@ class IncidentService:
             note = f":information_source: {incident.summary}" + (f"\n{note}" if note else "")
         return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
                             request_link=self._request_link(request), note=note,
-                            rollback_waiting=self._waiting_rollback(incident, request) is not None)
+                            rollback_waiting=self._waiting_rollback(incident, request) is not None,
+                            error_above=(not self.flow.config.slack.incident_channel
+                                         and incident.channel == request.channel))
 
     def _rollback_request(self, incident: Incident, request: Request) -> Request | None:
         """The newest rollback request started from this incident, if any."""

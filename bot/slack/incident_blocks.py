@@ -22,6 +22,7 @@ class IncidentView(BaseModel):
     request_link: str | None = None
     note: str | None = None  # mrkdwn: callers escape what they quote
     rollback_waiting: bool = False  # the incident's rollback request has not started running (Restore stays offered)
+    error_above: bool = False  # the card sits in the request's thread, under the failure message that shows the error
 
 
 def available_actions(incident: Incident, request: Request, view: IncidentView) -> list[ActionId]:
@@ -65,7 +66,9 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
         {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
         {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Migrations*\n{migrations}")}},
     ]
-    if request.error:
+    if request.error and view.error_above:  # the error once per thread: the failure message above has it
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "The error is in the failure message above."}]})
+    elif request.error:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n{code_block(request.error)}")}})
     if view.note:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(view.note)}})

@@ -70,6 +70,8 @@ def test_failed_verify_opens_incident_and_rollback_restores_the_schema(harness):
     assert "Next: Roll back, Restore backup or fix forward, from the incident." in failure
     request_card = str(harness.card(rid))
     assert "returned false" not in request_card and "The thread says why" in request_card
+    # the incident card sits in the same thread: it points at the failure message instead of repeating the error
+    assert "returned false" not in card and "The error is in the failure message above." in card
 
     # Roll back: proposed by one approver, creating a rollback request another approver must approve
     _, reply = harness.click(ActionId.ROLL_BACK.value, incident.id, APPROVER_A)
