@@ -84,6 +84,12 @@ def _comments_close(text: str) -> bool:
 # analyse (MG006) instead of being parsed. The lookbehind starts a match only where a run starts: linear.
 _OP_RUN = re.compile(r"(?<![~!@#^&|`?+\-*/%<>=])[~!@#^&|`?+\-*/%<>=]{1000,}")
 _TRAP_COST = 5_000_000  # comment openers in one run times its length: ~20 ms of scanning
+# The pre-check for _OP_RUN: bytes.translate maps the operator characters to 1 and every other byte to 0
+# (a character outside ASCII encodes to bytes >= 0x80, none of them an operator), so a run of 1,000
+# operator characters is a run of 1,000 ones, which bytes.find looks for in C. On a 5.5 MB file that
+# holds none (nearly every file): ~12 ms instead of the regex's ~150 ms, which tries every position.
+_OP_BYTES = bytes(1 if chr(b) in "~!@#^&|`?+-*/%<>=" else 0 for b in range(256))
+_OP_RUN_BYTES = b"\x01" * 1000
 
 
 @dataclass(slots=True)
@@ -98,6 +104,8 @@ def scanner_trap(sql: str) -> Trap | None:
     """The first run of operator characters in `sql` that PostgreSQL's scanner reads in quadratic time."""
     if len(sql) < 1000 or "/*" not in sql:
         return None
+    if sql.encode("utf-8", "surrogatepass").translate(_OP_BYTES).find(_OP_RUN_BYTES) < 0:
+        return None  # no run of 1,000 operator characters: _OP_RUN cannot match
     for m in _OP_RUN.finditer(sql):
         run = m.group()
         openers = run.count("/*")

@@ -11,6 +11,7 @@ from pglast import parser
 from bot import lint
 from bot.risk import Context, analyze
 from bot.risk.engine import Split
+from bot.risk import fallback
 from bot.risk.fallback import _ONLY_COMMENTS, _comments_close, scanner_trap
 from bot.risk.parse import CHUNK_CHARS, NeedsWhole
 
@@ -82,3 +83,34 @@ def test_comments_close_never_says_yes_where_postgresql_says_no():
         assert _comments_close(text) == parses, repr(text)
         checked += 1
     assert checked > 10_000
+
+
+def _trap_by_regex_alone(sql: str) -> int | None:
+    """scanner_trap without its byte pre-check: the regex over every run (what it did before)."""
+    for m in fallback._OP_RUN.finditer(sql):
+        run = m.group()
+        if run.count("/*") * len(run) > fallback._TRAP_COST:
+            return m.start()
+    return None
+
+
+def test_the_byte_pre_check_never_hides_a_trap():
+    # runs just under and over 1,000 characters, next to characters outside ASCII and a lone surrogate
+    # (their UTF-8 bytes must not count as operators), in and around ordinary text
+    rnd = random.Random(5)
+    pieces = ["/*", "/**/", "-", "*/", "+", "=", " ", "a", "é", "€", "\ud800", "\n", "SELECT 1;"]
+    found = 0
+    for _ in range(400):
+        parts = []
+        for _ in range(rnd.randint(1, 5)):
+            if rnd.random() < 0.5:
+                parts.append("".join(rnd.choice(pieces[:6]) for _ in range(rnd.randint(200, 3_000))))
+            else:
+                parts.append("".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 50))))
+        sql = "".join(parts)
+        trap = scanner_trap(sql)
+        expected = _trap_by_regex_alone(sql) if len(sql) >= 1000 and "/*" in sql else None
+        assert (trap.offset if trap else None) == expected
+        found += trap is not None
+    assert 50 < found < 350  # both outcomes were exercised
+    assert scanner_trap("é" * 999 + TRAP).offset == 999  # the offset counts characters, not bytes
