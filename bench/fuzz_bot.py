@@ -28,6 +28,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,27 +84,36 @@ def _readable(data: bytes) -> bool:
     return b"\x00" not in data
 
 
-def _one_plan(rt: Runtime, repo: Path, plan: int, batch: list[tuple[int, bytes, str]], outcomes: Counter[str],
-              errors: Counter[str], failures: list[tuple[int, str]], slowest_box: list[tuple[float, int]]) -> int:
-    """Commit ``batch``, plan it as `/migrate plan staging pending` would, run the analysis job; returns plan + 1."""
-    commit_batch(repo, plan, batch)
-    t0 = time.perf_counter()
-    request_id = None
-    try:
-        request_id = rt.flow.start_plan(ENV, REQUESTER, CHANNEL).id
-        analyze.run(request_id)
-        problem = check(rt, request_id)
-    except BaseException:  # noqa: BLE001 - what escapes the bot is what this bench counts
-        problem = "exception: " + traceback.format_exc(limit=4)
-    slowest_box[0] = max(slowest_box[0], (time.perf_counter() - t0, plan))
-    if request_id is not None:
-        settled = rt.store.get_request(request_id)
-        outcomes[settled.status.value] += 1
-        if settled.error:
-            errors[re.sub(r"\S*migration\.sql|\d+", "#", settled.error)[:90]] += 1
-    if problem:
-        failures.append((plan, f"inputs #{batch[0][0]}-#{batch[-1][0]}: {problem}"))
-    return plan + 1
+@dataclass
+class Tally:
+    """What the plans came to: outcomes, why requests failed, what went wrong, the slowest plan."""
+
+    plans: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # why requests failed, by the start of their error
+    failures: list[tuple[int, str]] = field(default_factory=list)
+    slowest: tuple[float, int] = (0.0, -1)
+
+    def plan(self, rt: Runtime, repo: Path, batch: list[tuple[int, bytes, str]]) -> None:
+        """Commit ``batch``, plan it as `/migrate plan staging pending` would, run the analysis job, count it."""
+        commit_batch(repo, self.plans, batch)
+        t0 = time.perf_counter()
+        request_id = None
+        try:
+            request_id = rt.flow.start_plan(ENV, REQUESTER, CHANNEL).id
+            analyze.run(request_id)
+            problem = check(rt, request_id)
+        except BaseException:  # noqa: BLE001 - what escapes the bot is what this bench counts
+            problem = "exception: " + traceback.format_exc(limit=4)
+        self.slowest = max(self.slowest, (time.perf_counter() - t0, self.plans))
+        if request_id is not None:
+            settled = rt.store.get_request(request_id)
+            self.outcomes[settled.status.value] += 1
+            if settled.error:
+                self.errors[re.sub(r"\S*migration\.sql|\d+", "#", settled.error)[:90]] += 1
+        if problem:
+            self.failures.append((self.plans, f"inputs #{batch[0][0]}-#{batch[-1][0]}: {problem}"))
+        self.plans += 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(database_url=state_url, slack_bot_token=standin.token, slack_api_url=standin.url)
     rt = Runtime(settings=settings, config=config)
     install(rt)
-    outcomes: Counter[str] = Counter()
-    errors: Counter[str] = Counter()  # why requests failed, by the start of their error
-    failures: list[tuple[int, str]] = []
-    slowest_box, plans, started = [(0.0, -1)], 0, time.perf_counter()
+    tally, started = Tally(), time.perf_counter()
     # A plan with one file that is not UTF-8 or holds a NUL fails as a whole at reading (one line naming the
     # file), so such inputs are planned together and the rest reach the analysis.
     pending: dict[bool, list[tuple[int, bytes, str]]] = {True: [], False: []}
@@ -150,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not batch or (len(batch) < args.per_plan and not last):
                     continue
                 pending[kind] = []
-                plans = _one_plan(rt, repo, plans, batch, outcomes, errors, failures, slowest_box)
-        slowest = slowest_box[0]
+                tally.plan(rt, repo, batch)
         refused = [c for c in standin.calls() if c.response and c.response.get("ok") is False
                    and c.response.get("error") not in ("ratelimited",)]
     finally:
@@ -162,20 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - started
     print(f"inputs              {args.n:,} (mutations of {len(corpus)} corpus files), {args.per_plan} per plan")
-    print(f"plans               {plans}")
-    print(f"outcomes            {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}")
-    for why, count in errors.most_common(5):
+    print(f"plans               {tally.plans}")
+    print(f"outcomes            {', '.join(f'{k} {v}' for k, v in sorted(tally.outcomes.items()))}")
+    for why, count in tally.errors.most_common(5):
         print(f"  failed because    {count} x {why}")
-    print(f"failures            {len(failures)}")
+    print(f"failures            {len(tally.failures)}")
     print(f"messages refused    {len(refused)}")
-    print(f"slowest plan        {slowest[0]:.2f} s (plan {slowest[1]})")
+    print(f"slowest plan        {tally.slowest[0]:.2f} s (plan {tally.slowest[1]})")
     print(f"total               {total:.1f} s ({args.n / total:.1f} inputs/s)")
     print(f"seed                {args.seed}")
-    for plan, problem in failures[:5]:
+    for plan, problem in tally.failures[:5]:
         print(f"--- plan {plan}: {problem}")
     for call in refused[:5]:
         print(f"--- refused: {call.method}: {call.response.get('error')}")
-    return 1 if failures or refused else 0
+    return 1 if tally.failures or refused else 0
 
 
 if __name__ == "__main__":
