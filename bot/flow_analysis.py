@@ -19,6 +19,7 @@ from bot.errors import ConfigError, SourceError
 from bot.models import Request
 from bot.pg.connect import connect_target, target_errors, target_info
 from bot.pg.introspect import gather_facts
+from bot.pg.plan import applied_context
 from bot.analysis_budget import analyse_within
 from bot.risk.models import Report, Severity
 from bot.risk.rules.repository import attach_out_of_order
@@ -107,12 +108,7 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                                  version=m.version, ledger_name=m.ledger_name, path=m.path, sql=m.sql,
                                  down_sql=m.down_sql, verify_sql=m.verify_sql)
                     for m in _selected(snapshot, request.selection, pending)]
-    # Guardian's apply step sets lock_timeout and statement_timeout itself, inside each file's transaction.
-    context = facts.to_risk_context(pg_version=facts.pg_version, disabled=frozenset(config.lint.disabled),
-                                    enabled=frozenset(config.lint.enabled),
-                                    runner_lock_timeout=True, runner_statement_timeout=True,
-                                    # a Prisma project's files must also run under `prisma migrate deploy`
-                                    runner="prisma" if config.project.layout == "prisma" else "guardian")
+    context = applied_context(facts, config)
     analysed, reasons, worst = [], [], "low"
     # In a child process under [analysis]'s budget: a crafted file cannot hold this worker up
     reports = analyse_within([m.sql for m in news], context, config.analysis, request.id)

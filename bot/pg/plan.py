@@ -23,6 +23,17 @@ DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
 
 
+def applied_context(facts, config: GuardianConfig, **overrides: object):
+    """The risk context of files Guardian applies (the Slack preview's and `plan --env`'s): its apply step sets
+    lock_timeout and statement_timeout itself, [lint] disabled/enabled hold, and a Prisma project's files must
+    also run under `prisma migrate deploy`."""
+    values: dict[str, object] = {
+        "pg_version": facts.pg_version, "disabled": frozenset(config.lint.disabled),
+        "enabled": frozenset(config.lint.enabled), "runner_lock_timeout": True, "runner_statement_timeout": True,
+        "runner": "prisma" if config.project.layout == "prisma" else "guardian"}
+    return facts.to_risk_context(**{**values, **overrides})
+
+
 def rehearsal_target(config: GuardianConfig, env_name: str) -> tuple[str, str, str]:
     """(url, lock_timeout, statement_timeout) to rehearse for an environment; production is refused
     unless it names a rehearsal database (rehearsal_database_url_env) or sets allow_rehearsal = true.
@@ -151,7 +162,8 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
     with connect_target(url, label) as conn:
         facts = gather_facts(conn, label)
         overrides = {"pg_version": args.pg_version} if getattr(args, "pg_version", None) else {}
-        context = facts.to_risk_context(**overrides)
+        # --env: Guardian applies the files there, so they are judged as the Slack preview judges them
+        context = applied_context(facts, config, **overrides) if env_name else facts.to_risk_context(**overrides)
         reports = [_analyze(sql, context) for _, sql in files]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                           reports=reports)

@@ -186,3 +186,24 @@ def test_a_traced_rewrite_can_be_accepted_in_the_file(populated_db, tmp_path, ca
     assert traced["accepted"] is True and traced["accept_reason"] == "items is rewritten in the Sunday maintenance window"
     assert not [f for f in entry["findings"] if f["code"] == "MG004"]  # the comment now matches a finding
     assert "rewrite-observed-under-lock" not in " ".join(entry["reasons"])
+
+
+def test_plan_env_judges_files_as_guardian_applies_them(populated_db, tmp_path, monkeypatch, capsys):
+    """--env: Guardian's apply sets lock_timeout/statement_timeout and [lint] holds, as in the Slack preview;
+    --target-url: whoever applies the file may not, so the missing lock_timeout stays a finding."""
+    sql = tmp_path / "1.sql"
+    sql.write_text("ALTER TABLE items ADD COLUMN note text;\nCREATE INDEX items_sku_idx ON items (sku);\n")
+
+    def codes(argv):
+        main(["plan", "--format", "json", *argv, str(sql)])
+        return {f["code"] for f in json.loads(capsys.readouterr().out)["files"][0]["findings"]}
+
+    monkeypatch.setenv("GT_STAGING_URL", populated_db)
+    _config(tmp_path, monkeypatch, 'database_url_env = "GT_STAGING_URL"')
+    assert "MG601" in codes(["--target-url", populated_db])
+    by_env = codes(["--env", "prod"])
+    assert "MG601" not in by_env and by_env
+    disabled = sorted(by_env)[0]
+    (tmp_path / "guardian.toml").write_text((tmp_path / "guardian.toml").read_text()
+                                            + f'\n[lint]\ndisabled = ["{disabled}"]\n')
+    assert disabled not in codes(["--env", "prod"])
