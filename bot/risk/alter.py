@@ -42,7 +42,7 @@ def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
         part = rv_name(pc["name"])
         conc = bool(pc.get("concurrent"))
         e.lock(table, SUE if conc else AEL)
-        e.lock(part, SUE if conc else AEL)
+        e.lock(part, AEL)  # CONCURRENTLY too: its second transaction ends with ACCESS EXCLUSIVE on the partition
         e.transactional = e.transactional and not conc
         return
     if sub == "AT_AddConstraint" and (cmd.get("def") or {}).get("Constraint", {}).get("contype") == "CONSTR_FOREIGN":

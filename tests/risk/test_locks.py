@@ -38,6 +38,28 @@ def test_attach_partition_lock_depends_on_version():
     assert locks(analyze(sql, Context(pg_version=11)), 0) == {"p": "ACCESS EXCLUSIVE", "p2": "ACCESS EXCLUSIVE"}
 
 
+def test_partition_locks_as_observed_on_postgres_15():
+    """pg_locks on PostgreSQL 15: PARTITION OF takes ACCESS EXCLUSIVE on the parent; DETACH takes it on
+    both; DETACH CONCURRENTLY holds SHARE UPDATE EXCLUSIVE on the parent and its second transaction
+    waits for ACCESS EXCLUSIVE on the partition; an index ON ONLY the parent takes SHARE on it alone."""
+    r = analyze("""
+        CREATE TABLE ev_p2 PARTITION OF ev FOR VALUES FROM (100) TO (200);
+        ALTER TABLE ev DETACH PARTITION ev_p1;
+        ALTER TABLE ev DETACH PARTITION ev_p1 CONCURRENTLY;
+        CREATE INDEX ev_v_idx ON ONLY ev (v);
+    """, Context(pg_version=15))
+    assert locks(r, 0) == {"ev_p2": "ACCESS EXCLUSIVE", "ev": "ACCESS EXCLUSIVE"}
+    assert locks(r, 1) == {"ev": "ACCESS EXCLUSIVE", "ev_p1": "ACCESS EXCLUSIVE"}
+    assert locks(r, 2) == {"ev": "SHARE UPDATE EXCLUSIVE", "ev_p1": "ACCESS EXCLUSIVE"}
+    assert r.statements[2].transactional is False
+    assert locks(r, 3) == {"ev": "SHARE"}
+
+
+def test_enum_add_value_locks_no_table():
+    r = analyze("ALTER TYPE mood ADD VALUE 'meh';", Context(pg_version=15))
+    assert locks(r, 0) == {}
+
+
 def test_transactional_flags():
     r = analyze("""
         CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (a);
