@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compact", action="store_true",
                         help="text output: one line per finding and files without findings left out (large directories)")
     parser.add_argument("--context", metavar="FILE.json", default=None,
-                        help="table sizes and function volatility: {\"tables\": {\"users\": {\"rows\": 5e7}}, ...}")
+                        help="a schema snapshot (`guardian snapshot`) or table sizes and function volatility: "
+                             "{\"tables\": {\"users\": {\"rows\": 5e7}}, ...} (README: the snapshot JSON)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -285,18 +286,15 @@ def _context(args: argparse.Namespace, config: dict[str, Any]) -> Context:
         raise UsageError(f"--pg-version {version}: expected a PostgreSQL major version such as 16")
     extra: dict[str, Any] = {}
     if getattr(args, "context", None):
+        from bot.risk.snapshot import context_values
+
         try:
-            data = json.loads(Path(args.context).read_text(encoding="utf-8"))
-            extra["tables"] = {k: _table_stats(k, v) for k, v in data.get("tables", {}).items()}
-            functions = data.get("functions", {})
-            bad = [k for k, v in functions.items() if v not in ("immutable", "stable", "volatile")]
-            if bad:
-                raise ValueError(f"functions.{bad[0]}: expected \"immutable\", \"stable\" or \"volatile\"")
-            extra["functions"] = dict(functions)
-            if "pg_minor" in data:
-                extra["pg_minor"] = int(data["pg_minor"])
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            extra = context_values(json.loads(Path(args.context).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
             raise UsageError(f"--context {args.context}: {exc}") from exc
+        if args.pg_version is None and "pg_version" in extra:
+            version = extra["pg_version"]  # the snapshot's server, unless --pg-version says otherwise
+        extra.pop("pg_version", None)
     return Context(pg_version=version, disabled=frozenset(config["disabled"]), enabled=frozenset(config["enabled"]),
                    assume_in_transaction=config["assume_in_transaction"], **extra)
 
@@ -312,15 +310,6 @@ def _for_file(ctx: Context, path: str) -> Context:
 
         return replace(ctx, runner="prisma")
     return ctx
-
-
-def _table_stats(name: str, value: Any):
-    from bot.risk import TableStats
-
-    try:
-        return TableStats.from_json(value)
-    except ValueError as exc:
-        raise ValueError(f"tables.{name}: {exc}") from None
 
 
 def _inputs(paths: list[str]):

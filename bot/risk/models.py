@@ -3,7 +3,7 @@
 Plain frozen dataclasses rather than pydantic models (STYLE asks for pydantic at module boundaries):
 the engine builds tens of thousands of them per big file without validation, and pydantic's import
 and class construction alone cost `guardian lint` ~0.25 s of start-up, more than it spends analysing
-a typical migration. Values that arrive from users are checked where they arrive (TableStats.from_json).
+a typical migration. Values that arrive from users are checked where they arrive (bot/risk/snapshot.py).
 """
 from __future__ import annotations
 
@@ -92,8 +92,51 @@ class Rule(_Value):
 
 
 @_frozen
+class Column(_Value):
+    """Catalog facts about one existing column beyond its type (TableStats.columns holds the type)."""
+
+    not_null: bool = False
+    default: str | None = None  # the default expression as the catalog prints it
+    default_volatile: bool = False  # the default calls a volatile function (nextval, random, clock_timestamp)
+    identity: str | None = None  # "always" | "by default" for an identity column
+    type_ref: str | None = None  # schema.name of the enum or domain it uses (arrays: of their element)
+    views: tuple[str, ...] = ()  # views and materialized views that select it (schema.name)
+
+    @property
+    def nextval(self) -> bool:
+        return self.default is not None and "nextval(" in self.default
+
+
+@_frozen
+class Index(_Value):
+    """One existing index; `columns` lists its key columns with "" for an expression key."""
+
+    name: str
+    columns: tuple[str, ...] = ()
+    expression: bool = False  # a key is an expression, e.g. lower(email)
+    partial: bool = False  # has a WHERE predicate
+    uses: tuple[str, ...] = ()  # columns its expressions and predicate read
+    unique: bool = False
+    primary: bool = False
+    valid: bool = True
+
+
+@_frozen
+class Constraint(_Value):
+    """One existing constraint: kind is "check", "foreign_key", "primary_key", "unique" or "exclusion"."""
+
+    name: str
+    kind: str
+    definition: str = ""  # pg_get_constraintdef, e.g. "CHECK ((bal >= 0))"
+    columns: tuple[str, ...] = ()
+    validated: bool = True
+    not_null_column: str | None = None  # the column of a CHECK (col IS NOT NULL)
+    references: str | None = None  # schema.name a foreign key points to
+
+
+@_frozen
 class TableStats(_Value):
-    """What the context knows about one existing relation."""
+    """What the context knows about one existing relation (JSON: bot/risk/snapshot.py reads it)."""
 
     rows: int | None = None
     bytes: int | None = None
@@ -101,44 +144,30 @@ class TableStats(_Value):
     columns: dict[str, str] = field(default_factory=dict)  # column -> type as written, e.g. varchar(50)
     indexes: tuple[tuple[str, ...], ...] = ()  # column lists of existing indexes
     checks: tuple[str, ...] = ()  # columns used by its validated CHECK constraints
+    materialized: bool = False  # a materialized view
+    column_facts: dict[str, Column] = field(default_factory=dict)  # column -> NOT NULL, default, views, ...
+    index_facts: tuple[Index, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    partition_of: str | None = None  # schema.name of the partitioned parent
+    partition_bound: str | None = None  # e.g. "FOR VALUES FROM (1) TO (10)" or "DEFAULT"
+    partition_key: str | None = None  # of a partitioned table, e.g. "RANGE (created_at)"
+    default_partition: str | None = None  # of a partitioned table: schema.name of its DEFAULT partition
 
-    @classmethod
-    def from_json(cls, data: Any) -> "TableStats":
-        """From user-supplied JSON (`guardian lint --context`), checked: ValueError says what is wrong.
+    @property
+    def catalog(self) -> bool:
+        """Whether the full catalog facts are known (a snapshot), not only sizes."""
+        return bool(self.column_facts)
 
-        >>> TableStats.from_json({"rows": 5e7}).rows
-        50000000
-        """
-        if not isinstance(data, dict):
-            raise ValueError(f"expected an object like {{\"rows\": 50000000}}, got {data!r}")
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown key {sorted(unknown)[0]!r} (rows, bytes, partitioned, columns, indexes, checks)")
-        values: dict[str, Any] = {}
-        for key in ("rows", "bytes"):
-            v = data.get(key)
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
-                    raise ValueError(f"{key}: expected a whole number >= 0, got {v!r}")
-                values[key] = int(v)
-        if "partitioned" in data:
-            if not isinstance(data["partitioned"], bool):
-                raise ValueError(f"partitioned: expected true or false, got {data['partitioned']!r}")
-            values["partitioned"] = data["partitioned"]
-        cols = data.get("columns", {})
-        if not isinstance(cols, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cols.items()):
-            raise ValueError("columns: expected an object of column name -> type, e.g. {\"email\": \"varchar(50)\"}")
-        values["columns"] = dict(cols)
-        idx = data.get("indexes", [])
-        if not isinstance(idx, (list, tuple)) or not all(
-                isinstance(i, (list, tuple)) and all(isinstance(c, str) for c in i) for i in idx):
-            raise ValueError("indexes: expected a list of column lists, e.g. [[\"email\"], [\"a\", \"b\"]]")
-        values["indexes"] = tuple(tuple(i) for i in idx)
-        checks = data.get("checks", [])
-        if not isinstance(checks, (list, tuple)) or not all(isinstance(c, str) for c in checks):
-            raise ValueError("checks: expected a list of the column names CHECK constraints use, e.g. [\"bal\"]")
-        values["checks"] = tuple(checks)
-        return cls(**values)
+
+@_frozen
+class TypeFacts(_Value):
+    """An enum or a domain of the target."""
+
+    kind: str  # "enum" | "domain"
+    values: tuple[str, ...] = ()  # an enum's labels, in order
+    base: str | None = None  # a domain's base type
+    not_null: bool = False  # a domain declared NOT NULL
+    checks: tuple[str, ...] = ()  # a domain's CHECK definitions
 
 
 @_frozen
@@ -161,6 +190,19 @@ class Context(_Value):
     # "prisma" (the whole file as one multi-statement query: one implicit transaction, its own BEGIN ok)
     runner: str = "guardian"
     enabled: frozenset[str] = frozenset()  # opt-in rules switched on
+    types: dict[str, TypeFacts] = field(default_factory=dict)  # enums and domains, keyed as tables are
+    timezone: str | None = None  # the runner session's TimeZone setting on the target
+
+    def columns_using(self, type_name: str) -> list[tuple[str, str]]:
+        """(table, column) of the columns whose type is the enum or domain `type_name` (schema.name)."""
+        seen: set[int] = set()
+        found = []
+        for table, stats in self.tables.items():
+            if id(stats) in seen:
+                continue
+            seen.add(id(stats))
+            found.extend((table, col) for col, f in stats.column_facts.items() if f.type_ref == type_name)
+        return found
 
 
 @_frozen
