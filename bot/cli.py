@@ -153,6 +153,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return run_plan(config, args)
 
 
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from bot.pg.plan import run_snapshot
+
+    settings = load_settings()
+    config = load_config(settings.guardian_config)
+    _protect(settings, config, args.target_url)
+    return run_snapshot(config, args)
+
+
 def _cmd_postmortem(args: argparse.Namespace) -> int:
     from bot.flow import Flow
     from bot.incidents import IncidentService
@@ -218,7 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default=None,
                       help="exit 1 when a file's risk is at or above this level, as `guardian lint` "
                            "(default: [lint] fail_on, else high); a failed rehearsal always exits 1")
+    plan.add_argument("--snapshot-out", metavar="FILE", help="also write the target's schema snapshot there "
+                      "(as `guardian snapshot`), for `guardian lint --context FILE`")
     plan.add_argument("paths", nargs="+", metavar="PATH")
+
+    snapshot = add("snapshot", _cmd_snapshot, "write a target's schema snapshot (catalog facts, sizes, TimeZone) "
+                   "as JSON for `guardian lint --context`; read-only")
+    snapshot.add_argument("--env", help="the environment's database (and how Guardian applies files there)")
+    snapshot.add_argument("--target-url", help="a database URL")
+    snapshot.add_argument("-o", "--output", metavar="FILE", help="write it here (default: stdout)")
 
     status = add("status", _cmd_status, "applied, pending, failed and modified migrations per environment")
     status.add_argument("env", nargs="?", help="one environment (default: all)")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 import psycopg
 
 from bot.pg.connect import target_errors
-from bot.risk.snapshot import SNAPSHOT_VERSION
+from bot.risk.snapshot import RUNNER_KEYS, SNAPSHOT_VERSION
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 _VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
@@ -59,8 +59,9 @@ class TargetFacts(_Frozen):
     def pg_version(self) -> int:
         return self.server_version_num // 10000
 
-    def to_snapshot(self) -> dict[str, Any]:
-        """The snapshot JSON document (`guardian snapshot`); values left at their defaults are left out."""
+    def to_snapshot(self, context=None) -> dict[str, Any]:
+        """The snapshot JSON document (`guardian snapshot`); values left at their defaults are left out.
+        With the ``Context`` files are judged in, it also says how Guardian runs them (RUNNER_KEYS)."""
         tables = {}
         for t in self.tables:
             entry = {"visible": t.visible, "rows": t.rows, "bytes": t.bytes, "partitioned": t.partitioned,
@@ -71,9 +72,10 @@ class TargetFacts(_Frozen):
                      "partition_of": t.partition_of, "partition_bound": t.partition_bound,
                      "partition_key": t.partition_key, "default_partition": t.default_partition}
             tables[f"{t.schema_name}.{t.name}"] = _compact(entry)
+        runner = {k: getattr(context, k) for k in RUNNER_KEYS} if context is not None else {}
         return {"snapshot": SNAPSHOT_VERSION, "pg_version": self.pg_version, "pg_minor": self.server_version_num % 10000,
-                "timezone": self.timezone, "tables": tables, "types": {k: _compact(v) for k, v in self.types.items()},
-                "functions": dict(self.functions)}
+                "timezone": self.timezone, **runner, "tables": tables,
+                "types": {k: _compact(v) for k, v in self.types.items()}, "functions": dict(self.functions)}
 
     def to_risk_context(self, **overrides: object):
         """A ``bot.risk.models.Context`` read from to_snapshot(), as `guardian lint --context` reads the file:

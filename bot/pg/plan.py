@@ -164,6 +164,8 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         overrides = {"pg_version": args.pg_version} if getattr(args, "pg_version", None) else {}
         # --env: Guardian applies the files there, so they are judged as the Slack preview judges them
         context = applied_context(facts, config, **overrides) if env_name else facts.to_risk_context(**overrides)
+        if getattr(args, "snapshot_out", None):
+            write_snapshot(facts.to_snapshot(context), args.snapshot_out)
         reports = [_analyze(sql, context) for _, sql in files]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                           reports=reports)
@@ -196,3 +198,36 @@ def _at_or_above(doc: dict, fail_on: str) -> bool:
     threshold = Severity(fail_on)
     return any(f["risk"] and Severity(f["risk"]).rank >= threshold.rank for f in doc["files"])
 
+
+
+def run_snapshot(config: GuardianConfig, args: argparse.Namespace) -> int:
+    """`guardian snapshot`: the target's catalog facts as the snapshot JSON (README) for `guardian lint --context`.
+    Read-only catalogue queries; --env reads the environment's own database and records how Guardian applies
+    files there (as the Slack preview judges them). Exit 0, or 2 on usage errors."""
+    target_url, env_name = getattr(args, "target_url", None), getattr(args, "env", None)
+    if bool(target_url) == bool(env_name):
+        print("guardian: give exactly one of --target-url URL or --env NAME", file=sys.stderr)
+        return 2
+    url, label = (config.environment(env_name).database_url(), env_name) if env_name else (target_url, "target")
+    with connect_target(url, label) as conn:
+        facts = gather_facts(conn, label)
+    context = applied_context(facts, config) if env_name else None
+    write_snapshot(facts.to_snapshot(context), args.output)
+    return 0
+
+
+def write_snapshot(doc: dict, path: str | None) -> None:
+    """The snapshot JSON to ``path`` (stdout when None or "-"); a summary line on stderr."""
+    text = json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    if path in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write the snapshot to {path}: {exc.strerror}; choose a writable path",
+                                code="unwritable-output") from None
+    tables = len(doc["tables"])
+    print(f"guardian: snapshot of PostgreSQL {doc['pg_version']}: {tables} table{'s' * (tables != 1)}, {len(doc['types'])} "
+          f"enums and domains{'' if path in (None, '-') else f' written to {path}'}; use it with "
+          "`guardian lint --context FILE`", file=sys.stderr)

@@ -13,7 +13,9 @@ from typing import Any
 from .models import Column, Constraint, Index, TableStats, TypeFacts
 
 SNAPSHOT_VERSION = 1
-_TOP = ("snapshot", "pg_version", "pg_minor", "timezone", "tables", "types", "functions")
+# How Guardian runs the files (a snapshot written with --env): Context fields of the same names
+RUNNER_KEYS = ("runner", "runner_lock_timeout", "runner_statement_timeout")
+_TOP = ("snapshot", "pg_version", "pg_minor", "timezone", *RUNNER_KEYS, "tables", "types", "functions")
 _VOLATILITIES = ("immutable", "stable", "volatile")
 _KINDS = {Constraint: ("check", "foreign_key", "primary_key", "unique", "exclusion"), TypeFacts: ("enum", "domain")}
 
@@ -40,6 +42,13 @@ def context_values(data: Any) -> dict[str, Any]:
             values[key] = v
     if data.get("timezone") is not None:
         values["timezone"] = _str(data["timezone"], "timezone")
+    if "runner" in data:
+        if data["runner"] not in ("guardian", "prisma"):
+            raise ValueError(f"runner: expected \"guardian\" or \"prisma\", got {data['runner']!r}")
+        values["runner"] = data["runner"]
+    for key in RUNNER_KEYS[1:]:
+        if key in data:
+            values[key] = _field("bool", data[key], key)
     values["tables"] = _named(data.get("tables", {}), "tables", table_stats)
     values["types"] = _named(data.get("types", {}), "types", lambda v: _value(TypeFacts, v, ""))
     functions = data.get("functions", {})
