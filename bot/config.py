@@ -30,7 +30,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.errors import ConfigError
 
 RiskLevel = Literal["low", "medium", "high", "critical"]
-RISK_LEVELS: tuple[str, ...] = ("low", "medium", "high", "critical")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)\s*$")

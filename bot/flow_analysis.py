@@ -25,7 +25,7 @@ from bot.risk.models import Report, Severity
 from bot.risk.rules.repository import attach_out_of_order
 from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import baseline_error, prisma_schema_not_empty, read_ledger
-from bot.sources.models import MigrationState, SourceSnapshot
+from bot.sources.models import SourceSnapshot
 from bot.sources.status import applied_after, compute_status, plannable
 from bot.store import NewMigration
 

@@ -24,10 +24,6 @@ class RequestStatus(str, Enum):
     EXPIRED = "expired"
     FAILED = "failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
 
 TERMINAL = frozenset(
     {RequestStatus.SUCCEEDED, RequestStatus.REJECTED, RequestStatus.CANCELLED,

@@ -13,7 +13,6 @@ Usage::
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,14 +40,10 @@ class StepRun:
     rt: Runtime
     request: Request
     step: Step
-    clock: float
 
     @property
     def request_id(self) -> int:
         return self.request.id
-
-    def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.clock) * 1000)
 
 
 def redis_for(rt: Runtime) -> Redis:
@@ -101,7 +96,7 @@ def begin(rt: Runtime, request_id: int, step: str) -> StepRun | None:
     recorded = rt.store.start_step(request_id, step, job_id=job.id if job else None)
     log.info("request %s: %s started (attempt %s)", request_id, step, recorded.attempt)
     report.refresh_card(rt, request_id)
-    return StepRun(rt=rt, request=request, step=recorded, clock=time.monotonic())
+    return StepRun(rt=rt, request=request, step=recorded)
 
 
 def succeed(run: StepRun, outcome: dict[str, Any], lines: list[str] | tuple[str, ...] = ()) -> bool:

@@ -38,7 +38,7 @@ from bot.pg.connect import connect_target
 from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
-from workers import pipeline, report
+from workers import pipeline
 from workers.refs import to_migration
 from workers.enqueue import deliver, job_id
 from workers.liveness import job_live, running_elsewhere

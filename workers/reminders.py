@@ -15,7 +15,7 @@ request.escalated) written before it is posted, so two workers or a restart neve
 from __future__ import annotations
 
 import logging
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import datetime, time as clock, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 

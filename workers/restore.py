@@ -30,7 +30,7 @@ from bot.models import Backup, DbState, Request
 from bot.pg.connect import connect_target
 from bot.sources.apply import mark_reverted, repository_paths, rollback_advice
 from workers import report
-from workers.backup import find_pg_dump, libpq_env
+from workers.backup import find_pg_dump
 from workers.refs import to_migration
 from workers.runtime import runtime
 

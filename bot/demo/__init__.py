@@ -165,13 +165,6 @@ def create_databases(admin_url: str, prefix: str) -> dict[str, str]:
     return urls
 
 
-def drop_databases(admin_url: str, prefix: str) -> None:
-    """Remove the demo's databases, the template included (tests call this; `guardian dev` keeps them)."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        for suffix in (*ENVIRONMENTS, "template"):
-            conn.execute(f'DROP DATABASE IF EXISTS "{prefix}_demo_{suffix}" WITH (FORCE)')
-
-
 def create_demo(admin_url: str, workdir: Path, *, prefix: str = "guardian") -> DemoProject:
     """Everything the demo needs, made afresh in ``workdir`` and on the server behind ``admin_url``."""
     workdir = workdir.resolve()

@@ -22,7 +22,7 @@ from bot.errors import ConfigError
 from bot.slack.listeners import actions, commands, events, views
 from bot.slack.outbound import ScrubbingWebClient, scrubbing, scrub_outgoing
 from bot.slack.retries import with_retries
-from bot.slack.replies import UNEXPECTED_ERROR_TEXT, handle_error  # noqa: F401  (re-exported)
+from bot.slack.replies import handle_error
 
 if TYPE_CHECKING:
     from bot.flow import Flow

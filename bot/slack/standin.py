@@ -266,10 +266,6 @@ class SlackStandIn:
 
     # ---- request handling (called from server threads)
 
-    def handle_api(self, method: str, params: dict[str, Any], token: str | None) -> dict[str, Any]:
-        """Answer one Web API call as Slack would (``params`` already decoded); the body of answer_api."""
-        return self.answer_api(method, params, token)[1]
-
     def answer_api(self, method: str, params: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any], int]:
         """(HTTP status, body, Retry-After seconds or 0) for one Web API call, checked in Slack's order:
         the method, the token, the rate limit, the scope, the bot's membership, the payload."""

@@ -115,10 +115,6 @@ def statements_sha256(statements: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(statements), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def ledger_table(layout: Layout) -> str:
-    return _TOOL_TABLE[layout]
-
-
 def _regclass(conn: psycopg.Connection, table: str) -> str | None:
     row = conn.execute("SELECT to_regclass(%s)::text", (table,)).fetchone()
     return row[0] if row else None

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Layout = Literal["prisma", "supabase", "sql"]
-LAYOUTS: tuple[str, ...] = ("prisma", "supabase", "sql")
 
 
 class _Frozen(BaseModel):

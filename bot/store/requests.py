@@ -121,16 +121,6 @@ class RequestsStore(OutboxStore):
             ).fetchall()
             return [self._load_request(conn, row) for row in rows]
 
-    def update_migration_analysis(
-        self, request_id: int, position: int, *, risk: str, report: dict[str, Any]
-    ) -> None:
-        with self._tx() as conn:
-            conn.execute(
-                """UPDATE guardian_bot.request_migrations SET risk = %s, report = %s
-                   WHERE request_id = %s AND position = %s""",
-                (risk, Jsonb(report), request_id, position),
-            )
-
     def transition(
         self,
         request_id: int,
