@@ -1,0 +1,474 @@
+"""Twin cases: the truth of each migration observed on real PostgreSQL, then Guardian's verdicts measured on it.
+
+Usage::
+
+    .venv/bin/python bench/twins.py                       # 1,000,000-row tables: recall, false alarms, coverage
+    .venv/bin/python bench/twins.py --rows 150000 --only "varchar widen"    # one mechanism (or a case id)
+    .venv/bin/python bench/twins.py --observe-only        # truth only: every case's observation vs its label
+
+The cases are data: bench/twins/cases.toml (a dangerous and a safe variant of each mechanism, with setup SQL
+whose ``{rows}`` grows the big tables, the migration, the declared truth and PostgreSQL's reason). Each setup
+is populated once into a template database; each case gets a copy (``twins_*``, dropped at the end; cases
+with the same setup and schema share one when their migration runs in a transaction, which is rolled back).
+
+Truth is observed in one transaction (rolled back): the locks our backend holds on pre-existing relations
+(pg_locks), relation filenodes before/after (rewrites, index rebuilds), seq scans per table
+(pg_stat_xact_user_tables), errors, and the case's probe (SQL that must still work afterwards; ``readers``: a
+relation readers must not be locked out of). A statement PostgreSQL refuses inside a transaction
+(CONCURRENTLY, VACUUM) runs on its own copy in autocommit, its locks sampled from a second session. A case is
+**dangerous** when a pre-existing big table (>= rows/10) is rewritten, an index on one is built or rebuilt
+outside CONCURRENTLY, one is fully scanned while a lock blocking writes (SHARE or stronger) is held, a
+statement fails, or a probe fails; else safe. The observed truth must equal the declared one.
+
+Verdicts: `guardian plan --env twins --format json` (in process; the environment is not production, so it
+rehearses on the case's copy) and file-only `guardian lint --format json`. Flagged = risk medium or above.
+Lock coverage: every lock observed on a pre-existing table appears (same or stronger mode) in the plan
+report's statement ``locks`` or ``observed_locks``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.local_services import with_database  # noqa: E402
+from bot.pg.locks import held_locks, mode_name, relations  # noqa: E402
+from bot.pg.rehearsal import non_transactional_reason  # noqa: E402
+from bot.sources.statements import split_statements  # noqa: E402
+
+CASES = ROOT / "bench" / "twins" / "cases.toml"
+ADMIN_URL = os.environ.get("TWINS_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE",
+         "EXCLUSIVE", "ACCESS EXCLUSIVE")
+RANK = {m: i for i, m in enumerate(MODES)}
+BLOCKS_WRITES = RANK["SHARE"]
+FLAGGED = ("medium", "high", "critical")
+_SEQ_SCANS = "SELECT relid, seq_scan FROM pg_stat_xact_user_tables"
+_BIG = "SELECT c.oid FROM pg_class c WHERE c.relkind IN ('r', 'm') AND c.reltuples >= %s"
+_INDEXES = "SELECT indexrelid, indrelid FROM pg_index"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    mechanism: str
+    setup: str
+    migration: str
+    truth: str  # "dangerous" | "safe"
+    reason: str
+    schema: str = ""  # SQL run after the setup, before ANALYZE (may use {rows})
+    probe: str = ""  # SQL that must still succeed after the migration
+    readers: str = ""  # a relation readers must not be locked out of (no ACCESS EXCLUSIVE on it)
+
+    @property
+    def transactional(self) -> bool:
+        return not any(map(_outside_transaction, split_statements(self.migration)))
+
+
+def _outside_transaction(piece) -> bool:
+    """PostgreSQL refuses it inside a transaction block (the rehearsal's list, plus DETACH … CONCURRENTLY)."""
+    detach = [c["AlterTableCmd"]["def"]["PartitionCmd"] for c in (piece.node or {}).get("cmds", ())
+              if c.get("AlterTableCmd", {}).get("subtype") == "AT_DetachPartition"]
+    return non_transactional_reason(piece) is not None or any(d.get("concurrent") for d in detach)
+
+
+def load_cases(path: Path = CASES) -> tuple[dict[str, str], list[Case]]:
+    """(setup name -> SQL, cases) from the TOML file; a case naming an unknown setup is an error."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    setups = {name: body["sql"] for name, body in data["setups"].items()}
+    cases = [Case(**raw) for raw in data["cases"]]
+    for c in cases:
+        if c.setup not in setups or c.truth not in ("dangerous", "safe"):
+            raise ValueError(f"{path}: case {c.id}: unknown setup {c.setup!r} or truth {c.truth!r}")
+    if len({c.id for c in cases}) != len(cases):
+        raise ValueError(f"{path}: duplicate case ids")
+    return setups, cases
+
+
+@dataclass
+class Observation:
+    """What PostgreSQL did, on pre-existing relations (named as the migration names them)."""
+
+    big: set[str] = field(default_factory=set)
+    locks: dict[str, set[str]] = field(default_factory=dict)  # table -> modes held
+    rewritten: set[str] = field(default_factory=set)
+    built: dict[str, str] = field(default_factory=dict)  # index built or rebuilt outside CONCURRENTLY -> table
+    scanned: dict[str, int] = field(default_factory=dict)  # table -> seq scans (transactional runs only)
+    error: str | None = None
+    probe_error: str | None = None
+    readers_blocked: str | None = None
+
+    def strongest(self, table: str) -> str | None:
+        return max(self.locks.get(table, ()), key=RANK.__getitem__, default=None)
+
+
+def judge(obs: Observation) -> tuple[str, str]:
+    """(truth, the observation that decided it)."""
+    if obs.error:
+        return "dangerous", f"fails: {obs.error}"
+    for table in sorted(obs.rewritten & obs.big):
+        return "dangerous", f"rewrites {table} (filenode changed)"
+    for index, table in sorted(obs.built.items()):
+        if table in obs.big:
+            return "dangerous", f"builds index {index} on {table} outside CONCURRENTLY"
+    for table, scans in sorted(obs.scanned.items()):
+        mode = obs.strongest(table)
+        if scans and table in obs.big and mode and RANK[mode] >= BLOCKS_WRITES:
+            return "dangerous", f"scans {table} while holding {mode}"
+    if obs.readers_blocked:
+        return "dangerous", f"readers of {obs.readers_blocked} blocked (ACCESS EXCLUSIVE until commit)"
+    if obs.probe_error:
+        return "dangerous", f"probe fails afterwards: {obs.probe_error}"
+    held = ", ".join(f"{t} {obs.strongest(t)}" for t in sorted(obs.locks)) or "no table locks"
+    return "safe", f"no rewrite, build, blocking scan or failure ({held})"
+
+
+def _error(exc: psycopg.Error) -> str:
+    return f"{(exc.diag.message_primary or str(exc)).strip()} ({exc.diag.sqlstate})"
+
+
+class _Sampler(threading.Thread):
+    """Samples another backend's granted relation locks until stopped (for statements run outside a transaction)."""
+
+    def __init__(self, url: str, pid: int):
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.pid, self.seen, self.halt = pid, set(), threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            rows = self.conn.execute("SELECT relation, mode FROM pg_locks WHERE pid = %s AND granted "
+                                     "AND locktype = 'relation'", (self.pid,)).fetchall()
+            self.seen.update(rows)
+            time.sleep(0.0005)
+
+    def stop(self) -> set[tuple[int, str]]:
+        self.halt.set()
+        self.join()
+        self.conn.close()
+        return self.seen
+
+
+def observe(url: str, case: Case, rows: int) -> Observation:
+    """Run the case's migration on the database at ``url`` and record what PostgreSQL did (rolled back when it
+    runs in a transaction; else the copy is changed and must not be reused)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if case.transactional:
+            conn.execute("BEGIN")
+            try:
+                return _observe(conn, url, case, rows, in_transaction=True)
+            finally:
+                conn.execute("ROLLBACK")
+        return _observe(conn, url, case, rows, in_transaction=False)
+
+
+def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_transaction: bool) -> Observation:
+    before = relations(conn)
+    big = {oid for (oid,) in conn.execute(_BIG, (max(rows // 10, 1),)).fetchall()}
+    scans_before = dict(conn.execute(_SEQ_SCANS).fetchall()) if in_transaction else {}
+    locks: set[tuple[int, str]] = set()
+    built: dict[str, str] = {}
+    obs = Observation(big={before[o][0] for o in big if o in before})
+    pid = conn.info.backend_pid
+    for piece in split_statements(case.migration):
+        concurrent = "CONCURRENTLY" in piece.text.upper()
+        start = relations(conn)
+        sampler = None if in_transaction else _Sampler(url, pid)
+        if sampler:
+            sampler.start()
+            time.sleep(0.01)
+        try:
+            conn.execute(piece.text)
+        except psycopg.Error as exc:
+            obs.error = _error(exc)
+        finally:
+            if sampler:
+                locks |= sampler.stop()
+        if obs.error:
+            break
+        after = relations(conn)
+        indexes = dict(conn.execute(_INDEXES).fetchall())
+        kept = {node for _, node, kind, _ in start.values() if kind == "i"}  # ALTER TYPE may keep an index's storage
+        for oid, (name, node, kind, _) in after.items():
+            if kind == "i" and not concurrent and node not in kept and indexes.get(oid) in before:
+                built[name] = before[indexes[oid]][0]
+        obs.rewritten |= {start[o][0] for o in start if o in before and start[o][2] in ("r", "m")
+                          and o in after and after[o][1] != start[o][1]}
+    if in_transaction and not obs.error:  # after an error the transaction accepts no more queries
+        locks |= held_locks(conn)
+        scans = dict(conn.execute(_SEQ_SCANS).fetchall())
+        obs.scanned = {before[o][0]: n - scans_before.get(o, 0) for o, n in scans.items()
+                       if o in before and n > scans_before.get(o, 0)}
+    for oid, mode in locks:
+        if oid in before and before[oid][2] in ("r", "p", "m"):
+            obs.locks.setdefault(before[oid][0], set()).add(mode_name(mode))
+    obs.built = built
+    if case.readers and "ACCESS EXCLUSIVE" in obs.locks.get(case.readers, ()):
+        obs.readers_blocked = case.readers
+    if case.probe and not obs.error:
+        obs.probe_error = _probe(conn, case.probe, in_transaction)
+    return obs
+
+
+def _probe(conn: psycopg.Connection, sql: str, in_transaction: bool) -> str | None:
+    try:
+        with conn.transaction(force_rollback=True) if in_transaction else contextlib.nullcontext():
+            conn.execute(sql)
+    except psycopg.Error as exc:
+        return _error(exc)
+    return None
+
+
+# --- databases ---------------------------------------------------------------------------------------------
+
+def _sql(template: str, rows: int) -> str:
+    return template.replace("{rows}", str(rows))
+
+
+class Databases:
+    """Populated templates per setup and copies per case; ``close()`` drops them all."""
+
+    def __init__(self, setups: dict[str, str], rows: int, admin_url: str = ADMIN_URL):
+        self.setups, self.rows, self.admin_url = setups, rows, admin_url
+        self.tag = uuid.uuid4().hex[:8]
+        self.created: list[str] = []
+        self.templates: dict[str, str] = {}
+        self.shared: dict[tuple[str, str], str] = {}
+        self.admin = psycopg.connect(admin_url, autocommit=True)
+
+    def _create(self, name: str, template: str | None = None) -> str:
+        self.admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.created.append(name)
+        return name
+
+    def template(self, setup: str) -> str:
+        if setup not in self.templates:
+            name = self._create(f"twins_{self.tag}_tpl_{setup}")
+            with psycopg.connect(with_database(self.admin_url, name), autocommit=True) as conn:
+                conn.execute(_sql(self.setups[setup], self.rows))
+                conn.execute("ANALYZE")
+            # no autovacuum worker connects to it and delays the copies
+            self.admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            self.templates[setup] = name
+        return self.templates[setup]
+
+    def for_case(self, case: Case) -> str:
+        """URL of a database holding the case's setup and schema; shared by transactional cases alike."""
+        key = (case.setup, case.schema)
+        if case.transactional and key in self.shared:
+            return self.shared[key]
+        slug = re.sub(r"[^a-z0-9]+", "_", case.id.lower())[:30]
+        name = self._create(f"twins_{self.tag}_{slug}_{len(self.created)}", self.template(case.setup))
+        url = with_database(self.admin_url, name)
+        if case.schema:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(_sql(case.schema, self.rows))
+                conn.execute("ANALYZE")
+        if case.transactional:
+            self.shared[key] = url
+        return url
+
+    def close(self) -> None:
+        for name in reversed(self.created):
+            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin.close()
+
+
+# --- verdicts ----------------------------------------------------------------------------------------------
+
+def _guardian(argv: list[str]) -> dict:
+    """Run the guardian CLI in process; its JSON output."""
+    from bot.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        main(argv)
+    try:
+        return json.loads(out.getvalue())
+    except json.JSONDecodeError:
+        raise RuntimeError(f"guardian {' '.join(argv[:3])}: no JSON ({err.getvalue().strip()[-300:]})") from None
+
+
+@dataclass
+class Verdict:
+    risk: str | None
+    codes: list[str]
+    locks: dict[str, set[str]]  # relation -> modes the report names (static and observed)
+
+    @property
+    def flagged(self) -> bool:
+        return self.risk in FLAGGED
+
+
+def _verdict(doc: dict) -> Verdict:
+    f = doc["files"][0]
+    locks: dict[str, set[str]] = {}
+    for s in f["statements"]:
+        for lk in (s.get("locks") or []) + (s.get("observed_locks") or []):
+            locks.setdefault(lk["relation"].removeprefix("public."), set()).add(lk["mode"])
+    codes = sorted({x["code"] for x in f["findings"] if not x.get("accepted") and x["severity"] in FLAGGED})
+    return Verdict(f["risk"], codes, locks)
+
+
+def plan_verdict(url: str, sql_path: Path, workdir: Path) -> Verdict:
+    config = workdir / "guardian.toml"
+    config.write_text(f'[project]\nrepo = "{workdir}"\n\n[environments.twins]\ndatabase_url_env = "TWINS_TARGET_URL"\n')
+    os.environ["GUARDIAN_CONFIG"], os.environ["TWINS_TARGET_URL"] = str(config), url
+    return _verdict(_guardian(["plan", "--env", "twins", "--format", "json", str(sql_path)]))
+
+
+def lint_verdict(sql_path: Path) -> Verdict:
+    return _verdict(_guardian(["lint", "--format", "json", str(sql_path)]))
+
+
+def uncovered(obs: Observation, verdict: Verdict) -> list[str]:
+    """Observed table locks the report does not name with that mode or a stronger one."""
+    return [f"{t} {m}" for t, modes in sorted(obs.locks.items()) for m in sorted(modes, key=RANK.__getitem__)
+            if not any(RANK.get(r, -1) >= RANK[m] for r in verdict.locks.get(t, ()))]
+
+
+# --- the bench ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    case: Case
+    observed: str
+    why: str
+    plan: Verdict | None = None
+    lint: Verdict | None = None
+    uncovered: list[str] = field(default_factory=list)
+
+
+def select(cases: list[Case], only: list[str]) -> list[Case]:
+    if not only:
+        return cases
+    chosen = [c for c in cases if c.mechanism in only or c.id in only]
+    if not chosen:
+        raise SystemExit(f"--only {only}: no case or mechanism by that name; mechanisms: "
+                         f"{', '.join(sorted({c.mechanism for c in cases}))}")
+    return chosen
+
+
+def run(cases: list[Case], setups: dict[str, str], rows: int, verdicts: bool = True, echo=print,
+        admin_url: str = ADMIN_URL) -> list[Result]:
+    dbs = Databases(setups, rows, admin_url)
+    results: list[Result] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="twins-") as tmp:
+            work = Path(tmp)
+            for case in cases:
+                url = dbs.for_case(case)
+                sql_path = work / f"{case.id}.sql"
+                sql_path.write_text(case.migration + "\n", encoding="utf-8")
+                plan = lint = None
+                if verdicts:  # before observing: a non-transactional observation changes its copy
+                    plan, lint = plan_verdict(url, sql_path, work), lint_verdict(sql_path)
+                obs = observe(url, case, rows)
+                truth, why = judge(obs)
+                result = Result(case, truth, why, plan, lint, uncovered(obs, plan) if plan else [])
+                results.append(result)
+                echo(_line(result))
+    finally:
+        dbs.close()
+    return results
+
+
+def _line(r: Result) -> str:
+    mark = "ok " if r.observed == r.case.truth else "BAD"
+    line = f"{mark} {r.case.id:<36} {r.case.truth:<9} observed {r.observed:<9} {r.why}"
+    if r.plan:
+        line += f" | plan {r.plan.risk or '-'} {','.join(r.plan.codes)} | lint {r.lint.risk or '-'}"
+    if r.uncovered:
+        line += f" | uncovered: {', '.join(r.uncovered)}"
+    return line
+
+
+@dataclass(frozen=True)
+class Figures:
+    dangerous: int
+    safe: int
+    caught: int  # dangerous flagged
+    false_alarms: int  # safe flagged
+
+    @property
+    def recall(self) -> float:
+        return self.caught / self.dangerous if self.dangerous else 1.0
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return self.false_alarms / self.safe if self.safe else 0.0
+
+
+def figures(results: list[Result], which: str = "plan") -> Figures:
+    pairs = [(r.case.truth, getattr(r, which).flagged) for r in results]
+    return Figures(sum(t == "dangerous" for t, _ in pairs), sum(t == "safe" for t, _ in pairs),
+                   sum(t == "dangerous" and f for t, f in pairs), sum(t == "safe" and f for t, f in pairs))
+
+
+def meets_issue_22(results: list[Result]) -> list[str]:
+    """What the issue's "Done when" still lacks (recall >= 95 %, false alarms <= 5 %, every lock covered)."""
+    f = figures(results)
+    gaps = [f"recall {f.recall:.0%} < 95 %"] if f.recall < 0.95 else []
+    gaps += [f"false alarms {f.false_alarm_rate:.0%} > 5 %"] if f.false_alarm_rate > 0.05 else []
+    gaps += [f"{r.case.id}: {', '.join(r.uncovered)} not in the report" for r in results if r.uncovered]
+    return gaps
+
+
+def report(results: list[Result]) -> str:
+    lines = []
+    wrong = [r for r in results if r.observed != r.case.truth]
+    lines.append(f"truth: {len(results) - len(wrong)}/{len(results)} cases observed as declared"
+                 + (f"; WRONG: {', '.join(r.case.id for r in wrong)}" if wrong else ""))
+    if results and results[0].plan:
+        for which in ("plan", "lint"):
+            f = figures(results, which)
+            lines.append(f"guardian {which:<4}: recall {f.caught}/{f.dangerous} ({f.recall:.0%}), "
+                         f"false alarms {f.false_alarms}/{f.safe} ({f.false_alarm_rate:.0%})")
+        by_mechanism: dict[str, list[str]] = {}
+        for r in results:
+            if r.plan.flagged != (r.case.truth == "dangerous"):
+                kind = "missed" if r.case.truth == "dangerous" else "false alarm"
+                codes = ",".join(r.plan.codes) or f"risk {r.plan.risk}"
+                by_mechanism.setdefault(r.case.mechanism, []).append(f"{kind} {r.case.id} ({codes})")
+        lines.append(f"plan misses and false alarms by mechanism ({len(by_mechanism)}):")
+        lines += [f"  {m}: {'; '.join(v)}" for m, v in sorted(by_mechanism.items())]
+        gaps = [r for r in results if r.uncovered]
+        locks = sum(len(r.uncovered) for r in gaps)
+        lines.append(f"lock coverage: {locks} observed table locks missing from plan's report in {len(gaps)} cases")
+        lines += [f"  {r.case.id}: {', '.join(r.uncovered)}" for r in gaps]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in each big table (default 1,000,000)")
+    parser.add_argument("--only", action="append", default=[], metavar="MECHANISM|ID",
+                        help="run only this mechanism or case id (repeatable)")
+    parser.add_argument("--observe-only", action="store_true", help="observe the truth; no guardian verdicts")
+    args = parser.parse_args(argv)
+    setups, cases = load_cases()
+    started = time.perf_counter()
+    results = run(select(cases, args.only), setups, args.rows, verdicts=not args.observe_only)
+    print(report(results))
+    print(f"{len(results)} cases at {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
+    return 1 if any(r.observed != r.case.truth for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
