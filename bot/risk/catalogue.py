@@ -1,7 +1,7 @@
 """The rule catalogue: every rule record, looked up by code or kebab-case name."""
 from __future__ import annotations
 
-from .models import Context, Rule, TableStats
+from .models import Column, Context, Index, Rule, TableStats
 from .rules import (columns, constraints, data, design, destructive, indexes, layout, meta, naming, rechecks,
                     repository, tables, trace, transactions)
 
@@ -40,7 +40,18 @@ def rule_on(rule: Rule, disabled: frozenset[str], enabled: frozenset[str]) -> bo
 
 # The database the rule examples (docs and tests) are written against.
 EXAMPLE_TABLES = {
-    "events": TableStats(rows=2_000_000, partitioned=True),
+    "events": TableStats(rows=2_000_000, partitioned=True, column_facts={"created_at": Column(not_null=True)},
+                         partition_key="RANGE (created_at)", default_partition="events_default"),
+    "events_default": TableStats(rows=5_000_000, column_facts={"created_at": Column(not_null=True)},
+                                 partition_of="events", partition_bound="DEFAULT"),
+    "logs": TableStats(rows=2_000_000, partitioned=True, column_facts={"created_at": Column(not_null=True)},
+                       partition_key="RANGE (created_at)"),
+    "daily_totals": TableStats(rows=400, materialized=True, column_facts={"day": Column()}),
+    "daily_totals_keyed": TableStats(rows=400, materialized=True, column_facts={"day": Column()},
+                                     index_facts=(Index(name="daily_totals_keyed_day", columns=("day",), unique=True),)),
+    "members": TableStats(rows=2_000_000, column_facts={
+        "id": Column(not_null=True, default="nextval('members_id_seq'::regclass)", default_volatile=True),
+        "nickname": Column(default="''::text")}),
     "big_events": TableStats(rows=50_000_000, bytes=40 * 2**30),
     "t": TableStats(columns={"name": "varchar(50)"}),
 }

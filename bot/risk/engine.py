@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from .catalogue import BY_CODE, lookup, plan_for, rule_on
 from .effect import AEL
-from .locks import describe
+from .locks import catalog_locks, describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, build, build_from
 from .nodes import const_value, func_names, rv_name, strings, type_name
 from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
@@ -261,6 +261,8 @@ def _syntax(item: SyntaxProblem, ctx: Context) -> Finding | None:
 def _ahead(raw: RawStatement, ctx: Context) -> tuple:
     """What does not depend on earlier statements: the effect and the stateless families' hits."""
     fx = describe(raw.node_type, raw.node, ctx.pg_version, ctx.functions, raw.other_tables)
+    if ctx.tables:
+        catalog_locks(fx, raw.node_type, raw.node, ctx)
     plan = plan_for(raw.node_type, ctx.disabled, ctx.enabled)
     early = None
     for check, stateless in plan:

@@ -1,8 +1,10 @@
 """What each statement does: kind, lock mode per relation, rewrite/scan, transactionality."""
 from __future__ import annotations
 
+from . import catalog
 from .alter import alter_table
 from .effect import ACCESS_SHARE, AEL, EXCL, ROW_EXCL, ROW_SHARE, SHARE, SRE, SUE, Effect
+from .models import Context
 from .nodes import column_constraints, def_names, qualified, rv_name, strings, walk
 
 _LOCKSTMT_MODES = {1: ACCESS_SHARE, 2: ROW_SHARE, 3: ROW_EXCL, 4: SUE, 5: SHARE, 6: SRE, 7: EXCL, 8: AEL}
@@ -26,6 +28,46 @@ def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str]
     if fn is None:
         return Effect(kind=_default_kind(node_type))
     return fn(n, pg_version, functions)
+
+
+def catalog_locks(fx: Effect, node_type: str, n: dict, ctx: Context) -> None:
+    """The locks only the target's catalog names, each observed in pg_locks on PostgreSQL 15: the DEFAULT
+    partition (ACCESS EXCLUSIVE under PARTITION OF, ATTACH and DETACH), the table of a dropped index
+    (ACCESS EXCLUSIVE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE), the tables whose columns DROP TYPE/DOMAIN ...
+    CASCADE drops (ACCESS EXCLUSIVE), a materialized view's tables (ACCESS SHARE while it refreshes) and
+    the partitions an index on a partitioned table is built on (SHARE)."""
+    if node_type == "CreateStmt" and n.get("partbound") and not n["partbound"].get("is_default"):
+        for parent in n.get("inhRelations") or ():
+            _lock_default(fx, ctx, rv_name(parent))
+    elif node_type == "AlterTableStmt":
+        for item in n.get("cmds") or ():
+            cmd = item["AlterTableCmd"]
+            pc = (cmd.get("def") or {}).get("PartitionCmd") or {}
+            if cmd.get("subtype") == "AT_AttachPartition" and not (pc.get("bound") or {}).get("is_default") or \
+                    cmd.get("subtype") == "AT_DetachPartition" and not pc.get("concurrent"):
+                _lock_default(fx, ctx, rv_name(n.get("relation")), rv_name(pc.get("name")))
+    elif node_type == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
+        for name in list(fx.locks):
+            owner = catalog.index_table(ctx, name)
+            if owner:
+                fx.lock(owner, fx.locks[name])
+    elif node_type == "DropStmt" and n.get("removeType") in ("OBJECT_TYPE", "OBJECT_DOMAIN") \
+            and n.get("behavior") == "DROP_CASCADE":
+        for obj in n.get("objects") or ():
+            for column in catalog.type_columns(ctx, qualified((obj.get("TypeName") or {}).get("names"))) or ():
+                fx.lock(column.rsplit(".", 1)[0], AEL)
+    elif node_type == "RefreshMatViewStmt":
+        for name in catalog.matview_tables(ctx, fx.target):
+            fx.lock(name, ACCESS_SHARE)
+    elif node_type == "IndexStmt" and (n.get("relation") or {}).get("inh") and not n.get("concurrent"):
+        for name in catalog.partitions(ctx, fx.target):
+            fx.lock(name, SHARE)
+
+
+def _lock_default(fx: Effect, ctx: Context, parent: str, partition: str | None = None) -> None:
+    default = catalog.default_partition(ctx, parent)
+    if default and default != partition:
+        fx.lock(default, AEL)
 
 
 def _default_kind(node_type: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .. import catalog
 from ..models import Severity
 from ..nodes import rv_name, strings
 from ..state import State, Stmt
@@ -92,6 +93,15 @@ RULES = (
       "Back the table up first; delete only what is meant to go, in batches.",
       "TRUNCATE audit_log;",
       "DELETE FROM audit_log WHERE created_at < now() - interval '90 days' AND id < 100000;", (46, 47)),
+    R("MG513", "drop-default-not-null", "high",
+      "DROP DEFAULT on a NOT NULL column makes every INSERT that omits the column fail.",
+      "Clients that leave the column out (a serial or nextval id, a created_at filled by its default) get "
+      "null-value violations (23502) from the moment it commits.",
+      "Drop NOT NULL first, or keep the default until no client omits the column:\n"
+      "ALTER TABLE t ALTER COLUMN c DROP NOT NULL;  -- if the column may become optional\n"
+      "ALTER TABLE t ALTER COLUMN c DROP DEFAULT;",
+      "-- members.id is a serial (NOT NULL DEFAULT nextval(...))\nALTER TABLE members ALTER COLUMN id DROP DEFAULT;",
+      "-- members.nickname is nullable\nALTER TABLE members ALTER COLUMN nickname DROP DEFAULT;", (32,)),
 )
 
 _RLS = {
@@ -138,6 +148,8 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             if sub == "AT_DropColumn":
                 yield Hit("MG502", f"DROP COLUMN {table}.{item['AlterTableCmd'].get('name')} deletes its data.",
                           item=item["AlterTableCmd"])
+            elif sub == "AT_ColumnDefault" and not item["AlterTableCmd"].get("def"):
+                yield from _drop_default(st, table, item["AlterTableCmd"].get("name", "?"))
             elif sub in ("AT_EnableRowSecurity", "AT_DisableRowSecurity", "AT_ForceRowSecurity",
                          "AT_NoForceRowSecurity"):
                 yield Hit("MG510", _RLS[sub].format(table=table), table)
@@ -166,6 +178,8 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
             (strings((o.get("TypeName") or {}).get("names")) or ["?"])[-1] in st.type_renames
             for o in n.get("objects") or ()):
         return  # an enum swap's old type, renamed earlier in this file after its columns moved to the new one
+    elif rt in ("OBJECT_TYPE", "OBJECT_DOMAIN") and n.get("behavior") == "DROP_CASCADE" and catalog.known(st.ctx):
+        yield from _drop_type_cascade(s, st, n)
     elif rt == "OBJECT_TRIGGER":
         if s.fx.locks and all(st.is_new(r) for r in s.fx.locks):
             return
@@ -185,8 +199,43 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
             return
         if rt in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
             st.rename_candidates.append((s.raw.index, "view:" + ",".join(s.fx.locks)))
+        depends = f"; which columns it drops depends on the target: {catalog.HOW}" \
+            if sev and rt in ("OBJECT_TYPE", "OBJECT_DOMAIN") else ""
         yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else _object_names(n)} breaks objects and code that use it"
-                  f"{' and CASCADE drops them too' if sev else ''}.".replace("  ", " "), None, sev)
+                  f"{' and CASCADE drops them too' if sev else ''}{depends}.".replace("  ", " "), None, sev)
+
+
+def _drop_type_cascade(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    """With the catalog: the columns CASCADE drops with the type, or none (observed on PostgreSQL 15:
+    DROP TYPE mood CASCADE drops people.m under ACCESS EXCLUSIVE on people)."""
+    for obj in n.get("objects") or ():
+        name = ".".join(strings((obj.get("TypeName") or {}).get("names")))
+        if name.rsplit(".", 1)[-1] in st.enum_types or st.is_new(name):
+            continue  # created in this file
+        used = catalog.type_columns(st.ctx, name)
+        if used is None:
+            yield Hit("MG504", f"{s.fx.kind} {name} CASCADE: the target has no type {name}; the statement fails "
+                      "unless the file creates it.", None, Severity.LOW)
+        elif used:
+            yield Hit("MG504", f"{s.fx.kind} {name} CASCADE drops column{'s' if len(used) > 1 else ''} "
+                      f"{', '.join(used)} with {'their' if len(used) > 1 else 'its'} data (ACCESS EXCLUSIVE on "
+                      f"{', '.join(dict.fromkeys(u.rsplit('.', 1)[0] for u in used))}).", None, Severity.HIGH)
+        else:
+            yield Hit("MG504", f"{s.fx.kind} {name} CASCADE: no column uses {name}, so CASCADE drops no data; "
+                      "code naming it in casts breaks.", None, Severity.LOW)
+
+
+def _drop_default(st: State, table: str, column: str) -> Iterator[Hit]:
+    found = catalog.table(st.ctx, table)
+    facts = found[1].column_facts.get(column) if found else None
+    if facts is not None:
+        if facts.not_null and facts.default and not facts.identity:
+            yield Hit("MG513", f"{table}.{column} is NOT NULL with DEFAULT {facts.default}: after DROP DEFAULT every "
+                      "INSERT that omits it fails (null value violates not-null constraint).")
+    elif not st.is_new(table) and (table, column) not in st.null_columns:
+        yield Hit("MG513", f"DROP DEFAULT on {table}.{column}: if the column is NOT NULL (a serial's nextval, say) "
+                  f"every INSERT that omits it fails; the verdict depends on the target, so {catalog.HOW}.",
+                  None, Severity.LOW)
 
 
 def _object_names(n: dict) -> str:

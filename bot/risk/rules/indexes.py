@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .. import catalog
 from ..models import Severity
-from ..nodes import def_names, rv_name
+from ..nodes import def_names, rv_name, strings
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -90,9 +91,12 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         yield from _create_index(s, st, n)
     elif t == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
         if not n.get("concurrent"):
-            for rel in s.fx.locks:
-                if not st.is_new(rel):
-                    yield Hit("MG102", f"DROP INDEX {rel} takes ACCESS EXCLUSIVE on its table.", rel)
+            for obj in n.get("objects") or ():
+                index = ".".join(strings(obj.get("List", {}).get("items")))
+                if index and not st.is_new(index):
+                    table = catalog.index_table(st.ctx, index) if st.ctx.tables else None
+                    yield Hit("MG102", f"DROP INDEX {index} takes ACCESS EXCLUSIVE on "
+                              f"{table or 'its table'}{_size(st, table)}.", table or index)
     elif t == "ReindexStmt":
         if "concurrently" not in def_names(n.get("params")):
             yield Hit("MG104", f"{s.fx.kind} {s.fx.target or ''} blocks writes for the whole rebuild.".replace("  ", " "),
@@ -107,13 +111,22 @@ def _create_index(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
     table = rv_name(n.get("relation"))
     new = st.is_new(table)
     cols = [p["IndexElem"].get("name") or "expr" for p in n.get("indexParams") or () if "IndexElem" in p]
+    only = not n.get("relation", {}).get("inh", False)
     if st.is_partitioned(table):
-        if n.get("relation", {}).get("inh", False):
+        if n.get("concurrent"):
+            yield Hit("MG105", f"CREATE INDEX CONCURRENTLY on partitioned table {table} fails: PostgreSQL cannot "
+                      "build an index on a partitioned table concurrently (up to 17 at least). Build it per "
+                      "partition CONCURRENTLY and ATTACH each to an index made ON ONLY the parent.", None,
+                      Severity.CRITICAL)
+        elif not only:
             yield Hit("MG105", f"Index on partitioned table {table} builds on every partition under SHARE locks.",
                       table)
     elif not n.get("concurrent") and not new:
-        yield Hit("MG101", f"CREATE INDEX on {table} takes SHARE on the table and blocks writes until it is built.",
-                  table)
+        hedge = "" if not only or catalog.table(st.ctx, table) else (
+            f" If {table} is partitioned, ON ONLY builds nothing (an invalid parent index, instant); that depends "
+            f"on the target: {catalog.HOW}.")
+        yield Hit("MG101", f"CREATE INDEX on {table} takes SHARE on the table and blocks writes until it is "
+                  f"built.{hedge}", table)
     if n.get("concurrent"):
         yield from _pg14(st)
         if not n.get("idxname"):
@@ -123,6 +136,11 @@ def _create_index(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
     if n.get("unique") and not new and not any((table, c) in st.null_columns for c in cols) \
             and table not in st.deleted_from and "id" not in cols:  # a dedupe DELETE before it; a key column
         yield Hit("MG109", f"UNIQUE index on existing table {table} fails if duplicate ({', '.join(cols)}) exist.", table)
+
+
+def _size(st: State, table: str | None) -> str:
+    stats = st.stats(table)
+    return f" (~{stats.rows:,} rows)" if stats and stats.rows is not None else ""
 
 
 def _pg14(st: State) -> Iterator[Hit]:

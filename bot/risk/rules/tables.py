@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .. import catalog
+from ..bounds import key_column, proves_bound
+from ..models import Severity
 from ..nodes import def_names, rv_name
 from ..state import State, Stmt
 from . import Hit, rule
@@ -36,11 +39,12 @@ RULES = (
       "VACUUM (ANALYZE) t;", (37,), size=True),
     R("MG405", "refresh-matview-non-concurrent", "high",
       "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view.",
-      "The refresh holds ACCESS EXCLUSIVE on the materialized view for the whole query, so readers wait.",
+      "The refresh holds ACCESS EXCLUSIVE on the materialized view for the whole query, so readers wait however "
+      "small the view is: the time is its query's, not its size's.",
       "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once\n"
       "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;  -- EXCLUSIVE: reads continue",
       "REFRESH MATERIALIZED VIEW mv;",
-      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", (38,), size=True),
+      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", (38,)),
     R("MG406", "detach-partition-non-concurrent", "high",
       "DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent.",
       "Every query on the partitioned table waits (and queues behind the detach).",
@@ -106,12 +110,52 @@ RULES = (
       "the transaction short with lock_timeout set.",
       "LOCK TABLE accounts;",
       "LOCK TABLE accounts IN ACCESS SHARE MODE;", (), size=True),
+    R("MG415", "partition-scans-default-partition", "high",
+      "A new partition (PARTITION OF or ATTACH) scans the DEFAULT partition under ACCESS EXCLUSIVE.",
+      "PostgreSQL must prove no row of the DEFAULT partition belongs in the new one: it reads all of it while "
+      "reads and writes on it wait (and PARTITION OF holds ACCESS EXCLUSIVE on the parent meanwhile).",
+      "Empty the DEFAULT partition of that range first, or detach it, add the partitions, move its rows in "
+      "batches and attach it back:\n"
+      "ALTER TABLE events DETACH PARTITION events_default;\n"
+      "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      "-- events has a big DEFAULT partition\n"
+      "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      "-- no DEFAULT partition\nCREATE TABLE logs_2025 PARTITION OF logs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      (40,), size=True),
+    R("MG416", "detach-concurrently-with-default-partition", "critical",
+      "DETACH PARTITION ... CONCURRENTLY fails when the table has a DEFAULT partition.",
+      "PostgreSQL refuses it (\"cannot detach partitions concurrently when a default partition exists\"), so the "
+      "migration aborts.",
+      "Detach the DEFAULT partition first (briefly, with lock_timeout), or detach without CONCURRENTLY in a quiet "
+      "moment: ALTER TABLE events DETACH PARTITION events_2019;",
+      "-- events has a DEFAULT partition\nALTER TABLE events DETACH PARTITION events_2019 CONCURRENTLY;",
+      "-- no DEFAULT partition\nALTER TABLE logs DETACH PARTITION logs_2019 CONCURRENTLY;", (39,)),
+    R("MG417", "refresh-concurrently-without-unique-index", "critical",
+      "REFRESH MATERIALIZED VIEW CONCURRENTLY fails unless the view has a unique index on plain columns.",
+      "PostgreSQL needs a valid unique index without a WHERE clause or expressions to match old and new rows; "
+      "without one the refresh errors and the migration aborts.",
+      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once, before\n"
+      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;",
+      "-- daily_totals has no unique index\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals;",
+      "-- daily_totals_keyed has a unique index on (day)\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals_keyed;",
+      (38,)),
+    R("MG418", "not-valid-fk-on-partitioned-table", "critical",
+      "ADD FOREIGN KEY ... NOT VALID on a partitioned table fails before PostgreSQL 18.",
+      "PostgreSQL 17 and older refuse NOT VALID foreign keys on partitioned tables (\"not yet supported\"), so "
+      "the migration aborts.",
+      "Add it NOT VALID on each partition and VALIDATE each, then add it on the parent (which finds them valid):\n"
+      "ALTER TABLE events_2025 ADD CONSTRAINT events_2025_user_fk FOREIGN KEY (user_id) REFERENCES users (id) "
+      "NOT VALID;\nALTER TABLE events_2025 VALIDATE CONSTRAINT events_2025_user_fk;",
+      "-- events is partitioned\n"
+      "ALTER TABLE events ADD CONSTRAINT events_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      (9,), pg=15),
 )
 
 
 # Statement types this family looks at (None: all).
 TYPES: frozenset[str] | None = frozenset({"VacuumStmt", "ClusterStmt", "RefreshMatViewStmt", "CreateTrigStmt",
-                                          "TruncateStmt", "LockStmt", "AlterTableStmt"})
+                                          "TruncateStmt", "LockStmt", "AlterTableStmt", "CreateStmt"})
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
     t, n = s.type, s.node
@@ -119,8 +163,11 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         for rel in s.fx.locks or {None: None}:
             if not st.is_new(rel):
                 yield Hit("MG404", f"{s.fx.kind} {rel or ''} rewrites under ACCESS EXCLUSIVE.".replace(" ACC", " ACC"), rel)
-    elif t == "RefreshMatViewStmt" and not n.get("concurrent"):
-        yield Hit("MG405", f"REFRESH MATERIALIZED VIEW {s.fx.target} blocks every read of it until done.", s.fx.target)
+    elif t == "RefreshMatViewStmt":
+        yield from _refresh(s, st, n)
+    elif t == "CreateStmt" and n.get("partbound") and not n["partbound"].get("is_default"):
+        for parent in n.get("inhRelations") or ():
+            yield from _default_scan(st, rv_name(parent), f"PARTITION OF {rv_name(parent)}")
     elif t == "CreateTrigStmt" and not st.is_new(s.fx.target):
         yield Hit("MG408", f"CREATE TRIGGER on {s.fx.target} blocks writes while it is created.", s.fx.target)
     elif t == "TruncateStmt" and n.get("behavior") == "DROP_CASCADE":
@@ -148,12 +195,16 @@ def _alter(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
             yield Hit("MG403", f"SET TABLESPACE copies {table} under ACCESS EXCLUSIVE.", table)
         elif sub == "AT_DetachPartition" and not cmd["def"]["PartitionCmd"].get("concurrent"):
             yield Hit("MG406", f"DETACH PARTITION locks all of {table} (ACCESS EXCLUSIVE).", table)
+        elif sub == "AT_DetachPartition":
+            yield from _detach_concurrently(st, table)
         elif sub == "AT_AttachPartition":
-            part = rv_name(cmd["def"]["PartitionCmd"]["name"])
-            if part not in st.checked_tables and not st.is_new(part):
-                yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE"
-                          f"{' and locks the parent' if st.ctx.pg_version < 12 else ''}; no validated CHECK "
-                          "proves the bounds first.", part)
+            yield from _attach(st, table, cmd["def"]["PartitionCmd"])
+        elif sub == "AT_AddConstraint" and st.ctx.pg_version < 18 and st.is_partitioned(table):
+            c = cmd["def"].get("Constraint", {})
+            if c.get("contype") == "CONSTR_FOREIGN" and c.get("skip_validation"):
+                yield Hit("MG418", f"{table} is partitioned: PostgreSQL {st.ctx.pg_version} refuses ADD FOREIGN KEY "
+                          f"{c.get('conname') or ''} NOT VALID on it (\"not yet supported\"); the statement fails."
+                          .replace("  ", " "))
         elif sub.startswith("AT_Disable") and ("Trig" in sub or "Rule" in sub):
             yield Hit("MG409", f"{sub[3:]} {cmd.get('name') or ''} on {table} turns off behaviour for every write.")
         elif sub == "AT_ReplicaIdentity":
@@ -165,3 +216,73 @@ def _alter(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
             for key in ("autovacuum_enabled", "toast.autovacuum_enabled"):
                 if key in opts and str(opts[key]).lower() in ("false", "off", "0", "no"):
                     yield Hit("MG411", f"autovacuum turned off for {table}.")
+
+
+def _refresh(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
+    view = s.fx.target
+    if not n.get("concurrent"):
+        reads = [r for r, m in s.fx.locks.items() if r != view]
+        yield Hit("MG405", f"REFRESH MATERIALIZED VIEW {view} blocks every read of it until done, however small it "
+                  f"is: the time is its query's{' (it reads ' + ', '.join(reads) + ')' if reads else ''}.", view)
+        return
+    found = catalog.table(st.ctx, view)
+    if found is None:
+        if not st.is_new(view):
+            yield Hit("MG417", f"REFRESH ... CONCURRENTLY fails unless {view} has a unique index on plain columns; that "
+                      f"depends on the target: {catalog.HOW}.", None, Severity.LOW)
+        return
+    if not any(i.unique and i.valid and not i.partial and not i.expression for i in found[1].index_facts) \
+            and not st.indexes.get(view):
+        yield Hit("MG417", f"{view} has no unique index on plain columns: REFRESH ... CONCURRENTLY fails "
+                  "(\"cannot refresh materialized view concurrently\").")
+
+
+def _default_scan(st: State, parent: str, what: str) -> Iterator[Hit]:
+    """MG415 for a new partition of an existing parent: the DEFAULT partition is scanned, if there is one."""
+    if st.is_new(parent):
+        return
+    if catalog.table(st.ctx, parent) is None:
+        yield Hit("MG415", f"{what}: if {parent} has a DEFAULT partition, it is scanned under ACCESS EXCLUSIVE; "
+                  f"that depends on the target: {catalog.HOW}.", None, Severity.LOW)
+        return
+    default = catalog.default_partition(st.ctx, parent)
+    if default:
+        yield Hit("MG415", f"{what} scans {parent}'s DEFAULT partition {default} under ACCESS EXCLUSIVE.", default)
+
+
+def _attach(st: State, table: str, pc: dict) -> Iterator[Hit]:
+    """MG407 unless a validated CHECK of the partition implies its bounds; MG415 for the DEFAULT partition."""
+    part = rv_name(pc["name"])
+    bound = pc.get("bound") or {}
+    yield from _default_scan(st, table, f"ATTACH PARTITION {part}") if not bound.get("is_default") else ()
+    if part in st.checked_tables or st.is_new(part):
+        return
+    found, parent = catalog.table(st.ctx, part), catalog.table(st.ctx, table)
+    old_pg = " and locks the parent" if st.ctx.pg_version < 12 else ""
+    if found is None or parent is None:
+        yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE{old_pg} unless it already has a "
+                  f"validated CHECK that implies the bounds; that depends on the target: {catalog.HOW}.", part)
+        return
+    facts = found[1]
+    key = parent[1].partition_key
+    checks = [c.definition for c in facts.constraints if c.kind == "check" and c.validated]
+    key_col = key_column(key)
+    not_null = bool(key_col and facts.column_facts.get(key_col) and facts.column_facts[key_col].not_null)
+    if not proves_bound(bound, key, checks, not_null):
+        have = f" (its validated CHECKs: {'; '.join(checks)})" if checks else ""
+        yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE{old_pg}: no validated CHECK on "
+                  f"{part} implies the bounds{' and NOT NULL ' + key_col if key_col and not not_null else ''}{have}.",
+                  part)
+
+
+def _detach_concurrently(st: State, table: str) -> Iterator[Hit]:
+    if st.is_new(table):
+        return
+    if catalog.table(st.ctx, table) is None:
+        yield Hit("MG416", f"DETACH ... CONCURRENTLY fails if {table} has a DEFAULT partition; that depends on the "
+                  f"target: {catalog.HOW}.", None, Severity.LOW)
+        return
+    default = catalog.default_partition(st.ctx, table)
+    if default:
+        yield Hit("MG416", f"{table} has the DEFAULT partition {default}: DETACH ... CONCURRENTLY fails (\"cannot "
+                  "detach partitions concurrently when a default partition exists\").")
