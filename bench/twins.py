@@ -20,14 +20,16 @@ relation readers must not be locked out of). A statement PostgreSQL refuses insi
 outside CONCURRENTLY, one is fully scanned while a lock blocking writes (SHARE or stronger) is held, a
 statement fails, or a probe fails; else safe. The observed truth must equal the declared one.
 
-Verdicts: `guardian plan --env twins --format json` (in process; the environment is not production, so it
-rehearses on the case's copy) and file-only `guardian lint --format json`. Flagged = risk medium or above.
+Verdicts: `guardian plan --env twins --format json --snapshot-out` (in process; the environment is not
+production, so it rehearses on the case's copy), file-only `guardian lint --format json`, and `guardian lint
+--context <that snapshot>` (which should equal plan's). Flagged = risk medium or above.
 Lock coverage: every lock observed on a pre-existing table appears (same or stronger mode) in the plan
 report's statement ``locks`` or ``observed_locks``.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import json
@@ -62,6 +64,18 @@ FLAGGED = ("medium", "high", "critical")
 _SEQ_SCANS = "SELECT relid, seq_scan FROM pg_stat_xact_user_tables"
 _BIG = "SELECT c.oid FROM pg_class c WHERE c.relkind IN ('r', 'm') AND c.reltuples >= %s"
 _INDEXES = "SELECT indexrelid, indrelid FROM pg_index"
+# Outside a transaction the sampler may miss a brief lock; an event trigger also records the locks held when each
+# DDL command ends (DETACH … CONCURRENTLY's ACCESS EXCLUSIVE on the partition, DROP INDEX CONCURRENTLY's on the index)
+_RECORDER = """
+CREATE SCHEMA twins_obs;
+CREATE TABLE twins_obs.seen (relation oid, mode text);
+CREATE FUNCTION twins_obs.record() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO twins_obs.seen SELECT relation, mode FROM pg_locks
+  WHERE pid = pg_backend_pid() AND locktype = 'relation' AND granted;
+END $$;
+CREATE EVENT TRIGGER twins_obs_record ON ddl_command_end EXECUTE FUNCTION twins_obs.record();
+"""
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,8 @@ def observe(url: str, case: Case, rows: int) -> Observation:
 
 
 def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_transaction: bool) -> Observation:
+    if not in_transaction:
+        conn.execute(_RECORDER)
     before = relations(conn)
     big = {oid for (oid,) in conn.execute(_BIG, (max(rows // 10, 1),)).fetchall()}
     scans_before = dict(conn.execute(_SEQ_SCANS).fetchall()) if in_transaction else {}
@@ -210,13 +226,15 @@ def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_tr
                 built[name] = before[indexes[oid]][0]
         obs.rewritten |= {start[o][0] for o in start if o in before and start[o][2] in ("r", "m")
                           and o in after and after[o][1] != start[o][1]}
+    if not in_transaction:
+        locks |= set(conn.execute("SELECT relation, mode FROM twins_obs.seen").fetchall())
     if in_transaction and not obs.error:  # after an error the transaction accepts no more queries
         locks |= held_locks(conn)
         scans = dict(conn.execute(_SEQ_SCANS).fetchall())
         obs.scanned = {before[o][0]: n - scans_before.get(o, 0) for o, n in scans.items()
                        if o in before and n > scans_before.get(o, 0)}
     for oid, mode in locks:
-        if oid in before and before[oid][2] in ("r", "p", "m"):
+        if oid in before and before[oid][2] in ("r", "p", "m") and not before[oid][3].startswith("twins_obs."):
             obs.locks.setdefault(before[oid][0], set()).add(mode_name(mode))
     obs.built = built
     if case.readers and "ACCESS EXCLUSIVE" in obs.locks.get(case.readers, ()):
@@ -242,25 +260,32 @@ def _sql(template: str, rows: int) -> str:
 
 
 class Databases:
-    """Populated templates per setup and copies per case; ``close()`` drops them all."""
+    """Populated templates per setup and copies per case. A copy serves every transactional case with its
+    setup and schema (their runs are rolled back) and is dropped after the last of ``cases``; ``close()``
+    drops whatever is left."""
 
-    def __init__(self, setups: dict[str, str], rows: int, admin_url: str = ADMIN_URL):
+    def __init__(self, setups: dict[str, str], rows: int, admin_url: str = ADMIN_URL, cases: list[Case] = ()):
         self.setups, self.rows, self.admin_url = setups, rows, admin_url
         self.tag = uuid.uuid4().hex[:8]
-        self.created: list[str] = []
+        self.names: dict[str, str] = {}  # url -> database name, of every database still there
         self.templates: dict[str, str] = {}
         self.shared: dict[tuple[str, str], str] = {}
+        self.uses = collections.Counter((c.setup, c.schema) for c in cases if c.transactional)
         self.admin = psycopg.connect(admin_url, autocommit=True)
 
     def _create(self, name: str, template: str | None = None) -> str:
         self.admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-        self.created.append(name)
-        return name
+        url = with_database(self.admin_url, name)
+        self.names[url] = name
+        return url
+
+    def _drop(self, url: str) -> None:
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.names.pop(url)}" WITH (FORCE)')
 
     def template(self, setup: str) -> str:
         if setup not in self.templates:
-            name = self._create(f"twins_{self.tag}_tpl_{setup}")
-            with psycopg.connect(with_database(self.admin_url, name), autocommit=True) as conn:
+            name = f"twins_{self.tag}_tpl_{setup}"
+            with psycopg.connect(self._create(name), autocommit=True) as conn:
                 conn.execute(_sql(self.setups[setup], self.rows))
                 conn.execute("ANALYZE")
             # no autovacuum worker connects to it and delays the copies
@@ -269,13 +294,12 @@ class Databases:
         return self.templates[setup]
 
     def for_case(self, case: Case) -> str:
-        """URL of a database holding the case's setup and schema; shared by transactional cases alike."""
+        """URL of a database holding the case's setup and schema."""
         key = (case.setup, case.schema)
         if case.transactional and key in self.shared:
             return self.shared[key]
         slug = re.sub(r"[^a-z0-9]+", "_", case.id.lower())[:30]
-        name = self._create(f"twins_{self.tag}_{slug}_{len(self.created)}", self.template(case.setup))
-        url = with_database(self.admin_url, name)
+        url = self._create(f"twins_{self.tag}_{slug}_{len(self.names)}", self.template(case.setup))
         if case.schema:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(_sql(case.schema, self.rows))
@@ -284,9 +308,19 @@ class Databases:
             self.shared[key] = url
         return url
 
+    def done(self, case: Case, url: str) -> None:
+        """The case is finished with ``url``: drop it unless a later case shares it."""
+        key = (case.setup, case.schema)
+        if case.transactional:
+            self.uses[key] -= 1
+            if self.uses[key] > 0:
+                return
+            self.shared.pop(key, None)
+        self._drop(url)
+
     def close(self) -> None:
-        for name in reversed(self.created):
-            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for url in list(self.names):
+            self._drop(url)
         self.admin.close()
 
 
@@ -326,15 +360,20 @@ def _verdict(doc: dict) -> Verdict:
     return Verdict(f["risk"], codes, locks)
 
 
-def plan_verdict(url: str, sql_path: Path, workdir: Path) -> Verdict:
-    config = workdir / "guardian.toml"
-    config.write_text(f'[project]\nrepo = "{workdir}"\n\n[environments.twins]\ndatabase_url_env = "TWINS_TARGET_URL"\n')
+def plan_verdict(url: str, sql_path: Path, snapshot: Path) -> Verdict:
+    """`guardian plan --env twins` on the case's database; it also writes the database's snapshot."""
+    config = sql_path.parent / "guardian.toml"
+    config.write_text(f'[project]\nrepo = "{sql_path.parent}"\n\n[environments.twins]\n'
+                      'database_url_env = "TWINS_TARGET_URL"\n')
     os.environ["GUARDIAN_CONFIG"], os.environ["TWINS_TARGET_URL"] = str(config), url
-    return _verdict(_guardian(["plan", "--env", "twins", "--format", "json", str(sql_path)]))
+    return _verdict(_guardian(["plan", "--env", "twins", "--format", "json", "--snapshot-out", str(snapshot),
+                               str(sql_path)]))
 
 
-def lint_verdict(sql_path: Path) -> Verdict:
-    return _verdict(_guardian(["lint", "--format", "json", str(sql_path)]))
+def lint_verdict(sql_path: Path, snapshot: Path | None = None) -> Verdict:
+    """File-only `guardian lint`, or with ``--context`` the snapshot (no database)."""
+    context = ["--context", str(snapshot)] if snapshot else []
+    return _verdict(_guardian(["lint", "--format", "json", *context, str(sql_path)]))
 
 
 def uncovered(obs: Observation, verdict: Verdict) -> list[str]:
@@ -352,6 +391,7 @@ class Result:
     why: str
     plan: Verdict | None = None
     lint: Verdict | None = None
+    context: Verdict | None = None  # lint --context <the case database's snapshot>
     uncovered: list[str] = field(default_factory=list)
 
 
@@ -367,7 +407,7 @@ def select(cases: list[Case], only: list[str]) -> list[Case]:
 
 def run(cases: list[Case], setups: dict[str, str], rows: int, verdicts: bool = True, echo=print,
         admin_url: str = ADMIN_URL) -> list[Result]:
-    dbs = Databases(setups, rows, admin_url)
+    dbs = Databases(setups, rows, admin_url, cases)
     results: list[Result] = []
     try:
         with tempfile.TemporaryDirectory(prefix="twins-") as tmp:
@@ -376,12 +416,15 @@ def run(cases: list[Case], setups: dict[str, str], rows: int, verdicts: bool = T
                 url = dbs.for_case(case)
                 sql_path = work / f"{case.id}.sql"
                 sql_path.write_text(case.migration + "\n", encoding="utf-8")
-                plan = lint = None
+                plan = lint = context = None
                 if verdicts:  # before observing: a non-transactional observation changes its copy
-                    plan, lint = plan_verdict(url, sql_path, work), lint_verdict(sql_path)
+                    snapshot = work / f"{case.id}.snapshot.json"
+                    plan = plan_verdict(url, sql_path, snapshot)
+                    lint, context = lint_verdict(sql_path), lint_verdict(sql_path, snapshot)
                 obs = observe(url, case, rows)
+                dbs.done(case, url)
                 truth, why = judge(obs)
-                result = Result(case, truth, why, plan, lint, uncovered(obs, plan) if plan else [])
+                result = Result(case, truth, why, plan, lint, context, uncovered(obs, plan) if plan else [])
                 results.append(result)
                 echo(_line(result))
     finally:
@@ -393,7 +436,9 @@ def _line(r: Result) -> str:
     mark = "ok " if r.observed == r.case.truth else "BAD"
     line = f"{mark} {r.case.id:<36} {r.case.truth:<9} observed {r.observed:<9} {r.why}"
     if r.plan:
-        line += f" | plan {r.plan.risk or '-'} {','.join(r.plan.codes)} | lint {r.lint.risk or '-'}"
+        same = "=plan" if r.context.risk == r.plan.risk else "≠plan"
+        line += (f" | plan {r.plan.risk or '-'} {','.join(r.plan.codes)} | lint {r.lint.risk or '-'}"
+                 f" | context {r.context.risk or '-'} {same}")
     if r.uncovered:
         line += f" | uncovered: {', '.join(r.uncovered)}"
     return line
@@ -436,10 +481,13 @@ def report(results: list[Result]) -> str:
     lines.append(f"truth: {len(results) - len(wrong)}/{len(results)} cases observed as declared"
                  + (f"; WRONG: {', '.join(r.case.id for r in wrong)}" if wrong else ""))
     if results and results[0].plan:
-        for which in ("plan", "lint"):
+        for which, name in (("plan", "plan --env"), ("lint", "lint (file only)"), ("context", "lint --context")):
             f = figures(results, which)
-            lines.append(f"guardian {which:<4}: recall {f.caught}/{f.dangerous} ({f.recall:.0%}), "
+            lines.append(f"guardian {name:<16}: recall {f.caught}/{f.dangerous} ({f.recall:.0%}), "
                          f"false alarms {f.false_alarms}/{f.safe} ({f.false_alarm_rate:.0%})")
+        differ = [r for r in results if r.context.risk != r.plan.risk]
+        lines.append(f"lint --context gives plan's risk in {len(results) - len(differ)}/{len(results)} cases"
+                     + "".join(f"\n  {r.case.id}: plan {r.plan.risk}, context {r.context.risk}" for r in differ))
         by_mechanism: dict[str, list[str]] = {}
         for r in results:
             if r.plan.flagged != (r.case.truth == "dangerous"):

@@ -26,14 +26,16 @@ SETUPS, CASES = twins.load_cases()
 
 @pytest.fixture(scope="module")
 def databases(pg_admin_url):
-    dbs = twins.Databases(SETUPS, ROWS, pg_admin_url)
+    dbs = twins.Databases(SETUPS, ROWS, pg_admin_url, CASES)
     yield dbs
     dbs.close()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_observed_truth_matches_the_label(databases, case):
-    truth, why = twins.judge(twins.observe(databases.for_case(case), case, ROWS))
+    url = databases.for_case(case)
+    truth, why = twins.judge(twins.observe(url, case, ROWS))
+    databases.done(case, url)
     assert truth == case.truth, f"{case.id}: labelled {case.truth} ({case.reason}) but observed {truth}: {why}"
 
 
@@ -81,3 +83,17 @@ def _test_plan_meets_issue_22_targets(pg_admin_url):
     in the report). Off until the verdict rules land: rename it to test_... to switch it on."""
     results = twins.run(CASES, SETUPS, ROWS, echo=lambda _: None, admin_url=pg_admin_url)
     assert twins.meets_issue_22(results) == []
+
+
+def test_observed_locks_include_the_brief_ones_of_statements_outside_a_transaction(databases):
+    """DETACH … CONCURRENTLY's closing ACCESS EXCLUSIVE on the partition is seen (event trigger), as are the
+    locks a transactional VALIDATE holds on both tables."""
+    by_id = {c.id: c for c in CASES}
+    for case_id, expected in (("detach-concurrently", {"m_2023": "ACCESS EXCLUSIVE",
+                                                       "measurements": "SHARE UPDATE EXCLUSIVE"}),
+                              ("validate-foreign-key", {"orders": "SHARE UPDATE EXCLUSIVE", "customers": "ROW SHARE"})):
+        case = by_id[case_id]
+        url = databases.for_case(case)
+        obs = twins.observe(url, case, ROWS)
+        databases.done(case, url)
+        assert {t: obs.strongest(t) for t in obs.locks} == expected, case_id
