@@ -84,12 +84,15 @@ def _analyze(sql: str, context):
     return analyze(sql, context)
 
 
-def _traced(report, sql: str, rehearsed, context):
-    """The report with what the rehearsal saw that the SQL did not say (MG941: a table rewritten under
-    ACCESS EXCLUSIVE by a statement the analysis did not know rewrites)."""
-    from bot.risk.rules.trace import attach_observed_rewrites
+def _traced(report, sql: str, rehearsed, context, result: Rehearsal):
+    """The report corrected by what the rehearsal saw (bot/risk/rules/trace.py): raised where it saw a rewrite,
+    an index rebuilt or built, a scan under a write-blocking lock or a failure the SQL did not say; lowered
+    where it saw that a predicted rewrite or scan did not happen, which it may only decide when it ran on the
+    analysed PostgreSQL major version with scan counters on."""
+    from bot.risk.rules.trace import attach_rehearsal
 
-    return attach_observed_rewrites(report, sql, rehearsed, context)
+    faithful = result.scans_counted and result.server_version.split(".")[0] == str(report.pg_version)
+    return attach_rehearsal(report, sql, rehearsed, context, faithful=faithful)
 
 
 def _lint_entry(path: str, report) -> dict:
@@ -100,19 +103,24 @@ def _lint_entry(path: str, report) -> dict:
 
 
 def merge(lint: list[dict], result: Rehearsal) -> dict:
-    """Lint JSON plus, per statement, observed_locks, rewrites, duration_ms, rehearsed, reason, error."""
+    """Lint JSON plus, per statement (matched by statement index): observed_locks, rewrites, rebuilt_indexes,
+    built_indexes, scans, duration_ms, rehearsed, reason, error. `locks` also lists every observed lock the
+    analysis did not predict, marked ``"observed": true``."""
     files = []
     for entry, rehearsed in zip(lint, result.files):
-        by_line: dict[int, list[dict]] = {}
-        for linted in entry["statements"]:
-            by_line.setdefault(linted["line"], []).append(linted)
+        by_index = {linted["index"]: linted for linted in entry["statements"]}
         statements = []
         for s in rehearsed.statements:
-            same_line = by_line.get(s.line) or [{"index": s.index, "line": s.line, "kind": s.kind,
-                                                 "transactional": s.transactional, "locks": []}]
-            base = dict(same_line.pop(0) if len(same_line) > 1 else same_line[0])
+            base = dict(by_index.get(s.index) or {"index": s.index, "line": s.line, "kind": s.kind,
+                                                  "transactional": s.transactional, "locks": []})
+            observed = [lk.model_dump() for lk in s.observed_locks]
+            predicted = {(lk["relation"].removeprefix("public."), lk["mode"]) for lk in base["locks"]}
             base.update({
-                "observed_locks": [lk.model_dump() for lk in s.observed_locks], "rewrites": list(s.rewrites),
+                "locks": base["locks"] + [{**lk, "observed": True} for lk in observed
+                                          if (lk["relation"].removeprefix("public."), lk["mode"]) not in predicted],
+                "observed_locks": observed, "rewrites": list(s.rewrites),
+                "rebuilt_indexes": [c.model_dump() for c in s.rebuilt_indexes],
+                "built_indexes": [c.model_dump() for c in s.built_indexes], "scans": [t.model_dump() for t in s.scans],
                 "duration_ms": s.duration_ms, "rehearsed": s.rehearsed, "reason": s.reason, "error": s.error,
             })
             statements.append(base)
@@ -120,7 +128,8 @@ def merge(lint: list[dict], result: Rehearsal) -> dict:
     return {
         "files": files,
         "rehearsal": {"server_version": result.server_version, "lock_timeout": result.lock_timeout,
-                      "statement_timeout": result.statement_timeout, "rolled_back": True},
+                      "statement_timeout": result.statement_timeout, "rolled_back": True,
+                      "scans_counted": result.scans_counted},
     }
 
 
@@ -129,15 +138,22 @@ def _text(doc: dict, result: Rehearsal) -> str:
     for f in doc["files"]:
         lines.append(f"{f['path']}: risk {f['risk'] or 'unknown'}")
         for s in f["statements"]:
-            locks = ", ".join(f"{lk['relation']} {lk['mode']}" for lk in s["observed_locks"]) or "none"
             head = f"  #{s['index'] + 1} line {s['line']} {s['kind'] or '?'}"
             if not s["rehearsed"]:
                 lines.append(f"{head}: {s['error'] or s['reason']}")
                 continue
-            rewrites = f"; rewrites {', '.join(s['rewrites'])}" if s["rewrites"] else ""
-            lines.append(f"{head}: {s['duration_ms']:.1f} ms; locks {locks}{rewrites}")
+            locks = ", ".join(f"{lk['relation']} {lk['mode']}" + (" (observed only)" if lk.get("observed") else "")
+                              for lk in s["locks"]) or "none"
+            seen = [f"rewrites {', '.join(s['rewrites'])}"] if s["rewrites"] else []
+            seen += [f"rebuilds {c['index']} on {c['table']}" for c in s["rebuilt_indexes"]]
+            seen += [f"builds {c['index']} on {c['table']}" for c in s["built_indexes"]]
+            seen += [f"scans {t['relation']} ({t['seq_scans']} seq, {t['rows_read']:,} rows; {t['index_scans']} index)"
+                     for t in s["scans"]]
+            lines.append(f"{head}: {s['duration_ms']:.1f} ms; locks {locks}" + "".join(f"; {x}" for x in seen))
         for finding in f["findings"]:
-            lines.append(f"  {finding['severity'].upper()} {finding['code']} line {finding['line']}: {finding['message']}")
+            accepted = f" (accepted: {finding['accept_reason']})" if finding.get("accepted") else ""
+            lines.append(f"  {finding['severity'].upper()} {finding['code']} line {finding['line']}{accepted}: "
+                         f"{finding['message']}")
     return "\n".join(lines)
 
 
@@ -169,7 +185,7 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         reports = [_analyze(sql, context) for _, sql in files]
         result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                           reports=reports)
-    reports = [_traced(report, sql, rehearsed.statements, context)
+    reports = [_traced(report, sql, rehearsed.statements, context, result)
                for (_, sql), report, rehearsed in zip(files, reports, result.files)]
     lint = [_lint_entry(path, report) for (path, _), report in zip(files, reports)]
     doc = merge(lint, result)

@@ -1,11 +1,13 @@
 """Lock rehearsal: run migrations on a rehearsal database in ONE transaction that is always rolled back.
 
-Per statement we record the relation locks our backend newly took (pg_locks), the tables whose storage was
-rewritten (relfilenode changed) and the duration. Relations are named plain when visible through the
-search_path, else ``schema.name``; relations created by the statement itself are left out (no other session
-can see them yet). PostgreSQL does not show a lock twice, so a lock an earlier statement of the same run
-already holds is listed again (at its strongest held mode) only for relations the risk analysis says this
-statement locks.
+Per statement we record, from one look at our own backend before and one after it (bot/pg/locks.py): the
+relation locks it newly took (pg_locks), the tables whose storage was rewritten and the pre-existing indexes
+rebuilt (relfilenode changed), the indexes it built on pre-existing tables, the pre-existing tables it read
+(pg_stat_xact counters: sequential scans, rows they returned, index scans), the duration, and its error
+when it fails. Relations are named plain when visible through the search_path, else ``schema.name``;
+relations created by the statement itself are left out (no other session can see them yet). PostgreSQL does
+not show a lock twice, so a lock an earlier statement of the same run already holds is listed again (at its
+strongest held mode) only for relations the risk analysis says this statement locks.
 
 Usage::
 
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from operator import attrgetter
 
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from bot.errors import GuardianError
 from bot.pg.connect import scrub
-from bot.pg.locks import held_locks, mode_name, relations
+from bot.pg.locks import Look, look, mode_name
 from bot.sources.statements import Piece, split_statements
 
 _MODE_RANK = {m: i for i, m in enumerate((
@@ -44,6 +47,24 @@ class ObservedLock(_Frozen):
     mode: str  # PostgreSQL's spelling, e.g. "ACCESS EXCLUSIVE"
 
 
+class IndexChange(_Frozen):
+    """An index of a pre-existing table that the statement rebuilt or built, and its table's lock then."""
+
+    index: str
+    table: str
+    lock: str | None  # the strongest lock the transaction held on the table after the statement
+
+
+class TableScan(_Frozen):
+    """A pre-existing table the statement read (deltas of pg_stat_xact_user_tables for this statement)."""
+
+    relation: str
+    seq_scans: int
+    rows_read: int  # by sequential scans; only this backend's share when PostgreSQL parallelised one
+    index_scans: int
+    lock: str | None  # the strongest lock the transaction held on it after the statement
+
+
 class StatementRehearsal(_Frozen):
     index: int
     line: int
@@ -52,9 +73,16 @@ class StatementRehearsal(_Frozen):
     rehearsed: bool
     reason: str | None = None  # why it was not rehearsed
     error: str | None = None  # the database's error when it failed (SQLSTATE included)
+    sqlstate: str | None = None
     observed_locks: tuple[ObservedLock, ...] = ()
     rewrites: tuple[str, ...] = ()
+    rebuilt_indexes: tuple[IndexChange, ...] = ()  # pre-existing indexes whose storage changed
+    built_indexes: tuple[IndexChange, ...] = ()  # new indexes with storage on pre-existing tables
+    scans: tuple[TableScan, ...] = ()
     duration_ms: float | None = None
+    # an earlier statement of the run was skipped (not runnable in a transaction), so the database here
+    # may differ from the one the apply will see at this statement
+    after_skip: bool = False
 
 
 class FileRehearsal(_Frozen):
@@ -67,6 +95,7 @@ class Rehearsal(_Frozen):
     lock_timeout: str
     statement_timeout: str
     files: tuple[FileRehearsal, ...]
+    scans_counted: bool = True  # track_counts is on: pg_stat_xact counts this transaction's scans
 
     @property
     def failed(self) -> bool:
@@ -110,40 +139,91 @@ def _error(exc: psycopg.Error) -> str:
     return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
 
 
-def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str]) -> StatementRehearsal:
-    before_rel = relations(conn)
-    before_locks = held_locks(conn)
+def _strongest(modes) -> str | None:
+    return max(modes, key=lambda m: _MODE_RANK.get(m, -1), default=None)
+
+
+def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], after_skip: bool) -> StatementRehearsal:
+    before = look(conn)
     started = time.perf_counter()
     conn.execute(piece.text.encode("utf-8"))
     elapsed = (time.perf_counter() - started) * 1000
-    after_locks = held_locks(conn)
-    after_rel = relations(conn)
-    taken = {(oid, mode_name(mode)) for oid, mode in after_locks - before_locks if oid in before_rel}
-    touched = {oid for oid, rel in before_rel.items() if rel[0] in expected or rel[3] in expected}
+    after = look(conn)
+    rel = before.relations
+    taken = {(oid, mode_name(mode)) for oid, mode in after.locks - before.locks if oid in rel}
+    touched = {oid for oid, r in rel.items() if r.name in expected or r.qualified in expected}
     for oid in touched - {oid for oid, _ in taken}:
-        held = [mode_name(mode) for o, mode in before_locks if o == oid]
+        held = _strongest(mode_name(mode) for o, mode in before.locks if o == oid)
         if held:
-            taken.add((oid, max(held, key=lambda m: _MODE_RANK.get(m, -1))))
-    observed = sorted({(before_rel[oid][0], mode) for oid, mode in taken},
+            taken.add((oid, held))
+    observed = sorted({(rel[oid].name, mode) for oid, mode in taken},
                       key=lambda lm: (lm[0], -_MODE_RANK.get(lm[1], -1)))
-    rewrites = sorted(
-        rel[0] for oid, rel in before_rel.items()
-        if rel[2] in ("r", "m") and oid in after_rel and rel[1] and after_rel[oid][1] != rel[1]
-    )
+    rebuilt, built = _indexes(before, after)
     return StatementRehearsal(
         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True, rehearsed=True,
-        observed_locks=tuple(ObservedLock(relation=r, mode=m) for r, m in observed), rewrites=tuple(rewrites),
-        duration_ms=round(elapsed, 3),
+        observed_locks=tuple(ObservedLock(relation=r, mode=m) for r, m in observed), rewrites=_rewrites(before, after),
+        rebuilt_indexes=rebuilt, built_indexes=built, scans=_scans(before, after), duration_ms=round(elapsed, 3),
+        after_skip=after_skip,
     )
 
 
-def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], list[tuple[bool, frozenset[str]]]]:
-    """(file index, line) -> [(transactional, relations the analysis says it locks)] per statement, in order."""
-    hints: dict[tuple[int, int], list[tuple[bool, frozenset[str]]]] = {}
+def _held(after: Look, oid: int) -> str | None:
+    return _strongest(mode_name(mode) for o, mode in after.locks if o == oid)
+
+
+def _rewrites(before: Look, after: Look) -> tuple[str, ...]:
+    return tuple(sorted(
+        r.name for oid, r in before.relations.items()
+        if r.kind in ("r", "m") and r.filenode and oid in after.relations and after.relations[oid].filenode != r.filenode))
+
+
+def _indexes(before: Look, after: Look) -> tuple[tuple[IndexChange, ...], tuple[IndexChange, ...]]:
+    """(pre-existing indexes whose storage changed, new indexes with storage) on pre-existing tables.
+
+    ALTER COLUMN TYPE re-creates the indexes on the column under a new oid and the same name, keeping the
+    old relfilenode when the index needs no rebuild; so an index is matched to its old self by oid, else by
+    name on the same table.
+    """
+    old_rel = before.relations
+    by_name = {(r.qualified, r.table): r for r in old_rel.values() if r.kind == "i"}
+    rebuilt, built = [], []
+    for oid, r in after.relations.items():
+        if r.kind != "i" or not r.filenode or r.table not in old_rel:
+            continue
+        old = old_rel.get(oid) or by_name.get((r.qualified, r.table))
+        if old is None or old.filenode != r.filenode:
+            change = IndexChange(index=r.name, table=old_rel[r.table].name, lock=_held(after, r.table))
+            (built if old is None else rebuilt).append(change)
+    order = attrgetter("table", "index")
+    return tuple(sorted(rebuilt, key=order)), tuple(sorted(built, key=order))
+
+
+def _scans(before: Look, after: Look) -> tuple[TableScan, ...]:
+    """Pre-existing tables this statement read: its deltas of this transaction's scan counters."""
+    old_rel = before.relations
+    seq: dict[int, tuple[int, int]] = {}
+    index_scans: dict[int, int] = {}
+    for oid, r in after.relations.items():
+        old = old_rel.get(oid)
+        if r.kind == "i" and r.table in old_rel:
+            delta = r.scans - (old.scans if old else 0)
+            if delta:
+                index_scans[r.table] = index_scans.get(r.table, 0) + delta
+        elif old is not None and r.kind in ("r", "m") and r.scans != old.scans:
+            seq[oid] = (r.scans - old.scans, r.tuples - old.tuples)
+    return tuple(sorted(
+        (TableScan(relation=old_rel[oid].name, seq_scans=seq.get(oid, (0, 0))[0], rows_read=seq.get(oid, (0, 0))[1],
+                   index_scans=index_scans.get(oid, 0), lock=_held(after, oid))
+         for oid in seq.keys() | index_scans.keys()), key=lambda t: t.relation))
+
+
+def _hints(reports: Sequence[object | None]) -> dict[tuple[int, int], tuple[bool, frozenset[str]]]:
+    """(file index, statement index) -> (transactional, relations the analysis says it locks)."""
+    hints: dict[tuple[int, int], tuple[bool, frozenset[str]]] = {}
     for fi, report in enumerate(reports):
         for st in getattr(report, "statements", ()) or ():
             names = {lk.relation for lk in st.locks} | {lk.relation.removeprefix("public.") for lk in st.locks}
-            hints.setdefault((fi, st.line), []).append((st.transactional, frozenset(names)))
+            hints[(fi, st.index)] = (st.transactional, frozenset(names))
     return hints
 
 
@@ -165,12 +245,15 @@ def rehearse(
     """
     if not conn.autocommit:
         raise GuardianError("rehearse() needs an autocommit connection", code="busy-connection")
-    version = conn.execute("SELECT current_setting('server_version')").fetchone()[0].split()[0]
+    version, counted = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('track_counts')::bool").fetchone()
+    version = version.split()[0]
     if reports is None:
         reports = _analyze(files, int(conn.info.server_version) // 10000)
     hints = _hints(reports)
     results: list[FileRehearsal] = []
     stopped: str | None = None
+    skipped = False  # a statement that changes the database was skipped: what follows runs on a different one
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      (lock_timeout, statement_timeout))
@@ -178,8 +261,7 @@ def rehearse(
             rows: list[StatementRehearsal] = []
             for piece in split_statements(sql):
                 reason = non_transactional_reason(piece)
-                same_line = hints.get((file_index, piece.line)) or [(True, frozenset())]
-                transactional_hint, expected = same_line.pop(0) if len(same_line) > 1 else same_line[0]
+                transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
                 if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"
                 transactional = reason is None or piece.node_type in ("TransactionStmt", None)
@@ -187,14 +269,16 @@ def rehearse(
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
                         rehearsed=False, reason=(f"not rehearsed: {reason}" if reason else stopped)))
+                    skipped = skipped or piece.node_type != "TransactionStmt"
                     continue
                 try:
-                    rows.append(_run_one(conn, piece, expected))
+                    rows.append(_run_one(conn, piece, expected, skipped))
                 except psycopg.Error as exc:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
-                        rehearsed=False, error=_error(exc), reason="failed during rehearsal"))
+                        rehearsed=False, error=_error(exc), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
+                        after_skip=skipped))
                     stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
             results.append(FileRehearsal(path=path, statements=tuple(rows)))
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                     files=tuple(results))
+                     files=tuple(results), scans_counted=counted)

@@ -1,0 +1,138 @@
+"""`guardian plan`: what the rehearsal saw raises or lowers the static verdict, on tables of 150,000 rows
+(the engine's size scale: at least 100,000 rows keeps a rule's severity), and its locks join the statement's."""
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from bot.cli import main
+from bot.local_services import create_database, drop_database
+
+ROWS = 150_000
+_SCHEMA = f"""
+CREATE TABLE members (id bigint PRIMARY KEY, email varchar(50) NOT NULL, nick varchar(50), handle varchar(50));
+INSERT INTO members SELECT g, 'm' || g || '@example.com', 'n' || g, 'h' || g FROM generate_series(1, {ROWS}) g;
+CREATE INDEX members_lower_email_idx ON members (lower(email));
+CREATE INDEX members_nick_idx ON members (nick);
+CREATE VIEW member_handles AS SELECT id, handle FROM members;
+CREATE TABLE orders (id bigint PRIMARY KEY, x int, y int, note text);
+INSERT INTO orders SELECT g, g, g, 'n' FROM generate_series(1, {ROWS}) g;
+ALTER TABLE orders ADD CONSTRAINT orders_x_not_null CHECK (x IS NOT NULL);
+ALTER TABLE orders ADD CONSTRAINT orders_y_not_null CHECK (y IS NOT NULL) NOT VALID;
+CREATE FUNCTION index_orders_note() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN CREATE INDEX orders_note_idx ON orders (note); END $$;
+ANALYZE;
+"""
+
+
+@pytest.fixture(scope="module")
+def big_db(pg_admin_url):
+    """Every test rehearses (always rolled back), so one populated database serves the module."""
+    name, url = create_database(pg_admin_url, "rehearse_corr")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(_SCHEMA)
+        yield url
+    finally:
+        drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def plan(big_db, tmp_path, monkeypatch, capsys):
+    """`guardian plan --env staging --format json` of one file, judged as Guardian applies it: (exit, entry)."""
+    monkeypatch.setenv("RC_STAGING_URL", big_db)
+    config = tmp_path / "guardian.toml"
+    config.write_text(f'[project]\nrepo = "{tmp_path}"\n\n[environments.staging]\ndatabase_url_env = "RC_STAGING_URL"\n')
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(config))
+
+    def run(sql: str) -> tuple[int, dict]:
+        path = tmp_path / "001_change.sql"
+        path.write_text(sql)
+        code = main(["plan", "--env", "staging", "--format", "json", str(path)])
+        (entry,) = json.loads(capsys.readouterr().out)["files"]
+        return code, entry
+    return run
+
+
+def _found(entry: dict, code: str) -> list[dict]:
+    return [f for f in entry["findings"] if f["code"] == code]
+
+
+def test_an_expression_index_rebuilt_by_a_widening_is_raised_and_its_plain_twin_is_low(plan):
+    _, entry = plan("ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n")
+    (rebuilt,) = _found(entry, "MG942")
+    assert rebuilt["severity"] == "high" and entry["risk"] in ("high", "critical")
+    assert "members_lower_email_idx on members" in rebuilt["message"] and "ACCESS EXCLUSIVE" in rebuilt["message"]
+    assert "~150,000 rows" in rebuilt["message"] and rebuilt["statement"] == 0
+    (stmt,) = entry["statements"]
+    assert stmt["rebuilt_indexes"] == [{"index": "members_lower_email_idx", "table": "members", "lock": "ACCESS EXCLUSIVE"}]
+    assert stmt["rewrites"] == [] and stmt["scans"][0]["relation"] == "members" and stmt["scans"][0]["seq_scans"] >= 1
+
+    _, twin = plan("ALTER TABLE members ALTER COLUMN nick TYPE varchar(200);\n")  # a plain index keeps its storage
+    assert not _found(twin, "MG942") and twin["statements"][0]["rebuilt_indexes"] == []
+    assert twin["statements"][0]["scans"] == [] and twin["risk"] == "low"
+
+
+def test_set_not_null_covered_by_a_validated_check_is_lowered_with_the_observation(plan):
+    _, entry = plan("ALTER TABLE orders ALTER COLUMN x SET NOT NULL;\n")
+    assert entry["statements"][0]["scans"] == [] and entry["risk"] == "low"
+    for finding in _found(entry, "MG208"):  # the engine may already know the CHECK; if it fires, it is lowered
+        assert finding["severity"] == "low"
+        assert finding["message"].startswith("rehearsal: no rewrite, no index build and no scan of orders (~150,000 rows)")
+
+    _, twin = plan("ALTER TABLE orders ALTER COLUMN y SET NOT NULL;\n")  # NOT VALID: PostgreSQL still scans
+    (scan,) = twin["statements"][0]["scans"]
+    assert scan["relation"] == "orders" and scan["seq_scans"] == 1 and scan["lock"] == "ACCESS EXCLUSIVE"
+    assert [f["severity"] for f in _found(twin, "MG208")] == ["high"] and twin["risk"] == "high"
+
+
+def test_a_failing_statement_is_critical_with_postgresqls_message(plan):
+    code, entry = plan("ALTER TABLE members ALTER COLUMN handle TYPE varchar(200);\n")  # member_handles selects it
+    (failed,) = _found(entry, "MG945")
+    assert failed["severity"] == "critical" and entry["risk"] == "critical" and code == 1
+    assert "cannot alter type of a column used by a view or rule" in failed["message"]
+    assert "SQLSTATE 0A000" in failed["message"] and failed["statement"] == 0
+
+
+def test_every_observed_lock_joins_the_statements_locks_marked_observed(plan):
+    _, entry = plan("ALTER TABLE members ALTER COLUMN email TYPE varchar(200); SELECT count(*) FROM orders;\n")
+    alter, select = entry["statements"]
+    assert (alter["index"], select["index"]) == (0, 1) and alter["line"] == select["line"] == 1
+    for stmt in (alter, select):
+        listed = {(lk["relation"], lk["mode"]) for lk in stmt["locks"]}
+        assert {(lk["relation"], lk["mode"]) for lk in stmt["observed_locks"]} <= listed
+    predicted = [lk for lk in alter["locks"] if not lk.get("observed")]
+    assert {"relation": "members", "mode": "ACCESS EXCLUSIVE"} in predicted
+    extra = [lk for lk in alter["locks"] if lk.get("observed")]
+    assert {"relation": "members_lower_email_idx", "mode": "ACCESS EXCLUSIVE", "observed": True} in extra
+    assert {(lk["relation"], lk["mode"]) for lk in extra}.isdisjoint({(lk["relation"], lk["mode"]) for lk in predicted})
+    assert select["scans"][0]["relation"] == "orders" and not _found(entry, "MG943")  # ACCESS SHARE only: no finding
+
+
+def test_a_data_loss_finding_is_never_lowered(plan):
+    _, entry = plan("ALTER TABLE orders DROP COLUMN note;\n")
+    stmt = entry["statements"][0]
+    assert stmt["rehearsed"] and stmt["scans"] == [] and stmt["rewrites"] == []  # nothing observable happened
+    (dropped,) = _found(entry, "MG502")
+    assert dropped["severity"] == "high" and not dropped["message"].startswith("rehearsal:")
+
+
+def test_a_scan_under_a_lock_taken_earlier_is_raised(plan):
+    _, entry = plan("ALTER TABLE orders ADD COLUMN z int;\nSELECT count(*) FROM orders WHERE z IS NULL;\n")
+    (scan,) = _found(entry, "MG943")
+    assert scan["statement"] == 1 and scan["severity"] == "high"
+    assert "orders read in full (1 sequential scan" in scan["message"] and "ACCESS EXCLUSIVE on orders" in scan["message"]
+
+
+def test_an_index_built_by_a_function_is_raised_and_can_be_accepted(plan):
+    _, entry = plan("SELECT index_orders_note();\n")
+    (built,) = _found(entry, "MG944")
+    assert "orders_note_idx on orders" in built["message"] and built["severity"] == "high"
+    assert entry["statements"][0]["built_indexes"] == [{"index": "orders_note_idx", "table": "orders", "lock": "SHARE"}]
+    _, accepted = plan("-- guardian: accept MG944 because the function runs in the maintenance window\n"
+                       "SELECT index_orders_note();\n")
+    (built,) = _found(accepted, "MG944")
+    assert built["accepted"] and built["accept_reason"] == "the function runs in the maintenance window"
+    assert not _found(accepted, "MG004")
