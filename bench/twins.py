@@ -199,7 +199,6 @@ def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_tr
     big = {oid for (oid,) in conn.execute(_BIG, (max(rows // 10, 1),)).fetchall()}
     scans_before = dict(conn.execute(_SEQ_SCANS).fetchall()) if in_transaction else {}
     locks: set[tuple[int, str]] = set()
-    built: dict[str, str] = {}
     obs = Observation(big={before[o][0] for o in big if o in before})
     pid = conn.info.backend_pid
     for piece in split_statements(case.migration):
@@ -208,7 +207,6 @@ def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_tr
         sampler = None if in_transaction else _Sampler(url, pid)
         if sampler:
             sampler.start()
-            time.sleep(0.01)
         try:
             conn.execute(piece.text)
         except psycopg.Error as exc:
@@ -223,7 +221,7 @@ def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_tr
         kept = {node for _, node, kind, _ in start.values() if kind == "i"}  # ALTER TYPE may keep an index's storage
         for oid, (name, node, kind, _) in after.items():
             if kind == "i" and not concurrent and node not in kept and indexes.get(oid) in before:
-                built[name] = before[indexes[oid]][0]
+                obs.built[name] = before[indexes[oid]][0]
         obs.rewritten |= {start[o][0] for o in start if o in before and start[o][2] in ("r", "m")
                           and o in after and after[o][1] != start[o][1]}
     if not in_transaction:
@@ -236,7 +234,6 @@ def _observe(conn: psycopg.Connection, url: str, case: Case, rows: int, *, in_tr
     for oid, mode in locks:
         if oid in before and before[oid][2] in ("r", "p", "m") and not before[oid][3].startswith("twins_obs."):
             obs.locks.setdefault(before[oid][0], set()).add(mode_name(mode))
-    obs.built = built
     if case.readers and "ACCESS EXCLUSIVE" in obs.locks.get(case.readers, ()):
         obs.readers_blocked = case.readers
     if case.probe and not obs.error:
