@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .effect import AEL, SRE, SUE, Effect
-from .nodes import column_constraints, rv_name, type_name, volatility
+from .nodes import column_constraints, const_null, rv_name, type_name, volatility
 
 # ALTER TABLE subcommand -> lock taken on the table (PostgreSQL docs, "ALTER TABLE").
 _AT_LOCKS = {
@@ -51,9 +51,12 @@ def _alter_cmd(e: Effect, table: str, cmd: dict, v: int, f: dict) -> None:
     if sub == "AT_AddColumn":
         col = cmd["def"]["ColumnDef"]
         e.rewrite |= column_rewrites(col, v, f)
-        for c in column_constraints(col):
+        cons = column_constraints(col)
+        for c in cons:
             if c.get("contype") == "CONSTR_FOREIGN" and c.get("pktable"):
                 e.lock(rv_name(c["pktable"]), SRE)
+                # validated only when every row gets a value (a default); a new NULL column has nothing to check
+                e.scan |= any(d.get("contype") == "CONSTR_DEFAULT" and not const_null(d.get("raw_expr")) for d in cons)
             if c.get("contype") in ("CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_CHECK"):
                 e.scan = True
     elif sub == "AT_AddConstraint":
@@ -88,10 +91,11 @@ def column_rewrites(col: dict, v: int, functions: dict[str, str]) -> bool:
             return True
         if ct == "CONSTR_DEFAULT":
             expr = c.get("raw_expr")
-            if expr is None or ("A_Const" in expr and expr["A_Const"].get("isnull")):
+            if const_null(expr):
                 continue
             if v < 11:
                 return True
             if volatility(expr, functions) == "volatile":
                 return True
     return False
+

@@ -9,7 +9,7 @@ from .catalogue import BY_CODE, lookup, plan_for, rule_on
 from .effect import AEL
 from .locks import catalog_locks, describe
 from .models import Context, Finding, Lock, Report, Severity, StatementInfo, build, build_from
-from .nodes import const_value, func_names, rv_name, strings, type_name
+from .nodes import column_constraints, column_refs, const_value, func_names, rv_name, strings, type_name, walk
 from .parse import (Attach, Positions, RawStatement, SyntaxProblem, directives_of, items, parse, source,
                     split_pieces, too_complex, SHARE)
 from .fixes import advice
@@ -462,6 +462,14 @@ def _update(s: Stmt, st: State) -> None:
     elif t == "DropStmt" and n.get("removeType") == "OBJECT_TYPE":
         for obj in n.get("objects") or ():
             st.dropped_types.update(strings((obj.get("TypeName") or {}).get("names"))[-1:])
+    elif t == "DropStmt" and n.get("removeType") in ("OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_INDEX"):
+        for obj in n.get("objects") or ():
+            names = strings((obj.get("List") or {}).get("items"))
+            if names:
+                if n["removeType"] == "OBJECT_INDEX":
+                    st.dropped_indexes.add(names[-1])
+                else:
+                    st.dropped_views.update((".".join(names), names[-1]))
     elif t == "DeleteStmt":
         st.deleted_from.add(rv_name(n.get("relation")))
         if not n.get("whereClause"):
@@ -472,7 +480,18 @@ def _update(s: Stmt, st: State) -> None:
         _created_table(n, st)
     elif t == "IndexStmt":
         cols = tuple(p["IndexElem"].get("name") or "" for p in n.get("indexParams") or () if "IndexElem" in p)
-        st.indexes.setdefault(rv_name(n.get("relation")), set()).add(cols)
+        table = rv_name(n.get("relation"))
+        st.indexes.setdefault(table, set()).add(cols)
+        if n.get("idxname"):
+            st.index_defs[n["idxname"]] = (table, tuple(dict.fromkeys(
+                [c for c in cols if c] + column_refs(n.get("indexParams")) + column_refs(n.get("whereClause")))),
+                "" in cols or bool(n.get("whereClause")))
+    elif t == "CreateDomainStmt":
+        st.domains[(strings(n.get("domainname")) or ["?"])[-1]] = bool(n.get("constraints"))
+    elif t == "ViewStmt" and n.get("query"):
+        _view(rv_name(n.get("view")), n["query"], st)
+    elif t == "CreateTableAsStmt" and n.get("objtype") == "OBJECT_MATVIEW" and n.get("query"):
+        _view(rv_name((n.get("into") or {}).get("rel")), n["query"], st)
     elif t == "AlterTableStmt":
         _altered_table(n, st)
     st.created.update(fx.creates)
@@ -541,6 +560,7 @@ def _altered_table(n: dict, st: State) -> None:
                 st.not_null_checks.add((table, added[2]))
         elif sub == "AT_SetNotNull":
             st.not_null_done.add(table)
+            st.not_null_cols.add((table, cmd.get("name", "")))
         elif sub == "AT_DropConstraint" and (cmd.get("name") or "").endswith("pkey"):
             st.dropped_pkeys.add(table)
         elif sub in ("AT_AlterColumnType", "AT_AddColumn") and "ColumnDef" in d:
@@ -548,6 +568,18 @@ def _altered_table(n: dict, st: State) -> None:
             st.coltypes[(table, col)] = type_name(d["ColumnDef"].get("typeName")).lower()
             if sub == "AT_AddColumn" and not d["ColumnDef"].get("constraints"):
                 st.null_columns.add((table, col))
+            elif sub == "AT_AddColumn" and any(c.get("contype") in ("CONSTR_NOTNULL", "CONSTR_PRIMARY")
+                                               for c in column_constraints(d["ColumnDef"])):
+                st.not_null_cols.add((table, col))
+
+
+def _view(name: str, query: dict, st: State) -> None:
+    """Remember the (table, column) pairs a view created in this file selects (* selects every column)."""
+    tables = [rv_name(body) for kind, body in walk(query) if kind == "RangeVar"]
+    cols = column_refs(query)
+    for table in tables:
+        for col in cols:
+            st.view_columns.setdefault((table, col), name)
 
 
 def _not_null_col(c: dict) -> str | None:

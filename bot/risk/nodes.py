@@ -171,3 +171,25 @@ def def_names(options: list | None) -> dict[str, object]:
             out[d.get("defname", "")] = True if arg is None else arg
     return out
 
+
+
+def column_refs(node) -> list[str]:
+    """The column names an expression (or a query) refers to, in order, "*" for a star.
+
+    >>> column_refs({"FuncCall": {"args": [{"ColumnRef": {"fields": [{"String": {"sval": "email"}}]}}]}})
+    ['email']
+    """
+    out = []
+    for kind, body in walk({"x": node}):
+        if kind == "ColumnRef":
+            fields = body.get("fields") or ()
+            if fields and "A_Star" in fields[-1]:
+                out.append("*")
+            else:
+                out.extend(strings(fields)[-1:])
+    return out
+
+
+def const_null(expr: dict | None) -> bool:
+    """No expression, or the NULL constant (DEFAULT NULL adds nothing to the rows)."""
+    return expr is None or ("A_Const" in expr and bool(expr["A_Const"].get("isnull")))

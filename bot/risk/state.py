@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .effect import Effect
-from .models import Context, TableStats
+from .models import Column, Context, TableStats, TypeFacts
 from .parse import RawStatement
 
 
@@ -61,6 +61,14 @@ class State:
     # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it
     # uses, validated); None for a constraint the file dropped that it did not add (perhaps one the target has)
     checks: dict[str, dict[str, tuple[tuple[str, ...], bool] | None]] = field(default_factory=dict)
+    # Catalog facts about objects this file creates, beside the target's (ctx.tables[...].column_facts etc.):
+    index_defs: dict[str, tuple[str, tuple[str, ...], bool]] = field(default_factory=dict)  # index -> (table,
+    # columns it reads, rebuilt by any type change of them: an expression or partial index)
+    domains: dict[str, bool] = field(default_factory=dict)  # domain created in this file -> has constraints
+    not_null_cols: set[tuple[str, str]] = field(default_factory=set)  # (table, column) made NOT NULL in this file
+    view_columns: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> view selecting it
+    dropped_views: set[str] = field(default_factory=set)  # views dropped in this file, as written
+    dropped_indexes: set[str] = field(default_factory=set)  # indexes dropped in this file (unqualified)
 
     def is_new(self, relation: str | None) -> bool:
         """Created earlier in this file (invisible to other sessions, so lock rules do not apply)."""
@@ -85,3 +93,28 @@ class State:
             return True
         s = self.stats(table)
         return bool(s) and any(tuple(ix[:n]) == cols for ix in s.indexes)
+
+    def facts(self, relation: str | None) -> TableStats | None:
+        """The target's catalog facts about a table (a snapshot or the live target), None without them."""
+        s = self.stats(relation)
+        return s if s is not None and s.catalog else None
+
+    def column(self, relation: str, col: str) -> Column | None:
+        s = self.facts(relation)
+        return s.column_facts.get(col) if s is not None else None
+
+    def domain(self, name: str) -> TypeFacts | None:
+        """The target's enum or domain of this name (as written: plain or schema.name)."""
+        types = self.ctx.types
+        return types.get(name) or types.get(f"public.{name}") if types else None
+
+    def not_null(self, table: str, col: str) -> bool | None:
+        """Whether the column is NOT NULL (or proven so by a validated CHECK), None when unknown."""
+        proof = self.ctx.pg_version >= 12  # a validated CHECK (col IS NOT NULL) stands in for the scan
+        if (table, col) in self.not_null_cols or (proof and (table, col) in self.not_null_checks):
+            return True
+        s = self.facts(table)
+        if s is None or col not in s.column_facts:
+            return None
+        return s.column_facts[col].not_null or (proof and any(
+            c.not_null_column == col and (c.validated or c.name in self.validated) for c in s.constraints))

@@ -6,6 +6,7 @@ import json
 import psycopg
 
 from bot.pg.introspect import gather_facts
+from bot.risk import analyze
 from bot.risk.models import Column, Constraint, Index
 from bot.risk.snapshot import context_values
 
@@ -94,3 +95,25 @@ def test_the_snapshot_json_round_trips_to_the_same_context(target_db_url):
 
     assert Context(**context_values(doc)) == facts.to_risk_context()
     assert Column(not_null=True).nextval is False
+
+
+def test_the_column_rules_decide_with_facts_read_from_a_real_database(target_db_url):
+    with psycopg.connect(target_db_url, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute("CREATE INDEX members_lower_nick_idx ON members (lower(nick))")
+        conn.execute("INSERT INTO members (email, nick, created) SELECT 'm' || g, 'n' || g, now() "
+                     "FROM generate_series(1, 200000) g")
+        conn.execute("ANALYZE members")
+        ctx = gather_facts(conn, "staging").to_risk_context(runner_lock_timeout=True, runner_statement_timeout=True)
+
+    def found(sql: str) -> dict[str, str]:
+        return {f.code: f.message for f in analyze(sql, ctx).findings if f.severity.value != "low"}
+
+    assert "public.member_emails selects members.email" in found("ALTER TABLE members ALTER COLUMN email TYPE text;")[
+        "MG314"]
+    rebuilt = found("ALTER TABLE members ALTER COLUMN nick TYPE varchar(40);")["MG315"]
+    assert "members_nick_idx (partial)" in rebuilt and "members_lower_nick_idx (expression)" in rebuilt
+    assert "(~200,000 rows)" in rebuilt
+    assert found("ALTER TABLE members ALTER COLUMN created SET NOT NULL;") == {}  # members_created_nn proves it
+    assert "members_nick_nn is NOT VALID" in found("ALTER TABLE members ALTER COLUMN nick SET NOT NULL;")["MG208"]
+    assert "domain score" in found("ALTER TABLE members ADD COLUMN rating2 score;")["MG316"]

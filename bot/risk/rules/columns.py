@@ -5,7 +5,7 @@ import re
 from typing import Iterator
 
 from ..models import Severity
-from ..nodes import column_constraints, rv_name, strings, type_name, volatility
+from ..nodes import column_constraints, const_null, rv_name, strings, type_name, volatility
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -104,7 +104,41 @@ RULES = (
       "Name the columns in every INSERT and SELECT before adding columns.",
       "ALTER TABLE t ADD COLUMN q bigint;",
       "CREATE TABLE t (q bigint);", (55,), default=False),
+    R("MG314", "type-change-blocked-by-view", "critical",
+      "ALTER COLUMN ... TYPE on a column a view or materialized view selects fails.",
+      "PostgreSQL refuses to change the type of a column a view or rule depends on (\"cannot alter type of a "
+      "column used by a view or rule\"): the migration stops there, whatever the new type.",
+      "Drop the view, change the type and create the view again, in one transaction:\n"
+      "DROP VIEW v;\nALTER TABLE t ALTER COLUMN email TYPE varchar(200);\n"
+      "CREATE VIEW v AS SELECT id, email FROM t;",
+      "CREATE VIEW v AS SELECT id, name FROM t;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
+      "DROP VIEW v;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\nCREATE VIEW v AS SELECT id, name FROM t;",
+      (26,)),
+    R("MG315", "type-change-rebuilds-index", "high",
+      "A type change that keeps the table's storage still rebuilds expression and partial indexes on the column.",
+      "Even a binary-coercible change (varchar(n) to a wider varchar or text, numeric precision) rebuilds every "
+      "expression or partial index that reads the column, and timestamp to timestamptz (TimeZone UTC) every "
+      "index on it, under ACCESS EXCLUSIVE: reads and writes wait for the builds.",
+      "Drop the index first and build it again concurrently after the type change:\n"
+      "DROP INDEX CONCURRENTLY t_lower_name_idx;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\n"
+      "CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));",
+      "CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));\n"
+      "ALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
+      "ALTER TABLE t ALTER COLUMN name TYPE varchar(100);", (26,), size=True),
+    R("MG316", "add-column-constrained-domain", "high",
+      "ADD COLUMN of a domain with a CHECK or NOT NULL rewrites the table.",
+      "PostgreSQL cannot store the new column's value in the catalogue when its domain has constraints: each "
+      "row's value is checked against them, so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
+      "Add the column with the domain's base type and put the CHECK on it, NOT VALID, validated later:\n"
+      "ALTER TABLE t ADD COLUMN quantity int;\n"
+      "ALTER TABLE t ADD CONSTRAINT t_quantity_pos CHECK (quantity > 0) NOT VALID;",
+      "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);\nALTER TABLE big_events ADD COLUMN quantity positive_int;",
+      "ALTER TABLE big_events ADD COLUMN quantity int;\n"
+      "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;", (20,), size=True),
 )
+
+# How to give the rules the target's catalog when they lack it (said in findings that depend on it).
+SNAPSHOT_HINT = "`guardian snapshot` then `guardian lint --context` (or `guardian plan`) decides it"
 
 _TYPE = re.compile(r"^([a-z ]+?)(?:\(([\d, ]+)\))?(\[\])?$")
 _TEXTY = {"varchar", "text"}
@@ -181,7 +215,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
             col = cmd["def"]["ColumnDef"]
             yield from _column_type(col, table)
             if not new and table not in st.emptied:  # emptied earlier in the file: no row to rewrite or fail
-                yield from (h._replace(item=cmd) for h in _add_column(col, table, st))
+                yield from (h._replace(item=cmd) for h in _add_column(col, table, st, s))
         elif new:
             continue
         elif sub == "AT_AlterColumnType":
@@ -203,20 +237,25 @@ def _column_type(col: dict, table: str) -> Iterator[Hit]:
         yield Hit("MG310", f"{table}.{col.get('colname')} is json; use jsonb.", item=col)
 
 
-def _add_column(col: dict, table: str, st: State) -> Iterator[Hit]:
+def _add_column(col: dict, table: str, st: State, s: Stmt) -> Iterator[Hit]:
     name = col.get("colname")
     v = st.ctx.pg_version
     cons = column_constraints(col)
     kinds = {c.get("contype") for c in cons}
     tn = type_name(col.get("typeName")).lower()
     yield Hit("MG313", f"New column {table}.{name} shifts positional INSERTs and SELECT * readers.")
+    domain = _constrained_domain(col, st)
+    if domain:
+        s.fx.rewrite = True
+        yield Hit("MG316", f"{table}.{name} is of domain {domain}: the table is rewritten to check every row "
+                  "against it.", table)
     if tn in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2") or "CONSTR_IDENTITY" in kinds:
         yield Hit("MG305", f"{table}.{name} ({tn}) needs a value per row: the table is rewritten.", table)
     for c in cons:
         if c.get("contype") == "CONSTR_GENERATED" and c.get("generated_kind", "s") != "v":
             yield Hit("MG304", f"Stored generated column {table}.{name} rewrites the table.", table)
     default = next((c.get("raw_expr") for c in cons if c.get("contype") == "CONSTR_DEFAULT"), None)
-    if default is not None and not ("A_Const" in default and default["A_Const"].get("isnull")):
+    if not const_null(default):
         vol = volatility(default, st.ctx.functions)
         if v < 11:
             yield Hit("MG302", f"On PostgreSQL {v} the DEFAULT of {table}.{name} is written into every row.", table)
@@ -250,14 +289,32 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
     stats = st.stats(table)
     if known is None and stats and col in stats.columns:
         known = stats.columns[col]
+    facts = st.facts(table)
+    views = _views(table, col, facts, st)
+    if views:
+        yield Hit("MG314", f"{' and '.join(views)} select{'s' * (len(views) == 1)} {table}.{col}: ALTER COLUMN TYPE "
+                  "fails (\"cannot alter type of a column used by a view or rule\").", table)
+        return
     using = cdef.get("raw_default") is not None
     if known is not None:
         verdict = binary_coercible(known, new, st.ctx.pg_version)
+        zone = st.ctx.timezone if facts is not None else None
+        if verdict is None and zone is not None and not using:
+            if zero_offset(zone):  # PostgreSQL keeps the heap; every index on the column is rebuilt
+                yield from _rebuilt(table, col, facts, st, f"with TimeZone {zone} {known} -> {new} keeps the heap, "
+                                    "but", every=True)
+                return
+            s.fx.rewrite = True
+            yield Hit("MG306", f"{table}.{col} {known} -> {new} rewrites the table and its indexes: the runner's "
+                      f"TimeZone is {zone}, not UTC, so every value is converted.", table)
+            return
         if verdict is True and not using:
+            yield from _rebuilt(table, col, facts, st, f"{known} -> {new} keeps the heap, but")
             return
         if verdict is None and not using:
             yield Hit("MG306", f"{table}.{col} {known} -> {new} is metadata only when the session TimeZone is UTC, "
-                      "otherwise the table is rewritten.", table, Severity.MEDIUM)
+                      "otherwise the table is rewritten; even then indexes on it are rebuilt. The runner's TimeZone "
+                      f"and the indexes are in the target's catalog: {SNAPSHOT_HINT}.", table, Severity.MEDIUM)
             return
         s.fx.rewrite = True
         yield Hit("MG306", f"{table}.{col} {known} -> {new} rewrites the table and its indexes.", table)
@@ -265,7 +322,59 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
     base = _split_type(new)[0]
     if base in _MAYBE_COERCIBLE and not using:
         yield Hit("MG306", f"{table}.{col} -> {new}: metadata only if the old type is binary-coercible "
-                  "(e.g. varchar(n) -> text), otherwise a full rewrite; old type unknown.", table, Severity.MEDIUM)
+                  "(e.g. varchar(n) -> text), otherwise a full rewrite; old type unknown. Even a metadata-only "
+                  "change rebuilds the expression indexes on the column, re-checks its CHECKs and fails if a view "
+                  f"selects it: {SNAPSHOT_HINT}.", table, Severity.MEDIUM)
     else:
         s.fx.rewrite = True
         yield Hit("MG306", f"{table}.{col} -> {new} rewrites the table and its indexes.", table)
+
+
+# TimeZone settings with a UTC offset of zero at all times: PostgreSQL then keeps the heap of timestamp <->
+# timestamptz (TimestampTimestampTzRequiresRewrite).
+_ZERO = re.compile(r"(etc/)?(utc|uct|gmt|zulu|universal|greenwich|gmt[+-]?0|utc0|z)", re.IGNORECASE)
+
+
+def zero_offset(zone: str) -> bool:
+    """>>> zero_offset("Etc/UTC"), zero_offset("Europe/London")
+    (True, False)
+    """
+    return bool(_ZERO.fullmatch(zone.strip()))
+
+
+def _views(table: str, col: str, facts, st: State) -> list[str]:
+    """Views selecting the column: the target's (not dropped earlier in this file) and this file's."""
+    found = [v for v in (facts.column_facts[col].views if facts is not None and col in facts.column_facts else ())
+             if v not in st.dropped_views and v.rsplit(".", 1)[-1] not in st.dropped_views]
+    for key in ((table, col), (table, "*")):
+        view = st.view_columns.get(key)
+        if view is not None and view not in st.dropped_views and view not in found:
+            found.append(view)
+    return found
+
+
+def _rebuilt(table: str, col: str, facts, st: State, lead: str, every: bool = False) -> Iterator[Hit]:
+    """MG315 for the indexes on the column a storage-keeping type change rebuilds (expression and partial
+    ones; with `every`, all of them), from the target's catalog and this file's CREATE INDEX."""
+    names = [f"{i.name} ({'expression' if i.expression else 'partial' if i.partial else 'index'})"
+             for i in (facts.index_facts if facts is not None else ())
+             if col in i.uses and (every or i.expression or i.partial or not i.valid)
+             and i.name not in st.dropped_indexes]
+    names += [f"{name} ({'expression or partial' if rebuilt else 'index'})"
+              for name, (on, uses, rebuilt) in st.index_defs.items()
+              if on == table and col in uses and (every or rebuilt) and name not in st.dropped_indexes]
+    if names:
+        yield Hit("MG315", f"{table}.{col}: {lead} {', '.join(names)} on it {'is' if len(names) == 1 else 'are'} "
+                  "rebuilt under ACCESS EXCLUSIVE.", table)
+
+
+def _constrained_domain(col: dict, st: State) -> str | None:
+    """The domain with constraints (CHECK or NOT NULL) a new column uses: created in this file or the target's."""
+    names = strings((col.get("typeName") or {}).get("names"))
+    if not names or names[0] == "pg_catalog":
+        return None
+    name = names[-1]
+    if name in st.domains:
+        return name if st.domains[name] else None
+    found = st.domain(".".join(names))
+    return name if found is not None and found.kind == "domain" and (found.checks or found.not_null) else None

@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..models import Severity
-from ..nodes import column_constraints, rv_name, strings
+from ..nodes import column_constraints, const_null, rv_name, strings, type_name
 from ..state import State, Stmt
 from . import Hit, rule
+from .columns import SNAPSHOT_HINT
 
 R = rule("constraints")
 RULES = (
@@ -164,11 +165,12 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
                           "while VALIDATE scans {table}.".replace("{table}", table), table, item=cmd)
         elif sub == "AT_SetNotNull" and not new:
             col = cmd.get("name", "")
-            proven = ((table, col) in st.not_null_checks or _validated_not_null(st, col)) and st.ctx.pg_version >= 12
+            known = st.not_null(table, col)
+            proven = known or (_validated_not_null(st, col) and st.ctx.pg_version >= 12)
             if not proven:
                 tip = " (PG 18: use ADD CONSTRAINT ... NOT NULL ... NOT VALID)" if st.ctx.pg_version >= 18 else ""
-                yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}.", table,
-                          item=cmd)
+                yield Hit("MG208", f"SET NOT NULL on {table}.{col} scans the table under ACCESS EXCLUSIVE{tip}"
+                          f"{_no_proof(st, table, col, known)}.", table, item=cmd)
         elif sub == "AT_DropNotNull" and not new:
             yield Hit("MG209", f"{table}.{cmd.get('name')} may now be NULL; check every reader.", item=cmd)
         elif sub == "AT_DropConstraint" and not new:
@@ -197,7 +199,11 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: li
         return
     if ct == "CONSTR_FOREIGN":
         ref = rv_name(c.get("pktable"))
-        if not c.get("skip_validation"):
+        if column is not None and not _has_default(column):
+            # a new column without a default is NULL in every row: PostgreSQL has nothing to validate
+            yield Hit("MG211", f"New FOREIGN KEY on {table}.{column.get('colname')} rejects writes that old code may "
+                      "still make (no validation scan: the new column is NULL in every row).")
+        elif not c.get("skip_validation"):
             yield Hit("MG201", f"FOREIGN KEY {name} validates all of {table} while {table} and {ref} are write-locked.",
                       table)
         else:
@@ -213,14 +219,60 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: li
                   "UNIQUE cannot be NOT VALID.", table)
     elif ct == "CONSTR_PRIMARY":
         if c.get("indexname"):
-            if table not in st.not_null_done:
-                yield Hit("MG206", f"PRIMARY KEY USING INDEX {c['indexname']} scans {table} for NULLs unless its "
-                          "columns are already NOT NULL.", table, None if st.stats(table) else Severity.LOW)
+            yield from _pk_using_index(c["indexname"], table, st)
         else:
             yield Hit("MG205", f"PRIMARY KEY on {table} builds its index under ACCESS EXCLUSIVE.", table)
     elif ct == "CONSTR_EXCLUSION":
         yield Hit("MG207", f"EXCLUDE constraint on {table} builds a GiST index and checks every row under "
                   "ACCESS EXCLUSIVE.", table)
+
+
+def _no_proof(st: State, table: str, col: str, known: bool | None) -> str:
+    """Why SET NOT NULL scans, from the catalog facts; without them, what would spare the scan."""
+    if known is None:
+        return (f"; no scan if a validated CHECK ({col} IS NOT NULL) exists (PG 12+): the target's catalog tells, "
+                f"{SNAPSHOT_HINT}")
+    facts = st.facts(table)
+    unvalidated = [c.name for c in (facts.constraints if facts else ()) if c.not_null_column == col]
+    if unvalidated:
+        return f": {', '.join(unvalidated)} is NOT VALID, so it proves nothing; VALIDATE it first (no blocking)"
+    return f": no validated CHECK ({col} IS NOT NULL) on {table} proves it"
+
+
+def _pk_using_index(index: str, table: str, st: State) -> Iterator[Hit]:
+    """ADD PRIMARY KEY USING INDEX: free when the key columns are NOT NULL, else a SET NOT NULL scan."""
+    cols = _index_columns(index, table, st)
+    known = {col: st.not_null(table, col) for col in cols or ()}
+    nullable = [col for col, not_null in known.items() if not_null is False]
+    if not nullable and (cols is None or None in known.values()):
+        if table not in st.not_null_done:
+            yield Hit("MG206", f"PRIMARY KEY USING INDEX {index} scans {table} for NULLs unless its columns are already "
+                      f"NOT NULL; the target's catalog tells, {SNAPSHOT_HINT}.", table,
+                      None if st.stats(table) else Severity.LOW)
+        return
+    if nullable:
+        yield Hit("MG206", f"PRIMARY KEY USING INDEX {index}: {', '.join(nullable)} "
+                  f"{'is' if len(nullable) == 1 else 'are'} nullable, so PostgreSQL adds NOT NULL with a full scan "
+                  f"of {table} under ACCESS EXCLUSIVE.", table)
+
+
+def _index_columns(index: str, table: str, st: State) -> tuple[str, ...] | None:
+    """The key columns of an index created in this file or in the target's catalog; None when unknown."""
+    if index in st.index_defs:
+        return st.index_defs[index][1]
+    facts = st.facts(table)
+    found = next((i for i in facts.index_facts if i.name == index), None) if facts is not None else None
+    return tuple(c for c in found.columns if c) if found is not None and not found.expression else None
+
+
+def _has_default(column: dict) -> bool:
+    """A new column with a DEFAULT other than NULL (or an identity or generated value) in every row."""
+    for c in column_constraints(column):
+        if c.get("contype") in ("CONSTR_IDENTITY", "CONSTR_GENERATED"):
+            return True
+        if c.get("contype") == "CONSTR_DEFAULT":
+            return not const_null(c.get("raw_expr"))
+    return type_name(column.get("typeName")).lower().endswith("serial")
 
 
 def _validated_not_null(st: State, col: str) -> bool:

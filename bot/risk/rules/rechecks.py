@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from ..nodes import rv_name, strings, walk
+from ..nodes import column_refs, rv_name
 from ..state import State, Stmt
 from . import Hit, rule
 
@@ -123,15 +123,7 @@ def _remember(cmd: dict, short: str, known: dict) -> None:
     for c in cons:
         if c.get("contype") != "CONSTR_CHECK":
             continue
-        cols = tuple(dict.fromkeys(_columns(c.get("raw_expr"))))
+        cols = tuple(dict.fromkeys(col for col in column_refs(c.get("raw_expr")) if col != "*"))
         # PostgreSQL names an unnamed CHECK <table>_<first column>_check
         name = c.get("conname") or default or (f"{short}_{cols[0]}_check" if cols else f"{short}_check")
         known[name] = (cols, not c.get("skip_validation"))
-
-
-def _columns(expr: dict | None) -> Iterator[str]:
-    for kind, body in walk({"x": expr}):
-        if kind == "ColumnRef":
-            names = strings(body.get("fields"))
-            if names:
-                yield names[-1]
