@@ -97,3 +97,14 @@ def test_observed_locks_include_the_brief_ones_of_statements_outside_a_transacti
         obs = twins.observe(url, case, ROWS)
         databases.done(case, url)
         assert {t: obs.strongest(t) for t in obs.locks} == expected, case_id
+
+
+def test_issue_22_targets_are_computed_from_the_verdicts():
+    danger, safe = CASES[0], next(c for c in CASES if c.truth == "safe")
+    flagged, quiet = twins.Verdict("high", ["MG101"], {}), twins.Verdict("low", [], {})
+    results = [twins.Result(danger, "dangerous", "", plan=flagged), twins.Result(safe, "safe", "", plan=quiet)]
+    assert twins.meets_issue_22(results) == []
+    results[1].plan, results[0].uncovered = flagged, ["orders SHARE"]
+    assert twins.meets_issue_22(results) == ["false alarms 100% > 5%", f"{danger.id}: orders SHARE not in the report"]
+    results[0].plan = quiet
+    assert twins.meets_issue_22(results)[0] == "recall 0% < 95%"
