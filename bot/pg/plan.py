@@ -88,7 +88,8 @@ def _traced(report, sql: str, rehearsed, context, result: Rehearsal):
     """The report corrected by what the rehearsal saw (bot/risk/rules/trace.py): raised where it saw a rewrite,
     an index rebuilt or built, a scan under a write-blocking lock or a failure the SQL did not say; lowered
     where it saw that a predicted rewrite or scan did not happen, which it may only decide when it ran on the
-    analysed PostgreSQL major version with scan counters on."""
+    analysed PostgreSQL major version with scan counters on. The rehearsal runs with the session settings its
+    connection gets (TimeZone among them), as the apply's does on the same database or a faithful copy."""
     from bot.risk.rules.trace import attach_rehearsal
 
     faithful = result.scans_counted and result.server_version.split(".")[0] == str(report.pg_version)
@@ -129,7 +130,7 @@ def merge(lint: list[dict], result: Rehearsal) -> dict:
         "files": files,
         "rehearsal": {"server_version": result.server_version, "lock_timeout": result.lock_timeout,
                       "statement_timeout": result.statement_timeout, "rolled_back": True,
-                      "scans_counted": result.scans_counted},
+                      "scans_counted": result.scans_counted, "timezone": result.timezone},
     }
 
 

@@ -7,7 +7,9 @@ rebuilt (relfilenode changed), the indexes it built on pre-existing tables, the 
 when it fails. Relations are named plain when visible through the search_path, else ``schema.name``;
 relations created by the statement itself are left out (no other session can see them yet). PostgreSQL does
 not show a lock twice, so a lock an earlier statement of the same run already holds is listed again (at its
-strongest held mode) only for relations the risk analysis says this statement locks.
+strongest held mode) only for relations the risk analysis says this statement locks. A statement that
+cannot run in a transaction is not rehearsed, except that DROP INDEX CONCURRENTLY's plain twin is tried in a
+savepoint for the error it would meet.
 
 Usage::
 
@@ -17,6 +19,7 @@ Usage::
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from operator import attrgetter
@@ -29,6 +32,7 @@ from bot.pg.connect import scrub
 from bot.pg.locks import Look, look, mode_name
 from bot.sources.statements import Piece, split_statements
 
+_DROP_CONCURRENTLY = re.compile(r"^(DROP\s+INDEX\s+)CONCURRENTLY\s+", re.IGNORECASE)
 _MODE_RANK = {m: i for i, m in enumerate((
     "ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE",
     "EXCLUSIVE", "ACCESS EXCLUSIVE"))}
@@ -96,6 +100,7 @@ class Rehearsal(_Frozen):
     statement_timeout: str
     files: tuple[FileRehearsal, ...]
     scans_counted: bool = True  # track_counts is on: pg_stat_xact counts this transaction's scans
+    timezone: str | None = None  # the session TimeZone it ran with (timestamp -> timestamptz depends on it)
 
     @property
     def failed(self) -> bool:
@@ -137,6 +142,23 @@ def _error(exc: psycopg.Error) -> str:
     elif diag.sqlstate == "57014":
         text += " (statement_timeout reached)"
     return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
+
+
+def _probe(conn: psycopg.Connection, piece: Piece) -> psycopg.Error | None:
+    """The error of DROP INDEX CONCURRENTLY's plain twin, run in a savepoint rolled back at once (its locks go
+    with it): what makes the plain drop fail (an index backing a constraint, no such index) fails the
+    concurrent one too. Other statements that cannot run in a transaction are not probed."""
+    if piece.node_type != "DropStmt" or not (piece.node or {}).get("concurrent"):
+        return None
+    plain, found = _DROP_CONCURRENTLY.subn(r"\1", piece.text, count=1)
+    if not found:
+        return None
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(plain.encode("utf-8"))
+    except psycopg.Error as exc:
+        return exc
+    return None
 
 
 def _strongest(modes) -> str | None:
@@ -245,8 +267,9 @@ def rehearse(
     """
     if not conn.autocommit:
         raise GuardianError("rehearse() needs an autocommit connection", code="busy-connection")
-    version, counted = conn.execute(
-        "SELECT current_setting('server_version'), current_setting('track_counts')::bool").fetchone()
+    version, counted, timezone = conn.execute(
+        "SELECT current_setting('server_version'), current_setting('track_counts')::bool, current_setting('TimeZone')"
+    ).fetchone()
     version = version.split()[0]
     if reports is None:
         reports = _analyze(files, int(conn.info.server_version) // 10000)
@@ -265,11 +288,16 @@ def rehearse(
                 if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"
                 transactional = reason is None or piece.node_type in ("TransactionStmt", None)
+                failed = None if stopped or not reason else _probe(conn, piece)
                 if stopped or reason:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
-                        rehearsed=False, reason=(f"not rehearsed: {reason}" if reason else stopped)))
+                        rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
+                                                 if reason else stopped),
+                        error=failed and _error(failed), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
                     skipped = skipped or piece.node_type != "TransactionStmt"
+                    if failed:
+                        stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
                     continue
                 try:
                     rows.append(_run_one(conn, piece, expected, skipped))
@@ -281,4 +309,4 @@ def rehearse(
                     stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
             results.append(FileRehearsal(path=path, statements=tuple(rows)))
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                     files=tuple(results), scans_counted=counted)
+                     files=tuple(results), scans_counted=counted, timezone=timezone)

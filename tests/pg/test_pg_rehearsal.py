@@ -88,7 +88,8 @@ def test_guardian_plan_json_merges_lint_and_rehearsal(populated_db, tmp_path, ca
     assert {"relation": "items", "mode": "SHARE"} in index["observed_locks"] and index["rewrites"] == []
     assert isinstance(index["duration_ms"], float) and index["rehearsed"] is True
     assert {"relation": "items", "mode": "ACCESS EXCLUSIVE"} in alter["observed_locks"] and alter["rewrites"] == ["items"]
-    assert doc["rehearsal"]["rolled_back"] is True
+    assert doc["rehearsal"]["rolled_back"] is True and doc["rehearsal"]["scans_counted"] is True
+    assert doc["rehearsal"]["timezone"]
     with psycopg.connect(populated_db) as conn:
         assert conn.execute("SELECT to_regclass('items_sku_idx')").fetchone() == (None,)
 

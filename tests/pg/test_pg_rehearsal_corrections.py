@@ -96,6 +96,19 @@ def test_a_failing_statement_is_critical_with_postgresqls_message(plan):
     assert "SQLSTATE 0A000" in failed["message"] and failed["statement"] == 0
 
 
+def test_drop_index_concurrently_is_probed_for_its_failure(plan, big_db):
+    code, entry = plan("DROP INDEX CONCURRENTLY orders_pkey;\n")  # backs the primary key
+    (failed,) = _found(entry, "MG945")
+    assert failed["severity"] == "critical" and code == 1
+    assert "because constraint orders_pkey on table orders requires it" in failed["message"]
+    stmt = entry["statements"][0]
+    assert not stmt["rehearsed"] and "its plain twin failed" in stmt["reason"] and "2BP01" in stmt["error"]
+    code, twin = plan("DROP INDEX CONCURRENTLY members_nick_idx;\n")
+    assert code == 0 and twin["statements"][0]["error"] is None and not _found(twin, "MG945")
+    with psycopg.connect(big_db) as conn:  # the probe's drop was rolled back with its savepoint
+        assert conn.execute("SELECT to_regclass('members_nick_idx') IS NOT NULL").fetchone() == (True,)
+
+
 def test_every_observed_lock_joins_the_statements_locks_marked_observed(plan):
     _, entry = plan("ALTER TABLE members ALTER COLUMN email TYPE varchar(200); SELECT count(*) FROM orders;\n")
     alter, select = entry["statements"]
