@@ -8,7 +8,7 @@ Names come back as the statement would write them: the plain name when the table
 """
 from __future__ import annotations
 
-from .models import Context, TableStats
+from .models import Context, Index, TableStats
 
 HOW = "`guardian snapshot` the target, then `guardian lint --context` the file (`guardian plan` reads it itself)"
 
@@ -61,10 +61,18 @@ def partitions(ctx: Context, parent: str) -> list[str]:
 
 def index_table(ctx: Context, index: str) -> str | None:
     """The table an existing index belongs to (by short name)."""
+    found = index_owner(ctx, index)
+    return found[0] if found else None
+
+
+def index_owner(ctx: Context, index: str) -> tuple[str, TableStats, Index] | None:
+    """(table's short name, its facts, the index's facts) of an existing index."""
     schema, _, name = index.rpartition(".")
     for k, v in _entries(ctx):
-        if (not schema or k.startswith(schema + ".")) and any(i.name == name for i in v.index_facts):
-            return short(ctx, k)
+        if not schema or k.startswith(schema + "."):
+            for i in v.index_facts:
+                if i.name == name:
+                    return short(ctx, k), v, i
     return None
 
 

@@ -51,7 +51,9 @@ EXAMPLE_TABLES = {
                                      index_facts=(Index(name="daily_totals_keyed_day", columns=("day",), unique=True),)),
     "members": TableStats(rows=2_000_000, column_facts={
         "id": Column(not_null=True, default="nextval('members_id_seq'::regclass)", default_volatile=True),
-        "nickname": Column(default="''::text")}),
+        "nickname": Column(default="''::text")},
+        index_facts=(Index(name="members_pkey", columns=("id",), unique=True, primary=True),
+                     Index(name="members_nickname_idx", columns=("nickname",)))),
     "big_events": TableStats(rows=50_000_000, bytes=40 * 2**30),
     "t": TableStats(columns={"name": "varchar(50)"}),
 }

@@ -185,3 +185,16 @@ def test_drop_index_locks_its_table_and_concurrently_is_safe():
     conc = analyze("DROP INDEX CONCURRENTLY IF EXISTS people_note;", _ctx(people=PEOPLE))
     assert conc.risk is Severity.LOW
     assert locks(conc, 0) == {"people_note": "SHARE UPDATE EXCLUSIVE", "people": "SHARE UPDATE EXCLUSIVE"}
+
+
+def test_drop_index_of_a_constraint_fails():
+    keyed = TableStats(rows=10, column_facts={"id": NN}, index_facts=(
+        Index(name="people_pkey", columns=("id",), unique=True, primary=True),
+        Index(name="people_email_key", columns=("email",), unique=True),
+        Index(name="people_email_lower", columns=("",), unique=True, expression=True)),
+        constraints=(Constraint(name="people_email_key", kind="unique", columns=("email",)),))
+    for sql in ("DROP INDEX CONCURRENTLY people_pkey;", "DROP INDEX people_email_key;"):
+        f = finding(analyze(sql, _ctx(people=keyed)), "MG110")
+        assert f.severity is Severity.CRITICAL and "people" in f.message
+    assert _risk("DROP INDEX CONCURRENTLY people_email_lower;", _ctx(people=keyed)) is Severity.LOW
+    assert "MG110" not in codes("DROP INDEX CONCURRENTLY people_pkey;")  # no facts: the name alone proves nothing

@@ -77,6 +77,12 @@ RULES = (
       "then CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_c_key ON t (c);",
       "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);",
       "CREATE TABLE users (id bigint, email text);\nCREATE UNIQUE INDEX users_email_key ON users (email);", (81,)),
+    R("MG110", "drop-index-backing-constraint", "critical",
+      "DROP INDEX of an index that backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint fails.",
+      "PostgreSQL refuses it (2BP01: constraint ... requires it), CONCURRENTLY or not, so the migration aborts.",
+      "Drop the constraint instead (it drops its index): ALTER TABLE t DROP CONSTRAINT t_email_key;",
+      "-- members_pkey backs members' primary key\nDROP INDEX CONCURRENTLY IF EXISTS members_pkey;",
+      "-- members_nickname_idx is a plain index\nDROP INDEX CONCURRENTLY IF EXISTS members_nickname_idx;", (2,)),
 )
 
 
@@ -90,13 +96,10 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
     if t == "IndexStmt":
         yield from _create_index(s, st, n)
     elif t == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
-        if not n.get("concurrent"):
-            for obj in n.get("objects") or ():
-                index = ".".join(strings(obj.get("List", {}).get("items")))
-                if index and not st.is_new(index):
-                    table = catalog.index_table(st.ctx, index) if st.ctx.tables else None
-                    yield Hit("MG102", f"DROP INDEX {index} takes ACCESS EXCLUSIVE on "
-                              f"{table or 'its table'}{_size(st, table)}.", table or index)
+        for obj in n.get("objects") or ():
+            index = ".".join(strings(obj.get("List", {}).get("items")))
+            if index and not st.is_new(index):
+                yield from _drop_index(st, index, bool(n.get("concurrent")))
     elif t == "ReindexStmt":
         if "concurrently" not in def_names(n.get("params")):
             yield Hit("MG104", f"{s.fx.kind} {s.fx.target or ''} blocks writes for the whole rebuild.".replace("  ", " "),
@@ -136,6 +139,18 @@ def _create_index(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
     if n.get("unique") and not new and not any((table, c) in st.null_columns for c in cols) \
             and table not in st.deleted_from and "id" not in cols:  # a dedupe DELETE before it; a key column
         yield Hit("MG109", f"UNIQUE index on existing table {table} fails if duplicate ({', '.join(cols)}) exist.", table)
+
+
+def _drop_index(st: State, index: str, concurrent: bool) -> Iterator[Hit]:
+    found = catalog.index_owner(st.ctx, index) if st.ctx.tables else None
+    table, facts, ix = found or (None, None, None)
+    if ix is not None and (ix.primary or any(c.name == ix.name and c.kind in ("primary_key", "unique", "exclusion")
+                                             for c in facts.constraints)):
+        yield Hit("MG110", f"{index} backs a constraint of {table}: DROP INDEX fails (2BP01); drop the constraint "
+                  "instead.")
+    elif not concurrent:
+        yield Hit("MG102", f"DROP INDEX {index} takes ACCESS EXCLUSIVE on {table or 'its table'}{_size(st, table)}.",
+                  table or index)
 
 
 def _size(st: State, table: str | None) -> str:
