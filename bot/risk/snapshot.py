@@ -105,60 +105,70 @@ def _named(data: Any, where: str, read) -> dict[str, Any]:
 
 
 def _value(cls, data: Any, where: str):
-    """A frozen value from JSON, each field checked against its annotation."""
-    at = f"{where}: " if where else ""
+    """A frozen value from JSON, each given field checked against its annotation."""
     if not isinstance(data, dict):
-        raise ValueError(f"{at}expected an object, got {data!r}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"{at}unknown key {sorted(unknown)[0]!r} ({', '.join(known)})")
-    values: dict[str, Any] = {}
-    for name, f in known.items():
-        key = f"{where}.{name}" if where else name
+        raise ValueError(f"{where + ': ' if where else ''}expected an object, got {data!r}")
+    kinds, required = _fields(cls)
+    if not data.keys() <= kinds.keys():
+        unknown = sorted(set(data) - set(kinds))[0]
+        raise ValueError(f"{where + ': ' if where else ''}unknown key {unknown!r} ({', '.join(kinds)})")
+    for name in required:
         if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ValueError(f"{key}: missing")
-            continue
-        values[name] = _field(str(f.type), data[name], key)
+            raise ValueError(f"{where + '.' if where else ''}{name}: missing")
+    values = {name: _field(kinds[name], v, f"{where}.{name}" if where else name) for name, v in data.items()}
     if cls in _KINDS and values["kind"] not in _KINDS[cls]:
-        raise ValueError(f"{where + '.' if where else ''}kind: expected one of {', '.join(_KINDS[cls])}, got {values['kind']!r}")
+        raise ValueError(f"{where + '.' if where else ''}kind: expected one of {', '.join(_KINDS[cls])}, "
+                         f"got {values['kind']!r}")
     return cls(**values)
 
 
+_FIELDS: dict[type, tuple[dict[str, str], tuple[str, ...]]] = {}
+
+
+def _fields(cls) -> tuple[dict[str, str], tuple[str, ...]]:
+    """(field -> annotation, required fields) of a model, looked up once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = ({f.name: str(f.type) for f in fields(cls)}, tuple(
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING))
+    return found
+
+
 def _field(kind: str, v: Any, key: str) -> Any:
-    optional = kind.endswith(" | None")
-    if optional:
-        if v is None:
-            return None
-        kind = kind[:-len(" | None")]
-    if kind == "bool":
-        if not isinstance(v, bool):
-            raise ValueError(f"{key}: expected true or false, got {v!r}")
-        return v
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
-            raise ValueError(f"{key}: expected a whole number >= 0, got {v!r}")
-        return int(v)
-    if kind == "str":
-        return _str(v, key)
-    if kind == "tuple[str, ...]":
-        return _strings(v, key)
-    if kind == "dict[str, str]":
-        return dict(v)  # checked by table_stats
-    if kind == "tuple[tuple[str, ...], ...]":
-        if not isinstance(v, (list, tuple)) or not all(isinstance(i, (list, tuple)) for i in v):
-            raise ValueError(f"{key}: expected a list of column lists, e.g. [[\"email\"], [\"a\", \"b\"]]")
-        return tuple(_strings(i, key) for i in v)
-    if kind == "dict[str, Column]":
-        if not isinstance(v, dict):
-            raise ValueError(f"{key}: expected an object of column name -> facts")
-        return {name: _value(Column, x, f"columns.{name}") for name, x in v.items()}
-    if kind == "tuple[Index, ...]":
-        return tuple(_value(Index, x, f"{key}[{i}]") for i, x in enumerate(_list(v, key)))
-    if kind == "tuple[Constraint, ...]":
-        return tuple(_value(Constraint, x, f"{key}[{i}]") for i, x in enumerate(_list(v, key)))
-    raise TypeError(f"{key}: no JSON reader for {kind}")  # a field added to a model without one here
+    if v is None and kind.endswith(" | None"):
+        return None
+    read = _READERS.get(kind.removesuffix(" | None"))
+    if read is None:
+        raise TypeError(f"{key}: no JSON reader for {kind}")  # a field added to a model without one here
+    return read(v, key)
+
+
+def _bool(v: Any, key: str) -> bool:
+    if v is not True and v is not False:
+        raise ValueError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _whole(v: Any, key: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or v != int(v):
+        raise ValueError(f"{key}: expected a whole number >= 0, got {v!r}")
+    return int(v)
+
+
+def _column_lists(v: Any, key: str) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(i, (list, tuple)) for i in v):
+        raise ValueError(f"{key}: expected a list of column lists, e.g. [[\"email\"], [\"a\", \"b\"]]")
+    return tuple(_strings(i, key) for i in v)
+
+
+def _column_facts(v: Any, key: str) -> dict[str, Column]:
+    if not isinstance(v, dict):
+        raise ValueError(f"{key}: expected an object of column name -> facts")
+    return {name: _value(Column, x, f"columns.{name}") for name, x in v.items()}
+
+
+def _values(cls):
+    return lambda v, key: tuple(_value(cls, x, f"{key}[{i}]") for i, x in enumerate(_list(v, key)))
 
 
 def _str(v: Any, key: str) -> str:
@@ -177,3 +187,11 @@ def _strings(v: Any, key: str) -> tuple[str, ...]:
     if not isinstance(v, (list, tuple)) or not all(isinstance(c, str) for c in v):
         raise ValueError(f"{key}: expected a list of names, e.g. [\"bal\"]")
     return tuple(v)
+
+
+_READERS = {
+    "bool": _bool, "int": _whole, "str": _str, "tuple[str, ...]": _strings,
+    "dict[str, str]": lambda v, key: dict(v),  # checked by table_stats
+    "tuple[tuple[str, ...], ...]": _column_lists, "dict[str, Column]": _column_facts,
+    "tuple[Index, ...]": _values(Index), "tuple[Constraint, ...]": _values(Constraint),
+}

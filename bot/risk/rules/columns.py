@@ -332,11 +332,13 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
 
 # TimeZone settings with a UTC offset of zero at all times: PostgreSQL then keeps the heap of timestamp <->
 # timestamptz (TimestampTimestampTzRequiresRewrite).
-_ZERO = re.compile(r"(etc/)?(utc|uct|gmt|zulu|universal|greenwich|gmt[+-]?0|utc0|z)", re.IGNORECASE)
+_ZERO = re.compile(r"(etc/)?(utc|uct|gmt|zulu|universal|greenwich|gmt[+-]?0)", re.IGNORECASE)
 
 
 def zero_offset(zone: str) -> bool:
-    """>>> zero_offset("Etc/UTC"), zero_offset("Europe/London")
+    """Whether a TimeZone setting is UTC all year.
+
+    >>> zero_offset("Etc/UTC"), zero_offset("Europe/London")
     (True, False)
     """
     return bool(_ZERO.fullmatch(zone.strip()))
