@@ -50,6 +50,12 @@ class PolicyDenied(GuardianError):
     code = "policy-denied"
 
 
+class ConfirmationNeeded(GuardianError):
+    """A production approval or a restore must be confirmed by typing the environment's name."""
+
+    code = "confirmation-needed"
+
+
 class PreviewOutdated(PolicyDenied):
     """A decision was clicked under a preview that is no longer the request's current one."""
 

@@ -25,7 +25,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
-from bot.errors import GuardianError, NotFound, PolicyDenied, PreviewOutdated, StoreError, TransitionConflict
+from bot.errors import (
+    ConfirmationNeeded,
+    GuardianError,
+    NotFound,
+    PolicyDenied,
+    PreviewOutdated,
+    StoreError,
+    TransitionConflict,
+)
 from bot.models import DbState, Request, RequestStatus
 from bot.policy import Policy
 from bot.run import RUN
@@ -47,12 +55,6 @@ from bot.store.outbox import JobIntent
 log = logging.getLogger(__name__)
 S = RequestStatus
 GROUP_CACHE_SECONDS = 300.0
-
-
-class ConfirmationNeeded(GuardianError):
-    """A production approval must be confirmed by typing the environment's name."""
-
-    code = "confirmation-needed"
 
 
 class Flow:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackClientError
 
-from bot.errors import GuardianError, NotFound, PolicyDenied, TransitionConflict
+from bot.errors import ConfirmationNeeded, NotFound, PolicyDenied, TransitionConflict
 from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 I = IncidentStatus
 PIN_REACTION = "pushpin"
-
-
-class ConfirmationNeeded(GuardianError):
-    code = "confirmation-needed"
 
 
 class IncidentService:

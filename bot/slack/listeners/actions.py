@@ -8,9 +8,8 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
-from bot.errors import GuardianError
-from bot.flow import ConfirmationNeeded, Flow
-from bot.incidents import ConfirmationNeeded as IncidentConfirmationNeeded
+from bot.errors import ConfirmationNeeded, GuardianError
+from bot.flow import Flow
 from bot.incidents import IncidentService, touched_relations
 from bot.slack.blocks import build_not_available_message
 from bot.slack.ids import BUTTON_LABELS, ActionId, shown_fingerprint
@@ -77,7 +76,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         if action_id is ActionId.RESTORE_BACKUP:
             try:
                 _tell(respond, service.restore(incident_id, user))
-            except IncidentConfirmationNeeded:
+            except ConfirmationNeeded:
                 incident = flow.store.get_incident(incident_id)
                 request = flow.store.get_request(incident.request_id)
                 backup = flow.store.list_backups(request_id=request.id)[-1]
