@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -34,7 +35,8 @@ from bot.errors import (
     StoreError,
     TransitionConflict,
 )
-from bot.models import DbState, Request, RequestStatus
+from bot.models import TERMINAL, DbState, Freeze, Incident, Request, RequestStatus
+from bot.pg.connect import TargetInfo
 from bot.policy import Policy
 from bot.run import RUN
 from bot.slack.cards import (
@@ -49,12 +51,28 @@ from bot.slack.ids import UNKNOWN_PREVIEW
 from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
 from bot.slack.pipeline_blocks import build_step_message
 from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
+from bot.sources.layouts import load_snapshot
+from bot.sources.models import SourceSnapshot, StatusReport
+from bot.sources.status import environment_status
 from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
 
 log = logging.getLogger(__name__)
 S = RequestStatus
 GROUP_CACHE_SECONDS = 300.0
+
+
+@dataclass
+class StatusOverview:
+    """What `/migrate status` shows, read in one place; ``ledgers`` holds each environment's (target, status)
+    or the error that kept it unread."""
+
+    environments: list[str]
+    open_requests: list[Request]
+    freezes: dict[str, Freeze | None]
+    failed: list[tuple[Request, Incident | None]]
+    snapshot: SourceSnapshot | None = None
+    ledgers: dict[str, tuple[TargetInfo, StatusReport] | GuardianError] = field(default_factory=dict)
 
 
 class Flow:
@@ -601,6 +619,43 @@ class Flow:
             names = " or ".join(mention_any(a) for a in self.env(environment).approvers) or "nobody (none are configured)"
             raise PolicyDenied(Mrkdwn(f"only the {escape(environment)} approvers can {escape(what)}: ask {names}"),
                                code="not-an-approver")
+
+    # ------------------------------------------------------------ queries
+    def status_overview(self, environment: str | None) -> StatusOverview:
+        """`/migrate status [env]`: requests in flight, freezes, failed requests with their incidents, and what
+        each environment's ledger says (read from the target; an unreadable one says why)."""
+        envs = [environment] if environment else sorted(self.config.environments)
+        for name in envs:
+            self.env(name)
+        overview = StatusOverview(
+            environments=envs,
+            open_requests=[r for r in self.store.list_requests(limit=200) if r.status not in TERMINAL
+                           and r.environment in envs],
+            freezes={name: self.store.get_active_freeze(name) for name in envs},
+            failed=[(r, self.store.find_incident(request_id=r.id))
+                    for r in self.store.list_requests(statuses=[S.FAILED], limit=30) if r.environment in envs])
+        try:
+            overview.snapshot = load_snapshot(self.config.project)
+        except GuardianError as exc:
+            overview.ledgers = dict.fromkeys(envs, exc)
+            return overview
+        for name in envs:
+            try:
+                overview.ledgers[name] = environment_status(self.config, name, overview.snapshot)
+            except GuardianError as exc:
+                overview.ledgers[name] = exc
+        return overview
+
+    def history(self, environment: str | None, *, limit: int = 15) -> list[Request]:
+        """`/migrate history [env]`: the newest requests, of one environment or all."""
+        if environment:
+            self.env(environment)
+        return self.store.list_requests(environment=environment, limit=limit)
+
+    def check_can_reject(self, request: Request, user_id: str, shown: str) -> None:
+        """Before the reason modal opens, what decide() checks first: the preview is current, the policy allows."""
+        self.check_preview(request, user_id, "reject", shown)
+        self.policy(request.environment).check_can_decide(request, user_id, groups=self.group_members)
 
     def get_request(self, request_id: int) -> Request:
         try:

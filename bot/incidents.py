@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackClientError
 
 from bot.errors import ConfirmationNeeded, NotFound, PolicyDenied, TransitionConflict
-from bot.models import DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
+from bot.models import Backup, DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
 from bot.slack.cards import build_thread_note
@@ -33,6 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 I = IncidentStatus
 PIN_REACTION = "pushpin"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore someone may start: the backup it uses and the tables it overwrites."""
+
+    incident: Incident
+    request: Request
+    backup: Backup
+    tables: list[str]
 
 
 class IncidentService:
@@ -161,17 +172,47 @@ class IncidentService:
             return f"Incident #{incident.id} is already being mitigated; nothing was started twice."
         return None
 
-    def _incident(self, incident_id: int) -> tuple[Incident, Request]:
+    # ------------------------------------------------------------- queries
+    def get(self, incident_id: int) -> tuple[Incident, Request]:
+        """The incident and the request it is about (NotFound that says so for an unknown id)."""
         try:
             incident = self.store.get_incident(incident_id)
         except NotFound:
             raise NotFound(f"there is no incident #{incident_id}") from None
         return incident, self.store.get_request(incident.request_id)
 
+    def in_thread(self, channel: str | None, thread_ts: str | None) -> Incident | None:
+        """The incident whose thread this is, if any (replies and pins there become timeline notes)."""
+        return self.store.find_incident(channel=channel, thread_ts=thread_ts)
+
+    def open_for(self, request: Request, user: str) -> Incident:
+        """`/migrate incident|rollback|restore <request>`: the request's unresolved incident, else a new one
+        opened by ``user`` (policy-checked); PolicyDenied for a request that never ran."""
+        found = self.store.find_incident(request_id=request.id)
+        if found is not None and found.status is not I.RESOLVED:
+            return found
+        if request.status not in (RequestStatus.FAILED, RequestStatus.SUCCEEDED):
+            raise PolicyDenied(f"request #{request.id} is {request.status.value.replace('_', ' ')}; incidents are for "
+                               "requests that ran", code="not-ran")
+        return self.open(request.id, opened_by=user)
+
+    def prepare_restore(self, incident_id: int, user: str) -> RestorePlan:
+        """What a restore by ``user`` would do, once they may (approvers other than the requester, a backup
+        exists): the confirmation modal shows it, the restore itself checks it again."""
+        incident, request = self.get(incident_id)
+        self._check_actor(incident, request, user, "restore a backup")
+        if user == request.requester:
+            raise PolicyDenied("you ran the failed request; another approver must restore", code="self-approval")
+        backups = self.store.list_backups(request_id=request.id)
+        if not backups:
+            raise PolicyDenied(f"request #{request.id} has no backup to restore; roll back or fix forward",
+                               code="no-backup")
+        return RestorePlan(incident=incident, request=request, backup=backups[-1], tables=touched_relations(request))
+
     # ------------------------------------------------------------- actions
     def rollback(self, incident_id: int, user: str) -> str:
         """Start a rollback: a new request with the down SQL, approved by another approver, run by the pipeline."""
-        incident, request = self._incident(incident_id)
+        incident, request = self.get(incident_id)
         self._check_actor(incident, request, user, "roll back")
         downs = [m for m in reversed(request.migrations) if m.down_sql]
         if not downs:
@@ -200,40 +241,34 @@ class IncidentService:
 
     def restore(self, incident_id: int, user: str, *, confirmed_environment: str | None = None) -> str:
         """Restore the touched tables from this request's backup (typed confirmation; approvers only)."""
-        incident, request = self._incident(incident_id)
-        self._check_actor(incident, request, user, "restore a backup")
-        if user == request.requester:
-            raise PolicyDenied("you ran the failed request; another approver must restore", code="self-approval")
-        backups = self.store.list_backups(request_id=request.id)
-        if not backups:
-            raise PolicyDenied(f"request #{request.id} has no backup to restore; roll back or fix forward",
-                               code="no-backup")
+        plan = self.prepare_restore(incident_id, user)
+        incident, request, backup = plan.incident, plan.request, plan.backup
         if confirmed_environment != request.environment:
             raise ConfirmationNeeded(f"type {request.environment} to confirm the restore")
         waiting = self._waiting_rollback(incident, request)
         if waiting is not None:  # the restore replaces a rollback nobody approved yet
             try:
                 self.store.transition(waiting.id, waiting.status, RequestStatus.CANCELLED, actor=user,
-                                      detail={"reason": f"replaced by a restore of backup #{backups[-1].id}"})
+                                      detail={"reason": f"replaced by a restore of backup #{backup.id}"})
             except TransitionConflict:
                 return (f"Rollback request #{waiting.id} has just started running; wait for it to finish, then "
                         "restore if it is still needed.")
             self.flow.refresh_card(waiting.id)
             self.store.record_event("incident.action", actor=user, request_id=request.id, incident_id=incident.id,
                                     detail={"action": "restore", "replaces_rollback": waiting.id,
-                                            "backup_id": backups[-1].id})
+                                            "backup_id": backup.id})
         else:
-            busy = self._start_mitigating(incident, user, {"action": "restore", "backup_id": backups[-1].id})
+            busy = self._start_mitigating(incident, user, {"action": "restore", "backup_id": backup.id})
             if busy:
                 return busy
         self.flow.enqueue("restore", request.id)
-        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backups[-1].id}"
+        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backup.id}"
                            + (f" instead of rollback request #{waiting.id}, which is cancelled." if waiting else "."))
         self.refresh(incident.id)
-        return f"Restoring backup #{backups[-1].id}; follow the incident thread."
+        return f"Restoring backup #{backup.id}; follow the incident thread."
 
     def retry(self, incident_id: int, user: str) -> str:
-        incident, request = self._incident(incident_id)
+        incident, request = self.get(incident_id)
         self._check_actor(incident, request, user, "retry")
         if request.status is not RequestStatus.FAILED or request.db_state not in (DbState.UNTOUCHED, DbState.ROLLED_BACK):
             raise PolicyDenied("retry is only possible when the run failed and the database is untouched; "
@@ -250,7 +285,7 @@ class IncidentService:
         return f"Retrying request #{request.id}."
 
     def mark_fixed_forward(self, incident_id: int, user: str) -> str:
-        incident, request = self._incident(incident_id)
+        incident, request = self.get(incident_id)
         self._check_actor(incident, request, user, "mark it fixed forward")
         try:
             self.store.transition_incident(incident.id, [I.OPEN, I.MITIGATING], I.MITIGATED, actor=user,
@@ -262,7 +297,7 @@ class IncidentService:
         return "Marked fixed forward."
 
     def resolve(self, incident_id: int, user: str) -> str:
-        incident, request = self._incident(incident_id)
+        incident, request = self.get(incident_id)
         self._check_actor(incident, request, user, "resolve it")
         try:
             self.store.transition_incident(incident.id, [I.OPEN, I.MITIGATING, I.MITIGATED], I.RESOLVED, actor=user)
@@ -327,7 +362,7 @@ class IncidentService:
              posted_at: datetime | None = None, added_by: str | None = None) -> bool:
         """Record a note attributed to ``author``; ``added_by`` (who pinned it; default the author) must be allowed
         by the environment's ``incident_notes``."""
-        _, request = self._incident(incident_id)
+        _, request = self.get(incident_id)
         policy = self.flow.policy(request.environment)
         policy.check_can_note(request, added_by or author, groups=self.flow.group_members)
         return self.store.add_incident_note(incident_id, author=author, text=text, source=source, slack_ts=slack_ts,
@@ -372,7 +407,7 @@ class IncidentService:
 
     def publish_postmortem(self, incident_id: int, user: str) -> str:
         """Store and post the post-mortem draft, if the environment's ``incident_managers`` allows ``user``."""
-        _, request = self._incident(incident_id)
+        _, request = self.get(incident_id)
         policy = self.flow.policy(request.environment)
         policy.check_can_publish_postmortem(request, user, groups=self.flow.group_members)
         markdown = self.postmortem(incident_id)

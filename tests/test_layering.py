@@ -50,6 +50,35 @@ def test_listeners_write_no_sql():
             assert name.split(".")[0] != "psycopg", f"{path}: imports {name}; SQL belongs in bot/store.py"
 
 
+def _reaches_past_services(tree: ast.AST) -> list[str]:
+    """`x.store`, a private `service._m`, and a status compared with a raw string (`.status.value == "failed"`)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and (node.attr == "store" or (
+                node.attr.startswith("_") and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name) and node.value.id in ("flow", "service"))):
+            found.append(f"{ast.unparse(node)} (line {node.lineno})")
+        if isinstance(node, ast.Compare) and any(
+                isinstance(side, ast.Attribute) and side.attr == "value" and ast.unparse(side).endswith("status.value")
+                for side in (node.left, *node.comparators)):
+            found.append(f"{ast.unparse(node)} (line {node.lineno})")
+    return found
+
+
+def test_listeners_call_services_only():
+    """Listeners go through Flow and IncidentService (STYLE): no store, no private service methods, statuses
+    compared as enums."""
+    reached = [f"{path.relative_to(ROOT)}: {what}" for path in files("bot/slack/listeners")
+               for what in _reaches_past_services(ast.parse(path.read_text(encoding="utf-8")))]
+    assert not reached, "listeners reach past the services: " + "; ".join(reached)
+
+
+def test_the_listener_check_catches_a_store_call_a_private_method_and_a_raw_status():
+    bad = ast.parse("flow.store.get_incident(1)\nservice._check_actor(i, r, u, w)\nif r.status.value != 'resolved': pass\n")
+    assert len(_reaches_past_services(bad)) == 3
+    assert _reaches_past_services(ast.parse("flow.history(env)\nif r.status is S.FAILED: pass\n")) == []
+
+
 # --- the whole import graph of bot/ and workers/ (STYLE: dependency direction, one way only) ---------------
 
 ENTRY_POINTS = ("bot.cli", "bot.dev")  # may start workers (`guardian worker`, `guardian dev`)

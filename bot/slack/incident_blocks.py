@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request
 from bot.slack.cards import _clip
-from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId
+from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId, CallbackId
+from bot.slack.modals import ModalState
 from bot.slack.mrkdwn import code, code_block, escape, link, mention
 
 STATUS_EMOJI = {"open": ":red_circle:", "mitigating": ":hammer_and_wrench:", "mitigated": ":large_yellow_circle:",
@@ -90,11 +91,9 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
 
 
 def build_restore_confirm_modal(incident_id: int, environment: str, tables: Sequence[str], backup: Backup) -> dict[str, Any]:
-    from bot.slack.ids import CallbackId
-
     what = ", ".join(code(t) for t in tables) if tables else "*the whole database*"
     return {"type": "modal", "callback_id": CallbackId.CONFIRM_RESTORE.value,
-            "private_metadata": f'{{"incident_id": {incident_id}}}',
+            "private_metadata": ModalState(incident_id=incident_id, environment=environment).model_dump_json(),
             "title": {"type": "plain_text", "text": f"Restore backup #{backup.id}"[:24]},
             "submit": {"type": "plain_text", "text": "Restore"}, "close": {"type": "plain_text", "text": "Cancel"},
             "blocks": [

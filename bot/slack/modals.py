@@ -24,6 +24,7 @@ class ModalState(BaseModel):
     environment: str | None = None
     channel: str | None = None
     preview: str | None = None  # fingerprint of the preview the modal was opened from (Reject, production Approve)
+    incident_id: int | None = None  # Restore backup
 
 
 def _modal(callback: CallbackId, title: str, submit: str, state: ModalState, blocks: list[dict[str, Any]]) -> dict[str, Any]:

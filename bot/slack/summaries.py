@@ -4,9 +4,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot.errors import GuardianError
 from bot.models import Freeze, Incident, IncidentStatus, Request, database_words
+from bot.pg.connect import TargetInfo
 from bot.slack.cards import RISK_EMOJI, STATUS_EMOJI
 from bot.slack.mrkdwn import clip, code, escape, mention
+from bot.sources.models import MigrationState, SourceSnapshot, StatusReport
+from bot.sources.status import resolve_command
 
 
 def _line(r: Request) -> str:
@@ -44,6 +48,30 @@ def attention_lines(envs: Sequence[str], failed: Sequence[tuple[Request, Inciden
     return incidents + broken + failures + frozen
 
 
+def ledger_lines(snapshot: SourceSnapshot | None,
+                 ledgers: dict[str, tuple[TargetInfo, StatusReport] | GuardianError]) -> dict[str, str]:
+    """Per environment, what its ledger says of the repository's migrations (or why it could not be read)."""
+    out = {}
+    for name, found in ledgers.items():
+        if isinstance(found, GuardianError):
+            out[name] = (f":warning: {escape(found.message)}" if snapshot is not None
+                         else f"migrations unreadable: {escape(found.message)}")
+            continue
+        info, report = found
+        counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.summary.items()) if n)
+        where = f"{info.host or 'socket'}/{info.database}"
+        commit = (snapshot.commit if snapshot else None) or ""
+        out[name] = (f"{code(where)} PostgreSQL "
+                     f"{escape(info.server_version)} · at {code(commit[:10])}: {counts or 'no migrations'}")
+        for m in report.by_state(MigrationState.FAILED)[:3]:  # what blocks, and the one command that unblocks it
+            label = m.ledger_name or f"{m.version}_{m.name}"
+            out[name] += (f"\n:no_entry: {code(label)} failed (P3009): once the database holds none of it, run "
+                          f"{code(resolve_command(label))}")
+        if report.skipped:
+            out[name] += f"\n:information_source: {len(report.skipped)} file(s) skipped, as the tool's CLI skips them"
+    return out
+
+
 def build_status_message(envs: Sequence[str], open_requests: Sequence[Request],
                          freezes: dict[str, Freeze | None], ledgers: dict[str, str] | None = None,
                          attention: Sequence[str] = ()) -> dict[str, Any]:
@@ -54,7 +82,7 @@ def build_status_message(envs: Sequence[str], open_requests: Sequence[Request],
         head = f"*{escape(env)}*" + (f" · :snowflake: frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC ({escape(freeze.reason)})"
                                      if freeze else "")
         if ledgers and ledgers.get(env):
-            head += f"\n{ledgers[env]}"  # mrkdwn from the caller (listeners/commands.ledger_summaries escapes names)
+            head += f"\n{ledgers[env]}"  # mrkdwn from ledger_lines (it escapes names)
         mine = [r for r in open_requests if r.environment == env]
         parts.append(head + "\n" + ("\n".join(_line(r) for r in mine[:10]) if mine else "_no request in flight_"))
     text = clip("\n\n".join(parts), 2900)

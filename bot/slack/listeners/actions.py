@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 from bot.config import GuardianConfig
 from bot.errors import ConfirmationNeeded, GuardianError
 from bot.flow import Flow
-from bot.incidents import IncidentService, touched_relations
+from bot.incidents import IncidentService
 from bot.slack.blocks import build_not_available_message
 from bot.slack.ids import BUTTON_LABELS, ActionId, shown_fingerprint
 from bot.slack.incident_blocks import build_restore_confirm_modal
@@ -58,8 +58,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         shown = flow.shown_preview(request, shown_fingerprint(action.get("block_id")))
         state = ModalState(request_id=request_id, environment=request.environment, preview=shown)
         if action_id is ActionId.REJECT:
-            flow.check_preview(request, user, "reject", shown)
-            flow.policy(request.environment).check_can_decide(request, user, groups=flow.group_members)
+            flow.check_can_reject(request, user, shown)
             client.views_open(trigger_id=body["trigger_id"], view=build_reject_modal(state))
             return
         try:
@@ -74,14 +73,9 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         logger.info("incident %s: %s clicked by %s", incident_id, action_id.value, user)
         service = IncidentService(flow)
         if action_id is ActionId.RESTORE_BACKUP:
-            try:
-                _tell(respond, service.restore(incident_id, user))
-            except ConfirmationNeeded:
-                incident = flow.store.get_incident(incident_id)
-                request = flow.store.get_request(incident.request_id)
-                backup = flow.store.list_backups(request_id=request.id)[-1]
-                client.views_open(trigger_id=body["trigger_id"], view=build_restore_confirm_modal(
-                    incident_id, request.environment, touched_relations(request), backup))
+            plan = service.prepare_restore(incident_id, user)
+            client.views_open(trigger_id=body["trigger_id"], view=build_restore_confirm_modal(
+                incident_id, plan.request.environment, plan.tables, plan.backup))
             return
         handler = {ActionId.ROLL_BACK: service.rollback, ActionId.RETRY: service.retry,
                    ActionId.MARK_FIXED_FORWARD: service.mark_fixed_forward, ActionId.RESOLVE: service.resolve}

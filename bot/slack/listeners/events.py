@@ -74,14 +74,15 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         thread_ts, channel = event.get("thread_ts"), event.get("channel")
         if not thread_ts or thread_ts == event.get("ts"):
             return
-        incident = flow.store.find_incident(channel=channel, thread_ts=thread_ts)
+        service = IncidentService(flow)
+        incident = service.in_thread(channel, thread_ts)
         if incident is None:
             return
         text = (event.get("text") or "").strip()
         if not text:
             return
         try:
-            IncidentService(flow).note(incident.id, event.get("user", "?"), text, source="thread",
+            service.note(incident.id, event.get("user", "?"), text, source="thread",
                                        slack_ts=event.get("ts"), posted_at=_posted_at(event.get("ts")))
         except PolicyDenied as exc:
             logger.info("incident %s: thread reply %s not recorded: %s", incident.id, event.get("ts"), exc.code)
@@ -106,11 +107,12 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         if message is None:
             logger.info("pinned message %s in %s not found", ts, channel)
             return
-        incident = flow.store.find_incident(channel=channel, thread_ts=message.get("thread_ts") or ts)
+        service = IncidentService(flow)
+        incident = service.in_thread(channel, message.get("thread_ts") or ts)
         if incident is None:
             return
         try:  # the pinner decides what enters the timeline; the words stay attributed to their author
-            IncidentService(flow).note(incident.id, message.get("user") or event.get("item_user") or "?",
+            service.note(incident.id, message.get("user") or event.get("item_user") or "?",
                                        message.get("text") or "", source="pin", slack_ts=ts, posted_at=_posted_at(ts),
                                        added_by=event.get("user") or "?")
         except PolicyDenied as exc:

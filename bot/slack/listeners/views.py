@@ -1,7 +1,6 @@
 """Modal submissions: pasted SQL, rejection reasons and production confirmations, re-checked from the store."""
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -105,10 +104,10 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         _dm(client, user, request.channel, text)
 
     def handle_restore_view(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        incident_id = int(json.loads(view.get("private_metadata") or "{}").get("incident_id") or 0)
+        incident_id = ModalState.model_validate_json(view.get("private_metadata") or "{}").incident_id or 0
         typed = submitted_value(view, BlockId.CONFIRM_INPUT).strip()
-        incident = flow.store.get_incident(incident_id)
-        request = flow.store.get_request(incident.request_id)
+        service = IncidentService(flow)
+        incident, request = service.get(incident_id)
         if typed != request.environment:
             ack(response_action="errors",
                 errors={BlockId.CONFIRM_INPUT.value: f"Type {request.environment} exactly to restore."})
@@ -117,7 +116,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         user = body["user"]["id"]
         with replying_errors(body, None, client):
             try:
-                text = IncidentService(flow).restore(incident_id, user, confirmed_environment=typed)
+                text = service.restore(incident_id, user, confirmed_environment=typed)
             except GuardianError as exc:
                 text = f":x: {as_mrkdwn(exc.message)}"
             _dm(client, user, incident.channel, text)
