@@ -66,14 +66,17 @@ class TargetFacts(_Frozen):
         for t in self.tables:
             entry = {"visible": t.visible, "rows": t.rows, "bytes": t.bytes, "partitioned": t.partitioned,
                      "materialized": t.materialized,
-                     "columns": {c: _compact({"type": kind, **t.column_facts.get(c, {})}) for c, kind in t.columns.items()},
+                     "columns": {c: _compact({"type": kind, **t.column_facts.get(c, {})})
+                                 for c, kind in t.columns.items()},
                      "indexes": [list(i) for i in t.indexes], "checks": list(t.checks),
-                     "index_facts": [_compact(i) for i in t.index_facts], "constraints": [_compact(c) for c in t.constraints],
+                     "index_facts": [_compact(i) for i in t.index_facts],
+                     "constraints": [_compact(c) for c in t.constraints],
                      "partition_of": t.partition_of, "partition_bound": t.partition_bound,
                      "partition_key": t.partition_key, "default_partition": t.default_partition}
             tables[f"{t.schema_name}.{t.name}"] = _compact(entry)
         runner = {k: getattr(context, k) for k in RUNNER_KEYS} if context is not None else {}
-        return {"snapshot": SNAPSHOT_VERSION, "pg_version": self.pg_version, "pg_minor": self.server_version_num % 10000,
+        return {"snapshot": SNAPSHOT_VERSION, "pg_version": self.pg_version,
+                "pg_minor": self.server_version_num % 10000,
                 "timezone": self.timezone, **runner, "tables": tables,
                 "types": {k: _compact(v) for k, v in self.types.items()}, "functions": dict(self.functions)}
 

@@ -68,7 +68,8 @@ def table_stats(data: Any) -> TableStats:
         raise ValueError(f"expected an object like {{\"rows\": 50000000}}, got {data!r}")
     data = dict(data)
     cols = data.get("columns", {})
-    if not isinstance(cols, dict) or not all(isinstance(k, str) and isinstance(v, (str, dict)) for k, v in cols.items()):
+    if not isinstance(cols, dict) or not all(isinstance(k, str) and isinstance(v, (str, dict))
+                                             for k, v in cols.items()):
         raise ValueError("columns: expected an object of column name -> type, e.g. {\"email\": \"varchar(50)\"}")
     types, facts = {}, dict(data.get("column_facts") or {})
     for name, v in cols.items():

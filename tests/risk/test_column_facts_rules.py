@@ -69,7 +69,12 @@ def test_an_expression_index_created_earlier_in_the_file_is_rebuilt_too():
 
 def test_a_check_on_the_column_is_rechecked_and_one_elsewhere_is_not():
     check = Constraint(name="customers_email_check", kind="check", columns=("email",))
-    assert "MG901" in judged(WIDEN, facts(checks=("email",), constraints=(check,)))[1]
+    ctx = facts(checks=("email",), constraints=(check,))
+    assert "CHECK customers_email_check uses customers.email" in judged(WIDEN, ctx)[1]["MG901"]
+    dropped = "ALTER TABLE customers DROP CONSTRAINT customers_email_check;\n" + WIDEN
+    assert "MG901" not in judged(dropped, ctx)[1]
+    unvalidated = facts(constraints=(replace(check, validated=False),))
+    assert judged(WIDEN, unvalidated) == ("low", {})  # a NOT VALID CHECK is re-created NOT VALID, unchecked
     assert judged(WIDEN, facts(checks=("code",))) == ("low", {})
 
 

@@ -134,7 +134,8 @@ RULES = (
       "ALTER TABLE t ADD CONSTRAINT t_quantity_pos CHECK (quantity > 0) NOT VALID;",
       "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);\nALTER TABLE big_events ADD COLUMN quantity positive_int;",
       "ALTER TABLE big_events ADD COLUMN quantity int;\n"
-      "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;", (20,), size=True),
+      "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;",
+      (20,), size=True),
 )
 
 # How to give the rules the target's catalog when they lack it (said in findings that depend on it).

@@ -246,8 +246,8 @@ def _pk_using_index(index: str, table: str, st: State) -> Iterator[Hit]:
     nullable = [col for col, not_null in known.items() if not_null is False]
     if not nullable and (cols is None or None in known.values()):
         if table not in st.not_null_done:
-            yield Hit("MG206", f"PRIMARY KEY USING INDEX {index} scans {table} for NULLs unless its columns are already "
-                      f"NOT NULL; the target's catalog tells, {SNAPSHOT_HINT}.", table,
+            yield Hit("MG206", f"PRIMARY KEY USING INDEX {index} scans {table} for NULLs unless its columns are "
+                      f"already NOT NULL; the target's catalog tells, {SNAPSHOT_HINT}.", table,
                       None if st.stats(table) else Severity.LOW)
         return
     if nullable:
