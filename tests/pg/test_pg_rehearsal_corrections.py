@@ -23,6 +23,8 @@ ALTER TABLE orders ADD CONSTRAINT orders_x_not_null CHECK (x IS NOT NULL);
 ALTER TABLE orders ADD CONSTRAINT orders_y_not_null CHECK (y IS NOT NULL) NOT VALID;
 CREATE FUNCTION index_orders_note() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN CREATE INDEX orders_note_idx ON orders (note); END $$;
+CREATE FUNCTION widen_member_email() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN ALTER TABLE members ALTER COLUMN email TYPE varchar(200); END $$;
 ANALYZE;
 """
 
@@ -41,18 +43,20 @@ def big_db(pg_admin_url):
 
 @pytest.fixture
 def plan(big_db, tmp_path, monkeypatch, capsys):
-    """`guardian plan --env staging --format json` of one file, judged as Guardian applies it: (exit, entry)."""
+    """`guardian plan --env staging --format json` of files in order, judged as Guardian applies them:
+    (exit, entry per file)."""
     monkeypatch.setenv("RC_STAGING_URL", big_db)
     config = tmp_path / "guardian.toml"
     config.write_text(f'[project]\nrepo = "{tmp_path}"\n\n[environments.staging]\ndatabase_url_env = "RC_STAGING_URL"\n')
     monkeypatch.setenv("GUARDIAN_CONFIG", str(config))
 
-    def run(sql: str) -> tuple[int, dict]:
-        path = tmp_path / "001_change.sql"
-        path.write_text(sql)
-        code = main(["plan", "--env", "staging", "--format", "json", str(path)])
-        (entry,) = json.loads(capsys.readouterr().out)["files"]
-        return code, entry
+    def run(*files: str) -> tuple:
+        paths = []
+        for n, sql in enumerate(files, 1):
+            paths.append(tmp_path / f"{n:03}_change.sql")
+            paths[-1].write_text(sql)
+        code = main(["plan", "--env", "staging", "--format", "json", *map(str, paths)])
+        return code, *json.loads(capsys.readouterr().out)["files"]
     return run
 
 
@@ -62,38 +66,55 @@ def _found(entry: dict, code: str) -> list[dict]:
 
 def test_an_expression_index_rebuilt_by_a_widening_is_raised_and_its_plain_twin_is_low(plan):
     _, entry = plan("ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n")
-    (rebuilt,) = _found(entry, "MG942")
-    assert rebuilt["severity"] == "high" and entry["risk"] in ("high", "critical")
-    assert "members_lower_email_idx on members" in rebuilt["message"] and "ACCESS EXCLUSIVE" in rebuilt["message"]
-    assert "~150,000 rows" in rebuilt["message"] and rebuilt["statement"] == 0
     (stmt,) = entry["statements"]
     assert stmt["rebuilt_indexes"] == [{"index": "members_lower_email_idx", "table": "members", "lock": "ACCESS EXCLUSIVE"}]
     assert stmt["rewrites"] == [] and stmt["scans"][0]["relation"] == "members" and stmt["scans"][0]["seq_scans"] >= 1
+    # the catalog facts may already name the rebuild; if not, the rehearsal does (MG942): once, and high
+    (named,) = [f for f in entry["findings"] if "members_lower_email_idx" in f["message"]]
+    assert named["severity"] == "high" and entry["risk"] in ("high", "critical") and "~150,000 rows" in named["message"]
 
     _, twin = plan("ALTER TABLE members ALTER COLUMN nick TYPE varchar(200);\n")  # a plain index keeps its storage
     assert not _found(twin, "MG942") and twin["statements"][0]["rebuilt_indexes"] == []
     assert twin["statements"][0]["scans"] == [] and twin["risk"] == "low"
 
 
-def test_set_not_null_covered_by_a_validated_check_is_lowered_with_the_observation(plan):
-    _, entry = plan("ALTER TABLE orders ALTER COLUMN x SET NOT NULL;\n")
-    assert entry["statements"][0]["scans"] == [] and entry["risk"] == "low"
-    for finding in _found(entry, "MG208"):  # the engine may already know the CHECK; if it fires, it is lowered
-        assert finding["severity"] == "low"
-        assert finding["message"].startswith("rehearsal: no rewrite, no index build and no scan of orders (~150,000 rows)")
+def test_a_rebuild_only_the_rehearsal_sees_is_raised(plan):
+    _, entry = plan("SELECT widen_member_email();\n")  # the analysis cannot read the function's ALTER TABLE
+    (rebuilt,) = _found(entry, "MG942")
+    assert rebuilt["severity"] == "high" and rebuilt["statement"] == 0 and "~150,000 rows" in rebuilt["message"]
+    assert "members_lower_email_idx on members" in rebuilt["message"] and "ACCESS EXCLUSIVE" in rebuilt["message"]
 
-    _, twin = plan("ALTER TABLE orders ALTER COLUMN y SET NOT NULL;\n")  # NOT VALID: PostgreSQL still scans
+
+def test_set_not_null_after_the_check_is_validated_is_lowered_with_the_observation(plan):
+    """The recipe: VALIDATE the NOT VALID CHECK in one migration, SET NOT NULL in the next. Each file is
+    analysed alone (the catalog still says NOT VALID, so MG208 is high); the rehearsal runs them in order and
+    sees SET NOT NULL read nothing."""
+    _, validate, entry = plan("ALTER TABLE orders VALIDATE CONSTRAINT orders_y_not_null;\n",
+                              "ALTER TABLE orders ALTER COLUMN y SET NOT NULL;\n")
+    assert validate["statements"][0]["scans"][0]["lock"] == "SHARE UPDATE EXCLUSIVE"  # writes go on: no MG943
+    assert not _found(validate, "MG943")
+    assert entry["statements"][0]["scans"] == [] and entry["risk"] == "low"
+    (lowered,) = _found(entry, "MG208")
+    assert lowered["severity"] == "low" and "lowered from high to low" in lowered["message"]
+    assert lowered["message"].startswith("rehearsal: no rewrite, no index build and no scan of orders (~150,000 rows)")
+
+    _, twin = plan("ALTER TABLE orders ALTER COLUMN y SET NOT NULL;\n")  # still NOT VALID: PostgreSQL scans
     (scan,) = twin["statements"][0]["scans"]
     assert scan["relation"] == "orders" and scan["seq_scans"] == 1 and scan["lock"] == "ACCESS EXCLUSIVE"
     assert [f["severity"] for f in _found(twin, "MG208")] == ["high"] and twin["risk"] == "high"
 
 
 def test_a_failing_statement_is_critical_with_postgresqls_message(plan):
-    code, entry = plan("ALTER TABLE members ALTER COLUMN handle TYPE varchar(200);\n")  # member_handles selects it
+    code, entry = plan("ALTER TABLE orders ADD CONSTRAINT orders_x_small CHECK (x < 1000);\n")  # rows break it
     (failed,) = _found(entry, "MG945")
     assert failed["severity"] == "critical" and entry["risk"] == "critical" and code == 1
-    assert "cannot alter type of a column used by a view or rule" in failed["message"]
-    assert "SQLSTATE 0A000" in failed["message"] and failed["statement"] == 0
+    assert 'check constraint "orders_x_small" of relation "orders" is violated by some row' in failed["message"]
+    assert "SQLSTATE 23514" in failed["message"] and failed["statement"] == 0
+    assert [f["severity"] for f in _found(entry, "MG202")] == ["high"]  # what the SQL alone says: a scan
+
+    code, view = plan("ALTER TABLE members ALTER COLUMN handle TYPE varchar(200);\n")  # member_handles selects it
+    assert view["risk"] == "critical" and code == 1 and "used by a view" in view["statements"][0]["error"]
+    assert len([f for f in view["findings"] if f["severity"] == "critical"]) == 1  # the facts' or MG945, not both
 
 
 def test_drop_index_concurrently_is_probed_for_its_failure(plan, big_db):

@@ -8,6 +8,7 @@ did not happen lowers that finding to low, with the observation quoted.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from ..models import LOCK_RANK, Context, Finding, Report, Rule, Severity, StatementInfo
@@ -289,8 +290,8 @@ def _changes(changes) -> str:
 
 def _named(index: str, own: list[Finding]) -> bool:
     """Whether a finding of the analysis on this statement already names the index (and so says it is rebuilt)."""
-    bare = index.rsplit(".", 1)[-1]
-    return any(bare in f.message for f in own)
+    named = re.compile(rf"(?<![\w$]){re.escape(index.rsplit('.', 1)[-1])}(?![\w$])")
+    return any(named.search(f.message) for f in own)
 
 
 def _sized(r: Rule, tables: list[str], context: Context) -> tuple[Severity, str]:
