@@ -185,6 +185,86 @@ class RlsProbe(_Strict):
     expect_rows: int | None = None  # when set, verify fails unless the query returns this many rows
 
 
+_GLOB = re.compile(r"^[A-Za-z0-9_*?\[\]!-]+$")
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+class FleetConfig(_Strict):
+    """``[environments.<name>.fleet]``: many targets under one approval (schema- or database-per-tenant), rolled out
+    as a canary, then waves; see the README's configuration section.
+
+    >>> FleetConfig(schemas="tenant_*", wave="10%").wave_size(500)
+    50
+    """
+
+    schemas: str | None = None          # schema-per-tenant: a glob over the schemas of the environment's database
+    query: str | None = None            # database-per-tenant: rows (name, url_env) from the environment's database
+    url_envs: list[str] = Field(default_factory=list)  # database-per-tenant: a fixed list of URL variables
+    canary: int = Field(default=1, ge=0)
+    wave: int | str = 25                # targets per wave after the canary, or a share of them ("10%")
+    parallel: int = Field(default=8, ge=1)
+    per_server: int = Field(default=4, ge=1)
+    halt_after_failures: int = Field(default=1, ge=1)
+    health_query: str | None = None     # one boolean, true = healthy; run between waves on the targets done so far
+    pause: str = "30s"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FleetConfig":
+        given = [k for k in ("schemas", "query", "url_envs") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("name the targets one way: schemas = \"tenant_*\" (schema-per-tenant), query = "
+                             "\"SELECT name, url_env FROM …\" or url_envs = [\"SHARD_1_URL\", …] (database-per-tenant); "
+                             + (f"got {' and '.join(given)}" if given else "got none"))
+        return self
+
+    @field_validator("schemas")
+    @classmethod
+    def _glob(cls, value: str | None) -> str | None:
+        if value is not None and not _GLOB.match(value):
+            raise ValueError(f"expected a schema glob such as 'tenant_*' (letters, digits, _, -, *, ?, [..]), got {value!r}")
+        return value
+
+    @field_validator("url_envs")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value, 1):
+            if not _ENV_NAME.match(name):  # never echoed: it may be a URL with its password
+                raise ValueError(f"entry {i} is not a variable name: expected NAMES of environment variables holding "
+                                 "the URLs (e.g. 'SHARD_1_URL'), never the URLs themselves")
+        if len(set(value)) != len(value):
+            raise ValueError("url_envs lists a variable twice")
+        return value
+
+    @field_validator("wave")
+    @classmethod
+    def _wave(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError(f"expected at least 1 target per wave, got {value}")
+            return value
+        match = _PERCENT.match(value)
+        if not match or not 0 < float(match.group(1)) <= 100:
+            raise ValueError(f"expected a count (25) or a share of the targets (\"10%\", up to 100%), got {value!r}")
+        return value.strip()
+
+    @field_validator("pause")
+    @classmethod
+    def _pause(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    @property
+    def pause_s(self) -> float:
+        return parse_duration(self.pause)
+
+    def wave_size(self, total: int) -> int:
+        """Targets per wave for a rollout of ``total`` targets after the canary (at least 1)."""
+        if isinstance(self.wave, int):
+            return self.wave
+        share = float(_PERCENT.match(self.wave).group(1)) / 100
+        return max(1, int(-(-total * share // 1)))
+
+
 class EnvironmentConfig(_Strict):
     name: str = ""
     database_url_env: str
@@ -212,6 +292,7 @@ class EnvironmentConfig(_Strict):
     incident_managers: Literal["approvers_and_requester", "approvers"] = "approvers_and_requester"
     # user and user-group ids who may also do both (e.g. the on-call group), without being approvers
     incident_responders: list[str] = Field(default_factory=list)
+    fleet: FleetConfig | None = None  # many targets under one approval (bot/fleet.py)
 
     @field_validator("incident_responders")
     @classmethod
@@ -378,6 +459,11 @@ class GuardianConfig(_Strict):
                     raise ValueError(
                         f"environments.{name}.requires names {dep!r}, which is not a configured environment"
                     )
+            if env.fleet is not None and env.fleet.schemas and self.project.layout != "prisma":
+                raise ValueError(
+                    f"environments.{name}.fleet.schemas needs a ledger in every tenant schema, which only the prisma "
+                    f"layout keeps (_prisma_migrations, in the search_path); the {self.project.layout} layout's "
+                    "ledger is one per database: use query or url_envs (database-per-tenant) instead")
         return self
 
     def environment(self, name: str) -> EnvironmentConfig:

@@ -334,6 +334,7 @@ class Flow:
         )
         self.store.finish_step(step.id, "succeeded", outcome={"risk": result.risk, "migrations": len(result.migrations)})
         self._post_preview(request)
+        self._post_fleet_preview(request)
         self._post_rehearsal(request)
         self.refresh_card(request_id)
         self._ask_approvers(request)
@@ -348,6 +349,15 @@ class Flow:
             self.post_in_thread(request, build_thread_note(
                 f":raised_hand: Needs {tally.required} approval{'s' if tally.required != 1 else ''} "
                 f"({tally.count}/{tally.required} so far). {words}"))
+
+    def _post_fleet_preview(self, request: Request) -> None:
+        """A fleet request: its targets grouped by ledger state, each file set's risk once, and the rollout."""
+        from bot.slack.fleet_blocks import build_fleet_preview_message
+
+        fleet = (request.target or {}).get("fleet")
+        if fleet:
+            risks = {m.ledger_name or m.name: m.risk or "low" for m in request.migrations}
+            self.post_in_thread(request, build_fleet_preview_message(request.environment, fleet, risks))
 
     def _post_rehearsal(self, request: Request) -> None:
         """Where the environment names a rehearsal database: the locks really taken, rewrites, timings."""

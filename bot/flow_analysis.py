@@ -84,6 +84,8 @@ def _selected(snapshot: SourceSnapshot, selection: dict[str, Any], pending: set[
 
 def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
     env = config.environment(request.environment)
+    if env.fleet is not None:
+        return analyse_fleet(config, request)
     url = env.database_url()
     with connect_target(url, env.name, application_name=f"guardian-req{request.id}-analyze") as conn:
         fp, target = _target_identity(conn, env.name)
@@ -108,6 +110,14 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
                                  version=m.version, ledger_name=m.ledger_name, path=m.path, sql=m.sql,
                                  down_sql=m.down_sql, verify_sql=m.verify_sql)
                     for m in _selected(snapshot, request.selection, pending)]
+    analysed, worst, reasons = _judge(config, request, news, facts, late)
+    return AnalysisResult(migrations=analysed, commit=commit, risk=worst, reasons=tuple(reasons[:20]),
+                          fingerprint=fp, target=target)
+
+
+def _judge(config: GuardianConfig, request: Request, news: list[NewMigration], facts: Any,
+           late: dict[str, tuple[str, ...]]) -> tuple[list[NewMigration], str, list[str]]:
+    """Each file's risk report in the target's context: (the files with it, the worst risk, the reasons)."""
     context = applied_context(facts, config)
     analysed, reasons, worst = [], [], "low"
     # In a child process under [analysis]'s budget: a crafted file cannot hold this worker up
@@ -119,8 +129,40 @@ def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
         worst = max(worst, risk, key=_RANK.__getitem__)
         reasons += [f"{m.name}: {r}" for r in report.reasons]
         analysed.append(m.model_copy(update={"risk": risk, "report": report.to_json()}))
-    return AnalysisResult(migrations=analysed, commit=commit, risk=worst, reasons=tuple(reasons[:20]),
-                          fingerprint=fp, target=target)
+    return analysed, worst, reasons
+
+
+def analyse_fleet(config: GuardianConfig, request: Request) -> AnalysisResult:
+    """A fleet environment's plan: every target discovered and grouped by its ledger state; the files any pending
+    target lacks, each judged once against the tables of the largest pending target. The fingerprint is the target
+    set's (ids and states), so an approval covers exactly the targets it was shown."""
+    from bot.fleet import discover, fleet_summary, open_target
+
+    if request.source != "repo":
+        raise SourceError("a fleet rolls out files from the repository; pasted SQL cannot be planned for a fleet",
+                          code="fleet-adhoc")
+    env = config.environment(request.environment)
+    layout = config.project.layout
+    snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
+    plan = discover(env, layout, snapshot)
+    wanted = {m.ledger_name for m in _selected(snapshot, request.selection, {n for t in plan.pending() for n in t.pending})}
+    news = [NewMigration(name=m.ledger_name if layout == "prisma" else f"{m.version}_{m.name}", version=m.version,
+                         ledger_name=m.ledger_name, path=m.path, sql=m.sql, down_sql=m.down_sql, verify_sql=m.verify_sql)
+            for m in snapshot.migrations if m.ledger_name in wanted]
+    summary = fleet_summary(plan, env.fleet, wanted)
+    target = {"host": "fleet", "database": f"{env.name}: {len(plan.targets)} targets", "fleet": summary}
+    if not news:
+        return AnalysisResult(migrations=[], commit=snapshot.commit, risk="low", reasons=(), fingerprint=plan.fingerprint(),
+                              target=target)
+    largest = max(plan.pending(), key=lambda t: t.size_bytes)
+    others = tuple(t.id for t in plan.targets if t.kind == "schema" and t.id != largest.id)
+    with open_target(env, largest, application_name=f"guardian-req{request.id}-analyze") as conn:
+        facts = gather_facts(conn, f"{env.name}/{largest.id}", exclude_schemas=others)
+        target["server_version"] = str(conn.info.server_version // 10000)
+    analysed, worst, reasons = _judge(config, request, news, facts, {})
+    summary["judged_on"] = largest.id
+    return AnalysisResult(migrations=analysed, commit=snapshot.commit, risk=worst, reasons=tuple(reasons[:20]),
+                          fingerprint=plan.fingerprint(), target=target)
 
 
 def current_binding(config: GuardianConfig, request: Request) -> str | None:
@@ -146,6 +188,8 @@ def current_binding(config: GuardianConfig, request: Request) -> str | None:
                 now = snapshot.get(m.ledger_name or m.name)
                 if now is None or now.sha256 != m.sha256:
                     return f"{m.name} changed on disk"
+    if env.fleet is not None:  # the approved target set runs as approved; what changed since is listed, not run
+        return None
     with connect_target(env.database_url(), env.name, application_name=f"guardian-req{request.id}-check") as conn:
         fp, _ = _target_identity(conn, env.name)
     if request.target_fingerprint and fp != request.target_fingerprint:

@@ -150,7 +150,7 @@ def configured_values(settings: "Settings", config: "GuardianConfig | None",
     if config is None:
         return values
     for env in config.environments.values():
-        for var in (env.database_url_env, env.rehearsal_database_url_env):
+        for var in (env.database_url_env, env.rehearsal_database_url_env, *(env.fleet.url_envs if env.fleet else ())):
             if var and environ.get(var):
                 values.append(environ[var])
     for hook in config.webhooks:

@@ -134,6 +134,9 @@ def run(request_id: int) -> None:
     secrets: tuple[str, ...] = ()
     try:
         env = rt.config.environment(step.request.environment)
+        if env.fleet is not None:  # never the environment's own database: a fleet's targets are its tenants
+            raise GuardianError(f"{env.name} is a fleet: its rollout (canary, waves) is not available in this "
+                                "version; nothing was applied", code="fleet-rollout-unavailable")
         url = env.database_url().get_secret_value()
         secrets = (url,)
         apply_all(rt, step.request, env, url, progress)

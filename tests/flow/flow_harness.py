@@ -139,8 +139,9 @@ class Harness:
 def harness(tmp_path: Path, make_database, state_db_url: str, redis_url: str, monkeypatch,
             request: pytest.FixtureRequest) -> Iterator[Harness]:
     """The bot over HTTP with a Prisma project; `@pytest.mark.parametrize("harness", ["supabase"], indirect=True)`
-    gives a Supabase project instead."""
-    layout = getattr(request, "param", "prisma")
+    gives a Supabase project instead, and a param ``("prisma", "<more TOML>")`` appends to guardian.toml."""
+    param = getattr(request, "param", "prisma")
+    layout, more_toml = (param, "") if isinstance(param, str) else param
     repo = tmp_path / "app"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -179,7 +180,7 @@ approvers = ["{APPROVER_A}", "{APPROVER_B}"]
 approvals = {{ low = 1, medium = 1, high = 2, critical = 2 }}
 requires = ["staging"]
 production = true
-""")
+""" + more_toml)
     from bot.config import load_config
 
     config = load_config(config_path, required=True)

@@ -1,0 +1,244 @@
+"""A fleet environment's targets: discovered (tenant schemas or tenant databases), each one's ledger read and grouped.
+
+Usage::
+
+    plan = discover(env, "prisma", snapshot)       # every target, read-only; unreachable ones say why
+    plan.groups()                                  # {"pending 2 files": [...], "already applied": [...], ...}
+    plan.fingerprint()                             # what an approval binds: the target ids and their states
+    with open_target(env, target) as conn: ...     # its own search_path (schemas) or database; URL never shown
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import psycopg
+from psycopg import conninfo, sql
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from bot.config import EnvironmentConfig, FleetConfig, prisma_schema_url
+from bot.errors import ConfigError, GuardianError
+from bot.pg.connect import connect_target, target_errors
+from bot.sources.ledgers import prisma_schema_not_empty, read_ledger
+from bot.sources.models import Layout, MigrationState, SourceSnapshot
+from bot.sources.status import compute_status
+
+TargetState = Literal["pending", "applied", "drifted", "unreachable"]
+STATES: tuple[TargetState, ...] = ("pending", "applied", "drifted", "unreachable")
+_DRIFT = (MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.FAILED, MigrationState.OUT_OF_ORDER)
+_SYSTEM = ("pg_catalog", "information_schema", "pg_toast")
+
+
+class FleetTarget(BaseModel):
+    """One tenant: a schema of the environment's database, or a database whose URL a variable holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str                          # the schema name, the query's name, or the url_envs variable
+    kind: Literal["schema", "database"]
+    server: str                      # host:port, for the per_server cap (never the URL)
+    url_env: str | None = None       # database-per-tenant: the variable holding its URL
+    state: TargetState = "pending"
+    pending: tuple[str, ...] = ()    # ledger names not applied yet, in the tool's order
+    reason: str | None = None        # drifted / unreachable: one line, no secret
+    size_bytes: int = 0
+
+
+class FleetPlan(BaseModel):
+    """Every target of a fleet environment as discovered at one moment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    environment: str
+    targets: tuple[FleetTarget, ...]
+
+    def groups(self) -> dict[str, list[FleetTarget]]:
+        """Targets by state; pending ones by the files they lack ("pending 2 files: a, b"), biggest group first."""
+        out: dict[str, list[FleetTarget]] = {}
+        for t in self.targets:
+            out.setdefault(group_label(t), []).append(t)
+        order = {s: i for i, s in enumerate(STATES)}
+        return dict(sorted(out.items(), key=lambda kv: (order[kv[1][0].state], -len(kv[1]), kv[0])))
+
+    def fingerprint(self) -> str:
+        """sha256 of the target set (ids, states, pending files): a target added, drifted or applied changes it."""
+        return set_fingerprint(self.targets)
+
+    def pending(self) -> list[FleetTarget]:
+        return [t for t in self.targets if t.state == "pending"]
+
+
+def group_label(target: FleetTarget) -> str:
+    if target.state == "pending":
+        n = len(target.pending)
+        return f"pending {n} file{'s' if n != 1 else ''}: {', '.join(target.pending)}"
+    return {"applied": "already applied", "drifted": "drifted", "unreachable": "unreachable"}[target.state]
+
+
+def set_fingerprint(targets: Iterable[FleetTarget]) -> str:
+    rows = sorted([t.id, t.kind, t.state, list(t.pending)] for t in targets)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+def server_of(url: str) -> str:
+    """host:port of a URL (the per_server cap's key); never the user, password or database."""
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "unknown"
+    return f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
+
+
+def target_url(env: EnvironmentConfig, target: FleetTarget) -> SecretStr:
+    """The URL a target is reached at: the environment's with the schema as search_path, or its own variable."""
+    if target.kind == "schema":
+        base = env.database_url().get_secret_value()
+        options = conninfo.conninfo_to_dict(base).get("options") or ""
+        ident = '"' + target.id.replace('"', '""') + '"'
+        setting = "-c search_path=" + ident.replace("\\", "\\\\").replace(" ", "\\ ")
+        return SecretStr(conninfo.make_conninfo(base, options=f"{options} {setting}".strip()))
+    value = os.environ.get(target.url_env or "", "")
+    if not value:
+        raise ConfigError(f"fleet {env.name!r}: target {target.id!r}: variable {target.url_env} is not set; export "
+                          "the tenant database's URL in it", code="missing-env")
+    return SecretStr(prisma_schema_url(value))
+
+
+@contextmanager
+def open_target(env: EnvironmentConfig, target: FleetTarget, *, application_name: str = "migration-guardian"
+                ) -> Iterator[psycopg.Connection]:
+    """A connection to one target (its schema first on the search_path), or a TargetError that names no secret."""
+    with connect_target(target_url(env, target), f"{env.name}/{target.id}", application_name=application_name) as conn:
+        yield conn
+
+
+def read_state(conn: psycopg.Connection, layout: Layout, snapshot: SourceSnapshot,
+               only: Iterable[str] | None = None) -> tuple[TargetState, tuple[str, ...], str | None]:
+    """(state, pending ledger names, reason) of the target ``conn`` points at, against ``snapshot``'s files;
+    ``only`` narrows it to those files (a rollout checks just what was approved)."""
+    ledger = read_ledger(conn, layout)
+    if layout == "prisma" and not ledger.exists and snapshot.migrations:
+        tables = prisma_schema_not_empty(conn)
+        if tables:
+            return "drifted", (), (f"has tables ({', '.join(tables[:3])}) but no _prisma_migrations history (P3005); "
+                                   "baseline it")
+    status = compute_status(snapshot, ledger)
+    keep = set(only) if only is not None else None
+    rows = [m for m in status.migrations if keep is None or m.ledger_name in keep]
+    drift = [m for m in rows if m.state in _DRIFT]
+    if drift:
+        return "drifted", (), "; ".join(f"{m.ledger_name or m.version} {m.state.value.replace('_', ' ')}"
+                                        for m in drift[:3]) + (f" (+{len(drift) - 3} more)" if len(drift) > 3 else "")
+    pending = tuple(m.ledger_name for m in rows if m.state is MigrationState.PENDING)
+    return ("pending" if pending else "applied"), pending, None
+
+
+def discover(env: EnvironmentConfig, layout: Layout, snapshot: SourceSnapshot) -> FleetPlan:
+    """Every target of ``env``'s fleet with its ledger state; read-only. A target that cannot be reached is listed
+    as unreachable with the reason (never the URL); the environment's own database must answer."""
+    fleet = _fleet(env)
+    if fleet.schemas:
+        targets = _schema_targets(env, fleet, layout, snapshot)
+    else:
+        targets = [_database_target(env, name, var, layout, snapshot) for name, var in _database_names(env, fleet)]
+    return FleetPlan(environment=env.name, targets=tuple(targets))
+
+
+def _fleet(env: EnvironmentConfig) -> FleetConfig:
+    if env.fleet is None:
+        raise ConfigError(f"environment {env.name!r} is not a fleet; add [environments.{env.name}.fleet]",
+                          code="not-a-fleet")
+    return env.fleet
+
+
+def schema_names(conn: psycopg.Connection, pattern: str) -> list[str]:
+    """The schemas matching the glob, sorted (system schemas never)."""
+    rows = conn.execute("SELECT nspname FROM pg_namespace WHERE left(nspname, 3) <> 'pg_' "
+                        "AND nspname <> ALL(%s) ORDER BY nspname", (list(_SYSTEM),)).fetchall()
+    return [r[0] for r in rows if fnmatch.fnmatchcase(r[0], pattern)]
+
+
+def _schema_targets(env: EnvironmentConfig, fleet: FleetConfig, layout: Layout,
+                    snapshot: SourceSnapshot) -> list[FleetTarget]:
+    url = env.database_url()
+    server = server_of(url.get_secret_value())
+    out = []
+    with connect_target(url, env.name, application_name="guardian-fleet-discover") as conn, target_errors(env.name, url):
+        sizes = dict(conn.execute(
+            "SELECT n.nspname, coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_namespace n "
+            "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm', 'p') GROUP BY 1").fetchall())
+        for name in schema_names(conn, fleet.schemas or ""):
+            conn.execute("SELECT set_config('search_path', %s, false)", (sql.Identifier(name).as_string(conn),))
+            try:
+                with target_errors(f"{env.name}/{name}"):
+                    state, pending, reason = read_state(conn, layout, snapshot)
+            except GuardianError as exc:  # a ledger in a shape we do not write: that tenant's history is not ours
+                state, pending, reason = "drifted", (), f"[{exc.code}] {exc.message}"
+            out.append(FleetTarget(id=name, kind="schema", server=server, state=state, pending=pending, reason=reason,
+                                   size_bytes=int(sizes.get(name, 0))))
+    return out
+
+
+def _database_names(env: EnvironmentConfig, fleet: FleetConfig) -> list[tuple[str, str]]:
+    if fleet.url_envs:
+        return [(var, var) for var in fleet.url_envs]
+    url = env.database_url()
+    with connect_target(url, env.name, application_name="guardian-fleet-discover") as conn, target_errors(env.name, url):
+        rows = conn.execute(fleet.query or "").fetchall()
+    out = []
+    for row in rows:
+        if len(row) < 2 or not isinstance(row[0], str) or not isinstance(row[1], str):
+            raise ConfigError(f"fleet {env.name!r}: the query must return (name text, url_env text) rows, got "
+                              f"{len(row)} column(s)", code="fleet-query")
+        out.append((row[0], row[1]))
+    return out
+
+
+def _database_target(env: EnvironmentConfig, name: str, var: str, layout: Layout,
+                     snapshot: SourceSnapshot) -> FleetTarget:
+    base = FleetTarget(id=name, kind="database", server=server_of(os.environ.get(var, "")), url_env=var)
+    try:
+        with open_target(env, base, application_name="guardian-fleet-discover") as conn:
+            with target_errors(f"{env.name}/{name}"):
+                size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                state, pending, reason = read_state(conn, layout, snapshot)
+    except GuardianError as exc:
+        return base.model_copy(update={"state": "unreachable", "reason": f"[{exc.code}] {exc.message}"})
+    return base.model_copy(update={"state": state, "pending": pending, "reason": reason, "size_bytes": int(size)})
+
+
+def wave_numbers(count: int, fleet: FleetConfig) -> list[int]:
+    """The wave of each of ``count`` targets in rollout order: 0 for the canary, then 1, 2, … of ``wave`` each.
+
+    >>> wave_numbers(5, FleetConfig(schemas="t_*", canary=1, wave=2))
+    [0, 1, 1, 2, 2]
+    """
+    canary = min(fleet.canary, count)
+    size = fleet.wave_size(count - canary)
+    return [0] * canary + [1 + i // size for i in range(count - canary)]
+
+
+def fleet_summary(plan: FleetPlan, fleet: FleetConfig, wanted: set[str]) -> dict:
+    """What the request keeps (its ``target["fleet"]``): the target set the approval binds, in rollout order, with
+    each pending target's wave and the files it gets, plus the rollout settings shown in the preview."""
+    runs = [t for t in plan.pending() if set(t.pending) & wanted]
+    waves = dict(zip((t.id for t in runs), wave_numbers(len(runs), fleet)))
+    targets = [{**t.model_dump(mode="json", exclude={"size_bytes"}),
+                "files": [n for n in t.pending if n in wanted] if t.id in waves else [],
+                "wave": waves.get(t.id)} for t in plan.targets]
+    largest = sorted(plan.targets, key=lambda t: -t.size_bytes)[:3]
+    return {
+        "fingerprint": plan.fingerprint(),
+        "targets": targets,
+        "counts": {s: sum(1 for t in plan.targets if t.state == s) for s in STATES},
+        "rollout": {"targets": len(runs), "waves": max(waves.values(), default=-1) + 1, "canary": fleet.canary,
+                    "wave": fleet.wave, "parallel": fleet.parallel, "per_server": fleet.per_server,
+                    "halt_after_failures": fleet.halt_after_failures, "health_query": bool(fleet.health_query),
+                    "pause": fleet.pause},
+        "largest": [{"id": t.id, "size_bytes": t.size_bytes} for t in largest if t.size_bytes],
+    }
