@@ -34,8 +34,9 @@ def catalog_locks(fx: Effect, node_type: str, n: dict, ctx: Context) -> None:
     """The locks only the target's catalog names, each observed in pg_locks on PostgreSQL 15: the DEFAULT
     partition (ACCESS EXCLUSIVE under PARTITION OF, ATTACH and DETACH), the table of a dropped index
     (ACCESS EXCLUSIVE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE), the tables whose columns DROP TYPE/DOMAIN ...
-    CASCADE drops (ACCESS EXCLUSIVE), a materialized view's tables (ACCESS SHARE while it refreshes) and
-    the partitions an index on a partitioned table is built on (SHARE)."""
+    CASCADE drops (ACCESS EXCLUSIVE), a materialized view's tables (ACCESS SHARE while it refreshes), the
+    partitions an index on a partitioned table is built on (SHARE; CONCURRENTLY, which then fails: SHARE
+    UPDATE EXCLUSIVE) and the table of a reindexed index (SHARE; CONCURRENTLY: SHARE UPDATE EXCLUSIVE)."""
     if node_type == "CreateStmt" and n.get("partbound") and not n["partbound"].get("is_default"):
         for parent in n.get("inhRelations") or ():
             _lock_default(fx, ctx, rv_name(parent))
@@ -59,9 +60,13 @@ def catalog_locks(fx: Effect, node_type: str, n: dict, ctx: Context) -> None:
     elif node_type == "RefreshMatViewStmt":
         for name in catalog.matview_tables(ctx, fx.target):
             fx.lock(name, ACCESS_SHARE)
-    elif node_type == "IndexStmt" and (n.get("relation") or {}).get("inh") and not n.get("concurrent"):
-        for name in catalog.partitions(ctx, fx.target):
-            fx.lock(name, SHARE)
+    elif node_type == "IndexStmt" and (n.get("relation") or {}).get("inh"):
+        for name in catalog.partitions(ctx, fx.target):  # CONCURRENTLY locks them all before it fails
+            fx.lock(name, SUE if n.get("concurrent") else SHARE)
+    elif node_type == "ReindexStmt" and fx.target and n.get("kind") == "REINDEX_OBJECT_INDEX":
+        owner = catalog.index_table(ctx, fx.target)
+        if owner:
+            fx.lock(owner, SUE if "concurrently" in def_names(n.get("params")) else SHARE)
 
 
 def _lock_default(fx: Effect, ctx: Context, parent: str, partition: str | None = None) -> None:

@@ -122,6 +122,8 @@ def test_concurrent_index_on_a_partitioned_table_fails_and_on_only_builds_nothin
     assert only.risk is Severity.LOW and locks(only, 0) == {"ev": "SHARE"}
     every = analyze("CREATE INDEX ev_v ON ev (v);", _parts(default_rows=10))
     assert locks(every, 0) == {"ev": "SHARE", "ev_p1": "SHARE", "ev_def": "SHARE"}
+    failing = analyze("CREATE INDEX CONCURRENTLY ev_v ON ev (v);", _parts())  # pg_locks: each partition first
+    assert locks(failing, 0) == {"ev": "SHARE UPDATE EXCLUSIVE", "ev_p1": "SHARE UPDATE EXCLUSIVE"}
 
 
 def test_on_only_without_facts_stays_cautious_and_says_what_it_depends_on():
@@ -198,3 +200,12 @@ def test_drop_index_of_a_constraint_fails():
         assert f.severity is Severity.CRITICAL and "people" in f.message
     assert _risk("DROP INDEX CONCURRENTLY people_email_lower;", _ctx(people=keyed)) is Severity.LOW
     assert "MG110" not in codes("DROP INDEX CONCURRENTLY people_pkey;")  # no facts: the name alone proves nothing
+
+
+def test_reindex_of_an_index_locks_its_table():
+    """pg_locks: REINDEX INDEX takes SHARE on the table (ACCESS EXCLUSIVE on the index); CONCURRENTLY takes
+    SHARE UPDATE EXCLUSIVE on both."""
+    assert locks(analyze("REINDEX INDEX people_note;", _ctx(people=PEOPLE)), 0) == {
+        "people_note": "ACCESS EXCLUSIVE", "people": "SHARE"}
+    assert locks(analyze("REINDEX INDEX CONCURRENTLY people_note;", _ctx(people=PEOPLE)), 0) == {
+        "people_note": "SHARE UPDATE EXCLUSIVE", "people": "SHARE UPDATE EXCLUSIVE"}
