@@ -193,17 +193,6 @@ class Context(_Value):
     types: dict[str, TypeFacts] = field(default_factory=dict)  # enums and domains, keyed as tables are
     timezone: str | None = None  # the runner session's TimeZone setting on the target
 
-    def columns_using(self, type_name: str) -> list[tuple[str, str]]:
-        """(table, column) of the columns whose type is the enum or domain `type_name` (schema.name)."""
-        seen: set[int] = set()
-        found = []
-        for table, stats in self.tables.items():
-            if id(stats) in seen:
-                continue
-            seen.add(id(stats))
-            found.extend((table, col) for col, f in stats.column_facts.items() if f.type_ref == type_name)
-        return found
-
 
 @_frozen
 class Lock(_Value):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import catalog
 from .effect import Effect
 from .models import Column, Context, TableStats, TypeFacts
 from .parse import RawStatement
@@ -96,8 +97,8 @@ class State:
 
     def facts(self, relation: str | None) -> TableStats | None:
         """The target's catalog facts about a table (a snapshot or the live target), None without them."""
-        s = self.stats(relation)
-        return s if s is not None and s.catalog else None
+        found = catalog.table(self.ctx, relation)
+        return found[1] if found else None
 
     def column(self, relation: str, col: str) -> Column | None:
         s = self.facts(relation)

@@ -6,7 +6,7 @@ import json
 import psycopg
 
 from bot.pg.introspect import gather_facts
-from bot.risk import analyze
+from bot.risk import analyze, catalog
 from bot.risk.models import Column, Constraint, Index
 from bot.risk.snapshot import context_values
 
@@ -79,7 +79,7 @@ def test_gather_facts_reads_columns_indexes_constraints_views_partitions_types_a
     assert ctx.types["mood"].values == ("sad", "ok", "happy") and ctx.types["public.mood"].kind == "enum"
     score = ctx.types["score"]
     assert score.kind == "domain" and score.base == "integer" and score.checks[0].startswith("CHECK")
-    assert sorted(ctx.columns_using("public.mood")) == [("public.members", "feeling"), ("public.members", "moods")]
+    assert sorted(catalog.type_columns(ctx, "mood")) == ["members.feeling", "members.moods"]
 
 
 def test_the_snapshot_json_round_trips_to_the_same_context(target_db_url):

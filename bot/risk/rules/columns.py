@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
+from .. import catalog
 from ..models import Severity
 from ..nodes import column_constraints, const_null, rv_name, strings, type_name, volatility
 from ..state import State, Stmt
@@ -137,9 +138,6 @@ RULES = (
       "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;",
       (20,), size=True),
 )
-
-# How to give the rules the target's catalog when they lack it (said in findings that depend on it).
-SNAPSHOT_HINT = "`guardian snapshot` then `guardian lint --context` (or `guardian plan`) decides it"
 
 _TYPE = re.compile(r"^([a-z ]+?)(?:\(([\d, ]+)\))?(\[\])?$")
 _TEXTY = {"varchar", "text"}
@@ -314,8 +312,8 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
             return
         if verdict is None and not using:
             yield Hit("MG306", f"{table}.{col} {known} -> {new} is metadata only when the session TimeZone is UTC, "
-                      "otherwise the table is rewritten; even then indexes on it are rebuilt. The runner's TimeZone "
-                      f"and the indexes are in the target's catalog: {SNAPSHOT_HINT}.", table, Severity.MEDIUM)
+                      "otherwise the table is rewritten; even then indexes on it are rebuilt. To decide it from the "
+                      f"runner's TimeZone and the indexes, {catalog.HOW}.", table, Severity.MEDIUM)
             return
         s.fx.rewrite = True
         yield Hit("MG306", f"{table}.{col} {known} -> {new} rewrites the table and its indexes.", table)
@@ -325,7 +323,7 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
         yield Hit("MG306", f"{table}.{col} -> {new}: metadata only if the old type is binary-coercible "
                   "(e.g. varchar(n) -> text), otherwise a full rewrite; old type unknown. Even a metadata-only "
                   "change rebuilds the expression indexes on the column, re-checks its CHECKs and fails if a view "
-                  f"selects it: {SNAPSHOT_HINT}.", table, Severity.MEDIUM)
+                  f"selects it; to decide it, {catalog.HOW}.", table, Severity.MEDIUM)
     else:
         s.fx.rewrite = True
         yield Hit("MG306", f"{table}.{col} -> {new} rewrites the table and its indexes.", table)

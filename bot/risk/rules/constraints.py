@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from .. import catalog
 from ..models import Severity
 from ..nodes import column_constraints, const_null, rv_name, strings, type_name
 from ..state import State, Stmt
 from . import Hit, rule
-from .columns import SNAPSHOT_HINT
 
 R = rule("constraints")
 RULES = (
@@ -230,8 +230,7 @@ def _add_constraint(c: dict, table: str, new: bool, st: State, s: Stmt, cmds: li
 def _no_proof(st: State, table: str, col: str, known: bool | None) -> str:
     """Why SET NOT NULL scans, from the catalog facts; without them, what would spare the scan."""
     if known is None:
-        return (f"; no scan if a validated CHECK ({col} IS NOT NULL) exists (PG 12+): the target's catalog tells, "
-                f"{SNAPSHOT_HINT}")
+        return (f"; no scan if a validated CHECK ({col} IS NOT NULL) exists (PG 12+): to know, {catalog.HOW}")
     facts = st.facts(table)
     unvalidated = [c.name for c in (facts.constraints if facts else ()) if c.not_null_column == col]
     if unvalidated:
@@ -247,7 +246,7 @@ def _pk_using_index(index: str, table: str, st: State) -> Iterator[Hit]:
     if not nullable and (cols is None or None in known.values()):
         if table not in st.not_null_done:
             yield Hit("MG206", f"PRIMARY KEY USING INDEX {index} scans {table} for NULLs unless its columns are "
-                      f"already NOT NULL; the target's catalog tells, {SNAPSHOT_HINT}.", table,
+                      f"already NOT NULL: to know, {catalog.HOW}.", table,
                       None if st.stats(table) else Severity.LOW)
         return
     if nullable:
