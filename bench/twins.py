@@ -32,8 +32,10 @@ import argparse
 import collections
 import contextlib
 import io
+import itertools
 import json
 import os
+import queue
 import re
 import sys
 import tempfile
@@ -265,10 +267,24 @@ class Databases:
         self.setups, self.rows, self.admin_url = setups, rows, admin_url
         self.tag = uuid.uuid4().hex[:8]
         self.names: dict[str, str] = {}  # url -> database name, of every database still there
+        self.serial = itertools.count()
         self.templates: dict[str, str] = {}
         self.shared: dict[tuple[str, str], str] = {}
         self.uses = collections.Counter((c.setup, c.schema) for c in cases if c.transactional)
         self.admin = psycopg.connect(admin_url, autocommit=True)
+        # DROP DATABASE waits for a checkpoint (~1 s): a second session drops while the next case runs
+        self.drops: queue.Queue[str | None] = queue.Queue()
+        self.drop_errors: list[str] = []
+        self.dropper = threading.Thread(target=self._dropping, daemon=True)
+        self.dropper.start()
+
+    def _dropping(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            while (name := self.drops.get()) is not None:
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except psycopg.Error as exc:
+                    self.drop_errors.append(f"{name}: {_error(exc)}")
 
     def _create(self, name: str, template: str | None = None) -> str:
         self.admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
@@ -277,7 +293,7 @@ class Databases:
         return url
 
     def _drop(self, url: str) -> None:
-        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.names.pop(url)}" WITH (FORCE)')
+        self.drops.put(self.names.pop(url))
 
     def _analyze(self, conn: psycopg.Connection, what: str) -> None:
         """ANALYZE, then make sure every big table holds about ``rows`` rows: the suite (150,000) and the bench
@@ -306,7 +322,7 @@ class Databases:
         if case.transactional and key in self.shared:
             return self.shared[key]
         slug = re.sub(r"[^a-z0-9]+", "_", case.id.lower())[:30]
-        url = self._create(f"twins_{self.tag}_{slug}_{len(self.names)}", self.template(case.setup))
+        url = self._create(f"twins_{self.tag}_{slug}_{next(self.serial)}", self.template(case.setup))
         if case.schema:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(_sql(case.schema, self.rows))
@@ -328,7 +344,11 @@ class Databases:
     def close(self) -> None:
         for url in list(self.names):
             self._drop(url)
+        self.drops.put(None)
+        self.dropper.join()
         self.admin.close()
+        if self.drop_errors:
+            raise RuntimeError(f"could not drop {'; '.join(self.drop_errors)}; drop them by hand")
 
 
 # --- verdicts ----------------------------------------------------------------------------------------------
