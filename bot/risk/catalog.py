@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .models import Context, Index, TableStats
 
-HOW = "`guardian snapshot` the target, then `guardian lint --context` the file (`guardian plan` reads it itself)"
+HOW = ("run `guardian snapshot --env <env> -o snapshot.json`, then `guardian lint --context snapshot.json` "
+       "(`guardian plan` reads the target itself)")
 
 
 def known(ctx: Context) -> bool:
