@@ -149,6 +149,19 @@ def discover(env: EnvironmentConfig, layout: Layout, snapshot: SourceSnapshot) -
     return FleetPlan(environment=env.name, targets=tuple(targets))
 
 
+def current_targets(env: EnvironmentConfig) -> list[FleetTarget]:
+    """Which targets the fleet has now (ids, kinds, servers; ledgers not read): a rollout compares them with the
+    approved set to list the ones added since."""
+    fleet = _fleet(env)
+    if not fleet.schemas:
+        return [FleetTarget(id=name, kind="database", server=server_of(os.environ.get(var, "")), url_env=var)
+                for name, var in _database_names(env, fleet)]
+    url = env.database_url()
+    with connect_target(url, env.name, application_name="guardian-fleet-discover") as conn, target_errors(env.name, url):
+        names = schema_names(conn, fleet.schemas)
+    return [FleetTarget(id=name, kind="schema", server=server_of(url.get_secret_value())) for name in names]
+
+
 def _fleet(env: EnvironmentConfig) -> FleetConfig:
     if env.fleet is None:
         raise ConfigError(f"environment {env.name!r} is not a fleet; add [environments.{env.name}.fleet]",

@@ -49,7 +49,7 @@ from bot.slack.pipeline_blocks import (
     build_retry_message,
     build_waiters_message,
 )
-from workers import pipeline, report, truth
+from workers import fleet, pipeline, report, truth
 from workers.batch import plan_batch, run_batches
 from workers.refs import to_migration
 from workers.plan import Part, own_transactions, plan_parts
@@ -91,8 +91,13 @@ class ApplyContext:
     progress: Progress
     approvers: list[str]
     backup_id: str | None
+    ledger_id: str = ""      # the request id the sidecar records (a fleet target's: "<request>/<target>")
+    quiet: bool = False      # a fleet target: its retries are logged, the rollout card reports for all targets
 
     def post(self, message: dict[str, Any]) -> None:
+        if self.quiet:
+            log.info("request %s: %s", self.request.id, message.get("text", ""))
+            return
         report.post(self.rt, self.request, message)
 
     def retrying(self, name: str, attempt_once: Callable[[], T]) -> T:
@@ -134,9 +139,9 @@ def run(request_id: int) -> None:
     secrets: tuple[str, ...] = ()
     try:
         env = rt.config.environment(step.request.environment)
-        if env.fleet is not None:  # never the environment's own database: a fleet's targets are its tenants
-            raise GuardianError(f"{env.name} is a fleet: its rollout (canary, waves) is not available in this "
-                                "version; nothing was applied", code="fleet-rollout-unavailable")
+        if env.fleet is not None:  # a fleet's targets are its tenants, never the environment's own database
+            fleet.start(rt, step)   # the step stays running until the rollout succeeds
+            return
         url = env.database_url().get_secret_value()
         secrets = (url,)
         apply_all(rt, step.request, env, url, progress)
@@ -185,29 +190,35 @@ def connect(url: str, environment: str, request_id: int) -> psycopg.Connection:
         raise classify(exc, environment, url) from None
 
 
-def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress) -> None:
-    """Apply every migration of ``request`` in order under the target's locks; raises on the first failure."""
+def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress, *, target: str | None = None,
+              refs: list[MigrationRef] | None = None) -> None:
+    """Apply every migration of ``request`` (or ``refs``) in order under the target's locks; raises on the first
+    failure. ``target`` names a fleet target: its own advisory lock and sidecar id, its notes kept out of the thread.
+    """
     layout = rt.config.project.layout
-    conn = connect(url, env.name, request.id)
+    where = env.name if target is None else f"{env.name}/{target}"
+    conn = connect(url, where, request.id)
     with conn, ExitStack() as stack:
         _session_settings(conn, env)
-        key = target_lock_key(env.name)
+        key = target_lock_key(where)
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-            raise TargetError(f"environment {env.name!r}: another Guardian apply holds this target's lock; "
+            raise TargetError(f"environment {where!r}: another Guardian apply holds this target's lock; "
                               "wait for it to finish, then retry", code="target-busy")
         stack.callback(_unlock, conn, key)
         if layout == "prisma":
             stack.enter_context(prisma_advisory_lock(conn))
-        dog = stack.enter_context(Watchdog(
+        ctx = ApplyContext(rt=rt, request=request, conn=conn, layout=layout, lock_timeout=env.lock_timeout,
+                           statement_timeout=env.statement_timeout, tries=env.apply_retries + 1, dog=None,
+                           progress=progress, approvers=_approvers(rt, request.id),
+                           backup_id=_backup_id(rt, request.id),
+                           ledger_id=str(request.id) if target is None else f"{request.id}/{target}",
+                           quiet=target is not None)
+        ctx.dog = stack.enter_context(Watchdog(
             url, conn.info.backend_pid, label=application_name(request.id, "watchdog"),
-            on_waiters=lambda waiting: report.post(rt, request, build_waiters_message(
+            on_waiters=lambda waiting: ctx.post(build_waiters_message(
                 request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting)),
         ))
-        ctx = ApplyContext(rt=rt, request=request, conn=conn, layout=layout, lock_timeout=env.lock_timeout,
-                           statement_timeout=env.statement_timeout, tries=env.apply_retries + 1, dog=dog,
-                           progress=progress, approvers=_approvers(rt, request.id),
-                           backup_id=_backup_id(rt, request.id))
-        for ref in request.migrations:
+        for ref in (request.migrations if refs is None else refs):
             clock = time.monotonic()
             if layout != "prisma":
                 # as `supabase db push` does before each file (pkg/migration/apply.go ApplyMigrations): a file's SET
@@ -286,7 +297,7 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
     with ctx.conn.transaction():
-        check_applicable(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id))
+        check_applicable(ctx.conn, ctx.layout, migration, request_id=ctx.ledger_id)
     # Prisma: the started row commits first, as in `prisma migrate deploy`, so a crash between parts reads as P3009
     started = record_started(ctx.conn, ctx.layout, migration)
     tail: list[Piece] = parts[-1].pieces if parts[-1].kind == "tx" else []
@@ -328,7 +339,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
             attempt_once()
 
     try:
-        apply_migration(ctx.conn, ctx.layout, migration, request_id=str(ctx.request.id), approvers=ctx.approvers,
+        apply_migration(ctx.conn, ctx.layout, migration, request_id=ctx.ledger_id, approvers=ctx.approvers,
                         backup_id=ctx.backup_id, execute=execute, started_row=started_row)
     except ApplyError as exc:
         if exc.details.get("sqlstate") == "55P03":

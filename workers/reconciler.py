@@ -38,7 +38,7 @@ from bot.pg.connect import connect_target
 from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
-from workers import pipeline
+from workers import fleet, pipeline
 from workers.refs import to_migration
 from workers.enqueue import deliver, job_id
 from workers.liveness import job_live, running_elsewhere
@@ -97,6 +97,8 @@ def _reconcile_one(rt: Any, redis: Redis, request: Request, now: datetime) -> st
             return None
         _requeue(rt, redis, request.id, first)
         return f"queued but its {first} job was gone: enqueued again"
+    if status is RequestStatus.APPLYING and rt.store.get_rollout(request.id) is not None:  # a fleet rollout: its targets' jobs, not the apply step's
+        return fleet.reconcile(rt, redis, request)
     step = _running_step(rt, request)
     rows = [s for s in rt.store.list_steps(request.id) if s.step == step]
     if rows and rows[-1].status == "succeeded":  # the step finished; the next one has not started yet

@@ -21,7 +21,7 @@ from bot.pg.connect import connect_target
 from bot.pg.diff import diff_snapshots
 from bot.pg.snapshot import SchemaSnapshot, take_snapshot
 from bot.slack.pipeline_blocks import build_verify_message
-from workers import pipeline, report
+from workers import fleet, pipeline, report
 from workers.checks import compare_probes, rls_probe_results, row_counts, run_verify_sql, verify_section
 from workers.runtime import runtime
 from workers.watchdog import application_name
@@ -43,8 +43,11 @@ def run(request_id: int) -> None:
     secret = ""
     try:
         env = rt.config.environment(step.request.environment)
-        secret = env.database_url().get_secret_value()
-        result = check(rt, step.request, env, secret)
+        if env.fleet is not None:  # each target was verified by its own job
+            result = fleet.verify_result(rt, step.request)
+        else:
+            secret = env.database_url().get_secret_value()
+            result = check(rt, step.request, env, secret)
     except (GuardianError, psycopg.Error) as exc:
         pipeline.fail(rt, request_id, expected=RequestStatus.VERIFYING, failed_step="verify",
                       db_state=DbState.APPLIED_UNVERIFIED, error=pipeline.step_error(exc, step.request.environment, secret),

@@ -9,16 +9,17 @@ Usage::
 Status changes are compare-and-set (``UPDATE … WHERE id = %s AND status = %s RETURNING``), so a
 duplicate click or duplicate job can never apply a transition twice; each one appends an event to
 the hash-chained audit log in the same transaction. The SQL lives in ``requests`` (requests,
-decisions, steps) and ``operations`` (freezes, backups, incidents, webhooks, events).
+decisions, steps), ``operations`` (freezes, backups, incidents, webhooks, events) and ``fleet`` (rollouts).
 """
 from bot.store.base import EVENT_CHAIN_LOCK, GENESIS_HASH, NewMigration
 from bot.store.deliveries import DeliveriesStore
+from bot.store.fleet import FleetStore
 from bot.store.operations import OperationsStore
 from bot.store.requests import RequestsStore
 from bot.store.stats import StatsStore
 
 
-class Store(RequestsStore, OperationsStore, DeliveriesStore, StatsStore):
+class Store(RequestsStore, OperationsStore, DeliveriesStore, StatsStore, FleetStore):
     """The bot's PostgreSQL state behind a small connection pool."""
 
 
