@@ -1,6 +1,7 @@
 """Lock rehearsal: run migrations on a rehearsal database in ONE transaction that is always rolled back.
 
-Per statement we record, from one look at our own backend before and one after it (bot/pg/locks.py): the
+Per statement we record, from one look at our own backend after it (bot/pg/locks.py; the look after the
+previous statement serves as the one before, so a run costs one query per statement plus one): the
 relation locks it newly took (pg_locks), the tables whose storage was rewritten and the pre-existing indexes
 rebuilt (relfilenode changed), the indexes it built on pre-existing tables, the pre-existing tables it read
 (pg_stat_xact counters: sequential scans, rows they returned, index scans), the duration, and its error
@@ -165,8 +166,10 @@ def _strongest(modes) -> str | None:
     return max(modes, key=lambda m: _MODE_RANK.get(m, -1), default=None)
 
 
-def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], after_skip: bool) -> StatementRehearsal:
-    before = look(conn)
+def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], after_skip: bool,
+             before: Look) -> tuple[StatementRehearsal, Look]:
+    """The statement run and observed; ``before`` is a look taken since the previous statement ran (the
+    previous statement's look after it, when nothing ran in between), and the look after it is returned."""
     started = time.perf_counter()
     conn.execute(piece.text.encode("utf-8"))
     elapsed = (time.perf_counter() - started) * 1000
@@ -186,7 +189,7 @@ def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], a
         observed_locks=tuple(ObservedLock(relation=r, mode=m) for r, m in observed), rewrites=_rewrites(before, after),
         rebuilt_indexes=rebuilt, built_indexes=built, scans=_scans(before, after), duration_ms=round(elapsed, 3),
         after_skip=after_skip,
-    )
+    ), after
 
 
 def _held(after: Look, oid: int) -> str | None:
@@ -277,6 +280,7 @@ def rehearse(
     results: list[FileRehearsal] = []
     stopped: str | None = None
     skipped = False  # a statement that changes the database was skipped: what follows runs on a different one
+    last: Look | None = None  # the look after the previous statement, while nothing else ran since
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      (lock_timeout, statement_timeout))
@@ -289,6 +293,7 @@ def rehearse(
                     reason = "the analysis marks it as not runnable inside a transaction"
                 transactional = reason is None or piece.node_type in ("TransactionStmt", None)
                 failed = None if stopped or not reason else _probe(conn, piece)
+                last = None if reason else last  # a probe's savepoint leaves scan counters behind
                 if stopped or reason:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
@@ -300,7 +305,8 @@ def rehearse(
                         stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
                     continue
                 try:
-                    rows.append(_run_one(conn, piece, expected, skipped))
+                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
+                    rows.append(row)
                 except psycopg.Error as exc:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
