@@ -120,3 +120,12 @@ def test_data_loss_and_compatibility_findings_are_never_lowered():
     quiet = [_seen(i, rewrites=()) for i in range(3)]
     assert {f.code for f in report.findings} >= {"MG502", "MG505", "MG501"}
     assert attach_rehearsal(report, sql, quiet, BIG) is report
+
+
+def test_a_rebuild_the_analysis_already_names_gets_no_second_finding():
+    sql = 'ALTER TABLE items ALTER COLUMN email TYPE text COLLATE "C";\n'
+    report = analyze(sql, BIG)
+    assert _codes(report, "MG308")  # collation change: rebuilds its indexes
+    rebuilt = (IndexChange(index="items_email_idx", table="items", lock="ACCESS EXCLUSIVE"),)
+    traced = attach_rehearsal(report, sql, [_seen(0, rewrites=(), rebuilt_indexes=rebuilt)], BIG)
+    assert not _codes(traced, "MG942")

@@ -129,6 +129,8 @@ LOWERABLE = frozenset({
 # MG603 (an earlier ACCESS EXCLUSIVE held during this statement) is lowerable when it says the statement
 # rewrites or scans; not when it changes rows or waits for a lock.
 _HELD_WHILE = ("This statement rewrites ", "This statement scans ")
+# Findings that already say the statement rebuilds indexes (REINDEX is known by its kind)
+_SAYS_REBUILD = frozenset({"MG213", "MG308", "MG315"})
 _SKIPPED_SQLSTATE = "55P03"  # lock_timeout: another session held the rehearsal database; says nothing of the SQL
 
 
@@ -203,7 +205,8 @@ def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterat
                                    "the real table every read and write waits while all of it is copied"), "."
     kind = (statement.kind if statement is not None else "") or ""
     rebuilt = [c for c in seen.rebuilt_indexes if c.table not in seen.rewrites and _blocks_writes(c.lock)
-               and not rewrite and not kind.startswith("REINDEX") and not _named(c.index, own)]
+               and not rewrite and not kind.startswith("REINDEX") and not _named(c.index, own)
+               and not any(f.code in _SAYS_REBUILD for f in own)]
     if rebuilt:
         yield "MG942", [c.table for c in rebuilt], (
             f"The rehearsal rebuilt {_changes(rebuilt)} ({ms}): the whole table is read and the index written "
