@@ -80,7 +80,8 @@ def test_lock_coverage_accepts_the_same_or_a_stronger_mode_on_that_table():
 
 def _test_plan_meets_issue_22_targets(pg_admin_url):
     """Issue 22's "Done when" through `guardian plan` (recall >= 95 %, false alarms <= 5 %, every observed lock
-    in the report). Off until the verdict rules land: rename it to test_... to switch it on."""
+    in the report, lint --context flagging as plan does). Off until the verdict rules land: rename it to test_...
+    to switch it on."""
     results = twins.run(CASES, SETUPS, ROWS, echo=lambda _: None, admin_url=pg_admin_url)
     assert twins.meets_issue_22(results) == []
 
@@ -108,3 +109,5 @@ def test_issue_22_targets_are_computed_from_the_verdicts():
     assert twins.meets_issue_22(results) == ["false alarms 100% > 5%", f"{danger.id}: orders SHARE not in the report"]
     results[0].plan = quiet
     assert twins.meets_issue_22(results)[0] == "recall 0% < 95%"
+    results[0].uncovered, results[1].plan, results[1].context = [], quiet, flagged
+    assert twins.meets_issue_22(results) == ["recall 0% < 95%", f"{safe.id}: lint --context high, plan low"]
