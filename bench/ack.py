@@ -45,6 +45,7 @@ from bot.schema import upgrade  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.ids import ActionId, CallbackId  # noqa: E402
 from bot.slack.modals import ModalState  # noqa: E402
+from bot.slack.notifier import Notifier  # noqa: E402
 from bot.slack.sender import SlackSender, SlackUser  # noqa: E402
 from bot.slack.server import EVENTS_PATH, build_wsgi_app, stop_server  # noqa: E402
 from bot.slack.standin import SlackStandIn  # noqa: E402
@@ -175,7 +176,7 @@ def _run_scenario(name: str, n: int, admin: str, redis_url: str, workdir: Path) 
     client = WebClient(token=standin.token, base_url=api_url, timeout=30)
     store = Store(state_url)
     redis = Redis.from_url(redis_url)
-    flow = Flow(settings, config, store, redis, client)
+    flow = Flow(settings, config, store, redis, Notifier(client))
     app = build_app(settings, config, client, flow=flow, verify_token=True)  # as `guardian serve` builds it
     import waitress
 

@@ -165,6 +165,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
 def _cmd_postmortem(args: argparse.Namespace) -> int:
     from bot.flow import Flow
     from bot.incidents import IncidentService
+    from bot.slack.notifier import Notifier
     from bot.store import Store
 
     from bot.reachability import probe_postgres
@@ -174,7 +175,7 @@ def _cmd_postmortem(args: argparse.Namespace) -> int:
     url = _state_url(settings)
     probe_postgres(url, "DATABASE_URL", "the bot's database")  # down: one line in seconds, not the pool's 15 s
     with Store(url, max_size=2) as store:
-        service = IncidentService(Flow(settings, load_config(settings.guardian_config), store, None, None))
+        service = IncidentService(Flow(settings, load_config(settings.guardian_config), store, None, Notifier(None)))
         incident = store.get_incident(args.incident)
         print(incident.postmortem if incident.postmortem and not args.fresh else service.postmortem(args.incident))
     return 0

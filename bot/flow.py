@@ -6,7 +6,7 @@ duplicate click sees the current truth.
 
 Usage::
 
-    flow = Flow(settings, config, store, redis, slack_client)
+    flow = Flow(settings, config, store, redis, Notifier(slack_client))
     request = flow.start_plan("staging", "U123", "C1", migrations=(), pending=True, ref=None)
     flow.analyze(request.id)                       # in the worker
     message = flow.decide(request.id, "U456", "approve")
@@ -14,16 +14,12 @@ Usage::
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from redis import Redis
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
 from bot.errors import (
@@ -48,9 +44,10 @@ from bot.slack.cards import (
     sql_needs_upload,
 )
 from bot.slack.ids import UNKNOWN_PREVIEW
-from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
+from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any
+from bot.slack.notifier import Notifier
 from bot.slack.pipeline_blocks import build_step_message
-from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
+from bot.slack.retries import LATE_POST_STEP, late_post_delay
 from bot.sources.layouts import load_snapshot
 from bot.sources.models import SourceSnapshot, StatusReport
 from bot.sources.status import environment_status
@@ -59,7 +56,6 @@ from bot.store.outbox import JobIntent
 
 log = logging.getLogger(__name__)
 S = RequestStatus
-GROUP_CACHE_SECONDS = 300.0
 
 
 @dataclass
@@ -84,16 +80,16 @@ class Flow:
         config: GuardianConfig,
         store: Store,
         redis: Redis | None,
-        slack: WebClient | None,
+        notifier: Notifier,
         *,
         dispatch: Callable[[], object] | None = None,
     ) -> None:
-        """``dispatch`` hands committed job intents to the queue at once (the worker's wiring passes its
-        outbox pump); without it the worker's pump picks them up (woken by NOTIFY, else within a second)."""
-        self.settings, self.config, self.store, self.redis, self.slack = settings, config, store, redis, slack
+        """``notifier`` is Slack (bot/slack/notifier.py; ``Notifier(None)`` for none). ``dispatch`` hands
+        committed job intents to the queue at once (the worker's wiring passes its outbox pump); without it
+        the worker's pump picks them up (woken by NOTIFY, else within a second)."""
+        self.settings, self.config, self.store, self.redis = settings, config, store, redis
+        self.notifier = notifier
         self._dispatch = dispatch
-        self._groups: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._groups_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     def env(self, name: str) -> EnvironmentConfig:
@@ -103,33 +99,19 @@ class Flow:
         return Policy(self.env(name))
 
     def group_members(self, group_id: str) -> tuple[str, ...]:
-        """Members of a Slack user group, through usergroups.users.list, cached for five minutes."""
-        now = time.monotonic()
-        with self._groups_lock:
-            hit = self._groups.get(group_id)
-            if hit and now - hit[0] < GROUP_CACHE_SECONDS:
-                return hit[1]
-        if self.slack is None:
-            return ()
-        try:
-            users = tuple(self.slack.usergroups_users_list(usergroup=group_id).get("users") or ())
-        except SlackApiError as exc:
-            log.warning("user group %s could not be resolved: %s", group_id, exc.response.get("error"))
-            users = ()
-        with self._groups_lock:
-            self._groups[group_id] = (now, users)
-        return users
+        """Members of a Slack user group (cached by the notifier)."""
+        return self.notifier.group_members(group_id)
 
-    def post_in_thread(self, request: Request, message: dict[str, Any]) -> None:
-        """A reply in the request's thread (nothing when there is no Slack or no thread yet)."""
-        if self.slack is None or not request.channel or not request.thread_ts:
+    def post_in_thread(self, request: Request, message: Message) -> None:
+        """A reply in the request's thread (nothing when there is no Slack or no thread yet); one Slack does
+        not take, after the client's own retries, is tried again later (post_later)."""
+        if not request.thread_ts:
             return
-        try:
-            self.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
-        except SlackClientError as exc:  # after the client's own retries (rate limits, connections)
-            self.post_later(request.id, message, slack_error(exc))
+        sent = self.notifier.post(f"request {request.id}", request.channel, message, thread_ts=request.thread_ts)
+        if sent.error:
+            self.post_later(request.id, message, sent.error)
 
-    def post_later(self, request_id: int, message: dict[str, Any], error: str, attempt: int = 1) -> None:
+    def post_later(self, request_id: int, message: Message, error: str, attempt: int = 1) -> None:
         """A thread post Slack did not take: recorded (slack.post_failed) and, unless ``error`` says trying
         again cannot help, queued as a ``slack-post`` job for late attempt ``attempt`` (bot/slack/retries.py)."""
         delay = late_post_delay(attempt, error)
@@ -206,13 +188,10 @@ class Flow:
     def refresh_card(self, request_id: int, note: str | None = None) -> None:
         """Re-render the root card from the store (never patched from a payload)."""
         request = self.store.get_request(request_id)
-        if self.slack is None or not request.channel or not request.message_ts:
+        if not self.notifier.enabled or not request.channel or not request.message_ts:
             return
-        try:
-            self.slack.chat_update(channel=request.channel, ts=request.message_ts,
-                                   **build_request_card(request, self.card_view(request, note)))
-        except SlackClientError as exc:
-            log.error("request %s: could not update the card: %s", request.id, type(exc).__name__)
+        self.notifier.update(f"request {request.id}'s card", request.channel, request.message_ts,
+                             build_request_card(request, self.card_view(request, note)))
 
     # --------------------------------------------------------------------- plan
     def start_plan(
@@ -240,15 +219,13 @@ class Flow:
             channel=self.config.slack.channel or channel,
             selection={"migrations": list(migrations), "pending": bool(pending and not migrations), "ref": ref},
         )
-        if self.slack is not None and request.channel:
-            try:
-                posted = self.slack.chat_postMessage(
-                    channel=request.channel, **build_request_card(request, self.card_view(request)))
-            except SlackClientError as exc:
-                raise self._card_not_posted(request, exc) from None
-            request = self.store.update_request(request.id, message_ts=posted["ts"], thread_ts=posted["ts"],
-                                                channel=posted.get("channel") or request.channel,
-                                                enqueue="analyze")
+        if self.notifier.enabled and request.channel:
+            posted = self.notifier.post(f"request {request.id}'s card", request.channel,
+                                        build_request_card(request, self.card_view(request)))
+            if posted.error:
+                raise self._card_not_posted(request, posted.error)
+            request = self.store.update_request(request.id, message_ts=posted.ts, thread_ts=posted.ts,
+                                                channel=posted.channel or request.channel, enqueue="analyze")
             self.dispatch()
         else:
             self.enqueue("analyze", request.id)
@@ -263,10 +240,9 @@ class Flow:
                 f"`/migrate plan {environment}`", code="adhoc-not-allowed",
             )
 
-    def _card_not_posted(self, request: Request, exc: SlackClientError) -> GuardianError:
-        """A request whose card cannot be posted is cancelled at once (nothing was analysed or run, and it is
-        not left in `analyzing`), and the person is told what to do instead."""
-        error = exc.response.get("error", "unknown error") if isinstance(exc, SlackApiError) else type(exc).__name__
+    def _card_not_posted(self, request: Request, error: str) -> GuardianError:
+        """A request whose card cannot be posted (Slack's ``error``) is cancelled at once (nothing was analysed
+        or run, and it is not left in `analyzing`), and the person is told what to do instead."""
         self.store.transition(request.id, S.ANALYZING, S.CANCELLED, actor="guardian",
                               detail={"reason": f"the card could not be posted ({error})"})
         log.warning("request %s: card not posted in %s (%s); cancelled", request.id, request.channel, error)
@@ -381,20 +357,19 @@ class Flow:
         per channel) and the long files uploaded ten at a time, instead of one message per migration."""
         from bot.slack.batching import FILES_PER_UPLOAD, chunks, combine
 
-        if self.slack is None or not request.thread_ts:
+        if not self.notifier.enabled or not request.thread_ts:
             return
         inline = [build_sql_message(m.name, m.sha256, m.sql) for m in request.migrations if not sql_needs_upload(m.sql)]
         for message in combine(inline):
             self.post_in_thread(request, message)
         for group in chunks([m for m in request.migrations if sql_needs_upload(m.sql)], FILES_PER_UPLOAD):
-            try:
-                self.slack.files_upload_v2(channel=request.channel, thread_ts=request.thread_ts, file_uploads=[
-                    {"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
-                    for m in group])
-            except SlackClientError as exc:
-                log.error("request %s: SQL upload of %d file(s) failed: %s", request.id, len(group), slack_error(exc))
+            sent = self.notifier.upload(f"request {request.id}: SQL upload of {len(group)} file(s)", request.channel,
+                                        request.thread_ts, file_uploads=[
+                {"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
+                for m in group])
+            if sent.error:
                 self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
-                                        detail={"what": "sql upload", "error": slack_error(exc)})
+                                        detail={"what": "sql upload", "error": sent.error})
         for message in combine(build_risk_messages(request)):
             self.post_in_thread(request, message)
 
@@ -496,13 +471,7 @@ class Flow:
 
     def card_link(self, request: Request) -> str | None:
         """A permalink to the request's card (None without Slack or when Slack cannot make one)."""
-        if self.slack is None or not request.channel or not request.message_ts:
-            return None
-        try:
-            return self.slack.chat_getPermalink(channel=request.channel, message_ts=request.message_ts).get("permalink")
-        except SlackClientError as exc:
-            log.warning("request %s: no permalink for the card: %s", request.id, type(exc).__name__)
-            return None
+        return self.notifier.permalink(f"request {request.id}'s card", request.channel, request.message_ts)
 
     def previews_shown(self, request_id: int) -> int:
         """How many previews the request has posted (each successful analysis posts one)."""

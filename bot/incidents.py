@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from slack_sdk.errors import SlackClientError
-
 from bot.errors import ConfirmationNeeded, NotFound, PolicyDenied, TransitionConflict
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
-from bot.slack.cards import build_thread_note
+from bot.slack.cards import build_request_card, build_thread_note
 from bot.slack.incident_blocks import IncidentView, build_incident_card
 from bot.slack.mrkdwn import escape, link, mention
 from bot.sources.apply import repository_paths, rollback_advice
@@ -52,6 +50,7 @@ class IncidentService:
     def __init__(self, flow: "Flow") -> None:
         self.flow = flow
         self.store = flow.store
+        self.notifier = flow.notifier
 
     # ------------------------------------------------------------- opening
     def open(self, request_id: int, *, opened_by: str = "guardian") -> Incident:
@@ -74,24 +73,22 @@ class IncidentService:
         if not created:
             return incident
         log.info("request %s: incident %s opened by %s", request_id, incident.id, opened_by)
-        slack = self.flow.slack
-        if slack is not None and channel:
-            in_request_thread = channel == request.channel and not self.flow.config.slack.incident_channel
-            message = build_incident_card(incident, request, self._view(incident, request))
-            try:
-                posted = slack.chat_postMessage(channel=channel, thread_ts=request.thread_ts if in_request_thread else None,
-                                                **message)
-                incident = self.store.update_incident(
-                    incident.id, channel=channel,
-                    thread_ts=request.thread_ts if in_request_thread else posted["ts"])
-                self.store.record_event("incident.card", actor="guardian", request_id=request.id,
-                                        incident_id=incident.id, detail={"ts": posted["ts"]})
-                if not in_request_thread:
-                    permalink = slack.chat_getPermalink(channel=channel, message_ts=posted["ts"]).get("permalink")
-                    where = link(permalink, permalink) if permalink else "(no link)"
-                    self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {where}"))
-            except SlackClientError as exc:
-                log.error("incident %s: could not post the incident card: %s", incident.id, type(exc).__name__)
+        if not self.notifier.enabled or not channel:
+            return incident
+        in_request_thread = channel == request.channel and not self.flow.config.slack.incident_channel
+        posted = self.notifier.post(f"incident {incident.id}'s card", channel,
+                                    build_incident_card(incident, request, self._view(incident, request)),
+                                    thread_ts=request.thread_ts if in_request_thread else None)
+        if posted.error:
+            return incident
+        incident = self.store.update_incident(incident.id, channel=channel,
+                                              thread_ts=request.thread_ts if in_request_thread else posted.ts)
+        self.store.record_event("incident.card", actor="guardian", request_id=request.id,
+                                incident_id=incident.id, detail={"ts": posted.ts})
+        if not in_request_thread:
+            permalink = self.notifier.permalink(f"incident {incident.id}'s card", channel, posted.ts)
+            where = link(permalink, permalink) if permalink else "(no link)"
+            self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {where}"))
         return incident
 
     def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
@@ -120,14 +117,9 @@ class IncidentService:
 
     def _request_link(self, request: Request) -> str | None:
         """A permalink to the request's card when the incident lives in another channel."""
-        if self.flow.slack is None or not request.channel or not request.message_ts:
-            return None
         if not self.flow.config.slack.incident_channel:
             return None  # same thread: no link needed
-        try:
-            return self.flow.slack.chat_getPermalink(channel=request.channel, message_ts=request.message_ts).get("permalink")
-        except SlackClientError:
-            return None
+        return self.flow.card_link(request)
 
     def _card_message_ts(self, incident: Incident) -> str | None:
         for event in reversed(self.store.list_events(incident_id=incident.id)):
@@ -139,22 +131,16 @@ class IncidentService:
         incident = self.store.get_incident(incident_id)
         request = self.store.get_request(incident.request_id)
         ts = self._card_message_ts(incident)
-        if self.flow.slack is None or not incident.channel or not ts:
+        if not self.notifier.enabled or not incident.channel or not ts:
             return
-        try:
-            self.flow.slack.chat_update(channel=incident.channel, ts=ts,
-                                        **build_incident_card(incident, request, self._view(incident, request, note)))
-        except SlackClientError as exc:
-            log.error("incident %s: could not update its card: %s", incident_id, type(exc).__name__)
+        self.notifier.update(f"incident {incident_id}'s card", incident.channel, ts,
+                             build_incident_card(incident, request, self._view(incident, request, note)))
 
     def say(self, incident: Incident, text: str) -> None:
-        if self.flow.slack is None or not incident.channel or not incident.thread_ts:
-            return
-        try:
-            self.flow.slack.chat_postMessage(channel=incident.channel, thread_ts=incident.thread_ts,
-                                             **build_thread_note(text))
-        except SlackClientError as exc:
-            log.error("incident %s: could not post: %s", incident.id, type(exc).__name__)
+        """A note in the incident's thread (a refusal is logged by the notifier; the action goes on)."""
+        if incident.thread_ts:
+            self.notifier.post(f"incident {incident.id}", incident.channel, build_thread_note(text),
+                               thread_ts=incident.thread_ts)
 
     # ------------------------------------------------------------- authorisation
     def _check_actor(self, incident: Incident, request: Request, user: str, what: str) -> None:
@@ -227,12 +213,12 @@ class IncidentService:
             request.environment, user, migrations, source="rollback", channel=incident.channel,
             parent_request_id=request.id, git_commit=request.git_commit,
             selection={"rollback_of": request.id, "incident": incident.id})
-        if self.flow.slack is not None and incident.channel:
-            from bot.slack.cards import build_request_card
-
-            posted = self.flow.slack.chat_postMessage(channel=incident.channel, thread_ts=incident.thread_ts,
-                                                      **build_request_card(rollback, self.flow.card_view(rollback)))
-            self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=incident.thread_ts)
+        if self.notifier.enabled and incident.channel:
+            posted = self.notifier.post(f"request {rollback.id}'s card", incident.channel,
+                                        build_request_card(rollback, self.flow.card_view(rollback)),
+                                        thread_ts=incident.thread_ts)
+            if posted.ts:
+                self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=incident.thread_ts)
         self.flow.enqueue("analyze", rollback.id)
         self.say(incident, f":rewind: {mention(user)} started rollback request #{rollback.id} (the down SQL). "
                            "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
@@ -386,24 +372,7 @@ class IncidentService:
         for entry in entries:  # people mentioned in notes too
             people.update(re.findall(r"<@([UW][A-Z0-9_]+)>", entry.text))
         return render_postmortem(incident, request, entries, self.store.list_backups(request_id=request.id), approvers,
-                                 names=self.names(people))
-
-    def names(self, users: Any) -> dict[str, str]:
-        """Slack user id -> the name people know them by (users.info; an id Slack cannot resolve stays an id)."""
-        found: dict[str, str] = {}
-        if self.flow.slack is None:
-            return found
-        for user in sorted(u for u in users if u and u[0] in "UW"):
-            try:
-                info = self.flow.slack.users_info(user=user).get("user") or {}
-            except SlackClientError as exc:
-                log.info("no name for %s in the post-mortem: %s", user, type(exc).__name__)
-                continue
-            profile = info.get("profile") or {}
-            name = info.get("real_name") or profile.get("real_name") or profile.get("display_name") or info.get("name")
-            if name:
-                found[user] = str(name)
-        return found
+                                 names=self.notifier.names(people))
 
     def publish_postmortem(self, incident_id: int, user: str) -> str:
         """Store and post the post-mortem draft, if the environment's ``incident_managers`` allows ``user``."""
@@ -412,13 +381,9 @@ class IncidentService:
         policy.check_can_publish_postmortem(request, user, groups=self.flow.group_members)
         markdown = self.postmortem(incident_id)
         incident = self.store.update_incident(incident_id, postmortem=markdown)
-        if self.flow.slack is not None and incident.channel and incident.thread_ts:
-            try:
-                self.flow.slack.files_upload_v2(channel=incident.channel, thread_ts=incident.thread_ts, content=markdown,
-                                                filename=f"postmortem-incident-{incident_id}.md",
-                                                title=f"Post-mortem draft, incident #{incident_id}")
-            except SlackClientError as exc:
-                log.error("incident %s: post-mortem upload failed: %s", incident_id, type(exc).__name__)
+        self.notifier.upload(f"incident {incident_id}'s post-mortem", incident.channel, incident.thread_ts,
+                             content=markdown, filename=f"postmortem-incident-{incident_id}.md",
+                             title=f"Post-mortem draft, incident #{incident_id}")
         return markdown
 
 

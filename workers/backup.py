@@ -331,6 +331,6 @@ def cleanup_backups(rt: Any) -> int:
             log.info("request %s: backup %s file already gone", backup.request_id, backup.id)
         rt.store.mark_backup_deleted(backup.id)
         log.info("request %s: backup %s expired and deleted", backup.request_id, backup.id)
-    if expired and rt.slack is not None and rt.config.slack.channel:
-        rt.slack.chat_postMessage(channel=rt.config.slack.channel, **build_cleanup_message(len(expired), freed))
+    if expired:
+        rt.notifier.post("backup retention", rt.config.slack.channel, build_cleanup_message(len(expired), freed))
     return len(expired)

@@ -46,8 +46,4 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
 
 
 def _tell(rt, channel: str | None, text: str) -> None:
-    if rt.slack is not None and channel:
-        try:
-            rt.slack.chat_postMessage(channel=channel, **build_thread_note(text))
-        except Exception:  # noqa: BLE001 - the backup is recorded either way
-            log.exception("could not post the backup result")
+    rt.notifier.post("the on-demand backup's result", channel, build_thread_note(text))  # recorded either way

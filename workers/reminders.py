@@ -19,8 +19,6 @@ from datetime import datetime, time as clock, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from slack_sdk.errors import SlackClientError
-
 from bot.config import RemindersConfig, parse_duration
 from bot.errors import TransitionConflict
 from bot.models import Request, RequestStatus
@@ -100,18 +98,15 @@ def _send_reminder(rt: Any, request: Request, waited: float, n: int) -> list[str
     rt.flow.post_in_thread(request, build_thread_note(
         f":bell: Reminder: request #{request.id} on {request.environment} has waited {_ago(waited)} for approval "
         f"({tally.count}/{tally.required}). {words}"))
-    if rt.config.reminders.dm and rt.flow.slack is not None:
+    if rt.config.reminders.dm and rt.notifier.enabled:
         where = rt.flow.card_link(request)
         card = link(where, f"request #{request.id}") if where else f"request #{request.id}"
         for user in waiting:
             if user.startswith("S"):
                 continue  # a group is mentioned in the thread; DMs go to people
-            try:
-                rt.flow.slack.chat_postMessage(channel=user, **build_thread_note(
-                    f":bell: {card} on *{request.environment}* is waiting for your review "
-                    f"({tally.count}/{tally.required} approvals, {_ago(waited)})."))
-            except SlackClientError as exc:
-                log.warning("request %s: reminder DM to %s failed: %s", request.id, user, type(exc).__name__)
+            rt.notifier.post(f"request {request.id}: reminder DM to {user}", user, build_thread_note(
+                f":bell: {card} on *{request.environment}* is waiting for your review "
+                f"({tally.count}/{tally.required} approvals, {_ago(waited)})."))
     return [f"request {request.id}: reminder {n} sent"]
 
 

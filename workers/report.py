@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_sdk.errors import SlackApiError, SlackClientError
-
 from bot.models import Request
 from bot.pg.connect import scrub
 
@@ -28,17 +26,10 @@ def scrub_error(text: str, *secrets: str) -> str:
 
 def post(rt: Any, request: Request, message: dict[str, Any]) -> str | None:
     """Reply in the request's thread; None (and nothing sent) without Slack or without a thread."""
-    client = rt.slack
-    if client is None or not request.channel or not request.thread_ts:
+    if not request.thread_ts:
         log.debug("request %s: no Slack thread; message not posted", request.id)
         return None
-    try:
-        response = client.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
-    except (SlackApiError, SlackClientError, OSError) as exc:
-        log.warning("request %s: posting to the thread failed (%s); the pipeline goes on", request.id,
-                    type(exc).__name__)
-        return None
-    return response.get("ts")
+    return rt.notifier.post(f"request {request.id}", request.channel, message, thread_ts=request.thread_ts).ts
 
 
 def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:

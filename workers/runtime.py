@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from bot import redaction
 from bot.config import GuardianConfig, Settings, load_config, load_settings
 from bot.run import RUN, Pipeline
+from bot.slack.notifier import Notifier
 from bot.slack.outbound import ScrubbingWebClient
 from bot.slack.retries import with_retries
 from bot.store import Store
@@ -82,6 +83,11 @@ class Runtime:
                                                base_url=self.settings.slack_api_url))  # 429s waited out
 
     @_built_once
+    def notifier(self) -> Notifier:
+        """Slack for the domain and the steps (bot/slack/notifier.py); a no-op without a bot token."""
+        return Notifier(self.slack)
+
+    @_built_once
     def redis(self) -> "Redis":
         from redis import Redis
 
@@ -92,7 +98,7 @@ class Runtime:
     def flow(self) -> "Flow":
         from bot.flow import Flow
 
-        return Flow(self.settings, self.config, self.store, self.redis, self.slack, dispatch=self.deliver)
+        return Flow(self.settings, self.config, self.store, self.redis, self.notifier, dispatch=self.deliver)
 
     def deliver(self) -> int:
         """Hand committed job intents to RQ now (a pump pass; Redis being down leaves them for the worker's pump)."""

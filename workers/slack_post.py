@@ -9,9 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_sdk.errors import SlackClientError
-
-from bot.slack.retries import slack_error
 from workers.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -22,13 +19,13 @@ def run(request_id: int, message: dict[str, Any], attempt: int = 1) -> None:
     error cannot be fixed by waiting or the attempts are spent, records that the message was given up on."""
     rt = runtime()
     request = rt.store.get_request(request_id)
-    if rt.slack is None or not request.channel or not request.thread_ts:
+    if not rt.notifier.enabled or not request.channel or not request.thread_ts:
         log.warning("request %s: late post (attempt %s) has no Slack thread to go to; dropped", request_id, attempt)
         return
-    try:
-        rt.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts, **message)
-    except SlackClientError as exc:
-        rt.flow.post_later(request_id, message, slack_error(exc), attempt + 1)
+    sent = rt.notifier.post(f"request {request_id}: late post {attempt}", request.channel, message,
+                            thread_ts=request.thread_ts)
+    if sent.error:
+        rt.flow.post_later(request_id, message, sent.error, attempt + 1)
         return
     rt.store.record_event("slack.post_delivered_late", actor="guardian", request_id=request_id,
                           detail={"attempt": attempt, "what": str(message.get("text") or "")[:200]})

@@ -136,12 +136,13 @@ def build_flow(settings: Settings, config: GuardianConfig, client: WebClient) ->
     from redis import Redis
 
     from bot.flow import Flow
+    from bot.slack.notifier import Notifier
     from bot.store import Store
 
     assert settings.database_url is not None
     store = Store(settings.database_url.get_secret_value())
     redis = Redis.from_url(settings.redis_url.get_secret_value())
-    return Flow(settings, config, store, redis, client)
+    return Flow(settings, config, store, redis, Notifier(client))
 
 
 def check_token(client: WebClient) -> None:

@@ -14,12 +14,12 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from bot.slack.mrkdwn import Message
+
 MAX_BLOCKS = 50        # Slack: blocks per message
 MAX_BLOCK_CHARS = 12_000  # well under what Slack takes in one message's blocks (msg_blocks_too_long)
 MAX_TEXT = 3_000       # the notification text of a combined message
 FILES_PER_UPLOAD = 10  # files shared by one files.completeUploadExternal call
-
-Message = dict[str, Any]
 
 
 def combine(messages: Iterable[Message]) -> Iterator[Message]:

@@ -6,13 +6,9 @@ Usage::
 """
 from __future__ import annotations
 
-from typing import Any
-
 from bot.slack.commands_grammar import SUBCOMMANDS, usage_line
 from bot.slack.ids import BlockId
-from bot.slack.mrkdwn import as_mrkdwn, code, escape
-
-Message = dict[str, Any]
+from bot.slack.mrkdwn import Message, as_mrkdwn, code, escape
 
 
 def build_help_message() -> Message:

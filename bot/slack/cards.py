@@ -13,12 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Request, RequestStatus, database_words
+from bot.slack.batching import MAX_BLOCKS
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
-from bot.slack.mrkdwn import clip, code, code_block, escape, mention, mention_any
+from bot.slack.mrkdwn import Message, clip, code, code_block, escape, mention, mention_any
 
-Message = dict[str, Any]
-SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
-MAX_BLOCKS = 50
 INLINE_SQL_LIMIT = 2500  # longer SQL goes to the thread as an uploaded file
 
 RISK_EMOJI = {"low": ":large_green_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:",
@@ -55,10 +53,6 @@ class CardView(BaseModel):
 def _n(count: int, noun: str) -> str:
     """'1 message', '3 messages': plurals spelled out, never '(s)'."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return clip(text, limit)
 
 
 def _status_words(status: RequestStatus) -> str:
@@ -109,16 +103,16 @@ def build_request_card(request: Request, view: CardView) -> Message:
     )
     blocks: list[dict[str, Any]] = [
         # plain_text with emoji=true renders the :code: as the emoji in Slack
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _clip(title, 150)}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": clip(title, 150)}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 1900)} for f in fields]},
     ]
     if request.migrations:
         lines = [f"• {code(m.name)} · sha256 `{m.sha256[:12]}`" + (f" · {RISK_EMOJI[m.risk]} {m.risk}" if m.risk else "")
                  for m in request.migrations]
         shown = lines[:40] + ([f"… and {len(lines) - 40} more"] if len(lines) > 40 else [])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("*Migrations*\n" + "\n".join(shown))}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("*Migrations*\n" + "\n".join(shown))}})
     if request.risk_reasons:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(
             "*Why this risk*\n" + "\n".join(f"• {escape(r)}" for r in request.risk_reasons[:10]))}})
     notes = []
     if view.requires_missing:
@@ -144,7 +138,7 @@ def build_request_card(request: Request, view: CardView) -> Message:
     if view.note:
         notes.append(view.note)
     if notes:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(notes))}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("\n".join(notes))}})
     buttons = []
     if status is RequestStatus.AWAITING_APPROVAL:
         buttons += [_button(ActionId.APPROVE, request.id, "primary"), _button(ActionId.REJECT, request.id, "danger")]
@@ -174,7 +168,7 @@ def sql_needs_upload(sql: str) -> bool:
 def build_sql_message(name: str, sha256: str, sql: str) -> Message:
     """The SQL inline in the thread (short files); long ones are uploaded instead."""
     return {"text": f"SQL of {escape(name)}",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(
                 f"*{escape(name)}* · sha256 `{sha256}`\n{code_block(sql)}")}}]}
 
 
@@ -188,7 +182,7 @@ def build_risk_messages(request: Request) -> list[Message]:
         counts = {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITY_ORDER}
         head = (f"*Risk of {code(m.name)}: {RISK_EMOJI.get(m.risk or 'low', '')} {m.risk}*  ·  "
                 + " · ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings")
-        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(head)}}]
+        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": clip(head)}}]
         stmt_lines = []
         for st in report.get("statements", [])[:30]:
             locks = ", ".join(f"{escape(lk['mode'])} on {code(lk['relation'])}" for lk in st.get("locks", [])) or "no table lock"
@@ -200,18 +194,18 @@ def build_risk_messages(request: Request) -> list[Message]:
                               + (" · " + ", ".join(flags) if flags else ""))
         if stmt_lines:
             more = len(report.get("statements", [])) - len(stmt_lines)
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(
                 "*Statements*\n" + "\n".join(stmt_lines) + (f"\n… and {more} more" if more > 0 else ""))}})
         ranked = sorted(findings, key=lambda f: SEVERITY_ORDER.index(f["severity"]))
         for f in ranked[:8]:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(
                 f"{RISK_EMOJI[f['severity']]} *{escape(f['name'])}* ({code(f['code'])}, line {f['line']})\n"
                 f"{escape(f['message'])}\n*Safer:* {escape(f['fix'])}")}})
         if len(ranked) > 8:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text":
                 f"{_n(len(ranked) - 8, 'more finding')}; run `guardian lint` on the file for all of them."}]})
         if accepted:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(
                 "Accepted in the SQL: " + "; ".join(f"{code(f['code'])} ({escape(f.get('accept_reason') or 'no reason')})"
                                                    for f in accepted[:10]), 1900)}]})
         messages.append({"text": f"Risk summary of {escape(m.name)}: {m.risk}", "blocks": blocks[:MAX_BLOCKS]})
@@ -219,7 +213,7 @@ def build_risk_messages(request: Request) -> list[Message]:
 
 
 def build_thread_note(text: str) -> Message:
-    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}
 
 
 def build_rehearsal_message(rehearsal: Any) -> Message:
@@ -238,4 +232,4 @@ def build_rehearsal_message(rehearsal: Any) -> Message:
             err = f" · :x: {escape(st.error)}" if st.error else ""
             lines.append(f"  `#{st.index}` line {st.line} {escape(st.kind or '')}: {locks}{rewrite}{took}{err}")
     text = "\n".join(lines)
-    return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}]}
+    return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}

@@ -7,10 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request
-from bot.slack.cards import _clip
 from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId, CallbackId
 from bot.slack.modals import ModalState
-from bot.slack.mrkdwn import code, code_block, escape, link, mention
+from bot.slack.mrkdwn import clip, code, code_block, escape, link, mention
 
 STATUS_EMOJI = {"open": ":red_circle:", "mitigating": ":hammer_and_wrench:", "mitigated": ":large_yellow_circle:",
                 "resolved": ":white_check_mark:"}
@@ -64,15 +63,15 @@ def build_incident_card(incident: Incident, request: Request, view: IncidentView
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"Incident #{incident.id}: request #{request.id} on {request.environment}"[:150]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 1900)} for f in fields]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Migrations*\n{migrations}")}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 1900)} for f in fields]},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(f"*Migrations*\n{migrations}")}},
     ]
     if request.error and view.error_above:  # the error once per thread: the failure message above has it
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "The error is in the failure message above."}]})
     elif request.error:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*Error*\n{code_block(request.error)}")}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(f"*Error*\n{code_block(request.error)}")}})
     if view.note:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(view.note)}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip(view.note)}})
     buttons = []
     for action in available_actions(incident, request, view):
         button: dict[str, Any] = {"type": "button", "action_id": action.value, "value": str(incident.id),
@@ -97,7 +96,7 @@ def build_restore_confirm_modal(incident_id: int, environment: str, tables: Sequ
             "title": {"type": "plain_text", "text": f"Restore backup #{backup.id}"[:24]},
             "submit": {"type": "plain_text", "text": "Restore"}, "close": {"type": "plain_text", "text": "Cancel"},
             "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": _clip(
+                {"type": "section", "text": {"type": "mrkdwn", "text": clip(
                     f":warning: This overwrites {what} on *{escape(environment)}* with backup #{backup.id} taken "
                     f"{backup.created_at:%Y-%m-%d %H:%M} UTC. Every change made to those tables since then is lost. "
                     f"Type {code(environment)} to confirm.")}},

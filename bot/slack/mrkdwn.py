@@ -12,7 +12,10 @@ Usage::
 from __future__ import annotations
 
 import re
+from typing import Any
 
+Message = dict[str, Any]  # a Block Kit message: the keyword arguments of chat.postMessage / chat.update
+SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
 # Slack user ids (U…, W… on Enterprise Grid); the underscore is accepted for test and demo ids
 # (U_REQ): it cannot open or close a token, which is all the check is for.
 _USER_ID = re.compile(r"[UW][A-Z0-9_]+")  # always fullmatch: "$" would let a trailing newline through
@@ -97,7 +100,7 @@ def plain(slack_text: str) -> str:
     return _SLACK_TOKEN.sub(token, text)
 
 
-def clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int = SECTION_LIMIT) -> str:
     """``text`` cut to ``limit`` characters, saying so; never inside an entity or a token, and a code block the
     cut opens is closed again."""
     if len(text) <= limit:

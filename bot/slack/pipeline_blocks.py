@@ -10,21 +10,15 @@ import re
 from typing import Any
 
 from bot.models import database_words
-from bot.slack.mrkdwn import clip, code, code_block, escape
+from bot.slack.mrkdwn import Message, clip, code, code_block, escape
 
-Message = dict[str, Any]
-SECTION_LIMIT = 2900  # Slack: 3,000 characters per section text
 
 STEP_EMOJI = {"started": ":arrow_forward:", "succeeded": ":white_check_mark:", "failed": ":x:",
               "skipped": ":fast_forward:"}
 
 
-def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return clip(text, limit)
-
-
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
 
 
 def _seconds(ms: int | float | None) -> str:
@@ -35,7 +29,7 @@ def _seconds(ms: int | float | None) -> str:
 
 def _message(text: str, lines: list[str] | tuple[str, ...] = ()) -> Message:
     body = text + ("\n" + "\n".join(lines) if lines else "")
-    return {"text": _clip(text, 300), "blocks": [_section(body)]}
+    return {"text": clip(text, 300), "blocks": [_section(body)]}
 
 
 def build_step_message(request_id: int, step: str, status: str, duration_ms: int | None = None,

@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from bot.config import GuardianConfig, Settings
 from bot.flow import Flow
 from bot.slack.app import build_app
+from bot.slack.notifier import Notifier
 from bot.slack.sender import SentResponse, SlackSender, SlackUser
 from bot.slack.server import EVENTS_PATH, build_wsgi_app, stop_server
 from bot.slack.standin import SlackStandIn
@@ -193,7 +194,7 @@ production = true
     client = WebClient(token=standin.token, base_url=standin.url)
     store = Store(state_db_url, max_size=20)
     redis = Redis.from_url(redis_url)
-    flow = Flow(settings, config, store, redis, client, dispatch=lambda: deliver(store, redis))  # as the worker wires it
+    flow = Flow(settings, config, store, redis, Notifier(client), dispatch=lambda: deliver(store, redis))  # as the worker wires it
     app = build_app(settings, config, client, flow=flow)
 
     import waitress

@@ -75,7 +75,7 @@ def test_socket_mode_first_delivery_is_processed_and_its_retry_is_not(harness):
     """Slack's Socket Mode envelope carries retry_attempt 0 on the first delivery; bolt turns it into
     x-slack-retry-num "0". It is processed; the same event retried (attempt 1) is acknowledged once more only."""
     incident = open_incident(harness)
-    app = build_app(harness.settings, harness.config, harness.flow.slack, socket_mode=True, flow=harness.flow)
+    app = build_app(harness.settings, harness.config, harness.flow.notifier.client, socket_mode=True, flow=harness.flow)
     reply_ts = human_reply(harness, incident, "checking the index now", APPROVER_B)
     message = {"type": "message", "channel": incident.channel, "channel_type": "channel", "user": APPROVER_B,
                "text": "checking the index now", "ts": reply_ts, "thread_ts": incident.thread_ts}
