@@ -387,12 +387,26 @@ def _verdict(doc: dict) -> Verdict:
     return Verdict(f["risk"], codes, locks)
 
 
-def plan_verdict(url: str, sql_path: Path, snapshot: Path) -> Verdict:
-    """`guardian plan --env twins` on the case's database; it also writes the database's snapshot."""
-    config = sql_path.parent / "guardian.toml"
-    config.write_text(f'[project]\nrepo = "{sql_path.parent}"\n\n[environments.twins]\n'
-                      'database_url_env = "TWINS_TARGET_URL"\n')
+@contextlib.contextmanager
+def _environment(workdir: Path, url: str):
+    """GUARDIAN_CONFIG: a config whose environment ``twins`` (not production) is the database at ``url``; the
+    process's own environment is back afterwards (a test process goes on with it)."""
+    config = workdir / "guardian.toml"
+    config.write_text(f'[project]\nrepo = "{workdir}"\n\n[environments.twins]\ndatabase_url_env = "TWINS_TARGET_URL"\n')
+    saved = {k: os.environ.get(k) for k in ("GUARDIAN_CONFIG", "TWINS_TARGET_URL")}
     os.environ["GUARDIAN_CONFIG"], os.environ["TWINS_TARGET_URL"] = str(config), url
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def plan_verdict(sql_path: Path, snapshot: Path) -> Verdict:
+    """`guardian plan --env twins` on the case's database; it also writes the database's snapshot."""
     return _verdict(_guardian(["plan", "--env", "twins", "--format", "json", "--snapshot-out", str(snapshot),
                                str(sql_path)]))
 
@@ -446,8 +460,9 @@ def run(cases: list[Case], setups: dict[str, str], rows: int, verdicts: bool = T
                 plan = lint = context = None
                 if verdicts:  # before observing: a non-transactional observation changes its copy
                     snapshot = work / f"{case.id}.snapshot.json"
-                    plan = plan_verdict(url, sql_path, snapshot)
-                    lint, context = lint_verdict(sql_path), lint_verdict(sql_path, snapshot)
+                    with _environment(work, url):
+                        plan = plan_verdict(sql_path, snapshot)
+                        lint, context = lint_verdict(sql_path), lint_verdict(sql_path, snapshot)
                 obs = observe(url, case, rows)
                 dbs.done(case, url)
                 truth, why = judge(obs)
