@@ -3,22 +3,24 @@
 Usage::
 
     .venv/bin/python bench/twins.py                       # 1,000,000-row tables: recall, false alarms, coverage
-    .venv/bin/python bench/twins.py --rows 150000 --only "varchar widen"    # one mechanism (or a case id)
+    .venv/bin/python bench/twins.py --rows 150000 --only "varchar widen with index"   # a mechanism or case id
     .venv/bin/python bench/twins.py --observe-only        # truth only: every case's observation vs its label
 
 The cases are data: bench/twins/cases.toml (a dangerous and a safe variant of each mechanism, with setup SQL
-whose ``{rows}`` grows the big tables, the migration, the declared truth and PostgreSQL's reason). Each setup
-is populated once into a template database; each case gets a copy (``twins_*``, dropped at the end; cases
-with the same setup and schema share one when their migration runs in a transaction, which is rolled back).
+whose ``{rows}`` grows each big table to that many rows, the migration, the declared truth and PostgreSQL's
+reason). Each setup is populated once into a template database; each case gets a copy (``twins_*``, dropped
+after use; cases with the same setup and schema share one when their migration runs in a transaction, which
+is rolled back).
 
 Truth is observed in one transaction (rolled back): the locks our backend holds on pre-existing relations
 (pg_locks), relation filenodes before/after (rewrites, index rebuilds), seq scans per table
 (pg_stat_xact_user_tables), errors, and the case's probe (SQL that must still work afterwards; ``readers``: a
 relation readers must not be locked out of). A statement PostgreSQL refuses inside a transaction
-(CONCURRENTLY, VACUUM) runs on its own copy in autocommit, its locks sampled from a second session. A case is
+(CONCURRENTLY, VACUUM) runs on its own copy in autocommit, its locks sampled from a second session and
+recorded by an event trigger when each DDL command ends. A case is
 **dangerous** when a pre-existing big table (>= rows/10) is rewritten, an index on one is built or rebuilt
 outside CONCURRENTLY, one is fully scanned while a lock blocking writes (SHARE or stronger) is held, a
-statement fails, or a probe fails; else safe. The observed truth must equal the declared one.
+statement fails, or a probe fails; else safe. The observed truth must equal the declared one (exit 1 if not).
 
 Verdicts: `guardian plan --env twins --format json --snapshot-out` (in process; the environment is not
 production, so it rehearses on the case's copy), file-only `guardian lint --format json`, and `guardian lint
@@ -556,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only this mechanism or case id (repeatable)")
     parser.add_argument("--observe-only", action="store_true", help="observe the truth; no guardian verdicts")
     args = parser.parse_args(argv)
+    if args.rows < 1000:
+        parser.error(f"--rows {args.rows}: give at least 1000 (150000 for the suite's size band, 1000000 for the bench's)")
     setups, cases = load_cases()
     started = time.perf_counter()
     results = run(select(cases, args.only), setups, args.rows, verdicts=not args.observe_only)
