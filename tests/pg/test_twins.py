@@ -1,7 +1,9 @@
-"""bench/twins.py's truth harness: every twin case, observed on real PostgreSQL at 150,000 rows, is what its
-label says (a wrong case or a PostgreSQL behaviour change fails here), and the classifier decides as documented."""
+"""The twins' truth harness (bench/twins_truth.py, bench/twins.py): every twin case, observed on real PostgreSQL
+at 150,000 rows, is what its label says (a wrong case or a PostgreSQL behaviour change fails here), and the
+classifier decides as documented."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -20,13 +22,14 @@ def _bench():
     return module
 
 
-twins = _bench()
-SETUPS, CASES = twins.load_cases()
+twins = _bench()  # it puts the repository root on sys.path
+twins_truth = importlib.import_module("bench.twins_truth")
+SETUPS, CASES = twins_truth.load_cases()
 
 
 @pytest.fixture(scope="module")
 def databases(pg_admin_url):
-    dbs = twins.Databases(SETUPS, ROWS, pg_admin_url, CASES)
+    dbs = twins_truth.Databases(SETUPS, ROWS, pg_admin_url, CASES)
     yield dbs
     dbs.close()
 
@@ -34,7 +37,7 @@ def databases(pg_admin_url):
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_observed_truth_matches_the_label(databases, case):
     url = databases.for_case(case)
-    truth, why = twins.judge(twins.observe(url, case, ROWS))
+    truth, why = twins_truth.judge(twins_truth.observe(url, case, ROWS))
     databases.done(case, url)
     assert truth == case.truth, f"{case.id}: labelled {case.truth} ({case.reason}) but observed {truth}: {why}"
 
@@ -49,24 +52,25 @@ def test_every_mechanism_has_a_dangerous_and_a_safe_twin():
 
 
 def _obs(**kw):
-    return twins.Observation(big={"orders"}, **kw)
+    return twins_truth.Observation(big={"orders"}, **kw)
 
 
 def test_classifier_needs_a_big_table_and_a_write_blocking_lock():
-    assert twins.judge(_obs(locks={"orders": {"SHARE UPDATE EXCLUSIVE"}}, scanned={"orders": 1}))[0] == "safe"
-    truth, why = twins.judge(_obs(locks={"orders": {"ACCESS SHARE", "SHARE"}}, scanned={"orders": 1}))
+    assert twins_truth.judge(_obs(locks={"orders": {"SHARE UPDATE EXCLUSIVE"}}, scanned={"orders": 1}))[0] == "safe"
+    truth, why = twins_truth.judge(_obs(locks={"orders": {"ACCESS SHARE", "SHARE"}}, scanned={"orders": 1}))
     assert (truth, why) == ("dangerous", "scans orders while holding SHARE")
-    assert twins.judge(_obs(locks={"tags": {"ACCESS EXCLUSIVE"}}, scanned={"tags": 3}))[0] == "safe"
-    assert twins.judge(_obs(rewritten={"tags"}, built={"tags_idx": "tags"}))[0] == "safe"
-    assert twins.judge(_obs(rewritten={"orders"})) == ("dangerous", "rewrites orders (filenode changed)")
-    assert twins.judge(_obs(built={"orders_idx": "orders"}))[1] == "builds index orders_idx on orders outside CONCURRENTLY"
+    assert twins_truth.judge(_obs(locks={"tags": {"ACCESS EXCLUSIVE"}}, scanned={"tags": 3}))[0] == "safe"
+    assert twins_truth.judge(_obs(rewritten={"tags"}, built={"tags_idx": "tags"}))[0] == "safe"
+    assert twins_truth.judge(_obs(rewritten={"orders"})) == ("dangerous", "rewrites orders (filenode changed)")
+    assert twins_truth.judge(_obs(built={"orders_idx": "orders"}))[1] == (
+        "builds index orders_idx on orders outside CONCURRENTLY")
 
 
 def test_classifier_failures_and_probes_decide():
-    assert twins.judge(_obs(error="boom (XX000)")) == ("dangerous", "fails: boom (XX000)")
-    assert twins.judge(_obs(probe_error="null value (23502)"))[1] == "probe fails afterwards: null value (23502)"
-    assert twins.judge(_obs(readers_blocked="order_totals"))[1].startswith("readers of order_totals blocked")
-    assert twins.judge(_obs(locks={"orders": {"ACCESS EXCLUSIVE"}})) == (
+    assert twins_truth.judge(_obs(error="boom (XX000)")) == ("dangerous", "fails: boom (XX000)")
+    assert twins_truth.judge(_obs(probe_error="null value (23502)"))[1] == "probe fails afterwards: null value (23502)"
+    assert twins_truth.judge(_obs(readers_blocked="order_totals"))[1].startswith("readers of order_totals blocked")
+    assert twins_truth.judge(_obs(locks={"orders": {"ACCESS EXCLUSIVE"}})) == (
         "safe", "no rewrite, build, blocking scan or failure (orders ACCESS EXCLUSIVE)")
 
 
@@ -95,7 +99,7 @@ def test_observed_locks_include_the_brief_ones_of_statements_outside_a_transacti
                               ("validate-foreign-key", {"orders": "SHARE UPDATE EXCLUSIVE", "customers": "ROW SHARE"})):
         case = by_id[case_id]
         url = databases.for_case(case)
-        obs = twins.observe(url, case, ROWS)
+        obs = twins_truth.observe(url, case, ROWS)
         databases.done(case, url)
         assert {t: obs.strongest(t) for t in obs.locks} == expected, case_id
 
