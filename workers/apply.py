@@ -28,8 +28,7 @@ from psycopg import errors as pg_errors
 from bot.counters import COUNTERS, LOCK_TIMEOUT_RETRIES
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
-from bot.slack.mrkdwn import code
-from bot.pg.connect import classify
+from bot.pg.connect import connect_target, describe_pg_error
 from bot.pg.connect import session_lost as pg_session_lost
 from bot.sources.apply import (
     ApplyError,
@@ -43,6 +42,7 @@ from bot.sources.apply import (
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.sources.statements import Piece
+from bot.slack.mrkdwn import code
 from bot.slack.pipeline_blocks import (
     build_batch_message,
     build_blocker_message,
@@ -181,15 +181,6 @@ def _outcome(progress: Progress) -> dict[str, Any]:
     return {"files": progress.files, "committed_parts": progress.committed, "lock_retries": progress.lock_retries}
 
 
-def connect(url: str, environment: str, request_id: int) -> psycopg.Connection:
-    """The apply connection: marked `guardian-req<id>`, with TCP keepalives so a dead worker's session dies too."""
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name=application_name(request_id),
-                               keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
-    except psycopg.Error as exc:
-        raise classify(exc, environment, url) from None
-
-
 def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress, *, target: str | None = None,
               refs: list[MigrationRef] | None = None) -> None:
     """Apply every migration of ``request`` (or ``refs``) in order under the target's locks; raises on the first
@@ -197,7 +188,8 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress,
     """
     layout = rt.config.project.layout
     where = env.name if target is None else f"{env.name}/{target}"
-    conn = connect(url, where, request.id)
+    conn = connect_target(url, where, connect_timeout=10, application_name=application_name(request.id),
+                          keepalives=True)  # a dead worker's session dies too
     with conn, ExitStack() as stack:
         _session_settings(conn, env)
         key = target_lock_key(where)
@@ -271,7 +263,7 @@ def revert_file(ctx: ApplyContext, ref: MigrationRef) -> None:
                                "and was rolled back; the blocker is named in the thread", sqlstate="55P03") from exc
     except psycopg.Error as exc:
         raise ApplyError(f"the down SQL of {label(migration)} failed and was rolled back: "
-                         f"{report.scrub_error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}"
+                         f"{describe_pg_error(exc)}"
                          "; fix the down SQL or restore the backup instead",
                          sqlstate=getattr(exc.diag, "sqlstate", None)) from exc
     log.info("request %s: %s reverted (%s ledger row(s))", ctx.request.id, label(migration), reverted)

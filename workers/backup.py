@@ -29,11 +29,11 @@ from psycopg import conninfo
 
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, Request, RequestStatus
-from bot.pg.connect import connect_target
+from bot.pg.connect import connect_target, scrub
 from bot.pg.snapshot import take_snapshot
 from bot.slack.pipeline_blocks import build_cleanup_message
 from bot.slack.mrkdwn import code
-from workers import pipeline, report
+from workers import pipeline
 from workers.checks import dml_tables, rls_probe_results, row_counts, touched_tables
 from workers.runtime import runtime
 from workers.watchdog import application_name
@@ -219,7 +219,7 @@ def dump(binary: str, url: str, path: Path, args: list[str], *, lock_timeout: st
         os.close(fd)
     if proc.returncode != 0:
         partial.unlink(missing_ok=True)
-        detail = report.scrub_error(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output", url)
+        detail = scrub(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output", url)
         raise BackupError(f"pg_dump exited with {proc.returncode}: {detail}; fix the cause and retry the request")
     partial.rename(path)
 
@@ -228,7 +228,7 @@ def verify_archive(pg_restore: Path, path: Path, url: str) -> int:
     """`pg_restore --list` must read the archive; returns the number of entries."""
     proc = subprocess.run([str(pg_restore), "--list", str(path)], capture_output=True, text=True)
     if proc.returncode != 0:
-        detail = report.scrub_error(proc.stderr.strip()[-300:], url)
+        detail = scrub(proc.stderr.strip()[-300:], url)
         raise BackupError(f"the backup {path.name} is unreadable (pg_restore --list: {detail}); retry the request",
                           code="backup-unreadable")
     return sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(";"))

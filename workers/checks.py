@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from bot.models import MigrationRef, Request
+from bot.pg.connect import describe_pg_error
 from bot.sources.statements import split_statements
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def rls_probe_results(conn: psycopg.Connection, env: Any) -> list[dict[str, Any]
             result["rows"] = len(rows)
             result["digest"] = hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
         except psycopg.Error as exc:
-            result["error"] = _pg_error(exc)
+            result["error"] = describe_pg_error(exc)
         results.append(result)
     return results
 
@@ -156,7 +157,7 @@ def run_verify_sql(conn: psycopg.Connection, sql: str, statement_timeout: str) -
                 cur = conn.execute(piece.text.encode("utf-8"))
                 row = cur.fetchone() if cur.description else None
         except psycopg.Error as exc:
-            failures.append(f"verify query `{piece.text[:120]}` failed: {_pg_error(exc)}")
+            failures.append(f"verify query `{piece.text[:120]}` failed: {describe_pg_error(exc)}")
             continue
         if row is not None and row[0] is False:
             failures.append(f"verify query `{piece.text[:120]}` returned false{_counted(conn, piece.text, statement_timeout)}")
@@ -183,11 +184,3 @@ def _counted(conn: psycopg.Connection, query: str, statement_timeout: str) -> st
         return ""
     wanted = f"expected {expected}" if op == "=" else f"expected {op} {expected}"
     return f": {found:,} row{'s' if found != 1 else ''} match, {wanted}"
-
-
-def _pg_error(exc: psycopg.Error) -> str:
-    diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag else None
-    state = getattr(diag, "sqlstate", None) if diag else None
-    text = primary or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return f"{text} (SQLSTATE {state})" if state else text

@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 
 from bot.errors import GuardianError
-from bot.pg.connect import connect_target
+from bot.pg.connect import connect_target, scrub
 from bot.slack.cards import build_thread_note
 from bot.slack.mrkdwn import code, escape, mention
-from workers import report
 from workers.backup import find_pg_dump, write_backup
 from workers.runtime import runtime
 
@@ -34,7 +33,7 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
                                                               scope="full", app=app)
         rt.store.record_event("backup.on_demand", actor=user, detail={"backup_id": saved.id, "environment": env.name})
     except GuardianError as exc:
-        text = report.scrub_error(exc.message, url)
+        text = scrub(exc.message, url)
         log.warning("on-demand backup of %s failed: %s", environment, text)
         _tell(rt, channel, f":x: Backup of *{escape(environment)}* requested by {mention(user)} failed: {escape(text)}")
         return None

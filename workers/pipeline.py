@@ -21,7 +21,7 @@ from rq import get_current_job
 
 from bot.errors import GuardianError, NotFound, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus, Step
-from bot.pg.connect import classify
+from bot.pg.connect import classify, scrub
 from bot.slack.pipeline_blocks import build_failure_message, build_step_message, build_summary_message
 from workers import report
 from workers.enqueue import deliver
@@ -185,7 +185,7 @@ def step_error(exc: BaseException, environment: str, secret: str = "") -> Guardi
     """What a step reports: a database error classified for ``environment``, with URLs and ``secret`` scrubbed."""
     if not isinstance(exc, GuardianError):
         exc = classify(exc, environment, secret)
-    return type(exc)(report.scrub_error(str(exc), secret), code=exc.code)
+    return type(exc)(scrub(str(exc), secret), code=exc.code)
 
 
 def revalidate(request_id: int) -> bool:

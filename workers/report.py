@@ -13,15 +13,8 @@ import logging
 from typing import Any
 
 from bot.models import Request
-from bot.pg.connect import scrub
 
 log = logging.getLogger(__name__)
-
-
-def scrub_error(text: str, *secrets: str) -> str:
-    """An error text fit for Slack and logs: no URL, no password=…, no registered secret (bot.redaction), none of
-    ``secrets`` in any form (a URL's password as written and decoded, however malformed the URL)."""
-    return scrub(text, *secrets)
 
 
 def post(rt: Any, request: Request, message: dict[str, Any]) -> str | None:

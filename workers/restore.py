@@ -27,9 +27,8 @@ import psycopg
 from bot.errors import GuardianError
 from bot.incidents import IncidentService, touched_relations
 from bot.models import Backup, DbState, Request
-from bot.pg.connect import connect_target
+from bot.pg.connect import connect_target, describe_pg_error, scrub
 from bot.sources.apply import mark_reverted, repository_paths, rollback_advice
-from workers import report
 from workers.backup import find_pg_dump
 from workers.refs import to_migration
 from workers.runtime import runtime
@@ -236,7 +235,7 @@ def restore_tables(rt: Any, request: Request, backup: Backup, url: str) -> str:
             except psycopg.Error as exc:
                 conn.rollback()
                 raise RestoreError(f"the restore stopped and changed nothing (one transaction): "
-                                   f"{report.scrub_error(_pg_reason(exc), url)}", code="restore-failed") from None
+                                   f"{describe_pg_error(exc, url, detail=True)}", code="restore-failed") from None
             except RestoreError:
                 conn.rollback()
                 raise
@@ -254,14 +253,6 @@ def restore_tables(rt: Any, request: Request, backup: Backup, url: str) -> str:
 def _quoted(name: str) -> str:
     schema, table = _plain(name)
     return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
-
-
-def _pg_reason(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = (diag.message_primary or str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    if diag.message_detail:
-        text += f" ({diag.message_detail})"
-    return text
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -307,7 +298,7 @@ def run(request_id: int) -> None:
         summary = restore_tables(rt, request, backups[-1], url)
         restored = [".".join(_plain(t)) for t in touched_relations(request)]
     except GuardianError as exc:
-        message = report.scrub_error(exc.message, url)
+        message = scrub(exc.message, url)
         rt.store.finish_step(step.id, "failed", error=message)
         log.warning("request %s: restore failed: %s", request_id, message)
         service.on_restore_finished(request_id, False, message)

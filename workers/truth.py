@@ -18,9 +18,9 @@ import psycopg
 
 from bot.errors import GuardianError, TargetError
 from bot.models import DbState, Request
-from bot.pg.connect import connect_target
+from bot.pg.connect import connect_target, describe_pg_error
 from bot.sources.ledgers import read_ledger
-from workers import pipeline, report
+from workers import pipeline
 from workers.refs import to_migration
 from workers.watchdog import application_name
 
@@ -77,7 +77,7 @@ def after_lost_session(rt: Any, step: pipeline.StepRun, exc: BaseException, part
         return True
     in_flight = next((ref.name for ref in request.migrations if ref.name not in applied), "a migration")
     cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
-    detail = report.scrub_error((str(cause).strip().splitlines() or [type(cause).__name__])[0], *secrets)[:300]
+    detail = describe_pg_error(cause, *secrets)[:300]
     error = TargetError(
         f"the database session was terminated (by an administrator, a restart or a failover) while applying "
         f"{in_flight}; the database holds {_HOLDS[state]}: {len(applied)} of {len(request.migrations)} file(s) "

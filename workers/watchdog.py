@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 
+from bot.errors import TargetError
+from bot.pg.connect import connect_target
 log = logging.getLogger(__name__)
 
 WAIT_THRESHOLD_S = 1.0  # report sessions waiting behind us longer than this
@@ -110,9 +112,9 @@ class Watchdog:
 
     def _loop(self) -> None:
         try:
-            conn = psycopg.connect(self._url, autocommit=True, application_name=self._label, connect_timeout=5)
-        except psycopg.Error as exc:
-            log.warning("%s: cannot connect; no lock watchdog for this apply (%s)", self._label, type(exc).__name__)
+            conn = connect_target(self._url, self._label, application_name=self._label)
+        except TargetError as exc:
+            log.warning("%s: cannot connect; no lock watchdog for this apply (%s)", self._label, exc.code)
             return
         last_report = 0.0
         with conn:

@@ -1,9 +1,11 @@
-"""Connecting to a target database with errors that name the environment, never the URL or password.
+"""Connecting to a target database, and PostgreSQL errors as people read them: naming the environment, never
+the URL or a password.
 
 Usage::
 
-    with connect_target(env.database_url(), env.name) as conn:
+    with connect_target(env.database_url(), env.name, keepalives=True) as conn:
         info = target_info(conn, env.name)
+    text = describe_pg_error(exc, url)   # 'relation "x" does not exist (SQLSTATE 42P01)', no URL, no password
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ _SAFE_HOST = re.compile(r"[A-Za-z0-9._\-/,:\[\]]{1,255}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_\-.$]{0,63}")
 _ECHOED_VALUE = re.compile(r'(\bvalue\s+)"[^"]*"', re.IGNORECASE)
 _PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 class TargetInfo(BaseModel):
@@ -47,6 +50,19 @@ def scrub(text: str, *secrets: str) -> str:
     text = _PASSWORD.sub(r"\1***", text)
     text = _ECHOED_VALUE.sub(r'\1"***"', text)  # libpq quotes a bad option's value, which may be a secret
     return text
+
+
+def describe_pg_error(exc: BaseException, *secrets: str, detail: bool = False) -> str:
+    """The one user-facing text of a PostgreSQL error: its primary message (else its first line, else its type),
+    PostgreSQL's DETAIL too with ``detail``, then the SQLSTATE; scrubbed of URLs, passwords and ``secrets``."""
+    diag = getattr(exc, "diag", None)
+    lines = str(exc).strip().splitlines()
+    text = getattr(diag, "message_primary", None) or (lines[0] if lines else type(exc).__name__)
+    if detail and getattr(diag, "message_detail", None):
+        text += f" ({diag.message_detail})"
+    sqlstate = getattr(diag, "sqlstate", None)
+    text = scrub(text, *secrets)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
 def _secret(url: SecretStr | str) -> str:
@@ -139,14 +155,16 @@ def target_errors(environment: str, url: SecretStr | str = "") -> Iterator[None]
 
 def connect_target(
     url: SecretStr | str, environment: str, *, autocommit: bool = True, connect_timeout: int = 5,
-    application_name: str = "migration-guardian",
+    application_name: str = "migration-guardian", keepalives: bool = False,
 ) -> psycopg.Connection:
-    """An open connection to the target, or a TargetError naming the environment (never the URL)."""
+    """The one way to open a connection to a target: an open connection, or a TargetError naming the environment
+    (never the URL). ``keepalives``: TCP keepalives, so the server ends the session of a worker that died
+    (the apply connection)."""
     secret = _secret(url)
+    alive = KEEPALIVES if keepalives else {}
     try:
-        return psycopg.connect(
-            secret, autocommit=autocommit, connect_timeout=connect_timeout, application_name=application_name,
-        )
+        return psycopg.connect(secret, autocommit=autocommit, connect_timeout=connect_timeout,
+                               application_name=application_name, **alive)
     except psycopg.ProgrammingError as exc:  # malformed URL
         raise TargetError(
             f"environment {environment!r}: the database URL is malformed ({scrub(str(exc).strip(), secret)}); "

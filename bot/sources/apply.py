@@ -2,7 +2,7 @@
 
 Usage::
 
-    with psycopg.connect(url, autocommit=True) as conn, prisma_advisory_lock(conn):
+    with connect_target(url, "staging") as conn, prisma_advisory_lock(conn):
         result = apply_migration(conn, "prisma", snapshot.migrations[0], request_id="r-42")
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from datetime import datetime
 import psycopg
 
 from bot.errors import GuardianError
-from bot.pg.connect import scrub, session_lost, target_errors
+from bot.pg.connect import describe_pg_error, session_lost, target_errors
 from bot.sources.ledgers import (
     HISTORY_TABLE,
     PRISMA_TABLE,
@@ -90,15 +90,6 @@ def advisory_lock(conn: psycopg.Connection, key: int, timeout_s: float, *, holde
 
 def _now(conn: psycopg.Connection) -> datetime:
     return conn.execute("SELECT clock_timestamp()").fetchone()[0]
-
-
-def _error_text(exc: BaseException) -> str:
-    diag = getattr(exc, "diag", None)
-    sqlstate = getattr(diag, "sqlstate", None) if diag else None
-    primary = getattr(diag, "message_primary", None) if diag else None
-    text = primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    text = scrub(text)
-    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
 def _own_rolled_back_failures(conn: psycopg.Connection, migration: Migration, request_id: str,
@@ -245,7 +236,7 @@ def apply_migration(
                 approvers=approvers, backup_id=backup_id,
             )
     except psycopg.Error as exc:
-        error = _error_text(exc)
+        error = describe_pg_error(exc)
         if session_lost(exc):  # nothing to record on a dead session; the server rolled back what had not committed
             log.warning("request %s: the session died while applying %s: %s", request_id, migration.ledger_name, error)
             raise SessionLost(
@@ -272,7 +263,7 @@ def apply_migration(
                 )
         except psycopg.Error as record_exc:  # e.g. the connection died: the file is rolled back all the same
             log.error("request %s: could not record the failure of %s: %s", request_id, migration.ledger_name,
-                      _error_text(record_exc))
+                      describe_pg_error(record_exc))
             recorded = " (the failure could not be recorded in the ledger: the connection failed)"
         raise ApplyError(
             f"migration {migration.ledger_name} failed and was rolled back: {error}{recorded}; fix the file "

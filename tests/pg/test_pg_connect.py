@@ -9,7 +9,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from bot.errors import TargetError
-from bot.pg.connect import connect_target, scrub, target_info
+from bot.pg.connect import connect_target, describe_pg_error, scrub, target_info
 from bot.sources.apply import apply_migration
 from bot.sources.models import Migration
 
@@ -88,3 +88,32 @@ def test_malformed_url_never_shows_what_looks_like_a_password():
             assert "staging" in str(exc)
         else:
             raise AssertionError(f"{url!r} connected")
+
+
+def test_describe_pg_error_is_the_primary_message_and_sqlstate_scrubbed_of_secrets(make_database):
+    url = make_database(prefix="gt_deps_describe")
+    with connect_target(url, "staging") as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, secret text)")
+        conn.execute("INSERT INTO t VALUES (1, 'x')")
+        with pytest.raises(psycopg.Error) as missing:
+            conn.execute("SELECT * FROM nope")
+        with pytest.raises(psycopg.Error) as duplicate:
+            conn.execute("INSERT INTO t VALUES (1, 'y')")
+        with pytest.raises(psycopg.Error) as echoed:
+            conn.execute("SELECT 'Sup3rS3cret'::int")
+    assert describe_pg_error(missing.value) == 'relation "nope" does not exist (SQLSTATE 42P01)'
+    assert "LINE 1" not in describe_pg_error(missing.value)  # the primary message, not psycopg's whole text
+    assert describe_pg_error(duplicate.value, detail=True) == (
+        'duplicate key value violates unique constraint "t_pkey" (Key (id)=(1) already exists.) (SQLSTATE 23505)')
+    assert "Sup3rS3cret" not in describe_pg_error(echoed.value, "Sup3rS3cret")
+    assert describe_pg_error(ValueError("no diag here")) == "no diag here"
+
+
+def test_connect_target_takes_keepalives_as_an_option(make_database):
+    url = make_database(prefix="gt_deps_keepalive")
+    with connect_target(url, "staging", keepalives=True, application_name="guardian-req7") as conn:
+        params = conn.info.get_parameters()
+        assert params["keepalives"] == "1" and params["keepalives_idle"] == "10"
+        assert params["application_name"] == "guardian-req7"
+    with connect_target(url, "staging") as conn:
+        assert "keepalives" not in conn.info.get_parameters()
