@@ -6,6 +6,7 @@ Usage::
     plan.groups()                                  # {"pending 2 files": [...], "already applied": [...], ...}
     plan.fingerprint()                             # what an approval binds: the target ids and their states
     with open_target(env, target) as conn: ...     # its own search_path (schemas) or database; URL never shown
+    view = fleet_view(store, request, env)         # a rollout as its card shows it (None: not a fleet)
 """
 from __future__ import annotations
 
@@ -23,15 +24,19 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from bot.config import EnvironmentConfig, FleetConfig, prisma_schema_url
 from bot.errors import ConfigError, GuardianError
+from bot.models import Request
 from bot.pg.connect import connect_target, target_errors
 from bot.sources.ledgers import prisma_schema_not_empty, read_ledger
 from bot.sources.models import Layout, MigrationState, SourceSnapshot
+from bot.slack.fleet_blocks import FleetView
 from bot.sources.status import compute_status
+from bot.store import Store
 
 TargetState = Literal["pending", "applied", "drifted", "unreachable"]
 STATES: tuple[TargetState, ...] = ("pending", "applied", "drifted", "unreachable")
 _DRIFT = (MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.FAILED, MigrationState.OUT_OF_ORDER)
 _SYSTEM = ("pg_catalog", "information_schema", "pg_toast")
+FAILED_SHOWN = 5  # failed targets named on the card
 
 
 class FleetTarget(BaseModel):
@@ -118,10 +123,13 @@ def open_target(env: EnvironmentConfig, target: FleetTarget, *, application_name
 
 
 def read_state(conn: psycopg.Connection, layout: Layout, snapshot: SourceSnapshot,
-               only: Iterable[str] | None = None) -> tuple[TargetState, tuple[str, ...], str | None]:
+               only: Iterable[str] | None = None, own: str | None = None) -> tuple[TargetState, tuple[str, ...], str | None]:
     """(state, pending ledger names, reason) of the target ``conn`` points at, against ``snapshot``'s files;
-    ``only`` narrows it to those files (a rollout checks just what was approved)."""
+    ``only`` narrows it to those files (a rollout checks just what was approved). Prisma failed rows that ``own``
+    (a sidecar request id) left when its file rolled back whole count as pending: the retry resolves them."""
     ledger = read_ledger(conn, layout)
+    ours = {r.ledger_name for r in ledger.rows if own and r.failed and any(
+        s.request_id == own and not s.succeeded and s.started_at == r.started_at for s in ledger.sidecar)}
     if layout == "prisma" and not ledger.exists and snapshot.migrations:
         tables = prisma_schema_not_empty(conn)
         if tables:
@@ -130,12 +138,19 @@ def read_state(conn: psycopg.Connection, layout: Layout, snapshot: SourceSnapsho
     status = compute_status(snapshot, ledger)
     keep = set(only) if only is not None else None
     rows = [m for m in status.migrations if keep is None or m.ledger_name in keep]
-    drift = [m for m in rows if m.state in _DRIFT]
+    retry = {m.ledger_name for m in rows if m.state is MigrationState.FAILED and m.ledger_name in ours}
+    drift = [m for m in rows if m.state in _DRIFT and m.ledger_name not in retry]
     if drift:
         return "drifted", (), "; ".join(f"{m.ledger_name or m.version} {m.state.value.replace('_', ' ')}"
                                         for m in drift[:3]) + (f" (+{len(drift) - 3} more)" if len(drift) > 3 else "")
-    pending = tuple(m.ledger_name for m in rows if m.state is MigrationState.PENDING)
+    pending = tuple(m.ledger_name for m in rows if m.state is MigrationState.PENDING or m.ledger_name in retry)
     return ("pending" if pending else "applied"), pending, None
+
+
+def applied_files(conn: psycopg.Connection, layout: Layout) -> set[str]:
+    """Ledger names the target's tool counts as applied (Prisma: finished and not rolled back)."""
+    return {r.ledger_name for r in read_ledger(conn, layout).rows
+            if r.layout != "prisma" or (r.finished_at is not None and r.rolled_back_at is None)}
 
 
 def discover(env: EnvironmentConfig, layout: Layout, snapshot: SourceSnapshot) -> FleetPlan:
@@ -255,3 +270,23 @@ def fleet_summary(plan: FleetPlan, fleet: FleetConfig, wanted: set[str]) -> dict
                     "pause": fleet.pause},
         "largest": [{"id": t.id, "size_bytes": t.size_bytes} for t in largest if t.size_bytes],
     }
+
+
+def fleet_view(store: Store, request: Request, env: EnvironmentConfig) -> FleetView | None:
+    """The rollout as the card shows it: state, wave, counts, the first failed targets, an ETA from the pace so far."""
+    rollout = store.get_rollout(request.id) if env.fleet is not None else None
+    if rollout is None:
+        return None
+    targets = store.list_fleet_targets(request.id)
+    counts: dict[str, int] = {}
+    for t in targets:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    durations = [(t.finished_at - t.started_at).total_seconds() for t in targets
+                 if t.state == "succeeded" and t.started_at and t.finished_at]
+    left = sum(counts.get(s, 0) for s in ("waiting", "queued", "running"))
+    eta = sum(durations) / len(durations) * left / min(env.fleet.parallel, max(left, 1)) if durations and left else None
+    return FleetView(state=rollout.state, wave=rollout.wave, waves=max((t.wave for t in targets if t.wave is not None),
+                                                                       default=-1) + 1,
+                     counts=counts, reason=rollout.reason, eta_s=eta,
+                     failed=tuple((t.target, (t.note or "failed").splitlines()[0]) for t in targets
+                                  if t.state == "failed")[:FAILED_SHOWN])

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 from redis import Redis
 
+from bot.fleet import fleet_view
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
 from bot.errors import (
     ConfirmationNeeded,
@@ -151,7 +152,7 @@ class Flow:
             stale=tally.stale, env_color=env.color, production=env.production,
             requires_missing=tuple(policy.missing_prerequisites(met)),
             requires_met=tuple(e for e in env.requires if e in met), gate_note=gate, note=note,
-            thread_behind=behind, thread_lost=lost,
+            thread_behind=behind, thread_lost=lost, fleet=fleet_view(self.store, request, env),
         )
 
     def waiting_for(self, request: Request, approved: Sequence[str] = ()) -> tuple[str, ...]:

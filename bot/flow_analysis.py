@@ -136,23 +136,32 @@ def analyse_fleet(config: GuardianConfig, request: Request) -> AnalysisResult:
     """A fleet environment's plan: every target discovered and grouped by its ledger state; the files any pending
     target lacks, each judged once against the tables of the largest pending target. The fingerprint is the target
     set's (ids and states), so an approval covers exactly the targets it was shown."""
-    from bot.fleet import discover, fleet_summary, open_target
+    from bot.fleet import FleetPlan, FleetTarget, discover, fleet_summary, open_target
 
-    if request.source != "repo":
-        raise SourceError("a fleet rolls out files from the repository; pasted SQL cannot be planned for a fleet",
-                          code="fleet-adhoc")
     env = config.environment(request.environment)
     layout = config.project.layout
-    snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
-    plan = discover(env, layout, snapshot)
-    wanted = {m.ledger_name for m in _selected(snapshot, request.selection, {n for t in plan.pending() for n in t.pending})}
-    news = [NewMigration(name=m.ledger_name if layout == "prisma" else f"{m.version}_{m.name}", version=m.version,
-                         ledger_name=m.ledger_name, path=m.path, sql=m.sql, down_sql=m.down_sql, verify_sql=m.verify_sql)
-            for m in snapshot.migrations if m.ledger_name in wanted]
+    if request.source == "rollback":  # an aborted rollout's done targets, chosen when it was aborted
+        plan = FleetPlan(environment=env.name, targets=tuple(
+            FleetTarget(**t, state="pending") for t in request.selection.get("fleet_targets") or []))
+        news = [NewMigration(**m.model_dump(include={"name", "version", "ledger_name", "path", "sql"}))
+                for m in request.migrations]
+        wanted, commit = {m.ledger_name or m.name for m in news}, request.git_commit
+    elif request.source != "repo":
+        raise SourceError("a fleet rolls out files from the repository; pasted SQL cannot be planned for a fleet",
+                          code="fleet-adhoc")
+    else:
+        snapshot = load_snapshot(config.project, request.selection.get("ref") or request.git_ref)
+        plan = discover(env, layout, snapshot)
+        pending = {n for t in plan.pending() for n in t.pending}
+        wanted = {m.ledger_name for m in _selected(snapshot, request.selection, pending)}
+        news = [NewMigration(name=m.ledger_name if layout == "prisma" else f"{m.version}_{m.name}", version=m.version,
+                             ledger_name=m.ledger_name, path=m.path, sql=m.sql, down_sql=m.down_sql,
+                             verify_sql=m.verify_sql) for m in snapshot.migrations if m.ledger_name in wanted]
+        commit = snapshot.commit
     summary = fleet_summary(plan, env.fleet, wanted)
     target = {"host": "fleet", "database": f"{env.name}: {len(plan.targets)} targets", "fleet": summary}
     if not news:
-        return AnalysisResult(migrations=[], commit=snapshot.commit, risk="low", reasons=(), fingerprint=plan.fingerprint(),
+        return AnalysisResult(migrations=[], commit=commit, risk="low", reasons=(), fingerprint=plan.fingerprint(),
                               target=target)
     largest = max(plan.pending(), key=lambda t: t.size_bytes)
     others = tuple(t.id for t in plan.targets if t.kind == "schema" and t.id != largest.id)
@@ -161,7 +170,7 @@ def analyse_fleet(config: GuardianConfig, request: Request) -> AnalysisResult:
         target["server_version"] = str(conn.info.server_version // 10000)
     analysed, worst, reasons = _judge(config, request, news, facts, {})
     summary["judged_on"] = largest.id
-    return AnalysisResult(migrations=analysed, commit=snapshot.commit, risk=worst, reasons=tuple(reasons[:20]),
+    return AnalysisResult(migrations=analysed, commit=commit, risk=worst, reasons=tuple(reasons[:20]),
                           fingerprint=plan.fingerprint(), target=target)
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TARGET_JOB = "fleet-target"  # workers/fleet_target.run
 ADVANCE_JOB = "fleet-advance"
+CARD_EVERY_S = 3.0  # Slack's chat.update allows about 50 a minute; the halt, the end and every control refresh at once
+CARD_KEY = "guardian:fleet-card:{}"
 
 
 def start(rt: Runtime, step: pipeline.StepRun) -> None:
@@ -102,7 +104,10 @@ def advance(request_id: int) -> None:
         elif claim.claimed:
             log.info("request %s: claimed %s", request_id, ", ".join(claim.claimed))
         break
-    deliver(rt.store, pipeline.redis_for(rt))
+    redis = pipeline.redis_for(rt)
+    deliver(rt.store, redis)
+    if redis.set(CARD_KEY.format(request_id), 1, nx=True, px=int(CARD_EVERY_S * 1000)):
+        report.refresh_card(rt, request_id)  # one card, updated in place at most every CARD_EVERY_S
 
 
 def health_problem(rt: Runtime, request: Request, wave: int) -> str | None:

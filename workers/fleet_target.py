@@ -13,7 +13,7 @@ import psycopg
 from rq import get_current_job
 
 from bot.errors import GuardianError
-from bot.fleet import FleetTarget, open_target, read_state, target_url
+from bot.fleet import FleetTarget, applied_files, open_target, read_state, target_url
 from bot.models import MigrationRef, Request
 from bot.sources.models import SourceSnapshot
 from bot.store.fleet import RolloutTarget
@@ -66,10 +66,15 @@ def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) ->
     try:
         secret = target_url(env, ft).get_secret_value()
         with open_target(env, ft, application_name=application_name(request.id, "fleet-check")) as conn:
-            state, pending, reason = read_state(conn, layout, _snapshot(request, refs, layout), only=row.files)
-        if state == "drifted":
-            return "skipped", f"drifted after the approval ({reason}): not migrated; plan it again"
-        todo = [m for m in refs if (m.ledger_name or m.name) in pending]
+            if request.source == "rollback":  # down SQL: what the ledger still holds as applied
+                held = applied_files(conn, layout)
+                todo = [m for m in refs if (m.ledger_name or m.name) in held]
+            else:
+                state, pending, reason = read_state(conn, layout, _snapshot(request, refs, layout), only=row.files,
+                                                    own=f"{request.id}/{row.target}")
+                if state == "drifted":
+                    return "skipped", f"drifted after the approval ({reason}): not migrated; plan it again"
+                todo = [m for m in refs if (m.ledger_name or m.name) in pending]
         if todo:
             apply_all(rt, request, env, secret, Progress(), target=row.target, refs=todo)
         with open_target(env, ft, application_name=application_name(request.id, "fleet-verify")) as conn:
@@ -78,7 +83,7 @@ def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) ->
             failures += [f"index {i} is invalid" for (i,) in conn.execute(_INVALID_INDEXES).fetchall()]
         if failures:
             return "failed", "verify: " + "; ".join(failures)
-        return "succeeded", None if todo else "already applied (its ledger)"
+        return "succeeded", None if todo else "nothing to do: its ledger already says so"
     except (GuardianError, psycopg.Error) as exc:
         error = pipeline.step_error(exc, where, secret)
         return "failed", f"[{error.code}] {str(error).splitlines()[0] if str(error) else type(exc).__name__}"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.models import Request, RequestStatus, database_words
 from bot.slack.batching import MAX_BLOCKS
+from bot.slack.fleet_blocks import FleetView, build_rollout_blocks
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
 from bot.slack.mrkdwn import Message, clip, code, code_block, escape, mention, mention_any
 
@@ -48,6 +49,7 @@ class CardView(BaseModel):
     note: str | None = None  # mrkdwn (callers escape what they quote): e.g. "approvals voided: the SQL changed"
     waiting_for: tuple[str, ...] = ()  # approver entries (users, user groups) who could give a missing approval
     rendered_at: datetime | None = None  # the card's "updated" time: when it was last re-rendered from the store
+    fleet: FleetView | None = None  # a fleet request's rollout (bot/slack/fleet_blocks.py)
 
 
 def _n(count: int, noun: str) -> str:
@@ -139,6 +141,8 @@ def build_request_card(request: Request, view: CardView) -> Message:
         notes.append(view.note)
     if notes:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip("\n".join(notes))}})
+    if view.fleet is not None:
+        blocks += build_rollout_blocks(request.id, view.fleet)
     buttons = []
     if status is RequestStatus.AWAITING_APPROVAL:
         buttons += [_button(ActionId.APPROVE, request.id, "primary"), _button(ActionId.REJECT, request.id, "danger")]

@@ -1,11 +1,13 @@
-"""Block Kit for a fleet request's preview: its targets grouped by ledger state, and the rollout it will run (pure)."""
+"""Block Kit for a fleet request: the preview (targets grouped by ledger state) and the rollout section of its card (pure)."""
 from __future__ import annotations
 
 from typing import Any
 
-from bot.slack.mrkdwn import clip, code, escape
+from pydantic import BaseModel, ConfigDict
 
-Message = dict[str, Any]
+from bot.slack.ids import BUTTON_LABELS, ActionId
+from bot.slack.mrkdwn import Message, clip, code, escape
+
 NAMES_SHOWN = 8  # names listed per group; the rest are counted
 _GROUP_EMOJI = {"pending": ":hourglass_flowing_sand:", "applied": ":white_check_mark:", "drifted": ":warning:",
                 "unreachable": ":no_entry:"}
@@ -56,4 +58,56 @@ def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: 
                + " This approval covers exactly these targets: one added or drifted later is listed, not migrated.")
     text = "\n".join([head, *lines, rollout])
     return {"text": f"Fleet {environment}: {sum(counts.values())} targets",
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 2900)}}]}
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}
+
+
+class FleetView(BaseModel):
+    """A rollout as its card shows it, computed from the store at each refresh."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: str                                  # running | paused | halted | succeeded | aborted
+    wave: int
+    waves: int
+    counts: dict[str, int]                      # targets per state
+    failed: tuple[tuple[str, str], ...] = ()    # (target, one-line reason), the first few
+    reason: str | None = None                   # why it halted, paused or was aborted
+    eta_s: float | None = None                  # the remaining targets at the pace so far
+
+
+_BAR = 20
+_STATE_WORDS = {"running": ":gear: running", "paused": ":double_vertical_bar: paused",
+                "halted": ":octagonal_sign: halted", "succeeded": ":tada: done", "aborted": ":no_entry: aborted"}
+
+
+def build_rollout_blocks(request_id: int, view: FleetView) -> list[dict[str, Any]]:
+    """The rollout section of a fleet request's card: progress bar, counts per state, the wave, an ETA, the failed
+    targets with one-line reasons, and the buttons the state allows (Pause, Resume, Retry failed, Skip failed,
+    Abort). One card, updated in place, whatever the number of targets."""
+    counts = view.counts
+    total = sum(n for s, n in counts.items() if s != "excluded")
+    done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
+    filled = round(_BAR * done / total) if total else _BAR
+    bar = "█" * filled + "░" * (_BAR - filled)
+    order = ("succeeded", "running", "queued", "waiting", "failed", "skipped", "excluded")
+    parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+    eta = f" · about {view.eta_s / 60:.0f} min left" if view.eta_s and view.state == "running" else ""
+    lines = [f"*Rollout* {_STATE_WORDS.get(view.state, view.state)} · wave {min(view.wave, max(view.waves - 1, 0))} "
+             f"of {max(view.waves - 1, 0)} (0 = canary){eta}",
+             f"`{bar}` {done}/{total}", ", ".join(parts)]
+    if view.reason:
+        lines.append(f"_{escape(view.reason)}_")
+    lines += [f"• {code(t)}: {escape(why)[:150]}" for t, why in view.failed]
+    if counts.get("failed", 0) > len(view.failed):
+        lines.append(f"… and {counts['failed'] - len(view.failed)} more failed")
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": clip("\n".join(lines))}}]
+    actions = {"running": [ActionId.FLEET_PAUSE, ActionId.FLEET_ABORT],
+               "paused": [ActionId.FLEET_RESUME, ActionId.FLEET_ABORT],
+               "halted": [ActionId.FLEET_RESUME, ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED,
+                          ActionId.FLEET_ABORT]}.get(view.state, [])
+    if actions:
+        blocks.append({"type": "actions", "block_id": f"fleet_actions.{request_id}", "elements": [
+            {"type": "button", "action_id": a.value, "value": str(request_id),
+             "text": {"type": "plain_text", "text": BUTTON_LABELS[a]},
+             **({"style": "danger"} if a is ActionId.FLEET_ABORT else {})} for a in actions]})
+    return blocks

@@ -19,6 +19,11 @@ class ActionId(StrEnum):
     RETRY = "incident_retry"
     MARK_FIXED_FORWARD = "incident_mark_fixed_forward"
     RESOLVE = "incident_resolve"
+    FLEET_PAUSE = "fleet_pause"
+    FLEET_RESUME = "fleet_resume"
+    FLEET_RETRY_FAILED = "fleet_retry_failed"
+    FLEET_SKIP_FAILED = "fleet_skip_failed"
+    FLEET_ABORT = "fleet_abort"
 
 
 class CallbackId(StrEnum):
@@ -49,6 +54,11 @@ BUTTON_LABELS: dict[ActionId, str] = {
     ActionId.RETRY: "Retry",
     ActionId.MARK_FIXED_FORWARD: "Mark fixed forward",
     ActionId.RESOLVE: "Resolve",
+    ActionId.FLEET_PAUSE: "Pause",
+    ActionId.FLEET_RESUME: "Resume",
+    ActionId.FLEET_RETRY_FAILED: "Retry failed",
+    ActionId.FLEET_SKIP_FAILED: "Skip failed",
+    ActionId.FLEET_ABORT: "Abort",
 }
 
 

@@ -228,6 +228,38 @@ class FleetStore(StoreBase):
         with self._tx() as conn:
             return _set_state(conn, request_id, state, reason, only_from=only_from)
 
+    def resume_rollout(self, request_id: int, reason: str, *, halt_after: int) -> str | None:
+        """paused | halted -> running; a wave already finished opens the next one (the person who resumes overrides
+        a health gate). Returns why it cannot resume, or None when it did."""
+        with self._tx() as conn:
+            rollout = conn.execute("SELECT * FROM guardian_bot.fleet_rollouts WHERE request_id = %s FOR UPDATE",
+                                   (request_id,)).fetchone()
+            if rollout is None or rollout["state"] not in ("paused", "halted"):
+                return f"the rollout is {rollout['state'] if rollout else 'gone'}, not paused or halted"
+            left = conn.execute(
+                "SELECT count(*) FILTER (WHERE state = 'failed') AS failed, "
+                "count(*) FILTER (WHERE state IN ('waiting', 'queued', 'running') AND wave <= %s) AS open "
+                "FROM guardian_bot.fleet_targets WHERE request_id = %s", (rollout["wave"], request_id)).fetchone()
+            if left["failed"] >= halt_after:
+                return (f"{left['failed']} target(s) failed, which would halt it again: Retry failed or Skip failed "
+                        "instead")
+            wave = rollout["wave"] + (1 if left["open"] == 0 else 0)
+            conn.execute("UPDATE guardian_bot.fleet_rollouts SET state = 'running', wave = %s, next_wave_at = NULL, "
+                         "reason = %s, updated_at = now() WHERE request_id = %s", (wave, reason, request_id))
+        return None
+
+    def settle_failed_targets(self, request_id: int, to: Literal["waiting", "skipped"], note: str) -> int:
+        """Failed targets back to waiting (Retry failed) or to skipped (Skip failed); a halted rollout runs again.
+        Returns how many targets moved."""
+        with self._tx() as conn:
+            conn.execute("SELECT 1 FROM guardian_bot.fleet_rollouts WHERE request_id = %s FOR UPDATE", (request_id,))
+            moved = conn.execute(
+                "UPDATE guardian_bot.fleet_targets SET state = %s, note = %s, outbox_id = NULL, job_id = NULL "
+                "WHERE request_id = %s AND state = 'failed'", (to, note, request_id)).rowcount
+            if moved:
+                _set_state(conn, request_id, "running", note, only_from=("halted",))
+        return moved
+
     def release_fleet_target(self, request_id: int, target: str, attempt: int, note: str) -> bool:
         """A target whose job died goes back to waiting (its ledger says what is applied; the next claim resumes)."""
         with self._tx() as conn:

@@ -9,6 +9,7 @@ from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
 from bot.errors import ConfirmationNeeded, GuardianError
+from bot.fleet_control import FleetControl
 from bot.flow import Flow
 from bot.incidents import IncidentService
 from bot.slack.blocks import build_not_available_message
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 REQUEST_ACTIONS = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL)
 INCIDENT_ACTIONS = (ActionId.ROLL_BACK, ActionId.RESTORE_BACKUP, ActionId.RETRY, ActionId.MARK_FIXED_FORWARD,
                     ActionId.RESOLVE)
+FLEET_ACTIONS = (ActionId.FLEET_PAUSE, ActionId.FLEET_RESUME, ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED,
+                 ActionId.FLEET_ABORT)
 
 
 def _request_id(action: dict[str, Any]) -> int:
@@ -42,7 +45,7 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
         """Request and incident buttons: ack, then act; values carry only ids, everything else is reloaded."""
         ack()
         action_id = ActionId(action["action_id"])
-        act = _act if action_id in REQUEST_ACTIONS else _incident_act
+        act = _act if action_id in REQUEST_ACTIONS else _fleet_act if action_id in FLEET_ACTIONS else _incident_act
         with replying_errors(body, respond, client):
             act(action_id, action, body, respond, client)
 
@@ -81,12 +84,18 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
                    ActionId.MARK_FIXED_FORWARD: service.mark_fixed_forward, ActionId.RESOLVE: service.resolve}
         _tell(respond, handler[action_id](incident_id, user))
 
+    def _fleet_act(action_id: ActionId, action: dict[str, Any], body: dict[str, Any], respond: Respond,
+                   client: WebClient) -> None:
+        user, request_id = body["user"]["id"], _request_id(action)
+        logger.info("request %s: %s clicked by %s", request_id, action_id.value, user)
+        _tell(respond, FleetControl(flow).act(action_id, request_id, user))
+
     def handle_not_yet(ack: Ack, action: dict[str, Any], respond: Respond) -> None:
         ack()
         _tell(respond, build_not_available_message(BUTTON_LABELS[ActionId(action["action_id"])])["text"])
 
     for action_id in ActionId:
-        if flow is not None and action_id in REQUEST_ACTIONS + INCIDENT_ACTIONS:
+        if flow is not None and action_id in REQUEST_ACTIONS + INCIDENT_ACTIONS + FLEET_ACTIONS:
             app.action(action_id.value)(handle_card_action)
         else:
             app.action(action_id.value)(handle_not_yet)

@@ -1,0 +1,116 @@
+"""A fleet rollout's controls: Pause, Resume, Retry failed, Skip failed, Abort (approvers only).
+
+Usage::
+
+    control = FleetControl(flow)
+    control.act(ActionId.FLEET_PAUSE, request_id, user)     # -> the reply for the person who clicked
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from bot.errors import PolicyDenied, TransitionConflict
+from bot.models import DbState, Request, RequestStatus
+from bot.slack.cards import build_request_card, build_thread_note
+from bot.slack.ids import ActionId
+from bot.slack.mrkdwn import mention
+from bot.store import NewMigration
+
+if TYPE_CHECKING:
+    from bot.flow import Flow
+
+log = logging.getLogger(__name__)
+ADVANCE_JOB = "fleet-advance"  # workers/fleet.advance
+
+
+class FleetControl:
+    """The rollout buttons: approvers only, re-authorised from the store at every click; each one says what it did."""
+
+    def __init__(self, flow: "Flow") -> None:
+        self.flow = flow
+        self.store = flow.store
+
+    def act(self, action: ActionId, request_id: int, user: str) -> str:
+        request = self.store.get_request(request_id)
+        env = self.flow.env(request.environment)
+        rollout = self.store.get_rollout(request_id) if env.fleet is not None else None
+        if rollout is None:
+            raise PolicyDenied(f"request #{request_id} has no fleet rollout", code="not-a-rollout")
+        words = {ActionId.FLEET_PAUSE: "pause", ActionId.FLEET_RESUME: "resume",
+                 ActionId.FLEET_RETRY_FAILED: "retry the failed targets of", ActionId.FLEET_SKIP_FAILED:
+                 "skip the failed targets of", ActionId.FLEET_ABORT: "abort"}[action]
+        self.flow.check_approver(request.environment, user, f"{words} a rollout")
+        who = mention(user)
+        if action is ActionId.FLEET_PAUSE:
+            if not self.store.set_rollout_state(request_id, "paused", f"paused by {who}", only_from=("running",)):
+                return f"The rollout is {rollout.state}; only a running rollout can be paused."
+            return self._done(request, f":double_vertical_bar: {who} paused the rollout: no new target starts; those "
+                                       "in flight finish. Resume continues it.", "Paused.")
+        if action is ActionId.FLEET_RESUME:
+            problem = self.store.resume_rollout(request_id, f"resumed by {who}", halt_after=env.fleet.halt_after_failures)
+            if problem:
+                return f"Not resumed: {problem}."
+            return self._done(request, f":arrow_forward: {who} resumed the rollout.", "Resumed.", advance=True)
+        if action in (ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED):
+            retry = action is ActionId.FLEET_RETRY_FAILED
+            moved = self.store.settle_failed_targets(request_id, "waiting" if retry else "skipped",
+                                                     f"{'retried' if retry else 'skipped'} by {who}")
+            if not moved:
+                return "No target is failed; nothing changed."
+            verb = "retries" if retry else "skips"
+            return self._done(request, f":repeat: {who} {verb} {moved} failed target{'s' if moved != 1 else ''}; the "
+                                       "rollout continues.", f"{moved} target(s) {'retried' if retry else 'skipped'}.",
+                              advance=True)
+        return self.abort(request, user)
+
+    def abort(self, request: Request, user: str) -> str:
+        """Stop the rollout for good (targets in flight finish), fail the request with what the fleet holds, and open
+        a rollback request for the targets done: their down SQL, approved like any rollback, run as a rollout."""
+        who = mention(user)
+        if not self.store.set_rollout_state(request.id, "aborted", f"aborted by {who}",
+                                            only_from=("running", "paused", "halted")):
+            return "The rollout is already finished or aborted."
+        done = [t for t in self.store.list_fleet_targets(request.id) if t.state == "succeeded"]
+        db_state = DbState.PARTIALLY_APPLIED if done else DbState.UNTOUCHED
+        try:
+            self.store.transition(request.id, RequestStatus.APPLYING, RequestStatus.FAILED, actor=user,
+                                  detail={"reason": "rollout aborted"}, failed_step="apply", db_state=db_state,
+                                  error=f"rollout aborted by {user}: {len(done)} target(s) done")
+        except TransitionConflict as exc:
+            log.info("request %s: aborted rollout, request not applying: %s", request.id, exc)
+        for step in self.store.list_steps(request.id):
+            if step.step == "apply" and step.status == "running":
+                self.store.finish_step(step.id, "failed", error="rollout aborted")
+        downs = [m for m in reversed(request.migrations) if m.down_sql]
+        if not done:
+            return self._done(request, f":no_entry: {who} aborted the rollout; no target had been migrated.", "Aborted.")
+        if not downs:
+            return self._done(request, f":no_entry: {who} aborted the rollout; {len(done)} target(s) were migrated and "
+                                       "the files have no down SQL: restore the backup or fix forward.", "Aborted.")
+        rollback = self.store.create_request(
+            request.environment, user,
+            [NewMigration(name=f"{m.name}.down", version=m.version, ledger_name=m.ledger_name,
+                          path=(m.path or m.name) + " (down)", sql=m.down_sql or "") for m in downs],
+            source="rollback", channel=request.channel, parent_request_id=request.id, git_commit=request.git_commit,
+            selection={"rollback_of": request.id, "fleet_targets": [
+                {"id": t.target, "kind": t.kind, "server": t.server, "url_env": t.url_env,
+                 "pending": [f for f in t.files]} for t in done]})
+        if self.flow.slack is not None and request.channel and request.thread_ts:
+            posted = self.flow.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts,
+                                                      **build_request_card(rollback, self.flow.card_view(rollback)))
+            self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=request.thread_ts)
+        self.flow.enqueue("analyze", rollback.id)
+        return self._done(request, f":no_entry: {who} aborted the rollout. Rollback request #{rollback.id} rolls back "
+                                   f"the {len(done)} migrated target(s) with their down SQL once another approver "
+                                   "approves it on its card below.", f"Aborted; rollback request #{rollback.id} "
+                                                                     "needs another approver.")
+
+    def _done(self, request: Request, note: str, reply: str, *, advance: bool = False) -> str:
+        self.store.record_event("fleet.control", actor="guardian", request_id=request.id, detail={"note": note})
+        self.flow.post_in_thread(request, build_thread_note(note))
+        if advance:
+            self.flow.enqueue(ADVANCE_JOB, request.id, attempt=int(datetime.now(timezone.utc).timestamp()))
+        self.flow.refresh_card(request.id)
+        return reply
