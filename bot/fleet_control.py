@@ -97,10 +97,12 @@ class FleetControl:
             selection={"rollback_of": request.id, "fleet_targets": [
                 {"id": t.target, "kind": t.kind, "server": t.server, "url_env": t.url_env,
                  "pending": [f for f in t.files]} for t in done]})
-        if self.flow.slack is not None and request.channel and request.thread_ts:
-            posted = self.flow.slack.chat_postMessage(channel=request.channel, thread_ts=request.thread_ts,
-                                                      **build_request_card(rollback, self.flow.card_view(rollback)))
-            self.store.update_request(rollback.id, message_ts=posted["ts"], thread_ts=request.thread_ts)
+        if self.flow.notifier.enabled and request.channel and request.thread_ts:
+            posted = self.flow.notifier.post(f"request {rollback.id}'s card", request.channel,
+                                             build_request_card(rollback, self.flow.card_view(rollback)),
+                                             thread_ts=request.thread_ts)
+            if posted.ts:
+                self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=request.thread_ts)
         self.flow.enqueue("analyze", rollback.id)
         return self._done(request, f":no_entry: {who} aborted the rollout. Rollback request #{rollback.id} rolls back "
                                    f"the {len(done)} migrated target(s) with their down SQL once another approver "
