@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from . import catalog
 from .effect import Effect
-from .models import Column, Context, TableStats, TypeFacts
+from .models import Context, TableStats, TypeFacts
 from .parse import RawStatement
 
 
@@ -100,14 +100,10 @@ class State:
         found = catalog.table(self.ctx, relation)
         return found[1] if found else None
 
-    def column(self, relation: str, col: str) -> Column | None:
-        s = self.facts(relation)
-        return s.column_facts.get(col) if s is not None else None
-
     def domain(self, name: str) -> TypeFacts | None:
         """The target's enum or domain of this name (as written: plain or schema.name)."""
         types = self.ctx.types
-        return types.get(name) or types.get(f"public.{name}") if types else None
+        return (types.get(name) or types.get(f"public.{name}")) if types else None
 
     def not_null(self, table: str, col: str) -> bool | None:
         """Whether the column is NOT NULL (or proven so by a validated CHECK), None when unknown."""
