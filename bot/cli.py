@@ -136,12 +136,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from bot.fleet import fleet_status
     from bot.sources.status import run_status_command
 
     settings = load_settings()
     config = load_config(settings.guardian_config)
     _protect(settings, config)
-    return run_status_command(config, args)
+    return run_status_command(config, args, fleet=fleet_status)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

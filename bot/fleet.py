@@ -22,7 +22,7 @@ import psycopg
 from psycopg import conninfo, sql
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from bot.config import EnvironmentConfig, FleetConfig, prisma_schema_url
+from bot.config import EnvironmentConfig, FleetConfig, GuardianConfig, prisma_schema_url
 from bot.errors import ConfigError, GuardianError
 from bot.models import Request
 from bot.pg.connect import connect_target, target_errors
@@ -290,3 +290,18 @@ def fleet_view(store: Store, request: Request, env: EnvironmentConfig) -> FleetV
                      counts=counts, reason=rollout.reason, eta_s=eta,
                      failed=tuple((t.target, (t.note or "failed").splitlines()[0]) for t in targets
                                   if t.state == "failed")[:FAILED_SHOWN])
+
+
+def fleet_status(config: GuardianConfig, name: str, snapshot: SourceSnapshot) -> tuple[dict, str, bool]:
+    """`guardian status <fleet>`: (its JSON, its text, clean?) with every target's state and pending files."""
+    plan = discover(config.environment(name), config.project.layout, snapshot)
+    counts = {s: sum(1 for t in plan.targets if t.state == s) for s in STATES}
+    doc = {"name": name, "layout": config.project.layout, "commit": snapshot.commit, "summary": counts,
+           "targets": [t.model_dump(mode="json", exclude={"size_bytes"}) for t in plan.targets]}
+    lines = [f"{name}: fleet of {len(plan.targets)} targets, {config.project.layout} files at "
+             f"{(snapshot.commit or 'working tree')[:12]}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    for label, targets in plan.groups().items():
+        lines.append(f"  {label} ({len(targets)}): " + ", ".join(t.id for t in targets[:20])
+                     + (f" … and {len(targets) - 20} more" if len(targets) > 20 else ""))
+        lines += [f"      {t.id}: {t.reason}" for t in targets[:20] if t.reason]
+    return doc, "\n".join(lines), counts["applied"] == len(plan.targets)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 from redis import Redis
 
-from bot.fleet import fleet_view
+from bot.fleet import FleetPlan, discover, fleet_view
 from bot.config import EnvironmentConfig, GuardianConfig, Settings
 from bot.errors import (
     ConfirmationNeeded,
@@ -69,7 +69,7 @@ class StatusOverview:
     freezes: dict[str, Freeze | None]
     failed: list[tuple[Request, Incident | None]]
     snapshot: SourceSnapshot | None = None
-    ledgers: dict[str, tuple[TargetInfo, StatusReport] | GuardianError] = field(default_factory=dict)
+    ledgers: dict[str, tuple[TargetInfo, StatusReport] | FleetPlan | GuardianError] = field(default_factory=dict)
 
 
 class Flow:
@@ -621,6 +621,9 @@ class Flow:
             return overview
         for name in envs:
             try:
+                if self.env(name).fleet is not None:  # every target's ledger, grouped
+                    overview.ledgers[name] = discover(self.env(name), self.config.project.layout, overview.snapshot)
+                    continue
                 overview.ledgers[name] = environment_status(self.config, name, overview.snapshot)
             except GuardianError as exc:
                 overview.ledgers[name] = exc

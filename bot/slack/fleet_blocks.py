@@ -28,23 +28,36 @@ def _group_line(label: str, state: str, targets: list[dict[str, Any]]) -> str:
     return f"{_GROUP_EMOJI[state]} *{escape(label)}* — {len(targets)}: {names}{more}"
 
 
-def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: dict[str, str]) -> Message:
-    """The targets by group (counts and names), each distinct file set once with its worst risk, and the rollout.
+def fleet_status_lines(targets: list[dict[str, Any]]) -> str:
+    """`/migrate status <fleet>`: the targets by ledger state, one line per group with its count and first names."""
+    return "\n".join(_group_lines(targets, None))
 
-    ``risks`` maps a file's name to its risk level (the request's analysis, judged once per file)."""
+
+def _group_lines(targets: list[dict[str, Any]], risks: dict[str, str] | None) -> list[str]:
+    """One line per group; pending targets grouped by the files they lack (with those files' worst risk)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for t in fleet["targets"]:
+    for t in targets:
         label = ("pending " + ", ".join(t["pending"])) if t["state"] == "pending" else {
             "applied": "already applied", "drifted": "drifted", "unreachable": "unreachable"}[t["state"]]
         groups.setdefault((t["state"], label), []).append(t)
     order = {"pending": 0, "applied": 1, "drifted": 2, "unreachable": 3}
     lines = []
-    for (state, label), targets in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], -len(kv[1]))):
+    for (state, label), members in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], -len(kv[1]))):
         if state == "pending":
-            files = targets[0]["pending"]
-            worst = max((risks.get(f, "low") for f in files), key=["low", "medium", "high", "critical"].index)
-            label = f"pending {len(files)} file{'s' if len(files) != 1 else ''} ({', '.join(files)}), risk {worst}"
-        lines.append(_group_line(label, state, targets))
+            files = members[0]["pending"]
+            label = f"pending {len(files)} file{'s' if len(files) != 1 else ''} ({', '.join(files)})"
+            if risks is not None:
+                label += ", risk " + max((risks.get(f, "low") for f in files),
+                                         key=["low", "medium", "high", "critical"].index)
+        lines.append(_group_line(label, state, members))
+    return lines
+
+
+def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: dict[str, str]) -> Message:
+    """The targets by group (counts and names), each distinct file set once with its worst risk, and the rollout.
+
+    ``risks`` maps a file's name to its risk level (the request's analysis, judged once per file)."""
+    lines = _group_lines(fleet["targets"], risks)
     counts, r = fleet["counts"], fleet["rollout"]
     head = (f":busts_in_silhouette: *Fleet {escape(environment)}*: {sum(counts.values())} targets — "
             + ", ".join(f"{n} {s}" for s, n in counts.items() if n))

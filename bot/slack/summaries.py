@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot.fleet import FleetPlan
+from bot.slack.fleet_blocks import fleet_status_lines
 from bot.errors import GuardianError
 from bot.models import Freeze, Incident, IncidentStatus, Request, database_words
 from bot.pg.connect import TargetInfo
@@ -56,6 +58,9 @@ def ledger_lines(snapshot: SourceSnapshot | None,
         if isinstance(found, GuardianError):
             out[name] = (f":warning: {escape(found.message)}" if snapshot is not None
                          else f"migrations unreadable: {escape(found.message)}")
+            continue
+        if isinstance(found, FleetPlan):
+            out[name] = fleet_status_lines([t.model_dump(mode="json") for t in found.targets])
             continue
         info, report = found
         counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.summary.items()) if n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
 
 from bot.config import GuardianConfig
 from bot.errors import GuardianError, SourceError
@@ -249,8 +250,12 @@ def render_text(name: str, info: TargetInfo, report: StatusReport) -> str:
     return "\n".join(lines)
 
 
-def run_status_command(config: GuardianConfig, args: argparse.Namespace) -> int:
-    """`guardian status [ENV] [--format json] [--ref R]`: 0 when all is applied and unchanged, else 1."""
+FleetStatus = Callable[[GuardianConfig, str, SourceSnapshot], tuple[dict, str, bool]]
+
+
+def run_status_command(config: GuardianConfig, args: argparse.Namespace, fleet: FleetStatus | None = None) -> int:
+    """`guardian status [ENV] [--format json] [--ref R]`: 0 when all is applied and unchanged, else 1. ``fleet``
+    reports a fleet environment per target (bot.fleet.fleet_status)."""
     names = [args.env] if getattr(args, "env", None) else sorted(config.environments)
     if not names:
         raise GuardianError("no environments are configured; add [environments.<name>] to guardian.toml",
@@ -261,6 +266,12 @@ def run_status_command(config: GuardianConfig, args: argparse.Namespace) -> int:
     out, texts, clean = [], [], True
     for name in names:
         try:
+            if fleet is not None and config.environment(name).fleet is not None:
+                doc, text, ok = fleet(config, name, snapshot)
+                out.append(doc)
+                texts.append(text)
+                clean = clean and ok
+                continue
             info, report = environment_status(config, name, snapshot)
         except GuardianError as exc:
             clean = False

@@ -106,3 +106,29 @@ def test_plan_pending_previews_the_groups_and_binds_the_target_set(harness, flee
     _, reply = harness.click(ActionId.APPROVE.value, rid, APPROVER_A)
     harness.replies(reply)  # the first request's approval binds the 120 it showed
     assert harness.store.list_decisions(rid)[-1].target_fingerprint == fleet_set["fingerprint"]
+
+
+def test_status_per_target_in_slack_and_the_cli(harness, fleet, monkeypatch, capsys) -> None:
+    url, schemas, shards = fleet
+    mark_applied(url, schemas[0], *M1)
+    mark_applied(url, schemas[0], *M2)
+    mark_applied(url, schemas[1], *M1, checksum="a" * 64)
+    _, reply = harness.command("status tenants")
+    text = "\n".join(harness.replies(reply))
+    assert "pending 2 files" in text and "— 118:" in text and "already applied* — 1:" in text
+    assert schemas[1] in text and "modified" in text
+
+    from bot.cli import main
+
+    monkeypatch.setenv("GUARDIAN_CONFIG", str(harness.settings.guardian_config))
+    monkeypatch.setenv("DATABASE_URL", harness.settings.database_url.get_secret_value())
+    assert main(["status", "tenants", "--format", "json"]) == 1  # not every target is applied
+    doc = json.loads(capsys.readouterr().out)["environments"][0]
+    assert doc["summary"] == {"pending": 118, "applied": 1, "drifted": 1, "unreachable": 0}
+    by_id = {t["id"]: t for t in doc["targets"]}
+    assert len(by_id) == 120 and by_id[schemas[0]]["state"] == "applied"
+    assert by_id[schemas[5]]["pending"] == [M1[0], M2[0]] and by_id[schemas[1]]["state"] == "drifted"
+    assert main(["status", "shards", "--format", "json"]) == 1
+    shard_doc = json.loads(capsys.readouterr().out)["environments"][0]
+    assert {t["id"]: t["state"] for t in shard_doc["targets"]}["GT_SHARD_GONE_URL"] == "unreachable"
+    assert "postgresql://" not in json.dumps(shard_doc) and "password" not in json.dumps(shard_doc)
