@@ -54,7 +54,7 @@ from workers.batch import plan_batch, run_batches
 from workers.refs import to_migration
 from workers.plan import Part, own_transactions, plan_parts
 from workers.runtime import runtime
-from workers.watchdog import Watchdog, application_name, target_lock_key
+from workers.watchdog import Watchdog, application_name, fleet_session_name, target_lock_key
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,8 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress,
     """
     layout = rt.config.project.layout
     where = env.name if target is None else f"{env.name}/{target}"
-    conn = connect_target(url, where, connect_timeout=10, application_name=application_name(request.id),
+    name = application_name(request.id) if target is None else fleet_session_name(request.id, target)
+    conn = connect_target(url, where, connect_timeout=10, application_name=name,
                           keepalives=True)  # a dead worker's session dies too
     with conn, ExitStack() as stack:
         _session_settings(conn, env)

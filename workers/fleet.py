@@ -33,7 +33,7 @@ from workers import pipeline, report
 from workers.enqueue import deliver
 from workers.liveness import job_live, running_elsewhere
 from workers.runtime import Runtime, runtime
-from workers.watchdog import application_name
+from workers.watchdog import application_name, fleet_session_name
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,11 @@ def reconcile(rt: Runtime, redis: Redis, request: Request) -> str | None:
     if rollout is None:
         return None
     released = []
+    env = rt.config.environment(request.environment)
     for t in rt.store.list_fleet_targets(request.id):
         if t.state in ("queued", "running") and not _alive(redis, t):
+            if t.state == "running" and _orphan_session(env, request, t):
+                continue  # terminated now; released on the next pass, once its locks are gone
             if rt.store.release_fleet_target(request.id, t.target, t.attempt, "its worker died; resumed from its "
                                                                                 "ledger"):
                 released.append(t.target)
@@ -189,6 +192,23 @@ def reconcile(rt: Runtime, redis: Redis, request: Request) -> str | None:
         advance(request.id)
     return f"rollout: {len(released)} target(s) whose worker died resumed ({', '.join(released[:5])})" if released \
         else None
+
+
+def _orphan_session(env: Any, request: Request, t: RolloutTarget) -> bool:
+    """A dead worker's apply session on the target, still there: terminate it (its transaction rolls back) and say
+    so. A target that cannot be reached has none the reconciler could end; its next attempt finds out."""
+    ft = FleetTarget(id=t.target, kind=t.kind, server=t.server, url_env=t.url_env)
+    try:
+        with open_target(env, ft, application_name=application_name(request.id, "reconcile")) as conn:
+            found = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                                 (fleet_session_name(request.id, t.target),)).fetchall()
+    except (GuardianError, psycopg.Error) as exc:
+        log.warning("request %s: target %s: its orphaned session could not be checked: %s", request.id, t.target,
+                    type(exc).__name__)
+        return False
+    if found:
+        log.info("request %s: target %s: terminated the session its dead worker left", request.id, t.target)
+    return bool(found)
 
 
 def _alive(redis: Redis, t: RolloutTarget) -> bool:

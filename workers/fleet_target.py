@@ -7,6 +7,7 @@ Usage (claimed by workers/fleet.advance, which writes its job intent)::
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg
@@ -26,6 +27,8 @@ from workers.runtime import Runtime, runtime
 from workers.watchdog import application_name
 
 log = logging.getLogger(__name__)
+
+BUSY_RETRY_S = 1.0  # a target whose lock is still held goes back to waiting after this
 
 _INVALID_INDEXES = ("SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -47,6 +50,11 @@ def run(request_id: int, target: str, attempt: int) -> None:
     request = rt.store.get_request(request_id)
     env = rt.config.environment(request.environment)
     state, note = apply_target(rt, request, env, row)
+    if state == "busy":  # a dead worker's session still holds the target's lock: the server ends it within seconds
+        time.sleep(BUSY_RETRY_S)
+        rt.store.release_fleet_target(request_id, target, attempt, note or "busy")
+        fleet.advance(request_id)
+        return
     log.info("request %s: target %s %s%s", request_id, target, state, f": {note}" if note else "")
     halted = rt.store.finish_fleet_target(request_id, target, state, note, halt_after=env.fleet.halt_after_failures,
                                           attempt=attempt)
@@ -56,7 +64,7 @@ def run(request_id: int, target: str, attempt: int) -> None:
 
 
 def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) -> tuple[str, str | None]:
-    """(succeeded | failed | skipped, one line): the target's ledger read first (drifted since the approval:
+    """(succeeded | failed | skipped | busy, one line): the target's ledger read first (drifted since the approval:
     skipped; already applied: succeeded), then the apply step's code on its connection, then its verify SQL and
     invalid indexes."""
     layout = rt.config.project.layout
@@ -86,6 +94,8 @@ def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) ->
         return "succeeded", None if todo else "nothing to do: its ledger already says so"
     except (GuardianError, psycopg.Error) as exc:
         error = pipeline.step_error(exc, where, secret)
+        if error.code == "target-busy":
+            return "busy", "its advisory lock is still held (a previous attempt's session); retried"
         return "failed", f"[{error.code}] {str(error).splitlines()[0] if str(error) else type(exc).__name__}"
 
 

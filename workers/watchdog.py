@@ -42,6 +42,11 @@ def target_lock_key(environment: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def fleet_session_name(request_id: int, target: str) -> str:
+    """`guardian-req<id>-t<hash>`: one fleet target's apply connection (PostgreSQL keeps 63 bytes of a name)."""
+    return application_name(request_id, "t" + hashlib.sha256(target.encode()).hexdigest()[:10])
+
+
 def application_name(request_id: int, role: str = "") -> str:
     """`guardian-req<id>` on the apply connection (the reconciler looks for it), suffixed for helpers."""
     return f"guardian-req{request_id}" + (f"-{role}" if role else "")
