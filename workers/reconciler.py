@@ -35,6 +35,7 @@ from bot.counters import COUNTERS, RECONCILER_RECOVERIES
 from bot.errors import GuardianError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
+from bot.pg.copy import sweep_copies
 from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
@@ -77,6 +78,17 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
             log.info("request %s: reconciled: %s", request.id, action)
             COUNTERS.add(RECONCILER_RECOVERIES, request.status.value)  # GET /metrics, by the state it was found in
             actions.append(f"request {request.id}: {action}")
+    return actions + sweep_rehearsal_copies(rt)
+
+
+def sweep_rehearsal_copies(rt: Any) -> list[str]:
+    """Rehearsal copies whose worker died, dropped (bot/pg/copy.py): one line per copy."""
+    actions = []
+    for env in rt.config.environments.values():
+        try:
+            actions += [f"{env.name}: rehearsal copy {name} left by a dead worker: dropped" for name in sweep_copies(env)]
+        except GuardianError as exc:
+            log.warning("environment %s: rehearsal copies not swept: %s", env.name, exc.message)
     return actions
 
 

@@ -220,9 +220,11 @@ def build_thread_note(text: str) -> Message:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}
 
 
-def build_rehearsal_message(rehearsal: Any) -> Message:
-    """What a rolled-back rehearsal observed per statement: locks actually taken, rewrites, duration."""
-    lines = [f"*Rehearsal* on PostgreSQL {escape(rehearsal.server_version)} (rolled back; lock_timeout "
+def build_rehearsal_message(rehearsal: Any, where: str | None = None) -> Message:
+    """What a rolled-back rehearsal observed per statement: locks actually taken, rewrites, duration; ``where``
+    names the copy it ran on (its source and age)."""
+    on = f" on {escape(where)}," if where else ""
+    lines = [f"*Rehearsal*{on} on PostgreSQL {escape(rehearsal.server_version)} (rolled back; lock_timeout "
              f"{escape(rehearsal.lock_timeout)}, statement_timeout {escape(rehearsal.statement_timeout)})"]
     for f in rehearsal.files:
         lines.append(code(f.path))

@@ -130,6 +130,25 @@ def test_rehearsal_database_result_is_posted(harness, make_database, monkeypatch
         assert conn.execute("SELECT count(email) FROM users").fetchone()[0] == 2000
 
 
+def test_rehearsal_on_a_copy_of_the_target_is_posted_with_its_source_and_the_copy_is_dropped(harness, pg_admin_url):
+    from bot.config import RehearsalCopyConfig
+    from bot.pg.copy import copy_name
+
+    staging = harness.config.environments["staging"].model_copy(
+        update={"rehearsal": RehearsalCopyConfig(copy="template")})
+    harness.flow.config = harness.config.model_copy(update={"environments": {**harness.config.environments, "staging": staging}})
+    harness.add_migration("20240101000000_drop_email", DROP_EMAIL)
+    rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
+    harness.flow.analyze(rid)
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "Rehearsal* on a copy of staging from" in thread and "template of" in thread
+    assert "ACCESS EXCLUSIVE on `users`" in thread and "postgresql://" not in thread
+    copy = next(e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed").detail["copy"]
+    assert copy["kind"] == "template" and copy["size_bytes"] > 0 and copy["stale"] is False
+    with psycopg.connect(pg_admin_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid),)).fetchone()[0] == 0
+
+
 def test_card_header_is_plain_text_with_an_emoji_code_slack_renders(harness):
     harness.add_migration("20240101000000_add_nickname", ADD_COLUMN)
     rid = plan(harness)

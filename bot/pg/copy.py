@@ -1,0 +1,229 @@
+"""Scratch copies of a target for rehearsals: one database per request, made from the target as a template, the
+latest verified backup, or a configured command (a Neon branch, an Aurora clone), and always dropped.
+
+While a copy lives, the process that made it holds a session advisory lock on the target server's maintenance
+database, keyed by the request; `sweep_copies` drops every ``guardian_copy_req<id>`` database whose lock nobody
+holds (its worker died), so no copy outlives its rehearsal.
+
+Usage::
+
+    with copy_of(env, request.id, backups=store.list_backups()) as copy:
+        with connect_target(copy.url, f"{env.name} (copy)") as conn:
+            ...
+    sweep_copies(env)                      # the reconciler, on every pass
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo, sql
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from bot.config import EnvironmentConfig, RehearsalCopyConfig, parse_duration
+from bot.errors import GuardianError
+from bot.models import Backup
+from bot.pg.connect import connect_target, describe_pg_error, scrub
+from bot.pg.tools import find_pg_dump, libpq_env
+
+log = logging.getLogger(__name__)
+
+COPY_PREFIX = "guardian_copy_req"
+_COPY_NAME = re.compile(rf"^{COPY_PREFIX}(\d+)$")
+_LOCK_CLASS = 0x67436F70  # pg_advisory_lock(class, request id) while a copy lives; ASCII "gCop"
+_MAINTENANCE_DB = "postgres"
+
+
+class CopyError(GuardianError):
+    code = "copy-failed"
+
+
+class Copy(BaseModel):
+    """A live copy: where its data comes from and how old it is; ``url`` reaches it (never shown)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: str  # template | backup | command
+    source: str  # e.g. "template of appdb", "backup #12", "command"
+    taken_at: datetime  # when the data it holds was read from the target
+    size_bytes: int | None
+    made_s: float  # how long making it took
+    max_age_s: float
+    url: SecretStr
+
+    def age_s(self, now: datetime | None = None) -> float:
+        return ((now or datetime.now(timezone.utc)) - self.taken_at).total_seconds()
+
+    @property
+    def stale(self) -> bool:
+        """Older than the environment's ``max_age``: the rehearsal may not reflect today's data."""
+        return self.age_s() > self.max_age_s
+
+    def summary(self) -> dict:
+        """What is recorded and shown: source, age and size, never the URL."""
+        return {"name": self.name, "kind": self.kind, "source": self.source, "taken_at": self.taken_at.isoformat(),
+                "size_bytes": self.size_bytes, "made_s": round(self.made_s, 3), "stale": self.stale}
+
+
+def copy_name(request_id: int) -> str:
+    return f"{COPY_PREFIX}{int(request_id)}"
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return conninfo.make_conninfo(url, dbname=dbname)
+
+
+@contextmanager
+def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup] = ()) -> Iterator[Copy]:
+    """A fresh copy of ``env``'s target for ``request_id``, dropped on leaving (also when the body raises)."""
+    spec = env.rehearsal
+    if spec is None:
+        raise CopyError(f"environment {env.name!r} has no [environments.{env.name}.rehearsal] copy configured",
+                        code="no-copy")
+    url = env.database_url().get_secret_value()
+    name = copy_name(request_id)
+    with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
+                        application_name=f"guardian-req{request_id}-copy") as admin:
+        admin.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_CLASS, request_id))
+        started = time.monotonic()
+        try:
+            if spec.kind == "command":
+                copy_url, source, taken = _by_command(spec, name, request_id), "command", datetime.now(timezone.utc)
+            else:
+                _drop_database(admin, name)  # a leftover of an earlier try of this request
+                if spec.kind == "template":
+                    source, taken = _by_template(admin, env, url, name)
+                else:
+                    source, taken = _by_backup(admin, env, spec, url, name, backups, request_id)
+                copy_url = _with_db(url, name)
+                admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(json.dumps({"request": request_id, "source": source}))))
+            copy = Copy(name=name, kind=spec.kind, source=source, taken_at=taken,
+                        size_bytes=_size(copy_url, env.name), made_s=time.monotonic() - started,
+                        max_age_s=parse_duration(spec.max_age), url=SecretStr(copy_url))
+            log.info("request %s: copy %s made from %s in %.1f s", request_id, name, source, copy.made_s)
+            yield copy
+        finally:
+            try:
+                if spec.kind == "command":
+                    _drop_by_command(spec, name, request_id)
+                else:
+                    _drop_database(admin, name)
+                log.info("request %s: copy %s dropped", request_id, name)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
+
+
+def _by_template(admin: psycopg.Connection, env: EnvironmentConfig, url: str, name: str) -> tuple[str, datetime]:
+    target = conninfo.conninfo_to_dict(url).get("dbname") or ""
+    taken = datetime.now(timezone.utc)
+    try:
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(target)))
+    except psycopg.errors.ObjectInUse:
+        sessions = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (target,)).fetchone()[0]
+        raise CopyError(
+            f"environment {env.name!r}: PostgreSQL cannot copy database {target} as a template while other sessions "
+            f"are connected to it ({sessions} now); use copy = \"backup\" or copy = \"command\" for a database in use",
+            code="copy-template-busy") from None
+    except psycopg.Error as exc:
+        raise CopyError(f"environment {env.name!r}: CREATE DATABASE … TEMPLATE {target} failed: "
+                        f"{describe_pg_error(exc, url)}", code="copy-template") from None
+    return f"template of {target}", taken
+
+
+def _by_backup(admin: psycopg.Connection, env: EnvironmentConfig, spec: RehearsalCopyConfig, url: str, name: str,
+               backups: Sequence[Backup], request_id: int) -> tuple[str, datetime]:
+    usable = [b for b in backups if b.environment == env.name and b.verified and b.scope == "full"
+              and b.deleted_at is None and Path(b.path).is_file()]
+    if not usable:
+        raise CopyError(f"environment {env.name!r} has no verified full backup to restore a copy from; take one "
+                        f"with `/migrate backup {env.name}` and plan again", code="copy-no-backup")
+    backup = max(usable, key=lambda b: b.created_at)
+    pg_restore = str(Path(find_pg_dump(admin.info.server_version // 10000)[0]).with_name("pg_restore"))
+    admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    copy_url = _with_db(url, name)
+    done = subprocess.run(
+        [pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", f"--jobs={spec.jobs}", f"--dbname={name}",
+         backup.path], env=libpq_env(copy_url, f"guardian-req{request_id}-copy"), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise CopyError(f"restoring backup #{backup.id} into a copy failed: {scrub(done.stderr.strip()[-300:], url)}",
+                        code="copy-restore")
+    return f"backup #{backup.id}", backup.created_at
+
+
+def _run_command(command: str, name: str, request_id: int, copy_url: str | None = None) -> str:
+    env = {**os.environ, "GUARDIAN_COPY_NAME": name, "GUARDIAN_REQUEST_ID": str(request_id)}
+    if copy_url:
+        env["GUARDIAN_COPY_URL"] = copy_url
+    done = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise CopyError(f"the copy command exited {done.returncode}: "
+                        f"{scrub(done.stderr.strip()[-300:], *(s for s in (copy_url,) if s))}", code="copy-command")
+    return done.stdout
+
+
+def _by_command(spec: RehearsalCopyConfig, name: str, request_id: int) -> str:
+    lines = [line.strip() for line in _run_command(spec.command or "", name, request_id).splitlines() if line.strip()]
+    if not lines:
+        raise CopyError("the copy command printed no URL on stdout; it must print the new copy's database URL",
+                        code="copy-command")
+    return lines[-1]
+
+
+def _drop_by_command(spec: RehearsalCopyConfig, name: str, request_id: int) -> None:
+    _run_command(spec.drop_command or "", name, request_id)
+
+
+def _drop_database(admin: psycopg.Connection, name: str) -> None:
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _size(url: str, label: str) -> int | None:
+    with connect_target(url, f"{label} (copy)") as conn:
+        return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
+
+def sweep_copies(env: EnvironmentConfig) -> list[str]:
+    """Drop the copies on ``env``'s server whose maker is gone (nobody holds their lock); their names."""
+    if env.rehearsal is None or env.rehearsal.kind == "command":
+        return []
+    url = env.database_url().get_secret_value()
+    dropped = []
+    with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
+                        application_name="guardian-copy-sweep") as admin:
+        names = [r[0] for r in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (COPY_PREFIX.replace("_", r"\_") + "%",))]
+        for name in names:
+            match = _COPY_NAME.match(name)
+            if not match:
+                continue
+            request_id = int(match.group(1))
+            if not admin.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, request_id)).fetchone()[0]:
+                continue  # its rehearsal is running
+            try:
+                _drop_database(admin, name)
+                dropped.append(name)
+                log.warning("request %s: copy %s left by a worker that died: dropped", request_id, name)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
+    return dropped
+
+
+def copy_line(copy: Copy, env_name: str) -> str:
+    """'a copy of production from 03:00 (2.1 GB, backup #12)'; stale copies say so."""
+    size = f"{copy.size_bytes / 1e9:.1f} GB" if (copy.size_bytes or 0) >= 1e8 else f"{(copy.size_bytes or 0) / 1e6:.0f} MB"
+    when = copy.taken_at.astimezone(timezone.utc)
+    at = when.strftime("%H:%M UTC") if copy.age_s() < 86400 else when.strftime("%Y-%m-%d %H:%M UTC")
+    stale = (f" — stale: older than max_age ({timedelta(seconds=int(copy.age_s()))})" if copy.stale else "")
+    return f"a copy of {env_name} from {at} ({size}, {copy.source}){stale}"
