@@ -7,6 +7,8 @@ Usage::
     before = probe_app_queries(copy, queries)      # on the copy, before the migration
     ...                                            # run the migration on the copy
     report = check_app_queries(copy, before)       # report.broken: 'column "name" does not exist … — 12,400 calls'
+    # expand/contract: the new app version's queries the schema before the migration cannot run yet
+    early = probe_app_queries(target, read_query_file(text, role="app")).failures
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from bot.pg.connect import describe_pg_error, session_lost
+from bot.sources.statements import split_statements
 
 # A statement PREPARE accepts: its first keyword after any leading comments and parentheses (utility
 # statements such as SET, BEGIN, VACUUM or CREATE are recorded too, and are left out).
@@ -57,7 +60,7 @@ class Absent(str, Enum):
 
 class AppQuery(_Frozen):
     role: str  # the role that ran it
-    calls: int
+    calls: int  # 0 for a query read from a file
     query: str  # normalized by pg_stat_statements: constants are $1, $2, …
     queryid: int
 
@@ -76,7 +79,8 @@ class QueryProblem(_Frozen):
 
     @property
     def line(self) -> str:
-        return f"{self.error} — {self.query.calls:,} calls: {self.query.query}"
+        calls = f" — {self.query.calls:,} calls" if self.query.calls else ""
+        return f"{self.error}{calls}: {self.query.query}"
 
 
 class Probe(_Frozen):
@@ -85,6 +89,10 @@ class Probe(_Frozen):
     queries: AppQueries
     errors: tuple[str | None, ...]
     not_ruled: tuple[bool, ...]  # a timeout, or a query not tried within the total budget
+
+    @property
+    def failures(self) -> tuple[QueryProblem, ...]:
+        return tuple(QueryProblem(query=q, error=e) for q, e in zip(self.queries.queries, self.errors) if e)
 
 
 class AppQueryReport(_Frozen):
@@ -133,6 +141,13 @@ def read_app_queries(conn: psycopg.Connection, *, limit: int = 500,
     except psycopg.errors.InsufficientPrivilege:
         return _absent(Absent.no_permission, database, me)
     return AppQueries(queries=tuple(AppQuery(role=r, queryid=i, calls=c, query=q) for r, i, c, q in rows))
+
+
+def read_query_file(text: str, *, role: str) -> AppQueries:
+    """The new app version's queries from a file (statements separated by ``;``, parameters as ``$1``), to be
+    prepared as ``role``."""
+    return AppQueries(queries=tuple(AppQuery(role=role, calls=0, queryid=p.index, query=p.text)
+                                    for p in split_statements(text)))
 
 
 def _absent(why: Absent, database: str, me: str) -> AppQueries:

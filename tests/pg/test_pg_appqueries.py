@@ -8,7 +8,15 @@ import psycopg
 import pytest
 
 from bot.local_services import create_database, drop_database
-from bot.pg.appqueries import Absent, AppQueries, AppQuery, check_app_queries, probe_app_queries, read_app_queries
+from bot.pg.appqueries import (
+    Absent,
+    AppQueries,
+    AppQuery,
+    check_app_queries,
+    probe_app_queries,
+    read_app_queries,
+    read_query_file,
+)
 
 SELECT_NAME = "SELECT id, name FROM users WHERE id = %s"
 
@@ -102,6 +110,19 @@ def test_adding_a_column_is_reported_clean(app_db):
     assert report.broken == () and report.checked == len(queries.queries) - 1 >= 4
     assert rows == 3  # the recorded INSERT was prepared, never executed
     assert current == ("postgres", "off")  # the role and the read-only setting were restored
+
+
+def test_the_new_app_versions_queries_that_need_the_migration_first_are_found_on_the_schema_before_it(app_db):
+    url, role = app_db
+    new_version = read_query_file("-- app v2\nSELECT id, nickname FROM users WHERE id = $1;\n"
+                                  "UPDATE users SET name = $1 WHERE id = $2;\n", role=role)
+    with psycopg.connect(url) as conn:
+        early = probe_app_queries(conn, new_version).failures
+        _migrate(url, "ALTER TABLE shop.users ADD COLUMN nickname text")
+        late = probe_app_queries(conn, new_version).failures
+    assert [p.line for p in early] == [
+        'column "nickname" does not exist (SQLSTATE 42703): SELECT id, nickname FROM users WHERE id = $1']
+    assert late == ()
 
 
 def test_a_lock_timeout_is_not_blamed_on_the_migration(app_db):
