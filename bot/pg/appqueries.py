@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from enum import Enum
 
 import psycopg
@@ -69,6 +70,7 @@ class AppQueries(_Frozen):
     """The top statements by calls, or why there are none to check (``absent`` and ``message``)."""
 
     queries: tuple[AppQuery, ...] = ()
+    since: datetime | None = None  # calls are counted from here (pg_stat_statements' last reset), when known
     absent: Absent | None = None
     message: str = ""
 
@@ -136,11 +138,16 @@ def read_app_queries(conn: psycopg.Connection, *, limit: int = 500,
         with conn.transaction():
             rows = conn.execute(sql.SQL(_READ).format(view=view),
                                 {"exclude": exclude, "preparable": _PREPARABLE, "limit": limit}).fetchall()
+            has_info = conn.execute("SELECT to_regclass(format('%%I.pg_stat_statements_info', %s::text)) IS NOT NULL",
+                                    (schema,)).fetchone()[0]  # extension 1.9+ (PostgreSQL 14)
+            info = sql.SQL("SELECT stats_reset FROM {}.pg_stat_statements_info").format(sql.Identifier(schema))
+            since = conn.execute(info).fetchone()[0] if has_info else None
     except psycopg.errors.ObjectNotInPrerequisiteState:  # created, but the library was not preloaded
         return _absent(Absent.not_loaded, database, me)
     except psycopg.errors.InsufficientPrivilege:
         return _absent(Absent.no_permission, database, me)
-    return AppQueries(queries=tuple(AppQuery(role=r, queryid=i, calls=c, query=q) for r, i, c, q in rows))
+    return AppQueries(queries=tuple(AppQuery(role=r, queryid=i, calls=c, query=q) for r, i, c, q in rows),
+                      since=since)
 
 
 def read_query_file(text: str, *, role: str) -> AppQueries:

@@ -65,7 +65,7 @@ def test_reads_the_apps_statements_with_role_and_calls_leaving_out_guardian_and_
     url, role = app_db
     with psycopg.connect(url) as conn:
         got = read_app_queries(conn, limit=50)
-    assert got.absent is None
+    assert got.absent is None and got.since is not None  # calls are counted since the server started
     by_text = {q.query: q for q in got.queries}
     assert by_text["SELECT id, name FROM users WHERE id = $1"].calls == 12
     assert by_text["SELECT count(*) FROM orders WHERE user_id = $1"].calls == 5
@@ -161,7 +161,7 @@ def test_extension_not_created_in_the_database_is_said_with_what_to_do(pgss_serv
 
 
 def test_a_role_without_pg_read_all_stats_is_told_to_grant_it(app_db, pgss_server_url):
-    url, _ = app_db
+    url, role = app_db
     reader = f"appq_reader_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pgss_server_url, autocommit=True) as admin:
         admin.execute(f'CREATE ROLE "{reader}" LOGIN')
@@ -171,12 +171,17 @@ def test_a_role_without_pg_read_all_stats_is_told_to_grant_it(app_db, pgss_serve
             with psycopg.connect(pgss_server_url, autocommit=True) as admin:
                 admin.execute(f'GRANT pg_read_all_stats TO "{reader}"')
             granted = read_app_queries(conn)
+            before = probe_app_queries(conn, granted)
+            report = check_app_queries(conn, before)  # not a member of the app's role: nothing can be checked
     finally:
         with psycopg.connect(pgss_server_url, autocommit=True) as admin:
             admin.execute(f'DROP ROLE "{reader}"')
     assert denied.absent is Absent.no_permission and denied.queries == ()
     assert f'GRANT pg_read_all_stats TO "{reader}"' in denied.message
     assert granted.absent is None and len(granted.queries) >= 5
+    assert report.checked == 0 and report.broken == () and len(report.unchecked) == len(granted.queries)
+    assert {p.error for p in report.unchecked if p.query.role == role} == {
+        f'permission denied to set role "{role}" (SQLSTATE 42501)'}
 
 
 def test_a_server_without_the_library_preloaded_says_how_to_load_it(password_server_url):
