@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from redis import Redis
@@ -54,6 +55,10 @@ from bot.sources.models import SourceSnapshot, StatusReport
 from bot.sources.status import environment_status
 from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
+
+if TYPE_CHECKING:
+    from bot.pg.copy import Copy
+    from bot.pg.rehearsal import Rehearsal
 
 log = logging.getLogger(__name__)
 S = RequestStatus
@@ -303,16 +308,20 @@ class Flow:
             self.refresh_card(request_id)
             return request
         self.store.replace_migrations(request_id, result.migrations)
+        rehearsed = self._rehearse(self.store.get_request(request_id))
+        failures = [f"rehearsal: {path} line {st.line}: {found.summary}" for path, st in
+                    (rehearsed[0].data_failures if isinstance(rehearsed, tuple) else []) for found in st.offending]
+        risk = "critical" if failures else result.risk  # a data failure is known before anyone approves
         policy = self.policy(request.environment)
         request = self.store.transition(
             request_id, S.ANALYZING, S.AWAITING_APPROVAL, actor="guardian",
-            risk=result.risk, risk_reasons=list(result.reasons), git_commit=result.commit,
+            risk=risk, risk_reasons=failures + list(result.reasons), git_commit=result.commit,
             target_fingerprint=result.fingerprint, policy_version=policy.version, target=result.target,
         )
-        self.store.finish_step(step.id, "succeeded", outcome={"risk": result.risk, "migrations": len(result.migrations)})
+        self.store.finish_step(step.id, "succeeded", outcome={"risk": risk, "migrations": len(result.migrations)})
         self._post_preview(request)
         self._post_fleet_preview(request)
-        self._post_rehearsal(request)
+        self._post_rehearsal(request, rehearsed)
         self.refresh_card(request_id)
         self._ask_approvers(request)
         return request
@@ -336,23 +345,33 @@ class Flow:
             risks = {m.ledger_name or m.name: m.risk or "low" for m in request.migrations}
             self.post_in_thread(request, build_fleet_preview_message(request.environment, fleet, risks))
 
-    def _post_rehearsal(self, request: Request) -> None:
-        """Where the environment names a rehearsal database: the locks really taken, rewrites, timings."""
+    def _rehearse(self, request: Request) -> "tuple[Rehearsal, Copy | None] | str | None":
+        """Where the environment names a rehearsal database or copy: (the rehearsal, the copy it ran on), else
+        None, or why it could not run."""
         from bot.flow_analysis import rehearse_request
-        from bot.pg.copy import copy_line
-        from bot.slack.cards import build_rehearsal_message
 
         env = self.env(request.environment)
         if not env.rehearsal_database_url_env and env.rehearsal is None:
-            return
+            return None
         try:
             rehearsal, copy = rehearse_request(env, request, self.store.list_backups())
         except GuardianError as exc:
-            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(exc.message)}"))
-            return
+            return exc.message
         self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
-                                detail={"failed": rehearsal.failed, "copy": copy and copy.summary()})
-        self.post_in_thread(request, build_rehearsal_message(rehearsal, copy and copy_line(copy, env.name)))
+                                detail={"failed": rehearsal.failed, "copy": copy and copy.summary(),
+                                        "data_failures": len(rehearsal.data_failures)})
+        return rehearsal, copy
+
+    def _post_rehearsal(self, request: Request, rehearsed: "tuple[Rehearsal, Copy | None] | str | None") -> None:
+        """The locks really taken, rewrites, timings, data failures, and the copy it ran on."""
+        from bot.pg.copy import copy_line
+        from bot.slack.cards import build_rehearsal_message
+
+        if isinstance(rehearsed, str):
+            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(rehearsed)}"))
+        elif rehearsed is not None:
+            rehearsal, copy = rehearsed
+            self.post_in_thread(request, build_rehearsal_message(rehearsal, copy and copy_line(copy, request.environment)))
 
     def _post_preview(self, request: Request) -> None:
         """The SQL and risk of every migration in a few combined messages (Slack takes about one a second

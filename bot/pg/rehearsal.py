@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bot.errors import GuardianError
 from bot.pg.connect import scrub
+from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.sources.statements import Piece, split_statements
 
@@ -85,6 +86,7 @@ class StatementRehearsal(_Frozen):
     built_indexes: tuple[IndexChange, ...] = ()  # new indexes with storage on pre-existing tables
     scans: tuple[TableScan, ...] = ()
     duration_ms: float | None = None
+    offending: tuple[OffendingRows, ...] = ()  # a data-dependent failure: the rows that caused it (bot/pg/datafail.py)
     # an earlier statement of the run was skipped (not runnable in a transaction), so the database here
     # may differ from the one the apply will see at this statement
     after_skip: bool = False
@@ -106,6 +108,11 @@ class Rehearsal(_Frozen):
     @property
     def failed(self) -> bool:
         return any(s.error for f in self.files for s in f.statements)
+
+    @property
+    def data_failures(self) -> list[tuple[str, StatementRehearsal]]:
+        """(path, statement) of each statement that failed on the data it met, with the offending rows."""
+        return [(f.path, s) for f in self.files for s in f.statements if s.offending]
 
 
 def non_transactional_reason(piece: Piece) -> str | None:
@@ -281,6 +288,7 @@ def rehearse(
     stopped: str | None = None
     skipped = False  # a statement that changes the database was skipped: what follows runs on a different one
     last: Look | None = None  # the look after the previous statement, while nothing else ran since
+    data_failed: list[tuple[int, int, str]] = []  # (file, row, statement text) of integrity failures
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      (lock_timeout, statement_timeout))
@@ -308,11 +316,19 @@ def rehearse(
                     row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
                     rows.append(row)
                 except psycopg.Error as exc:
+                    if (exc.diag.sqlstate or "").startswith("23"):  # integrity: which rows, once rolled back
+                        data_failed.append((file_index, len(rows), piece.text))
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
                         rehearsed=False, error=_error(exc), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
                         after_skip=skipped))
                     stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
             results.append(FileRehearsal(path=path, statements=tuple(rows)))
+    for file_index, row, text in data_failed:  # counted on the data as it was before the migration
+        f = results[file_index]
+        found = offending_rows(conn, text, timeout=statement_timeout)
+        statements = list(f.statements)
+        statements[row] = statements[row].model_copy(update={"offending": found})
+        results[file_index] = f.model_copy(update={"statements": tuple(statements)})
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                      files=tuple(results), scans_counted=counted, timezone=timezone)

@@ -230,12 +230,17 @@ def build_rehearsal_message(rehearsal: Any, where: str | None = None) -> Message
         lines.append(code(f.path))
         for st in f.statements[:25]:
             if not st.rehearsed:
-                lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {escape(st.reason)}")
+                err = f" · :x: {escape(st.error)}" if st.error else ""
+                lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {escape(st.reason)}{err}")
                 continue
             locks = ", ".join(f"{escape(lk.mode)} on {code(lk.relation)}" for lk in st.observed_locks) or "no table lock"
             rewrite = f" · :warning: rewrote {escape(', '.join(st.rewrites))}" if st.rewrites else ""
             took = f" · {st.duration_ms:.0f} ms" if st.duration_ms is not None else ""
             err = f" · :x: {escape(st.error)}" if st.error else ""
             lines.append(f"  `#{st.index}` line {st.line} {escape(st.kind or '')}: {locks}{rewrite}{took}{err}")
+        for st in f.statements:
+            for found in st.offending:
+                shown = "; ".join(code(e) for e in found.examples)
+                lines.append(f"  :x: *data failure* at line {st.line}: {escape(found.summary)}" + (f", e.g. {shown}" if shown else ""))
     text = "\n".join(lines)
     return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}

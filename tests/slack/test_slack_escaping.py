@@ -322,12 +322,12 @@ def test_every_builder_escapes_names_errors_and_what_postgresql_reports(harness)
                "wait_s": 1.0}
     statement = SimpleNamespace(index=1, line=1, kind=HOSTILE, rehearsed=True, reason=HOSTILE, duration_ms=1.0,
                                 observed_locks=[SimpleNamespace(mode=HOSTILE, relation=HOSTILE)], rewrites=[HOSTILE],
-                                error=HOSTILE)
+                                error=HOSTILE, offending=[SimpleNamespace(summary=HOSTILE, examples=[HOSTILE])])
     rehearsal = SimpleNamespace(server_version=HOSTILE, lock_timeout="1s", statement_timeout="1s",
                                 files=[SimpleNamespace(path=HOSTILE, statements=[statement])])
     messages = [
         build_request_card(request, view), *build_risk_messages(request), build_sql_message(HOSTILE, "0" * 64, HOSTILE),
-        build_rehearsal_message(rehearsal),
+        build_rehearsal_message(rehearsal, HOSTILE),
         build_incident_card(incident, request, IncidentView(approvers=(APPROVER_A,), backups=(backup,),
                                                             request_link="https://evil.example/x?a=1&b=<!here>")),
         {"blocks": build_restore_confirm_modal(1, "staging", [HOSTILE], backup)["blocks"]},

@@ -1,0 +1,73 @@
+"""Issue 19's done-when: rehearsed on a copy of the populated target before approval, a data-dependent failure
+(duplicates under a UNIQUE index, NULLs under SET NOT NULL) is in the preview with its count and examples and
+makes the request critical; the copy is dropped and the target unchanged."""
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from bot.config import RehearsalCopyConfig
+from bot.pg.copy import copy_name
+from bot.slack.ids import ActionId
+from bot.slack.sender import SlackUser
+
+from flow_harness import APPROVER_A, CHANNEL, REQUESTER
+
+
+def _on_copy(harness) -> None:
+    staging = harness.config.environments["staging"].model_copy(update={"rehearsal": RehearsalCopyConfig(copy="template")})
+    harness.flow.config = harness.config.model_copy(update={"environments": {**harness.config.environments, "staging": staging}})
+
+
+def _plan(harness, name: str, sql: str, dirty: str) -> tuple[int, str]:
+    with psycopg.connect(os.environ["GT_STAGING_URL"], autocommit=True) as conn:
+        conn.execute("ALTER TABLE users ALTER COLUMN email DROP NOT NULL")
+        conn.execute(dirty)
+    _on_copy(harness)
+    harness.add_migration(name, sql)
+    rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
+    harness.flow.analyze(rid)
+    return rid, "\n".join(harness.thread_texts(rid))
+
+
+def _copy_gone(pg_admin_url: str, rid: int) -> bool:
+    with psycopg.connect(pg_admin_url) as conn:
+        return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid),)).fetchone()[0] == 0
+
+
+def test_duplicates_fail_a_unique_index_on_the_copy_and_the_preview_says_so_before_approval(harness, pg_admin_url):
+    rid, thread = _plan(harness, "20240101000000_unique_email", "CREATE UNIQUE INDEX users_email_key ON users (email);\n",
+                        "UPDATE users SET email = 'shared@example.com' WHERE id % 500 = 0")  # 4 rows share one email
+    assert "data failure* at line 1: 1 duplicated (email) in users, 4 rows" in thread
+    assert "e.g. `email=shared@example.com " in thread and "could not create unique index" in thread and "on a copy of staging from" in thread
+    request = harness.store.get_request(rid)
+    assert request.status.value == "awaiting_approval" and request.risk == "critical"
+    assert request.risk_reasons[0].startswith("rehearsal: 20240101000000_unique_email")
+    assert _copy_gone(pg_admin_url, rid)
+    with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:  # the target never saw the index
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email_key'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM users WHERE email = 'shared@example.com'").fetchone()[0] == 4
+    harness.sender.block_action(ActionId.APPROVE.value, value=str(rid), user=SlackUser(id=APPROVER_A, name="a"),
+                                channel_id=CHANNEL, response_url=harness.standin.response_url("dup"))
+    harness.replies("dup")
+    assert len(harness.store.list_decisions(rid)) == 1  # recorded, yet critical needs two
+    assert harness.store.get_request(rid).status.value == "awaiting_approval"
+
+
+def test_nulls_fail_set_not_null_on_the_copy_the_same_way(harness, pg_admin_url):
+    rid, thread = _plan(harness, "20240101000000_email_required", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n",
+                        "UPDATE users SET email = NULL WHERE id IN (7, 8, 9)")
+    assert "data failure* at line 1: 3 rows of users with email NULL" in thread and "`id=7, email=NULL`" in thread
+    assert harness.store.get_request(rid).risk == "critical"
+    assert _copy_gone(pg_admin_url, rid)
+    with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:
+        assert conn.execute("SELECT count(*) FROM users WHERE email IS NULL").fetchone()[0] == 3
+        assert conn.execute("SELECT is_nullable FROM information_schema.columns WHERE table_name = 'users' "
+                            "AND column_name = 'email'").fetchone()[0] == "YES"
+
+
+def test_clean_data_keeps_the_static_risk(harness):
+    rid, thread = _plan(harness, "20240101000000_unique_email", "CREATE UNIQUE INDEX users_email_key ON users (email);\n",
+                        "SELECT 1")
+    assert "data failure" not in thread and harness.store.get_request(rid).risk != "critical"
