@@ -147,9 +147,13 @@ def test_abort_fails_the_request_and_rolls_back_the_done_targets_once_approved(h
     assert all(untouched(url, s) for s in schemas if s not in done and s != broken)
 
 
-@pytest.mark.parametrize("harness", [("prisma", fleet_toml())], indirect=True)
-def test_one_card_and_a_bounded_thread_whatever_the_number_of_targets(harness, tenants) -> None:
-    url, schemas = tenants
+@pytest.mark.parametrize("harness", [("prisma", fleet_toml(wave='"10%"'))], indirect=True)
+def test_one_card_and_a_bounded_thread_for_a_500_target_rollout(harness, make_database, monkeypatch) -> None:
+    url = make_database(prefix="gt_fleet_tenants")
+    monkeypatch.setenv("GT_TENANTS_URL", url)
+    make_schemas(url, 500)
+    harness.add_migration(*M1)
+    harness.add_migration(*M2)
     rid = plan_and_approve(harness)
     before = len(harness.thread_texts(rid))
     harness.run_jobs()
@@ -159,4 +163,6 @@ def test_one_card_and_a_bounded_thread_whatever_the_number_of_targets(harness, t
     roots = [m for m in harness.standin.messages("C0MIGRATE") if m.get("ts") == m.get("thread_ts", m.get("ts"))
              and f"Migration request #{rid} " in m.get("text", "")]
     assert [m["ts"] for m in roots] == [harness.store.get_request(rid).message_ts]  # one card, updated in place
-    assert "120/120" in rollout_card(harness, rid) and "120 succeeded" in rollout_card(harness, rid)
+    assert "500/500" in rollout_card(harness, rid) and "500 succeeded" in rollout_card(harness, rid)
+    updates = harness.standin.calls("chat.update")
+    assert len(updates) <= 40, len(updates)  # throttled: not one per target
