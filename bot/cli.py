@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from bot.errors import ConfigError, GuardianError
+from bot.errors import ConfigError, GuardianError, UsageError
 
 log = logging.getLogger("guardian")
 
@@ -59,12 +59,6 @@ def _protect(settings, config=None, *extra: str) -> None:
     redaction.register_configured(settings, config)
     redaction.register(*(e for e in extra if e))
     redaction.install_log_scrubbing()
-
-
-class UsageError(ConfigError):
-    """A command line that cannot work as given (exit 2, like argparse's own usage errors)."""
-
-    code = "usage-error"
 
 
 def _scrubbed(message: str) -> str:

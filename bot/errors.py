@@ -28,6 +28,12 @@ class ConfigError(GuardianError):
     code = "config-error"
 
 
+class UsageError(ConfigError):
+    """A command line, lint config or input that cannot work as given (exit 2, like argparse's usage errors)."""
+
+    code = "usage-error"
+
+
 class StoreError(GuardianError):
     """The bot's own state could not be read or written."""
 

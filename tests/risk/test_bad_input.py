@@ -147,18 +147,18 @@ def test_split_in_two_parts_gives_the_same_report(monkeypatch, label, sql):
 
 
 def test_lint_forks_for_big_files_with_the_same_output(monkeypatch):
-    """guardian lint's two-process path (bot.lint._analyze) renders exactly what analyze() gives."""
-    from bot import lint
+    """guardian lint's two-process path (bot.lint_runner.analyze_file) renders exactly what analyze() gives."""
+    from bot import lint, lint_render, lint_runner
     from bot.risk import Context
     from bot.risk import parse as parse_module
 
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
-    monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda: True)
+    monkeypatch.setattr(lint_runner, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(lint_runner, "_two_cores", lambda: True)
     for label, sql in _split_cases():
         data = sql if isinstance(sql, bytes) else sql.encode()
         ctx = Context()
-        got = lint._analyze(data, ctx)
+        got = lint_runner.analyze_file(data, ctx)
         assert got == analyze(data, ctx), label
         assert lint.render_json([("x", got)]) == lint.render_json([("x", analyze(data, ctx))])
 
@@ -170,7 +170,7 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
     import subprocess
     import sys
 
-    from bot import lint
+    from bot import lint, lint_render, lint_runner
     from bot.risk import parse as parse_module
 
     probe = ("import sys, bot.lint; print(sorted(m for m in ('pglast', 'bot.risk.engine', 'bot.risk.parse') "
@@ -178,10 +178,10 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"  # so a forked child does not wait on one core for them
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
-    monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda: True)
+    monkeypatch.setattr(lint_runner, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(lint_runner, "_two_cores", lambda: True)
     monkeypatch.setenv("GUARDIAN_CONFIG", str(tmp_path / "absent.toml"))
-    lint._keep = kept = []
+    lint_runner._keep = kept = []
     try:
         for label, sql in _split_cases():
             path = tmp_path / "m.sql"
@@ -194,17 +194,17 @@ def test_lint_forks_before_importing_the_parser_and_renders_the_same(monkeypatch
             assert out.getvalue() == expected, label
             assert code == (1 if '"risk": "high"' in expected[:300] or '"risk": "critical"' in expected[:300] else 0)
     finally:
-        lint._keep = None
+        lint_runner._keep = None
     assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was taken
 
     # above PARALLEL_MAX_BYTES memory comes first: one process, the same output
-    monkeypatch.setattr(lint, "PARALLEL_MAX_BYTES", 10)
-    lint._keep = kept = []
+    monkeypatch.setattr(lint_runner, "PARALLEL_MAX_BYTES", 10)
+    lint_runner._keep = kept = []
     try:
         out = io.StringIO()
         lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
     finally:
-        lint._keep = None
+        lint_runner._keep = None
     assert out.getvalue() == lint.render_json_reference([(str(path), analyze(path.read_bytes()))])
     assert not any(type(k).__name__ == "Split" for k in kept)
 
@@ -214,31 +214,31 @@ def test_lint_json_stays_whole_when_the_child_fails_after_sending_its_state(monk
     lint analyses the file again in one process instead of printing a report without them."""
     import io
 
-    from bot import lint
+    from bot import lint, lint_render, lint_runner
     from bot.risk import parse as parse_module
 
     monkeypatch.setattr(parse_module, "CHUNK_CHARS", 60)
-    monkeypatch.setattr(lint, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(lint, "_two_cores", lambda: True)
+    monkeypatch.setattr(lint_runner, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(lint_runner, "_two_cores", lambda: True)
     monkeypatch.setenv("GUARDIAN_CONFIG", str(tmp_path / "absent.toml"))
-    parent, render = os.getpid(), lint._statements_json
+    parent, render = os.getpid(), lint_render.statements_json
 
     def fails_in_the_child(*args, **kwargs):
         if os.getpid() != parent:
             os._exit(3)
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(lint, "_statements_json", fails_in_the_child)
+    monkeypatch.setattr(lint_render, "statements_json", fails_in_the_child)
     sql = "".join(f"CREATE INDEX i{i} ON t (c{i});\nALTER TABLE t ADD COLUMN d{i} int;\n" for i in range(40))
     path = tmp_path / "m.sql"
     path.write_text(sql)
-    lint._keep = kept = []
+    lint_runner._keep = kept = []
     try:
         out = io.StringIO()
         parser = lint._parser()
         lint.run(parser.parse_args(["--format", "json", str(path)]), out=out, err=io.StringIO())
     finally:
-        lint._keep = None
+        lint_runner._keep = None
     assert any(type(k).__name__ == "Split" for k in kept)  # the two-process path was tried
     assert out.getvalue() == lint.render_json_reference([(str(path), analyze(sql))])
 

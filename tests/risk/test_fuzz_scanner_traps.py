@@ -8,7 +8,7 @@ import random
 import pytest
 from pglast import parser
 
-from bot import lint
+from bot import lint_runner
 from bot.risk import Context, analyze
 from bot.risk.engine import Split
 from bot.risk import fallback
@@ -47,7 +47,7 @@ def test_big_files_with_a_trap_are_analysed_in_one_process():
     text = "".join(f"ALTER TABLE t ADD COLUMN c{i} int;\n" for i in range(3 * CHUNK_CHARS // 34)) + TRAP + ";\n"
     with pytest.raises(NeedsWhole):
         Split(text).head()
-    assert lint._split(text.encode(), Context(), head=True) is None
+    assert lint_runner._split(text.encode(), Context(), head=True) is None
     assert finding(analyze(text), "MG006").line == text.count("\n") + 1 - 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import lint
+from bot import lint, lint_render
 
 from risk_helpers import CORPUS
 
@@ -186,7 +186,7 @@ def test_levels_are_the_severity_values_in_order():
 def test_json_renderer_in_batches_is_the_same_text(monkeypatch, batch):
     from bot.risk import analyze
 
-    monkeypatch.setattr(lint, "_BATCH", batch)
+    monkeypatch.setattr(lint_render, "_BATCH", batch)
     reports = [("a", analyze(RISKY * 5 + SAFE + "SELEC 1;\n")), ("b", analyze(SAFE)), ("c", analyze(""))]
     assert lint.render_json(reports) == lint.render_json_reference(reports)
 
