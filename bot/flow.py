@@ -57,8 +57,8 @@ from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
 
 if TYPE_CHECKING:
-    from bot.pg.copy import Copy
-    from bot.pg.rehearsal import Rehearsal
+    from bot.flow_analysis import CopyRehearsal
+
 
 log = logging.getLogger(__name__)
 S = RequestStatus
@@ -309,9 +309,8 @@ class Flow:
             return request
         self.store.replace_migrations(request_id, result.migrations)
         rehearsed = self._rehearse(self.store.get_request(request_id))
-        failures = [f"rehearsal: {path} line {st.line}: {found.summary}" for path, st in
-                    (rehearsed[0].data_failures if isinstance(rehearsed, tuple) else []) for found in st.offending]
-        risk = "critical" if failures else result.risk  # a data failure is known before anyone approves
+        failures = rehearsed.failures if rehearsed is not None and not isinstance(rehearsed, str) else []
+        risk = "critical" if failures else result.risk  # known before anyone approves
         policy = self.policy(request.environment)
         request = self.store.transition(
             request_id, S.ANALYZING, S.AWAITING_APPROVAL, actor="guardian",
@@ -345,33 +344,35 @@ class Flow:
             risks = {m.ledger_name or m.name: m.risk or "low" for m in request.migrations}
             self.post_in_thread(request, build_fleet_preview_message(request.environment, fleet, risks))
 
-    def _rehearse(self, request: Request) -> "tuple[Rehearsal, Copy | None] | str | None":
-        """Where the environment names a rehearsal database or copy: (the rehearsal, the copy it ran on), else
-        None, or why it could not run."""
+    def _rehearse(self, request: Request) -> "CopyRehearsal | str | None":
+        """Where the environment names a rehearsal database or copy: the rehearsal, else None, or why it could not
+        run."""
         from bot.flow_analysis import rehearse_request
+        from bot.pg.summary import statement_timings
 
         env = self.env(request.environment)
         if not env.rehearsal_database_url_env and env.rehearsal is None:
             return None
         try:
-            rehearsal, copy = rehearse_request(env, request, self.store.list_backups())
+            rehearsed = rehearse_request(env, request, self.store.list_backups())
         except GuardianError as exc:
             return exc.message
-        self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id,
-                                detail={"failed": rehearsal.failed, "copy": copy and copy.summary(),
-                                        "data_failures": len(rehearsal.data_failures)})
-        return rehearsal, copy
+        self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id, detail={
+            "failed": rehearsed.rehearsal.failed, "copy": rehearsed.copy_ and rehearsed.copy_.summary(),
+            "data_failures": len(rehearsed.rehearsal.data_failures), "headline": rehearsed.headline(request.environment),
+            "statements": statement_timings(rehearsed.rehearsal)})
+        return rehearsed
 
-    def _post_rehearsal(self, request: Request, rehearsed: "tuple[Rehearsal, Copy | None] | str | None") -> None:
-        """The locks really taken, rewrites, timings, data failures, and the copy it ran on."""
-        from bot.pg.copy import copy_line
+    def _post_rehearsal(self, request: Request, rehearsed: "CopyRehearsal | str | None") -> None:
+        """The headline, the locks really taken, rewrites, timings, data failures and breaking app queries."""
         from bot.slack.cards import build_rehearsal_message
 
         if isinstance(rehearsed, str):
             self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(rehearsed)}"))
         elif rehearsed is not None:
-            rehearsal, copy = rehearsed
-            self.post_in_thread(request, build_rehearsal_message(rehearsal, copy and copy_line(copy, request.environment)))
+            self.post_in_thread(request, build_rehearsal_message(
+                rehearsed.rehearsal, rehearsed.headline(request.environment),
+                [p.line for p in (rehearsed.app.broken if rehearsed.app else ())]))
 
     def _post_preview(self, request: Request) -> None:
         """The SQL and risk of every migration in a few combined messages (Slack takes about one a second

@@ -11,16 +11,19 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from bot.config import EnvironmentConfig, GuardianConfig
 from bot.errors import ConfigError, SourceError
 from bot.models import Backup, Request
+from bot.pg.appqueries import AppQueryReport
 from bot.pg.connect import connect_target, target_errors, target_info
+from bot.pg.copy import Copy
 from bot.pg.introspect import gather_facts
 from bot.pg.plan import applied_context
+from bot.pg.rehearsal import Rehearsal
 from bot.analysis_budget import analyse_within
 from bot.risk.models import Report, Severity
 from bot.risk.rules.repository import attach_out_of_order
@@ -29,10 +32,6 @@ from bot.sources.ledgers import baseline_error, prisma_schema_not_empty, read_le
 from bot.sources.models import SourceSnapshot
 from bot.sources.status import applied_after, compute_status, plannable
 from bot.store import NewMigration
-
-if TYPE_CHECKING:
-    from bot.pg.copy import Copy
-    from bot.pg.rehearsal import Rehearsal
 
 log = logging.getLogger(__name__)
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -208,24 +207,56 @@ def current_binding(config: GuardianConfig, request: Request) -> str | None:
     return None
 
 
-def rehearse_request(env: EnvironmentConfig, request: Request,
-                     backups: Sequence[Backup] = ()) -> tuple["Rehearsal", "Copy | None"]:
-    """Run the request's SQL in a transaction that is rolled back: on a fresh copy of the target where the
-    environment configures one ([environments.X.rehearsal], dropped afterwards), else on its rehearsal database."""
+class CopyRehearsal(BaseModel):
+    """A request rehearsed on a copy: what ran (committed there), the copy, and the app's queries after it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rehearsal: Rehearsal
+    copy_: Copy | None = None  # when it ran on a fresh copy
+    app: AppQueryReport | None = None  # when the app's queries were checked (or why not: absent)
+
+    def headline(self, env_name: str) -> str:
+        from bot.pg.summary import rehearsal_headline
+
+        return rehearsal_headline(self.rehearsal, self.copy_, self.app, env_name)
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the request is critical: statements that failed on the data, app queries the migration breaks."""
+        out = [f"rehearsal: {path} line {st.line}: {found.summary}"
+               for path, st in self.rehearsal.data_failures for found in st.offending]
+        return out + [f"rehearsal: app query breaks: {p.line}"[:300] for p in (self.app.broken if self.app else ())]
+
+
+def rehearse_request(env: EnvironmentConfig, request: Request, backups: Sequence[Backup] = ()) -> CopyRehearsal:
+    """The request's SQL rehearsed: on a fresh copy of the target where the environment configures one
+    ([environments.X.rehearsal]; committed there file by file as the apply runs them, the running app's queries
+    from the target's pg_stat_statements PREPAREd on it before and after, the copy dropped afterwards), else on
+    its rehearsal database in a transaction that is rolled back."""
+    from bot.pg.appqueries import check_app_queries, probe_app_queries, read_app_queries
     from bot.pg.copy import copy_of
     from bot.pg.rehearsal import rehearse
 
     reports = [Report.from_json(m.report) if m.report else None for m in request.migrations]
     files = [(m.name, m.sql) for m in request.migrations]
+    app = f"guardian-req{request.id}-rehearsal"
     if env.rehearsal is not None:
         with copy_of(env, request.id, backups=backups) as copy:
-            with connect_target(copy.url, f"{env.name} (copy)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
-                return rehearse(conn, files, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
-                                reports=reports), copy
+            with connect_target(env.database_url(), env.name, application_name=app) as target:
+                queries = read_app_queries(target)
+            with connect_target(copy.url, f"{env.name} (copy)", application_name=app) as conn:
+                before = probe_app_queries(conn, queries) if queries.queries else None
+                result = rehearse(conn, files, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
+                                  reports=reports, commit=True)
+                checked = (check_app_queries(conn, before) if before is not None else
+                           AppQueryReport(checked=0, broken=(), unchecked=(), absent=queries.absent,
+                                          message=queries.message))
+        return CopyRehearsal(rehearsal=result, copy_=copy, app=checked)
     url = os.environ.get(env.rehearsal_database_url_env or "", "")
     if not url:
         raise ConfigError(f"environment {env.name!r}: variable {env.rehearsal_database_url_env} is not set",
                           code="missing-env")
-    with connect_target(url, f"{env.name} (rehearsal)", application_name=f"guardian-req{request.id}-rehearsal") as conn:
-        return rehearse(conn, files, lock_timeout=env.lock_timeout, statement_timeout=env.statement_timeout,
-                        reports=reports), None
+    with connect_target(url, f"{env.name} (rehearsal)", application_name=app) as conn:
+        return CopyRehearsal(rehearsal=rehearse(conn, files, lock_timeout=env.lock_timeout,
+                                                statement_timeout=env.statement_timeout, reports=reports))

@@ -22,7 +22,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -219,11 +219,3 @@ def sweep_copies(env: EnvironmentConfig) -> list[str]:
                 admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
     return dropped
 
-
-def copy_line(copy: Copy, env_name: str) -> str:
-    """'a copy of production from 03:00 (2.1 GB, backup #12)'; stale copies say so."""
-    size = f"{copy.size_bytes / 1e9:.1f} GB" if (copy.size_bytes or 0) >= 1e8 else f"{(copy.size_bytes or 0) / 1e6:.0f} MB"
-    when = copy.taken_at.astimezone(timezone.utc)
-    at = when.strftime("%H:%M UTC") if copy.age_s() < 86400 else when.strftime("%Y-%m-%d %H:%M UTC")
-    stale = (f" — stale: older than max_age ({timedelta(seconds=int(copy.age_s()))})" if copy.stale else "")
-    return f"a copy of {env_name} from {at} ({size}, {copy.source}){stale}"

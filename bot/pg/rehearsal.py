@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from collections.abc import Sequence
 from operator import attrgetter
 
@@ -34,6 +35,7 @@ from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.sources.statements import Piece, split_statements
 
+_DML = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
 _DROP_CONCURRENTLY = re.compile(r"^(DROP\s+INDEX\s+)CONCURRENTLY\s+", re.IGNORECASE)
 _MODE_RANK = {m: i for i, m in enumerate((
     "ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE",
@@ -86,6 +88,9 @@ class StatementRehearsal(_Frozen):
     built_indexes: tuple[IndexChange, ...] = ()  # new indexes with storage on pre-existing tables
     scans: tuple[TableScan, ...] = ()
     duration_ms: float | None = None
+    rows_changed: int | None = None  # INSERT/UPDATE/DELETE/MERGE: rows they changed
+    wal_bytes: int | None = None  # WAL the server wrote while it ran (server-wide: other sessions' writes count too)
+    held_ms: float | None = None  # from its start until its transaction ended: how long the locks it took were held
     offending: tuple[OffendingRows, ...] = ()  # a data-dependent failure: the rows that caused it (bot/pg/datafail.py)
     # an earlier statement of the run was skipped (not runnable in a transaction), so the database here
     # may differ from the one the apply will see at this statement
@@ -177,9 +182,12 @@ def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], a
              before: Look) -> tuple[StatementRehearsal, Look]:
     """The statement run and observed; ``before`` is a look taken since the previous statement ran (the
     previous statement's look after it, when nothing ran in between), and the look after it is returned."""
+    wal = _lsn(conn)
     started = time.perf_counter()
-    conn.execute(piece.text.encode("utf-8"))
+    cur = conn.execute(piece.text.encode("utf-8"))
     elapsed = (time.perf_counter() - started) * 1000
+    wal = _lsn(conn) - wal
+    changed = cur.rowcount if piece.node_type in _DML and cur.rowcount >= 0 else None
     after = look(conn)
     rel = before.relations
     taken = {(oid, mode_name(mode)) for oid, mode in after.locks - before.locks if oid in rel}
@@ -195,8 +203,19 @@ def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], a
         index=piece.index, line=piece.line, kind=piece.node_type, transactional=True, rehearsed=True,
         observed_locks=tuple(ObservedLock(relation=r, mode=m) for r, m in observed), rewrites=_rewrites(before, after),
         rebuilt_indexes=rebuilt, built_indexes=built, scans=_scans(before, after), duration_ms=round(elapsed, 3),
-        after_skip=after_skip,
+        after_skip=after_skip, rows_changed=changed, wal_bytes=wal,
     ), after
+
+
+def _lsn(conn: psycopg.Connection) -> int:
+    high, low = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0].split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def _held_until(rows: list[StatementRehearsal], starts: dict[int, float], ended: float) -> list[StatementRehearsal]:
+    """Each statement that ran, with how long its locks were held: from its start until the transaction ended."""
+    return [r.model_copy(update={"held_ms": round((ended - starts[i]) * 1000, 3)}) if i in starts else r
+            for i, r in enumerate(rows)]
 
 
 def _held(after: Look, oid: int) -> str | None:
@@ -267,9 +286,11 @@ def _analyze(files: Sequence[tuple[str, str]], pg_version: int) -> list[object |
 
 def rehearse(
     conn: psycopg.Connection, files: Sequence[tuple[str, str]], *, lock_timeout: str = "5s",
-    statement_timeout: str = "5min", reports: Sequence[object | None] | None = None,
+    statement_timeout: str = "5min", reports: Sequence[object | None] | None = None, commit: bool = False,
 ) -> Rehearsal:
-    """Rehearse ``files`` ((path, sql) in order) in one transaction, then roll it back, always.
+    """Rehearse ``files`` ((path, sql) in order) in one transaction, then roll it back, always; with ``commit``
+    (on a throwaway copy only) each file runs in its own transaction that is committed, as the apply runs them,
+    so lock hold times end at each file's commit and the copy holds the migrated schema afterwards.
 
     ``conn`` must be in autocommit mode. ``reports`` are the risk engine's reports per file (computed
     here when omitted): their ``transactional`` verdicts and lock lists refine
@@ -284,46 +305,57 @@ def rehearse(
     if reports is None:
         reports = _analyze(files, int(conn.info.server_version) // 10000)
     hints = _hints(reports)
-    results: list[FileRehearsal] = []
     stopped: str | None = None
     skipped = False  # a statement that changes the database was skipped: what follows runs on a different one
     last: Look | None = None  # the look after the previous statement, while nothing else ran since
     data_failed: list[tuple[int, int, str]] = []  # (file, row, statement text) of integrity failures
-    with conn.transaction(force_rollback=True):
-        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                     (lock_timeout, statement_timeout))
+    timeouts = "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+    rows_by_file: list[tuple[str, list[StatementRehearsal], dict[int, float]]] = []
+    with nullcontext() if commit else conn.transaction(force_rollback=True):
         for file_index, (path, sql) in enumerate(files):
             rows: list[StatementRehearsal] = []
-            for piece in split_statements(sql):
-                reason = non_transactional_reason(piece)
-                transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
-                if reason is None and not transactional_hint:
-                    reason = "the analysis marks it as not runnable inside a transaction"
-                transactional = reason is None or piece.node_type in ("TransactionStmt", None)
-                failed = None if stopped or not reason else _probe(conn, piece)
-                last = None if reason else last  # a probe's savepoint leaves scan counters behind
-                if stopped or reason:
-                    rows.append(StatementRehearsal(
-                        index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
-                        rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
-                                                 if reason else stopped),
-                        error=failed and _error(failed), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
-                    skipped = skipped or piece.node_type != "TransactionStmt"
-                    if failed:
-                        stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
-                    continue
-                try:
-                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
-                    rows.append(row)
-                except psycopg.Error as exc:
-                    if (exc.diag.sqlstate or "").startswith("23"):  # integrity: which rows, once rolled back
-                        data_failed.append((file_index, len(rows), piece.text))
-                    rows.append(StatementRehearsal(
-                        index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
-                        rehearsed=False, error=_error(exc), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
-                        after_skip=skipped))
-                    stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
-            results.append(FileRehearsal(path=path, statements=tuple(rows)))
+            starts: dict[int, float] = {}  # row -> when the statement started
+            with conn.transaction() if commit else nullcontext():  # commit: one transaction per file
+                if commit or file_index == 0:
+                    conn.execute(timeouts, (lock_timeout, statement_timeout))
+                for piece in split_statements(sql):
+                    reason = non_transactional_reason(piece)
+                    transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
+                    if reason is None and not transactional_hint:
+                        reason = "the analysis marks it as not runnable inside a transaction"
+                    transactional = reason is None or piece.node_type in ("TransactionStmt", None)
+                    failed = None if stopped or not reason else _probe(conn, piece)
+                    last = None if reason else last  # a probe's savepoint leaves scan counters behind
+                    if stopped or reason:
+                        rows.append(StatementRehearsal(
+                            index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
+                            rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
+                                                     if reason else stopped),
+                            error=failed and _error(failed), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
+                        skipped = skipped or piece.node_type != "TransactionStmt"
+                        if failed:
+                            stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
+                        continue
+                    try:
+                        starts[len(rows)] = time.perf_counter()
+                        row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
+                        rows.append(row)
+                    except psycopg.Error as exc:
+                        if (exc.diag.sqlstate or "").startswith("23"):  # integrity: which rows, once rolled back
+                            data_failed.append((file_index, len(rows), piece.text))
+                        rows.append(StatementRehearsal(
+                            index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
+                            rehearsed=False, error=_error(exc), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
+                            after_skip=skipped))
+                        stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
+                if commit and stopped:
+                    raise psycopg.Rollback()  # the file's transaction, as the apply rolls back a failed file
+            if commit:
+                rows = _held_until(rows, starts, time.perf_counter())
+            rows_by_file.append((path, rows, starts))
+    ended = time.perf_counter()
+    results = [FileRehearsal(path=path, statements=tuple(rows if commit else _held_until(rows, starts, ended)))
+               for path, rows, starts in rows_by_file]
     for file_index, row, text in data_failed:  # counted on the data as it was before the migration
         f = results[file_index]
         found = offending_rows(conn, text, timeout=statement_timeout)

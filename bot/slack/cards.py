@@ -8,6 +8,7 @@ Usage::
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -220,12 +221,12 @@ def build_thread_note(text: str) -> Message:
     return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}
 
 
-def build_rehearsal_message(rehearsal: Any, where: str | None = None) -> Message:
-    """What a rolled-back rehearsal observed per statement: locks actually taken, rewrites, duration; ``where``
-    names the copy it ran on (its source and age)."""
-    on = f" on {escape(where)}," if where else ""
-    lines = [f"*Rehearsal*{on} on PostgreSQL {escape(rehearsal.server_version)} (rolled back; lock_timeout "
-             f"{escape(rehearsal.lock_timeout)}, statement_timeout {escape(rehearsal.statement_timeout)})"]
+def build_rehearsal_message(rehearsal: Any, headline: str | None = None, broken: Sequence[str] = ()) -> Message:
+    """What a rehearsal observed per statement: locks actually taken, rewrites, duration, data failures; the
+    ``headline`` first (where it ran, totals), and the app queries the migration breaks."""
+    lines = [f"*Rehearsal*: {escape(headline)}"] if headline else []
+    lines.append(f"PostgreSQL {escape(rehearsal.server_version)} (lock_timeout "
+                 f"{escape(rehearsal.lock_timeout)}, statement_timeout {escape(rehearsal.statement_timeout)})")
     for f in rehearsal.files:
         lines.append(code(f.path))
         for st in f.statements[:25]:
@@ -242,5 +243,6 @@ def build_rehearsal_message(rehearsal: Any, where: str | None = None) -> Message
             for found in st.offending:
                 shown = "; ".join(code(e) for e in found.examples)
                 lines.append(f"  :x: *data failure* at line {st.line}: {escape(found.summary)}" + (f", e.g. {shown}" if shown else ""))
+    lines += [f":x: *app query breaks*: {code(b[:300])}" for b in broken[:10]]
     text = "\n".join(lines)
     return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}

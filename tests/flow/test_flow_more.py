@@ -141,7 +141,7 @@ def test_rehearsal_on_a_copy_of_the_target_is_posted_with_its_source_and_the_cop
     rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
     harness.flow.analyze(rid)
     thread = "\n".join(harness.thread_texts(rid))
-    assert "Rehearsal* on a copy of staging from" in thread and "template of" in thread
+    assert "*Rehearsal*: rehearsed on a copy of staging from" in thread and "template of" in thread and "0 data failures" in thread
     assert "ACCESS EXCLUSIVE on `users`" in thread and "postgresql://" not in thread
     copy = next(e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed").detail["copy"]
     assert copy["kind"] == "template" and copy["size_bytes"] > 0 and copy["stale"] is False

@@ -12,7 +12,8 @@ from psycopg import conninfo
 
 from bot.config import EnvironmentConfig, RehearsalCopyConfig
 from bot.models import Backup
-from bot.pg.copy import CopyError, copy_line, copy_name, copy_of, sweep_copies
+from bot.pg.copy import CopyError, copy_name, copy_of, sweep_copies
+from bot.pg.summary import copy_line
 from bot.pg.tools import find_pg_dump, libpq_env
 
 

@@ -1,0 +1,70 @@
+"""A rehearsal in one line, and its per-statement timings: what the preview shows before approval and what the
+real apply is compared with afterwards.
+
+Usage::
+
+    rehearsal_headline(rehearsal, copy, app, "production")
+    # 'rehearsed on a copy of production from 03:00 UTC (2.1 GB, backup #12): 4.2 s; ACCESS EXCLUSIVE on orders
+    #  held 3.9 s; 1.2 GB WAL; 0 data failures; 1,204 app queries checked, 2 break'
+    statement_timings(rehearsal)   # [{"file", "index", "line", "duration_ms", "held_ms", "locks", ...}, …]
+"""
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from typing import Any
+
+_STRENGTH = ("ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE")
+
+
+def size_text(n: float) -> str:
+    """Bytes as people read them: '812 kB', '1.2 GB'."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit in ("B", "kB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def copy_line(copy: Any, env_name: str) -> str:
+    """'a copy of production from 03:00 (2.1 GB, backup #12)'; stale copies say so."""
+    size = size_text(copy.size_bytes or 0)
+    when = copy.taken_at.astimezone(timezone.utc)
+    at = when.strftime("%H:%M UTC") if copy.age_s() < 86400 else when.strftime("%Y-%m-%d %H:%M UTC")
+    stale = (f" — stale: older than max_age ({timedelta(seconds=int(copy.age_s()))})" if copy.stale else "")
+    return f"a copy of {env_name} from {at} ({size}, {copy.source}){stale}"
+
+
+def statement_timings(rehearsal: Any) -> list[dict]:
+    """Each statement that ran: duration, how long its locks were held, the locks, WAL and rows changed."""
+    return [{"file": f.path, "index": s.index, "line": s.line, "duration_ms": s.duration_ms, "held_ms": s.held_ms,
+             "locks": [[lk.relation, lk.mode] for lk in s.observed_locks], "wal_bytes": s.wal_bytes,
+             "rows_changed": s.rows_changed, "rewrites": list(s.rewrites)}
+            for f in rehearsal.files for s in f.statements if s.rehearsed]
+
+
+def longest_hold(rehearsal: Any) -> tuple[str, str, float] | None:
+    """(mode, relation, ms) of the strongest table lock held longest: what blocks the app the most."""
+    best: tuple[int, float, str, str] | None = None
+    for f in rehearsal.files:
+        for s in f.statements:
+            for lk in s.observed_locks:
+                if lk.mode in _STRENGTH and s.held_ms is not None:
+                    key = (-_STRENGTH.index(lk.mode), s.held_ms, lk.mode, lk.relation)
+                    best = max(best, key) if best else key
+    return (best[2], best[3], best[1]) if best else None
+
+
+def rehearsal_headline(rehearsal: Any, copy: Any, app: Any, env_name: str) -> str:
+    """One line: where it ran, total time, the longest strong lock, WAL, data failures, the app's queries."""
+    where = copy_line(copy, env_name) if copy is not None else "the rehearsal database (rolled back)"
+    ran = [s for f in rehearsal.files for s in f.statements if s.rehearsed]
+    parts = [f"{sum(s.duration_ms or 0 for s in ran) / 1000:.1f} s"]
+    hold = longest_hold(rehearsal)
+    if hold:
+        parts.append(f"{hold[0]} on {hold[1]} held {hold[2] / 1000:.1f} s")
+    parts.append(f"{size_text(sum(s.wal_bytes or 0 for s in ran))} WAL")
+    failures = len(rehearsal.data_failures)
+    parts.append(f"{failures} data failure{'s' if failures != 1 else ''}")
+    if app is not None:
+        parts.append(app.summary)
+    return f"rehearsed on {where}: " + "; ".join(parts)
