@@ -61,3 +61,23 @@ def test_catalogue_covers_at_least_60_reference_hazards():
     assert len(covered) >= 60, sorted(set(range(1, 82)) - covered)
     # the ones no other tool flags
     assert {38, 40, 64, 70} <= covered
+
+
+def test_every_rule_record_in_the_source_is_a_complete_keyword_record():
+    """R(code=…, name=…, …) in bot/risk/rules/*.py: no positional fields, and each names every required one."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from bot.risk import rules
+
+    required = {"code", "name", "severity", "summary", "why", "fix", "bad", "good"}
+    calls = [node for path in Path(rules.__file__).parent.glob("*.py")
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "R"]
+    assert len(calls) == len(RULES)
+    for call in calls:
+        named = {k.arg for k in call.keywords}
+        assert not call.args and required <= named, ast.unparse(call)[:80]
+    params = inspect.signature(rules.rule("x")).parameters.values()
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)

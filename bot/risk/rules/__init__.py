@@ -17,7 +17,7 @@ class Hit(NamedTuple):
 
 
 def rule(family: str) -> Callable[..., Rule]:
-    def make(code: str, name: str, severity: str, summary: str, why: str, fix: str, bad: str, good: str,
+    def make(*, code: str, name: str, severity: str, summary: str, why: str, fix: str, bad: str, good: str,
              hazards: tuple[int, ...] = (), size: bool = False, default: bool = True, pg: int | None = None) -> Rule:
         return Rule(code=code, name=name, family=family, severity=Severity(severity), summary=summary,
                     why=why, fix=fix, bad=bad, good=good, hazards=hazards, size_sensitive=size,

@@ -12,131 +12,132 @@ from . import Hit, rule
 
 R = rule("columns")
 RULES = (
-    R("MG301", "volatile-default-rewrite", "high",
-      "ADD COLUMN with a volatile DEFAULT rewrites the whole table under ACCESS EXCLUSIVE.",
-      "A volatile default (random(), gen_random_uuid(), clock_timestamp(), nextval()) must be computed per row, "
-      "so PostgreSQL rewrites the table and all its indexes while reads and writes wait. Constant and stable "
-      "defaults such as now() are stored once in the catalogue (PG 11+).",
-      "ALTER TABLE t ADD COLUMN u uuid;\nALTER TABLE t ALTER COLUMN u SET DEFAULT gen_random_uuid();\n"
-      "-- then backfill in batches: UPDATE t SET u = gen_random_uuid() WHERE id BETWEEN $1 AND $2 AND u IS NULL;",
-      "ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();",
-      "ALTER TABLE t ADD COLUMN created_at timestamptz DEFAULT now();", (21,), size=True),
-    R("MG302", "default-rewrite-before-pg11", "high",
-      "Before PostgreSQL 11 any non-NULL DEFAULT on ADD COLUMN rewrites the table.",
-      "Fast defaults arrived in PostgreSQL 11; on 10 and older the value is written into every row under "
-      "ACCESS EXCLUSIVE.",
-      "ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;\n-- backfill existing rows in batches",
-      "ALTER TABLE t ADD COLUMN f int DEFAULT 0;",
-      "ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;", (22,), size=True, pg=10),
-    R("MG303", "add-required-column", "high",
-      "ADD COLUMN ... NOT NULL without a DEFAULT fails on a non-empty table and breaks old INSERTs.",
-      "Existing rows would be NULL, so PostgreSQL aborts the migration if the table has any row; even on an "
-      "empty table, running code that does not set the column starts failing.",
-      "Add it with a constant default (metadata only on PG 11+), or nullable and backfilled:\n"
-      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;",
-      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL;",
-      "ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;", (23,), size=True),
-    R("MG304", "stored-generated-column", "high",
-      "ADD COLUMN ... GENERATED ALWAYS AS (...) STORED rewrites the table.",
-      "Every row gets the computed value written under ACCESS EXCLUSIVE.",
-      "Add a plain column, fill it with a trigger plus a batched backfill; on PostgreSQL 18 use a VIRTUAL "
-      "generated column: ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) VIRTUAL;",
-      "ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) STORED;",
-      "ALTER TABLE t ADD COLUMN total int;", (24,), size=True),
-    R("MG305", "add-auto-increment-column", "high",
-      "ADD COLUMN serial/bigserial/IDENTITY on an existing table rewrites it.",
-      "Each row needs its own nextval(), so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
-      "ALTER TABLE t ADD COLUMN id bigint;\nCREATE SEQUENCE t_id_seq OWNED BY t.id;\n"
-      "ALTER TABLE t ALTER COLUMN id SET DEFAULT nextval('t_id_seq');  -- no rewrite\n"
-      "-- backfill in batches, then make it NOT NULL safely",
-      "ALTER TABLE t ADD COLUMN id bigserial;",
-      "ALTER TABLE t ADD COLUMN id bigint;", (25,), size=True),
-    R("MG306", "column-type-rewrite", "high",
-      "ALTER COLUMN ... TYPE that is not binary-coercible rewrites the table and its indexes.",
-      "Changing e.g. int to bigint or text to varchar(n) rewrites every row under ACCESS EXCLUSIVE. "
-      "Binary-coercible changes are metadata only: varchar(n) to varchar(m>n) or text, numeric(p,s) to "
-      "numeric(p2>p,s), cidr to inet, raising timestamp/interval precision.",
-      "Expand/contract: ALTER TABLE t ADD COLUMN id_new bigint; sync it with a trigger; backfill in batches; "
-      "switch reads; drop the old column.",
-      "ALTER TABLE t ALTER COLUMN id TYPE bigint;",
-      "ALTER TABLE t ALTER COLUMN name TYPE text;  -- name was varchar(50)", (26,), size=True),
-    R("MG307", "type-change-with-not-null", "high",
-      "A type change combined with SET NOT NULL adds a full scan under the same lock.",
-      "Even a metadata-only type change then waits for the NOT NULL scan with ACCESS EXCLUSIVE held.",
-      "Change the type alone; make the column NOT NULL with the CHECK ... NOT VALID / VALIDATE recipe.",
-      "ALTER TABLE t ALTER COLUMN c TYPE text, ALTER COLUMN c SET NOT NULL;",
-      "ALTER TABLE t ALTER COLUMN c TYPE text;", (28,), size=True),
-    R("MG308", "collation-change", "high",
-      "Changing a column's collation rebuilds its indexes (and may rewrite the table).",
-      "Index order depends on the collation, so every index on the column is rebuilt under ACCESS EXCLUSIVE.",
-      "Expand/contract: add a column with the new collation, backfill, index it concurrently, swap.",
-      "ALTER TABLE t ALTER COLUMN c TYPE text COLLATE \"C\";",
-      "ALTER TABLE t ADD COLUMN c_c text COLLATE \"C\";", (29,), size=True),
-    R("MG309", "prefer-text-over-varchar", "low",
-      "varchar(n) limits cost a lock to change later; text with a CHECK is easier to evolve.",
-      "Raising the limit is metadata only but still takes ACCESS EXCLUSIVE; lowering it rewrites the table. "
-      "A CHECK (length(c) <= n) can be replaced NOT VALID.",
-      "name text CHECK (length(name) <= 100)",
-      "CREATE TABLE t (name varchar(100));",
-      "CREATE TABLE t (name text CHECK (length(name) <= 100));", (30,)),
-    R("MG310", "json-column", "low",
-      "A json column has no equality operator; jsonb is almost always what you want.",
-      "json breaks SELECT DISTINCT, UNION and GROUP BY, cannot be indexed with GIN and is re-parsed on every use.",
-      "ALTER TABLE t ADD COLUMN props jsonb;",
-      "ALTER TABLE t ADD COLUMN props json;",
-      "ALTER TABLE t ADD COLUMN props jsonb;", (31,)),
-    R("MG311", "set-default-on-existing-column", "low",
-      "SET DEFAULT on an existing column silently changes what older clients write.",
-      "Clients that omit the column (ORMs with partial inserts) start writing the new value; the change takes "
-      "a brief ACCESS EXCLUSIVE.",
-      "Coordinate it with the application deploy and keep it in its own migration.",
-      "ALTER TABLE t ALTER COLUMN c SET DEFAULT 5;",
-      "ALTER TABLE t ADD COLUMN c int DEFAULT 5;", (32,), default=False),
-    R("MG312", "alter-generated-or-identity", "medium",
-      "Changing a generated expression or an identity changes values and may rewrite the table.",
-      "SET EXPRESSION (PG 17+) rewrites the table under ACCESS EXCLUSIVE; DROP EXPRESSION and identity changes "
-      "alter what clients can write.",
-      "Expand/contract: add a new column with the new expression, backfill, switch readers, drop the old one.",
-      "ALTER TABLE t ALTER COLUMN g SET EXPRESSION AS (a * 2);",
-      "ALTER TABLE t ADD COLUMN g2 int;", (33,), size=True),
-    R("MG313", "add-column-breaks-positional-insert", "low",
-      "A new column breaks INSERT ... VALUES without a column list and SELECT * consumers.",
-      "Positional inserts now get the wrong column count; code mapping SELECT * by position shifts.",
-      "Name the columns in every INSERT and SELECT before adding columns.",
-      "ALTER TABLE t ADD COLUMN q bigint;",
-      "CREATE TABLE t (q bigint);", (55,), default=False),
-    R("MG314", "type-change-blocked-by-view", "critical",
-      "ALTER COLUMN ... TYPE on a column a view or materialized view selects fails.",
-      "PostgreSQL refuses to change the type of a column a view or rule depends on (\"cannot alter type of a "
-      "column used by a view or rule\"): the migration stops there, whatever the new type.",
-      "Drop the view, change the type and create the view again, in one transaction:\n"
-      "DROP VIEW v;\nALTER TABLE t ALTER COLUMN email TYPE varchar(200);\n"
-      "CREATE VIEW v AS SELECT id, email FROM t;",
-      "CREATE VIEW v AS SELECT id, name FROM t;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
-      "DROP VIEW v;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\nCREATE VIEW v AS SELECT id, name FROM t;",
-      (26,)),
-    R("MG315", "type-change-rebuilds-index", "high",
-      "A type change that keeps the table's storage still rebuilds expression and partial indexes on the column.",
-      "Even a binary-coercible change (varchar(n) to a wider varchar or text, numeric precision) rebuilds every "
-      "expression or partial index that reads the column, and timestamp to timestamptz (TimeZone UTC) every "
-      "index on it, under ACCESS EXCLUSIVE: reads and writes wait for the builds.",
-      "Drop the index first and build it again concurrently after the type change:\n"
-      "DROP INDEX CONCURRENTLY t_lower_name_idx;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\n"
-      "CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));",
-      "CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));\n"
-      "ALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
-      "ALTER TABLE t ALTER COLUMN name TYPE varchar(100);", (26,), size=True),
-    R("MG316", "add-column-constrained-domain", "high",
-      "ADD COLUMN of a domain with a CHECK or NOT NULL rewrites the table.",
-      "PostgreSQL cannot store the new column's value in the catalogue when its domain has constraints: each "
-      "row's value is checked against them, so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
-      "Add the column with the domain's base type and put the CHECK on it, NOT VALID, validated later:\n"
-      "ALTER TABLE t ADD COLUMN quantity int;\n"
-      "ALTER TABLE t ADD CONSTRAINT t_quantity_pos CHECK (quantity > 0) NOT VALID;",
-      "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);\nALTER TABLE big_events ADD COLUMN quantity positive_int;",
-      "ALTER TABLE big_events ADD COLUMN quantity int;\n"
-      "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;",
-      (20,), size=True),
+    R(code="MG301", name="volatile-default-rewrite", severity="high",
+      summary="ADD COLUMN with a volatile DEFAULT rewrites the whole table under ACCESS EXCLUSIVE.",
+      why="A volatile default (random(), gen_random_uuid(), clock_timestamp(), nextval()) must be computed per row, "
+          "so PostgreSQL rewrites the table and all its indexes while reads and writes wait. Constant and stable "
+          "defaults such as now() are stored once in the catalogue (PG 11+).",
+      fix="ALTER TABLE t ADD COLUMN u uuid;\nALTER TABLE t ALTER COLUMN u SET DEFAULT gen_random_uuid();\n"
+          "-- then backfill in batches: UPDATE t SET u = gen_random_uuid() WHERE id BETWEEN $1 AND $2 AND u IS NULL;",
+      bad="ALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();",
+      good="ALTER TABLE t ADD COLUMN created_at timestamptz DEFAULT now();", hazards=(21,), size=True),
+    R(code="MG302", name="default-rewrite-before-pg11", severity="high",
+      summary="Before PostgreSQL 11 any non-NULL DEFAULT on ADD COLUMN rewrites the table.",
+      why="Fast defaults arrived in PostgreSQL 11; on 10 and older the value is written into every row under "
+          "ACCESS EXCLUSIVE.",
+      fix="ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;\n-- backfill existing rows in batches",
+      bad="ALTER TABLE t ADD COLUMN f int DEFAULT 0;",
+      good="ALTER TABLE t ADD COLUMN f int;\nALTER TABLE t ALTER COLUMN f SET DEFAULT 0;", hazards=(22,), size=True,
+      pg=10),
+    R(code="MG303", name="add-required-column", severity="high",
+      summary="ADD COLUMN ... NOT NULL without a DEFAULT fails on a non-empty table and breaks old INSERTs.",
+      why="Existing rows would be NULL, so PostgreSQL aborts the migration if the table has any row; even on an "
+          "empty table, running code that does not set the column starts failing.",
+      fix="Add it with a constant default (metadata only on PG 11+), or nullable and backfilled:\n"
+          "ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;",
+      bad="ALTER TABLE t ADD COLUMN pub boolean NOT NULL;",
+      good="ALTER TABLE t ADD COLUMN pub boolean NOT NULL DEFAULT false;", hazards=(23,), size=True),
+    R(code="MG304", name="stored-generated-column", severity="high",
+      summary="ADD COLUMN ... GENERATED ALWAYS AS (...) STORED rewrites the table.",
+      why="Every row gets the computed value written under ACCESS EXCLUSIVE.",
+      fix="Add a plain column, fill it with a trigger plus a batched backfill; on PostgreSQL 18 use a VIRTUAL "
+          "generated column: ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) VIRTUAL;",
+      bad="ALTER TABLE t ADD COLUMN total int GENERATED ALWAYS AS (a + b) STORED;",
+      good="ALTER TABLE t ADD COLUMN total int;", hazards=(24,), size=True),
+    R(code="MG305", name="add-auto-increment-column", severity="high",
+      summary="ADD COLUMN serial/bigserial/IDENTITY on an existing table rewrites it.",
+      why="Each row needs its own nextval(), so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
+      fix="ALTER TABLE t ADD COLUMN id bigint;\nCREATE SEQUENCE t_id_seq OWNED BY t.id;\n"
+          "ALTER TABLE t ALTER COLUMN id SET DEFAULT nextval('t_id_seq');  -- no rewrite\n"
+          "-- backfill in batches, then make it NOT NULL safely",
+      bad="ALTER TABLE t ADD COLUMN id bigserial;",
+      good="ALTER TABLE t ADD COLUMN id bigint;", hazards=(25,), size=True),
+    R(code="MG306", name="column-type-rewrite", severity="high",
+      summary="ALTER COLUMN ... TYPE that is not binary-coercible rewrites the table and its indexes.",
+      why="Changing e.g. int to bigint or text to varchar(n) rewrites every row under ACCESS EXCLUSIVE. "
+          "Binary-coercible changes are metadata only: varchar(n) to varchar(m>n) or text, numeric(p,s) to "
+          "numeric(p2>p,s), cidr to inet, raising timestamp/interval precision.",
+      fix="Expand/contract: ALTER TABLE t ADD COLUMN id_new bigint; sync it with a trigger; backfill in batches; "
+          "switch reads; drop the old column.",
+      bad="ALTER TABLE t ALTER COLUMN id TYPE bigint;",
+      good="ALTER TABLE t ALTER COLUMN name TYPE text;  -- name was varchar(50)", hazards=(26,), size=True),
+    R(code="MG307", name="type-change-with-not-null", severity="high",
+      summary="A type change combined with SET NOT NULL adds a full scan under the same lock.",
+      why="Even a metadata-only type change then waits for the NOT NULL scan with ACCESS EXCLUSIVE held.",
+      fix="Change the type alone; make the column NOT NULL with the CHECK ... NOT VALID / VALIDATE recipe.",
+      bad="ALTER TABLE t ALTER COLUMN c TYPE text, ALTER COLUMN c SET NOT NULL;",
+      good="ALTER TABLE t ALTER COLUMN c TYPE text;", hazards=(28,), size=True),
+    R(code="MG308", name="collation-change", severity="high",
+      summary="Changing a column's collation rebuilds its indexes (and may rewrite the table).",
+      why="Index order depends on the collation, so every index on the column is rebuilt under ACCESS EXCLUSIVE.",
+      fix="Expand/contract: add a column with the new collation, backfill, index it concurrently, swap.",
+      bad="ALTER TABLE t ALTER COLUMN c TYPE text COLLATE \"C\";",
+      good="ALTER TABLE t ADD COLUMN c_c text COLLATE \"C\";", hazards=(29,), size=True),
+    R(code="MG309", name="prefer-text-over-varchar", severity="low",
+      summary="varchar(n) limits cost a lock to change later; text with a CHECK is easier to evolve.",
+      why="Raising the limit is metadata only but still takes ACCESS EXCLUSIVE; lowering it rewrites the table. "
+          "A CHECK (length(c) <= n) can be replaced NOT VALID.",
+      fix="name text CHECK (length(name) <= 100)",
+      bad="CREATE TABLE t (name varchar(100));",
+      good="CREATE TABLE t (name text CHECK (length(name) <= 100));", hazards=(30,)),
+    R(code="MG310", name="json-column", severity="low",
+      summary="A json column has no equality operator; jsonb is almost always what you want.",
+      why="json breaks SELECT DISTINCT, UNION and GROUP BY, cannot be indexed with GIN and is re-parsed on every use.",
+      fix="ALTER TABLE t ADD COLUMN props jsonb;",
+      bad="ALTER TABLE t ADD COLUMN props json;",
+      good="ALTER TABLE t ADD COLUMN props jsonb;", hazards=(31,)),
+    R(code="MG311", name="set-default-on-existing-column", severity="low",
+      summary="SET DEFAULT on an existing column silently changes what older clients write.",
+      why="Clients that omit the column (ORMs with partial inserts) start writing the new value; the change takes "
+          "a brief ACCESS EXCLUSIVE.",
+      fix="Coordinate it with the application deploy and keep it in its own migration.",
+      bad="ALTER TABLE t ALTER COLUMN c SET DEFAULT 5;",
+      good="ALTER TABLE t ADD COLUMN c int DEFAULT 5;", hazards=(32,), default=False),
+    R(code="MG312", name="alter-generated-or-identity", severity="medium",
+      summary="Changing a generated expression or an identity changes values and may rewrite the table.",
+      why="SET EXPRESSION (PG 17+) rewrites the table under ACCESS EXCLUSIVE; DROP EXPRESSION and identity changes "
+          "alter what clients can write.",
+      fix="Expand/contract: add a new column with the new expression, backfill, switch readers, drop the old one.",
+      bad="ALTER TABLE t ALTER COLUMN g SET EXPRESSION AS (a * 2);",
+      good="ALTER TABLE t ADD COLUMN g2 int;", hazards=(33,), size=True),
+    R(code="MG313", name="add-column-breaks-positional-insert", severity="low",
+      summary="A new column breaks INSERT ... VALUES without a column list and SELECT * consumers.",
+      why="Positional inserts now get the wrong column count; code mapping SELECT * by position shifts.",
+      fix="Name the columns in every INSERT and SELECT before adding columns.",
+      bad="ALTER TABLE t ADD COLUMN q bigint;",
+      good="CREATE TABLE t (q bigint);", hazards=(55,), default=False),
+    R(code="MG314", name="type-change-blocked-by-view", severity="critical",
+      summary="ALTER COLUMN ... TYPE on a column a view or materialized view selects fails.",
+      why="PostgreSQL refuses to change the type of a column a view or rule depends on (\"cannot alter type of a "
+          "column used by a view or rule\"): the migration stops there, whatever the new type.",
+      fix="Drop the view, change the type and create the view again, in one transaction:\n"
+          "DROP VIEW v;\nALTER TABLE t ALTER COLUMN email TYPE varchar(200);\n"
+          "CREATE VIEW v AS SELECT id, email FROM t;",
+      bad="CREATE VIEW v AS SELECT id, name FROM t;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
+      good="DROP VIEW v;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\nCREATE VIEW v AS SELECT id, name FROM t;",
+      hazards=(26,)),
+    R(code="MG315", name="type-change-rebuilds-index", severity="high",
+      summary="A type change that keeps the table's storage still rebuilds expression and partial indexes on the column.",
+      why="Even a binary-coercible change (varchar(n) to a wider varchar or text, numeric precision) rebuilds every "
+          "expression or partial index that reads the column, and timestamp to timestamptz (TimeZone UTC) every "
+          "index on it, under ACCESS EXCLUSIVE: reads and writes wait for the builds.",
+      fix="Drop the index first and build it again concurrently after the type change:\n"
+          "DROP INDEX CONCURRENTLY t_lower_name_idx;\nALTER TABLE t ALTER COLUMN name TYPE varchar(100);\n"
+          "CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));",
+      bad="CREATE INDEX CONCURRENTLY t_lower_name_idx ON t (lower(name));\n"
+          "ALTER TABLE t ALTER COLUMN name TYPE varchar(100);",
+      good="ALTER TABLE t ALTER COLUMN name TYPE varchar(100);", hazards=(26,), size=True),
+    R(code="MG316", name="add-column-constrained-domain", severity="high",
+      summary="ADD COLUMN of a domain with a CHECK or NOT NULL rewrites the table.",
+      why="PostgreSQL cannot store the new column's value in the catalogue when its domain has constraints: each "
+          "row's value is checked against them, so the table and its indexes are rewritten under ACCESS EXCLUSIVE.",
+      fix="Add the column with the domain's base type and put the CHECK on it, NOT VALID, validated later:\n"
+          "ALTER TABLE t ADD COLUMN quantity int;\n"
+          "ALTER TABLE t ADD CONSTRAINT t_quantity_pos CHECK (quantity > 0) NOT VALID;",
+      bad="CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);\nALTER TABLE big_events ADD COLUMN quantity positive_int;",
+      good="ALTER TABLE big_events ADD COLUMN quantity int;\n"
+           "ALTER TABLE big_events ADD CONSTRAINT big_events_quantity_pos CHECK (quantity > 0) NOT VALID;",
+      hazards=(20,), size=True),
 )
 
 _TYPE = re.compile(r"^([a-z ]+?)(?:\(([\d, ]+)\))?(\[\])?$")

@@ -11,123 +11,127 @@ from . import Hit, rule
 
 R = rule("constraints")
 RULES = (
-    R("MG201", "foreign-key-validated", "high",
-      "Adding a FOREIGN KEY validates every existing row while both tables are write-locked.",
-      "ADD FOREIGN KEY takes SHARE ROW EXCLUSIVE on the table and the referenced table, then scans the table: "
-      "writes to both wait for the whole scan.",
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n"
-      "-- in a separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
-      "ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;",
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
-      (9,), size=True),
-    R("MG202", "check-constraint-validated", "high",
-      "Adding a CHECK constraint scans the whole table under ACCESS EXCLUSIVE.",
-      "Without NOT VALID every row is checked while reads and writes on the table wait.",
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
-      "-- separate transaction:\nALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);",
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", (10,), size=True),
-    R("MG203", "validate-in-same-transaction", "high",
-      "VALIDATE CONSTRAINT in the same transaction as its NOT VALID add keeps the strong lock during the scan.",
-      "The ADD took ACCESS EXCLUSIVE (CHECK) or SHARE ROW EXCLUSIVE (FK); locks last until COMMIT, so the "
-      "validation scan runs with that lock held and NOT VALID bought nothing.",
-      "Commit between the two steps (or put VALIDATE in the next migration):\n"
-      "ALTER TABLE t ADD CONSTRAINT c CHECK (x > 0) NOT VALID;\nCOMMIT;\nALTER TABLE t VALIDATE CONSTRAINT c;",
-      "BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\n"
-      "ALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;",
-      "BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\nCOMMIT;\n"
-      "BEGIN;\nALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;", (11,), size=True),
-    R("MG204", "unique-constraint-direct", "high",
-      "ADD UNIQUE builds its index under ACCESS EXCLUSIVE (and UNIQUE cannot be NOT VALID).",
-      "The unique index is built while the table is locked against reads and writes; NOT VALID does not apply "
-      "to UNIQUE, so the only online path is a concurrent index attached afterwards.",
-      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);\n"
-      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
-      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
-      "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;", (12,), size=True),
-    R("MG205", "primary-key-direct", "high",
-      "ADD PRIMARY KEY builds an index (and checks NOT NULL) under ACCESS EXCLUSIVE.",
-      "Reads and writes wait while the unique index is built and the columns are scanned for NULLs.",
-      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS account_pk_idx ON account (id);\n"
-      "-- make id NOT NULL safely (see set-not-null), then:\n"
-      "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;",
-      "ALTER TABLE account ADD PRIMARY KEY (id);",
-      "ALTER TABLE account ALTER COLUMN id SET NOT NULL;\n"
-      "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;", (13,), size=True),
-    R("MG206", "primary-key-on-nullable-columns", "medium",
-      "PRIMARY KEY USING INDEX on columns not yet NOT NULL implies a full SET NOT NULL scan.",
-      "If the key columns are nullable PostgreSQL adds NOT NULL first, scanning the table under ACCESS EXCLUSIVE.",
-      "ALTER TABLE t ADD CONSTRAINT t_id_nn CHECK (id IS NOT NULL) NOT VALID;\n"
-      "ALTER TABLE t VALIDATE CONSTRAINT t_id_nn;\nALTER TABLE t ALTER COLUMN id SET NOT NULL;\n"
-      "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
-      "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
-      "ALTER TABLE t ALTER COLUMN id SET NOT NULL;\nALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
-      (14,), size=True),
-    R("MG207", "exclusion-constraint", "high",
-      "ADD EXCLUDE builds a GiST index and checks all rows under ACCESS EXCLUSIVE; there is no online path.",
-      "Exclusion constraints support neither NOT VALID nor USING INDEX.",
-      "Add it when the table is created or empty, in a maintenance window, or build a new table and swap.",
-      "ALTER TABLE booking ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
-      "CREATE TABLE booking (room int, during tstzrange, EXCLUDE USING gist (room WITH =, during WITH &&));",
-      (15,), size=True),
-    R("MG208", "set-not-null", "high",
-      "SET NOT NULL scans the whole table under ACCESS EXCLUSIVE.",
-      "Every row is checked while reads and writes wait. PostgreSQL 12+ skips the scan when a validated "
-      "CHECK (c IS NOT NULL) already proves it; PostgreSQL 18 can add NOT NULL as NOT VALID.",
-      "ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\n"
-      "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;  -- separate transaction\n"
-      "ALTER TABLE t ALTER COLUMN c SET NOT NULL;  -- no scan on PG 12+\nALTER TABLE t DROP CONSTRAINT t_c_nn;\n"
-      "-- PG 18+: ALTER TABLE t ADD CONSTRAINT t_c_nn NOT NULL c NOT VALID; then VALIDATE CONSTRAINT t_c_nn;",
-      "ALTER TABLE t ALTER COLUMN c SET NOT NULL;",
-      "ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\nCOMMIT;\n"
-      "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;\nALTER TABLE t ALTER COLUMN c SET NOT NULL;", (16,), size=True),
-    R("MG209", "drop-not-null", "low",
-      "DROP NOT NULL lets NULLs in that running clients may not expect.",
-      "Code that assumes the column is always set (and other services reading the table) can break on NULLs.",
-      "Keep the column NOT NULL with a sentinel default, or expand/contract: add a nullable column, migrate "
-      "readers, then drop the old one.",
-      "ALTER TABLE users ALTER COLUMN name DROP NOT NULL;",
-      "ALTER TABLE users ALTER COLUMN name SET DEFAULT '';", (17,)),
-    R("MG210", "drop-constraint", "low",
-      "DROP CONSTRAINT removes a guarantee the data and the application rely on.",
-      "Once dropped, invalid rows can be written and are hard to clean up; the drop takes ACCESS EXCLUSIVE "
-      "(for a FK on both tables).",
-      "Confirm nothing relies on it, back up, and drop it in its own migration:\n"
-      "ALTER TABLE pets DROP CONSTRAINT IF EXISTS pets_owner_fk;",
-      "ALTER TABLE pets DROP CONSTRAINT pets_owner_fk;",
-      "ALTER TABLE pets ADD CONSTRAINT pets_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id) NOT VALID;",
-      (18,)),
-    R("MG211", "new-write-restriction", "low",
-      "A new CHECK or FOREIGN KEY (even NOT VALID) rejects writes from application code not yet updated.",
-      "NOT VALID only skips checking old rows; new INSERTs and UPDATEs are checked at once.",
-      "Deploy the application that writes valid data first, then add the constraint.",
-      "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID;",
-      "CREATE TABLE t (a int CHECK (a > 0));", (19,), default=False),
-    R("MG212", "domain-check-constraint", "medium",
-      "CHECK constraints on a domain are re-checked on every column using it.",
-      "ALTER DOMAIN ADD CONSTRAINT scans every table with a column of that domain, and adding a column of a "
-      "constrained domain rewrites the table.",
-      "Put the CHECK on the columns instead: ALTER TABLE t ADD CONSTRAINT t_v_pos CHECK (v > 0) NOT VALID;",
-      "CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);",
-      "CREATE DOMAIN positive_int AS int;", (20,)),
-    R("MG213", "redefine-primary-key", "critical",
-      "Dropping and re-adding the primary key rebuilds it under ACCESS EXCLUSIVE.",
-      "Between the drop and the add the table has no key (and FKs pointing to it must be dropped); the new "
-      "index is built with the table locked.",
-      "CREATE UNIQUE INDEX CONCURRENTLY t_new_pk ON t (a, b);\n"
-      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;",
-      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (a, b);",
-      "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;", (45,)),
-    R("MG214", "foreign-key-without-index", "low",
-      "A FOREIGN KEY whose columns have no index makes deletes and key updates on the parent scan the child.",
-      "Each DELETE on the referenced table looks up referencing rows; without an index that is a sequential "
-      "scan of the child table, under row locks.",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);\n"
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
-      (71,)),
+    R(code="MG201", name="foreign-key-validated", severity="high",
+      summary="Adding a FOREIGN KEY validates every existing row while both tables are write-locked.",
+      why="ADD FOREIGN KEY takes SHARE ROW EXCLUSIVE on the table and the referenced table, then scans the table: "
+          "writes to both wait for the whole scan.",
+      fix="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n"
+          "-- in a separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
+          "ALTER TABLE orders VALIDATE CONSTRAINT orders_user_fk;",
+      bad="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);",
+      good="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      hazards=(9,), size=True),
+    R(code="MG202", name="check-constraint-validated", severity="high",
+      summary="Adding a CHECK constraint scans the whole table under ACCESS EXCLUSIVE.",
+      why="Without NOT VALID every row is checked while reads and writes on the table wait.",
+      fix="ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
+          "-- separate transaction:\nALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
+      bad="ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);",
+      good="ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", hazards=(10,), size=True),
+    R(code="MG203", name="validate-in-same-transaction", severity="high",
+      summary="VALIDATE CONSTRAINT in the same transaction as its NOT VALID add keeps the strong lock during the scan.",
+      why="The ADD took ACCESS EXCLUSIVE (CHECK) or SHARE ROW EXCLUSIVE (FK); locks last until COMMIT, so the "
+          "validation scan runs with that lock held and NOT VALID bought nothing.",
+      fix="Commit between the two steps (or put VALIDATE in the next migration):\n"
+          "ALTER TABLE t ADD CONSTRAINT c CHECK (x > 0) NOT VALID;\nCOMMIT;\nALTER TABLE t VALIDATE CONSTRAINT c;",
+      bad="BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\n"
+          "ALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;",
+      good="BEGIN;\nALTER TABLE t ADD CONSTRAINT t_x_pos CHECK (x > 0) NOT VALID;\nCOMMIT;\n"
+           "BEGIN;\nALTER TABLE t VALIDATE CONSTRAINT t_x_pos;\nCOMMIT;", hazards=(11,), size=True),
+    R(code="MG204", name="unique-constraint-direct", severity="high",
+      summary="ADD UNIQUE builds its index under ACCESS EXCLUSIVE (and UNIQUE cannot be NOT VALID).",
+      why="The unique index is built while the table is locked against reads and writes; NOT VALID does not apply "
+          "to UNIQUE, so the only online path is a concurrent index attached afterwards.",
+      fix="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);\n"
+          "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
+      bad="ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+      good="ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;", hazards=(12,),
+      size=True),
+    R(code="MG205", name="primary-key-direct", severity="high",
+      summary="ADD PRIMARY KEY builds an index (and checks NOT NULL) under ACCESS EXCLUSIVE.",
+      why="Reads and writes wait while the unique index is built and the columns are scanned for NULLs.",
+      fix="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS account_pk_idx ON account (id);\n"
+          "-- make id NOT NULL safely (see set-not-null), then:\n"
+          "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;",
+      bad="ALTER TABLE account ADD PRIMARY KEY (id);",
+      good="ALTER TABLE account ALTER COLUMN id SET NOT NULL;\n"
+           "ALTER TABLE account ADD CONSTRAINT account_pkey PRIMARY KEY USING INDEX account_pk_idx;", hazards=(13,),
+      size=True),
+    R(code="MG206", name="primary-key-on-nullable-columns", severity="medium",
+      summary="PRIMARY KEY USING INDEX on columns not yet NOT NULL implies a full SET NOT NULL scan.",
+      why="If the key columns are nullable PostgreSQL adds NOT NULL first, scanning the table under ACCESS EXCLUSIVE.",
+      fix="ALTER TABLE t ADD CONSTRAINT t_id_nn CHECK (id IS NOT NULL) NOT VALID;\n"
+          "ALTER TABLE t VALIDATE CONSTRAINT t_id_nn;\nALTER TABLE t ALTER COLUMN id SET NOT NULL;\n"
+          "ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      bad="ALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      good="ALTER TABLE t ALTER COLUMN id SET NOT NULL;\nALTER TABLE t ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pk_idx;",
+      hazards=(14,), size=True),
+    R(code="MG207", name="exclusion-constraint", severity="high",
+      summary="ADD EXCLUDE builds a GiST index and checks all rows under ACCESS EXCLUSIVE; there is no online path.",
+      why="Exclusion constraints support neither NOT VALID nor USING INDEX.",
+      fix="Add it when the table is created or empty, in a maintenance window, or build a new table and swap.",
+      bad="ALTER TABLE booking ADD CONSTRAINT no_overlap EXCLUDE USING gist (room WITH =, during WITH &&);",
+      good="CREATE TABLE booking (room int, during tstzrange, EXCLUDE USING gist (room WITH =, during WITH &&));",
+      hazards=(15,), size=True),
+    R(code="MG208", name="set-not-null", severity="high",
+      summary="SET NOT NULL scans the whole table under ACCESS EXCLUSIVE.",
+      why="Every row is checked while reads and writes wait. PostgreSQL 12+ skips the scan when a validated "
+          "CHECK (c IS NOT NULL) already proves it; PostgreSQL 18 can add NOT NULL as NOT VALID.",
+      fix="ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\n"
+          "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;  -- separate transaction\n"
+          "ALTER TABLE t ALTER COLUMN c SET NOT NULL;  -- no scan on PG 12+\nALTER TABLE t DROP CONSTRAINT t_c_nn;\n"
+          "-- PG 18+: ALTER TABLE t ADD CONSTRAINT t_c_nn NOT NULL c NOT VALID; then VALIDATE CONSTRAINT t_c_nn;",
+      bad="ALTER TABLE t ALTER COLUMN c SET NOT NULL;",
+      good="ALTER TABLE t ADD CONSTRAINT t_c_nn CHECK (c IS NOT NULL) NOT VALID;\nCOMMIT;\n"
+           "ALTER TABLE t VALIDATE CONSTRAINT t_c_nn;\nALTER TABLE t ALTER COLUMN c SET NOT NULL;", hazards=(16,),
+      size=True),
+    R(code="MG209", name="drop-not-null", severity="low",
+      summary="DROP NOT NULL lets NULLs in that running clients may not expect.",
+      why="Code that assumes the column is always set (and other services reading the table) can break on NULLs.",
+      fix="Keep the column NOT NULL with a sentinel default, or expand/contract: add a nullable column, migrate "
+          "readers, then drop the old one.",
+      bad="ALTER TABLE users ALTER COLUMN name DROP NOT NULL;",
+      good="ALTER TABLE users ALTER COLUMN name SET DEFAULT '';", hazards=(17,)),
+    R(code="MG210", name="drop-constraint", severity="low",
+      summary="DROP CONSTRAINT removes a guarantee the data and the application rely on.",
+      why="Once dropped, invalid rows can be written and are hard to clean up; the drop takes ACCESS EXCLUSIVE "
+          "(for a FK on both tables).",
+      fix="Confirm nothing relies on it, back up, and drop it in its own migration:\n"
+          "ALTER TABLE pets DROP CONSTRAINT IF EXISTS pets_owner_fk;",
+      bad="ALTER TABLE pets DROP CONSTRAINT pets_owner_fk;",
+      good="ALTER TABLE pets ADD CONSTRAINT pets_owner_fk FOREIGN KEY (owner_id) REFERENCES owners (id) NOT VALID;",
+      hazards=(18,)),
+    R(code="MG211", name="new-write-restriction", severity="low",
+      summary="A new CHECK or FOREIGN KEY (even NOT VALID) rejects writes from application code not yet updated.",
+      why="NOT VALID only skips checking old rows; new INSERTs and UPDATEs are checked at once.",
+      fix="Deploy the application that writes valid data first, then add the constraint.",
+      bad="ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID;",
+      good="CREATE TABLE t (a int CHECK (a > 0));", hazards=(19,), default=False),
+    R(code="MG212", name="domain-check-constraint", severity="medium",
+      summary="CHECK constraints on a domain are re-checked on every column using it.",
+      why="ALTER DOMAIN ADD CONSTRAINT scans every table with a column of that domain, and adding a column of a "
+          "constrained domain rewrites the table.",
+      fix="Put the CHECK on the columns instead: ALTER TABLE t ADD CONSTRAINT t_v_pos CHECK (v > 0) NOT VALID;",
+      bad="CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);",
+      good="CREATE DOMAIN positive_int AS int;", hazards=(20,)),
+    R(code="MG213", name="redefine-primary-key", severity="critical",
+      summary="Dropping and re-adding the primary key rebuilds it under ACCESS EXCLUSIVE.",
+      why="Between the drop and the add the table has no key (and FKs pointing to it must be dropped); the new "
+          "index is built with the table locked.",
+      fix="CREATE UNIQUE INDEX CONCURRENTLY t_new_pk ON t (a, b);\n"
+          "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;",
+      bad="ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (a, b);",
+      good="ALTER TABLE t DROP CONSTRAINT t_pkey, ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_new_pk;",
+      hazards=(45,)),
+    R(code="MG214", name="foreign-key-without-index", severity="low",
+      summary="A FOREIGN KEY whose columns have no index makes deletes and key updates on the parent scan the child.",
+      why="Each DELETE on the referenced table looks up referencing rows; without an index that is a sequential "
+          "scan of the child table, under row locks.",
+      fix="CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);",
+      bad="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);\n"
+           "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      hazards=(71,)),
 )
 
 

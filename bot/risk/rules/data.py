@@ -11,24 +11,25 @@ from . import Hit, rule
 R = rule("data")
 LARGE_ROWS = 1_000_000
 RULES = (
-    R("MG701", "dml-without-where", "high",
-      "UPDATE or DELETE without WHERE changes every row of the table.",
-      "It locks every row, writes the whole table to WAL (replica lag, bloat) and, for DELETE, loses all data; "
-      "inside the migration transaction nothing is visible or released until COMMIT.",
-      "Restrict it and batch it by key range, in its own transactions:\n"
-      "UPDATE users SET status = 'active' WHERE id >= $1 AND id < $1 + 10000 AND status IS NULL;",
-      "UPDATE users SET status = 'active';",
-      "UPDATE users SET status = 'active' WHERE id >= 1 AND id < 10001 AND status IS NULL;", (64,), size=True),
-    R("MG702", "unbatched-dml-on-large-table", "high",
-      "A single UPDATE/DELETE on a large table runs as one huge transaction.",
-      "Millions of row locks, WAL and dead tuples in one go: replicas lag, autovacuum falls behind, and "
-      "concurrent writers block on the locked rows until COMMIT.",
-      "Batch by primary-key range with a pause between batches, outside the DDL transaction:\n"
-      "UPDATE events SET archived = true WHERE id BETWEEN $1 AND $1 + 9999 AND created_at < '2020-01-01';",
-      "-- big_events has 50 M rows\nUPDATE big_events SET archived = true WHERE created_at < '2020-01-01';",
-      "-- big_events has 50 M rows\n"
-      "UPDATE big_events SET archived = true WHERE id BETWEEN 1 AND 10000 AND created_at < '2020-01-01';",
-      (64,), size=True),
+    R(code="MG701", name="dml-without-where", severity="high",
+      summary="UPDATE or DELETE without WHERE changes every row of the table.",
+      why="It locks every row, writes the whole table to WAL (replica lag, bloat) and, for DELETE, loses all data; "
+          "inside the migration transaction nothing is visible or released until COMMIT.",
+      fix="Restrict it and batch it by key range, in its own transactions:\n"
+          "UPDATE users SET status = 'active' WHERE id >= $1 AND id < $1 + 10000 AND status IS NULL;",
+      bad="UPDATE users SET status = 'active';",
+      good="UPDATE users SET status = 'active' WHERE id >= 1 AND id < 10001 AND status IS NULL;", hazards=(64,),
+      size=True),
+    R(code="MG702", name="unbatched-dml-on-large-table", severity="high",
+      summary="A single UPDATE/DELETE on a large table runs as one huge transaction.",
+      why="Millions of row locks, WAL and dead tuples in one go: replicas lag, autovacuum falls behind, and "
+          "concurrent writers block on the locked rows until COMMIT.",
+      fix="Batch by primary-key range with a pause between batches, outside the DDL transaction:\n"
+          "UPDATE events SET archived = true WHERE id BETWEEN $1 AND $1 + 9999 AND created_at < '2020-01-01';",
+      bad="-- big_events has 50 M rows\nUPDATE big_events SET archived = true WHERE created_at < '2020-01-01';",
+      good="-- big_events has 50 M rows\n"
+           "UPDATE big_events SET archived = true WHERE id BETWEEN 1 AND 10000 AND created_at < '2020-01-01';",
+      hazards=(64,), size=True),
 )
 
 

@@ -11,78 +11,80 @@ from . import Hit, rule
 
 R = rule("indexes")
 RULES = (
-    R("MG101", "create-index-non-concurrent", "high",
-      "CREATE INDEX on an existing table without CONCURRENTLY blocks all writes while it builds.",
-      "A plain CREATE INDEX takes a SHARE lock on the table for the whole build: every INSERT, UPDATE and "
-      "DELETE waits, and the build time grows with the table.",
-      "Build it online, outside a transaction, then check it is valid:\n"
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\n"
-      "-- if it failed: SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx'::regclass; DROP INDEX CONCURRENTLY idx; and retry",
-      "CREATE INDEX users_email_idx ON users (email);",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (1,), size=True),
-    R("MG102", "drop-index-non-concurrent", "medium",
-      "DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table.",
-      "The drop itself is quick, but it waits for every running query on the table and every later query "
-      "queues behind it, so a long SELECT turns it into an outage.",
-      "DROP INDEX CONCURRENTLY IF EXISTS idx;  -- outside a transaction (not possible for indexes backing a constraint)",
-      "DROP INDEX users_email_idx;",
-      "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", (2,)),
-    R("MG103", "concurrently-in-transaction", "critical",
-      "CONCURRENTLY (index build, drop, reindex, detach) inside a transaction block fails at runtime.",
-      "PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY and other non-transactional "
-      "statements inside BEGIN ... COMMIT (error 25001), so the migration aborts.",
-      "Move the statement to its own migration file that runs without a transaction:\n"
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);",
-      "BEGIN;\nCREATE INDEX CONCURRENTLY users_email_idx ON users (email);\nCOMMIT;",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (3,)),
-    R("MG104", "reindex-non-concurrent", "high",
-      "REINDEX without CONCURRENTLY blocks writes to the table and reads that use the index.",
-      "REINDEX takes SHARE on the table and ACCESS EXCLUSIVE on each index being rebuilt, for the whole rebuild.",
-      "REINDEX INDEX CONCURRENTLY idx;  -- PostgreSQL 12+, outside a transaction",
-      "REINDEX TABLE users;",
-      "REINDEX TABLE CONCURRENTLY users;", (4,), size=True),
-    R("MG105", "index-on-partitioned-table", "high",
-      "An index on a partitioned table cannot be built concurrently and locks every partition.",
-      "CREATE INDEX on the parent builds on all partitions under SHARE locks; CONCURRENTLY is not supported there.",
-      "CREATE INDEX idx ON ONLY events (ts);            -- invalid parent index, instant\n"
-      "CREATE INDEX CONCURRENTLY events_p1_ts ON events_p1 (ts);  -- per partition\n"
-      "ALTER INDEX idx ATTACH PARTITION events_p1_ts;   -- the parent becomes valid once all are attached",
-      "-- events is partitioned\nCREATE INDEX events_ts_idx ON events (ts);",
-      "-- events is partitioned\nCREATE INDEX events_ts_idx ON ONLY events (ts);", (5,), size=True),
-    R("MG106", "concurrent-index-corruption-pg14", "critical",
-      "CREATE INDEX / REINDEX CONCURRENTLY on PostgreSQL 14.0-14.3 can silently corrupt the index.",
-      "A bug in 14.0 to 14.3 could miss rows in indexes built concurrently; queries then return wrong results.",
-      "Upgrade to 14.4 or later first, then build the index concurrently; REINDEX indexes built on 14.0-14.3.",
-      "-- on PostgreSQL 14 (minor unknown or < 4)\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
-      "CREATE TABLE t (c int);\nCREATE INDEX t_c_idx ON t (c);", (6,), pg=14),
-    R("MG107", "unnamed-concurrent-index", "low",
-      "A concurrent index without an explicit name cannot be checked or cleaned up after a failed build.",
-      "A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that still slows writes; with a generated name "
-      "a re-run creates a second one instead of finding the first.",
-      "Name the index so the runbook can check pg_index.indisvalid and DROP INDEX CONCURRENTLY it:\n"
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
-      "CREATE INDEX CONCURRENTLY ON users (email);",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (7,)),
-    R("MG108", "wide-index", "low",
-      "A non-unique index on more than three columns is rarely worth its write cost.",
-      "Each extra column makes the index larger and every write slower; the planner seldom uses trailing columns.",
-      "Index the one to three most selective columns: CREATE INDEX CONCURRENTLY t_a_b_idx ON t (a, b);",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_abcd_idx ON t (a, b, c, d);",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_ab_idx ON t (a, b);", (8,)),
-    R("MG109", "unique-index-on-existing-data", "medium",
-      "A UNIQUE index on an existing table fails if duplicates already exist.",
-      "The build aborts on the first duplicate (and a concurrent build leaves an INVALID index behind), "
-      "so the migration fails in production even though it passed on a clean database.",
-      "Check first: SELECT c, count(*) FROM t GROUP BY c HAVING count(*) > 1;\n"
-      "then CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_c_key ON t (c);",
-      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);",
-      "CREATE TABLE users (id bigint, email text);\nCREATE UNIQUE INDEX users_email_key ON users (email);", (81,)),
-    R("MG110", "drop-index-backing-constraint", "critical",
-      "DROP INDEX of an index that backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint fails.",
-      "PostgreSQL refuses it (2BP01: constraint ... requires it), CONCURRENTLY or not, so the migration aborts.",
-      "Drop the constraint instead (it drops its index): ALTER TABLE t DROP CONSTRAINT t_email_key;",
-      "-- members_pkey backs members' primary key\nDROP INDEX CONCURRENTLY IF EXISTS members_pkey;",
-      "-- members_nickname_idx is a plain index\nDROP INDEX CONCURRENTLY IF EXISTS members_nickname_idx;", (2,)),
+    R(code="MG101", name="create-index-non-concurrent", severity="high",
+      summary="CREATE INDEX on an existing table without CONCURRENTLY blocks all writes while it builds.",
+      why="A plain CREATE INDEX takes a SHARE lock on the table for the whole build: every INSERT, UPDATE and "
+          "DELETE waits, and the build time grows with the table.",
+      fix="Build it online, outside a transaction, then check it is valid:\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\n"
+          "-- if it failed: SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx'::regclass; DROP INDEX CONCURRENTLY idx; and retry",
+      bad="CREATE INDEX users_email_idx ON users (email);",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", hazards=(1,), size=True),
+    R(code="MG102", name="drop-index-non-concurrent", severity="medium",
+      summary="DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table.",
+      why="The drop itself is quick, but it waits for every running query on the table and every later query "
+          "queues behind it, so a long SELECT turns it into an outage.",
+      fix="DROP INDEX CONCURRENTLY IF EXISTS idx;  -- outside a transaction (not possible for indexes backing a constraint)",
+      bad="DROP INDEX users_email_idx;",
+      good="DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", hazards=(2,)),
+    R(code="MG103", name="concurrently-in-transaction", severity="critical",
+      summary="CONCURRENTLY (index build, drop, reindex, detach) inside a transaction block fails at runtime.",
+      why="PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY and other non-transactional "
+          "statements inside BEGIN ... COMMIT (error 25001), so the migration aborts.",
+      fix="Move the statement to its own migration file that runs without a transaction:\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);",
+      bad="BEGIN;\nCREATE INDEX CONCURRENTLY users_email_idx ON users (email);\nCOMMIT;",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", hazards=(3,)),
+    R(code="MG104", name="reindex-non-concurrent", severity="high",
+      summary="REINDEX without CONCURRENTLY blocks writes to the table and reads that use the index.",
+      why="REINDEX takes SHARE on the table and ACCESS EXCLUSIVE on each index being rebuilt, for the whole rebuild.",
+      fix="REINDEX INDEX CONCURRENTLY idx;  -- PostgreSQL 12+, outside a transaction",
+      bad="REINDEX TABLE users;",
+      good="REINDEX TABLE CONCURRENTLY users;", hazards=(4,), size=True),
+    R(code="MG105", name="index-on-partitioned-table", severity="high",
+      summary="An index on a partitioned table cannot be built concurrently and locks every partition.",
+      why="CREATE INDEX on the parent builds on all partitions under SHARE locks; CONCURRENTLY is not supported there.",
+      fix="CREATE INDEX idx ON ONLY events (ts);            -- invalid parent index, instant\n"
+          "CREATE INDEX CONCURRENTLY events_p1_ts ON events_p1 (ts);  -- per partition\n"
+          "ALTER INDEX idx ATTACH PARTITION events_p1_ts;   -- the parent becomes valid once all are attached",
+      bad="-- events is partitioned\nCREATE INDEX events_ts_idx ON events (ts);",
+      good="-- events is partitioned\nCREATE INDEX events_ts_idx ON ONLY events (ts);", hazards=(5,), size=True),
+    R(code="MG106", name="concurrent-index-corruption-pg14", severity="critical",
+      summary="CREATE INDEX / REINDEX CONCURRENTLY on PostgreSQL 14.0-14.3 can silently corrupt the index.",
+      why="A bug in 14.0 to 14.3 could miss rows in indexes built concurrently; queries then return wrong results.",
+      fix="Upgrade to 14.4 or later first, then build the index concurrently; REINDEX indexes built on 14.0-14.3.",
+      bad="-- on PostgreSQL 14 (minor unknown or < 4)\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
+      good="CREATE TABLE t (c int);\nCREATE INDEX t_c_idx ON t (c);", hazards=(6,), pg=14),
+    R(code="MG107", name="unnamed-concurrent-index", severity="low",
+      summary="A concurrent index without an explicit name cannot be checked or cleaned up after a failed build.",
+      why="A failed CREATE INDEX CONCURRENTLY leaves an INVALID index that still slows writes; with a generated name "
+          "a re-run creates a second one instead of finding the first.",
+      fix="Name the index so the runbook can check pg_index.indisvalid and DROP INDEX CONCURRENTLY it:\n"
+          "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_c_idx ON t (c);",
+      bad="CREATE INDEX CONCURRENTLY ON users (email);",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", hazards=(7,)),
+    R(code="MG108", name="wide-index", severity="low",
+      summary="A non-unique index on more than three columns is rarely worth its write cost.",
+      why="Each extra column makes the index larger and every write slower; the planner seldom uses trailing columns.",
+      fix="Index the one to three most selective columns: CREATE INDEX CONCURRENTLY t_a_b_idx ON t (a, b);",
+      bad="CREATE INDEX CONCURRENTLY IF NOT EXISTS t_abcd_idx ON t (a, b, c, d);",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS t_ab_idx ON t (a, b);", hazards=(8,)),
+    R(code="MG109", name="unique-index-on-existing-data", severity="medium",
+      summary="A UNIQUE index on an existing table fails if duplicates already exist.",
+      why="The build aborts on the first duplicate (and a concurrent build leaves an INVALID index behind), "
+          "so the migration fails in production even though it passed on a clean database.",
+      fix="Check first: SELECT c, count(*) FROM t GROUP BY c HAVING count(*) > 1;\n"
+          "then CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_c_key ON t (c);",
+      bad="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email_key ON users (email);",
+      good="CREATE TABLE users (id bigint, email text);\nCREATE UNIQUE INDEX users_email_key ON users (email);",
+      hazards=(81,)),
+    R(code="MG110", name="drop-index-backing-constraint", severity="critical",
+      summary="DROP INDEX of an index that backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint fails.",
+      why="PostgreSQL refuses it (2BP01: constraint ... requires it), CONCURRENTLY or not, so the migration aborts.",
+      fix="Drop the constraint instead (it drops its index): ALTER TABLE t DROP CONSTRAINT t_email_key;",
+      bad="-- members_pkey backs members' primary key\nDROP INDEX CONCURRENTLY IF EXISTS members_pkey;",
+      good="-- members_nickname_idx is a plain index\nDROP INDEX CONCURRENTLY IF EXISTS members_nickname_idx;",
+      hazards=(2,)),
 )
 
 

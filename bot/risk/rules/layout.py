@@ -9,16 +9,16 @@ from . import Hit, rule
 
 R = rule("layout")
 RULES = (
-    R("MG911", "column-order-padding", "low",
-      "CREATE TABLE lists its columns in an order that wastes alignment padding in every row.",
-      "PostgreSQL aligns each fixed-width value to its type's alignment (8 bytes for bigint, timestamptz, "
-      "double precision; 4 for integer, date, real; 2 for smallint), so a narrow column before a wide one "
-      "leaves unused bytes in every row, and rows are stored in multiples of 8 bytes. Changing the order "
-      "later means rebuilding the table; at CREATE TABLE it is free.",
-      "CREATE TABLE t (id bigint, n int, s smallint, flag boolean);\n"
-      "-- 8-byte-aligned types first, then 4, 2 and 1; variable-length types (text, numeric, jsonb) last",
-      "CREATE TABLE t (id bigint, flag boolean, n int, s smallint);",
-      "CREATE TABLE t (id bigint, n int, s smallint, flag boolean);", (79,)),
+    R(code="MG911", name="column-order-padding", severity="low",
+      summary="CREATE TABLE lists its columns in an order that wastes alignment padding in every row.",
+      why="PostgreSQL aligns each fixed-width value to its type's alignment (8 bytes for bigint, timestamptz, "
+          "double precision; 4 for integer, date, real; 2 for smallint), so a narrow column before a wide one "
+          "leaves unused bytes in every row, and rows are stored in multiples of 8 bytes. Changing the order "
+          "later means rebuilding the table; at CREATE TABLE it is free.",
+      fix="CREATE TABLE t (id bigint, n int, s smallint, flag boolean);\n"
+          "-- 8-byte-aligned types first, then 4, 2 and 1; variable-length types (text, numeric, jsonb) last",
+      bad="CREATE TABLE t (id bigint, flag boolean, n int, s smallint);",
+      good="CREATE TABLE t (id bigint, n int, s smallint, flag boolean);", hazards=(79,)),
 )
 
 # pg_type (typlen, typalign in bytes) of the built-in fixed-width types; a test compares them with a server.

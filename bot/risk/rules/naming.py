@@ -11,15 +11,15 @@ from . import Hit, rule
 
 R = rule("naming")
 RULES = (
-    R("MG921", "naming-convention", "low",
-      "A new name is not snake_case: mixed case, spaces or a reserved word must be double-quoted forever.",
-      "PostgreSQL folds unquoted names to lower case, so a table created as \"Users\" can only be reached as "
-      "\"Users\", quoted, in every query, psql session and tool; names with spaces or other characters, and "
-      "reserved words, are the same. A schema that mixes conventions invites errors. Opt-in: ORMs such as "
-      "Prisma quote PascalCase names everywhere by design.",
-      "CREATE TABLE users (id bigint, created_at timestamptz);  -- lower-case snake_case, never quoted",
-      "CREATE TABLE \"Users\" (id bigint, \"createdAt\" timestamptz);",
-      "CREATE TABLE users (id bigint, created_at timestamptz);", (80,), default=False),
+    R(code="MG921", name="naming-convention", severity="low",
+      summary="A new name is not snake_case: mixed case, spaces or a reserved word must be double-quoted forever.",
+      why="PostgreSQL folds unquoted names to lower case, so a table created as \"Users\" can only be reached as "
+          "\"Users\", quoted, in every query, psql session and tool; names with spaces or other characters, and "
+          "reserved words, are the same. A schema that mixes conventions invites errors. Opt-in: ORMs such as "
+          "Prisma quote PascalCase names everywhere by design.",
+      fix="CREATE TABLE users (id bigint, created_at timestamptz);  -- lower-case snake_case, never quoted",
+      bad="CREATE TABLE \"Users\" (id bigint, \"createdAt\" timestamptz);",
+      good="CREATE TABLE users (id bigint, created_at timestamptz);", hazards=(80,), default=False),
 )
 
 # (?<!_): a search never starts inside a run of underscores, so it stays linear (fullmatch: the same)

@@ -9,19 +9,19 @@ from . import Hit, rule
 
 R = rule("rechecks")
 RULES = (
-    R("MG901", "type-change-rechecks-check", "high",
-      "ALTER COLUMN ... TYPE on a column a CHECK constraint uses re-checks every row under ACCESS EXCLUSIVE.",
-      "PostgreSQL re-creates the constraints that depend on the column and validates each CHECK again against "
-      "the whole table while the type change holds ACCESS EXCLUSIVE: reads and writes wait for a full scan, "
-      "even when the new type is binary-coercible and nothing is rewritten. A NOT VALID CHECK is re-created "
-      "NOT VALID and not re-checked.",
-      "ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
-      "-- separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
-      "ALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;",
-      "ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
-      "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", (27,), size=True),
+    R(code="MG901", name="type-change-rechecks-check", severity="high",
+      summary="ALTER COLUMN ... TYPE on a column a CHECK constraint uses re-checks every row under ACCESS EXCLUSIVE.",
+      why="PostgreSQL re-creates the constraints that depend on the column and validates each CHECK again against "
+          "the whole table while the type change holds ACCESS EXCLUSIVE: reads and writes wait for a full scan, "
+          "even when the new type is binary-coercible and nothing is rewritten. A NOT VALID CHECK is re-created "
+          "NOT VALID and not re-checked.",
+      fix="ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
+          "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;\n"
+          "-- separate transaction (SHARE UPDATE EXCLUSIVE only, writes continue):\n"
+          "ALTER TABLE acct VALIDATE CONSTRAINT acct_bal_pos;",
+      bad="ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0);\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;",
+      good="ALTER TABLE acct DROP CONSTRAINT acct_bal_pos;\nALTER TABLE acct ALTER COLUMN bal TYPE bigint;\n"
+           "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", hazards=(27,), size=True),
 )
 
 # check() reads and updates State.checks (the CHECK constraints this file added, validated or dropped), so

@@ -14,19 +14,19 @@ from .attached import acceptances, is_unmatched_note, with_findings
 
 R = rule("repository")
 RULES = (
-    R("MG931", "out-of-order-migration", "medium",
-      "A pending migration sorts before one the target has already applied (non-linear history).",
-      "The file was written against an older schema, typically on a branch merged after newer migrations were "
-      "deployed. Applied now, it runs after changes it never saw (a column it alters may have been renamed "
-      "since); tools that apply strictly in order skip or refuse it, so environments drift apart.",
-      "Rebase it: rename the file (the Prisma folder) so its version sorts after the newest applied one, e.g.\n"
-      "20240215000000_add_users -> 20240305000000_add_users\n"
-      "and check it against the current schema. If it is independent of the newer migrations, say so in the "
-      "file:\n-- guardian: accept MG931 because <why the order does not matter>",
-      "-- the target applied 20240301000000_add_orders; this new file is\n"
-      "-- 20240215000000_add_users and sorts before it\nCREATE TABLE users (id bigint);",
-      "-- the target applied 20240301000000_add_orders; this new file is\n"
-      "-- 20240305000000_add_users and sorts after it\nCREATE TABLE users (id bigint);", (69,)),
+    R(code="MG931", name="out-of-order-migration", severity="medium",
+      summary="A pending migration sorts before one the target has already applied (non-linear history).",
+      why="The file was written against an older schema, typically on a branch merged after newer migrations were "
+          "deployed. Applied now, it runs after changes it never saw (a column it alters may have been renamed "
+          "since); tools that apply strictly in order skip or refuse it, so environments drift apart.",
+      fix="Rebase it: rename the file (the Prisma folder) so its version sorts after the newest applied one, e.g.\n"
+          "20240215000000_add_users -> 20240305000000_add_users\n"
+          "and check it against the current schema. If it is independent of the newer migrations, say so in the "
+          "file:\n-- guardian: accept MG931 because <why the order does not matter>",
+      bad="-- the target applied 20240301000000_add_orders; this new file is\n"
+          "-- 20240215000000_add_users and sorts before it\nCREATE TABLE users (id bigint);",
+      good="-- the target applied 20240301000000_add_orders; this new file is\n"
+           "-- 20240305000000_add_users and sorts after it\nCREATE TABLE users (id bigint);", hazards=(69,)),
 )
 
 # The rules of this family come from a file's place in the history, never from its SQL: the catalogue

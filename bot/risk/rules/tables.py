@@ -12,144 +12,145 @@ from . import Hit, rule
 
 R = rule("tables")
 RULES = (
-    R("MG401", "set-logged-or-unlogged", "high",
-      "SET LOGGED / SET UNLOGGED rewrites the table under ACCESS EXCLUSIVE.",
-      "The whole table is copied (and for SET LOGGED written to WAL) while reads and writes wait; replicas "
-      "receive the full table.",
-      "Avoid on live tables; create a new table with the wanted persistence, copy in batches and swap names.",
-      "ALTER TABLE t SET LOGGED;",
-      "CREATE UNLOGGED TABLE t_staging (id bigint);", (34,), size=True),
-    R("MG402", "set-access-method", "high",
-      "SET ACCESS METHOD rewrites the table under ACCESS EXCLUSIVE.",
-      "Every row is rewritten in the new format while the table is locked (PG 15+).",
-      "Create the new table with USING am, copy in batches and swap.",
-      "ALTER TABLE t SET ACCESS METHOD heap2;",
-      "CREATE TABLE t2 (id bigint) USING heap2;", (35,), size=True),
-    R("MG403", "set-tablespace", "high",
-      "SET TABLESPACE copies the table files under ACCESS EXCLUSIVE.",
-      "Reads and writes wait until every block has been copied to the new tablespace.",
-      "Use pg_repack --tablespace, or a new table in the tablespace plus a swap.",
-      "ALTER TABLE t SET TABLESPACE fast;",
-      "CREATE TABLE t2 (id bigint) TABLESPACE fast;", (36,), size=True),
-    R("MG404", "vacuum-full-or-cluster", "critical",
-      "VACUUM FULL and CLUSTER rewrite the table under ACCESS EXCLUSIVE.",
-      "The table is unavailable for reads and writes for the whole rewrite, which needs room for a full copy.",
-      "Use pg_repack or pg_squeeze online; on PostgreSQL 19 REPACK (CONCURRENTLY) t;",
-      "VACUUM FULL t;",
-      "VACUUM (ANALYZE) t;", (37,), size=True),
-    R("MG405", "refresh-matview-non-concurrent", "high",
-      "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view.",
-      "The refresh holds ACCESS EXCLUSIVE on the materialized view for the whole query, so readers wait however "
-      "small the view is: the time is its query's, not its size's.",
-      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once\n"
-      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;  -- EXCLUSIVE: reads continue",
-      "REFRESH MATERIALIZED VIEW mv;",
-      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", (38,)),
-    R("MG406", "detach-partition-non-concurrent", "high",
-      "DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent.",
-      "Every query on the partitioned table waits (and queues behind the detach).",
-      "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;  -- PG 14+, outside a transaction",
-      "ALTER TABLE p DETACH PARTITION p1;",
-      "ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;", (39,), size=True),
-    R("MG407", "attach-partition-without-check", "high",
-      "ATTACH PARTITION without a pre-validated matching CHECK scans the partition under ACCESS EXCLUSIVE.",
-      "PostgreSQL must prove every row fits the bounds; unless a valid CHECK already implies them it scans the "
-      "partition (and the default partition) with writes and reads blocked. Before PG 12 the parent is locked too.",
-      "ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\n"
-      "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\n"
-      "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);  -- no scan\n"
-      "ALTER TABLE p2 DROP CONSTRAINT p2_bounds;",
-      "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
-      "ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\nCOMMIT;\n"
-      "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\nALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
-      (40,), size=True),
-    R("MG408", "create-trigger-on-existing-table", "low",
-      "CREATE TRIGGER takes SHARE ROW EXCLUSIVE and changes what every write does.",
-      "Writes wait while the trigger is created (usually brief, but it queues behind long transactions); "
-      "afterwards every write runs the trigger function.",
-      "SET lock_timeout = '2s'; then CREATE TRIGGER ...; keep the function fast and reviewed.",
-      "CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();",
-      "CREATE TABLE users (id bigint);\n"
-      "CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();", (41,), size=True),
-    R("MG409", "disable-trigger-or-rule", "medium",
-      "DISABLE TRIGGER / RULE silently turns off behaviour (audit, FK enforcement, sync).",
-      "Writes made while it is disabled skip the trigger, and DISABLE TRIGGER ALL also disables FK checks.",
-      "Review what the trigger does; prefer session_replication_role in a controlled maintenance job.",
-      "ALTER TABLE t DISABLE TRIGGER audit;",
-      "ALTER TABLE t ENABLE TRIGGER audit;", (42,)),
-    R("MG410", "replica-identity-change", "medium",
-      "REPLICA IDENTITY changes affect logical replication and CDC consumers.",
-      "FULL makes every UPDATE/DELETE log the whole old row (WAL growth); NOTHING breaks replication of "
-      "UPDATE/DELETE.",
-      "Check the publication and CDC setup first; prefer REPLICA IDENTITY USING INDEX on a unique index.",
-      "ALTER TABLE t REPLICA IDENTITY FULL;",
-      "ALTER TABLE t REPLICA IDENTITY DEFAULT;", (43,)),
-    R("MG411", "autovacuum-disabled", "medium",
-      "Turning autovacuum off for a table leads to bloat and transaction-id wraparound.",
-      "Dead rows are never reclaimed and the table eventually forces an emergency anti-wraparound vacuum.",
-      "Keep it on and tune it: ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);",
-      "ALTER TABLE t SET (autovacuum_enabled = false);",
-      "ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);", (44,)),
-    R("MG412", "truncate-cascade", "critical",
-      "TRUNCATE ... CASCADE silently empties every table that references this one.",
-      "CASCADE follows foreign keys recursively; tables nobody listed lose all their rows under ACCESS EXCLUSIVE.",
-      "List the tables to empty explicitly, back them up first, and never CASCADE in a migration.",
-      "TRUNCATE accounts CASCADE;",
-      "TRUNCATE staging_import;", (46,)),
-    R("MG413", "multiple-alters-same-table", "low",
-      "Several ALTER TABLE statements on one table take the lock (and scans) more times than needed.",
-      "Each statement queues for ACCESS EXCLUSIVE again and may scan again; one statement with several actions "
-      "does the work in one pass.",
-      "ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;",
-      "ALTER TABLE t ADD COLUMN a int;\nALTER TABLE t ADD COLUMN b int;",
-      "ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;", (63,)),
-    R("MG414", "explicit-lock-table", "medium",
-      "LOCK TABLE takes a lock for the rest of the transaction.",
-      "The default mode is ACCESS EXCLUSIVE: every query on the table waits until COMMIT.",
-      "Use the weakest mode that serves the purpose (e.g. SHARE ROW EXCLUSIVE to block writes only) and keep "
-      "the transaction short with lock_timeout set.",
-      "LOCK TABLE accounts;",
-      "LOCK TABLE accounts IN ACCESS SHARE MODE;", (), size=True),
-    R("MG415", "partition-scans-default-partition", "high",
-      "A new partition (PARTITION OF or ATTACH) scans the DEFAULT partition under ACCESS EXCLUSIVE.",
-      "PostgreSQL must prove no row of the DEFAULT partition belongs in the new one: it reads all of it while "
-      "reads and writes on it wait (and PARTITION OF holds ACCESS EXCLUSIVE on the parent meanwhile).",
-      "Empty the DEFAULT partition of that range first, or detach it, add the partitions, move its rows in "
-      "batches and attach it back:\n"
-      "ALTER TABLE events DETACH PARTITION events_default;\n"
-      "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
-      "-- events has a big DEFAULT partition\n"
-      "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
-      "-- no DEFAULT partition\nCREATE TABLE logs_2025 PARTITION OF logs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
-      (40,), size=True),
-    R("MG416", "detach-concurrently-with-default-partition", "critical",
-      "DETACH PARTITION ... CONCURRENTLY fails when the table has a DEFAULT partition.",
-      "PostgreSQL refuses it (\"cannot detach partitions concurrently when a default partition exists\"), so the "
-      "migration aborts.",
-      "Detach the DEFAULT partition first (briefly, with lock_timeout), or detach without CONCURRENTLY in a quiet "
-      "moment: ALTER TABLE events DETACH PARTITION events_2019;",
-      "-- events has a DEFAULT partition\nALTER TABLE events DETACH PARTITION events_2019 CONCURRENTLY;",
-      "-- no DEFAULT partition\nALTER TABLE logs DETACH PARTITION logs_2019 CONCURRENTLY;", (39,)),
-    R("MG417", "refresh-concurrently-without-unique-index", "critical",
-      "REFRESH MATERIALIZED VIEW CONCURRENTLY fails unless the view has a unique index on plain columns.",
-      "PostgreSQL needs a valid unique index without a WHERE clause or expressions to match old and new rows; "
-      "without one the refresh errors and the migration aborts.",
-      "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once, before\n"
-      "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;",
-      "-- daily_totals has no unique index\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals;",
-      "-- daily_totals_keyed has a unique index on (day)\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals_keyed;",
-      (38,)),
-    R("MG418", "not-valid-fk-on-partitioned-table", "critical",
-      "ADD FOREIGN KEY ... NOT VALID on a partitioned table fails before PostgreSQL 18.",
-      "PostgreSQL 17 and older refuse NOT VALID foreign keys on partitioned tables (\"not yet supported\"), so "
-      "the migration aborts.",
-      "Add it NOT VALID on each partition and VALIDATE each, then add it on the parent (which finds them valid):\n"
-      "ALTER TABLE events_2025 ADD CONSTRAINT events_2025_user_fk FOREIGN KEY (user_id) REFERENCES users (id) "
-      "NOT VALID;\nALTER TABLE events_2025 VALIDATE CONSTRAINT events_2025_user_fk;",
-      "-- events is partitioned\n"
-      "ALTER TABLE events ADD CONSTRAINT events_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
-      "ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
-      (9,), pg=15),
+    R(code="MG401", name="set-logged-or-unlogged", severity="high",
+      summary="SET LOGGED / SET UNLOGGED rewrites the table under ACCESS EXCLUSIVE.",
+      why="The whole table is copied (and for SET LOGGED written to WAL) while reads and writes wait; replicas "
+          "receive the full table.",
+      fix="Avoid on live tables; create a new table with the wanted persistence, copy in batches and swap names.",
+      bad="ALTER TABLE t SET LOGGED;",
+      good="CREATE UNLOGGED TABLE t_staging (id bigint);", hazards=(34,), size=True),
+    R(code="MG402", name="set-access-method", severity="high",
+      summary="SET ACCESS METHOD rewrites the table under ACCESS EXCLUSIVE.",
+      why="Every row is rewritten in the new format while the table is locked (PG 15+).",
+      fix="Create the new table with USING am, copy in batches and swap.",
+      bad="ALTER TABLE t SET ACCESS METHOD heap2;",
+      good="CREATE TABLE t2 (id bigint) USING heap2;", hazards=(35,), size=True),
+    R(code="MG403", name="set-tablespace", severity="high",
+      summary="SET TABLESPACE copies the table files under ACCESS EXCLUSIVE.",
+      why="Reads and writes wait until every block has been copied to the new tablespace.",
+      fix="Use pg_repack --tablespace, or a new table in the tablespace plus a swap.",
+      bad="ALTER TABLE t SET TABLESPACE fast;",
+      good="CREATE TABLE t2 (id bigint) TABLESPACE fast;", hazards=(36,), size=True),
+    R(code="MG404", name="vacuum-full-or-cluster", severity="critical",
+      summary="VACUUM FULL and CLUSTER rewrite the table under ACCESS EXCLUSIVE.",
+      why="The table is unavailable for reads and writes for the whole rewrite, which needs room for a full copy.",
+      fix="Use pg_repack or pg_squeeze online; on PostgreSQL 19 REPACK (CONCURRENTLY) t;",
+      bad="VACUUM FULL t;",
+      good="VACUUM (ANALYZE) t;", hazards=(37,), size=True),
+    R(code="MG405", name="refresh-matview-non-concurrent", severity="high",
+      summary="REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every read of the view.",
+      why="The refresh holds ACCESS EXCLUSIVE on the materialized view for the whole query, so readers wait however "
+          "small the view is: the time is its query's, not its size's.",
+      fix="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once\n"
+          "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;  -- EXCLUSIVE: reads continue",
+      bad="REFRESH MATERIALIZED VIEW mv;",
+      good="REFRESH MATERIALIZED VIEW CONCURRENTLY mv;", hazards=(38,)),
+    R(code="MG406", name="detach-partition-non-concurrent", severity="high",
+      summary="DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent.",
+      why="Every query on the partitioned table waits (and queues behind the detach).",
+      fix="ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;  -- PG 14+, outside a transaction",
+      bad="ALTER TABLE p DETACH PARTITION p1;",
+      good="ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY;", hazards=(39,), size=True),
+    R(code="MG407", name="attach-partition-without-check", severity="high",
+      summary="ATTACH PARTITION without a pre-validated matching CHECK scans the partition under ACCESS EXCLUSIVE.",
+      why="PostgreSQL must prove every row fits the bounds; unless a valid CHECK already implies them it scans the "
+          "partition (and the default partition) with writes and reads blocked. Before PG 12 the parent is locked too.",
+      fix="ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\n"
+          "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\n"
+          "ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);  -- no scan\n"
+          "ALTER TABLE p2 DROP CONSTRAINT p2_bounds;",
+      bad="ALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
+      good="ALTER TABLE p2 ADD CONSTRAINT p2_bounds CHECK (id >= 1 AND id < 10) NOT VALID;\nCOMMIT;\n"
+           "ALTER TABLE p2 VALIDATE CONSTRAINT p2_bounds;\nALTER TABLE p ATTACH PARTITION p2 FOR VALUES FROM (1) TO (10);",
+      hazards=(40,), size=True),
+    R(code="MG408", name="create-trigger-on-existing-table", severity="low",
+      summary="CREATE TRIGGER takes SHARE ROW EXCLUSIVE and changes what every write does.",
+      why="Writes wait while the trigger is created (usually brief, but it queues behind long transactions); "
+          "afterwards every write runs the trigger function.",
+      fix="SET lock_timeout = '2s'; then CREATE TRIGGER ...; keep the function fast and reviewed.",
+      bad="CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();",
+      good="CREATE TABLE users (id bigint);\n"
+           "CREATE TRIGGER audit AFTER UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row();", hazards=(41,),
+      size=True),
+    R(code="MG409", name="disable-trigger-or-rule", severity="medium",
+      summary="DISABLE TRIGGER / RULE silently turns off behaviour (audit, FK enforcement, sync).",
+      why="Writes made while it is disabled skip the trigger, and DISABLE TRIGGER ALL also disables FK checks.",
+      fix="Review what the trigger does; prefer session_replication_role in a controlled maintenance job.",
+      bad="ALTER TABLE t DISABLE TRIGGER audit;",
+      good="ALTER TABLE t ENABLE TRIGGER audit;", hazards=(42,)),
+    R(code="MG410", name="replica-identity-change", severity="medium",
+      summary="REPLICA IDENTITY changes affect logical replication and CDC consumers.",
+      why="FULL makes every UPDATE/DELETE log the whole old row (WAL growth); NOTHING breaks replication of "
+          "UPDATE/DELETE.",
+      fix="Check the publication and CDC setup first; prefer REPLICA IDENTITY USING INDEX on a unique index.",
+      bad="ALTER TABLE t REPLICA IDENTITY FULL;",
+      good="ALTER TABLE t REPLICA IDENTITY DEFAULT;", hazards=(43,)),
+    R(code="MG411", name="autovacuum-disabled", severity="medium",
+      summary="Turning autovacuum off for a table leads to bloat and transaction-id wraparound.",
+      why="Dead rows are never reclaimed and the table eventually forces an emergency anti-wraparound vacuum.",
+      fix="Keep it on and tune it: ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);",
+      bad="ALTER TABLE t SET (autovacuum_enabled = false);",
+      good="ALTER TABLE t SET (autovacuum_vacuum_scale_factor = 0.02);", hazards=(44,)),
+    R(code="MG412", name="truncate-cascade", severity="critical",
+      summary="TRUNCATE ... CASCADE silently empties every table that references this one.",
+      why="CASCADE follows foreign keys recursively; tables nobody listed lose all their rows under ACCESS EXCLUSIVE.",
+      fix="List the tables to empty explicitly, back them up first, and never CASCADE in a migration.",
+      bad="TRUNCATE accounts CASCADE;",
+      good="TRUNCATE staging_import;", hazards=(46,)),
+    R(code="MG413", name="multiple-alters-same-table", severity="low",
+      summary="Several ALTER TABLE statements on one table take the lock (and scans) more times than needed.",
+      why="Each statement queues for ACCESS EXCLUSIVE again and may scan again; one statement with several actions "
+          "does the work in one pass.",
+      fix="ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;",
+      bad="ALTER TABLE t ADD COLUMN a int;\nALTER TABLE t ADD COLUMN b int;",
+      good="ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int;", hazards=(63,)),
+    R(code="MG414", name="explicit-lock-table", severity="medium",
+      summary="LOCK TABLE takes a lock for the rest of the transaction.",
+      why="The default mode is ACCESS EXCLUSIVE: every query on the table waits until COMMIT.",
+      fix="Use the weakest mode that serves the purpose (e.g. SHARE ROW EXCLUSIVE to block writes only) and keep "
+          "the transaction short with lock_timeout set.",
+      bad="LOCK TABLE accounts;",
+      good="LOCK TABLE accounts IN ACCESS SHARE MODE;", hazards=(), size=True),
+    R(code="MG415", name="partition-scans-default-partition", severity="high",
+      summary="A new partition (PARTITION OF or ATTACH) scans the DEFAULT partition under ACCESS EXCLUSIVE.",
+      why="PostgreSQL must prove no row of the DEFAULT partition belongs in the new one: it reads all of it while "
+          "reads and writes on it wait (and PARTITION OF holds ACCESS EXCLUSIVE on the parent meanwhile).",
+      fix="Empty the DEFAULT partition of that range first, or detach it, add the partitions, move its rows in "
+          "batches and attach it back:\n"
+          "ALTER TABLE events DETACH PARTITION events_default;\n"
+          "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      bad="-- events has a big DEFAULT partition\n"
+          "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      good="-- no DEFAULT partition\nCREATE TABLE logs_2025 PARTITION OF logs FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      hazards=(40,), size=True),
+    R(code="MG416", name="detach-concurrently-with-default-partition", severity="critical",
+      summary="DETACH PARTITION ... CONCURRENTLY fails when the table has a DEFAULT partition.",
+      why="PostgreSQL refuses it (\"cannot detach partitions concurrently when a default partition exists\"), so the "
+          "migration aborts.",
+      fix="Detach the DEFAULT partition first (briefly, with lock_timeout), or detach without CONCURRENTLY in a quiet "
+          "moment: ALTER TABLE events DETACH PARTITION events_2019;",
+      bad="-- events has a DEFAULT partition\nALTER TABLE events DETACH PARTITION events_2019 CONCURRENTLY;",
+      good="-- no DEFAULT partition\nALTER TABLE logs DETACH PARTITION logs_2019 CONCURRENTLY;", hazards=(39,)),
+    R(code="MG417", name="refresh-concurrently-without-unique-index", severity="critical",
+      summary="REFRESH MATERIALIZED VIEW CONCURRENTLY fails unless the view has a unique index on plain columns.",
+      why="PostgreSQL needs a valid unique index without a WHERE clause or expressions to match old and new rows; "
+          "without one the refresh errors and the migration aborts.",
+      fix="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS mv_key ON mv (id);  -- once, before\n"
+          "REFRESH MATERIALIZED VIEW CONCURRENTLY mv;",
+      bad="-- daily_totals has no unique index\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals;",
+      good="-- daily_totals_keyed has a unique index on (day)\nREFRESH MATERIALIZED VIEW CONCURRENTLY daily_totals_keyed;",
+      hazards=(38,)),
+    R(code="MG418", name="not-valid-fk-on-partitioned-table", severity="critical",
+      summary="ADD FOREIGN KEY ... NOT VALID on a partitioned table fails before PostgreSQL 18.",
+      why="PostgreSQL 17 and older refuse NOT VALID foreign keys on partitioned tables (\"not yet supported\"), so "
+          "the migration aborts.",
+      fix="Add it NOT VALID on each partition and VALIDATE each, then add it on the parent (which finds them valid):\n"
+          "ALTER TABLE events_2025 ADD CONSTRAINT events_2025_user_fk FOREIGN KEY (user_id) REFERENCES users (id) "
+          "NOT VALID;\nALTER TABLE events_2025 VALIDATE CONSTRAINT events_2025_user_fk;",
+      bad="-- events is partitioned\n"
+          "ALTER TABLE events ADD CONSTRAINT events_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      good="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+      hazards=(9,), pg=15),
 )
 
 

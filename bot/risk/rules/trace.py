@@ -19,90 +19,90 @@ from .attached import acceptances, is_unmatched_note, with_findings
 
 R = rule("trace")
 RULES = (
-    R("MG941", "rewrite-observed-under-lock", "high",
-      "The rehearsal saw a table rewritten while the statement held ACCESS EXCLUSIVE on it.",
-      "Reading the SQL cannot always tell whether a statement rewrites a table: a type change whose old type "
-      "it does not know, a default calling a function of unknown volatility, a domain or a trigger doing more "
-      "than it says. The rehearsal watched the table's storage (pg_class.relfilenode) change: every row was "
-      "copied and the indexes rebuilt while reads and writes of the table waited, for as long as that takes "
-      "on the real table.",
-      "Avoid the rewrite: add a new column, backfill it in batches, then swap it in:\n"
-      "ALTER TABLE items ADD COLUMN qty_text text;\n"
-      "UPDATE items SET qty_text = qty::text WHERE id BETWEEN 1 AND 10000;  -- repeat per batch\n"
-      "-- then, in a short transaction with lock_timeout set:\n"
-      "ALTER TABLE items RENAME COLUMN qty TO qty_old;\n"
-      "ALTER TABLE items RENAME COLUMN qty_text TO qty;\n"
-      "If the rewrite is acceptable (a small table, a maintenance window), say so in the file:\n"
-      "-- guardian: accept MG941 because <why>",
-      "-- rehearsed: items (qty integer) is rewritten under ACCESS EXCLUSIVE\n"
-      "ALTER TABLE items ALTER COLUMN qty TYPE text;",
-      "-- rehearsed: varchar(50) -> text changes no storage\n"
-      "ALTER TABLE items ALTER COLUMN name TYPE text;", (62,), size=True),
-    R("MG942", "index-rebuild-observed-under-lock", "high",
-      "The rehearsal saw an index of an existing table rebuilt while the statement held a lock that blocks writes.",
-      "A statement can rebuild an index without rewriting its table: a type change on a column that an "
-      "expression index uses, timestamp -> timestamptz (every index on the column), a collation change. The "
-      "rehearsal watched the index's storage (pg_class.relfilenode) change: the whole table was read and the "
-      "index written again while the statement's lock (ACCESS EXCLUSIVE for ALTER TABLE: reads wait too) held "
-      "everyone else off, for as long as that takes on the real table.",
-      "Take the index out of the statement's way: drop it concurrently, make the change, build it again "
-      "concurrently, each CONCURRENTLY statement in its own migration:\n"
-      "DROP INDEX CONCURRENTLY members_lower_email_idx;\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
-      "CREATE INDEX CONCURRENTLY members_lower_email_idx ON members (lower(email));\n"
-      "(queries that need the index are slower in between). If the rebuild is acceptable, say so in the file:\n"
-      "-- guardian: accept MG942 because <why>",
-      "-- rehearsed: members_lower_email_idx ON members (lower(email)) is rebuilt under ACCESS EXCLUSIVE\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);",
-      "-- rehearsed: a plain index on email keeps its storage\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);", (62, 29), size=True),
-    R("MG943", "scan-observed-under-lock", "high",
-      "The rehearsal saw a full scan of an existing table while the transaction held a lock on it that blocks writes.",
-      "The analysis did not expect this statement to read the whole table, but PostgreSQL's own counters for "
-      "the rehearsal's transaction (pg_stat_xact_user_tables.seq_scan) show it did: a CHECK re-validated by a "
-      "type change, a scan of a DEFAULT partition, a function or a query reading a table that an earlier "
-      "statement of the transaction locked. While the table is read, the lock (SHARE or stronger) keeps every "
-      "write waiting, and reads too under ACCESS EXCLUSIVE; on the real table that lasts as long as reading all "
-      "of it.",
-      "Keep the scan out of the lock: run the reading statement in its own migration, after the one that takes "
-      "the lock has committed, or make the statement skip its scan (a validated CHECK that proves it, a NOT VALID "
-      "constraint validated later). If the scan is acceptable, say so in the file:\n"
-      "-- guardian: accept MG943 because <why>",
-      "-- rehearsed: the CHECK on balance is re-validated, a full scan of accounts under ACCESS EXCLUSIVE\n"
-      "ALTER TABLE accounts ALTER COLUMN balance TYPE numeric(14,2);",
-      "-- rehearsed: no scan of accounts\n"
-      "ALTER TABLE accounts ALTER COLUMN note TYPE text;", (61, 27), size=True),
-    R("MG944", "index-build-observed-under-lock", "high",
-      "The rehearsal saw an index built on an existing table, without CONCURRENTLY, by a statement that does not say so.",
-      "A function, a DO block or a constraint can create an index; inside the migration's transaction it is "
-      "built the ordinary way, reading the whole table while writes to it (and reads too, under ACCESS "
-      "EXCLUSIVE) wait, for as long as that takes on the real table. The rehearsal saw the new index's storage "
-      "appear on a table that existed before.",
-      "Build the index yourself, concurrently, in its own migration before this one, so the statement finds it:\n"
-      "CREATE INDEX CONCURRENTLY orders_customer_id_idx ON orders (customer_id);\n"
-      "If the build is acceptable, say so in the file:\n"
-      "-- guardian: accept MG944 because <why>",
-      "-- rehearsed: add_audit_index() runs CREATE INDEX ON orders (customer_id)\n"
-      "SELECT add_audit_index();",
-      "-- rehearsed: the index was built concurrently before; the function finds it\n"
-      "SELECT add_audit_index();", (1,), size=True),
-    R("MG945", "statement-failed-in-rehearsal", "critical",
-      "The statement failed when rehearsed on the target's schema and data.",
-      "PostgreSQL rejected the statement in the rehearsal: a view or rule that depends on the column, rows "
-      "that violate the new constraint, a NOT NULL column added without a default to a table with rows, an "
-      "object that does not exist there. Run as it is, the migration fails and its transaction is rolled back "
-      "(a file that cannot run in a transaction stays half-applied).",
-      "Fix what PostgreSQL names in the message, then rehearse again (guardian plan). For example, a type "
-      "change that a view blocks: drop the view, change the column and re-create the view in the same "
-      "migration:\n"
-      "DROP VIEW active_members;\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
-      "CREATE VIEW active_members AS SELECT id, email FROM members WHERE active;",
-      "-- rehearsed: ERROR: cannot alter type of a column used by a view or rule\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);",
-      "DROP VIEW active_members;\n"
-      "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
-      "CREATE VIEW active_members AS SELECT id, email FROM members WHERE active;"),
+    R(code="MG941", name="rewrite-observed-under-lock", severity="high",
+      summary="The rehearsal saw a table rewritten while the statement held ACCESS EXCLUSIVE on it.",
+      why="Reading the SQL cannot always tell whether a statement rewrites a table: a type change whose old type "
+          "it does not know, a default calling a function of unknown volatility, a domain or a trigger doing more "
+          "than it says. The rehearsal watched the table's storage (pg_class.relfilenode) change: every row was "
+          "copied and the indexes rebuilt while reads and writes of the table waited, for as long as that takes "
+          "on the real table.",
+      fix="Avoid the rewrite: add a new column, backfill it in batches, then swap it in:\n"
+          "ALTER TABLE items ADD COLUMN qty_text text;\n"
+          "UPDATE items SET qty_text = qty::text WHERE id BETWEEN 1 AND 10000;  -- repeat per batch\n"
+          "-- then, in a short transaction with lock_timeout set:\n"
+          "ALTER TABLE items RENAME COLUMN qty TO qty_old;\n"
+          "ALTER TABLE items RENAME COLUMN qty_text TO qty;\n"
+          "If the rewrite is acceptable (a small table, a maintenance window), say so in the file:\n"
+          "-- guardian: accept MG941 because <why>",
+      bad="-- rehearsed: items (qty integer) is rewritten under ACCESS EXCLUSIVE\n"
+          "ALTER TABLE items ALTER COLUMN qty TYPE text;",
+      good="-- rehearsed: varchar(50) -> text changes no storage\n"
+           "ALTER TABLE items ALTER COLUMN name TYPE text;", hazards=(62,), size=True),
+    R(code="MG942", name="index-rebuild-observed-under-lock", severity="high",
+      summary="The rehearsal saw an index of an existing table rebuilt while the statement held a lock that blocks writes.",
+      why="A statement can rebuild an index without rewriting its table: a type change on a column that an "
+          "expression index uses, timestamp -> timestamptz (every index on the column), a collation change. The "
+          "rehearsal watched the index's storage (pg_class.relfilenode) change: the whole table was read and the "
+          "index written again while the statement's lock (ACCESS EXCLUSIVE for ALTER TABLE: reads wait too) held "
+          "everyone else off, for as long as that takes on the real table.",
+      fix="Take the index out of the statement's way: drop it concurrently, make the change, build it again "
+          "concurrently, each CONCURRENTLY statement in its own migration:\n"
+          "DROP INDEX CONCURRENTLY members_lower_email_idx;\n"
+          "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
+          "CREATE INDEX CONCURRENTLY members_lower_email_idx ON members (lower(email));\n"
+          "(queries that need the index are slower in between). If the rebuild is acceptable, say so in the file:\n"
+          "-- guardian: accept MG942 because <why>",
+      bad="-- rehearsed: members_lower_email_idx ON members (lower(email)) is rebuilt under ACCESS EXCLUSIVE\n"
+          "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);",
+      good="-- rehearsed: a plain index on email keeps its storage\n"
+           "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);", hazards=(62, 29), size=True),
+    R(code="MG943", name="scan-observed-under-lock", severity="high",
+      summary="The rehearsal saw a full scan of an existing table while the transaction held a lock on it that blocks writes.",
+      why="The analysis did not expect this statement to read the whole table, but PostgreSQL's own counters for "
+          "the rehearsal's transaction (pg_stat_xact_user_tables.seq_scan) show it did: a CHECK re-validated by a "
+          "type change, a scan of a DEFAULT partition, a function or a query reading a table that an earlier "
+          "statement of the transaction locked. While the table is read, the lock (SHARE or stronger) keeps every "
+          "write waiting, and reads too under ACCESS EXCLUSIVE; on the real table that lasts as long as reading all "
+          "of it.",
+      fix="Keep the scan out of the lock: run the reading statement in its own migration, after the one that takes "
+          "the lock has committed, or make the statement skip its scan (a validated CHECK that proves it, a NOT VALID "
+          "constraint validated later). If the scan is acceptable, say so in the file:\n"
+          "-- guardian: accept MG943 because <why>",
+      bad="-- rehearsed: the CHECK on balance is re-validated, a full scan of accounts under ACCESS EXCLUSIVE\n"
+          "ALTER TABLE accounts ALTER COLUMN balance TYPE numeric(14,2);",
+      good="-- rehearsed: no scan of accounts\n"
+           "ALTER TABLE accounts ALTER COLUMN note TYPE text;", hazards=(61, 27), size=True),
+    R(code="MG944", name="index-build-observed-under-lock", severity="high",
+      summary="The rehearsal saw an index built on an existing table, without CONCURRENTLY, by a statement that does not say so.",
+      why="A function, a DO block or a constraint can create an index; inside the migration's transaction it is "
+          "built the ordinary way, reading the whole table while writes to it (and reads too, under ACCESS "
+          "EXCLUSIVE) wait, for as long as that takes on the real table. The rehearsal saw the new index's storage "
+          "appear on a table that existed before.",
+      fix="Build the index yourself, concurrently, in its own migration before this one, so the statement finds it:\n"
+          "CREATE INDEX CONCURRENTLY orders_customer_id_idx ON orders (customer_id);\n"
+          "If the build is acceptable, say so in the file:\n"
+          "-- guardian: accept MG944 because <why>",
+      bad="-- rehearsed: add_audit_index() runs CREATE INDEX ON orders (customer_id)\n"
+          "SELECT add_audit_index();",
+      good="-- rehearsed: the index was built concurrently before; the function finds it\n"
+           "SELECT add_audit_index();", hazards=(1,), size=True),
+    R(code="MG945", name="statement-failed-in-rehearsal", severity="critical",
+      summary="The statement failed when rehearsed on the target's schema and data.",
+      why="PostgreSQL rejected the statement in the rehearsal: a view or rule that depends on the column, rows "
+          "that violate the new constraint, a NOT NULL column added without a default to a table with rows, an "
+          "object that does not exist there. Run as it is, the migration fails and its transaction is rolled back "
+          "(a file that cannot run in a transaction stays half-applied).",
+      fix="Fix what PostgreSQL names in the message, then rehearse again (guardian plan). For example, a type "
+          "change that a view blocks: drop the view, change the column and re-create the view in the same "
+          "migration:\n"
+          "DROP VIEW active_members;\n"
+          "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
+          "CREATE VIEW active_members AS SELECT id, email FROM members WHERE active;",
+      bad="-- rehearsed: ERROR: cannot alter type of a column used by a view or rule\n"
+          "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);",
+      good="DROP VIEW active_members;\n"
+           "ALTER TABLE members ALTER COLUMN email TYPE varchar(200);\n"
+           "CREATE VIEW active_members AS SELECT id, email FROM members WHERE active;"),
 )
 _RULE = {r.code: r for r in RULES}
 

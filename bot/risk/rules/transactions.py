@@ -10,68 +10,68 @@ from . import Hit, rule
 
 R = rule("transactions")
 RULES = (
-    R("MG601", "missing-lock-timeout", "medium",
-      "A statement needing a strong lock runs without SET lock_timeout (the lock-queue pile-up).",
-      "If the statement waits behind one long-running query, every later query on the table queues behind it: "
-      "a brief ALTER becomes an outage. Locks are held until the transaction ends.",
-      "SET lock_timeout = '3s';  -- first statement of the migration\n"
-      "-- and retry the migration with backoff when it fails with 55P03 (lock_not_available)",
-      "ALTER TABLE users ADD COLUMN nickname text;",
-      "SET lock_timeout = '3s';\nALTER TABLE users ADD COLUMN nickname text;", (59,), size=True),
-    R("MG602", "missing-statement-timeout", "low",
-      "A statement that scans or rewrites a table runs without SET statement_timeout.",
-      "A runaway rewrite or scan keeps its locks for as long as it runs; a timeout bounds the damage.",
-      "SET statement_timeout = '15min';  -- sized for the work; CREATE INDEX CONCURRENTLY may need longer",
-      "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
-      "SET statement_timeout = '15min';\nSET lock_timeout = '3s';\nALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
-      (60,)),
-    R("MG603", "lock-held-across-statements", "medium",
-      "An ACCESS EXCLUSIVE lock taken earlier in the transaction is held while later statements run.",
-      "Locks are released only at COMMIT: every statement after the one that took ACCESS EXCLUSIVE extends the "
-      "time all queries on that table are blocked.",
-      "Put the statement taking ACCESS EXCLUSIVE last in its transaction, or give it its own migration; run "
-      "backfills in their own batched transactions.",
-      "BEGIN;\nALTER TABLE accounts ADD COLUMN plan text;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nCOMMIT;",
-      "BEGIN;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nALTER TABLE accounts ADD COLUMN plan text;\nCOMMIT;",
-      (61,), size=True),
-    R("MG604", "non-idempotent-non-transactional", "low",
-      "A statement that runs outside a transaction is not re-runnable (no IF [NOT] EXISTS).",
-      "CREATE/DROP INDEX CONCURRENTLY cannot be rolled back; if the migration fails later, a re-run fails on "
-      "this statement. IF NOT EXISTS can also hide an INVALID index left by a failed build: check indisvalid.",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\nDROP INDEX CONCURRENTLY IF EXISTS idx;",
-      "DROP INDEX CONCURRENTLY users_email_idx;",
-      "DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", (65,)),
-    R("MG605", "nested-transaction", "medium",
-      "BEGIN inside an open BEGIN block, COMMIT or ROLLBACK with none open, or ending the runner's transaction.",
-      "A BEGIN ... COMMIT block is a transaction of its own (Prisma runs the file as one query, Guardian runs "
-      "each block as one part), but a second BEGIN inside it is ignored with a warning and the first COMMIT "
-      "ends both; a bare COMMIT commits what precedes it early, so a later failure leaves the file half "
-      "applied; a ROLLBACK silently discards work.",
-      "Keep one BEGIN ... COMMIT block per transaction, or none and let the runner own the transaction.",
-      "BEGIN;\nBEGIN;\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
-      "ALTER TABLE t ADD COLUMN c int;", (66,)),
-    R("MG606", "uncommitted-transaction", "high",
-      "BEGIN without a matching COMMIT: the work is rolled back when the session ends.",
-      "The migration appears to succeed but nothing after BEGIN is kept.",
-      "End the transaction explicitly: ... COMMIT;",
-      "BEGIN;\nCREATE TABLE t (id bigint);",
-      "BEGIN;\nCREATE TABLE t (id bigint);\nCOMMIT;", (67,)),
-    R("MG607", "mixed-transaction-modes", "medium",
-      "Transactional statements and statements that cannot run in a transaction share one file.",
-      "The runner must split the file: if the CONCURRENTLY step fails, the earlier part is already committed "
-      "and the file is half applied.",
-      "Put CREATE INDEX CONCURRENTLY (and other non-transactional statements) in their own migration file.",
-      "CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);",
-      "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", (68,)),
-    R("MG608", "enum-value-used-in-same-transaction", "critical",
-      "A value added with ALTER TYPE ... ADD VALUE is used before the transaction that added it commits.",
-      "PostgreSQL 12+ lets ADD VALUE run in a transaction, but the new value cannot be used until that "
-      "transaction commits: the statement fails with 'unsafe use of new value' (55P04) and the migration aborts. "
-      "Prisma runs a multi-statement file as one transaction, so ADD VALUE and an UPDATE using it in one "
-      "migration.sql always fail.",
-      "Add the value in one migration and use it in the next one.",
-      "ALTER TYPE status ADD VALUE 'archived';\nUPDATE posts SET state = 'archived' WHERE deleted;",
-      "ALTER TYPE status ADD VALUE IF NOT EXISTS 'archived';", (56,)),
+    R(code="MG601", name="missing-lock-timeout", severity="medium",
+      summary="A statement needing a strong lock runs without SET lock_timeout (the lock-queue pile-up).",
+      why="If the statement waits behind one long-running query, every later query on the table queues behind it: "
+          "a brief ALTER becomes an outage. Locks are held until the transaction ends.",
+      fix="SET lock_timeout = '3s';  -- first statement of the migration\n"
+          "-- and retry the migration with backoff when it fails with 55P03 (lock_not_available)",
+      bad="ALTER TABLE users ADD COLUMN nickname text;",
+      good="SET lock_timeout = '3s';\nALTER TABLE users ADD COLUMN nickname text;", hazards=(59,), size=True),
+    R(code="MG602", name="missing-statement-timeout", severity="low",
+      summary="A statement that scans or rewrites a table runs without SET statement_timeout.",
+      why="A runaway rewrite or scan keeps its locks for as long as it runs; a timeout bounds the damage.",
+      fix="SET statement_timeout = '15min';  -- sized for the work; CREATE INDEX CONCURRENTLY may need longer",
+      bad="ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
+      good="SET statement_timeout = '15min';\nSET lock_timeout = '3s';\nALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
+      hazards=(60,)),
+    R(code="MG603", name="lock-held-across-statements", severity="medium",
+      summary="An ACCESS EXCLUSIVE lock taken earlier in the transaction is held while later statements run.",
+      why="Locks are released only at COMMIT: every statement after the one that took ACCESS EXCLUSIVE extends the "
+          "time all queries on that table are blocked.",
+      fix="Put the statement taking ACCESS EXCLUSIVE last in its transaction, or give it its own migration; run "
+          "backfills in their own batched transactions.",
+      bad="BEGIN;\nALTER TABLE accounts ADD COLUMN plan text;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nCOMMIT;",
+      good="BEGIN;\nUPDATE invoices SET total = 0 WHERE total IS NULL;\nALTER TABLE accounts ADD COLUMN plan text;\nCOMMIT;",
+      hazards=(61,), size=True),
+    R(code="MG604", name="non-idempotent-non-transactional", severity="low",
+      summary="A statement that runs outside a transaction is not re-runnable (no IF [NOT] EXISTS).",
+      why="CREATE/DROP INDEX CONCURRENTLY cannot be rolled back; if the migration fails later, a re-run fails on "
+          "this statement. IF NOT EXISTS can also hide an INVALID index left by a failed build: check indisvalid.",
+      fix="CREATE INDEX CONCURRENTLY IF NOT EXISTS idx ON t (c);\nDROP INDEX CONCURRENTLY IF EXISTS idx;",
+      bad="DROP INDEX CONCURRENTLY users_email_idx;",
+      good="DROP INDEX CONCURRENTLY IF EXISTS users_email_idx;", hazards=(65,)),
+    R(code="MG605", name="nested-transaction", severity="medium",
+      summary="BEGIN inside an open BEGIN block, COMMIT or ROLLBACK with none open, or ending the runner's transaction.",
+      why="A BEGIN ... COMMIT block is a transaction of its own (Prisma runs the file as one query, Guardian runs "
+          "each block as one part), but a second BEGIN inside it is ignored with a warning and the first COMMIT "
+          "ends both; a bare COMMIT commits what precedes it early, so a later failure leaves the file half "
+          "applied; a ROLLBACK silently discards work.",
+      fix="Keep one BEGIN ... COMMIT block per transaction, or none and let the runner own the transaction.",
+      bad="BEGIN;\nBEGIN;\nALTER TABLE t ADD COLUMN c int;\nCOMMIT;",
+      good="ALTER TABLE t ADD COLUMN c int;", hazards=(66,)),
+    R(code="MG606", name="uncommitted-transaction", severity="high",
+      summary="BEGIN without a matching COMMIT: the work is rolled back when the session ends.",
+      why="The migration appears to succeed but nothing after BEGIN is kept.",
+      fix="End the transaction explicitly: ... COMMIT;",
+      bad="BEGIN;\nCREATE TABLE t (id bigint);",
+      good="BEGIN;\nCREATE TABLE t (id bigint);\nCOMMIT;", hazards=(67,)),
+    R(code="MG607", name="mixed-transaction-modes", severity="medium",
+      summary="Transactional statements and statements that cannot run in a transaction share one file.",
+      why="The runner must split the file: if the CONCURRENTLY step fails, the earlier part is already committed "
+          "and the file is half applied.",
+      fix="Put CREATE INDEX CONCURRENTLY (and other non-transactional statements) in their own migration file.",
+      bad="CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);",
+      good="CREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);", hazards=(68,)),
+    R(code="MG608", name="enum-value-used-in-same-transaction", severity="critical",
+      summary="A value added with ALTER TYPE ... ADD VALUE is used before the transaction that added it commits.",
+      why="PostgreSQL 12+ lets ADD VALUE run in a transaction, but the new value cannot be used until that "
+          "transaction commits: the statement fails with 'unsafe use of new value' (55P04) and the migration aborts. "
+          "Prisma runs a multi-statement file as one transaction, so ADD VALUE and an UPDATE using it in one "
+          "migration.sql always fail.",
+      fix="Add the value in one migration and use it in the next one.",
+      bad="ALTER TYPE status ADD VALUE 'archived';\nUPDATE posts SET state = 'archived' WHERE deleted;",
+      good="ALTER TYPE status ADD VALUE IF NOT EXISTS 'archived';", hazards=(56,)),
 )
 
 _CONTROL = {"TransactionStmt", "VariableSetStmt", "VariableShowStmt"}
