@@ -1,9 +1,17 @@
-"""What observing each statement costs the rehearsal: a 50-statement file rehearsed vs run plainly.
+"""What observing each statement costs the rehearsal: a 50-statement file rehearsed vs run plainly; and how well a
+rehearsal on a copy predicts the real run (duration, lock hold time) and how long it delays the preview.
 
 Usage::
 
     .venv/bin/python bench/rehearsal.py                 # 40 tables of 10,000 rows, best of 5
     .venv/bin/python bench/rehearsal.py --tables 200    # the look's cost grows with the relations it reads
+    .venv/bin/python bench/rehearsal.py --rows 1000000  # plus predicted vs actual on a 1 M-row table (0: skip)
+
+Predicted vs actual: a table of ``--rows`` rows; for a rewrite (ALTER COLUMN TYPE) and an index build, a
+template copy of the target is made and the file rehearsed on it with ``rehearse(commit=True)`` (what the
+preview shows), then the file runs on the target itself in one transaction with the environment's timeouts, as
+the apply's fast path sends it, timed from the client: duration of the statement, and its locks' hold time
+from its start to the commit's end.
 
 A throwaway database (dropped at the end) on GUARDIAN_TEST_DATABASE_URL's server, else 127.0.0.1:5432, gets
 `--tables` tables with two indexes each. The file: 50 cheap statements over them (ADD COLUMN, SET DEFAULT,
@@ -61,10 +69,60 @@ def _rehearsed(conn: psycopg.Connection, sql: str) -> float:
     return time.perf_counter() - started
 
 
+ROWS_SCHEMA = ("CREATE TABLE big (id bigint PRIMARY KEY, a int NOT NULL, b text NOT NULL);\n"
+               "INSERT INTO big SELECT g, g % 1000, md5(g::text) FROM generate_series(1, {rows}) g;\nANALYZE big;\n")
+PREDICTED = (("rewrite", "ALTER TABLE big ALTER COLUMN a TYPE bigint;\n"),
+             ("index build", "CREATE INDEX big_b_idx ON big (b);\n"))
+
+
+def _actual(url: str, sql: str) -> tuple[float, float]:
+    """(duration, hold) in ms of the file run on the target in one committed transaction with local timeouts."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SELECT set_config('lock_timeout', '3s', true), set_config('statement_timeout', '15min', true)")
+            started = time.perf_counter()
+            conn.execute(sql.encode("utf-8"))
+            ran = time.perf_counter()
+        committed = time.perf_counter()
+    return (ran - started) * 1000, (committed - started) * 1000
+
+
+def _predicted_vs_actual(rows: int) -> None:
+    from bot.config import EnvironmentConfig, RehearsalCopyConfig
+    from bot.pg.copy import copy_of
+
+    name, url = create_database(ADMIN, "rehearse_bench_big")
+    os.environ["GUARDIAN_BENCH_TARGET_URL"] = url
+    env = EnvironmentConfig(name="bench", database_url_env="GUARDIAN_BENCH_TARGET_URL",
+                            rehearsal=RehearsalCopyConfig(copy="template"))
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(ROWS_SCHEMA.format(rows=rows))
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        print(f"\npredicted (rehearsal on a template copy, committed) vs actual (the target), {rows:,} rows, "
+              f"{size / 1e6:.0f} MB")
+        print(f"{'migration':<12} {'pred ms':>9} {'act ms':>9} {'err':>6}   {'pred hold':>9} {'act hold':>9} {'err':>6}"
+              f"   {'copy s':>6} {'adds s':>6}")
+        for label, sql in PREDICTED:
+            started = time.perf_counter()
+            with copy_of(env, 900_000_000 + os.getpid() % 1_000_000) as copy:
+                with psycopg.connect(copy.url.get_secret_value(), autocommit=True) as conn:
+                    result = rehearse(conn, [("bench.sql", sql)], lock_timeout="3s", statement_timeout="15min",
+                                      commit=True)
+            adds = time.perf_counter() - started
+            (st,) = result.files[0].statements
+            duration, hold = _actual(url, sql)
+            print(f"{label:<12} {st.duration_ms:9.0f} {duration:9.0f} {(st.duration_ms / duration - 1) * 100:+5.0f}%"
+                  f"   {st.held_ms:9.0f} {hold:9.0f} {(st.held_ms / hold - 1) * 100:+5.0f}%   {copy.made_s:6.1f} {adds:6.1f}")
+    finally:
+        drop_database(ADMIN, name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the predicted-vs-actual table (0: skip)")
     args = parser.parse_args()
     name, url = create_database(ADMIN, "rehearse_bench")
     try:
@@ -88,6 +146,8 @@ def main() -> int:
     print(f"rehearse()       {rehearsed * 1000:8.1f} ms   (+{per_statement:.2f} ms per statement)")
     print(f"one look         {min(looks) * 1000:8.2f} ms best, {statistics.median(looks) * 1000:.2f} ms median of 200 "
           "(one per statement)")
+    if args.rows:
+        _predicted_vs_actual(args.rows)
     return 0
 
 

@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target-url", help="rehearsal database URL (the transaction is always rolled back)")
     plan.add_argument("--env", help="rehearse on this environment's rehearsal database")
     plan.add_argument("--format", choices=["text", "json"], default="text")
+    plan.add_argument("--rehearse-copy", action="store_true",
+                      help="rehearse on a fresh copy of the target (the environment's [rehearsal] copy, else "
+                           "CREATE DATABASE … TEMPLATE), committed there, dropped afterwards: durations, lock hold "
+                           "times, WAL, data-dependent failures; the target is never changed")
     plan.add_argument("--pg-version", type=int)
     plan.add_argument("--fail-on", choices=["low", "medium", "high", "critical"], default=None,
                       help="exit 1 when a file's risk is at or above this level, as `guardian lint` "

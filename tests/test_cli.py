@@ -153,3 +153,28 @@ def test_plan_on_an_environment_without_a_rehearsal_database_says_it_rehearses_t
     assert line.startswith("guardian plan: staging has no rehearsal database (rehearsal_database_url_env), so this "
                            "rehearses on staging itself")
     assert "rolled back" in line and "rehearsal on PostgreSQL" in out.stdout
+
+
+def test_plan_rehearse_copy_commits_on_a_copy_and_shows_data_failures_and_hold_times(make_database, tmp_path):
+    url = make_database(prefix="gt_plancopy")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, sku text)")
+        conn.execute("INSERT INTO items SELECT g, 'sku-' || (g % 40) FROM generate_series(1, 100) g")
+    good, bad = tmp_path / "001_big.sql", tmp_path / "002_unique.sql"
+    good.write_text("ALTER TABLE items ALTER COLUMN id TYPE bigint;\n")
+    bad.write_text("CREATE UNIQUE INDEX items_sku_key ON items (sku);\n")
+    env = _plan_project(tmp_path, url)
+    out = guardian("plan", "--env", "staging", "--rehearse-copy", "--fail-on", "critical", str(good), str(bad), env=env)
+    assert out.returncode == 1, (out.stdout, out.stderr)  # the rehearsal failed on the data
+    assert out.stdout.startswith("rehearsed on a copy of staging from") and "ACCESS EXCLUSIVE on items held" in out.stdout
+    assert "locks held" in out.stdout and "committed on the copy" in out.stdout
+    assert "DATA FAILURE line 1: 40 duplicated (sku) in items, 100 rows; e.g. sku=sku-" in out.stdout
+    assert url not in out.stdout + out.stderr
+    doc = json.loads(guardian("plan", "--target-url", url, "--rehearse-copy", "--format", "json", str(good), env=env).stdout)
+    (st,) = doc["files"][0]["statements"]
+    assert doc["rehearsal"]["rolled_back"] is False and doc["rehearsal"]["copy"]["kind"] == "template"
+    assert st["held_ms"] >= st["duration_ms"] > 0 and st["rewrites"] == ["items"] and "held" in doc["headline"]
+    with psycopg.connect(url) as conn:  # the target is unchanged and no copy is left
+        assert conn.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'items' "
+                            "AND column_name = 'id'").fetchone()[0] == "integer"
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'guardian_copy_req2%'").fetchone()[0] == 0

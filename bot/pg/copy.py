@@ -84,13 +84,15 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 @contextmanager
-def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup] = ()) -> Iterator[Copy]:
-    """A fresh copy of ``env``'s target for ``request_id``, dropped on leaving (also when the body raises)."""
+def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup] = (),
+            url: str | None = None) -> Iterator[Copy]:
+    """A fresh copy of ``env``'s target (or of ``url``) for ``request_id``, dropped on leaving (also when the body
+    raises)."""
     spec = env.rehearsal
     if spec is None:
         raise CopyError(f"environment {env.name!r} has no [environments.{env.name}.rehearsal] copy configured",
                         code="no-copy")
-    url = env.database_url().get_secret_value()
+    url = url or env.database_url().get_secret_value()
     name = copy_name(request_id)
     with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
                         application_name=f"guardian-req{request_id}-copy") as admin:

@@ -13,14 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-from bot.config import GuardianConfig
+from bot.config import EnvironmentConfig, GuardianConfig, RehearsalCopyConfig
 from bot.errors import ConfigError, GuardianError
 from bot.pg.connect import connect_target
+from bot.pg.copy import Copy, copy_of
 from bot.pg.introspect import gather_facts
 from bot.pg.rehearsal import Rehearsal, RehearsalRefused, rehearse
+from bot.pg.summary import rehearsal_headline
 
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "5min"
+CLI_COPY_ID = 2_000_000_000  # + pid: `guardian plan --rehearse-copy` copies' ids, apart from requests' ids
 
 
 def applied_context(facts, config: GuardianConfig, **overrides: object):
@@ -103,7 +106,7 @@ def _lint_entry(path: str, report) -> dict:
     return json.loads(render_json([(path, report)]))["files"][0]
 
 
-def merge(lint: list[dict], result: Rehearsal) -> dict:
+def merge(lint: list[dict], result: Rehearsal, copy=None) -> dict:
     """Lint JSON plus, per statement (matched by statement index): observed_locks, rewrites, rebuilt_indexes,
     built_indexes, scans, duration_ms, rehearsed, reason, error. `locks` also lists every observed lock the
     analysis did not predict, marked ``"observed": true``."""
@@ -123,19 +126,24 @@ def merge(lint: list[dict], result: Rehearsal) -> dict:
                 "rebuilt_indexes": [c.model_dump() for c in s.rebuilt_indexes],
                 "built_indexes": [c.model_dump() for c in s.built_indexes], "scans": [t.model_dump() for t in s.scans],
                 "duration_ms": s.duration_ms, "rehearsed": s.rehearsed, "reason": s.reason, "error": s.error,
+                "held_ms": s.held_ms, "wal_bytes": s.wal_bytes, "rows_changed": s.rows_changed,
+                "offending": [{**o.model_dump(exclude={"query"}), "summary": o.summary} for o in s.offending],
             })
             statements.append(base)
         files.append({**entry, "statements": statements})
     return {
         "files": files,
         "rehearsal": {"server_version": result.server_version, "lock_timeout": result.lock_timeout,
-                      "statement_timeout": result.statement_timeout, "rolled_back": True,
+                      "statement_timeout": result.statement_timeout, "rolled_back": copy is None,
+                      "copy": copy.summary() if copy is not None else None,
                       "scans_counted": result.scans_counted, "timezone": result.timezone},
     }
 
 
-def _text(doc: dict, result: Rehearsal) -> str:
-    lines = [f"rehearsal on PostgreSQL {result.server_version} (rolled back; lock_timeout {result.lock_timeout})"]
+def _text(doc: dict, result: Rehearsal, headline: str | None = None) -> str:
+    lines = [headline] if headline else []
+    how = "committed on the copy, which is dropped" if headline else "rolled back"
+    lines.append(f"rehearsal on PostgreSQL {result.server_version} ({how}; lock_timeout {result.lock_timeout})")
     for f in doc["files"]:
         lines.append(f"{f['path']}: risk {f['risk'] or 'unknown'}")
         for s in f["statements"]:
@@ -150,12 +158,30 @@ def _text(doc: dict, result: Rehearsal) -> str:
             seen += [f"builds {c['index']} on {c['table']}" for c in s["built_indexes"]]
             seen += [f"scans {t['relation']} ({t['seq_scans']} seq, {t['rows_read']:,} rows; {t['index_scans']} index)"
                      for t in s["scans"]]
-            lines.append(f"{head}: {s['duration_ms']:.1f} ms; locks {locks}" + "".join(f"; {x}" for x in seen))
+            held = f", locks held {s['held_ms']:.1f} ms" if headline and s.get("held_ms") is not None else ""
+            lines.append(f"{head}: {s['duration_ms']:.1f} ms{held}; locks {locks}" + "".join(f"; {x}" for x in seen))
+        for s in f["statements"]:
+            lines += [f"  DATA FAILURE line {s['line']}: {o['summary']}; e.g. {' | '.join(o['examples'])}"
+                      for o in s.get("offending") or ()]
         for finding in f["findings"]:
             accepted = f" (accepted: {finding['accept_reason']})" if finding.get("accepted") else ""
             lines.append(f"  {finding['severity'].upper()} {finding['code']} line {finding['line']}{accepted}: "
                          f"{finding['message']}")
     return "\n".join(lines)
+
+
+def _on_copy(config: GuardianConfig, env_name: str | None, url: str, files, reports, lock_timeout: str,
+             statement_timeout: str) -> tuple[Rehearsal, Copy]:
+    """The files committed on a fresh copy of ``url`` (the environment's [rehearsal] copy, else a template copy),
+    dropped afterwards; the target is never changed."""
+    env = config.environment(env_name) if env_name else None
+    spec = env.rehearsal if env is not None and env.rehearsal else RehearsalCopyConfig(copy="template")
+    # the URL is passed as is; the variable named here is never read
+    copy_env = EnvironmentConfig(name=env_name or "target", database_url_env="GUARDIAN_PLAN_TARGET_URL", rehearsal=spec)
+    with copy_of(copy_env, CLI_COPY_ID + os.getpid() % 100_000_000, url=url) as copy:
+        with connect_target(copy.url, f"{copy_env.name} (copy)") as conn:
+            return rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                            reports=reports, commit=True), copy
 
 
 def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
@@ -166,7 +192,12 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
     if bool(target_url) == bool(env_name):
         print("guardian: give exactly one of --target-url URL or --env NAME", file=sys.stderr)
         return 2
-    if env_name:
+    on_copy = bool(getattr(args, "rehearse_copy", False))
+    if env_name and on_copy:  # the environment's own database, copied: the copy is what changes
+        env = config.environment(env_name)
+        url, lock_timeout, statement_timeout = env.database_url().get_secret_value(), env.lock_timeout, env.statement_timeout
+        label = env_name
+    elif env_name:
         url, lock_timeout, statement_timeout = rehearsal_target(config, env_name)
         label = f"{env_name} (rehearsal)"
     else:
@@ -184,16 +215,21 @@ def run_plan(config: GuardianConfig, args: argparse.Namespace) -> int:
         if getattr(args, "snapshot_out", None):
             write_snapshot(facts.to_snapshot(context), args.snapshot_out)
         reports = [_analyze(sql, context) for _, sql in files]
-        result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                          reports=reports)
+        if not on_copy:
+            result = rehearse(conn, files, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
+                              reports=reports)
+    copy = headline = None
+    if on_copy:  # the target's connection is closed: a template copy wants no other session on it
+        result, copy = _on_copy(config, env_name, url, files, reports, lock_timeout, statement_timeout)
+        headline = rehearsal_headline(result, copy, None, env_name or "the target")
     reports = [_traced(report, sql, rehearsed.statements, context, result)
                for (_, sql), report, rehearsed in zip(files, reports, result.files)]
     lint = [_lint_entry(path, report) for (path, _), report in zip(files, reports)]
-    doc = merge(lint, result)
+    doc = merge(lint, result, copy)
     if getattr(args, "format", "text") == "json":
-        print(json.dumps(doc, indent=2))
+        print(json.dumps({**doc, "headline": headline} if headline else doc, indent=2))
     else:
-        print(_text(doc, result))
+        print(_text(doc, result, headline))
     return 1 if result.failed or _at_or_above(doc, _fail_on(args)) else 0
 
 

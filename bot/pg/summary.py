@@ -44,14 +44,14 @@ def statement_timings(rehearsal: Any) -> list[dict]:
 
 def longest_hold(rehearsal: Any) -> tuple[str, str, float] | None:
     """(mode, relation, ms) of the strongest table lock held longest: what blocks the app the most."""
-    best: tuple[int, float, str, str] | None = None
+    best: tuple[int, float, int, str, str] | None = None
     for f in rehearsal.files:
         for s in f.statements:
             for lk in s.observed_locks:
-                if lk.mode in _STRENGTH and s.held_ms is not None:
-                    key = (-_STRENGTH.index(lk.mode), s.held_ms, lk.mode, lk.relation)
+                if lk.mode in _STRENGTH and s.held_ms is not None:  # on a tie, the table before its indexes
+                    key = (-_STRENGTH.index(lk.mode), s.held_ms, -len(lk.relation), lk.mode, lk.relation)
                     best = max(best, key) if best else key
-    return (best[2], best[3], best[1]) if best else None
+    return (best[3], best[4], best[1]) if best else None
 
 
 def rehearsal_headline(rehearsal: Any, copy: Any, app: Any, env_name: str) -> str:
