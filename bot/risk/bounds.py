@@ -7,6 +7,9 @@ id < 200) on a NOT NULL column skips it, as do two CHECKs holding one side each;
 only, a NOT VALID CHECK or a nullable column without `IS NOT NULL` scan. Usage::
 
     proves_bound(bound, "RANGE (id)", ["CHECK (((id >= 100) AND (id < 200)))"], key_not_null=True)
+
+The DEFAULT partition's scan (a new partition, PARTITION OF or ATTACH) is skipped the other way round: when
+its validated CHECKs put every row outside the new range (`excludes_bound`).
 """
 from __future__ import annotations
 
@@ -43,6 +46,45 @@ def proves_bound(bound: dict, partition_key: str | None, checks: list[str], key_
             return False  # a NULL in the list or no IN/= check: leave it to the scan
         return (key_not_null or facts.not_null) and facts.values <= allowed
     return False
+
+
+def excludes_bound(bound: dict, partition_key: str | None, checks: list[str]) -> bool:
+    """Whether the DEFAULT partition's validated CHECKs keep every row out of a new range partition's bound, so
+    PostgreSQL skips its scan. Observed on PostgreSQL 15 (seq_scan of the DEFAULT partition, PARTITION OF and
+    ATTACH alike, bound [lo, hi)): key >= hi, key > v with v >= hi, key < lo, key <= v with v < lo, and an OR
+    each arm of which does, skip it; key > hi - 1 (no discreteness) and key <= lo scan."""
+    key = key_column(partition_key)
+    if key is None or bound.get("strategy") != "r":
+        return False
+    lower, upper = bound.get("lowerdatums") or (), bound.get("upperdatums") or ()
+    lo = None if len(lower) != 1 or _unbounded(lower, "minvalue") else _value(lower[0])
+    hi = None if len(upper) != 1 or _unbounded(upper, "maxvalue") else _value(upper[0])
+    return any(_outside(_expression(definition), key, lo, hi) for definition in checks)
+
+
+def _outside(node: dict | None, key: str, lo, hi) -> bool:
+    """Whether the expression holding implies key < lo or key >= hi."""
+    if not node:
+        return False
+    if "BoolExpr" in node:
+        args = node["BoolExpr"].get("args") or ()
+        op = node["BoolExpr"].get("boolop")
+        if op == "AND_EXPR":
+            return any(_outside(a, key, lo, hi) for a in args)
+        return op == "OR_EXPR" and bool(args) and all(_outside(a, key, lo, hi) for a in args)
+    e = node.get("A_Expr")
+    op = (strings(e.get("name")) or ["?"])[-1] if e else None
+    if not e or e.get("kind") != "AEXPR_OP" or op not in _FLIP:
+        return False
+    lhs, rhs = e.get("lexpr"), e.get("rexpr")
+    if _is_key(rhs, key):
+        lhs, rhs, op = rhs, lhs, _FLIP[op]
+    v = _value(rhs)
+    if not _is_key(lhs, key) or v is None:
+        return False
+    above = hi is not None and op in (">=", ">", "=") and _le(hi, v)
+    below = lo is not None and (op == "<" and _le(v, lo) or op in ("<=", "=") and _lt(v, lo))
+    return above or below
 
 
 def key_column(partition_key: str | None) -> str | None:

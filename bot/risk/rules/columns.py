@@ -281,15 +281,21 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
                   f"old type disappears: rows holding one make this fail, and app code still writing one fails "
                   f"after it.", table)
         return
-    if cdef.get("collClause"):
-        yield Hit("MG308", f"Collation change on {table}.{col} rebuilds its indexes.", table)
+    facts = st.facts(table)
+    collate = bool(cdef.get("collClause"))
+    if collate and facts is None:
+        yield Hit("MG308", f"Collation change on {table}.{col} rebuilds the indexes on it (with none, it is "
+                  f"catalog-only); to name them, {catalog.HOW}.", table)
+    elif collate:  # measured on PG 15: every index on the column gets a new filenode, the heap keeps its own
+        names = _indexes_on(table, col, facts, st, every=True)
+        if names:
+            yield Hit("MG308", f"Collation change on {table}.{col}: {_are_rebuilt(names)}.", table)
     if with_not_null:
         yield Hit("MG307", f"{table}.{col}: type change and SET NOT NULL in one statement.", table)
     known = st.coltypes.get((table, col))
     stats = st.stats(table)
     if known is None and stats and col in stats.columns:
         known = stats.columns[col]
-    facts = st.facts(table)
     views = _views(table, col, facts, st)
     if views:
         yield Hit("MG314", f"{' and '.join(views)} select{'s' * (len(views) == 1)} {table}.{col}: ALTER COLUMN TYPE "
@@ -301,15 +307,15 @@ def _alter_type(cmd: dict, table: str, st: State, with_not_null: bool, s: Stmt) 
         zone = st.ctx.timezone if facts is not None else None
         if verdict is None and zone is not None and not using:
             if zero_offset(zone):  # PostgreSQL keeps the heap; every index on the column is rebuilt
-                yield from _rebuilt(table, col, facts, st, f"with TimeZone {zone} {known} -> {new} keeps the heap, "
-                                    "but", every=True)
+                yield from () if collate else _rebuilt(table, col, facts, st, f"with TimeZone {zone} {known} -> "
+                                                       f"{new} keeps the heap, but", every=True)
                 return
             s.fx.rewrite = True
             yield Hit("MG306", f"{table}.{col} {known} -> {new} rewrites the table and its indexes: the runner's "
                       f"TimeZone is {zone}, not UTC, so every value is converted.", table)
             return
         if verdict is True and not using:
-            yield from _rebuilt(table, col, facts, st, f"{known} -> {new} keeps the heap, but")
+            yield from () if collate else _rebuilt(table, col, facts, st, f"{known} -> {new} keeps the heap, but")
             return
         if verdict is None and not using:
             yield Hit("MG306", f"{table}.{col} {known} -> {new} is metadata only when the session TimeZone is UTC, "
@@ -357,17 +363,26 @@ def _views(table: str, col: str, facts, st: State) -> list[str]:
 
 def _rebuilt(table: str, col: str, facts, st: State, lead: str, every: bool = False) -> Iterator[Hit]:
     """MG315 for the indexes on the column a storage-keeping type change rebuilds (expression and partial
-    ones; with `every`, all of them), from the target's catalog and this file's CREATE INDEX."""
+    ones; with `every`, all of them)."""
+    names = _indexes_on(table, col, facts, st, every)
+    if names:
+        yield Hit("MG315", f"{table}.{col}: {lead} {_are_rebuilt(names)}.", table)
+
+
+def _indexes_on(table: str, col: str, facts, st: State, every: bool) -> list[str]:
+    """The indexes on the column (expression, partial and invalid ones; with `every`, all), from the target's
+    catalog and this file's CREATE INDEX, each with its kind."""
     names = [f"{i.name} ({'expression' if i.expression else 'partial' if i.partial else 'index'})"
              for i in (facts.index_facts if facts is not None else ())
              if col in i.uses and (every or i.expression or i.partial or not i.valid)
              and i.name not in st.dropped_indexes]
-    names += [f"{name} ({'expression or partial' if rebuilt else 'index'})"
-              for name, (on, uses, rebuilt) in st.index_defs.items()
-              if on == table and col in uses and (every or rebuilt) and name not in st.dropped_indexes]
-    if names:
-        yield Hit("MG315", f"{table}.{col}: {lead} {', '.join(names)} on it {'is' if len(names) == 1 else 'are'} "
-                  "rebuilt under ACCESS EXCLUSIVE.", table)
+    return names + [f"{name} ({'expression or partial' if rebuilt else 'index'})"
+                    for name, (on, uses, rebuilt) in st.index_defs.items()
+                    if on == table and col in uses and (every or rebuilt) and name not in st.dropped_indexes]
+
+
+def _are_rebuilt(names: list[str]) -> str:
+    return f"{', '.join(names)} on it {'is' if len(names) == 1 else 'are'} rebuilt under ACCESS EXCLUSIVE"
 
 
 def _constrained_domain(col: dict, st: State) -> str | None:

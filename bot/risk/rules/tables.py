@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from .. import catalog
-from ..bounds import key_column, proves_bound
+from ..bounds import excludes_bound, key_column, proves_bound
 from ..models import Severity
 from ..nodes import def_names, rv_name
 from ..state import State, Stmt
@@ -168,7 +168,7 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         yield from _refresh(s, st, n)
     elif t == "CreateStmt" and n.get("partbound") and not n["partbound"].get("is_default"):
         for parent in n.get("inhRelations") or ():
-            yield from _default_scan(st, rv_name(parent), f"PARTITION OF {rv_name(parent)}")
+            yield from _default_scan(st, rv_name(parent), f"PARTITION OF {rv_name(parent)}", n["partbound"])
     elif t == "CreateTrigStmt" and not st.is_new(s.fx.target):
         yield Hit("MG408", f"CREATE TRIGGER on {s.fx.target} blocks writes while it is created.", s.fx.target)
     elif t == "TruncateStmt" and n.get("behavior") == "DROP_CASCADE":
@@ -238,24 +238,33 @@ def _refresh(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
                   "(\"cannot refresh materialized view concurrently\").")
 
 
-def _default_scan(st: State, parent: str, what: str) -> Iterator[Hit]:
-    """MG415 for a new partition of an existing parent: the DEFAULT partition is scanned, if there is one."""
+def _default_scan(st: State, parent: str, what: str, bound: dict) -> Iterator[Hit]:
+    """MG415 for a new partition of an existing parent: the DEFAULT partition is scanned, if there is one, unless
+    its validated CHECKs keep every row out of the new bound."""
     if st.is_new(parent):
         return
-    if catalog.table(st.ctx, parent) is None:
-        yield Hit("MG415", f"{what}: if {parent} has a DEFAULT partition, it is scanned under ACCESS EXCLUSIVE; "
-                  f"that depends on the target: {catalog.HOW}.", None, Severity.LOW)
+    found = catalog.table(st.ctx, parent)
+    if found is None:
+        yield Hit("MG415", f"{what}: if {parent} has a DEFAULT partition, it is scanned under ACCESS EXCLUSIVE "
+                  f"(unless a validated CHECK on it excludes the new range); that depends on the target: "
+                  f"{catalog.HOW}.", None, Severity.LOW)
         return
     default = catalog.default_partition(st.ctx, parent)
-    if default:
-        yield Hit("MG415", f"{what} scans {parent}'s DEFAULT partition {default} under ACCESS EXCLUSIVE.", default)
+    if not default:
+        return
+    facts = catalog.table(st.ctx, default)
+    checks = [c.definition for c in facts[1].constraints if c.kind == "check" and c.validated] if facts else []
+    if not excludes_bound(bound, found[1].partition_key, checks):
+        have = f" (its validated CHECKs do not exclude the new range: {'; '.join(checks)})" if checks else ""
+        yield Hit("MG415", f"{what} scans {parent}'s DEFAULT partition {default} under ACCESS EXCLUSIVE{have}.",
+                  default)
 
 
 def _attach(st: State, table: str, pc: dict) -> Iterator[Hit]:
     """MG407 unless a validated CHECK of the partition implies its bounds; MG415 for the DEFAULT partition."""
     part = rv_name(pc["name"])
     bound = pc.get("bound") or {}
-    yield from _default_scan(st, table, f"ATTACH PARTITION {part}") if not bound.get("is_default") else ()
+    yield from _default_scan(st, table, f"ATTACH PARTITION {part}", bound) if not bound.get("is_default") else ()
     if part in st.checked_tables or st.is_new(part):
         return
     found, parent = catalog.table(st.ctx, part), catalog.table(st.ctx, table)
