@@ -4,7 +4,7 @@ import json
 
 from pglast import parser
 
-from bot.risk.bounds import key_column, proves_bound
+from bot.risk.bounds import excludes_bound, key_column, proves_bound
 
 
 def _bound(values: str) -> dict:
@@ -54,3 +54,20 @@ def test_key_column():
     assert key_column("RANGE (created_at)") == "created_at"
     assert key_column('LIST ("Kind")') == "Kind"
     assert key_column("RANGE (a, b)") is None and key_column(None) is None
+
+
+def test_default_partition_checks_that_exclude_the_new_range():
+    """Observed on PG 15 (seq_scan of the DEFAULT partition, PARTITION OF and ATTACH alike)."""
+    bound = _bound("FROM ('2025-01-01') TO ('2026-01-01')")
+    skipped = ["CHECK ((at >= '2030-01-01'::date))", "CHECK ((at >= '2026-01-01'::date))",
+               "CHECK ((at > '2026-01-01'::date))", "CHECK ((at < '2025-01-01'::date))",
+               "CHECK ((at <= '2024-12-31'::date))", "CHECK (((at >= '2026-01-01'::date) AND (v > 0)))",
+               "CHECK (((at < '2020-01-01'::date) OR (at >= '2030-01-01'::date)))"]
+    for check in skipped:
+        assert excludes_bound(bound, "RANGE (at)", ["CHECK ((v > 0))", check]), check
+    scanned = ["CHECK ((at > '2025-12-31'::date))", "CHECK ((at <= '2025-01-01'::date))", "CHECK ((v > 0))",
+               "CHECK (((at < '2020-01-01'::date) OR (v > 0)))"]
+    for check in scanned:
+        assert not excludes_bound(bound, "RANGE (at)", [check]), check
+    assert not excludes_bound(_bound("FROM (MINVALUE) TO (100)"), "RANGE (id)", ["CHECK ((id < 0))"])
+    assert not excludes_bound(_bound("IN (1)"), "LIST (id)", ["CHECK ((id = 2))"])

@@ -67,6 +67,20 @@ def test_an_expression_index_created_earlier_in_the_file_is_rebuilt_too():
     assert "customers_lower_email_idx" in judged(sql, facts())[1]["MG315"]
 
 
+COLLATE = 'ALTER TABLE customers ALTER COLUMN email TYPE varchar(200) COLLATE "C";'
+
+
+def test_a_collation_change_rebuilds_the_indexes_on_the_column_and_nothing_without_one():
+    """PG 15: every index on the column gets a new filenode; with none, the heap keeps its own."""
+    assert judged(COLLATE, facts()) == ("low", {})
+    plain = Index(name="customers_email_idx", columns=("email",), uses=("email",))
+    risk, found = judged(COLLATE, facts(index_facts=CUSTOMERS.index_facts + (plain,)))
+    assert risk == "high" and "customers_email_idx (index) on it is rebuilt" in found["MG308"]
+    assert "MG315" not in found and "customers_pkey" not in found["MG308"]
+    risk, found = judged(COLLATE, FILE_ONLY)
+    assert risk == "high" and "catalog-only" in found["MG308"] and "guardian snapshot" in found["MG308"]
+
+
 def test_a_check_on_the_column_is_rechecked_and_one_elsewhere_is_not():
     check = Constraint(name="customers_email_check", kind="check", columns=("email",))
     ctx = facts(checks=("email",), constraints=(check,))

@@ -1,5 +1,7 @@
 """Partition and object mechanisms: with the catalog facts the verdict is decided and names the object; without
 them it says what it depends on. Each fact was observed on PostgreSQL 15 (pg_locks, seq_scan, errors)."""
+from dataclasses import replace
+
 from bot.risk import Context, Severity, TableStats, analyze
 from bot.risk.models import Column, Constraint, Index, TypeFacts
 
@@ -44,6 +46,19 @@ def test_partition_of_without_a_default_partition_is_safe():
     assert r.risk is Severity.LOW and "MG415" not in [f.code for f in r.findings]
     assert locks(r, 0) == {"ev_p2": "ACCESS EXCLUSIVE", "ev": "ACCESS EXCLUSIVE"}
     assert _risk(PARTITION_OF, _parts(default_rows=500)) is Severity.LOW  # a small default partition
+
+
+def test_a_default_partition_whose_check_excludes_the_new_range_is_not_scanned():
+    def checked(definition: str) -> Context:
+        default = TableStats(rows=2_000_000, column_facts={"id": NN}, partition_of="ev", partition_bound="DEFAULT",
+                             constraints=(Constraint(name="c", kind="check", definition=definition, columns=("id",)),))
+        ctx = _parts(default_rows=1, ev_p3=_p3("CHECK (((id >= 200) AND (id < 300)))"))
+        return replace(ctx, tables={**ctx.tables, "ev_def": default})
+
+    assert _risk(PARTITION_OF, checked("CHECK ((id >= 1000))")) is Severity.LOW
+    assert _risk(ATTACH, checked("CHECK ((id < 200))")) is Severity.LOW
+    f = finding(analyze(PARTITION_OF, checked("CHECK ((id >= 150))")), "MG415")
+    assert f.severity is Severity.HIGH and "do not exclude the new range: CHECK ((id >= 150))" in f.message
 
 
 def test_partition_of_without_facts_says_what_it_depends_on():
