@@ -7,6 +7,7 @@ Usage (claimed by workers/fleet.advance, which writes its job intent)::
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -16,11 +17,13 @@ from rq import get_current_job
 from bot.errors import GuardianError
 from bot.fleet import FleetTarget, applied_files, open_target, read_state, target_url
 from bot.models import MigrationRef, Request
+from bot.pg.tools import find_pg_dump
 from bot.sources.models import SourceSnapshot
 from bot.store.fleet import RolloutTarget
 from workers import fleet, pipeline
 from workers.apply import Progress, apply_all
-from workers.checks import run_verify_sql, verify_section
+from workers.backup import write_backup
+from workers.checks import run_verify_sql, touched_tables, verify_section
 from workers.liveness import hold_lease
 from workers.refs import to_migration
 from workers.runtime import Runtime, runtime
@@ -83,6 +86,10 @@ def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) ->
                 if state == "drifted":
                     return "skipped", f"drifted after the approval ({reason}): not migrated; plan it again"
                 todo = [m for m in refs if (m.ledger_name or m.name) in pending]
+            touched = touched_tables(conn, request) if todo and ft.kind == "database" else []
+            server_major = conn.info.server_version // 10000
+        if todo and ft.kind == "database":  # its own dump first (the request's backup step covered the schemas)
+            backup_target(rt, request, env, row.target, secret, server_major, touched)
         if todo:
             apply_all(rt, request, env, secret, Progress(), target=row.target, refs=todo)
         with open_target(env, ft, application_name=application_name(request.id, "fleet-verify")) as conn:
@@ -92,11 +99,27 @@ def apply_target(rt: Runtime, request: Request, env: Any, row: RolloutTarget) ->
         if failures:
             return "failed", "verify: " + "; ".join(failures)
         return "succeeded", None if todo else "nothing to do: its ledger already says so"
-    except (GuardianError, psycopg.Error) as exc:
+    except (GuardianError, psycopg.Error, OSError) as exc:
+        if isinstance(exc, OSError):
+            exc = GuardianError(f"its backup could not be written ({exc.strerror}); check backup.dir and free space",
+                                code="backup-failed")
         error = pipeline.step_error(exc, where, secret)
         if error.code == "target-busy":
             return "busy", "its advisory lock is still held (a previous attempt's session); retried"
         return "failed", f"[{error.code}] {str(error).splitlines()[0] if str(error) else type(exc).__name__}"
+
+
+def backup_target(rt: Runtime, request: Request, env: Any, target: str, url: str, server_major: int,
+                  touched: list[str]) -> None:
+    """A tenant database's dump before its apply, per [backup] (full, touched tables, or schema), recorded with
+    the request like the backup step's."""
+    binary, _ = find_pg_dump(server_major)
+    mode = rt.config.backup.mode
+    args = (["--schema-only"] if mode == "schema" or (mode == "touched" and not touched)
+            else [f"--table={t}" for t in touched] if mode == "touched" else [])
+    safe = re.sub(r"[^A-Za-z0-9_.]", "_", target)[:60]  # a query's names may hold anything
+    write_backup(rt, env, url, binary, args, label=f"req{request.id}-{safe}", scope=mode,
+                 app=application_name(request.id, "backup"), request_id=request.id)
 
 
 def _snapshot(request: Request, refs: list[MigrationRef], layout: str) -> SourceSnapshot:

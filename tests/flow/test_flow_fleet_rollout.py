@@ -164,4 +164,6 @@ def test_tenant_databases_roll_out_from_their_variables(harness, tenants, make_d
     assert [rows[f"GT_SHARD_{i}_URL"].state for i in (1, 2, 3)] == ["succeeded", "succeeded", "excluded"]
     assert rows["GT_SHARD_GONE_URL"].state == "excluded" and "unreachable at approval" in rows["GT_SHARD_GONE_URL"].note
     assert [applied_names(s) for s in shards] == [[M1[0], M2[0]]] * 3
+    dumps = sorted(b.path.rsplit("/", 1)[-1].split("-")[1:3] for b in harness.store.list_backups(request_id=rid))
+    assert [d for d in dumps if d[1].startswith("GT_")] == [[f"req{rid}", "GT_SHARD_1_URL"], [f"req{rid}", "GT_SHARD_2_URL"]]
     assert untouched(tenants[0], tenants[1][0])  # the schemas of the environment's own database: another fleet
