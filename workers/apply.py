@@ -30,6 +30,7 @@ from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.pg.connect import connect_target, describe_pg_error
 from bot.pg.connect import session_lost as pg_session_lost
+from bot.pg.summary import prediction_line, prediction_vs_actual
 from bot.sources.apply import (
     ApplyError,
     SessionLost,
@@ -42,7 +43,7 @@ from bot.sources.apply import (
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.sources.statements import Piece
-from bot.slack.mrkdwn import code
+from bot.slack.mrkdwn import code, escape
 from bot.slack.pipeline_blocks import (
     build_batch_message,
     build_blocker_message,
@@ -169,7 +170,16 @@ def run(request_id: int) -> None:
         lines.append(f"… and {len(progress.files) - 20} more")
     if progress.lock_retries:
         lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
-    pipeline.succeed(step, _outcome(progress), lines)
+    compared = _against_rehearsal(rt, request_id, progress)
+    lines += [f"predicted vs actual: {escape(prediction_line(row))}" for row in compared[:20]]
+    pipeline.succeed(step, {**_outcome(progress), "prediction": compared}, lines)
+
+
+def _against_rehearsal(rt: Any, request_id: int, progress: Progress) -> list[dict[str, Any]]:
+    """The rehearsal's predicted durations and lock hold times (its request.rehearsed event) beside this apply's."""
+    rehearsed = [e for e in rt.store.list_events(request_id=request_id) if e.kind == "request.rehearsed"]
+    statements = (rehearsed[-1].detail or {}).get("statements") if rehearsed else None
+    return prediction_vs_actual(statements, progress.files) if statements else []
 
 
 def session_lost(exc: BaseException) -> bool:

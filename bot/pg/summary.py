@@ -68,3 +68,29 @@ def rehearsal_headline(rehearsal: Any, copy: Any, app: Any, env_name: str) -> st
     if app is not None:
         parts.append(app.summary)
     return f"rehearsed on {where}: " + "; ".join(parts)
+
+
+def prediction_vs_actual(statements: list[dict], files: list[dict]) -> list[dict]:
+    """Per file the rehearsal's prediction (``statements``: the stored `statement_timings`) beside the apply's
+    measure (``files``: name, duration_ms): duration, and lock hold time (the file's transaction, as its locks are
+    held until its commit)."""
+    out = []
+    for f in files:
+        ran = [s for s in statements if s["file"] == f["name"]]
+        if not ran:
+            continue
+        predicted = sum(s["duration_ms"] or 0 for s in ran)
+        held = max((s["held_ms"] or 0 for s in ran), default=0)
+        out.append({"file": f["name"], "predicted_ms": round(predicted, 1), "actual_ms": f["duration_ms"],
+                    "predicted_hold_ms": round(held, 1), "actual_hold_ms": f["duration_ms"]})
+    return out
+
+
+def prediction_line(row: dict) -> str:
+    """'`001_x`: rehearsed 0.9 s, took 1.2 s (+33 %); locks held 0.95 s in the rehearsal, 1.2 s now'."""
+    def pct(predicted: float, actual: float) -> str:
+        return f" ({(actual / predicted - 1) * 100:+.0f} %)" if predicted > 0 else ""
+
+    return (f"{row['file']}: rehearsed {row['predicted_ms'] / 1000:.2f} s, took {row['actual_ms'] / 1000:.2f} s"
+            f"{pct(row['predicted_ms'], row['actual_ms'])}; locks held {row['predicted_hold_ms'] / 1000:.2f} s in the "
+            f"rehearsal, {row['actual_hold_ms'] / 1000:.2f} s now{pct(row['predicted_hold_ms'], row['actual_hold_ms'])}")

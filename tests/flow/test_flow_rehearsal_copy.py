@@ -12,7 +12,7 @@ from bot.pg.copy import copy_name
 from bot.slack.ids import ActionId
 from bot.slack.sender import SlackUser
 
-from flow_harness import APPROVER_A, CHANNEL, REQUESTER
+from flow_harness import APPROVER_A, APPROVER_B, CHANNEL, REQUESTER
 
 
 def _on_copy(harness) -> None:
@@ -72,3 +72,26 @@ def test_clean_data_keeps_the_static_risk(harness):
                         "SELECT 1")
     assert "*data failure*" not in thread and "0 data failures" in thread
     assert harness.store.get_request(rid).risk != "critical"
+
+
+def test_after_the_apply_the_thread_compares_actual_with_the_rehearsal(harness):
+    _on_copy(harness)
+    harness.add_migration("20240101000000_email_bigger", "ALTER TABLE users ALTER COLUMN id TYPE numeric;\n")
+    rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
+    harness.flow.analyze(rid)
+    predicted = next(e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed")
+    (st,) = predicted.detail["statements"]
+    assert st["held_ms"] >= st["duration_ms"] > 0 and st["rewrites"] == ["users"]
+    needed = harness.store.get_request(rid).risk
+    for approver in [APPROVER_A, APPROVER_B][: 2 if needed in ("high", "critical") else 1]:
+        _, reply = harness.click(ActionId.APPROVE.value, rid, approver)
+        harness.replies(reply)
+    harness.run_jobs()
+    done = harness.store.get_request(rid)
+    assert done.status.value == "succeeded", done.error
+    (apply,) = [s for s in harness.store.list_steps(rid) if s.step == "apply"]
+    (row,) = apply.outcome["prediction"]
+    assert row["file"] == "20240101000000_email_bigger" and row["predicted_ms"] == round(st["duration_ms"], 1)
+    assert row["actual_ms"] > 0 and row["predicted_hold_ms"] > 0
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "predicted vs actual: 20240101000000_email_bigger: rehearsed" in thread and "locks held" in thread
