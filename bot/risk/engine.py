@@ -311,7 +311,7 @@ def _finish(raw: RawStatement, ahead: tuple, st: State, ctx: Context, findings: 
             if rule is None or rule.code not in used:
                 findings.append(_finding("MG004", d.line, 1, raw.index,
                                          f"`{code}` is not a rule that fired on this statement.", ctx))
-    _update(s, st)
+    _update(s, st, hits)
     st.prev_line = raw.line
     values = info.__dict__
     values["index"] = raw.index  # a statement of a Split's tail is renumbered after the head
@@ -412,16 +412,21 @@ def _overall(findings: list[Finding], statements: list[StatementInfo] | int) -> 
     return risk, tuple(reasons)
 
 
-def _update(s: Stmt, st: State) -> None:
-    """Remember what this statement changed, for the rules on later statements."""
+def _update(s: Stmt, st: State, hits: list[Hit]) -> None:
+    """Remember what this statement changed and which rules it made fire, for the rules on later
+    statements (the only writer of the engine's state: rules read it)."""
     t, n, fx = s.type, s.node, s.fx
+    if hits:
+        codes = {h.code for h in hits}
+        st.fired |= codes
+        st.fired_in_tx |= codes
     if t == "TransactionStmt":
         kind = n.get("kind", "")
         if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
             st.tx_open, st.explicit, st.begin_line = True, True, s.raw.line
             st.tx_id += 1
             st.held.clear()
-            st.held_reported = False
+            st.fired_in_tx.clear()
         elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_COMMIT_PREPARED",
                       "TRANS_STMT_PREPARE"):
             if st.tx_open and not st.explicit:
@@ -429,7 +434,7 @@ def _update(s: Stmt, st: State) -> None:
             st.tx_open = st.explicit = False
             st.tx_id += 1
             st.held.clear()
-            st.held_reported = False
+            st.fired_in_tx.clear()
         return
     if t == "VariableSetStmt":
         _setting(n.get("name", ""), [const_value(a) for a in n.get("args") or ()], st)
@@ -437,6 +442,8 @@ def _update(s: Stmt, st: State) -> None:
     if t == "SelectStmt" and "set_config" in func_names(n.get("targetList")):
         for fc in _set_configs(n.get("targetList")):
             _setting(fc[0], fc[1:2], st)
+    if st.existing_locks(fx)[1]:
+        st.strong_lock_seen = True
     if not fx.transactional:
         st.nontx_seen = True
         if ctx_runner_prisma(st):
@@ -444,7 +451,7 @@ def _update(s: Stmt, st: State) -> None:
         if st.tx_open and not st.explicit:  # the runner runs it alone; a new transaction follows
             st.tx_id += 1
             st.held.clear()
-            st.held_reported = False
+            st.fired_in_tx.clear()
     elif fx.locks and t not in ("SelectStmt",):
         st.tx_ddl_seen = True
     if t == "AlterEnumStmt" and n.get("newVal") and fx.transactional and st.tx_open:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from . import catalog
 from .effect import Effect
-from .models import Context, TableStats, TypeFacts
+from .models import LOCK_RANK, Context, TableStats, TypeFacts
 from .parse import RawStatement
 
 
@@ -18,6 +18,9 @@ class Stmt:
     def __init__(self, raw: RawStatement, fx: Effect, in_tx: bool | None, explicit_tx: bool | None) -> None:
         self.raw, self.fx, self.in_tx, self.explicit_tx = raw, fx, in_tx, explicit_tx
         self.type, self.node = raw.node_type, raw.node
+
+
+_SHARE = LOCK_RANK["SHARE"]
 
 
 @dataclass(slots=True)
@@ -38,12 +41,11 @@ class State:
     indexes: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
     alters: dict[str, int] = field(default_factory=dict)
     held: dict[str, tuple[str, int]] = field(default_factory=dict)  # relation -> (mode, line), current tx
-    held_reported: bool = False
-    lock_timeout_missing: list[int] = field(default_factory=list)
-    statement_timeout_reported: bool = False
+    strong_lock_seen: bool = False  # a SHARE-or-stronger lock on an existing relation earlier in the file
+    fired: set[str] = field(default_factory=set)  # rule codes hit earlier in this file
+    fired_in_tx: set[str] = field(default_factory=set)  # rule codes hit earlier in the current transaction
     nontx_seen: bool = False
     tx_ddl_seen: bool = False
-    mixed_reported: bool = False
     dropped_pkeys: set[str] = field(default_factory=set)
     begin_line: int = 0
     null_columns: set[tuple[str, str]] = field(default_factory=set)  # added in this file, no default
@@ -70,6 +72,18 @@ class State:
     view_columns: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, column) -> view selecting it
     dropped_views: set[str] = field(default_factory=set)  # views dropped in this file, as written
     dropped_indexes: set[str] = field(default_factory=set)  # indexes dropped in this file (unqualified)
+
+    def existing_locks(self, fx: Effect) -> tuple[bool, tuple[str, str] | None]:
+        """Whether the statement locks a relation that existed before this file, and its first
+        SHARE-or-stronger such lock as (relation, mode)."""
+        existing, strong = False, None
+        for r, m in fx.locks.items():
+            if r in fx.creates or self.is_new(r):
+                continue
+            existing = True
+            if strong is None and LOCK_RANK[m] >= _SHARE:
+                strong = (r, m)
+        return existing, strong
 
     def is_new(self, relation: str | None) -> bool:
         """Created earlier in this file (invisible to other sessions, so lock rules do not apply)."""

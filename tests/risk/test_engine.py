@@ -228,3 +228,26 @@ def test_long_names_are_found_in_the_statement_that_has_them_only():
     r = analyze(sql)
     assert [(f.statement, f.line) for f in r.findings if f.code == "MG805"] == [(1, 2), (3, 4)]
     assert all(f.code != "MG805" for f in analyze("CREATE TABLE t (id bigint, " + "x" * 60 + " int);").findings)
+
+
+def test_rules_only_read_the_engine_state():
+    """No rule module assigns to or mutates the State (`st`): the engine's _update writes it, including which
+    rules fired (State.fired, fired_in_tx). destructive and rechecks still keep their own records there."""
+    import ast
+    from pathlib import Path
+
+    from bot.risk import rules
+
+    still_writing = {"destructive.py", "rechecks.py"}
+    mutators = {"append", "add", "update", "clear", "pop", "setdefault", "discard", "remove", "extend"}
+    writes = []
+    for path in sorted(Path(rules.__file__).parent.glob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+            written = [t for t in targets for x in ast.walk(t)
+                       if isinstance(x, ast.Attribute) and isinstance(x.value, ast.Name) and x.value.id == "st"]
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in mutators \
+                    and ast.unparse(n.func.value).startswith("st."):
+                written.append(n)
+            writes += [(path.name, n.lineno) for _ in written[:1]]
+    assert {name for name, _ in writes} == still_writing, writes

@@ -138,70 +138,95 @@ _SHARE = LOCK_RANK["SHARE"]
 TYPES: frozenset[str] | None = None
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
-    t, n, fx = s.type, s.node, s.fx
-    if t == "TransactionStmt":
-        kind = n.get("kind", "")
-        # A BEGIN ... COMMIT block is a transaction of its own: Prisma sends the file as one query, where BEGIN
-        # turns the implicit transaction into this block; Guardian's apply runs each block as one part.
-        if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and st.tx_open and st.explicit:
-            yield Hit("MG605", "BEGIN while the transaction opened by an earlier BEGIN is in progress: PostgreSQL "
-                      "ignores it with a warning, and the first COMMIT ends both.")
-        elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK") and not st.tx_open:
-            yield Hit("MG605", f"{fx.kind} with no transaction open.")
-        elif kind == "TRANS_STMT_COMMIT" and st.tx_open and not st.explicit:
-            yield Hit("MG605", "COMMIT here commits what precedes it on its own: if a later statement fails, the "
-                      "file stays half applied.", None, Severity.LOW)
-        elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open and not st.explicit:
-            yield Hit("MG605", "ROLLBACK discards everything the runner's transaction did before it.")
-        elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open:
-            yield Hit("MG605", "ROLLBACK discards this BEGIN block: none of its statements take effect.", None,
-                      Severity.LOW)
+    """The family's hits on one statement; it only reads the state (the engine updates it, incl. `fired`)."""
+    if s.type == "TransactionStmt":
+        yield from _transaction_control(s, st)
         return
-    if t in _CONTROL:
+    if s.type in _CONTROL:
         return
-    existing, strong = False, None  # a lock on a relation that existed before; the first SHARE or stronger one
-    for r, m in fx.locks.items():
-        if r in fx.creates or st.is_new(r):
-            continue
-        existing = True
-        if strong is None and LOCK_RANK[m] >= _SHARE:
-            strong = (r, m)
-    if strong and not st.lock_timeout and not st.lock_timeout_missing:
+    yield from _timeouts(s, st)
+    yield from _held_lock(s, st)
+    yield from _enum_value_used(s, st)
+    yield from _not_rerunnable(s)
+    yield from _mixed_modes(s, st)
+
+
+def _transaction_control(s: Stmt, st: State) -> Iterator[Hit]:
+    """MG605: BEGIN, COMMIT or ROLLBACK that does not do what the file seems to expect."""
+    kind = s.node.get("kind", "")
+    # A BEGIN ... COMMIT block is a transaction of its own: Prisma sends the file as one query, where BEGIN
+    # turns the implicit transaction into this block; Guardian's apply runs each block as one part.
+    if kind in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and st.tx_open and st.explicit:
+        yield Hit("MG605", "BEGIN while the transaction opened by an earlier BEGIN is in progress: PostgreSQL "
+                  "ignores it with a warning, and the first COMMIT ends both.")
+    elif kind in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK") and not st.tx_open:
+        yield Hit("MG605", f"{s.fx.kind} with no transaction open.")
+    elif kind == "TRANS_STMT_COMMIT" and st.tx_open and not st.explicit:
+        yield Hit("MG605", "COMMIT here commits what precedes it on its own: if a later statement fails, the "
+                  "file stays half applied.", None, Severity.LOW)
+    elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open and not st.explicit:
+        yield Hit("MG605", "ROLLBACK discards everything the runner's transaction did before it.")
+    elif kind == "TRANS_STMT_ROLLBACK" and st.tx_open:
+        yield Hit("MG605", "ROLLBACK discards this BEGIN block: none of its statements take effect.", None,
+                  Severity.LOW)
+
+
+def _timeouts(s: Stmt, st: State) -> Iterator[Hit]:
+    """MG601 at the file's first strong lock without lock_timeout; MG602 once, at a long statement without
+    statement_timeout."""
+    fx = s.fx
+    existing, strong = st.existing_locks(fx)
+    if strong and not st.lock_timeout and not st.strong_lock_seen:
         rel, mode = strong
         yield Hit("MG601", f"No lock_timeout before {mode} on {rel}: if it waits, every query on {rel} queues "
                   "behind it.", rel)
-    if strong:
-        st.lock_timeout_missing.append(s.raw.line)
     if (fx.rewrite or fx.scan) and existing and fx.transactional and not st.statement_timeout \
-            and not st.statement_timeout_reported and t not in ("SelectStmt", "InsertStmt"):
-        st.statement_timeout_reported = True
+            and "MG602" not in st.fired and s.type not in ("SelectStmt", "InsertStmt"):
         yield Hit("MG602", f"{fx.kind} may run long and no statement_timeout is set.")
-    if s.in_tx and st.held and not st.held_reported:
+
+
+def _held_lock(s: Stmt, st: State) -> Iterator[Hit]:
+    """MG603 once per transaction: a slow statement while an earlier ACCESS EXCLUSIVE lock is held."""
+    if s.in_tx and st.held and "MG603" not in st.fired_in_tx:
         slow = _slow(s, st)
         if slow:
             rel, (mode, line) = next(iter(st.held.items()))
-            st.held_reported = True
             yield Hit("MG603", f"This statement {slow} while {mode} on {rel} (taken at line {line}) is still held: "
                       f"every query on {rel} waits until COMMIT.", rel)
-    if st.new_values and s.in_tx and t not in _CONTROL and t != "AlterEnumStmt":
-        text = s.raw.text  # empty for a big file's tail (engine.Split): then the tree is searched
-        if text:
-            quoted = literal_values(text) if "'" in text else ()
-        else:
-            quoted = s.raw.literals if s.raw.literals is not None else _literals(n)
-        candidates = [v for v in quoted if v in st.new_values]
-        for value in candidates:
-            typ, line, tx = st.new_values[value]
-            if tx == st.tx_id and _uses_value(n, value):
-                yield Hit("MG608", f"Uses '{value}', added to {typ} at line {line} in this same transaction: fails "
-                          "with 'unsafe use of new value' (55P04).")
-                break
-    if not fx.transactional:
-        if t == "IndexStmt" and n.get("concurrent") and not n.get("if_not_exists"):
-            yield Hit("MG604", "CREATE INDEX CONCURRENTLY without IF NOT EXISTS fails on a re-run.")
-        elif t == "DropStmt" and n.get("concurrent") and not n.get("missing_ok"):
-            yield Hit("MG604", "DROP INDEX CONCURRENTLY without IF EXISTS fails on a re-run.")
-    if st.ctx.assume_in_transaction and not st.explicit and not st.mixed_reported and st.ctx.runner != "prisma":
-        if not fx.transactional and st.tx_ddl_seen:  # a CONCURRENTLY step first leaves nothing half applied
-            st.mixed_reported = True
-            yield Hit("MG607", "This file mixes statements that need a transaction with ones that cannot run in one.")
+
+
+def _enum_value_used(s: Stmt, st: State) -> Iterator[Hit]:
+    """MG608: an enum value added in this same transaction is used."""
+    if not (st.new_values and s.in_tx and s.type != "AlterEnumStmt"):
+        return
+    n, text = s.node, s.raw.text  # text is empty for a big file's tail (engine.Split): then the tree is searched
+    if text:
+        quoted = literal_values(text) if "'" in text else ()
+    else:
+        quoted = s.raw.literals if s.raw.literals is not None else _literals(n)
+    for value in [v for v in quoted if v in st.new_values]:
+        typ, line, tx = st.new_values[value]
+        if tx == st.tx_id and _uses_value(n, value):
+            yield Hit("MG608", f"Uses '{value}', added to {typ} at line {line} in this same transaction: fails "
+                      "with 'unsafe use of new value' (55P04).")
+            return
+
+
+def _not_rerunnable(s: Stmt) -> Iterator[Hit]:
+    """MG604: CREATE/DROP INDEX CONCURRENTLY without IF [NOT] EXISTS."""
+    t, n = s.type, s.node
+    if s.fx.transactional or not n.get("concurrent"):
+        return
+    if t == "IndexStmt" and not n.get("if_not_exists"):
+        yield Hit("MG604", "CREATE INDEX CONCURRENTLY without IF NOT EXISTS fails on a re-run.")
+    elif t == "DropStmt" and not n.get("missing_ok"):
+        yield Hit("MG604", "DROP INDEX CONCURRENTLY without IF EXISTS fails on a re-run.")
+
+
+def _mixed_modes(s: Stmt, st: State) -> Iterator[Hit]:
+    """MG607 once: a statement that cannot run in a transaction after transactional DDL, in the runner's
+    transaction (a CONCURRENTLY step first leaves nothing half applied)."""
+    ctx = st.ctx
+    if ctx.assume_in_transaction and not st.explicit and "MG607" not in st.fired and ctx.runner != "prisma" \
+            and not s.fx.transactional and st.tx_ddl_seen:
+        yield Hit("MG607", "This file mixes statements that need a transaction with ones that cannot run in one.")
