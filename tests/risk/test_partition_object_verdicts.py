@@ -2,7 +2,7 @@
 them it says what it depends on. Each fact was observed on PostgreSQL 15 (pg_locks, seq_scan, errors)."""
 from dataclasses import replace
 
-from bot.risk import Context, Severity, TableStats, analyze
+from bot.risk import Context, Report, Severity, TableStats, analyze
 from bot.risk.models import Column, Constraint, Index, TypeFacts
 
 from risk_helpers import codes, finding, locks
@@ -103,6 +103,27 @@ def test_attach_also_scans_the_default_partition_even_with_the_check():
 def test_attach_without_facts_keeps_the_cautious_verdict_and_says_why():
     f = finding(analyze(ATTACH), "MG407")
     assert f.severity is Severity.HIGH and "depends on the target" in f.message
+
+
+def test_attach_builds_the_parents_indexes_the_partition_has_no_match_for():
+    """PG 15: ATTACH builds the parent's index on the table under its ACCESS EXCLUSIVE unless one matches."""
+    value = Index(name="ev_value_idx", columns=("value",), uses=("value",))
+    unique = Index(name="ev_id_key", columns=("id",), uses=("id",), unique=True)
+    bound = "CHECK (((id >= 200) AND (id < 300)))"
+
+    def attach(*own: Index, sql: str = ATTACH) -> Report:
+        ctx = _parts(ev_p3=replace(_p3(bound), index_facts=own))
+        return analyze(sql, replace(ctx, tables={**ctx.tables, "ev": replace(ctx.tables["ev"],
+                                                                            index_facts=(value, unique))}))
+    f = finding(attach(), "MG419")
+    assert f.severity is Severity.HIGH and "2,000,000 rows" in f.message
+    assert "ev_value_idx (value), ev_id_key (id) of ev on ev_p3" in f.message
+    plain_id = Index(name="ev_p3_id_idx", columns=("id",), uses=("id",))  # not unique: no match for ev_id_key
+    assert "ev_value_idx" not in finding(attach(plain_id, replace(value, name="ev_p3_value_idx")), "MG419").message
+    assert attach(replace(value, name="p3v"), replace(unique, name="p3k")).risk is Severity.LOW
+    made = "CREATE INDEX CONCURRENTLY p3v ON ev_p3 (value);\n"  # the recipe: built before, then attached
+    assert "MG419" not in [f.code for f in attach(replace(unique, name="p3k"), sql=made + ATTACH).findings]
+    assert finding(analyze(ATTACH), "MG419").severity is Severity.LOW  # without facts: says it depends
 
 
 DETACH = "ALTER TABLE ev DETACH PARTITION ev_p1 CONCURRENTLY;"

@@ -2,6 +2,7 @@
 (tests/pg/test_pg_rehearsal*.py run the real rehearsal)."""
 from bot.pg.rehearsal import IndexChange, ObservedLock, StatementRehearsal, TableScan
 from bot.risk import Context, TableStats, analyze
+from bot.risk.models import Column, Constraint, Index
 from bot.risk.rules.trace import attach_rehearsal
 
 SQL = ("BEGIN;\n"
@@ -129,3 +130,21 @@ def test_a_rebuild_the_analysis_already_names_gets_no_second_finding():
     rebuilt = (IndexChange(index="items_email_idx", table="items", lock="ACCESS EXCLUSIVE"),)
     traced = attach_rehearsal(report, sql, [_seen(0, rewrites=(), rebuilt_indexes=rebuilt)], BIG)
     assert not _codes(traced, "MG942")
+
+
+def test_an_index_build_is_raised_on_a_statement_the_analysis_expected_only_to_scan():
+    """ATTACH PARTITION's effect says it scans; an index built there is still news (the analysis here thinks the
+    partition's index matches the parent's)."""
+    sql = "ALTER TABLE ev ATTACH PARTITION ev_p2 FOR VALUES FROM (100) TO (200);\n"
+    idx = Index(name="ev_v_idx", columns=("v",), uses=("v",))
+    ctx = Context(pg_version=15, runner_lock_timeout=True, runner_statement_timeout=True, tables={
+        "ev": TableStats(partitioned=True, column_facts={"id": Column(not_null=True)}, partition_key="RANGE (id)",
+                         index_facts=(idx,)),
+        "ev_p2": TableStats(rows=2_000_000, column_facts={"id": Column(not_null=True)}, index_facts=(idx,),
+                            constraints=(Constraint(name="b", kind="check", columns=("id",),
+                                                    definition="CHECK (((id >= 100) AND (id < 200)))"),))})
+    report = analyze(sql, ctx)
+    assert report.statements[0].scan and report.risk.value == "low", report.findings
+    built = (IndexChange(index="ev_p2_v_idx", table="ev_p2", lock="ACCESS EXCLUSIVE"),)
+    (f,) = _codes(attach_rehearsal(report, sql, [_seen(0, rewrites=(), built_indexes=built)], ctx), "MG944")
+    assert f.severity.value == "high" and "ev_p2_v_idx on ev_p2" in f.message

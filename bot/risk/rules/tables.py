@@ -151,6 +151,20 @@ RULES = (
           "ALTER TABLE events ADD CONSTRAINT events_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
       good="ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
       hazards=(9,), pg=15),
+    R(code="MG419", name="attach-partition-builds-index", severity="high",
+      summary="ATTACH PARTITION builds each of the parent's indexes the new partition has no matching index for.",
+      why="A partition must have every index of its partitioned parent: ATTACH attaches a matching index of the "
+          "table (same columns or expressions, predicate and uniqueness), else builds one on it the ordinary way, "
+          "reading all of it while it holds ACCESS EXCLUSIVE on the table: its reads and writes wait (observed on "
+          "PostgreSQL 15: a new index on the attached table, ACCESS EXCLUSIVE held).",
+      fix="Build the matching index on the table concurrently first, in its own migration; ATTACH then attaches it "
+          "and builds nothing:\n"
+          "CREATE INDEX CONCURRENTLY sales_2025_customer_id_idx ON sales_2025 (customer_id);",
+      bad="-- sales has the index sales_customer_id_idx; sales_2025 has no index on customer_id\n"
+          "ALTER TABLE sales ATTACH PARTITION sales_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      good="CREATE INDEX CONCURRENTLY sales_2025_customer_id_idx ON sales_2025 (customer_id);\n"
+           "ALTER TABLE sales ATTACH PARTITION sales_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+      hazards=(1,), size=True),
 )
 
 
@@ -265,9 +279,12 @@ def _attach(st: State, table: str, pc: dict) -> Iterator[Hit]:
     part = rv_name(pc["name"])
     bound = pc.get("bound") or {}
     yield from _default_scan(st, table, f"ATTACH PARTITION {part}", bound) if not bound.get("is_default") else ()
-    if part in st.checked_tables or st.is_new(part):
+    if st.is_new(part):
         return
     found, parent = catalog.table(st.ctx, part), catalog.table(st.ctx, table)
+    yield from _attach_indexes(st, table, part, found, parent)
+    if part in st.checked_tables:
+        return
     old_pg = " and locks the parent" if st.ctx.pg_version < 12 else ""
     if found is None or parent is None:
         yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE{old_pg} unless it already has a "
@@ -283,6 +300,29 @@ def _attach(st: State, table: str, pc: dict) -> Iterator[Hit]:
         yield Hit("MG407", f"ATTACH PARTITION {part} scans it under ACCESS EXCLUSIVE{old_pg}: no validated CHECK on "
                   f"{part} implies the bounds{' and NOT NULL ' + key_col if key_col and not not_null else ''}{have}.",
                   part)
+
+
+def _attach_indexes(st: State, table: str, part: str, found, parent) -> Iterator[Hit]:
+    """MG419 for the parent's indexes the partition has no matching index for (its own, or made in this file)."""
+    if found is None or parent is None:
+        yield Hit("MG419", f"ATTACH PARTITION {part} builds on it every index of {table} it has no matching index "
+                  f"for, under ACCESS EXCLUSIVE; that depends on the target: {catalog.HOW}.", None, Severity.LOW)
+        return
+    own = [i for i in found[1].index_facts if i.name not in st.dropped_indexes]
+    made = st.indexes.get(part, set())
+    missing = [p for p in parent[1].index_facts if p.name not in st.dropped_indexes and p.columns not in made
+               and not any(_matches(i, p) for i in own)]
+    if missing:
+        names = ", ".join(f"{p.name} ({', '.join(c or 'expression' for c in p.columns)})" for p in missing)
+        yield Hit("MG419", f"ATTACH PARTITION {part} builds {names} of {table} on {part}, which has no matching "
+                  f"index: all of {part} is read under ACCESS EXCLUSIVE.", part)
+
+
+def _matches(index, parent_index) -> bool:
+    """Whether PostgreSQL can attach the table's index to the parent's, as far as the catalog facts tell."""
+    return (index.columns, index.expression, index.partial, index.unique, index.primary, set(index.uses)) == (
+        parent_index.columns, parent_index.expression, parent_index.partial, parent_index.unique,
+        parent_index.primary, set(parent_index.uses))
 
 
 def _detach_concurrently(st: State, table: str) -> Iterator[Hit]:

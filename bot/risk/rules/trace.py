@@ -121,7 +121,7 @@ _SHARE = LOCK_RANK["SHARE"]
 # Nothing about data loss, compatibility, failures, lock queues or values is here: the rehearsal cannot
 # see those not happen.
 LOWERABLE = frozenset({
-    "MG101", "MG104", "MG105",  # index builds
+    "MG101", "MG104", "MG105", "MG419",  # index builds
     "MG201", "MG202", "MG203", "MG204", "MG205", "MG206", "MG207", "MG208",  # validation scans
     "MG301", "MG302", "MG304", "MG305", "MG306", "MG307", "MG308",  # column rewrites and scans
     "MG401", "MG402", "MG403", "MG404", "MG407", "MG415", "MG901",  # table rewrites and partition scans
@@ -197,7 +197,8 @@ def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterat
             yield "MG945", (), f"The statement failed in the rehearsal: {seen.error}.", " The migration fails the same way."
         return
     rewrite = statement is not None and statement.rewrite
-    said_scan = rewrite or (statement is not None and statement.scan) or any(f.code in LOWERABLE for f in own)
+    said = any(f.code in LOWERABLE for f in own)  # a finding of the analysis says it rewrites, builds or scans
+    said_scan = rewrite or (statement is not None and statement.scan) or said
     held = {lk.relation for lk in seen.observed_locks if lk.mode == _AEL}
     rewritten = [t for t in seen.rewrites if t in held]
     if rewritten and not rewrite:
@@ -213,7 +214,7 @@ def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterat
             "again while " + _waits(rebuilt[0].lock, rebuilt[0].table) + ", for as long as that takes on the real "
             "table"), "."
     built = [c for c in seen.built_indexes if c.table not in seen.rewrites and _blocks_writes(c.lock)
-             and not said_scan]
+             and not rewrite and not said]  # a scan the analysis expected (ATTACH's) does not explain a build
     if built:
         yield "MG944", [c.table for c in built], (
             f"The rehearsal built {_changes(built)} without CONCURRENTLY ({ms}): " + _waits(built[0].lock, built[0].table)
