@@ -287,7 +287,7 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         revert_file(ctx, ref)
         return
     migration = to_migration(ref, ctx.layout)
-    parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000, request_id=ctx.request.id)
+    parts = plan_parts(ref.sql, ctx.conn.info.server_version // 10000)
     if not parts:  # only comments: nothing to run, the ledger rows still record it
         _ledgered(ctx, migration, lambda: None)
         return

@@ -6,8 +6,9 @@ the models and rule catalogue (pydantic): `guardian lint` starts parsing a big f
 from importlib import import_module
 
 __all__ = ["analyze", "Context", "Finding", "Lock", "Report", "Rule", "RULES", "Severity", "StatementInfo",
-           "TableStats", "lookup", "rule_codes"]
-_WHERE = {"RULES": ".catalogue", "lookup": ".catalogue", "rule_codes": ".catalogue", "analyze": ".engine", **{
+           "TableStats", "lookup", "rule_codes", "transactional"]
+_WHERE = {"RULES": ".catalogue", "lookup": ".catalogue", "rule_codes": ".catalogue", "analyze": ".engine",
+          "transactional": ".locks", **{
     name: ".models" for name in ("Context", "Finding", "Lock", "Report", "Rule", "Severity", "StatementInfo",
                                  "TableStats")}}
 

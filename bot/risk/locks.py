@@ -30,6 +30,12 @@ def describe(node_type: str, n: dict, pg_version: int, functions: dict[str, str]
     return fn(n, pg_version, functions)
 
 
+def transactional(node_type: str, n: dict, pg_version: int) -> bool:
+    """Whether the statement may run inside a transaction block: the one classifier, the same as the
+    engine's StatementInfo.transactional (version-aware: ALTER TYPE ... ADD VALUE before PG 12)."""
+    return describe(node_type, n, pg_version, {}).transactional
+
+
 def catalog_locks(fx: Effect, node_type: str, n: dict, ctx: Context) -> None:
     """The locks only the target's catalog names, each observed in pg_locks on PostgreSQL 15: the DEFAULT
     partition (ACCESS EXCLUSIVE under PARTITION OF, ATTACH and DETACH), the table of a dropped index
