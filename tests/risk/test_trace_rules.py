@@ -148,3 +148,11 @@ def test_an_index_build_is_raised_on_a_statement_the_analysis_expected_only_to_s
     built = (IndexChange(index="ev_p2_v_idx", table="ev_p2", lock="ACCESS EXCLUSIVE"),)
     (f,) = _codes(attach_rehearsal(report, sql, [_seen(0, rewrites=(), built_indexes=built)], ctx), "MG944")
     assert f.severity.value == "high" and "ev_p2_v_idx on ev_p2" in f.message
+
+
+def test_an_index_built_on_a_table_this_file_created_is_not_news():
+    sql = "CREATE TABLE kinds (id int NOT NULL);\nALTER TABLE kinds ADD PRIMARY KEY (id);\n"
+    built = (IndexChange(index="kinds_pkey", table="kinds", lock="ACCESS EXCLUSIVE"),)
+    seen = StatementRehearsal(index=1, line=2, kind="AlterTableStmt", transactional=True, rehearsed=True,
+                              built_indexes=built, observed_locks=(ObservedLock(relation="kinds", mode="ACCESS EXCLUSIVE"),))
+    assert not _codes(attach_rehearsal(analyze(sql, BIG), sql, [seen], BIG), "MG944")

@@ -159,12 +159,13 @@ def attach_rehearsal(report: Report, sql: str | bytes, observed: Iterable, conte
     about that comment is dropped).
     """
     by_index = {s.index: s for s in report.statements}
+    created = _created(report)
     findings = list(report.findings)
     added: list[Finding] = []
     for seen in observed:
         statement = by_index.get(seen.index)
         own = [f for f in findings if statement is not None and f.statement == statement.index]
-        for code, tables, head, tail in _raised(seen, statement, own):
+        for code, tables, head, tail in _raised(seen, statement, own, created):
             r = _RULE[code]
             if code in context.disabled or r.name in context.disabled:
                 continue
@@ -187,7 +188,7 @@ def attach_rehearsal(report: Report, sql: str | bytes, observed: Iterable, conte
     return with_findings(report, findings)
 
 
-def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterator[tuple]:
+def _raised(seen, statement: StatementInfo | None, own: list[Finding], created: set[str]) -> Iterator[tuple]:
     """(code, tables, message up to the size note, rest of the message) for what the rehearsal saw this
     statement do that the analysis did not say."""
     ms = f"in {seen.duration_ms or 0:.0f} ms there"
@@ -214,7 +215,8 @@ def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterat
             "again while " + _waits(rebuilt[0].lock, rebuilt[0].table) + ", for as long as that takes on the real "
             "table"), "."
     built = [c for c in seen.built_indexes if c.table not in seen.rewrites and _blocks_writes(c.lock)
-             and not rewrite and not said]  # a scan the analysis expected (ATTACH's) does not explain a build
+             and not rewrite and not said  # a scan the analysis expected (ATTACH's) does not explain a build
+             and c.table.rsplit(".", 1)[-1] not in created]
     if built:
         yield "MG944", [c.table for c in built], (
             f"The rehearsal built {_changes(built)} without CONCURRENTLY ({ms}): " + _waits(built[0].lock, built[0].table)
@@ -229,6 +231,13 @@ def _raised(seen, statement: StatementInfo | None, own: list[Finding]) -> Iterat
                                              for s in scanned)
             + f" while the transaction held {first.lock} on {first.relation}: " + _waits(first.lock, first.relation)
             + " until the scan ends, as long as reading all of it takes on the real table"), "."
+
+
+def _created(report: Report) -> set[str]:
+    """Tables the file creates (a CREATE statement's first lock is its new relation), unqualified: the rehearsal
+    sees them as existing from the next statement on, but no other session can use them yet."""
+    return {s.locks[0].relation.rsplit(".", 1)[-1] for s in report.statements
+            if s.kind in ("CREATE TABLE", "CREATE TABLE AS", "CREATE MATERIALIZED VIEW") and s.locks}
 
 
 def _lowerable(f: Finding) -> bool:
