@@ -82,10 +82,9 @@ def test_lock_coverage_accepts_the_same_or_a_stronger_mode_on_that_table():
     assert twins.uncovered(obs, weaker) == ["orders SHARE UPDATE EXCLUSIVE"]
 
 
-def _test_plan_meets_issue_22_targets(pg_admin_url):
+def test_plan_meets_issue_22_targets(pg_admin_url):
     """Issue 22's "Done when" through `guardian plan` (recall >= 95 %, false alarms <= 5 %, every observed lock
-    in the report, lint --context flagging as plan does). Off until the verdict rules land: rename it to test_...
-    to switch it on."""
+    in the report, lint --context flagging as plan does), on every twin case with the suite's table size."""
     results = twins.run(CASES, SETUPS, ROWS, echo=lambda _: None, admin_url=pg_admin_url)
     assert twins.meets_issue_22(results) == []
 
