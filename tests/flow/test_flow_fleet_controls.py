@@ -167,4 +167,4 @@ def test_one_card_and_a_bounded_thread_for_a_500_target_rollout(harness, make_da
     assert [m["ts"] for m in roots] == [harness.store.get_request(rid).message_ts]  # one card, updated in place
     assert "500/500" in rollout_card(harness, rid) and "500 succeeded" in rollout_card(harness, rid)
     updates = harness.standin.calls("chat.update")
-    assert len(updates) <= 40, len(updates)  # throttled: not one per target
+    assert len(updates) < 500 // 5, len(updates)  # throttled to about one per 3 s: never one per target
