@@ -557,6 +557,7 @@ class Flow:
         reason = current_binding(self.config, request)
         if reason is None and request.policy_version != self.policy(request.environment).version:
             reason = f"the {request.environment} approval policy changed"
+        reason = reason or self._rehearsal_expired(request)
         if reason is None:
             return None
         voided = self.store.void_decisions(request_id, reason=reason, actor=actor)
@@ -576,6 +577,22 @@ class Flow:
         self.enqueue("analyze", request_id, attempt=int(time.time()))
         self.refresh_card(request_id, note=f":warning: Approvals voided: {escape(reason)}")
         return reason
+
+    def _rehearsal_expired(self, request: Request) -> str | None:
+        """Approvals bind the rehearsal's result: once the copy it ran on (fresh then) is older than the
+        environment's max_age, the request is rehearsed again on a fresh copy and approved again."""
+        from bot.config import parse_duration
+
+        spec = self.env(request.environment).rehearsal
+        events = [e for e in self.store.list_events(request_id=request.id) if e.kind == "request.rehearsed"]
+        copy = (events[-1].detail or {}).get("copy") if events else None
+        if spec is None or not copy or copy.get("stale"):
+            return None  # a copy stale from the start is flagged in the preview; rehearsing again would not help
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(copy["taken_at"])).total_seconds()
+        if age <= parse_duration(spec.max_age):
+            return None
+        return (f"the rehearsal ran on a copy of {request.environment} older than max_age ({spec.max_age}) now; "
+                "it is rehearsed again on a fresh copy")
 
     # ------------------------------------------------------------ cancel etc.
     def cancel(self, request_id: int, user_id: str) -> str:

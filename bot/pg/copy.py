@@ -59,15 +59,12 @@ class Copy(BaseModel):
     size_bytes: int | None
     made_s: float  # how long making it took
     max_age_s: float
+    stale: bool  # its data was older than the environment's max_age when it was made: may not reflect today's
     url: SecretStr
 
     def age_s(self, now: datetime | None = None) -> float:
         return ((now or datetime.now(timezone.utc)) - self.taken_at).total_seconds()
 
-    @property
-    def stale(self) -> bool:
-        """Older than the environment's ``max_age``: the rehearsal may not reflect today's data."""
-        return self.age_s() > self.max_age_s
 
     def summary(self) -> dict:
         """What is recorded and shown: source, age and size, never the URL."""
@@ -110,9 +107,10 @@ def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup
                 copy_url = _with_db(url, name)
                 admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                     sql.Identifier(name), sql.Literal(json.dumps({"request": request_id, "source": source}))))
+            max_age = parse_duration(spec.max_age)
             copy = Copy(name=name, kind=spec.kind, source=source, taken_at=taken,
-                        size_bytes=_size(copy_url, env.name), made_s=time.monotonic() - started,
-                        max_age_s=parse_duration(spec.max_age), url=SecretStr(copy_url))
+                        size_bytes=_size(copy_url, env.name), made_s=time.monotonic() - started, max_age_s=max_age,
+                        stale=(datetime.now(timezone.utc) - taken).total_seconds() > max_age, url=SecretStr(copy_url))
             log.info("request %s: copy %s made from %s in %.1f s", request_id, name, source, copy.made_s)
             yield copy
         finally:

@@ -4,6 +4,7 @@ makes the request critical; the copy is dropped and the target unchanged."""
 from __future__ import annotations
 
 import os
+import time
 
 import psycopg
 
@@ -95,3 +96,21 @@ def test_after_the_apply_the_thread_compares_actual_with_the_rehearsal(harness):
     assert row["actual_ms"] > 0 and row["predicted_hold_ms"] > 0
     thread = "\n".join(harness.thread_texts(rid))
     assert "predicted vs actual: 20240101000000_email_bigger: rehearsed" in thread and "locks held" in thread
+
+
+def test_approval_binds_the_rehearsal_a_copy_past_max_age_means_a_new_rehearsal_and_new_approvals(harness):
+    staging = harness.config.environments["staging"].model_copy(
+        update={"rehearsal": RehearsalCopyConfig(copy="template", max_age="1s")})
+    harness.flow.config = harness.config.model_copy(update={"environments": {**harness.config.environments, "staging": staging}})
+    harness.add_migration("20240101000000_nick", "ALTER TABLE users ADD COLUMN nick text;\n")
+    rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
+    harness.flow.analyze(rid)
+    time.sleep(1.2)  # the copy's data is now older than max_age
+    text = harness.flow.decide(rid, APPROVER_A, "approve")
+    assert "voided" in text and "older than max_age (1s)" in text
+    assert harness.store.list_decisions(rid) == [] and harness.store.get_request(rid).status.value == "analyzing"
+    harness.flow.analyze(rid)  # rehearsed again on a fresh copy
+    assert len([e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed"]) == 2
+    relaxed = staging.model_copy(update={"rehearsal": RehearsalCopyConfig(copy="template", max_age="1h")})
+    harness.flow.config = harness.config.model_copy(update={"environments": {**harness.config.environments, "staging": relaxed}})
+    assert "You approved" in harness.flow.decide(rid, APPROVER_A, "approve")  # within max_age it binds
