@@ -37,6 +37,8 @@ STATES: tuple[TargetState, ...] = ("pending", "applied", "drifted", "unreachable
 _DRIFT = (MigrationState.MODIFIED, MigrationState.MISSING_LOCALLY, MigrationState.FAILED, MigrationState.OUT_OF_ORDER)
 _SYSTEM = ("pg_catalog", "information_schema", "pg_toast")
 FAILED_SHOWN = 5  # failed targets named on the card
+REWRITE_BYTES_PER_S = 50 * 1024 * 1024  # a full table rewrite's pace assumed for a per-target estimate (worst case)
+CONNECT_S = 1.0                         # per target: connect, lock, ledger, verify
 
 
 class FleetTarget(BaseModel):
@@ -269,7 +271,28 @@ def fleet_summary(plan: FleetPlan, fleet: FleetConfig, wanted: set[str]) -> dict
                     "halt_after_failures": fleet.halt_after_failures, "health_query": bool(fleet.health_query),
                     "pause": fleet.pause},
         "largest": [{"id": t.id, "size_bytes": t.size_bytes} for t in largest if t.size_bytes],
+        "estimate": estimate_duration(runs, list(waves.values()), fleet),
     }
+
+
+def estimate_duration(runs: list[FleetTarget], waves: list[int], fleet: FleetConfig) -> dict:
+    """The rollout's estimated duration and what it is based on: each wave takes ceil(its targets / parallel) rounds
+    of one target's apply (the largest pending target rewritten at REWRITE_BYTES_PER_S, plus CONNECT_S), and the
+    pause separates waves.
+
+    >>> t = FleetTarget(id="a", kind="schema", server="h:5432", size_bytes=100 * 1024 * 1024)
+    >>> estimate_duration([t] * 5, [0, 1, 1, 1, 1], FleetConfig(schemas="t_*", parallel=2, pause="10s"))["seconds"]
+    19.0
+    """
+    biggest = max((t.size_bytes for t in runs), default=0)
+    per_target = CONNECT_S + biggest / REWRITE_BYTES_PER_S
+    sizes = [waves.count(w) for w in sorted(set(waves))]
+    rounds = sum(-(-n // fleet.parallel) for n in sizes)
+    seconds = round(rounds * per_target + max(len(sizes) - 1, 0) * fleet.pause_s, 1)
+    basis = (f"{len(runs)} targets in {len(sizes)} waves, ≤{fleet.parallel} at once, pause {fleet.pause}; "
+             f"{per_target:.0f} s per target, a rewrite of the largest pending target "
+             f"({biggest / 1024 / 1024:.0f} MB) at {REWRITE_BYTES_PER_S // 1024 // 1024} MB/s")
+    return {"seconds": seconds, "basis": basis}
 
 
 def fleet_view(store: Store, request: Request, env: EnvironmentConfig) -> FleetView | None:

@@ -53,6 +53,14 @@ def _group_lines(targets: list[dict[str, Any]], risks: dict[str, str] | None) ->
     return lines
 
 
+def _estimate(estimate: dict[str, Any] | None) -> str:
+    if not estimate:
+        return ""
+    s = estimate["seconds"]
+    when = f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+    return f" *Estimated duration*: about {when} ({escape(estimate['basis'])})."
+
+
 def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: dict[str, str]) -> Message:
     """The targets by group (counts and names), each distinct file set once with its worst risk, and the rollout.
 
@@ -67,7 +75,7 @@ def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: 
                f"{r['canary']}, then {escape(r['wave'])} per wave, ≤{r['parallel']} at once, ≤{r['per_server']} per "
                f"server, halt after {r['halt_after_failures']} failure{'s' if r['halt_after_failures'] != 1 else ''}"
                + (", health query between waves" if r["health_query"] else "") + f", pause {escape(r['pause'])}."
-               + (f" Largest: {largest}." if largest else "") + judged
+               + (f" Largest: {largest}." if largest else "") + judged + _estimate(fleet.get("estimate"))
                + " This approval covers exactly these targets: one added or drifted later is listed, not migrated.")
     text = "\n".join([head, *lines, rollout])
     return {"text": f"Fleet {environment}: {sum(counts.values())} targets",

@@ -93,6 +93,11 @@ def test_plan_pending_previews_the_groups_and_binds_the_target_set(harness, flee
     assert "risk " in preview and "canary 1" in preview
     waves = [t["wave"] for t in fleet_set["targets"] if t["state"] == "pending"]
     assert waves[0] == 0 and waves[1:26] == [1] * 25 and max(waves) == 5
+    # the estimate: canary 1 + waves of 25, 25, 25, 25, 15 at 8 at once = 19 rounds of one target's apply, no pause
+    estimate = fleet_set["estimate"]
+    assert "116 targets in 6 waves, ≤8 at once, pause 0s" in estimate["basis"] and "largest pending" in estimate["basis"]
+    assert 19 * 1.0 <= estimate["seconds"] <= 19 * 1.05
+    assert "Estimated duration" in preview and "about 19 s" in preview and "116 targets in 6 waves" in preview
 
     # a tenant created after the preview: planning again shows a different set, so the old approval would not bind
     make_schemas(url, 1, prefix="tenant_late_")
