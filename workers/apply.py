@@ -216,11 +216,15 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress,
                            backup_id=_backup_id(rt, request.id),
                            ledger_id=str(request.id) if target is None else f"{request.id}/{target}",
                            quiet=target is not None)
+        redis = pipeline.redis_for(rt) if target is not None else None
+
+        def on_waiters(waiting: list[dict[str, Any]]) -> None:
+            if redis is not None:  # a fleet target: the health gate halts the rollout on it after this wave
+                fleet.record_breach(redis, request.id, target, waiting)
+            ctx.post(build_waiters_message(request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting))
+
         ctx.dog = stack.enter_context(Watchdog(
-            url, conn.info.backend_pid, label=application_name(request.id, "watchdog"),
-            on_waiters=lambda waiting: ctx.post(build_waiters_message(
-                request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting)),
-        ))
+            url, conn.info.backend_pid, label=application_name(request.id, "watchdog"), on_waiters=on_waiters))
         for ref in (request.migrations if refs is None else refs):
             clock = time.monotonic()
             if layout != "prisma":

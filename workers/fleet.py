@@ -13,6 +13,7 @@ is sent back to waiting and its next job applies only what the ledger still lack
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -41,6 +42,7 @@ TARGET_JOB = "fleet-target"  # workers/fleet_target.run
 ADVANCE_JOB = "fleet-advance"
 CARD_EVERY_S = 3.0  # Slack's chat.update allows about 50 a minute; the halt, the end and every control refresh at once
 CARD_KEY = "guardian:fleet-card:{}"
+BREACH_KEY = "guardian:fleet-breaches:{}"  # lock-wait breaches since the last wave, one JSON line each
 
 
 def start(rt: Runtime, step: pipeline.StepRun) -> None:
@@ -56,6 +58,7 @@ def start(rt: Runtime, step: pipeline.StepRun) -> None:
              "note": None if t.get("wave") is not None else
              f"{t['state']} at approval" + (f": {t['reason']}" if t.get("reason") else "")} for t in approved]
     if rt.store.create_rollout(request.id, rows):
+        pipeline.redis_for(rt).delete(BREACH_KEY.format(request.id))  # none from an earlier database's request id
         known = {t["id"] for t in approved}
         try:
             late = [t for t in current_targets(env) if t.id not in known]
@@ -110,10 +113,24 @@ def advance(request_id: int) -> None:
         report.refresh_card(rt, request_id)  # one card, updated in place at most every CARD_EVERY_S
 
 
+def record_breach(redis: Redis, request_id: int, target: str, waiting: list[dict[str, Any]]) -> None:
+    """A lock-wait breach on one target (sessions waited behind its apply past the watchdog's threshold), kept for
+    the health gate after this wave."""
+    line = json.dumps({"target": target, "waiters": len(waiting), "wait_s": max(w["wait_s"] for w in waiting)})
+    redis.append(BREACH_KEY.format(request_id), line + "\n")
+    redis.expire(BREACH_KEY.format(request_id), 7 * 24 * 3600)
+
+
 def health_problem(rt: Runtime, request: Request, wave: int) -> str | None:
-    """Why the rollout must halt after ``wave``, or None: the health query false (or failing) on a database of the
+    """Why the rollout must halt after ``wave``, or None: a lock-wait breach the watchdog recorded since the last
+    wave, the health query false (or failing) on a database of the
     targets done so far (once per database: tenant schemas share theirs)."""
     env = rt.config.environment(request.environment)
+    breaches = pipeline.redis_for(rt).getdel(BREACH_KEY.format(request.id))
+    if breaches:
+        worst = max((json.loads(b) for b in breaches.decode().splitlines()), key=lambda b: b["wait_s"])
+        return (f"the lock-wait watchdog saw {worst['waiters']} session(s) waiting {worst['wait_s']:.1f} s behind "
+                f"the migration on {worst['target']} during wave {wave}")
     query = env.fleet.health_query
     if not query:
         return None

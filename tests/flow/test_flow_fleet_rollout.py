@@ -3,6 +3,8 @@ HTTP, then rolled out by RQ jobs (one per target): canary first, waves, halts on
 gate with nothing started after it, targets added or drifted after the approval listed and not migrated."""
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
@@ -167,3 +169,38 @@ def test_tenant_databases_roll_out_from_their_variables(harness, tenants, make_d
     dumps = sorted(b.path.rsplit("/", 1)[-1].split("-")[1:3] for b in harness.store.list_backups(request_id=rid))
     assert [d for d in dumps if d[1].startswith("GT_")] == [[f"req{rid}", "GT_SHARD_1_URL"], [f"req{rid}", "GT_SHARD_2_URL"]]
     assert untouched(tenants[0], tenants[1][0])  # the schemas of the environment's own database: another fleet
+
+
+SLOW_CANARY = ("20240301000000_slow_on_canary",
+               "DO $$ BEGIN ALTER TABLE accounts ADD COLUMN slow int; IF current_schema() = 'tenant_001' THEN "
+               "PERFORM pg_sleep(2.5); END IF; END $$;")
+
+
+@pytest.mark.parametrize("harness", [("prisma", fleet_toml())], indirect=True)
+def test_a_lock_wait_breach_on_the_canary_halts_before_wave_1(harness, make_database, monkeypatch) -> None:
+    url = make_database(prefix="gt_fleet_tenants")
+    monkeypatch.setenv("GT_TENANTS_URL", url)
+    schemas = make_schemas(url, 30)
+    harness.add_migration(*SLOW_CANARY)
+    rid = plan_and_approve(harness)
+    stop = threading.Event()
+
+    def app_reads() -> None:  # the application reads the canary's table; its apply holds ACCESS EXCLUSIVE for 2.5 s
+        with psycopg.connect(url, autocommit=True, application_name="test-app") as conn:
+            while not stop.wait(0.05):
+                conn.execute('SELECT count(*) FROM "tenant_001".accounts')
+
+    reader = threading.Thread(target=app_reads, daemon=True)
+    reader.start()
+    try:
+        harness.run_jobs()
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    rows = targets(harness, rid)
+    assert rows[schemas[0]].wave == 0 and rows[schemas[0]].state == "succeeded"
+    assert all(t.state == "waiting" and t.started_at is None for t in rows.values() if t.wave)
+    rollout = harness.store.get_rollout(rid)
+    assert rollout.state == "halted" and "lock-wait watchdog" in rollout.reason
+    assert "tenant_001" in rollout.reason and "wave 0" in rollout.reason
+    assert any("lock-wait watchdog" in t for t in harness.thread_texts(rid))
