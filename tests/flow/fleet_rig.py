@@ -76,3 +76,13 @@ def applied_names(url: str, schema: str = "public") -> list[str]:
         return [r[0] for r in conn.execute(
             f'SELECT migration_name FROM "{schema}"._prisma_migrations WHERE finished_at IS NOT NULL '
             "AND rolled_back_at IS NULL ORDER BY migration_name").fetchall()]
+
+
+def tenant_schemas(harness, make_database, monkeypatch, migrations, count: int = 120) -> tuple[str, list[str]]:
+    """A database of ``count`` tenant schemas named by GT_TENANTS_URL, and ``migrations`` committed to the repo."""
+    url = make_database(prefix="gt_fleet_tenants")
+    monkeypatch.setenv("GT_TENANTS_URL", url)
+    schemas = make_schemas(url, count)
+    for migration in migrations:
+        harness.add_migration(*migration)
+    return url, schemas

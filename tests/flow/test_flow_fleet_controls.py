@@ -9,7 +9,7 @@ import pytest
 from rq import Queue
 
 from bot.slack.ids import ActionId
-from fleet_rig import applied_names, fleet_toml, make_schemas
+from fleet_rig import applied_names, fleet_toml, make_schemas, tenant_schemas
 from flow_harness import APPROVER_A, APPROVER_B
 from test_flow_fleet_rollout import plan_and_approve, targets, untouched
 from workers.enqueue import QUEUE_NAMES, deliver
@@ -23,12 +23,7 @@ M2 = ("20240201000000_index_name", "CREATE INDEX accounts_name_idx ON accounts (
 
 @pytest.fixture
 def tenants(harness, make_database, monkeypatch) -> tuple[str, list[str]]:
-    url = make_database(prefix="gt_fleet_tenants")
-    monkeypatch.setenv("GT_TENANTS_URL", url)
-    schemas = make_schemas(url, 120)
-    harness.add_migration(*M1)
-    harness.add_migration(*M2)
-    return url, schemas
+    return tenant_schemas(harness, make_database, monkeypatch, (M1, M2))
 
 
 def click(harness, action: ActionId, rid: int, user: str = APPROVER_A) -> list[str]:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from bot.slack.ids import ActionId
-from fleet_rig import applied_names, fleet_toml, make_schemas, make_tenant_database, mark_applied
+from fleet_rig import applied_names, fleet_toml, make_schemas, make_tenant_database, mark_applied, tenant_schemas
 from flow_harness import APPROVER_A
 
 M1 = ("20240101000000_add_plan", "ALTER TABLE accounts ADD COLUMN plan text;")
@@ -20,12 +20,7 @@ GATE = ("SELECT (SELECT count(*) FROM information_schema.columns WHERE table_nam
 
 @pytest.fixture
 def tenants(harness, make_database, monkeypatch) -> tuple[str, list[str]]:
-    url = make_database(prefix="gt_fleet_tenants")
-    monkeypatch.setenv("GT_TENANTS_URL", url)
-    schemas = make_schemas(url, 120)
-    harness.add_migration(*M1)
-    harness.add_migration(*M2)
-    return url, schemas
+    return tenant_schemas(harness, make_database, monkeypatch, (M1, M2))
 
 
 def plan_and_approve(harness) -> int:
