@@ -316,6 +316,7 @@ class Flow:
             request_id, S.ANALYZING, S.AWAITING_APPROVAL, actor="guardian",
             risk=risk, risk_reasons=failures + list(result.reasons), git_commit=result.commit,
             target_fingerprint=result.fingerprint, policy_version=policy.version, target=result.target,
+            rehearsal=rehearsed.binding() if rehearsed is not None and not isinstance(rehearsed, str) else None,
         )
         self.store.finish_step(step.id, "succeeded", outcome={"risk": risk, "migrations": len(result.migrations)})
         self._post_preview(request)
@@ -580,7 +581,9 @@ class Flow:
 
     def _rehearsal_expired(self, request: Request) -> str | None:
         """Approvals bind the rehearsal's result: once the copy it ran on (fresh then) is older than the
-        environment's max_age, the request is rehearsed again on a fresh copy and approved again."""
+        environment's max_age, the request is rehearsed again on a fresh copy. While it awaits approval it is
+        re-analysed (and approved again); at run time (queued) it is rehearsed again now, and the approvals stand
+        when the result is the one approved (same digest), else they are voided saying what changed."""
         from bot.config import parse_duration
 
         spec = self.env(request.environment).rehearsal
@@ -591,8 +594,29 @@ class Flow:
         age = (datetime.now(timezone.utc) - datetime.fromisoformat(copy["taken_at"])).total_seconds()
         if age <= parse_duration(spec.max_age):
             return None
-        return (f"the rehearsal ran on a copy of {request.environment} older than max_age ({spec.max_age}) now; "
-                "it is rehearsed again on a fresh copy")
+        stale = f"the rehearsal ran on a copy of {request.environment} older than max_age ({spec.max_age}) now"
+        if request.status is not S.QUEUED or not (request.rehearsal or {}).get("digest"):
+            return f"{stale}; it is rehearsed again on a fresh copy"
+        return self._rehearse_again(request, stale)
+
+    def _rehearse_again(self, request: Request, stale: str) -> str | None:
+        """At run time: the request rehearsed on a fresh copy; None when its outcome is the approved one (recorded
+        with the new copy), else why the approvals no longer bind."""
+        from bot.pg.summary import outcome_change
+
+        rehearsed = self._rehearse(request)
+        if rehearsed is None or isinstance(rehearsed, str):
+            return f"{stale}, and rehearsing it again failed: {rehearsed or 'no rehearsal is configured'}"
+        binding, approved = rehearsed.binding(), request.rehearsal or {}
+        if binding["digest"] != approved.get("digest"):
+            return (f"the rehearsal on a fresh copy of {request.environment} now "
+                    f"{outcome_change(approved.get('outcome') or {}, binding['outcome'])}")
+        self.store.update_request(request.id, rehearsal=binding)
+        log.info("request %s: rehearsed again before the run, same outcome %s", request.id, binding["digest"])
+        self.post_in_thread(request, build_thread_note(
+            f":repeat: {escape(stale[0].upper() + stale[1:])}, so it was rehearsed again before the run: "
+            f"{escape(rehearsed.headline(request.environment))}. Same result as approved; the approvals stand."))
+        return None
 
     # ------------------------------------------------------------ cancel etc.
     def cancel(self, request_id: int, user_id: str) -> str:

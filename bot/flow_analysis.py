@@ -221,6 +221,15 @@ class CopyRehearsal(BaseModel):
 
         return rehearsal_headline(self.rehearsal, self.copy_, self.app, env_name)
 
+    def binding(self) -> dict[str, Any]:
+        """What the approval binds (``Request.rehearsal``): the outcome that matters to a decision, its digest (in
+        the preview's fingerprint) and the copy it ran on."""
+        from bot.pg.summary import outcome_digest, rehearsal_outcome
+
+        outcome = rehearsal_outcome(self.rehearsal, self.app)
+        return {"digest": outcome_digest(outcome), "outcome": outcome,
+                "copy": self.copy_.summary() if self.copy_ is not None else None}
+
     @property
     def failures(self) -> list[str]:
         """Why the request is critical: statements that failed on the data, app queries the migration breaks."""

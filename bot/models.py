@@ -126,6 +126,9 @@ class Request(_Frozen):
     selection: dict[str, Any] = Field(default_factory=dict)  # {"migrations": [...], "pending": bool, "ref": ...}
     target: dict[str, Any] = Field(default_factory=dict)  # {"host", "port", "database", "server_version"}
     parent_request_id: int | None = None  # for a rollback request: the request it undoes
+    # the rehearsal approvers are shown: {"digest", "outcome", "copy"} (bot/pg/summary.py rehearsal_outcome); None
+    # when none ran
+    rehearsal: dict[str, Any] | None = None
     migrations: list[MigrationRef] = Field(default_factory=list)
 
     @property
@@ -134,14 +137,18 @@ class Request(_Frozen):
 
     @property
     def preview_fingerprint(self) -> str:
-        """Identity of the preview an approver is shown: files' sha256, commit, target and policy.
+        """Identity of the preview an approver is shown: files' sha256, commit, target, policy and, when one ran,
+        the rehearsal's result (its digest; a request without one keeps the fingerprint it always had).
 
         Approve and Reject buttons carry it; a click whose fingerprint is not the request's current
         one approves nothing (the request was re-analysed since that preview was posted).
         """
-        material = json.dumps({"request": self.id, "environment": self.environment, "sha256s": self.sha256s,
-                               "commit": self.git_commit, "target": self.target_fingerprint,
-                               "policy": self.policy_version}, sort_keys=True)
+        body = {"request": self.id, "environment": self.environment, "sha256s": self.sha256s,
+                "commit": self.git_commit, "target": self.target_fingerprint, "policy": self.policy_version}
+        digest = (self.rehearsal or {}).get("digest")
+        if digest:
+            body["rehearsal"] = digest
+        material = json.dumps(body, sort_keys=True)
         return hashlib.sha256(material.encode()).hexdigest()[:20]
 
 

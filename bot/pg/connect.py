@@ -52,16 +52,21 @@ def scrub(text: str, *secrets: str) -> str:
     return text
 
 
-def describe_pg_error(exc: BaseException, *secrets: str, detail: bool = False) -> str:
+_TIMEOUTS = {"55P03": " (lock_timeout: another session holds a conflicting lock)",
+             "57014": " (statement_timeout reached)"}
+
+
+def describe_pg_error(exc: BaseException, *secrets: str, detail: bool = False, timeouts: bool = False) -> str:
     """The one user-facing text of a PostgreSQL error: its primary message (else its first line, else its type),
-    PostgreSQL's DETAIL too with ``detail``, then the SQLSTATE; scrubbed of URLs, passwords and ``secrets``."""
+    PostgreSQL's DETAIL too with ``detail``, which timeout ended it with ``timeouts`` (lock_timeout for 55P03,
+    statement_timeout for 57014), then the SQLSTATE; scrubbed of URLs, passwords and ``secrets``."""
     diag = getattr(exc, "diag", None)
     lines = str(exc).strip().splitlines()
     text = getattr(diag, "message_primary", None) or (lines[0] if lines else type(exc).__name__)
     if detail and getattr(diag, "message_detail", None):
         text += f" ({diag.message_detail})"
     sqlstate = getattr(diag, "sqlstate", None)
-    text = scrub(text, *secrets)
+    text = scrub(text, *secrets) + (_TIMEOUTS.get(sqlstate or "", "") if timeouts else "")
     return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 

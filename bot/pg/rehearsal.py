@@ -30,7 +30,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from bot.errors import GuardianError
-from bot.pg.connect import scrub
+from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.sources.statements import Piece, split_statements
@@ -145,16 +145,6 @@ def non_transactional_reason(piece: Piece) -> str | None:
     if t is None:
         return "the statement does not parse"
     return None
-
-
-def _error(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    text = scrub(diag.message_primary or str(exc).strip().splitlines()[0])
-    if diag.sqlstate == "55P03":
-        text += " (lock_timeout: another session holds a conflicting lock)"
-    elif diag.sqlstate == "57014":
-        text += " (statement_timeout reached)"
-    return f"{text} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else text
 
 
 def _probe(conn: psycopg.Connection, piece: Piece) -> psycopg.Error | None:
@@ -331,7 +321,7 @@ def rehearse(
                             index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
                             rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
                                                      if reason else stopped),
-                            error=failed and _error(failed), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
+                            error=failed and describe_pg_error(failed, timeouts=True), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
                         skipped = skipped or piece.node_type != "TransactionStmt"
                         if failed:
                             stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
@@ -345,7 +335,7 @@ def rehearse(
                             data_failed.append((file_index, len(rows), piece.text))
                         rows.append(StatementRehearsal(
                             index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
-                            rehearsed=False, error=_error(exc), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
+                            rehearsed=False, error=describe_pg_error(exc, timeouts=True), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
                             after_skip=skipped))
                         stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
                 if commit and stopped:

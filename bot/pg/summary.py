@@ -7,11 +7,17 @@ Usage::
     # 'rehearsed on a copy of production from 03:00 UTC (2.1 GB, backup #12): 4.2 s; ACCESS EXCLUSIVE on orders
     #  held 3.9 s; 1.2 GB WAL; 0 data failures; 1,204 app queries checked, 2 break'
     statement_timings(rehearsal)   # [{"file", "index", "line", "duration_ms", "held_ms", "locks", ...}, …]
+    outcome = rehearsal_outcome(rehearsal, app)   # what an approval binds; outcome_digest(outcome) goes in the preview
+    outcome_change(approved, outcome)  # 'now finds 1 duplicated (email) in users, 4 rows (001_x line 1)'
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import timedelta, timezone
 from typing import Any
+
+from bot.pg.datafail import OffendingRows
 
 _STRENGTH = ("ACCESS EXCLUSIVE", "EXCLUSIVE", "SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE")
 
@@ -94,3 +100,61 @@ def prediction_line(row: dict) -> str:
     return (f"{row['file']}: rehearsed {row['predicted_ms'] / 1000:.2f} s, took {row['actual_ms'] / 1000:.2f} s"
             f"{pct(row['predicted_ms'], row['actual_ms'])}; locks held {row['predicted_hold_ms'] / 1000:.2f} s in the "
             f"rehearsal, {row['actual_hold_ms'] / 1000:.2f} s now{pct(row['predicted_hold_ms'], row['actual_hold_ms'])}")
+
+
+def rehearsal_outcome(rehearsal: Any, app: Any) -> dict:
+    """What an approver decides on, without what varies from run to run (durations, hold times, WAL, examples):
+    per statement whether it ran, its SQLSTATE when it failed, the data failures with their counts and the locks
+    observed; and the app queries the migration breaks."""
+    statements = [
+        {"file": f.path, "line": s.line, "rehearsed": s.rehearsed, "sqlstate": s.sqlstate,
+         "offending": [{"problem": o.problem, "table": o.table, "columns": list(o.columns), "count": o.count,
+                        "groups": o.groups} for o in s.offending],
+         "locks": sorted([lk.relation, lk.mode] for lk in s.observed_locks)}
+        for f in rehearsal.files for s in f.statements]
+    broken = sorted(f"{p.query.role}: {p.query.query} ({p.error})" for p in (app.broken if app is not None else ()))
+    return {"statements": statements, "app_broken": broken}
+
+
+def outcome_digest(outcome: dict) -> str:
+    """A short, stable identity of a rehearsal's outcome (part of the preview's fingerprint)."""
+    return hashlib.sha256(json.dumps(outcome, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _failure(o: dict) -> str:
+    return OffendingRows(**o, query="").summary
+
+
+def outcome_change(before: dict, after: dict, limit: int = 3) -> str:
+    """How the rehearsal's outcome ``after`` differs from ``before``, in words that follow "the rehearsal … now":
+    'finds 1 duplicated (email) in users, 4 rows (001_x line 1)'."""
+    old = {(s["file"], s["line"]): s for s in before.get("statements", ())}
+    changes = []
+    for s in after.get("statements", ()):
+        where, was = f"{s['file']} line {s['line']}", old.pop((s["file"], s["line"]), None)
+        if was is None:
+            changes.append(f"runs {where}, which it did not before")
+            continue
+        seen = {json.dumps(o, sort_keys=True) for o in was["offending"]}
+        new = [o for o in s["offending"] if json.dumps(o, sort_keys=True) not in seen]
+        changes += [f"finds {_failure(o)} ({where})" for o in new]
+        if was["offending"] and not s["offending"]:
+            changes.append(f"finds no data failure at {where} (it found {_failure(was['offending'][0])})")
+        if not new and s["sqlstate"] != was["sqlstate"]:
+            changes.append(f"fails at {where} (SQLSTATE {s['sqlstate']})" if s["sqlstate"] else f"passes {where}")
+        elif not new and s["rehearsed"] != was["rehearsed"]:
+            changes.append(f"{'runs' if s['rehearsed'] else 'does not run'} {where}")
+        if s["locks"] != was["locks"] and s["rehearsed"] and was["rehearsed"]:
+            gained = [f"{m} on {r}" for r, m in s["locks"] if [r, m] not in was["locks"]]
+            changes.append(f"takes {', '.join(gained)} at {where}" if gained else f"takes fewer locks at {where}")
+    changes += [f"no longer runs {f} line {n}" for f, n in old]
+    gone = set(before.get("app_broken", ())) - set(after.get("app_broken", ()))
+    broke = [q for q in after.get("app_broken", ()) if q not in set(before.get("app_broken", ()))]
+    if broke:
+        changes.append(f"breaks {len(broke)} more app quer{'y' if len(broke) == 1 else 'ies'} ({broke[0][:120]})")
+    if gone:
+        changes.append(f"no longer breaks {len(gone)} app quer{'y' if len(gone) == 1 else 'ies'}")
+    if not changes:
+        return "differs from the one approved"
+    more = len(changes) - limit
+    return "; ".join(changes[:limit]) + (f"; and {more} more change{'s' if more != 1 else ''}" if more > 0 else "")

@@ -33,14 +33,14 @@ GENESIS_HASH = "0" * 64
 _REQ_COLS = (
     "id, environment, requester, source, status, risk, risk_reasons, git_ref, git_commit, "
     "target_fingerprint, policy_version, channel, message_ts, thread_ts, run_after, failed_step, "
-    "db_state, error, created_at, updated_at, selection, target, parent_request_id"
+    "db_state, error, created_at, updated_at, selection, target, parent_request_id, rehearsal"
 )
 # Columns a transition may set alongside the status.
 _SETTABLE = frozenset(
     {"risk", "risk_reasons", "git_commit", "target_fingerprint", "policy_version", "channel",
-     "message_ts", "thread_ts", "run_after", "failed_step", "db_state", "error", "target"}
+     "message_ts", "thread_ts", "run_after", "failed_step", "db_state", "error", "target", "rehearsal"}
 )
-_JSON_COLS = frozenset({"risk_reasons", "target", "selection"})
+_JSON_COLS = frozenset({"risk_reasons", "target", "selection", "rehearsal"})
 
 
 class NewMigration(BaseModel):
