@@ -61,7 +61,7 @@ class State:
     prev_line: int = 0  # line of the statement before the current one
     runner_closed: bool = False  # a COMMIT ended the runner's transaction (a later BEGIN hands one back)
     nontx: list[tuple[int, int, int, str]] = field(default_factory=list)  # (index, line, column, text)
-    # CHECK constraints this file added, kept by rules/rechecks.py: table -> constraint name -> (columns it
+    # CHECK constraints this file added (rules/rechecks.checks_after, stored by update.py): table -> constraint name -> (columns it
     # uses, validated); None for a constraint the file dropped that it did not add (perhaps one the target has)
     checks: dict[str, dict[str, tuple[tuple[str, ...], bool] | None]] = field(default_factory=dict)
     # Catalog facts about objects this file creates, beside the target's (ctx.tables[...].column_facts etc.):

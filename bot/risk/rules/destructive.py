@@ -197,8 +197,6 @@ def _drop(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
             yield Hit("MG504", f"{s.fx.kind} {_object_names(n)}: fails if a column or default still uses it; app "
                       "code naming it in casts breaks.", None, Severity.LOW)
             return
-        if rt in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
-            st.rename_candidates.append((s.raw.index, "view:" + ",".join(s.fx.locks)))
         depends = f"; which columns it drops depends on the target: {catalog.HOW}" \
             if sev and rt in ("OBJECT_TYPE", "OBJECT_DOMAIN") else ""
         yield Hit("MG504", f"{s.fx.kind} {', '.join(names) if s.fx.locks else _object_names(n)} breaks objects and code that use it"
@@ -268,7 +266,6 @@ def _rename(s: Stmt, st: State, n: dict) -> Iterator[Hit]:
         old = strings((n.get("object") or {}).get("List", {}).get("items"))[-1:] or ["?"]
         if old[0] in st.enum_types:
             return  # the type this file created takes over the name: the swap's last step
-        st.rename_candidates.append((s.raw.index, n.get("newname", "")))
         yield Hit("MG507", f"RENAME TYPE {old[0]} TO {n.get('newname')} breaks clients using the old name.")
     elif rt in ("OBJECT_DOMCONSTRAINT", "OBJECT_DOMAIN"):
         yield Hit("MG507", f"{s.fx.kind} to {n.get('newname')}: only DDL that names the old name breaks.", None,

@@ -24,8 +24,8 @@ RULES = (
            "ALTER TABLE acct ADD CONSTRAINT acct_bal_pos CHECK (bal >= 0) NOT VALID;", hazards=(27,), size=True),
 )
 
-# check() reads and updates State.checks (the CHECK constraints this file added, validated or dropped), so
-# it runs in the in-order pass.
+# check() reads State.checks (the CHECK constraints this file added, validated or dropped), which the engine's
+# state update keeps with checks_after() below, so it runs in the in-order pass.
 STATELESS = False
 
 # Statement types this family looks at (None: all).
@@ -33,7 +33,46 @@ TYPES: frozenset[str] | None = frozenset({"AlterTableStmt"})
 
 
 def check(s: Stmt, st: State) -> Iterator[Hit]:
-    n = s.raw.node
+    found = _changes(s.raw.node)
+    if found is None or not found[1]:
+        return
+    relation, retyped, dropped, _ = found
+    if st.is_new(relation):
+        return
+    table = _table(relation)
+    known = _after_drops(st.checks.get(table), dropped, relation, st)
+    short = table.rsplit(".", 1)[-1]
+    for col in retyped:
+        yield from _rechecked(relation, short, col, known, st)
+
+
+def checks_after(s: Stmt, st: State) -> tuple[str, dict] | None:
+    """(table, its entry of State.checks after this statement), or None when the statement leaves State.checks
+    as it is. Pure (a new dict, never State's own): the engine's state update (bot/risk/update.py) stores it.
+
+    PostgreSQL runs an ALTER TABLE's drops first, then its type changes, then its additions."""
+    found = _changes(s.raw.node)
+    if found is None:
+        return None
+    relation, _, dropped, added = found
+    table = _table(relation)
+    before = st.checks.get(table)
+    known = _after_drops(before, dropped, relation, st)
+    short = table.rsplit(".", 1)[-1]
+    for cmd in added:
+        if known is None:
+            if cmd.get("subtype") == "AT_ValidateConstraint":
+                continue  # not a CHECK this file added NOT VALID
+            known = {}
+        elif known is before:
+            known = dict(before)
+        _remember(cmd, short, known)
+    return None if known is before else (table, known)
+
+
+def _changes(n: dict) -> tuple[str, list[str], list[str], list[dict]] | None:
+    """(relation, columns retyped, constraints dropped, CHECKs added or validated) of an ALTER TABLE, None when
+    it does none of these."""
     retyped, dropped, added = [], [], []
     for item in n.get("cmds") or ():
         cmd = item["AlterTableCmd"]
@@ -48,30 +87,26 @@ def check(s: Stmt, st: State) -> Iterator[Hit]:
         elif sub == "AT_ValidateConstraint" or (sub == "AT_AddColumn" and _column_check(cmd)):
             added.append(cmd)
     if not (retyped or dropped or added) or n.get("objtype", "OBJECT_TABLE") != "OBJECT_TABLE":
-        return
-    relation = rv_name(n.get("relation"))
-    table = relation[7:] if relation.startswith("public.") else relation
-    short = table.rsplit(".", 1)[-1]
-    known = st.checks.get(table)
-    # PostgreSQL runs an ALTER TABLE's drops first, then its type changes, then its additions. Drops
-    # matter only where a CHECK is known: added in this file, or in the target (the context).
-    if dropped and (known is not None or _target_checks(relation, st)):
-        if known is None:
-            known = st.checks[table] = {}
-        for name in dropped:
-            if known.get(name) is not None:
-                del known[name]  # added by this file: gone again
-            else:
-                known[name] = None  # perhaps one the target has
-    if retyped and not st.is_new(relation):
-        for col in retyped:
-            yield from _rechecked(relation, short, col, known, st)
-    for cmd in added:
-        if known is None:
-            if cmd.get("subtype") == "AT_ValidateConstraint":
-                continue  # not a CHECK this file added NOT VALID
-            known = st.checks[table] = {}
-        _remember(cmd, short, known)
+        return None
+    return rv_name(n.get("relation")), retyped, dropped, added
+
+
+def _table(relation: str) -> str:
+    return relation[7:] if relation.startswith("public.") else relation
+
+
+def _after_drops(known: dict | None, dropped: list[str], relation: str, st: State) -> dict | None:
+    """The file's CHECKs on the table once the statement's drops ran (a new dict when they change it). Drops
+    matter only where a CHECK is known: added in this file, or in the target (the context)."""
+    if not dropped or (known is None and not _target_checks(relation, st)):
+        return known
+    known = dict(known) if known is not None else {}
+    for name in dropped:
+        if known.get(name) is not None:
+            del known[name]  # added by this file: gone again
+        else:
+            known[name] = None  # perhaps one the target has
+    return known
 
 
 def _column_check(cmd: dict) -> bool:
