@@ -3,7 +3,10 @@
 A UNIQUE index or constraint over duplicates, SET NOT NULL (or a primary key) over NULLs, a CHECK or a
 foreign key that existing rows violate: from the failing statement we build the query that finds those rows
 (e.g. ``SELECT cols, count(*) … GROUP BY cols HAVING count(*) > 1``) and run it, read-only, on the database
-as it was before the migration.
+as it was before the migration. An ALTER COLUMN … TYPE … [USING …] whose conversion fails on some rows
+(22P02 invalid input, 22003 out of range, 22007/22008 bad dates, 22001 too long for varchar(n)): each row is
+converted as the ALTER converts it (the USING expression, then an assignment to the new type) inside a
+read-only DO block that counts the rows failing with a data exception and keeps the first few with their key.
 
 Usage::
 
@@ -13,16 +16,22 @@ Usage::
 """
 from __future__ import annotations
 
+import json
+from typing import Any, NamedTuple
+
 import psycopg
-from pglast import parse_sql
+from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ConstrType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
+from pglast.visitors import Visitor
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 EXAMPLES = 3
+CAST_EXAMPLES = 5
 _CLIP = 40
+_CAST_COUNT, _CAST_EXAMPLES = "guardian.cast_failures", "guardian.cast_examples"
 
 
 class OffendingRows(BaseModel):
@@ -30,13 +39,14 @@ class OffendingRows(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    problem: str  # duplicates | nulls | check | foreign-key
+    problem: str  # duplicates | nulls | check | foreign-key | cast
     table: str
     columns: tuple[str, ...]
     count: int  # offending rows
     groups: int | None = None  # duplicated keys (duplicates only)
     examples: tuple[str, ...] = ()
     query: str  # what found them
+    cast_to: str | None = None  # cast: the column's new type
 
     @property
     def summary(self) -> str:
@@ -45,6 +55,8 @@ class OffendingRows(BaseModel):
             return f"{self.groups:,} duplicated ({cols}) in {self.table}, {self.count:,} rows"
         if self.problem == "nulls":
             return f"{self.count:,} rows of {self.table} with {cols} NULL"
+        if self.problem == "cast":
+            return f"{self.count:,} rows of {self.table} whose {cols} cannot become {self.cast_to}"
         if self.problem == "check":
             return f"{self.count:,} rows of {self.table} violate CHECK ({cols})"
         return f"{self.count:,} rows of {self.table} whose ({cols}) match no referenced row"
@@ -65,8 +77,17 @@ def _name(rangevar) -> str:
     return ".".join(p for p in (rangevar.schemaname, rangevar.relname) if p)
 
 
-def _queries(text: str) -> list[tuple[str, str, tuple[str, ...], sql.Composable, sql.Composable | None]]:
-    """(problem, table, columns, count query, examples query) for each check the statement implies."""
+class _Cast(NamedTuple):
+    """An ALTER COLUMN … TYPE whose conversion is tried row by row (`_cast_failures`)."""
+
+    name: str
+    column: str
+    table: sql.Composable
+    coldef: Any  # pglast's ColumnDef: the new type and the USING expression
+
+
+def _queries(text: str) -> list[tuple[str, str, tuple[str, ...], sql.Composable, sql.Composable | None] | _Cast]:
+    """(problem, table, columns, count query, examples query) for each check the statement implies, or a _Cast."""
     try:
         stmt = parse_sql(text)[0].stmt
     except ParseError:  # an unparsable statement has no rows to find
@@ -84,7 +105,9 @@ def _queries(text: str) -> list[tuple[str, str, tuple[str, ...], sql.Composable,
     out = []
     table, name = _table(stmt.relation), _name(stmt.relation)
     for cmd in stmt.cmds or ():
-        if cmd.subtype == AlterTableType.AT_SetNotNull:
+        if cmd.subtype == AlterTableType.AT_AlterColumnType and type(cmd.def_).__name__ == "ColumnDef":
+            out.append(_Cast(name, cmd.name, table, cmd.def_))
+        elif cmd.subtype == AlterTableType.AT_SetNotNull:
             out.append(_nulls(table, name, (cmd.name,)))
         elif cmd.subtype == AlterTableType.AT_AddConstraint and type(cmd.def_).__name__ == "Constraint":
             con = cmd.def_
@@ -143,14 +166,75 @@ def _example(cols: list[str], row: tuple, problem: str) -> str:
     return ", ".join(f"{c}={_clip(v)}" for c, v in list(zip(cols, row))[:4])
 
 
+class _Row(Visitor):
+    """Column references of a USING expression read from the DO block's loop variable ``r``."""
+
+    def visit_ColumnRef(self, ancestors, node):  # noqa: N802 - pglast's visitor naming
+        return ast.ColumnRef(fields=(ast.String(sval="r"), node.fields[-1]))
+
+
+def _key(conn: psycopg.Connection, table: sql.Composable) -> list[str]:
+    """The table's primary key columns, in order (empty without one)."""
+    return [r[0] for r in conn.execute(
+        """SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+           WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)""",
+        (table.as_string(conn),))]
+
+
+def _cast_failures(conn: psycopg.Connection, table: sql.Composable, column: str,
+                   coldef: object) -> tuple[int, tuple[str, ...], str] | None:
+    """(rows whose conversion fails, examples, the DO block) for ALTER COLUMN ``column`` TYPE (USING …): each row
+    converted as the ALTER does it, a data exception caught per row; run in the caller's read-only transaction."""
+    to_type = RawStream()(coldef.typeName)
+    using = coldef.raw_default
+    expr = RawStream()(_Row()(using)) if using is not None else f"r.{sql.Identifier(column).as_string(conn)}"
+    key = _key(conn, table)
+    shown = [sql.Identifier(k) for k in key] or [sql.Identifier("guardian_ctid")]
+    body = sql.SQL(
+        "DECLARE r record; v {to_type}; n bigint := 0; ex text[] := '{{}}';\n"
+        "BEGIN\n"
+        "  FOR r IN SELECT {ctid}* FROM {table} LOOP\n"
+        "    BEGIN\n"
+        "      v := {expr};\n"
+        "    EXCEPTION WHEN data_exception THEN\n"
+        "      n := n + 1;\n"
+        "      IF n <= {limit} THEN ex := ex || jsonb_build_array({keys}, r.{column})::text; END IF;\n"
+        "    END;\n"
+        "  END LOOP;\n"
+        "  PERFORM set_config({count_var}, n::text, true);\n"
+        "  PERFORM set_config({examples_var}, array_to_json(ex)::text, true);\n"
+        "END").format(
+        to_type=sql.SQL(to_type), ctid=sql.SQL("" if key else "ctid AS guardian_ctid, "), table=table,
+        expr=sql.SQL(expr), limit=CAST_EXAMPLES, keys=sql.SQL(", ").join(sql.SQL("r.{}").format(k) for k in shown),
+        column=sql.Identifier(column), count_var=sql.Literal(_CAST_COUNT), examples_var=sql.Literal(_CAST_EXAMPLES),
+    ).as_string(conn)
+    if "$guardian$" in body:
+        return None
+    block = f"DO $guardian$\n{body}\n$guardian$"
+    conn.execute(block.encode("utf-8"))
+    count = int(conn.execute("SELECT current_setting(%s)", (_CAST_COUNT,)).fetchone()[0])
+    names = key or ["ctid"]
+    examples = tuple(", ".join(f"{c}={_clip(v)}" for c, v in zip([*names, column], json.loads(row)))
+                     for row in json.loads(conn.execute("SELECT current_setting(%s)", (_CAST_EXAMPLES,)).fetchone()[0]))
+    return count, examples, block
+
+
 def offending_rows(conn: psycopg.Connection, statement: str, *, timeout: str = "30s") -> tuple[OffendingRows, ...]:
     """The rows that make ``statement`` fail, per check it implies that finds any (read-only, rolled back)."""
     found = []
-    for problem, table, columns, count_q, examples_q in _queries(statement):
+    for check in _queries(statement):
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET LOCAL transaction_read_only = on")
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+                if isinstance(check, _Cast):
+                    failures = _cast_failures(conn, check.table, check.column, check.coldef)
+                    if failures and failures[0]:
+                        found.append(OffendingRows(
+                            problem="cast", table=check.name, columns=(check.column,), count=failures[0],
+                            examples=failures[1], query=failures[2], cast_to=RawStream()(check.coldef.typeName)))
+                    continue
+                problem, table, columns, count_q, examples_q = check
                 counted = conn.execute(count_q).fetchone()
                 if not counted[-1]:
                     continue

@@ -331,7 +331,7 @@ def rehearse(
                         row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
                         rows.append(row)
                     except psycopg.Error as exc:
-                        if (exc.diag.sqlstate or "").startswith("23"):  # integrity: which rows, once rolled back
+                        if (exc.diag.sqlstate or "")[:2] in ("22", "23"):  # data, integrity: which rows, once rolled back
                             data_failed.append((file_index, len(rows), piece.text))
                         rows.append(StatementRehearsal(
                             index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,

@@ -109,7 +109,7 @@ def rehearsal_outcome(rehearsal: Any, app: Any) -> dict:
     statements = [
         {"file": f.path, "line": s.line, "rehearsed": s.rehearsed, "sqlstate": s.sqlstate,
          "offending": [{"problem": o.problem, "table": o.table, "columns": list(o.columns), "count": o.count,
-                        "groups": o.groups} for o in s.offending],
+                        "groups": o.groups, **({"cast_to": o.cast_to} if o.cast_to else {})} for o in s.offending],
          "locks": sorted([lk.relation, lk.mode] for lk in s.observed_locks)}
         for f in rehearsal.files for s in f.statements]
     broken = sorted(f"{p.query.role}: {p.query.query} ({p.error})" for p in (app.broken if app is not None else ()))
