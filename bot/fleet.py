@@ -7,6 +7,7 @@ Usage::
     plan.fingerprint()                             # what an approval binds: the target ids and their states
     with open_target(env, target) as conn: ...     # its own search_path (schemas) or database; URL never shown
     view = fleet_view(store, request, env)         # a rollout as its card shows it (None: not a fleet)
+    rows = targets_table(request, store.list_fleet_targets(request.id))   # the Targets file's rows
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg import conninfo, sql
@@ -26,11 +28,13 @@ from bot.config import EnvironmentConfig, FleetConfig, GuardianConfig, prisma_sc
 from bot.errors import ConfigError, GuardianError
 from bot.models import Request
 from bot.pg.connect import connect_target, target_errors
+from bot.redaction import scrub
 from bot.sources.ledgers import prisma_schema_not_empty, read_ledger
 from bot.sources.models import Layout, MigrationState, SourceSnapshot
 from bot.slack.fleet_blocks import FleetView
 from bot.sources.status import compute_status
 from bot.store import Store
+from bot.store.fleet import RolloutTarget
 
 TargetState = Literal["pending", "applied", "drifted", "unreachable"]
 STATES: tuple[TargetState, ...] = ("pending", "applied", "drifted", "unreachable")
@@ -328,3 +332,57 @@ def fleet_status(config: GuardianConfig, name: str, snapshot: SourceSnapshot) ->
                      + (f" … and {len(targets) - 20} more" if len(targets) > 20 else ""))
         lines += [f"      {t.id}: {t.reason}" for t in targets[:20] if t.reason]
     return doc, "\n".join(lines), counts["applied"] == len(plan.targets)
+
+
+TABLE_COLUMNS = ("target", "kind", "server", "state", "wave", "attempt", "started_at", "finished_at", "duration_s",
+                 "error", "note", "ledger_at_approval", "files")
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def _one_line(text: str | None) -> str:
+    """A stored note as one line with no secret and no URL at all (a tenant's URL, even without its password,
+    names its user and database): the target's name and host:port columns say where it is."""
+    if not text:
+        return ""
+    return _URL.sub("[url]", scrub(text.splitlines()[0] if text.strip() else ""))[:300]
+
+
+def _ledger_words(approved: dict[str, Any] | None) -> str:
+    if approved is None:
+        return "not in the approved set"
+    state = approved.get("state") or "?"
+    if state == "pending":
+        return "pending: " + ", ".join(approved.get("pending") or ())
+    words = {"applied": "already applied"}.get(state, state)
+    return words + (f": {_one_line(approved.get('reason'))}" if approved.get("reason") else "")
+
+
+def targets_table(request: Request, targets: list[RolloutTarget]) -> list[dict[str, str]]:
+    """One row per target of a rollout, in rollout order (TABLE_COLUMNS): its state in the store, wave, times,
+    the error (failed) or note (skipped, excluded, retried), its ledger as the approval saw it and the files it
+    gets. Names and host:port only: a URL never appears (notes are scrubbed, URLs in them cut out).
+
+    >>> from datetime import datetime, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> row = RolloutTarget(request_id=1, target="tenant_1", position=0, kind="schema", server="db:5432", wave=0,
+    ...     files=["m1"], state="failed", note="boom at postgresql://u@db/x", attempt=1, started_at=t0,
+    ...     finished_at=t0.replace(second=2))
+    >>> r = targets_table(Request.model_construct(target={"fleet": {"targets": []}}), [row])[0]
+    >>> r["error"], r["duration_s"], r["ledger_at_approval"]
+    ('boom at [url]', '2.000', 'not in the approved set')
+    """
+    approved = {t["id"]: t for t in ((request.target or {}).get("fleet") or {}).get("targets") or ()}
+    rows = []
+    for t in targets:
+        took = (t.finished_at - t.started_at).total_seconds() if t.started_at and t.finished_at else None
+        note = _one_line(t.note)
+        rows.append({
+            "target": t.target, "kind": t.kind, "server": t.server, "state": t.state,
+            "wave": "" if t.wave is None else str(t.wave), "attempt": str(t.attempt),
+            "started_at": t.started_at.isoformat() if t.started_at else "",
+            "finished_at": t.finished_at.isoformat() if t.finished_at else "",
+            "duration_s": "" if took is None else f"{took:.3f}",
+            "error": note if t.state == "failed" else "", "note": "" if t.state == "failed" else note,
+            "ledger_at_approval": _ledger_words(approved.get(t.target)), "files": " ".join(t.files),
+        })
+    return rows

@@ -1,19 +1,24 @@
-"""A fleet rollout's controls: Pause, Resume, Retry failed, Skip failed, Abort (approvers only).
+"""A fleet rollout's controls: Pause, Resume, Retry failed, Skip failed, Abort (approvers only), and Targets file
+(anyone: the per-target table, read-only, uploaded into the rollout's thread).
 
 Usage::
 
     control = FleetControl(flow)
     control.act(ActionId.FLEET_PAUSE, request_id, user)     # -> the reply for the person who clicked
+    control.act(ActionId.FLEET_TARGETS_FILE, request_id, user)   # uploads rollout-<id>-targets.csv
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from bot.errors import PolicyDenied, TransitionConflict
+from bot.fleet import TABLE_COLUMNS, targets_table
 from bot.models import DbState, Request, RequestStatus
 from bot.slack.cards import build_request_card, build_thread_note
+from bot.slack.fleet_blocks import build_targets_file
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import mention
 from bot.store import NewMigration
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ADVANCE_JOB = "fleet-advance"  # workers/fleet.advance
+FILE_KEY = "guardian:fleet-file:{}"  # held while one Targets file of the rollout is being uploaded
+FILE_HOLD_MS = 120_000               # the longest an upload may hold it (Slack's retries included)
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class FleetControl:
@@ -38,6 +46,8 @@ class FleetControl:
         rollout = self.store.get_rollout(request_id) if env.fleet is not None else None
         if rollout is None:
             raise PolicyDenied(f"request #{request_id} has no fleet rollout", code="not-a-rollout")
+        if action is ActionId.FLEET_TARGETS_FILE:  # read-only: anyone who sees the card may ask for it
+            return self.targets_file(request, user)
         words = {ActionId.FLEET_PAUSE: "pause", ActionId.FLEET_RESUME: "resume",
                  ActionId.FLEET_RETRY_FAILED: "retry the failed targets of", ActionId.FLEET_SKIP_FAILED:
                  "skip the failed targets of", ActionId.FLEET_ABORT: "abort"}[action]
@@ -64,6 +74,36 @@ class FleetControl:
                                        "rollout continues.", f"{moved} target(s) {'retried' if retry else 'skipped'}.",
                               advance=True)
         return self.abort(request, user)
+
+    def targets_file(self, request: Request, user: str) -> str:
+        """Upload the per-target table (bot/fleet.py targets_table: state, wave, times, error, ledger at approval;
+        names and host:port, never a URL) as CSV into the rollout's thread. One upload per rollout at a time: a
+        click while one is on its way says so instead of posting the same table twice."""
+        if not self.flow.notifier.enabled or not request.channel or not request.thread_ts:
+            return "This request has no Slack thread to upload the table into."
+        key, token = FILE_KEY.format(request.id), uuid.uuid4().hex
+        redis = self.flow.redis
+        if redis is not None and not redis.set(key, token, nx=True, px=FILE_HOLD_MS):
+            return (f"The targets file of request #{request.id} is already on its way into the thread (someone asked "
+                    "for it moments ago); it appears there shortly.")
+        try:
+            targets = self.store.list_fleet_targets(request.id)
+            content = build_targets_file(request.id, TABLE_COLUMNS, targets_table(request, targets))
+            at = datetime.now(timezone.utc)
+            sent = self.flow.notifier.upload(
+                f"request {request.id}: targets file", request.channel, request.thread_ts, content=content,
+                filename=f"rollout-{request.id}-targets.csv",
+                title=f"Rollout #{request.id}: {len(targets)} targets as of {at:%H:%M:%S} UTC",
+                initial_comment=f":page_facing_up: The rollout's {len(targets)} targets as of {at:%H:%M:%S} UTC, "
+                                f"asked for by {mention(user)}.")
+        finally:
+            if redis is not None:
+                redis.eval(_RELEASE, 1, key, token)
+        self.store.record_event("fleet.targets_file", actor=user, request_id=request.id,
+                                detail={"targets": len(targets), "error": sent.error})
+        if sent.error:
+            return f"Slack did not take the targets file ({sent.error}); try again in a minute."
+        return f"Uploaded the table of {len(targets)} targets into the rollout's thread."
 
     def abort(self, request: Request, user: str) -> str:
         """Stop the rollout for good (targets in flight finish), fail the request with what the fleet holds, and open

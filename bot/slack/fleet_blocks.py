@@ -1,6 +1,8 @@
 """Block Kit for a fleet request: the preview (targets grouped by ledger state) and the rollout section of its card (pure)."""
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -104,7 +106,8 @@ _STATE_WORDS = {"running": ":gear: running", "paused": ":double_vertical_bar: pa
 def build_rollout_blocks(request_id: int, view: FleetView) -> list[dict[str, Any]]:
     """The rollout section of a fleet request's card: progress bar, counts per state, the wave, an ETA, the failed
     targets with one-line reasons, and the buttons the state allows (Pause, Resume, Retry failed, Skip failed,
-    Abort). One card, updated in place, whatever the number of targets."""
+    Abort), and Targets file (the per-target table, uploaded into the thread on request). One card, updated in
+    place, whatever the number of targets."""
     counts = view.counts
     total = sum(n for s, n in counts.items() if s != "excluded")
     done = sum(counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
@@ -126,9 +129,28 @@ def build_rollout_blocks(request_id: int, view: FleetView) -> list[dict[str, Any
                "paused": [ActionId.FLEET_RESUME, ActionId.FLEET_ABORT],
                "halted": [ActionId.FLEET_RESUME, ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED,
                           ActionId.FLEET_ABORT]}.get(view.state, [])
+    actions.append(ActionId.FLEET_TARGETS_FILE)  # read-only: in every state, the finished rollout's table too
     if actions:
         blocks.append({"type": "actions", "block_id": f"fleet_actions.{request_id}", "elements": [
             {"type": "button", "action_id": a.value, "value": str(request_id),
              "text": {"type": "plain_text", "text": BUTTON_LABELS[a]},
              **({"style": "danger"} if a is ActionId.FLEET_ABORT else {})} for a in actions]})
     return blocks
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run a cell starting so as a formula
+
+
+def build_targets_file(request_id: int, columns: tuple[str, ...], rows: list[dict[str, str]]) -> str:
+    """The Targets file: CSV with a header of ``columns`` and one line per row (text cells that a spreadsheet would
+    read as a formula are quoted with a leading apostrophe).
+
+    >>> build_targets_file(7, ("target", "state"), [{"target": "=cmd()", "state": "failed"}]).splitlines()
+    ['target,state', "'=cmd(),failed"]
+    """
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "'" + v if v.startswith(_FORMULA) else v for k, v in row.items()})
+    return out.getvalue()

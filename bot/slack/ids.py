@@ -24,6 +24,7 @@ class ActionId(StrEnum):
     FLEET_RETRY_FAILED = "fleet_retry_failed"
     FLEET_SKIP_FAILED = "fleet_skip_failed"
     FLEET_ABORT = "fleet_abort"
+    FLEET_TARGETS_FILE = "fleet_targets_file"
 
 
 class CallbackId(StrEnum):
@@ -59,6 +60,7 @@ BUTTON_LABELS: dict[ActionId, str] = {
     ActionId.FLEET_RETRY_FAILED: "Retry failed",
     ActionId.FLEET_SKIP_FAILED: "Skip failed",
     ActionId.FLEET_ABORT: "Abort",
+    ActionId.FLEET_TARGETS_FILE: "Targets file",
 }
 
 

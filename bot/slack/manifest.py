@@ -17,7 +17,8 @@ BOT_SCOPES: tuple[str, ...] = (
     "commands",           # the /migrate slash command
     "chat:write",         # cards, thread steps, ephemerals (chat.postMessage, chat.update, chat.postEphemeral)
     "chat:write.public",  # post to the configured [slack] channel / incident_channel before anyone invites the bot
-    "files:write",        # SQL too long for a message and the post-mortem (files.getUploadURLExternal, ...)
+    "files:write",        # SQL too long for a message, the post-mortem, a rollout's Targets file
+                          # (files.getUploadURLExternal, ...)
     "usergroups:read",    # approvers named by user group (usergroups.users.list)
     "channels:history",   # replies in incident threads (message.channels) and reading a pinned message
                           # (conversations.replies) in public channels

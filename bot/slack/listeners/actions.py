@@ -23,7 +23,7 @@ REQUEST_ACTIONS = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL)
 INCIDENT_ACTIONS = (ActionId.ROLL_BACK, ActionId.RESTORE_BACKUP, ActionId.RETRY, ActionId.MARK_FIXED_FORWARD,
                     ActionId.RESOLVE)
 FLEET_ACTIONS = (ActionId.FLEET_PAUSE, ActionId.FLEET_RESUME, ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED,
-                 ActionId.FLEET_ABORT)
+                 ActionId.FLEET_ABORT, ActionId.FLEET_TARGETS_FILE)
 
 
 def _request_id(action: dict[str, Any]) -> int:
