@@ -33,6 +33,7 @@ from bot.errors import GuardianError
 from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
+from bot.risk import transactional
 from bot.sources.statements import Piece, split_statements
 
 _DML = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
@@ -92,6 +93,7 @@ class StatementRehearsal(_Frozen):
     wal_bytes: int | None = None  # WAL the server wrote while it ran (server-wide: other sessions' writes count too)
     held_ms: float | None = None  # from its start until its transaction ended: how long the locks it took were held
     offending: tuple[OffendingRows, ...] = ()  # a data-dependent failure: the rows that caused it (bot/pg/datafail.py)
+    invalid_indexes: tuple[str, ...] = ()  # run alone on a copy and failed: the INVALID indexes it left behind
     # an earlier statement of the run was skipped (not runnable in a transaction), so the database here
     # may differ from the one the apply will see at this statement
     after_skip: bool = False
@@ -274,13 +276,40 @@ def _analyze(files: Sequence[tuple[str, str]], pg_version: int) -> list[object |
     return [analyze(sql, Context(pg_version=pg_version)) for _, sql in files]
 
 
+class _Parts:
+    """``commit`` mode: a file's statements in transactions that are committed, ended by each statement that must
+    run alone (the apply's parts, workers/plan.py); a statement's locks are held until its transaction ends."""
+
+    def __init__(self, conn: psycopg.Connection, rows: list[StatementRehearsal]) -> None:
+        self.conn, self.rows, self.starts, self.open = conn, rows, {}, False
+
+    def begin(self) -> None:
+        if not self.open:
+            self.conn.execute("BEGIN")
+            self.open = True
+
+    def end(self, *, commit: bool = True) -> None:
+        """Commit (or roll back) the open transaction; its statements' hold times end now."""
+        if self.open:
+            self.conn.execute("COMMIT" if commit else "ROLLBACK")
+            self.open = False
+        self.rows[:] = _held_until(self.rows, self.starts, time.perf_counter())
+        self.starts.clear()
+
+
+def _invalid_indexes(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")}
+
+
 def rehearse(
     conn: psycopg.Connection, files: Sequence[tuple[str, str]], *, lock_timeout: str = "5s",
     statement_timeout: str = "5min", reports: Sequence[object | None] | None = None, commit: bool = False,
 ) -> Rehearsal:
     """Rehearse ``files`` ((path, sql) in order) in one transaction, then roll it back, always; with ``commit``
-    (on a throwaway copy only) each file runs in its own transaction that is committed, as the apply runs them,
-    so lock hold times end at each file's commit and the copy holds the migrated schema afterwards.
+    (on a throwaway copy only) the files run as the apply runs them: transactional statements in transactions that
+    are committed (lock hold times end there), each statement that cannot run in a transaction alone in autocommit
+    between them (its hold time is its duration; a failed one may leave an INVALID index, reported), so the copy
+    holds the migrated schema afterwards. Without ``commit`` those statements are not rehearsed.
 
     ``conn`` must be in autocommit mode. ``reports`` are the risk engine's reports per file (computed
     here when omitted): their ``transactional`` verdicts and lock lists refine
@@ -292,61 +321,79 @@ def rehearse(
         "SELECT current_setting('server_version'), current_setting('track_counts')::bool, current_setting('TimeZone')"
     ).fetchone()
     version = version.split()[0]
+    pg_major = int(conn.info.server_version) // 10000
     if reports is None:
-        reports = _analyze(files, int(conn.info.server_version) // 10000)
+        reports = _analyze(files, pg_major)
     hints = _hints(reports)
     stopped: str | None = None
     skipped = False  # a statement that changes the database was skipped: what follows runs on a different one
     last: Look | None = None  # the look after the previous statement, while nothing else ran since
     data_failed: list[tuple[int, int, str]] = []  # (file, row, statement text) of integrity failures
-    timeouts = "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)"
+    # commit: for the session (statements alone run outside any transaction), as the apply's connection has them
+    timeouts = (f"SELECT set_config('lock_timeout', %s, {'false' if commit else 'true'}), "
+                f"set_config('statement_timeout', %s, {'false' if commit else 'true'})")
     rows_by_file: list[tuple[str, list[StatementRehearsal], dict[int, float]]] = []
     with nullcontext() if commit else conn.transaction(force_rollback=True):
         for file_index, (path, sql) in enumerate(files):
             rows: list[StatementRehearsal] = []
-            starts: dict[int, float] = {}  # row -> when the statement started
-            with conn.transaction() if commit else nullcontext():  # commit: one transaction per file
-                if commit or file_index == 0:
-                    conn.execute(timeouts, (lock_timeout, statement_timeout))
-                for piece in split_statements(sql):
-                    reason = non_transactional_reason(piece)
-                    transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
-                    if reason is None and not transactional_hint:
-                        reason = "the analysis marks it as not runnable inside a transaction"
-                    transactional = reason is None or piece.node_type in ("TransactionStmt", None)
-                    failed = None if stopped or not reason else _probe(conn, piece)
-                    last = None if reason else last  # a probe's savepoint leaves scan counters behind
-                    if stopped or reason:
-                        rows.append(StatementRehearsal(
-                            index=piece.index, line=piece.line, kind=piece.node_type, transactional=transactional,
-                            rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
-                                                     if reason else stopped),
-                            error=failed and describe_pg_error(failed, timeouts=True), sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
-                        skipped = skipped or piece.node_type != "TransactionStmt"
-                        if failed:
-                            stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
-                        continue
-                    try:
-                        starts[len(rows)] = time.perf_counter()
-                        row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
-                        rows.append(row)
-                    except psycopg.Error as exc:
-                        if (exc.diag.sqlstate or "")[:2] in ("22", "23"):  # data, integrity: which rows, once rolled back
-                            data_failed.append((file_index, len(rows), piece.text))
-                        rows.append(StatementRehearsal(
-                            index=piece.index, line=piece.line, kind=piece.node_type, transactional=True,
-                            rehearsed=False, error=describe_pg_error(exc, timeouts=True), sqlstate=exc.diag.sqlstate, reason="failed during rehearsal",
-                            after_skip=skipped))
-                        stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
-                if commit and stopped:
-                    raise psycopg.Rollback()  # the file's transaction, as the apply rolls back a failed file
-            if commit:
-                rows = _held_until(rows, starts, time.perf_counter())
+            starts: dict[int, float] = {}  # row -> when the statement started (without commit)
+            parts = _Parts(conn, rows)
+            if file_index == 0:
+                conn.execute(timeouts, (lock_timeout, statement_timeout))
+            for piece in split_statements(sql):
+                reason = non_transactional_reason(piece)
+                transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
+                if reason is None and not transactional_hint:
+                    reason = "the analysis marks it as not runnable inside a transaction"
+                alone = (commit and piece.node_type not in ("TransactionStmt", None)
+                         and (not transactional_hint or not transactional(piece.node_type, piece.node or {}, pg_major)))
+                reason = None if alone else reason
+                is_tx = not alone and (reason is None or piece.node_type in ("TransactionStmt", None))
+                failed = None if stopped or not reason else _probe(conn, piece)
+                last = None if reason else last  # a probe's savepoint leaves scan counters behind
+                if stopped or reason:
+                    rows.append(StatementRehearsal(
+                        index=piece.index, line=piece.line, kind=piece.node_type, transactional=is_tx,
+                        rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
+                                                 if reason else stopped),
+                        error=failed and describe_pg_error(failed, timeouts=True),
+                        sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
+                    skipped = skipped or piece.node_type != "TransactionStmt"
+                    if failed:
+                        stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) fails"
+                    continue
+                invalid: set[str] = set()
+                try:
+                    if alone:  # what ran before it commits, as the apply's transaction part does
+                        parts.end()
+                        last, invalid = None, _invalid_indexes(conn)
+                    elif commit:
+                        if not parts.open:
+                            last = None
+                        parts.begin()
+                    (parts.starts if commit and not alone else starts)[len(rows)] = time.perf_counter()
+                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
+                    if alone:  # its locks ended with it: held as long as it ran
+                        row, last = row.model_copy(update={"transactional": False, "held_ms": row.duration_ms}), None
+                    rows.append(row)
+                except psycopg.Error as exc:
+                    if (exc.diag.sqlstate or "")[:2] in ("22", "23"):  # data, integrity: which rows, once rolled back
+                        data_failed.append((file_index, len(rows), piece.text))
+                    left = tuple(sorted(_invalid_indexes(conn) - invalid)) if alone else ()
+                    rows.append(StatementRehearsal(
+                        index=piece.index, line=piece.line, kind=piece.node_type, transactional=not alone,
+                        rehearsed=False, error=describe_pg_error(exc, timeouts=True), sqlstate=exc.diag.sqlstate,
+                        reason="failed during rehearsal" + (
+                            f"; it left the INVALID index {', '.join(left)} (the apply drops it)" if left else ""),
+                        after_skip=skipped, invalid_indexes=left))
+                    stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
+            if commit:  # a failed file's open transaction rolls back, as the apply rolls back a failed part
+                parts.end(commit=not stopped)
             rows_by_file.append((path, rows, starts))
     ended = time.perf_counter()
     results = [FileRehearsal(path=path, statements=tuple(rows if commit else _held_until(rows, starts, ended)))
                for path, rows, starts in rows_by_file]
-    for file_index, row, text in data_failed:  # counted on the data as it was before the migration
+    for file_index, row, text in data_failed:  # counted on the data as it was before the statement
         f = results[file_index]
         found = offending_rows(conn, text, timeout=statement_timeout)
         statements = list(f.statements)

@@ -208,3 +208,40 @@ def test_plan_env_judges_files_as_guardian_applies_them(populated_db, tmp_path, 
     (tmp_path / "guardian.toml").write_text((tmp_path / "guardian.toml").read_text()
                                             + f'\n[lint]\ndisabled = ["{disabled}"]\n')
     assert disabled not in codes(["--env", "prod"])
+
+
+def test_on_a_copy_statements_that_cannot_run_in_a_transaction_run_alone_as_the_apply_runs_them(populated_db):
+    sql = ("ALTER TABLE items ADD COLUMN note text;\n"
+           "CREATE INDEX CONCURRENTLY items_price_idx ON items (price);\n"
+           "VACUUM items;\n"
+           "ALTER TABLE items ADD COLUMN flag bool;\n")
+    with connect_target(populated_db, "copy") as conn:  # commit=True: a throwaway copy, changed for good
+        result = rehearse(conn, [("001.sql", sql)], lock_timeout="2s", commit=True)
+    add, concurrent, vacuum, after = result.files[0].statements
+    assert concurrent.rehearsed and not concurrent.transactional and concurrent.error is None
+    assert concurrent.held_ms == concurrent.duration_ms > 0  # autocommit: its locks last as long as it runs
+    assert [(i.index, i.table) for i in concurrent.built_indexes] == [("items_price_idx", "items")]
+    assert vacuum.rehearsed and not vacuum.transactional and vacuum.held_ms == vacuum.duration_ms
+    assert after.rehearsed and not after.after_skip and ("items", "ACCESS EXCLUSIVE") in _locks(after)
+    assert add.held_ms < concurrent.duration_ms + add.duration_ms + 50  # its transaction committed before the index
+    with psycopg.connect(populated_db) as check:
+        assert check.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_price_idx'::regclass"
+                             ).fetchone() == (True,)
+
+
+def test_on_a_copy_a_unique_index_built_concurrently_over_duplicates_is_a_data_failure_and_its_invalid_index_reported(
+        populated_db):
+    with psycopg.connect(populated_db, autocommit=True) as conn:
+        conn.execute("UPDATE items SET sku = 'same' WHERE id IN (3, 4, 5)")
+    sql = "CREATE UNIQUE INDEX CONCURRENTLY items_sku_key ON items (sku);\nALTER TABLE items ADD COLUMN z int;\n"
+    with connect_target(populated_db, "copy") as conn:
+        result = rehearse(conn, [("001.sql", sql)], commit=True)
+    unique, after = result.files[0].statements
+    assert unique.sqlstate == "23505" and not unique.transactional and unique.invalid_indexes == ("items_sku_key",)
+    assert "INVALID index items_sku_key" in unique.reason
+    (found,) = unique.offending
+    assert found.summary == "1 duplicated (sku) in items, 3 rows" and found.examples == ("sku=same ×3",)
+    assert not after.rehearsed and "failed" in after.reason
+    with connect_target(populated_db, "rehearsal") as conn:  # not a copy: rolled back, still not run
+        (skipped, _) = rehearse(conn, [("001.sql", sql)]).files[0].statements
+    assert not skipped.rehearsed and "CREATE INDEX CONCURRENTLY" in skipped.reason
