@@ -289,7 +289,7 @@ class Flow:
             return request
         step = self.store.start_step(request_id, "analyze")
         try:
-            result = analyse_request(self.config, request)
+            result = analyse_request(self.config, request, self.store)
         except GuardianError as exc:
             self.store.finish_step(step.id, "failed", error=exc.message)
             request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",

@@ -31,7 +31,7 @@ from bot.sources.layouts import load_snapshot
 from bot.sources.ledgers import baseline_error, prisma_schema_not_empty, read_ledger
 from bot.sources.models import SourceSnapshot
 from bot.sources.status import applied_after, compute_status, plannable
-from bot.store import NewMigration
+from bot.store import NewMigration, Store
 
 log = logging.getLogger(__name__)
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
@@ -83,10 +83,11 @@ def _selected(snapshot: SourceSnapshot, selection: dict[str, Any], pending: set[
     return chosen
 
 
-def analyse_request(config: GuardianConfig, request: Request) -> AnalysisResult:
+def analyse_request(config: GuardianConfig, request: Request, store: Store | None = None) -> AnalysisResult:
+    """``store`` (optional) gives a fleet's estimate its environment's past per-target durations."""
     env = config.environment(request.environment)
     if env.fleet is not None:
-        return analyse_fleet(config, request)
+        return analyse_fleet(config, request, store)
     url = env.database_url()
     with connect_target(url, env.name, application_name=f"guardian-req{request.id}-analyze") as conn:
         fp, target = _target_identity(conn, env.name)
@@ -133,7 +134,7 @@ def _judge(config: GuardianConfig, request: Request, news: list[NewMigration], f
     return analysed, worst, reasons
 
 
-def analyse_fleet(config: GuardianConfig, request: Request) -> AnalysisResult:
+def analyse_fleet(config: GuardianConfig, request: Request, store: Store | None = None) -> AnalysisResult:
     """A fleet environment's plan: every target discovered and grouped by its ledger state; the files any pending
     target lacks, each judged once against the tables of the largest pending target. The fingerprint is the target
     set's (ids and states), so an approval covers exactly the targets it was shown."""
@@ -159,7 +160,8 @@ def analyse_fleet(config: GuardianConfig, request: Request) -> AnalysisResult:
                              ledger_name=m.ledger_name, path=m.path, sql=m.sql, down_sql=m.down_sql,
                              verify_sql=m.verify_sql) for m in snapshot.migrations if m.ledger_name in wanted]
         commit = snapshot.commit
-    summary = fleet_summary(plan, env.fleet, wanted)
+    past = store.past_target_durations(env.name) if store is not None and request.source != "rollback" else None
+    summary = fleet_summary(plan, env.fleet, wanted, past)
     target = {"host": "fleet", "database": f"{env.name}: {len(plan.targets)} targets", "fleet": summary}
     if not news:
         return AnalysisResult(migrations=[], commit=commit, risk="low", reasons=(), fingerprint=plan.fingerprint(),

@@ -62,6 +62,16 @@ class RolloutTarget(BaseModel):
     intent_unsent: bool = False      # the claim's intent still waits in the outbox
 
 
+class PastDurations(BaseModel):
+    """How long one target's job took in an environment's recent rollouts (targets that applied something)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rollouts: int
+    targets: int
+    median_s: float
+
+
 class Claim(BaseModel):
     """What one claim found: the targets it queued, or why it queued none."""
 
@@ -118,6 +128,23 @@ class FleetStore(StoreBase):
             rows = conn.execute("SELECT state, count(*) AS n FROM guardian_bot.fleet_targets WHERE request_id = %s "
                                 "GROUP BY state", (request_id,)).fetchall()
         return {r["state"]: r["n"] for r in rows}
+
+    def past_target_durations(self, environment: str, *, rollouts: int = 5) -> PastDurations | None:
+        """The median start-to-finish time of the targets that applied something (succeeded without a note) in the
+        environment's last ``rollouts`` rollouts that have any (rollbacks not counted); None when there are none."""
+        with self._tx() as conn:
+            row = conn.execute(
+                """WITH done AS (
+                       SELECT t.request_id, extract(epoch FROM t.finished_at - t.started_at)::float8 AS s
+                       FROM guardian_bot.fleet_targets t JOIN guardian_bot.requests q ON q.id = t.request_id
+                       WHERE q.environment = %s AND q.source <> 'rollback' AND t.state = 'succeeded'
+                         AND t.note IS NULL AND t.started_at IS NOT NULL AND t.finished_at IS NOT NULL),
+                   recent AS (SELECT DISTINCT request_id FROM done ORDER BY request_id DESC LIMIT %s)
+                   SELECT count(DISTINCT request_id) AS rollouts, count(*) AS targets,
+                          percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS median_s
+                   FROM done WHERE request_id IN (SELECT request_id FROM recent)""",
+                (environment, rollouts)).fetchone()
+        return PastDurations(**row) if row and row["targets"] else None
 
     def claim_fleet_targets(self, request_id: int, *, parallel: int, per_server: int, halt_after: int,
                             job: str) -> Claim:

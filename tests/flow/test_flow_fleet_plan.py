@@ -96,6 +96,7 @@ def test_plan_pending_previews_the_groups_and_binds_the_target_set(harness, flee
     # the estimate: canary 1 + waves of 25, 25, 25, 25, 15 at 8 at once = 19 rounds of one target's apply, no pause
     estimate = fleet_set["estimate"]
     assert "116 targets in 6 waves, ≤8 at once, pause 0s" in estimate["basis"] and "largest pending" in estimate["basis"]
+    assert "assumed" in estimate["basis"] and "no past rollout" in estimate["basis"]  # none: this env never rolled out
     assert 19 * 1.0 <= estimate["seconds"] <= 19 * 1.05
     assert "Estimated duration" in preview and "about 19 s" in preview and "116 targets in 6 waves" in preview
 
