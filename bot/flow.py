@@ -355,7 +355,7 @@ class Flow:
         if not env.rehearsal_database_url_env and env.rehearsal is None:
             return None
         try:
-            rehearsed = rehearse_request(env, request, self.store.list_backups())
+            rehearsed = rehearse_request(env, request, self.store.list_backups(), registry=self.store)
         except GuardianError as exc:
             return exc.message
         self.store.record_event("request.rehearsed", actor="guardian", request_id=request.id, detail={

@@ -20,7 +20,7 @@ from bot.errors import ConfigError, SourceError
 from bot.models import Backup, Request
 from bot.pg.appqueries import AppQueryReport
 from bot.pg.connect import connect_target, target_errors, target_info
-from bot.pg.copy import Copy
+from bot.pg.copy import Copy, CopyRegistry
 from bot.pg.introspect import gather_facts
 from bot.pg.plan import applied_context
 from bot.pg.rehearsal import Rehearsal
@@ -240,11 +240,13 @@ class CopyRehearsal(BaseModel):
         return out + [f"rehearsal: app query breaks: {p.line}"[:300] for p in (self.app.broken if self.app else ())]
 
 
-def rehearse_request(env: EnvironmentConfig, request: Request, backups: Sequence[Backup] = ()) -> CopyRehearsal:
+def rehearse_request(env: EnvironmentConfig, request: Request, backups: Sequence[Backup] = (),
+                     registry: CopyRegistry | None = None) -> CopyRehearsal:
     """The request's SQL rehearsed: on a fresh copy of the target where the environment configures one
     ([environments.X.rehearsal]; committed there file by file as the apply runs them, the running app's queries
     from the target's pg_stat_statements PREPAREd on it before and after, the copy dropped afterwards), else on
-    its rehearsal database in a transaction that is rolled back."""
+    its rehearsal database in a transaction that is rolled back. ``registry`` (the store) records the copy while it
+    lives, so the reconciler drops it if this worker dies."""
     from bot.pg.appqueries import check_app_queries, probe_app_queries, read_app_queries
     from bot.pg.copy import copy_of
     from bot.pg.rehearsal import rehearse
@@ -253,7 +255,7 @@ def rehearse_request(env: EnvironmentConfig, request: Request, backups: Sequence
     files = [(m.name, m.sql) for m in request.migrations]
     app = f"guardian-req{request.id}-rehearsal"
     if env.rehearsal is not None:
-        with copy_of(env, request.id, backups=backups) as copy:
+        with copy_of(env, request.id, backups=backups, registry=registry) as copy:
             with connect_target(env.database_url(), env.name, application_name=app) as target:
                 queries = read_app_queries(target)
             with connect_target(copy.url, f"{env.name} (copy)", application_name=app) as conn:

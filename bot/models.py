@@ -244,3 +244,14 @@ class IncidentNote(_Frozen):
     source: str  # command | thread | pin
     slack_ts: str | None = None
     created_at: datetime
+
+
+class RehearsalCopyRecord(_Frozen):
+    """A rehearsal copy recorded before it was made (bot/pg/copy.py), until it is dropped."""
+
+    name: str
+    request_id: int
+    environment: str
+    kind: str  # template | backup | command
+    owner: str  # host:pid of the process that made it
+    created_at: datetime

@@ -35,7 +35,7 @@ from bot.counters import COUNTERS, RECONCILER_RECOVERIES
 from bot.errors import GuardianError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
-from bot.pg.copy import sweep_copies
+from bot.pg.copy import COPY_GRACE_S, sweep_copies, sweep_recorded
 from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
@@ -81,11 +81,16 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
     return actions + sweep_rehearsal_copies(rt)
 
 
-def sweep_rehearsal_copies(rt: Any) -> list[str]:
-    """Rehearsal copies whose worker died, dropped (bot/pg/copy.py): one line per copy."""
+def sweep_rehearsal_copies(rt: Any, *, grace_s: float = COPY_GRACE_S) -> list[str]:
+    """Rehearsal copies whose worker died, dropped (bot/pg/copy.py): those recorded at least ``grace_s`` ago (a
+    command's branch too; their records cleared), then any ``guardian_copy_req<id>`` database. One line per copy."""
     actions = []
+    records = rt.store.list_copies(older_than_s=grace_s)
     for env in rt.config.environments.values():
         try:
+            for name in sweep_recorded(env, records):
+                rt.store.clear_copy(name)
+                actions.append(f"{env.name}: rehearsal copy {name} left by a dead worker: dropped")
             actions += [f"{env.name}: rehearsal copy {name} left by a dead worker: dropped" for name in sweep_copies(env)]
         except GuardianError as exc:
             log.warning("environment %s: rehearsal copies not swept: %s", env.name, exc.message)

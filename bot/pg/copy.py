@@ -2,15 +2,18 @@
 latest verified backup, or a configured command (a Neon branch, an Aurora clone), and always dropped.
 
 While a copy lives, the process that made it holds a session advisory lock on the target server's maintenance
-database, keyed by the request; `sweep_copies` drops every ``guardian_copy_req<id>`` database whose lock nobody
-holds (its worker died), so no copy outlives its rehearsal.
+database, keyed by the request, and (given a registry: the store) the copy is recorded before it is made and
+forgotten once dropped. `sweep_recorded` drops the recorded copies whose lock nobody holds (their worker died),
+made by any means, a command's branch included; `sweep_copies` drops every ``guardian_copy_req<id>`` database
+whose lock nobody holds, recorded or not. So no copy outlives its rehearsal.
 
 Usage::
 
-    with copy_of(env, request.id, backups=store.list_backups()) as copy:
+    with copy_of(env, request.id, backups=store.list_backups(), registry=store) as copy:
         with connect_target(copy.url, f"{env.name} (copy)") as conn:
             ...
-    sweep_copies(env)                      # the reconciler, on every pass
+    sweep_recorded(env, store.list_copies(older_than_s=COPY_GRACE_S))   # the reconciler, on every pass
+    sweep_copies(env)
 """
 from __future__ import annotations
 
@@ -18,12 +21,14 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 from psycopg import conninfo, sql
@@ -31,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from bot.config import EnvironmentConfig, RehearsalCopyConfig, parse_duration
 from bot.errors import GuardianError
-from bot.models import Backup
+from bot.models import Backup, RehearsalCopyRecord
 from bot.pg.connect import connect_target, describe_pg_error, scrub
 from bot.pg.tools import find_pg_dump, libpq_env
 
@@ -41,6 +46,15 @@ COPY_PREFIX = "guardian_copy_req"
 _COPY_NAME = re.compile(rf"^{COPY_PREFIX}(\d+)$")
 _LOCK_CLASS = 0x67436F70  # pg_advisory_lock(class, request id) while a copy lives; ASCII "gCop"
 _MAINTENANCE_DB = "postgres"
+COPY_GRACE_S = 60.0  # a recorded copy younger than this is left alone by the sweep, whoever holds its lock
+
+
+class CopyRegistry(Protocol):
+    """Where copies are recorded while they live (the store: bot/store/copies.py)."""
+
+    def record_copy(self, name: str, request_id: int, environment: str, kind: str, owner: str) -> None: ...
+
+    def clear_copy(self, name: str) -> None: ...
 
 
 class CopyError(GuardianError):
@@ -82,9 +96,9 @@ def _with_db(url: str, dbname: str) -> str:
 
 @contextmanager
 def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup] = (),
-            url: str | None = None) -> Iterator[Copy]:
+            url: str | None = None, registry: CopyRegistry | None = None) -> Iterator[Copy]:
     """A fresh copy of ``env``'s target (or of ``url``) for ``request_id``, dropped on leaving (also when the body
-    raises)."""
+    raises); recorded in ``registry`` before it is made and cleared once dropped."""
     spec = env.rehearsal
     if spec is None:
         raise CopyError(f"environment {env.name!r} has no [environments.{env.name}.rehearsal] copy configured",
@@ -96,6 +110,8 @@ def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup
         admin.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_CLASS, request_id))
         started = time.monotonic()
         try:
+            if registry is not None:  # before anything exists: a worker killed from here on leaves a record
+                registry.record_copy(name, request_id, env.name, spec.kind, f"{socket.gethostname()}:{os.getpid()}")
             if spec.kind == "command":
                 copy_url, source, taken = _by_command(spec, name, request_id), "command", datetime.now(timezone.utc)
             else:
@@ -119,6 +135,8 @@ def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup
                     _drop_by_command(spec, name, request_id)
                 else:
                     _drop_database(admin, name)
+                if registry is not None:
+                    registry.clear_copy(name)
                 log.info("request %s: copy %s dropped", request_id, name)
             finally:
                 admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
@@ -219,3 +237,33 @@ def sweep_copies(env: EnvironmentConfig) -> list[str]:
                 admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
     return dropped
 
+
+
+def sweep_recorded(env: EnvironmentConfig, records: Iterable[RehearsalCopyRecord]) -> list[str]:
+    """Drop ``env``'s recorded copies whose maker is gone (nobody holds their lock): a database dropped, a command's
+    copy by its drop_command. Returns the names dropped (their records are the caller's to clear); a copy that
+    cannot be dropped now is logged and left for the next pass."""
+    mine = [r for r in records if r.environment == env.name]
+    if not mine or env.rehearsal is None:
+        return []
+    url = env.database_url().get_secret_value()
+    dropped = []
+    with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
+                        application_name="guardian-copy-sweep") as admin:
+        for record in mine:
+            if not admin.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, record.request_id)).fetchone()[0]:
+                continue  # its rehearsal is running
+            try:
+                if record.kind == "command":
+                    _drop_by_command(env.rehearsal, record.name, record.request_id)
+                else:
+                    _drop_database(admin, record.name)
+                dropped.append(record.name)
+                log.warning("request %s: copy %s (%s) left by a worker that died (%s): dropped", record.request_id,
+                            record.name, record.kind, record.owner)
+            except (CopyError, psycopg.Error, subprocess.SubprocessError) as exc:
+                log.warning("request %s: copy %s left by a dead worker could not be dropped yet: %s",
+                            record.request_id, record.name, getattr(exc, "message", None) or describe_pg_error(exc))
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, record.request_id))
+    return dropped

@@ -107,6 +107,7 @@ def test_at_run_time_a_stale_copy_is_rehearsed_again_and_the_same_result_keeps_t
     assert done.rehearsal["digest"] == approved.rehearsal["digest"]
     assert done.rehearsal["copy"]["taken_at"] > approved.rehearsal["copy"]["taken_at"]  # the fresh copy's
     assert any("Same result as approved; the approvals stand" in t for t in harness.thread_texts(rid))
+    assert harness.store.list_copies() == []  # both copies were recorded while they lived, and dropped
 
 
 def test_at_run_time_a_fresh_copy_that_finds_duplicates_voids_the_approvals_saying_so(harness):
