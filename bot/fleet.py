@@ -31,10 +31,10 @@ from bot.pg.connect import connect_target, target_errors
 from bot.redaction import scrub
 from bot.sources.ledgers import prisma_schema_not_empty, read_ledger
 from bot.sources.models import Layout, MigrationState, SourceSnapshot
-from bot.slack.fleet_blocks import FleetView
 from bot.sources.status import compute_status
 from bot.store import Store
 from bot.store.fleet import PastDurations, RolloutTarget
+from bot.views import FleetView
 
 TargetState = Literal["pending", "applied", "drifted", "unreachable"]
 STATES: tuple[TargetState, ...] = ("pending", "applied", "drifted", "unreachable")

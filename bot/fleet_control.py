@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 from bot.errors import PolicyDenied, TransitionConflict
 from bot.fleet import TABLE_COLUMNS, targets_table
 from bot.models import DbState, Request, RequestStatus
-from bot.slack.cards import build_request_card, build_thread_note
-from bot.slack.fleet_blocks import build_targets_file
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import mention
 from bot.store import NewMigration
@@ -88,7 +86,7 @@ class FleetControl:
                     "for it moments ago); it appears there shortly.")
         try:
             targets = self.store.list_fleet_targets(request.id)
-            content = build_targets_file(request.id, TABLE_COLUMNS, targets_table(request, targets))
+            content = self.flow.notifier.targets_file(request.id, TABLE_COLUMNS, targets_table(request, targets))
             at = datetime.now(timezone.utc)
             sent = self.flow.notifier.upload(
                 f"request {request.id}: targets file", request.channel, request.thread_ts, content=content,
@@ -139,7 +137,7 @@ class FleetControl:
                  "pending": [f for f in t.files]} for t in done]})
         if self.flow.notifier.enabled and request.channel and request.thread_ts:
             posted = self.flow.notifier.post(f"request {rollback.id}'s card", request.channel,
-                                             build_request_card(rollback, self.flow.card_view(rollback)),
+                                             self.flow.notifier.request_card(rollback, self.flow.card_view(rollback)),
                                              thread_ts=request.thread_ts)
             if posted.ts:
                 self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=request.thread_ts)
@@ -151,7 +149,7 @@ class FleetControl:
 
     def _done(self, request: Request, note: str, reply: str, *, advance: bool = False) -> str:
         self.store.record_event("fleet.control", actor="guardian", request_id=request.id, detail={"note": note})
-        self.flow.post_in_thread(request, build_thread_note(note))
+        self.flow.say(request, note)
         if advance:
             self.flow.enqueue(ADVANCE_JOB, request.id, attempt=int(datetime.now(timezone.utc).timestamp()))
         self.flow.refresh_card(request.id)

@@ -138,8 +138,12 @@ class Flow:
             self.dispatch()
         self.refresh_card(request_id)  # the card says the thread is behind (or lost a message)
 
+    def say(self, request: Request, text: str) -> None:
+        """A note in the request's thread (``text`` is mrkdwn: escape what it quotes), through post_in_thread."""
+        self.post_in_thread(request, self.notifier.thread_note(text))
+
     def note(self, request_id: int, text: str) -> None:
-        self.post_in_thread(self.store.get_request(request_id), build_thread_note(text))
+        self.say(self.store.get_request(request_id), text)
 
     def card_view(self, request: Request, note: str | None = None) -> CardView:
         env = self.env(request.environment)

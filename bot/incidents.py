@@ -19,12 +19,11 @@ from bot.errors import ConfirmationNeeded, NotFound, PolicyDenied, TransitionCon
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
-from bot.slack.cards import build_request_card, build_thread_note
-from bot.slack.incident_blocks import IncidentView, build_incident_card
 from bot.slack.mrkdwn import escape, link, mention
 from bot.sources.apply import repository_paths, rollback_advice
 from bot.store import NewMigration
 from bot.store.outbox import JobIntent
+from bot.views import IncidentView
 
 if TYPE_CHECKING:
     from bot.flow import Flow
@@ -77,7 +76,7 @@ class IncidentService:
             return incident
         in_request_thread = channel == request.channel and not self.flow.config.slack.incident_channel
         posted = self.notifier.post(f"incident {incident.id}'s card", channel,
-                                    build_incident_card(incident, request, self._view(incident, request)),
+                                    self.notifier.incident_card(incident, request, self._view(incident, request)),
                                     thread_ts=request.thread_ts if in_request_thread else None)
         if posted.error:
             return incident
@@ -88,7 +87,7 @@ class IncidentService:
         if not in_request_thread:
             permalink = self.notifier.permalink(f"incident {incident.id}'s card", channel, posted.ts)
             where = link(permalink, permalink) if permalink else "(no link)"
-            self.flow.post_in_thread(request, build_thread_note(f":rotating_light: Incident #{incident.id} opened: {where}"))
+            self.flow.say(request, f":rotating_light: Incident #{incident.id} opened: {where}")
         return incident
 
     def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
@@ -134,12 +133,12 @@ class IncidentService:
         if not self.notifier.enabled or not incident.channel or not ts:
             return
         self.notifier.update(f"incident {incident_id}'s card", incident.channel, ts,
-                             build_incident_card(incident, request, self._view(incident, request, note)))
+                             self.notifier.incident_card(incident, request, self._view(incident, request, note)))
 
     def say(self, incident: Incident, text: str) -> None:
         """A note in the incident's thread (a refusal is logged by the notifier; the action goes on)."""
         if incident.thread_ts:
-            self.notifier.post(f"incident {incident.id}", incident.channel, build_thread_note(text),
+            self.notifier.post(f"incident {incident.id}", incident.channel, self.notifier.thread_note(text),
                                thread_ts=incident.thread_ts)
 
     # ------------------------------------------------------------- authorisation
@@ -215,7 +214,7 @@ class IncidentService:
             selection={"rollback_of": request.id, "incident": incident.id})
         if self.notifier.enabled and incident.channel:
             posted = self.notifier.post(f"request {rollback.id}'s card", incident.channel,
-                                        build_request_card(rollback, self.flow.card_view(rollback)),
+                                        self.notifier.request_card(rollback, self.flow.card_view(rollback)),
                                         thread_ts=incident.thread_ts)
             if posted.ts:
                 self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=incident.thread_ts)

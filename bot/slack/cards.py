@@ -7,17 +7,16 @@ Usage::
 """
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bot.models import Request, RequestStatus, database_words
-from bot.slack.batching import MAX_BLOCKS
-from bot.slack.fleet_blocks import FleetView, build_rollout_blocks
+from bot.slack.batching import FILES_PER_UPLOAD, MAX_BLOCKS, chunks, combine
+from bot.slack.fleet_blocks import build_rollout_blocks
 from bot.slack.ids import BUTTON_LABELS, ActionId, preview_block_id
 from bot.slack.mrkdwn import Message, clip, code, code_block, escape, mention, mention_any
+from bot.views import CardView
 
 INLINE_SQL_LIMIT = 2500  # longer SQL goes to the thread as an uploaded file
 
@@ -30,27 +29,6 @@ STATUS_EMOJI = {
     "expired": ":hourglass:", "failed": ":x:",
 }
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
-
-
-class CardView(BaseModel):
-    """What the card shows besides the request itself, computed by the flow from the store."""
-
-    model_config = ConfigDict(frozen=True)
-    approvals_required: int = 1
-    approvers: tuple[str, ...] = ()
-    rejected_by: tuple[str, ...] = ()
-    stale: tuple[tuple[str, str], ...] = ()
-    env_color: str | None = None
-    production: bool = False
-    requires_missing: tuple[str, ...] = ()
-    requires_met: tuple[str, ...] = ()
-    gate_note: str | None = None  # freeze or maintenance window
-    thread_behind: int = 0  # thread messages Slack did not take yet; a job tries again
-    thread_lost: int = 0  # thread messages Slack refused for good (e.g. invalid_blocks)
-    note: str | None = None  # mrkdwn (callers escape what they quote): e.g. "approvals voided: the SQL changed"
-    waiting_for: tuple[str, ...] = ()  # approver entries (users, user groups) who could give a missing approval
-    rendered_at: datetime | None = None  # the card's "updated" time: when it was last re-rendered from the store
-    fleet: FleetView | None = None  # a fleet request's rollout (bot/slack/fleet_blocks.py)
 
 
 def _n(count: int, noun: str) -> str:
@@ -175,6 +153,26 @@ def build_sql_message(name: str, sha256: str, sql: str) -> Message:
     return {"text": f"SQL of {escape(name)}",
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(
                 f"*{escape(name)}* · sha256 `{sha256}`\n{code_block(sql)}")}}]}
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A request's preview in its thread, in the order it is posted: the short files' SQL inline, the long files
+    uploaded (each a files.upload_v2 ``file_uploads`` list), then the risk summaries; messages combined (Slack
+    takes about one a second per channel) and files uploaded ten at a time."""
+
+    sql: list[Message]
+    uploads: list[list[dict[str, str]]]
+    risk: list[Message]
+
+
+def build_preview(request: Request) -> Preview:
+    """The SQL and risk of every migration of ``request`` as a few combined messages and uploads."""
+    inline = [build_sql_message(m.name, m.sha256, m.sql) for m in request.migrations if not sql_needs_upload(m.sql)]
+    uploads = [[{"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
+                for m in group]
+               for group in chunks([m for m in request.migrations if sql_needs_upload(m.sql)], FILES_PER_UPLOAD)]
+    return Preview(sql=list(combine(inline)), uploads=uploads, risk=list(combine(build_risk_messages(request))))
 
 
 def build_risk_messages(request: Request) -> list[Message]:

@@ -5,10 +5,9 @@ import csv
 import io
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bot.slack.ids import BUTTON_LABELS, ActionId
 from bot.slack.mrkdwn import Message, clip, code, escape
+from bot.views import FleetView
 
 NAMES_SHOWN = 8  # names listed per group; the rest are counted
 _GROUP_EMOJI = {"pending": ":hourglass_flowing_sand:", "applied": ":white_check_mark:", "drifted": ":warning:",
@@ -82,20 +81,6 @@ def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: 
     text = "\n".join([head, *lines, rollout])
     return {"text": f"Fleet {environment}: {sum(counts.values())} targets",
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}
-
-
-class FleetView(BaseModel):
-    """A rollout as its card shows it, computed from the store at each refresh."""
-
-    model_config = ConfigDict(frozen=True)
-
-    state: str                                  # running | paused | halted | succeeded | aborted
-    wave: int
-    waves: int
-    counts: dict[str, int]                      # targets per state
-    failed: tuple[tuple[str, str], ...] = ()    # (target, one-line reason), the first few
-    reason: str | None = None                   # why it halted, paused or was aborted
-    eta_s: float | None = None                  # the remaining targets at the pace so far
 
 
 _BAR = 20

@@ -4,25 +4,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bot.models import Backup, DbState, Incident, IncidentStatus, Request
 from bot.slack.ids import BUTTON_LABELS, ActionId, BlockId, CallbackId
 from bot.slack.modals import ModalState
 from bot.slack.mrkdwn import clip, code, code_block, escape, link, mention
+from bot.views import IncidentView
 
 STATUS_EMOJI = {"open": ":red_circle:", "mitigating": ":hammer_and_wrench:", "mitigated": ":large_yellow_circle:",
                 "resolved": ":white_check_mark:"}
-
-
-class IncidentView(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    approvers: tuple[str, ...] = ()
-    backups: tuple[Backup, ...] = ()
-    request_link: str | None = None
-    note: str | None = None  # mrkdwn: callers escape what they quote
-    rollback_waiting: bool = False  # the incident's rollback request has not started running (Restore stays offered)
-    error_above: bool = False  # the card sits in the request's thread, under the failure message that shows the error
 
 
 def available_actions(incident: Incident, request: Request, view: IncidentView) -> list[ActionId]:
