@@ -36,7 +36,7 @@ import psycopg  # noqa: E402
 from bot.local_services import create_database, drop_database  # noqa: E402
 from bot.pg.locks import look  # noqa: E402
 from bot.pg.rehearsal import rehearse  # noqa: E402
-from bot.sources.statements import split_statements  # noqa: E402
+from bot.risk.parse import split_statements  # noqa: E402
 
 ADMIN = os.environ.get("GUARDIAN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -41,7 +41,7 @@ import psycopg
 from bot.local_services import with_database
 from bot.pg.locks import held_locks, mode_name, relations
 from bot.pg.rehearsal import non_transactional_reason
-from bot.sources.statements import split_statements
+from bot.risk.parse import split_statements
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "bench" / "twins" / "cases.toml"
@@ -85,10 +85,9 @@ class Case:
 
 
 def _outside_transaction(piece) -> bool:
-    """PostgreSQL refuses it inside a transaction block (the rehearsal's list, plus DETACH … CONCURRENTLY)."""
-    detach = [c["AlterTableCmd"]["def"]["PartitionCmd"] for c in (piece.node or {}).get("cmds", ())
-              if c.get("AlterTableCmd", {}).get("subtype") == "AT_DetachPartition"]
-    return non_transactional_reason(piece) is not None or any(d.get("concurrent") for d in detach)
+    """PostgreSQL refuses it inside a transaction block (the rehearsal's reasons: the risk engine's classifier,
+    DETACH … CONCURRENTLY included; it differs between versions only before PostgreSQL 12)."""
+    return non_transactional_reason(piece, 16) is not None
 
 
 def load_cases(path: Path = CASES) -> tuple[dict[str, str], list[Case]]:

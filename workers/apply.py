@@ -42,7 +42,7 @@ from bot.sources.apply import (
 )
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
-from bot.sources.statements import Piece
+from bot.risk.parse import Piece
 from bot.slack.mrkdwn import code, escape
 from bot.slack.pipeline_blocks import (
     build_batch_message,

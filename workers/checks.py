@@ -20,7 +20,7 @@ from psycopg import sql as pgsql
 
 from bot.models import MigrationRef, Request
 from bot.pg.connect import describe_pg_error
-from bot.sources.statements import split_statements
+from bot.risk.parse import split_statements
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from bot.errors import GuardianError
 from bot.risk import transactional
-from bot.sources.statements import Piece, split_statements
+from bot.risk.parse import Piece, split_statements
 from workers.batch import BatchError, batch_directives
 
 

@@ -22,7 +22,7 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
 from bot.pg.connect import describe_pg_error, session_lost
-from bot.sources.statements import split_statements
+from bot.risk.parse import split_statements
 
 # A statement PREPARE accepts: its first keyword after any leading comments and parentheses (utility
 # statements such as SET, BEGIN, VACUUM or CREATE are recorded too, and are left out).

@@ -33,8 +33,8 @@ from bot.errors import GuardianError
 from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
-from bot.risk import transactional
-from bot.sources.statements import Piece, split_statements
+from bot.risk import transaction_refusal, transactional
+from bot.risk.parse import Piece, split_statements
 
 _DML = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
 _DROP_CONCURRENTLY = re.compile(r"^(DROP\s+INDEX\s+)CONCURRENTLY\s+", re.IGNORECASE)
@@ -122,31 +122,20 @@ class Rehearsal(_Frozen):
         return [(f.path, s) for f in self.files for s in f.statements if s.offending]
 
 
-def non_transactional_reason(piece: Piece) -> str | None:
-    """Why PostgreSQL refuses this statement inside a transaction block (or we must not run it), else None."""
-    n, t = piece.node or {}, piece.node_type
-    if t == "IndexStmt" and n.get("concurrent"):
-        return "CREATE INDEX CONCURRENTLY cannot run inside a transaction block"
-    if t == "DropStmt" and n.get("concurrent"):
-        return "DROP INDEX CONCURRENTLY cannot run inside a transaction block"
-    if t == "ReindexStmt" and any(
-        p.get("DefElem", {}).get("defname") == "concurrently" for p in n.get("params") or ()
-    ):
-        return "REINDEX CONCURRENTLY cannot run inside a transaction block"
-    if t == "ReindexStmt" and n.get("kind") in ("REINDEX_OBJECT_SYSTEM", "REINDEX_OBJECT_DATABASE"):
-        return "REINDEX SYSTEM/DATABASE cannot run inside a transaction block"
-    if t == "VacuumStmt" and n.get("is_vacuumcmd"):
-        return "VACUUM cannot run inside a transaction block"
-    if t == "ClusterStmt" and not n.get("relation"):
-        return "CLUSTER without a table cannot run inside a transaction block"
-    if t in ("CreatedbStmt", "DropdbStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt",
-             "CreateSubscriptionStmt", "DropSubscriptionStmt", "AlterSubscriptionStmt"):
-        return f"{t.removesuffix('Stmt')} cannot run inside a transaction block"
-    if t == "TransactionStmt":
+def non_transactional_reason(piece: Piece, pg_version: int) -> str | None:
+    """Why PostgreSQL refuses this statement inside a transaction block (the risk engine's classifier,
+    bot.risk.transaction_refusal), or why we must not run it, else None."""
+    if piece.node_type == "TransactionStmt":
         return "transaction control; the rehearsal runs everything in its own transaction that is rolled back"
-    if t is None:
+    if piece.node_type is None:
         return "the statement does not parse"
-    return None
+    if piece.node_type in _SUBSCRIPTIONS:
+        return f"{piece.node_type.removesuffix('Stmt')} reaches the publisher's server; the rehearsal never runs it"
+    return transaction_refusal(piece.node_type, piece.node, pg_version)
+
+
+# Not a question of transactions (the engine lets most of them run in one): they act on another server
+_SUBSCRIPTIONS = ("CreateSubscriptionStmt", "DropSubscriptionStmt", "AlterSubscriptionStmt")
 
 
 def _probe(conn: psycopg.Connection, piece: Piece) -> psycopg.Error | None:
@@ -341,7 +330,7 @@ def rehearse(
             if file_index == 0:
                 conn.execute(timeouts, (lock_timeout, statement_timeout))
             for piece in split_statements(sql):
-                reason = non_transactional_reason(piece)
+                reason = non_transactional_reason(piece, pg_major)
                 transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
                 if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"

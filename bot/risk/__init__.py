@@ -6,9 +6,10 @@ the models and rule catalogue (pydantic): `guardian lint` starts parsing a big f
 from importlib import import_module
 
 __all__ = ["analyze", "Context", "Finding", "Lock", "Report", "Rule", "RULES", "Severity", "StatementInfo",
-           "TableStats", "lookup", "rule_codes", "transactional"]
+           "TableStats", "lookup", "rule_codes", "transactional",
+           "transaction_refusal"]
 _WHERE = {"RULES": ".catalogue", "lookup": ".catalogue", "rule_codes": ".catalogue", "analyze": ".engine",
-          "transactional": ".locks", **{
+          "transactional": ".locks", "transaction_refusal": ".locks", **{
     name: ".models" for name in ("Context", "Finding", "Lock", "Report", "Rule", "Severity", "StatementInfo",
                                  "TableStats")}}
 

@@ -36,6 +36,17 @@ def transactional(node_type: str, n: dict, pg_version: int) -> bool:
     return describe(node_type, n, pg_version, {}).transactional
 
 
+def transaction_refusal(node_type: str, n: dict, pg_version: int) -> str | None:
+    """transactional() as the reason PostgreSQL refuses the statement in a transaction block, None when it may
+    run there.
+
+    >>> transaction_refusal("VacuumStmt", {"is_vacuumcmd": True}, 16)
+    'VACUUM cannot run inside a transaction block'
+    """
+    fx = describe(node_type, n, pg_version, {})
+    return None if fx.transactional else f"{fx.kind} cannot run inside a transaction block"
+
+
 def catalog_locks(fx: Effect, node_type: str, n: dict, ctx: Context) -> None:
     """The locks only the target's catalog names, each observed in pg_locks on PostgreSQL 15: the DEFAULT
     partition (ACCESS EXCLUSIVE under PARTITION OF, ATTACH and DETACH), the table of a dropped index

@@ -5,7 +5,7 @@ import json
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import orjson
@@ -323,6 +323,53 @@ def _rest(sql: str, byte_base: int) -> Iterator[tuple[str, int, str | _pg.ParseE
         yield from _per_statement(sql, byte_base)
     else:
         yield sql, byte_base, js
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One statement of a script as it is run: the engine's statement (same index, line, column and span),
+    its text without the comments before it and without the final `;`."""
+
+    index: int  # the engine's statement index (StatementInfo.index, Finding.statement)
+    text: str
+    line: int  # 1-based, of the statement's first character (comments before it are not part of it)
+    node_type: str | None  # e.g. "IndexStmt"; None when the script did not parse
+    node: dict | None = field(default=None, repr=False)  # the parse tree (pglast JSON), None when it did not parse
+    start: int = 0  # byte offsets of the statement in the script (UTF-8)
+    end: int = 0
+    column: int = 1  # 1-based, in characters
+
+
+def split_statements(sql: str | bytes) -> list[Piece]:
+    """The statements of ``sql``, from the parse the engine analyses (items(): the same cuts of a big file, the
+    same numbering), so a piece's index is the statement index of the file's Report. A script with a syntax
+    error, or a statement too complex to analyse, comes back as one piece with node_type None: it runs whole.
+
+    >>> [(p.index, p.text, p.line) for p in split_statements("select 1; -- c\\nselect 2;")]
+    [(0, 'select 1', 1), (1, 'select 2', 2)]
+    """
+    text, _, data = source(sql)
+    pieces: list[Piece] = []
+    for item in items(text, data, Positions(data), None):
+        if isinstance(item, SyntaxProblem):
+            return _unparsed(data)
+        body = item.text
+        while body.endswith(";"):
+            body = body[:-1].rstrip()
+        pieces.append(Piece(item.index, body, item.line, item.node_type, item.node, item.start, item.end, item.column))
+    return pieces
+
+
+def _unparsed(data: bytes) -> list[Piece]:
+    """The one piece of a script that does not parse: all of it, surrounding blanks and final `;`s trimmed."""
+    body = data.strip()
+    while body.endswith(b";"):
+        body = body[:-1].rstrip()
+    if not body:
+        return []
+    start = data.find(body)
+    line, column = Positions(data).at(start)
+    return [Piece(0, body.decode("utf-8", "replace"), line, None, None, start, start + len(body), column)]
 
 
 def parse(sql: str, data: bytes | None = None) -> Iterator[RawStatement | SyntaxProblem]:

@@ -29,7 +29,7 @@ from bot.sources.ledgers import (
     statements_sha256,
 )
 from bot.sources.models import ApplyResult, Layout, Migration
-from bot.sources.statements import split_statements
+from bot.risk.parse import split_statements
 from bot.sources.supabase_parser import split_and_trim
 
 log = logging.getLogger(__name__)

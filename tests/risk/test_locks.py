@@ -122,3 +122,27 @@ def test_dml_reading_no_other_table_is_not_searched_and_every_read_is_still_foun
         {"a": "ROW EXCLUSIVE"}, {"a": "ROW EXCLUSIVE"}, {"a": "ROW EXCLUSIVE", "c": "ACCESS SHARE"},
         {"a": "ROW EXCLUSIVE", "b": "ACCESS SHARE"}, {"a": "ROW EXCLUSIVE", "d": "ACCESS SHARE"},
         {"a": "ROW EXCLUSIVE"}]
+
+
+def test_the_one_classifier_knows_what_postgresql_refuses_in_a_transaction_block():
+    """bot.risk.transaction_refusal: the rehearsal's reasons and the reports' transactional flag, one answer."""
+    from bot.risk import transaction_refusal
+    from bot.risk.parse import split_statements
+
+    refused = {
+        "CREATE INDEX CONCURRENTLY i ON t (a)": "CREATE INDEX CONCURRENTLY",
+        "REINDEX SYSTEM d": "REINDEX", "VACUUM t": "VACUUM", "CLUSTER": "CLUSTER",
+        "CREATE DATABASE d": "CREATE DATABASE", "ALTER SYSTEM SET work_mem = '1MB'": "ALTER SYSTEM",
+        "ALTER TABLE p DETACH PARTITION c CONCURRENTLY": "ALTER TABLE",
+    }
+    allowed = ["CLUSTER t USING i", "ANALYZE t", "REINDEX TABLE t", "CREATE INDEX i ON t (a)"]
+    for sql, kind in refused.items():
+        (p,) = split_statements(sql)
+        assert transaction_refusal(p.node_type, p.node, 16) == f"{kind} cannot run inside a transaction block", sql
+        assert analyze(sql).statements[0].transactional is False, sql
+    for sql in allowed:
+        (p,) = split_statements(sql)
+        assert transaction_refusal(p.node_type, p.node, 16) is None, sql
+        assert analyze(sql).statements[0].transactional is True, sql
+    (p,) = split_statements("ALTER TYPE mood ADD VALUE 'meh'")
+    assert transaction_refusal(p.node_type, p.node, 11) and not transaction_refusal(p.node_type, p.node, 12)

@@ -1,6 +1,6 @@
 """workers.plan splits a file into parts with the risk engine's one transaction classifier."""
 from bot.risk import RULES, Context, analyze, transactional
-from bot.sources.statements import split_statements
+from bot.risk.parse import split_statements
 from workers.plan import plan_parts
 
 MIXED = ("CREATE TABLE t2 (id bigint);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t2_id ON t2 (id);\n"
