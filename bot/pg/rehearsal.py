@@ -334,7 +334,7 @@ def rehearse(
                 transactional_hint, expected = hints.get((file_index, piece.index), (True, frozenset()))
                 if reason is None and not transactional_hint:
                     reason = "the analysis marks it as not runnable inside a transaction"
-                alone = (commit and piece.node_type not in ("TransactionStmt", None)
+                alone = (commit and piece.node_type not in ("TransactionStmt", None, *_SUBSCRIPTIONS)
                          and (not transactional_hint or not transactional(piece.node_type, piece.node or {}, pg_major)))
                 reason = None if alone else reason
                 is_tx = not alone and (reason is None or piece.node_type in ("TransactionStmt", None))

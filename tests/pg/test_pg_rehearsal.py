@@ -245,3 +245,13 @@ def test_on_a_copy_a_unique_index_built_concurrently_over_duplicates_is_a_data_f
     with connect_target(populated_db, "rehearsal") as conn:  # not a copy: rolled back, still not run
         (skipped, _) = rehearse(conn, [("001.sql", sql)]).files[0].statements
     assert not skipped.rehearsed and "CREATE UNIQUE INDEX CONCURRENTLY cannot run inside" in skipped.reason
+
+
+def test_on_a_copy_a_subscription_is_still_never_run(populated_db):
+    sql = ("CREATE SUBSCRIPTION gt_sub CONNECTION 'host=127.0.0.1 dbname=nowhere' PUBLICATION p;\n"  # makes a slot there
+           "ALTER TABLE items ADD COLUMN q int;\n")
+    with connect_target(populated_db, "copy") as conn:
+        sub, add = rehearse(conn, [("001.sql", sql)], commit=True).files[0].statements
+    assert not sub.rehearsed and "publisher" in sub.reason and sub.error is None and add.rehearsed
+    with psycopg.connect(populated_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'gt_sub'").fetchone() == (0,)
