@@ -232,7 +232,8 @@ def build_rehearsal_message(rehearsal: Any, headline: str | None = None, broken:
                 err = f" · :x: {escape(st.error)}" if st.error else ""
                 lines.append(f"  `#{st.index}` line {st.line}: not rehearsed — {escape(st.reason)}{err}")
                 continue
-            locks = ", ".join(f"{escape(lk.mode)} on {code(lk.relation)}" for lk in st.observed_locks) or "no table lock"
+            locks = ", ".join(f"{escape(lk.mode)} on {code(lk.relation)}" for lk in st.observed_locks) or (
+                "no table lock" if st.transactional else "ran alone in autocommit (its locks last while it runs)")
             rewrite = f" · :warning: rewrote {escape(', '.join(st.rewrites))}" if st.rewrites else ""
             took = f" · {st.duration_ms:.0f} ms" if st.duration_ms is not None else ""
             err = f" · :x: {escape(st.error)}" if st.error else ""

@@ -114,3 +114,21 @@ def test_approval_binds_the_rehearsal_a_copy_past_max_age_means_a_new_rehearsal_
     relaxed = staging.model_copy(update={"rehearsal": RehearsalCopyConfig(copy="template", max_age="1h")})
     harness.flow.config = harness.config.model_copy(update={"environments": {**harness.config.environments, "staging": relaxed}})
     assert "You approved" in harness.flow.decide(rid, APPROVER_A, "approve")  # within max_age it binds
+
+
+def test_a_unique_index_built_concurrently_over_duplicates_fails_on_the_copy_and_the_preview_says_so(harness, pg_admin_url):
+    rid, thread = _plan(harness, "20240101000000_unique_email",
+                        "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);\n",
+                        "UPDATE users SET email = 'shared@example.com' WHERE id % 500 = 0")
+    assert "data failure* at line 1: 1 duplicated (email) in users, 4 rows" in thread
+    assert "it left the INVALID index users_email_key (the apply drops it)" in thread
+    assert harness.store.get_request(rid).risk == "critical" and _copy_gone(pg_admin_url, rid)
+    with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:  # the target never saw the index
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email_key'").fetchone()[0] == 0
+
+
+def test_a_cast_that_fails_on_the_copy_shows_the_rows_in_the_preview(harness):
+    rid, thread = _plan(harness, "20240101000000_email_int", "ALTER TABLE users ALTER COLUMN email TYPE integer "
+                        "USING email::integer;\n", "UPDATE users SET email = id::text WHERE id > 3")
+    assert "data failure* at line 1: 3 rows of users whose email cannot become integer" in thread, thread
+    assert "`id=1, email=" in thread and harness.store.get_request(rid).risk == "critical"
