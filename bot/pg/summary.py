@@ -138,11 +138,14 @@ def outcome_change(before: dict, after: dict, limit: int = 3) -> str:
         seen = {json.dumps(o, sort_keys=True) for o in was["offending"]}
         new = [o for o in s["offending"] if json.dumps(o, sort_keys=True) not in seen]
         changes += [f"finds {_failure(o)} ({where})" for o in new]
-        if was["offending"] and not s["offending"]:
+        cleared = was["offending"] and not s["offending"]
+        if cleared:
             changes.append(f"finds no data failure at {where} (it found {_failure(was['offending'][0])})")
-        if not new and s["sqlstate"] != was["sqlstate"]:
+        if new or cleared:
+            pass
+        elif s["sqlstate"] != was["sqlstate"]:
             changes.append(f"fails at {where} (SQLSTATE {s['sqlstate']})" if s["sqlstate"] else f"passes {where}")
-        elif not new and s["rehearsed"] != was["rehearsed"]:
+        elif s["rehearsed"] != was["rehearsed"]:
             changes.append(f"{'runs' if s['rehearsed'] else 'does not run'} {where}")
         if s["locks"] != was["locks"] and s["rehearsed"] and was["rehearsed"]:
             gained = [f"{m} on {r}" for r, m in s["locks"] if [r, m] not in was["locks"]]
