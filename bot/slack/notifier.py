@@ -32,7 +32,7 @@ from bot.slack.cards import Preview, build_preview, build_rehearsal_message, bui
 from bot.slack.fleet_blocks import build_fleet_preview_message, build_targets_file
 from bot.slack.incident_blocks import build_incident_card
 from bot.slack.mrkdwn import Message
-from bot.slack.pipeline_blocks import build_step_message
+from bot.slack.pipeline_blocks import build_failure_message, build_step_message, build_summary_message
 from bot.slack.retries import slack_error
 from bot.views import CardView, IncidentView
 
@@ -93,6 +93,15 @@ class Notifier:
                     lines: Sequence[str] = ()) -> Message:
         """A step of the run started / succeeded / failed (``lines`` are mrkdwn)."""
         return build_step_message(request_id, step, status, duration_ms, tuple(lines))
+
+    def failure_report(self, request_id: int, failed_step: str, db_state: str, error: str) -> Message:
+        """Where the run failed, what the database holds now, the (scrubbed) error and what to do next."""
+        return build_failure_message(request_id, failed_step, db_state, error)
+
+    def run_summary(self, request_id: int, steps: list[tuple[str, int | None]], backup: str | None,
+                    events: int) -> Message:
+        """The run's end: each step's timing, the backup to restore from, the audit trail's length."""
+        return build_summary_message(request_id, steps, backup, events)
 
     def incident_card(self, incident: Incident, request: Request, view: IncidentView) -> Message:
         """An incident's card with the actions its state allows."""
