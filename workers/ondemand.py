@@ -10,7 +10,6 @@ import logging
 
 from bot.errors import GuardianError
 from bot.pg.connect import connect_target, scrub
-from bot.slack.cards import build_thread_note
 from bot.slack.mrkdwn import code, escape, mention
 from workers.backup import find_pg_dump, write_backup
 from workers.runtime import runtime
@@ -45,4 +44,4 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
 
 
 def _tell(rt, channel: str | None, text: str) -> None:
-    rt.notifier.post("the on-demand backup's result", channel, build_thread_note(text))  # recorded either way
+    rt.notifier.post("the on-demand backup's result", channel, rt.notifier.thread_note(text))  # recorded either way

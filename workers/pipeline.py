@@ -22,7 +22,6 @@ from rq import get_current_job
 from bot.errors import GuardianError, NotFound, StoreError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus, Step
 from bot.pg.connect import classify, scrub
-from bot.slack.pipeline_blocks import build_failure_message, build_step_message, build_summary_message
 from workers import report
 from workers.enqueue import deliver
 from workers.liveness import hold_lease
@@ -126,8 +125,8 @@ def _record_success(run: StepRun, outcome: dict[str, Any], lines: list[str] | tu
                   "the request from the target", run.request_id, run.step.step, exc.code, exc)
         return False
     log.info("request %s: %s succeeded in %s ms", run.request_id, run.step.step, finished.duration_ms)
-    report.post(run.rt, run.request, build_step_message(run.request_id, run.step.step, "succeeded",
-                                                        finished.duration_ms, list(lines)))
+    report.post(run.rt, run.request, run.rt.notifier.step_report(run.request_id, run.step.step, "succeeded",
+                                                                  finished.duration_ms, list(lines)))
     if next_step is not None:  # the intent is already committed with the step's result
         deliver(run.rt.store, redis_for(run.rt), pipeline=run.rt.pipeline)
     return True
@@ -146,7 +145,7 @@ def finish_run(rt: Runtime, request: Request) -> bool:
     report.refresh_card(rt, request.id)
     steps = rt.store.list_steps(request.id)
     backups = rt.store.list_backups(request_id=request.id)
-    report.post(rt, request, build_summary_message(
+    report.post(rt, request, rt.notifier.run_summary(
         request.id, [(s.step, s.duration_ms) for s in steps if s.status == "succeeded"],
         backups[-1].path.rsplit("/", 1)[-1] if backups else None, len(rt.store.list_events(request_id=request.id))))
     report.request_finished(request.id)
@@ -175,7 +174,7 @@ def fail(rt: Runtime, request_id: int, *, expected: RequestStatus, failed_step: 
         log.warning("request %s: could not mark failed at %s: %s", request_id, failed_step, exc)
         return None
     log.warning("request %s: failed at %s, database %s: %s", request_id, failed_step, db_state.value, text)
-    report.post(rt, request, build_failure_message(request_id, failed_step, db_state.value, text))
+    report.post(rt, request, rt.notifier.failure_report(request_id, failed_step, db_state.value, text))
     report.refresh_card(rt, request_id)
     report.open_incident(request_id)
     return request

@@ -36,7 +36,6 @@ from bot.errors import GuardianError, TransitionConflict
 from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
 from bot.pg.copy import COPY_GRACE_S, sweep_copies, sweep_recorded
-from bot.slack.cards import build_thread_note
 from bot.sources.ledgers import read_ledger
 from bot.store.outbox import JobIntent
 from workers import fleet, pipeline
@@ -190,7 +189,7 @@ def _fail_analysis(rt: Any, request: Request, crashes: int) -> str | None:
         return None
     log.warning("request %s: failed: %s", request.id, why)
     flow = rt.flow
-    flow.post_in_thread(failed, build_thread_note(f":x: Analysis failed: {why}."))
+    flow.say(failed, f":x: Analysis failed: {why}.")
     flow.refresh_card(request.id)
     return f"analysis crashed {crashes} times: failed"
 

@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 from bot.config import RemindersConfig, parse_duration
 from bot.errors import TransitionConflict
 from bot.models import Request, RequestStatus
-from bot.slack.cards import build_thread_note
 from bot.slack.mrkdwn import link, mention_any
 
 log = logging.getLogger(__name__)
@@ -95,16 +94,16 @@ def _send_reminder(rt: Any, request: Request, waited: float, n: int) -> list[str
     rt.store.record_event("request.reminded", actor="guardian", request_id=request.id,
                           detail={"n": n, "waiting_for": list(waiting)})
     words = rt.flow.waiting_words(request, tally.approvers, tally.required)
-    rt.flow.post_in_thread(request, build_thread_note(
+    rt.flow.say(request,
         f":bell: Reminder: request #{request.id} on {request.environment} has waited {_ago(waited)} for approval "
-        f"({tally.count}/{tally.required}). {words}"))
+        f"({tally.count}/{tally.required}). {words}")
     if rt.config.reminders.dm and rt.notifier.enabled:
         where = rt.flow.card_link(request)
         card = link(where, f"request #{request.id}") if where else f"request #{request.id}"
         for user in waiting:
             if user.startswith("S"):
                 continue  # a group is mentioned in the thread; DMs go to people
-            rt.notifier.post(f"request {request.id}: reminder DM to {user}", user, build_thread_note(
+            rt.notifier.post(f"request {request.id}: reminder DM to {user}", user, rt.notifier.thread_note(
                 f":bell: {card} on *{request.environment}* is waiting for your review "
                 f"({tally.count}/{tally.required} approvals, {_ago(waited)})."))
     return [f"request {request.id}: reminder {n} sent"]
@@ -117,10 +116,10 @@ def _expire(rt: Any, request: Request, expiry: str) -> list[str]:
                             detail={"reason": f"no quorum within approval_expiry ({expiry})"})
     except TransitionConflict:
         return []  # approved, rejected or cancelled meanwhile
-    rt.flow.post_in_thread(request, build_thread_note(
+    rt.flow.say(request,
         f":hourglass: Request #{request.id} expired: it did not get its approvals within {expiry} (approval_expiry "
         f"of {request.environment}). Nothing was run. Plan it again with `/migrate plan {request.environment}` "
-        "if it is still wanted."))
+        "if it is still wanted.")
     rt.flow.refresh_card(request.id)
     return [f"request {request.id}: expired"]
 
@@ -134,8 +133,8 @@ def _escalate(rt: Any, request: Request, waited: float) -> list[str]:
     if not targets:
         return []
     rt.store.record_event("request.escalated", actor="guardian", request_id=request.id, detail={"to": targets})
-    rt.flow.post_in_thread(request, build_thread_note(
+    rt.flow.say(request,
         f":rotating_light: Escalation: request #{request.id} on {request.environment} has waited {_ago(waited)} "
         f"and still needs {tally.required - tally.count} approval{'s' if tally.required - tally.count != 1 else ''}. "
-        + " ".join(mention_any(t) for t in targets) + ", please review or reject it."))
+        + " ".join(mention_any(t) for t in targets) + ", please review or reject it.")
     return [f"request {request.id}: escalated"]

@@ -2,7 +2,7 @@
 
 Usage::
 
-    report.post(rt, request, build_step_message(request.id, "backup", "succeeded", 1234))
+    report.post(rt, request, rt.notifier.step_report(request.id, "backup", "succeeded", 1234))
     report.refresh_card(rt, request.id)
 
 Reporting never changes a step's outcome: a Slack error is logged and the pipeline goes on.
