@@ -20,7 +20,9 @@ Usage::
 """
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from contextlib import nullcontext
 from collections.abc import Sequence
@@ -35,6 +37,9 @@ from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.risk import transaction_refusal, transactional
 from bot.risk.parse import Piece, split_statements
+
+log = logging.getLogger(__name__)
+_WATCH_EVERY_S = 0.005
 
 _DML = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
 _DROP_CONCURRENTLY = re.compile(r"^(DROP\s+INDEX\s+)CONCURRENTLY\s+", re.IGNORECASE)
@@ -159,19 +164,61 @@ def _strongest(modes) -> str | None:
     return max(modes, key=lambda m: _MODE_RANK.get(m, -1), default=None)
 
 
+class _LockWatch:
+    """The relation locks another backend holds, sampled every few milliseconds from a session of our own while a
+    statement runs alone (its locks end with it, before our backend could look): what it was seen to hold, at
+    least; a lock held for less than a sample's interval may be missed."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.pid, self.seen = conn.info.backend_pid, set()
+        self._stop = threading.Event()
+        self._session = psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True,
+                                        application_name="guardian-rehearsal-locks")
+        self._thread = threading.Thread(target=self._sample, name="rehearsal-lock-watch", daemon=True)
+
+    def _sample(self) -> None:
+        query = ("SELECT relation, mode FROM pg_locks WHERE pid = %s AND locktype = 'relation' AND granted "
+                 "AND database <> 0")
+        while not self._stop.is_set():
+            self.seen.update(self._session.execute(query, (self.pid,)).fetchall())
+            self._stop.wait(_WATCH_EVERY_S)
+
+    def __enter__(self) -> "_LockWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._session.close()
+
+
+def _watch(conn: psycopg.Connection) -> "_LockWatch | nullcontext":
+    """A lock watch on ``conn``'s backend, or nothing when a second session cannot be opened (then no locks are
+    shown for the statement, as before)."""
+    try:
+        return _LockWatch(conn)
+    except psycopg.Error as exc:
+        log.warning("rehearsal: the locks of a statement run alone are not watched: %s", describe_pg_error(exc))
+        return nullcontext()
+
+
 def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], after_skip: bool,
-             before: Look) -> tuple[StatementRehearsal, Look]:
+             before: Look, *, alone: bool = False) -> tuple[StatementRehearsal, Look]:
     """The statement run and observed; ``before`` is a look taken since the previous statement ran (the
-    previous statement's look after it, when nothing ran in between), and the look after it is returned."""
+    previous statement's look after it, when nothing ran in between), and the look after it is returned. A
+    statement run ``alone`` (autocommit) has its locks watched from a second session while it runs."""
     wal = _lsn(conn)
-    started = time.perf_counter()
-    cur = conn.execute(piece.text.encode("utf-8"))
-    elapsed = (time.perf_counter() - started) * 1000
+    with _watch(conn) if alone else nullcontext() as watch:
+        started = time.perf_counter()
+        cur = conn.execute(piece.text.encode("utf-8"))
+        elapsed = (time.perf_counter() - started) * 1000
     wal = _lsn(conn) - wal
     changed = cur.rowcount if piece.node_type in _DML and cur.rowcount >= 0 else None
     after = look(conn)
     rel = before.relations
     taken = {(oid, mode_name(mode)) for oid, mode in after.locks - before.locks if oid in rel}
+    taken |= {(oid, mode_name(mode)) for oid, mode in getattr(watch, "seen", ()) if oid in rel}
     touched = {oid for oid, r in rel.items() if r.name in expected or r.qualified in expected}
     for oid in touched - {oid for oid, _ in taken}:
         held = _strongest(mode_name(mode) for o, mode in before.locks if o == oid)
@@ -361,7 +408,7 @@ def rehearse(
                             last = None
                         parts.begin()
                     (parts.starts if commit and not alone else starts)[len(rows)] = time.perf_counter()
-                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn))
+                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn), alone=alone)
                     if alone:  # its locks ended with it: held as long as it ran
                         row, last = row.model_copy(update={"transactional": False, "held_ms": row.duration_ms}), None
                     rows.append(row)

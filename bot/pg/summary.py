@@ -105,12 +105,14 @@ def prediction_line(row: dict) -> str:
 def rehearsal_outcome(rehearsal: Any, app: Any) -> dict:
     """What an approver decides on, without what varies from run to run (durations, hold times, WAL, examples):
     per statement whether it ran, its SQLSTATE when it failed, the data failures with their counts and the locks
-    observed; and the app queries the migration breaks."""
+    observed (in a transaction: a statement run alone has its locks sampled, not seen for sure); and the app
+    queries the migration breaks."""
     statements = [
         {"file": f.path, "line": s.line, "rehearsed": s.rehearsed, "sqlstate": s.sqlstate,
          "offending": [{"problem": o.problem, "table": o.table, "columns": list(o.columns), "count": o.count,
                         "groups": o.groups, **({"cast_to": o.cast_to} if o.cast_to else {})} for o in s.offending],
-         "locks": sorted([lk.relation, lk.mode] for lk in s.observed_locks)}
+         # a statement run alone has its locks sampled while it runs (bot/pg/rehearsal.py): seen or not by chance
+         "locks": sorted([lk.relation, lk.mode] for lk in s.observed_locks) if s.transactional else []}
         for f in rehearsal.files for s in f.statements]
     broken = sorted(f"{p.query.role}: {p.query.query} ({p.error})" for p in (app.broken if app is not None else ()))
     return {"statements": statements, "app_broken": broken}

@@ -221,6 +221,7 @@ def test_on_a_copy_statements_that_cannot_run_in_a_transaction_run_alone_as_the_
     assert concurrent.rehearsed and not concurrent.transactional and concurrent.error is None
     assert concurrent.held_ms == concurrent.duration_ms > 0  # autocommit: its locks last as long as it runs
     assert [(i.index, i.table) for i in concurrent.built_indexes] == [("items_price_idx", "items")]
+    assert ("items", "SHARE UPDATE EXCLUSIVE") in _locks(concurrent)  # watched from a second session while it ran
     assert vacuum.rehearsed and not vacuum.transactional and vacuum.held_ms == vacuum.duration_ms
     assert after.rehearsed and not after.after_skip and ("items", "ACCESS EXCLUSIVE") in _locks(after)
     assert add.held_ms < concurrent.duration_ms + add.duration_ms + 50  # its transaction committed before the index
