@@ -33,14 +33,12 @@ from bot.errors import (
     StoreError,
     TransitionConflict,
 )
-from bot.models import TERMINAL, DbState, Freeze, Incident, Request, RequestStatus
+from bot.models import TERMINAL, UNKNOWN_PREVIEW, DbState, Freeze, Incident, Request, RequestStatus
 from bot.pg.connect import TargetInfo
 from bot.policy import Policy
 from bot.run import RUN
-from bot.slack.ids import UNKNOWN_PREVIEW
 from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
-from bot.slack.notifier import Message, Notifier
-from bot.slack.retries import LATE_POST_STEP, late_post_delay
+from bot.slack.notifier import LATE_POST_STEP, Message, Notifier
 from bot.sources.layouts import load_snapshot
 from bot.sources.models import SourceSnapshot, StatusReport
 from bot.sources.status import environment_status
@@ -112,7 +110,7 @@ class Flow:
     def post_later(self, request_id: int, message: Message, error: str, attempt: int = 1) -> None:
         """A thread post Slack did not take: recorded (slack.post_failed) and, unless ``error`` says trying
         again cannot help, queued as a ``slack-post`` job for late attempt ``attempt`` (bot/slack/retries.py)."""
-        delay = late_post_delay(attempt, error)
+        delay = self.notifier.late_post_delay(attempt, error)
         log.error("request %s: could not post in the thread (%s); %s", request_id, error,
                   "giving up" if delay is None else f"a job tries again in {delay}s (late attempt {attempt})")
         try:  # like the post itself, recording it never fails the step that posted

@@ -102,6 +102,10 @@ class MigrationRef(_Frozen):
     report: dict[str, Any] | None = None
 
 
+# What a click or modal says it was shown when it carries no fingerprint it can prove: it matches no preview.
+UNKNOWN_PREVIEW = "unknown-preview"
+
+
 class Request(_Frozen):
     id: int
     environment: str

@@ -241,6 +241,14 @@ def test_the_domain_imports_no_block_kit_builder():
     assert not found, "the domain builds Block Kit itself (ask the notifier instead): " + ", ".join(found)
 
 
+def test_nothing_outside_bot_slack_imports_a_block_kit_builder():
+    """The workers' reports go through the notifier as well (Notifier.step_report, failure_report, verify_report…):
+    Block Kit is built in bot/slack only."""
+    edges = import_graph(module_files())
+    found = block_kit_imports(edges, tuple(m for m in edges if not m.startswith("bot.slack")))
+    assert not found, "Block Kit built outside bot/slack (render it in bot/slack/messages.py): " + ", ".join(found)
+
+
 def test_the_block_kit_check_sees_an_import_inside_a_function(tmp_path):
     module = tmp_path / "flow.py"
     module.write_text("def preview():\n    from bot.slack.fleet_blocks import build_fleet_preview_message\n")

@@ -44,12 +44,6 @@ from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.risk.parse import Piece
 from bot.slack.mrkdwn import code, escape
-from bot.slack.pipeline_blocks import (
-    build_batch_message,
-    build_blocker_message,
-    build_retry_message,
-    build_waiters_message,
-)
 from workers import fleet, pipeline, report, truth
 from workers.batch import plan_batch, run_batches
 from workers.refs import to_migration
@@ -114,12 +108,12 @@ class ApplyContext:
                 if attempt >= self.tries:
                     log.warning("request %s: %s: lock timeout on try %s of %s; giving up", self.request.id, name,
                                 attempt, self.tries)
-                    self.post(build_blocker_message(self.request.id, name, self.tries, blockers))
+                    self.post(self.rt.notifier.lock_blockers(self.request.id, name, self.tries, blockers))
                     raise
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 log.info("request %s: %s: lock timeout on try %s of %s; retrying in %.1f s (blockers: %s)",
                          self.request.id, name, attempt, self.tries, delay, [b["pid"] for b in blockers])
-                self.post(build_retry_message(self.request.id, name, attempt, self.tries, delay, blockers))
+                self.post(self.rt.notifier.lock_retry(self.request.id, name, attempt, self.tries, delay, blockers))
                 self.progress.lock_retries += 1
                 COUNTERS.add(LOCK_TIMEOUT_RETRIES, self.request.environment)  # GET /metrics, live
                 time.sleep(delay)
@@ -221,7 +215,7 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress,
         def on_waiters(waiting: list[dict[str, Any]]) -> None:
             if redis is not None:  # a fleet target: the health gate halts the rollout on it after this wave
                 fleet.record_breach(redis, request.id, target, waiting)
-            ctx.post(build_waiters_message(request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting))
+            ctx.post(rt.notifier.waiters(request.id, len(waiting), max(w["wait_s"] for w in waiting), waiting))
 
         ctx.dog = stack.enter_context(Watchdog(
             url, conn.info.backend_pid, label=application_name(request.id, "watchdog"), on_waiters=on_waiters))
@@ -403,7 +397,7 @@ def _batched(ctx: ApplyContext, name: str, part: Part) -> None:
     def progress(rows: int, batches: int, done: bool) -> None:
         if done or time.monotonic() - last_post[0] >= BATCH_REPORT_EVERY_S:
             last_post[0] = time.monotonic()
-            ctx.post(build_batch_message(ctx.request.id, name, piece.index + 1, rows, batches, done))
+            ctx.post(ctx.rt.notifier.batch_progress(ctx.request.id, name, piece.index + 1, rows, batches, done))
 
     def one_batch(do: Callable[[], T]) -> T:
         return ctx.retrying(name, do)

@@ -29,7 +29,6 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target, scrub
 from bot.pg.tools import BackupError, find_pg_dump, libpq_env
 from bot.pg.snapshot import take_snapshot
-from bot.slack.pipeline_blocks import build_cleanup_message
 from bot.slack.mrkdwn import code
 from workers import pipeline
 from workers.checks import dml_tables, rls_probe_results, row_counts, touched_tables
@@ -270,5 +269,5 @@ def cleanup_backups(rt: Any) -> int:
         rt.store.mark_backup_deleted(backup.id)
         log.info("request %s: backup %s expired and deleted", backup.request_id, backup.id)
     if expired:
-        rt.notifier.post("backup retention", rt.config.slack.channel, build_cleanup_message(len(expired), freed))
+        rt.notifier.post("backup retention", rt.config.slack.channel, rt.notifier.retention_report(len(expired), freed))
     return len(expired)

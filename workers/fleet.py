@@ -26,7 +26,6 @@ from rq.job import Job
 from bot.errors import GuardianError
 from bot.fleet import FleetTarget, current_targets, open_target
 from bot.models import Request
-from bot.slack.cards import build_thread_note
 from bot.slack.mrkdwn import code, escape
 from bot.store.fleet import RolloutTarget
 from bot.store.outbox import JobIntent
@@ -72,7 +71,7 @@ def start(rt: Runtime, step: pipeline.StepRun) -> None:
         text = (f":rocket: Rollout started: {runs} target{'s' if runs != 1 else ''}, canary first"
                 + (f"; {len(late)} added after the approval, not migrated (they need their own approval): "
                    + ", ".join(code(t.id) for t in late[:10]) + (" …" if len(late) > 10 else "") if late else ""))
-        report.post(rt, request, build_thread_note(text))
+        report.post(rt, request, rt.notifier.thread_note(text))
     advance(request.id)
 
 
@@ -156,7 +155,7 @@ def halted(rt: Runtime, request: Request, reason: str) -> None:
     """One thread message per halt: why, and that nothing new starts while the targets in flight finish."""
     failed = [t for t in rt.store.list_fleet_targets(request.id) if t.state == "failed"]
     lines = "\n".join(f"• {code(t.target)}: {escape(t.note or 'failed')[:200]}" for t in failed[:5])
-    report.post(rt, request, build_thread_note(
+    report.post(rt, request, rt.notifier.thread_note(
         f":octagonal_sign: Rollout halted: {escape(reason)}. No new target starts; those in flight finish."
         + (f"\n{lines}" if lines else "")))
     report.refresh_card(rt, request.id)

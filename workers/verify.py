@@ -20,7 +20,6 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target
 from bot.pg.diff import diff_snapshots
 from bot.pg.snapshot import SchemaSnapshot, take_snapshot
-from bot.slack.pipeline_blocks import build_verify_message
 from workers import fleet, pipeline, report
 from workers.checks import compare_probes, rls_probe_results, row_counts, run_verify_sql, verify_section
 from workers.runtime import runtime
@@ -53,7 +52,7 @@ def run(request_id: int) -> None:
                       db_state=DbState.APPLIED_UNVERIFIED, error=pipeline.step_error(exc, step.request.environment, secret),
                       step_id=step.step.id)
         return
-    report.post(rt, step.request, build_verify_message(request_id, not result["failures"], result["diff"],
+    report.post(rt, step.request, rt.notifier.verify_report(request_id, not result["failures"], result["diff"],
                                                        result["warnings"], result["failures"]))
     if result["failures"]:
         error = VerifyFailed("verification failed: " + "; ".join(result["failures"])[:1500]

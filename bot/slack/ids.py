@@ -72,10 +72,6 @@ def preview_block_id(fingerprint: str) -> str:
     return f"{BlockId.REQUEST_ACTIONS.value}.{fingerprint}"
 
 
-# What a click or modal says it was shown when it carries no fingerprint it can prove: it matches no preview.
-UNKNOWN_PREVIEW = "unknown-preview"
-
-
 def shown_fingerprint(block_id: str | None) -> str | None:
     """The preview fingerprint a clicked button's block id carries (None: a card without one)."""
     prefix = BlockId.REQUEST_ACTIONS.value + "."

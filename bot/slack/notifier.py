@@ -2,10 +2,10 @@
 
 Flow and IncidentService receive a Notifier from the wiring (bot/slack/app.py, workers/runtime.py, bot/cli.py)
 and never touch the Web API client nor Block Kit: they say what to tell in their own terms (a request's card
-from its CardView, a thread note, the preview, a step's report, the incident card) and the notifier picks the
-builders (bot/slack/cards.py, pipeline_blocks.py, fleet_blocks.py, incident_blocks.py). What it renders is a
-``Message``, opaque to the domain, which posts it (a thread post Slack refuses is kept and tried again later by
-Flow.post_in_thread). Every call answers instead of raising when Slack refuses, after the client's own retries
+from its CardView, a thread note, the preview, a step's report, the incident card) and the notifier renders it
+(its ``Messages`` side, bot/slack/messages.py, picks the builders). The rendered ``Message`` is opaque to the
+domain, which posts it (a thread post Slack refuses is kept and tried again later by Flow.post_in_thread).
+Every call answers instead of raising when Slack refuses, after the client's own retries
 (rate limits, dropped connections, bot/slack/retries.py): ``Sent.error`` is Slack's error code, or the
 transport exception's type. Without a client (CLI-only use) nothing is sent and nothing fails.
 
@@ -20,23 +20,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
-from bot.models import Incident, Request
-from bot.slack.cards import Preview, build_preview, build_rehearsal_message, build_request_card, build_thread_note
-from bot.slack.fleet_blocks import build_fleet_preview_message, build_targets_file
-from bot.slack.incident_blocks import build_incident_card
+from bot.slack.messages import Messages, Preview
 from bot.slack.mrkdwn import Message
-from bot.slack.pipeline_blocks import build_failure_message, build_step_message, build_summary_message
-from bot.slack.retries import slack_error
-from bot.views import CardView, IncidentView
+from bot.slack.retries import LATE_POST_STEP, late_post_delay, slack_error
 
-__all__ = ["Message", "Notifier", "Preview", "Sent"]
+__all__ = ["LATE_POST_STEP", "Message", "Notifier", "Preview", "Sent"]
 
 log = logging.getLogger(__name__)
 GROUP_CACHE_SECONDS = 300.0
@@ -51,8 +46,8 @@ class Sent:
     error: str | None = None
 
 
-class Notifier:
-    """The bot's Slack client behind the calls the domain makes."""
+class Notifier(Messages):
+    """The bot's Slack client behind the calls the domain makes, and what the domain says (Messages)."""
 
     def __init__(self, client: WebClient | None) -> None:
         self.client = client
@@ -64,48 +59,10 @@ class Notifier:
         """False when no bot token is configured: every call is a no-op."""
         return self.client is not None
 
-    # ------------------------------------------------ what the domain says, rendered as Block Kit (pure)
-    def request_card(self, request: Request, view: CardView) -> Message:
-        """A request's root card, re-rendered from the store after every change."""
-        return build_request_card(request, view)
-
-    def thread_note(self, text: str) -> Message:
-        """A note in a thread; ``text`` is mrkdwn (the caller escapes what it quotes)."""
-        return build_thread_note(text)
-
-    def preview(self, request: Request) -> Preview:
-        """The SQL and the risk of every migration: combined messages and the long files to upload."""
-        return build_preview(request)
-
-    def fleet_preview(self, environment: str, fleet: dict[str, Any], risks: dict[str, str]) -> Message:
-        """A fleet request's targets grouped by ledger state, each file set's risk once, and the rollout."""
-        return build_fleet_preview_message(environment, fleet, risks)
-
-    def targets_file(self, request_id: int, columns: tuple[str, ...], rows: list[dict[str, str]]) -> str:
-        """A rollout's Targets file: CSV of ``columns``, one line per row, formula-looking cells quoted."""
-        return build_targets_file(request_id, columns, rows)
-
-    def rehearsal(self, rehearsal: Any, headline: str | None = None, broken: Sequence[str] = ()) -> Message:
-        """What a rehearsal observed (bot/pg/rehearsal.py's result), its headline and the app queries it breaks."""
-        return build_rehearsal_message(rehearsal, headline, broken)
-
-    def step_report(self, request_id: int, step: str, status: str, duration_ms: int | None = None,
-                    lines: Sequence[str] = ()) -> Message:
-        """A step of the run started / succeeded / failed (``lines`` are mrkdwn)."""
-        return build_step_message(request_id, step, status, duration_ms, tuple(lines))
-
-    def failure_report(self, request_id: int, failed_step: str, db_state: str, error: str) -> Message:
-        """Where the run failed, what the database holds now, the (scrubbed) error and what to do next."""
-        return build_failure_message(request_id, failed_step, db_state, error)
-
-    def run_summary(self, request_id: int, steps: list[tuple[str, int | None]], backup: str | None,
-                    events: int) -> Message:
-        """The run's end: each step's timing, the backup to restore from, the audit trail's length."""
-        return build_summary_message(request_id, steps, backup, events)
-
-    def incident_card(self, incident: Incident, request: Request, view: IncidentView) -> Message:
-        """An incident's card with the actions its state allows."""
-        return build_incident_card(incident, request, view)
+    def late_post_delay(self, attempt: int, error: str) -> int | None:
+        """Seconds before late attempt ``attempt`` of a thread post Slack refused with ``error`` (a
+        ``LATE_POST_STEP`` job), or None when trying again cannot help (bot/slack/retries.py)."""
+        return late_post_delay(attempt, error)
 
     def _call(self, what: str, call: Callable[[WebClient], Any]) -> tuple[dict[str, Any] | None, str | None]:
         """(Slack's answer, None) or (None, the error), the error logged once here with ``what`` it was for."""

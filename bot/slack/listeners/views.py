@@ -12,7 +12,8 @@ from bot.config import GuardianConfig
 from bot.errors import GuardianError
 from bot.flow import Flow
 from bot.incidents import IncidentService
-from bot.slack.ids import UNKNOWN_PREVIEW, BlockId, CallbackId
+from bot.models import UNKNOWN_PREVIEW
+from bot.slack.ids import BlockId, CallbackId
 from bot.slack.modals import MAX_PASTED_SQL_CHARS, ModalState, submitted_value
 from bot.slack.mrkdwn import as_mrkdwn
 from bot.slack.replies import replying_errors
