@@ -121,6 +121,8 @@ def test_restore_backup_brings_a_dropped_column_back_row_by_row(harness):
             values={"confirm_input": {"value": {"type": "plain_text_input", "value": "staging"}}})
         assert sent.status == 200
     harness.standin.wait_for("chat.postEphemeral", lambda c: "already being mitigated" in str(c.params.get("text")), timeout=10)
+    # the first submission queues the restore before its thread note; the second may be refused before that
+    harness.standin.wait_for("chat.postMessage", lambda c: "is restoring backup" in str(c.params.get("text")), timeout=10)
     harness.run_jobs()
     with psycopg.connect(harness.targets["staging"]) as conn:
         restored = conn.execute("SELECT id, email FROM users ORDER BY id").fetchall()
