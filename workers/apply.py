@@ -11,6 +11,11 @@ jitter, posting the blocker; runs statements that cannot run in a transaction (C
 CONCURRENTLY, VACUUM, …) alone in autocommit, dropping the invalid index a failed one leaves; runs
 `-- guardian: batch N` statements in short keyset batches. A file with such statements commits in
 parts: what precedes each of them commits first, the rest commits with the ledger rows.
+
+Each statement is sent alone and timed (a file that does not parse goes whole, timed as a file): the file's
+record in the step's outcome lists per statement its index, line, kind, duration and how long its locks were
+held (from its start until its transaction committed, as the rehearsal measures it), which the thread then
+compares with the rehearsal's prediction statement by statement.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from bot.errors import GuardianError, TargetError
 from bot.models import DbState, MigrationRef, Request
 from bot.pg.connect import connect_target, describe_pg_error
 from bot.pg.connect import session_lost as pg_session_lost
-from bot.pg.summary import prediction_line, prediction_vs_actual
+from bot.pg.summary import prediction_line, prediction_vs_actual, slowest_statement, statement_prediction_line
 from bot.sources.apply import (
     ApplyError,
     SessionLost,
@@ -71,6 +76,18 @@ class Progress:
     committed: int = 0
     files: list[dict[str, Any]] = field(default_factory=list)
     lock_retries: int = 0
+    statements: list[dict[str, Any]] = field(default_factory=list)  # the current file's, once committed
+    running: list[dict[str, Any]] = field(default_factory=list)  # statements of the open transaction (or attempt)
+
+    def committed_now(self) -> None:
+        """The open transaction committed: its statements' locks were held from their start until now."""
+        now = time.perf_counter()
+        for st in self.running:
+            started = st.pop("_started")
+            if "held_ms" not in st:  # alone (autocommit) and batched statements carry their own
+                st["held_ms"] = round((now - started) * 1000, 3)
+        self.statements += self.running
+        self.running = []
 
 
 @dataclass
@@ -166,6 +183,9 @@ def run(request_id: int) -> None:
         lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
     compared = _against_rehearsal(rt, request_id, progress)
     lines += [f"predicted vs actual: {escape(prediction_line(row))}" for row in compared[:20]]
+    slowest = slowest_statement(compared)
+    if slowest:
+        lines.append(f"slowest statement, predicted vs actual: {escape(statement_prediction_line(*slowest))}")
     pipeline.succeed(step, {**_outcome(progress), "prediction": compared}, lines)
 
 
@@ -226,8 +246,12 @@ def apply_all(rt: Any, request: Request, env: Any, url: str, progress: Progress,
                 # (search_path, role, …) must not leak into the next; Prisma's deploy does not reset, nor do we there
                 conn.execute("RESET ALL")
                 _session_settings(conn, env)
+            progress.statements, progress.running = [], []
             apply_file(ctx, ref)
-            progress.files.append({"name": ref.name, "duration_ms": int((time.monotonic() - clock) * 1000)})
+            done: dict[str, Any] = {"name": ref.name, "duration_ms": int((time.monotonic() - clock) * 1000)}
+            if progress.statements:  # sent statement by statement: the per-statement actuals
+                done["statements"] = progress.statements
+            progress.files.append(done)
             log.info("request %s: %s applied", request.id, ref.name)
 
 
@@ -290,10 +314,10 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         _ledgered(ctx, migration, lambda: None)
         return
     if len(parts) == 1 and parts[0].kind == "tx":
-        if own_transactions(ref.sql):  # its BEGIN/COMMIT would end our ledger transaction: run its statements
-            only = parts[0].pieces
-            _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in only])
-        else:
+        only = parts[0].pieces
+        if own_transactions(ref.sql) or all(p.node_type for p in only):  # statement by statement, each timed
+            _ledgered(ctx, migration, lambda: _timed(ctx, only))
+        else:  # it does not parse: sent whole, as its tool would, for the server to judge (timed as a file)
             _ledgered(ctx, migration, lambda: ctx.conn.execute(migration.sql.encode("utf-8")))
         return
     ensure_ledgers(ctx.conn, ctx.layout)  # refuse an already-applied file before committing any part of it
@@ -308,7 +332,56 @@ def apply_file(ctx: ApplyContext, ref: MigrationRef) -> None:
         except psycopg.Error as exc:  # record the failure in the ledgers as the tool would, then raise ApplyError
             _ledgered(ctx, migration, lambda error=exc: _reraise(error), retry=False, started_row=started)
         ctx.progress.committed += 1
-    _ledgered(ctx, migration, lambda: [ctx.conn.execute(p.text.encode("utf-8")) for p in tail], started_row=started)
+    _ledgered(ctx, migration, lambda: _timed(ctx, tail), started_row=started)
+
+
+def _timed(ctx: ApplyContext, pieces: list[Piece], *, alone: bool = False) -> None:
+    run_timed(ctx.conn, pieces, ctx.progress.running, alone=alone)
+
+
+def run_timed(conn: psycopg.Connection, pieces: list[Piece], running: list[dict[str, Any]], *,
+              alone: bool = False) -> None:
+    """Run ``pieces`` and time each into ``running`` (cleared first: a retried attempt starts again);
+    Progress.committed_now adds the hold times once the transaction commits. Several statements go as ONE
+    query, as Prisma sends a file, with ``SELECT clock_timestamp()`` between them: the server's clock times each
+    statement at the cost of one round trip for the file (one per statement cost the documenso corpus ~30 %
+    more apply time on a loaded machine). ``alone``: one statement in autocommit, whose locks are held exactly
+    while it runs.
+
+    Usage (what bench/rehearsal.py replays the way the fast path sends a file)::
+
+        apply_migration(conn, "prisma", migration, execute=lambda c, _m: run_timed(c, pieces, progress.running))
+        progress.committed_now()
+    """
+    running.clear()
+    if not pieces:
+        return
+    if alone or len(pieces) == 1:
+        started = time.perf_counter()
+        conn.execute(pieces[0].text.encode("utf-8"))
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        running.append({"index": pieces[0].index, "line": pieces[0].line, "kind": pieces[0].node_type,
+                        "duration_ms": ms, "_started": started, **({"held_ms": ms} if alone else {})})
+        return
+    # the newline before each `;`: a statement may end in a -- comment
+    query = _MARK + "".join(f"{p.text}\n;\n{_MARK}" for p in pieces)
+    cur = conn.execute(query.encode("utf-8"))
+    returned = time.perf_counter()
+    marks, position = [], 0
+    while True:  # one result per statement, alternating: mark, statement, mark, …, mark
+        if position % 2 == 0:
+            marks.append(cur.fetchone()[0])
+        position += 1
+        if not cur.nextset():
+            break
+    last = marks[-1]
+    for piece, before, after in zip(pieces, marks, marks[1:]):
+        running.append({"index": piece.index, "line": piece.line, "kind": piece.node_type,
+                        "duration_ms": round((after - before).total_seconds() * 1000, 3),
+                        "_started": returned - (last - before).total_seconds()})
+
+
+_MARK = "SELECT clock_timestamp();\n"
 
 
 def label(migration: Migration) -> str:
@@ -342,6 +415,7 @@ def _ledgered(ctx: ApplyContext, migration: Migration, statements: Callable[[], 
     try:
         apply_migration(ctx.conn, ctx.layout, migration, request_id=ctx.ledger_id, approvers=ctx.approvers,
                         backup_id=ctx.backup_id, execute=execute, started_row=started_row)
+        ctx.progress.committed_now()  # the ledger transaction committed: the locks its statements took are gone
     except ApplyError as exc:
         if exc.details.get("sqlstate") == "55P03":
             raise LockTimeoutError(
@@ -358,14 +432,19 @@ def _run_part(ctx: ApplyContext, migration: Migration, part: Part) -> None:
         def in_tx() -> None:
             with conn.transaction():
                 ctx.local_timeouts()
-                for piece in part.pieces:
-                    conn.execute(piece.text.encode("utf-8"))
+                _timed(ctx, part.pieces)
         ctx.retrying(name, in_tx)
     elif part.kind == "alone":
         piece = part.pieces[0]
         ctx.retrying(name, lambda: _alone(ctx, piece))
     else:
+        started = time.perf_counter()
         _batched(ctx, name, part)
+        piece = part.pieces[0]  # committed batch by batch: its locks were never held for the whole of it
+        ctx.progress.running = [{"index": piece.index, "line": piece.line, "kind": piece.node_type, "batched": True,
+                                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                                 "_started": started, "held_ms": None}]
+    ctx.progress.committed_now()
 
 
 def _alone(ctx: ApplyContext, piece: Piece) -> None:
@@ -373,7 +452,7 @@ def _alone(ctx: ApplyContext, piece: Piece) -> None:
     conn = ctx.conn
     before = {r[0] for r in conn.execute(_INVALID_INDEXES).fetchall()}
     try:
-        conn.execute(piece.text.encode("utf-8"))
+        _timed(ctx, [piece], alone=True)
     except psycopg.Error:
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             for (index,) in conn.execute(_INVALID_INDEXES).fetchall():

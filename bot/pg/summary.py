@@ -78,8 +78,10 @@ def rehearsal_headline(rehearsal: Any, copy: Any, app: Any, env_name: str) -> st
 
 def prediction_vs_actual(statements: list[dict], files: list[dict]) -> list[dict]:
     """Per file the rehearsal's prediction (``statements``: the stored `statement_timings`) beside the apply's
-    measure (``files``: name, duration_ms): duration, and lock hold time (the file's transaction, as its locks are
-    held until its commit)."""
+    measure (``files``: name, duration_ms, and ``statements`` when the apply sent them one by one): duration, and
+    lock hold time. With the apply's per-statement actuals, each statement rehearsed and run (matched by its index
+    in the file) is compared too, and the file's actual hold is its longest statement's; a file sent whole is
+    compared as a file, its hold being the file's transaction."""
     out = []
     for f in files:
         ran = [s for s in statements if s["file"] == f["name"]]
@@ -87,19 +89,40 @@ def prediction_vs_actual(statements: list[dict], files: list[dict]) -> list[dict
             continue
         predicted = sum(s["duration_ms"] or 0 for s in ran)
         held = max((s["held_ms"] or 0 for s in ran), default=0)
-        out.append({"file": f["name"], "predicted_ms": round(predicted, 1), "actual_ms": f["duration_ms"],
-                    "predicted_hold_ms": round(held, 1), "actual_hold_ms": f["duration_ms"]})
+        row = {"file": f["name"], "predicted_ms": round(predicted, 1), "actual_ms": f["duration_ms"],
+               "predicted_hold_ms": round(held, 1), "actual_hold_ms": f["duration_ms"]}
+        actual = f.get("statements")
+        if actual:
+            by_index = {s["index"]: s for s in ran}
+            row["actual_hold_ms"] = round(max((a["held_ms"] or 0 for a in actual), default=0), 1)
+            row["statements"] = [
+                {"index": a["index"], "line": a["line"], "kind": a.get("kind"),
+                 "predicted_ms": by_index[a["index"]]["duration_ms"], "actual_ms": a["duration_ms"],
+                 "predicted_hold_ms": by_index[a["index"]]["held_ms"], "actual_hold_ms": a["held_ms"]}
+                for a in actual if a["index"] in by_index and by_index[a["index"]]["duration_ms"] is not None]
+        out.append(row)
     return out
+
+
+def slowest_statement(rows: list[dict]) -> tuple[str, dict] | None:
+    """(file, statement row) of the statement that took longest in the apply, among those compared one by one."""
+    found = [(r["file"], s) for r in rows for s in r.get("statements") or ()]
+    return max(found, key=lambda fs: fs[1]["actual_ms"] or 0, default=None)
+
+
+def _pct(predicted: float | None, actual: float | None) -> str:
+    return f" ({(actual / predicted - 1) * 100:+.0f} %)" if predicted and actual is not None else ""
+
+
+def _s(ms: float | None) -> str:
+    return "?" if ms is None else f"{ms / 1000:.2f} s" if ms >= 100 else f"{ms:.1f} ms"
 
 
 def prediction_line(row: dict) -> str:
     """'`001_x`: rehearsed 0.9 s, took 1.2 s (+33 %); locks held 0.95 s in the rehearsal, 1.2 s now'."""
-    def pct(predicted: float, actual: float) -> str:
-        return f" ({(actual / predicted - 1) * 100:+.0f} %)" if predicted > 0 else ""
-
     return (f"{row['file']}: rehearsed {row['predicted_ms'] / 1000:.2f} s, took {row['actual_ms'] / 1000:.2f} s"
-            f"{pct(row['predicted_ms'], row['actual_ms'])}; locks held {row['predicted_hold_ms'] / 1000:.2f} s in the "
-            f"rehearsal, {row['actual_hold_ms'] / 1000:.2f} s now{pct(row['predicted_hold_ms'], row['actual_hold_ms'])}")
+            f"{_pct(row['predicted_ms'], row['actual_ms'])}; locks held {row['predicted_hold_ms'] / 1000:.2f} s in the "
+            f"rehearsal, {row['actual_hold_ms'] / 1000:.2f} s now{_pct(row['predicted_hold_ms'], row['actual_hold_ms'])}")
 
 
 def rehearsal_outcome(rehearsal: Any, app: Any) -> dict:
@@ -163,3 +186,12 @@ def outcome_change(before: dict, after: dict, limit: int = 3) -> str:
         return "differs from the one approved"
     more = len(changes) - limit
     return "; ".join(changes[:limit]) + (f"; and {more} more change{'s' if more != 1 else ''}" if more > 0 else "")
+
+
+def statement_prediction_line(file: str, st: dict) -> str:
+    """'001_x #2 (line 5, IndexStmt): rehearsed 0.88 s, took 1.21 s (+37 %); locks held 0.95 s in the rehearsal,
+    1.30 s now (+37 %)'."""
+    return (f"{file} #{st['index'] + 1} (line {st['line']}{', ' + st['kind'] if st.get('kind') else ''}): rehearsed "
+            f"{_s(st['predicted_ms'])}, took {_s(st['actual_ms'])}{_pct(st['predicted_ms'], st['actual_ms'])}; locks "
+            f"held {_s(st['predicted_hold_ms'])} in the rehearsal, {_s(st['actual_hold_ms'])} now"
+            f"{_pct(st['predicted_hold_ms'], st['actual_hold_ms'])}")

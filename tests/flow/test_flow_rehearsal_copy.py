@@ -98,6 +98,32 @@ def test_after_the_apply_the_thread_compares_actual_with_the_rehearsal(harness):
     assert "predicted vs actual: 20240101000000_email_bigger: rehearsed" in thread and "locks held" in thread
 
 
+def test_the_apply_records_each_statement_and_the_thread_names_the_slowest_against_its_rehearsal(harness):
+    _on_copy(harness)
+    harness.add_migration("20240101000000_three", "ALTER TABLE users ADD COLUMN nick text;\nSELECT pg_sleep(0.3);\n"
+                                                  "CREATE INDEX users_nick_idx ON users (nick);\n")
+    rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
+    harness.flow.analyze(rid)
+    needed = harness.store.get_request(rid).risk
+    for approver in [APPROVER_A, APPROVER_B][: 2 if needed in ("high", "critical") else 1]:
+        _, reply = harness.click(ActionId.APPROVE.value, rid, approver)
+        harness.replies(reply)
+    harness.run_jobs()
+    done = harness.store.get_request(rid)
+    assert done.status.value == "succeeded", done.error
+    (apply,) = [s for s in harness.store.list_steps(rid) if s.step == "apply"]
+    (applied,) = apply.outcome["files"]
+    actual = applied["statements"]  # one entry per statement, in order, each held until the file's commit
+    assert [s["index"] for s in actual] == [0, 1, 2] and actual[1]["duration_ms"] >= 300
+    assert actual[0]["held_ms"] >= 300 and all(s["held_ms"] >= s["duration_ms"] for s in actual)
+    (row,) = apply.outcome["prediction"]
+    assert [s["index"] for s in row["statements"]] == [0, 1, 2] and row["statements"][1]["predicted_ms"] >= 300
+    assert row["actual_hold_ms"] == round(actual[0]["held_ms"], 1)
+    thread = "\n".join(harness.thread_texts(rid))
+    assert "slowest statement, predicted vs actual: 20240101000000_three #2 (line 2, SelectStmt): rehearsed 0.3" in thread
+    assert ", took 0.3" in thread
+
+
 def test_approval_binds_the_rehearsal_a_copy_past_max_age_means_a_new_rehearsal_and_new_approvals(harness):
     staging = harness.config.environments["staging"].model_copy(
         update={"rehearsal": RehearsalCopyConfig(copy="template", max_age="1s")})

@@ -145,7 +145,8 @@ def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pip
     with p.target() as conn:
         conn.execute('CREATE TABLE "User" (id int PRIMARY KEY)')
         conn.execute(PRISMA_DDL)  # a baselined database (else Prisma's P3005 refuses the non-empty schema)
-    req = p.request([("20240101000000_add_name", 'ALTER TABLE "User" ADD COLUMN name text;')])
+    req = p.request([("20240101000000_add_name", 'ALTER TABLE "User" ADD COLUMN name text;\n'
+                                                 'ALTER TABLE "User" ADD COLUMN nick text -- a comment before the ;\n;')])
     blocker = psycopg.connect(p.target_url, application_name="test-blocker")
     blocker.execute('SELECT count(*) FROM "User"').fetchone()
     release = threading.Thread(target=_release_after_first_timeout, args=(p.target_url, blocker), daemon=True)
@@ -160,6 +161,10 @@ def test_prisma_retry_after_lock_timeout_leaves_one_finished_ledger_row(make_pip
     assert done.status is RequestStatus.SUCCEEDED, done.error
     apply_step = next(s for s in p.store.list_steps(req.id) if s.step == "apply")
     assert apply_step.outcome["lock_retries"] >= 1
+    # the attempts that timed out left no timings behind: one entry per statement, both held until the commit
+    timed = apply_step.outcome["files"][0]["statements"]
+    assert [(s["index"], s["kind"]) for s in timed] == [(0, "AlterTableStmt"), (1, "AlterTableStmt")]
+    assert timed[0]["held_ms"] >= timed[0]["duration_ms"] + timed[1]["duration_ms"] and timed[1]["duration_ms"] >= 0
     with p.target() as conn:
         rows = conn.execute("SELECT migration_name, finished_at IS NOT NULL, logs FROM _prisma_migrations").fetchall()
     assert rows == [("20240101000000_add_name", True, None)]  # no failed row per retry (Prisma would stop: P3009)

@@ -52,6 +52,15 @@ def test_happy_path_backup_apply_verify_ledgers_and_thread(make_pipeline):
     assert "postgresql://" not in thread and "password" not in thread.lower()
     assert f"Request #{req.id} succeeded in" in thread and path.name in thread
     assert any(c.params.get("ts") == req.message_ts for c in p.standin.calls("chat.update"))  # the card
+    # per statement actuals: the index built alone (held while it ran), then the ADD COLUMN in the ledger's transaction
+    (apply,) = [s for s in p.store.list_steps(req.id) if s.step == "apply"]
+    first, second = apply.outcome["files"]
+    assert [(s["index"], s["line"], s["kind"]) for s in first["statements"]] == [(0, 1, "CreateStmt"), (1, 2, "InsertStmt")]
+    assert first["statements"][0]["held_ms"] >= first["statements"][0]["duration_ms"] + first["statements"][1]["duration_ms"]
+    built, added = second["statements"]
+    assert (built["index"], built["kind"], added["index"], added["kind"]) == (0, "IndexStmt", 1, "AlterTableStmt")
+    assert built["held_ms"] == built["duration_ms"] > 0 and added["held_ms"] >= added["duration_ms"] > 0
+    assert all("_started" not in s for f in apply.outcome["files"] for s in f["statements"])
 
 
 def test_duplicate_or_orphaned_step_job_does_nothing(make_pipeline):
@@ -127,6 +136,10 @@ def test_batched_update_runs_in_keyset_batches(make_pipeline):
         assert conn.execute("SELECT count(*) FROM guardian.schema_history").fetchone()[0] == 1
     thread = "\n".join(p.thread_texts(done))
     assert "2500 row(s) in 3 batch(es), done" in thread
+    (apply,) = [s for s in p.store.list_steps(req.id) if s.step == "apply"]
+    added, batched = apply.outcome["files"][0]["statements"]
+    assert added["index"] == 0 and added["held_ms"] >= added["duration_ms"]
+    assert batched["index"] == 1 and batched["batched"] and batched["held_ms"] is None and batched["duration_ms"] >= 20
     assert "rows in public.big" not in thread  # UPDATE changes no row count
 
 
