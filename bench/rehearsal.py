@@ -26,8 +26,9 @@ template copy of the target with ``rehearse(commit=True)`` as the preview does (
 to its drop is what the rehearsal adds before the preview), then applied on the target as the apply's fast
 path sends them: each file in one transaction with its ``_prisma_migrations`` and sidecar rows
 (``apply_migration``), statement by statement and timed (``workers.apply.run_timed``), locks held from each
-statement's start to its file's commit. Printed per file and per statement: predicted vs actual duration and
-lock hold time, the prediction's error and whether it is within +-30 %. Most of these statements take under a
+statement's start to its file's commit. Printed per file (its statements' durations summed, its longest
+statement hold) and per statement: predicted vs actual duration and lock hold time, the prediction's error and
+whether it is within +-30 %. Most of these statements take under a
 millisecond, where a ratio says nothing (scheduling noise is larger than the work): the +-30 % target is judged
 only where the prediction or the actual reaches ``--floor-ms`` (default 50 ms); smaller ones are counted, not
 judged.
