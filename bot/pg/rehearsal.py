@@ -10,7 +10,10 @@ relations created by the statement itself are left out (no other session can see
 not show a lock twice, so a lock an earlier statement of the same run already holds is listed again (at its
 strongest held mode) only for relations the risk analysis says this statement locks. A statement that
 cannot run in a transaction is not rehearsed, except that DROP INDEX CONCURRENTLY's plain twin is tried in a
-savepoint for the error it would meet.
+savepoint for the error it would meet. With ``commit`` (on a copy), what would reach beyond the copy's database
+on the server it shares with the target is never committed (bot/pg/serverwide.py): a statement run alone only
+when database-local, and a transaction part that changed a shared catalog (a role, even in a DO block; a
+database's settings) rolled back instead, both said in the statement's reason and in ``Rehearsal.warnings``.
 
 Usage::
 
@@ -35,6 +38,7 @@ from bot.errors import GuardianError
 from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
+from bot.pg.serverwide import NOT_ON_COPY, SharedCatalogs, alone_refusal
 from bot.risk import transaction_refusal, transactional
 from bot.risk.parse import Piece, split_statements
 
@@ -116,6 +120,9 @@ class Rehearsal(_Frozen):
     files: tuple[FileRehearsal, ...]
     scans_counted: bool = True  # track_counts is on: pg_stat_xact counts this transaction's scans
     timezone: str | None = None  # the session TimeZone it ran with (timestamp -> timestamptz depends on it)
+    # on a copy (commit): what was kept from the server the copy lives on (bot/pg/serverwide.py): statements not
+    # run, transactions rolled back instead of committed
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -314,23 +321,43 @@ def _analyze(files: Sequence[tuple[str, str]], pg_version: int) -> list[object |
 
 class _Parts:
     """``commit`` mode: a file's statements in transactions that are committed, ended by each statement that must
-    run alone (the apply's parts, workers/plan.py); a statement's locks are held until its transaction ends."""
+    run alone (the apply's parts, workers/plan.py); a statement's locks are held until its transaction ends. A
+    part that changed the server's shared catalogs (roles, databases, …: the copy shares them with the target) is
+    rolled back instead, its statements saying so."""
 
-    def __init__(self, conn: psycopg.Connection, rows: list[StatementRehearsal]) -> None:
-        self.conn, self.rows, self.starts, self.open = conn, rows, {}, False
+    def __init__(self, conn: psycopg.Connection, rows: list[StatementRehearsal], guard: SharedCatalogs,
+                 path: str) -> None:
+        self.conn, self.rows, self.starts, self.open, self.guard, self.path = conn, rows, {}, False, guard, path
+        self.warnings: list[str] = []
 
     def begin(self) -> None:
         if not self.open:
+            self.guard.begin(self.conn)
             self.conn.execute("BEGIN")
             self.open = True
 
-    def end(self, *, commit: bool = True) -> None:
-        """Commit (or roll back) the open transaction; its statements' hold times end now."""
+    def end(self, *, commit: bool = True) -> bool:
+        """Commit (or roll back) the open transaction; its statements' hold times end now. True when it was to be
+        committed but changed server-wide objects, so was rolled back (what follows runs without its effects)."""
+        kept, ended = (), time.perf_counter()  # the guard's reading is ours, not the apply's: not in the hold time
         if self.open:
-            self.conn.execute("COMMIT" if commit else "ROLLBACK")
+            kept = self.guard.changed(self.conn) if commit else ()
+            self.conn.execute("COMMIT" if commit and not kept else "ROLLBACK")
             self.open = False
-        self.rows[:] = _held_until(self.rows, self.starts, time.perf_counter())
+        if kept:
+            what = ", ".join(kept)
+            ran = sorted(self.starts)
+            for i in ran:
+                self.rows[i] = self.rows[i].model_copy(update={
+                    "reason": f"changes server-wide objects ({what}): rehearsed, rolled back, not committed on the copy"})
+            lines = ", ".join(str(self.rows[i].line) for i in ran)
+            self.warnings.append(f"{self.path}: the transaction of line{'s' if len(ran) > 1 else ''} {lines} changes "
+                                 f"server-wide objects ({what}), shared with the target's server: rehearsed, then rolled "
+                                 "back instead of committed on the copy; what follows ran without it")
+            log.warning("rehearsal: %s", self.warnings[-1])
+        self.rows[:] = _held_until(self.rows, self.starts, ended)
         self.starts.clear()
+        return bool(kept)
 
 
 def _invalid_indexes(conn: psycopg.Connection) -> set[str]:
@@ -345,7 +372,11 @@ def rehearse(
     (on a throwaway copy only) the files run as the apply runs them: transactional statements in transactions that
     are committed (lock hold times end there), each statement that cannot run in a transaction alone in autocommit
     between them (its hold time is its duration; a failed one may leave an INVALID index, reported), so the copy
-    holds the migrated schema afterwards. Without ``commit`` those statements are not rehearsed.
+    holds the migrated schema afterwards. Without ``commit`` those statements are not rehearsed. The copy shares
+    its server with the target, so with ``commit`` a statement that must run alone runs only when what it changes
+    stays in the copy's database (bot/pg/serverwide.py alone_refusal: not ALTER SYSTEM, CREATE DATABASE, …), and a
+    transaction that changed a shared catalog (roles, memberships, database settings, …; DO blocks included) is
+    rolled back instead of committed; what follows either is marked ``after_skip``.
 
     ``conn`` must be in autocommit mode. ``reports`` are the risk engine's reports per file (computed
     here when omitted): their ``transactional`` verdicts and lock lists refine
@@ -369,11 +400,13 @@ def rehearse(
     timeouts = (f"SELECT set_config('lock_timeout', %s, {'false' if commit else 'true'}), "
                 f"set_config('statement_timeout', %s, {'false' if commit else 'true'})")
     rows_by_file: list[tuple[str, list[StatementRehearsal], dict[int, float]]] = []
-    with nullcontext() if commit else conn.transaction(force_rollback=True):
+    warnings: list[str] = []
+    with SharedCatalogs(conn) if commit else nullcontext() as guard, (
+            nullcontext() if commit else conn.transaction(force_rollback=True)):
         for file_index, (path, sql) in enumerate(files):
             rows: list[StatementRehearsal] = []
             starts: dict[int, float] = {}  # row -> when the statement started (without commit)
-            parts = _Parts(conn, rows)
+            parts = _Parts(conn, rows, guard, path)
             if file_index == 0:
                 conn.execute(timeouts, (lock_timeout, statement_timeout))
             for piece in split_statements(sql):
@@ -384,13 +417,18 @@ def rehearse(
                 alone = (commit and piece.node_type not in ("TransactionStmt", None, *_SUBSCRIPTIONS)
                          and (not transactional_hint or not transactional(piece.node_type, piece.node or {}, pg_major)))
                 reason = None if alone else reason
+                refused = alone_refusal(piece) if alone else None  # committed at once on the target's server
+                if refused:
+                    alone, reason = False, refused
+                    warnings.append(f"{path}:{piece.line}: {refused}")
                 is_tx = not alone and (reason is None or piece.node_type in ("TransactionStmt", None))
                 failed = None if stopped or not reason else _probe(conn, piece)
                 last = None if reason else last  # a probe's savepoint leaves scan counters behind
                 if stopped or reason:
                     rows.append(StatementRehearsal(
                         index=piece.index, line=piece.line, kind=piece.node_type, transactional=is_tx,
-                        rehearsed=False, reason=(f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
+                        rehearsed=False, reason=(reason if reason and reason.endswith(NOT_ON_COPY) else
+                                                 f"not rehearsed: {reason}" + ("; its plain twin failed" if failed else "")
                                                  if reason else stopped),
                         error=failed and describe_pg_error(failed, timeouts=True),
                         sqlstate=failed and failed.diag.sqlstate, after_skip=skipped))
@@ -401,7 +439,7 @@ def rehearse(
                 invalid: set[str] = set()
                 try:
                     if alone:  # what ran before it commits, as the apply's transaction part does
-                        parts.end()
+                        skipped = parts.end() or skipped
                         last, invalid = None, _invalid_indexes(conn)
                     elif commit:
                         if not parts.open:
@@ -424,9 +462,13 @@ def rehearse(
                         after_skip=skipped, invalid_indexes=left))
                     stopped = f"not rehearsed: an earlier statement ({path}:{piece.line}) failed"
             if commit:  # a failed file's open transaction rolls back, as the apply rolls back a failed part
-                parts.end(commit=not stopped)
+                skipped = parts.end(commit=not stopped) or skipped
+                warnings += parts.warnings
             rows_by_file.append((path, rows, starts))
     ended = time.perf_counter()
+    if guard is not None:
+        log.info("rehearsal: shared catalogs checked before %d commit(s), %.1f ms each at most%s", len(guard.costs_ms),
+                 max(guard.costs_ms, default=0), f" (not readable: {', '.join(guard.unwatched)})" if guard.unwatched else "")
     results = [FileRehearsal(path=path, statements=tuple(rows if commit else _held_until(rows, starts, ended)))
                for path, rows, starts in rows_by_file]
     for file_index, row, text in data_failed:  # counted on the data as it was before the statement
@@ -436,4 +478,4 @@ def rehearse(
         statements[row] = statements[row].model_copy(update={"offending": found})
         results[file_index] = f.model_copy(update={"statements": tuple(statements)})
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                     files=tuple(results), scans_counted=counted, timezone=timezone)
+                     files=tuple(results), scans_counted=counted, timezone=timezone, warnings=tuple(warnings))

@@ -315,6 +315,40 @@ def _alter_enum(n, v, f):
                   transactional=not (adding and v < 12), incompatible=not adding)
 
 
+def _flag(options, name: str, default: bool = True) -> bool:
+    """A boolean WITH option as PostgreSQL reads it (on/off, true/false, 1/0; named alone: true)."""
+    for o in options or ():
+        d = o.get("DefElem") or {}
+        if d.get("defname") != name:
+            continue
+        arg = d.get("arg") or {}
+        if not arg:
+            return True
+        value = (arg.get("Boolean", {}).get("boolval", False) if "Boolean" in arg else arg.get("Integer", {}).get("ival")
+                 if "Integer" in arg else (strings(arg.get("TypeName", {}).get("names")) or [""])[-1]
+                 if "TypeName" in arg else arg.get("String", {}).get("sval"))
+        return str(value).lower() not in ("false", "off", "0", "no", "none")
+    return default
+
+
+def _create_subscription(n, v, f):
+    # create_slot (default true; connect = false turns it off) makes PostgreSQL refuse a transaction block
+    slot = _flag(n.get("options"), "connect") and _flag(n.get("options"), "create_slot")
+    return Effect(kind="CREATE SUBSCRIPTION", transactional=not slot)
+
+
+def _alter_subscription(n, v, f):
+    # REFRESH PUBLICATION, and SET/ADD/DROP PUBLICATION with refresh (the default), refuse a transaction block
+    kind = n.get("kind", "").removeprefix("ALTER_SUBSCRIPTION_")
+    refresh = kind == "REFRESH" or (kind.endswith("_PUBLICATION") and _flag(n.get("options"), "refresh"))
+    return Effect(kind="ALTER SUBSCRIPTION", transactional=not refresh)
+
+
+def _alter_database(n, v, f):
+    moves = "tablespace" in def_names(n.get("options"))
+    return Effect(kind="ALTER DATABASE SET TABLESPACE" if moves else "ALTER DATABASE", transactional=not moves)
+
+
 def _transaction(n, v, f):
     return Effect(kind=n.get("kind", "TRANS_STMT").removeprefix("TRANS_STMT_").replace("_", " "))
 
@@ -360,6 +394,10 @@ _DESCRIBERS = {
     "CreateTableSpaceStmt": _simple("CREATE TABLESPACE", transactional=False),
     "DropTableSpaceStmt": _simple("DROP TABLESPACE", transactional=False),
     "AlterSystemStmt": _simple("ALTER SYSTEM", transactional=False),
+    # a subscription with a replication slot (the usual case) refuses a transaction block when dropped
+    "CreateSubscriptionStmt": _create_subscription, "AlterSubscriptionStmt": _alter_subscription,
+    "DropSubscriptionStmt": _simple("DROP SUBSCRIPTION", transactional=False),
+    "AlterDatabaseStmt": _alter_database,
     "AlterDomainStmt": _simple("ALTER DOMAIN"), "AlterFunctionStmt": _simple("ALTER FUNCTION"),
     "AlterExtensionStmt": _simple("ALTER EXTENSION"), "AlterSeqStmt": _simple("ALTER SEQUENCE"),
     "CallStmt": _simple("CALL"), "ExecuteStmt": _simple("EXECUTE"),

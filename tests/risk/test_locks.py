@@ -134,8 +134,20 @@ def test_the_one_classifier_knows_what_postgresql_refuses_in_a_transaction_block
         "REINDEX SYSTEM d": "REINDEX", "VACUUM t": "VACUUM", "CLUSTER": "CLUSTER",
         "CREATE DATABASE d": "CREATE DATABASE", "ALTER SYSTEM SET work_mem = '1MB'": "ALTER SYSTEM",
         "ALTER TABLE p DETACH PARTITION c CONCURRENTLY": "ALTER TABLE",
+        # a subscription's replication slot, and moving a database (issue 19)
+        "CREATE SUBSCRIPTION s CONNECTION 'host=p' PUBLICATION pub": "CREATE SUBSCRIPTION",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=p' PUBLICATION pub WITH (create_slot = true)": "CREATE SUBSCRIPTION",
+        "ALTER SUBSCRIPTION s REFRESH PUBLICATION": "ALTER SUBSCRIPTION",
+        "ALTER SUBSCRIPTION s ADD PUBLICATION pub": "ALTER SUBSCRIPTION",
+        "ALTER SUBSCRIPTION s SET PUBLICATION pub WITH (refresh = on)": "ALTER SUBSCRIPTION",
+        "DROP SUBSCRIPTION s": "DROP SUBSCRIPTION",
+        "ALTER DATABASE d SET TABLESPACE fast": "ALTER DATABASE SET TABLESPACE",
     }
-    allowed = ["CLUSTER t USING i", "ANALYZE t", "REINDEX TABLE t", "CREATE INDEX i ON t (a)"]
+    allowed = ["CLUSTER t USING i", "ANALYZE t", "REINDEX TABLE t", "CREATE INDEX i ON t (a)",
+               "CREATE SUBSCRIPTION s CONNECTION 'host=p' PUBLICATION pub WITH (connect = false)",
+               "CREATE SUBSCRIPTION s CONNECTION 'host=p' PUBLICATION pub WITH (create_slot = off)",
+               "ALTER SUBSCRIPTION s SET PUBLICATION pub WITH (refresh = false)", "ALTER SUBSCRIPTION s DISABLE",
+               "ALTER DATABASE d CONNECTION LIMIT 3", "ALTER DATABASE d SET work_mem = '7MB'"]
     for sql, kind in refused.items():
         (p,) = split_statements(sql)
         assert transaction_refusal(p.node_type, p.node, 16) == f"{kind} cannot run inside a transaction block", sql

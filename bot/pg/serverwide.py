@@ -1,0 +1,163 @@
+"""What a rehearsal on a copy must not commit: server-wide effects. A copy made on the target's own server isolates
+only what lives in its database; roles, databases, tablespaces, server settings and the shared catalogs are the
+production server's own. So, in ``rehearse(commit=True)`` (bot/pg/rehearsal.py):
+
+- a statement that must run alone (autocommit) runs only when it is database-local (``alone_refusal``);
+- each transaction part is checked, just before its COMMIT, for changes to the shared catalogs it made (DO blocks
+  and functions included: the check looks at the catalogs, not at the SQL) and is rolled back instead
+  (``SharedCatalogs.changed``).
+
+Usage::
+
+    reason = alone_refusal(piece)          # 'ALTER SYSTEM changes the whole server: not rehearsed on a copy'
+    with SharedCatalogs(conn) as guard:    # a second session of ours reads the committed state
+        guard.begin(conn); conn.execute("BEGIN"); ... the part's statements ...
+        conn.execute("ROLLBACK" if guard.changed(conn) else "COMMIT")   # changed: ('roles',)
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import psycopg
+
+from bot.pg.connect import describe_pg_error
+from bot.risk.parse import Piece
+
+log = logging.getLogger(__name__)
+
+_WHOLE_SERVER = {
+    "AlterSystemStmt": "ALTER SYSTEM changes the whole server",
+    "CreatedbStmt": "CREATE DATABASE creates a database on the server",
+    "DropdbStmt": "DROP DATABASE drops a database of the server",
+    "CreateTableSpaceStmt": "CREATE TABLESPACE creates a tablespace of the server",
+    "DropTableSpaceStmt": "DROP TABLESPACE drops a tablespace of the server",
+    "AlterDatabaseStmt": "ALTER DATABASE … SET TABLESPACE moves a database of the server",
+    "ReindexStmt": "REINDEX SYSTEM/DATABASE rebuilds the server's shared catalog indexes too",
+    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION reaches the publisher's server",
+    "AlterSubscriptionStmt": "ALTER SUBSCRIPTION reaches the publisher's server",
+    "DropSubscriptionStmt": "DROP SUBSCRIPTION reaches the publisher's server",
+}
+NOT_ON_COPY = ": not rehearsed on a copy"
+
+
+def alone_refusal(piece: Piece) -> str | None:
+    """Why a statement that must run alone (autocommit, so committed at once) is not run on a copy, None when what
+    it changes stays in the copy's database: CREATE/DROP INDEX CONCURRENTLY, REINDEX of an index, table or schema,
+    VACUUM/ANALYZE, CLUSTER, ALTER TYPE … ADD VALUE, ALTER TABLE … DETACH PARTITION … CONCURRENTLY. An allowlist:
+    anything else that must run alone is refused.
+
+    >>> alone_refusal(Piece(index=0, line=1, text="ALTER SYSTEM SET work_mem = '7MB'", node_type="AlterSystemStmt",
+    ...                     node={}))
+    'ALTER SYSTEM changes the whole server: not rehearsed on a copy'
+    """
+    kind, n = piece.node_type, piece.node or {}
+    if kind in ("IndexStmt", "VacuumStmt", "ClusterStmt", "AlterEnumStmt"):
+        return None
+    if kind == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
+        return None
+    if kind == "AlterTableStmt" and n.get("objtype", "OBJECT_TABLE") == "OBJECT_TABLE":
+        return None
+    if kind == "ReindexStmt" and n.get("kind") in ("REINDEX_OBJECT_INDEX", "REINDEX_OBJECT_TABLE",
+                                                   "REINDEX_OBJECT_SCHEMA"):
+        return None
+    named = re.sub(r"(?<!^)(?=[A-Z])", " ", (kind or "").removesuffix("Stmt")).upper() or "the statement"
+    what = _WHOLE_SERVER.get(kind or "") or f"{named} is not known to stay inside the copy's database"
+    return what + NOT_ON_COPY
+
+
+# (what people call it, catalog, the columns fingerprinted: what DDL changes, not what the server updates itself)
+_CATALOGS = (
+    ("roles", "pg_authid", "*"),
+    ("roles", "pg_roles", "*"),  # when pg_authid is not readable (not a superuser): all but the password
+    ("role memberships", "pg_auth_members", "*"),
+    ("databases", "pg_database", "oid, datname, datdba, datistemplate, datallowconn, datconnlimit, dattablespace, "
+                                 "datacl"),
+    ("tablespaces", "pg_tablespace", "*"),
+    ("role and database settings", "pg_db_role_setting", "*"),
+    ("comments on server-wide objects", "pg_shdescription", "*"),
+    ("security labels on server-wide objects", "pg_shseclabel", "*"),
+    ("subscriptions", "pg_subscription", "oid, subname, subowner, subenabled"),
+    ("parameter privileges", "pg_parameter_acl", "*"),  # PostgreSQL 15+
+)
+
+
+class SharedCatalogs:
+    """A fingerprint per shared catalog the connecting role can read, compared between ``conn``'s open transaction
+    and a second session of ours (the committed state): a catalog that differs was changed by the transaction.
+    Other sessions committing meanwhile cannot pass for it: a difference must persist over three readings.
+    Without a second session, the committed state is the one read at ``begin`` (a concurrent change then rolls a
+    part back needlessly, never the reverse)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        readable = conn.execute(
+            "SELECT " + ", ".join(
+                f"coalesce(has_table_privilege(to_regclass('pg_catalog.{rel}'), 'SELECT'), false)"
+                if rel != "pg_subscription" else  # its connection string is for superusers only: the other columns
+                f"coalesce(has_column_privilege(to_regclass('pg_catalog.{rel}'), 'subname', 'SELECT'), false)"
+                for _, rel, cols in _CATALOGS)).fetchone()
+        picked, roles = [], False
+        for (label, rel, cols), ok in zip(_CATALOGS, readable):
+            if ok and not (label == "roles" and roles):
+                picked.append((label, rel, cols))
+                roles = roles or label == "roles"
+        self.labels = [label for label, _, _ in picked]
+        self.unwatched = sorted({rel for (_, rel, _), ok in zip(_CATALOGS, readable) if not ok} - {"pg_authid"}
+                                if roles else {rel for (_, rel, _), ok in zip(_CATALOGS, readable) if not ok})
+        self.sql = "SELECT " + ", ".join(
+            f"(SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM "
+            f"(SELECT {cols} FROM pg_catalog.{rel}) x)" for _, rel, cols in picked)
+        self.costs_ms: list[float] = []
+        self._before: tuple | None = None
+        try:
+            self._session: psycopg.Connection | None = psycopg.connect(
+                conn.info.dsn, password=conn.info.password, autocommit=True,
+                application_name="guardian-rehearsal-shared")
+        except psycopg.Error as exc:
+            log.warning("rehearsal: shared catalogs compared with the state before each part (no second session: %s)",
+                        describe_pg_error(exc))
+            self._session = None
+
+    def begin(self, conn: psycopg.Connection) -> None:
+        """Called before the part's BEGIN: without a second session, the committed state is read now."""
+        if self._session is None:
+            self._before = conn.execute(self.sql).fetchone()
+
+    def _committed(self) -> tuple:
+        return self._session.execute(self.sql).fetchone() if self._session is not None else self._before
+
+    def changed(self, conn: psycopg.Connection) -> tuple[str, ...]:
+        """The shared catalogs ``conn``'s open transaction changed (their labels, e.g. ('roles',)); when they
+        cannot be read inside it (a migration's SET ROLE), ('shared catalogs (unreadable)',)."""
+        started = time.perf_counter()
+        differing: set[str] | None = None
+        try:
+            for _ in range(3):
+                conn.execute("SAVEPOINT guardian_shared_catalogs")
+                try:
+                    inside = conn.execute(self.sql).fetchone()
+                finally:
+                    conn.execute("ROLLBACK TO SAVEPOINT guardian_shared_catalogs")
+                outside = self._committed()
+                now = {label for label, a, b in zip(self.labels, inside, outside) if a != b}
+                differing = now if differing is None else differing & now
+                if not differing or self._session is None:
+                    break
+        except psycopg.Error as exc:
+            log.warning("rehearsal: shared catalogs unreadable in the transaction: %s", describe_pg_error(exc))
+            differing = {"shared catalogs (unreadable)"}
+        finally:
+            self.costs_ms.append(round((time.perf_counter() - started) * 1000, 3))
+        return tuple(sorted(differing or ()))
+
+    def __enter__(self) -> "SharedCatalogs":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
