@@ -4,20 +4,20 @@
 Usage::
 
     control = FleetControl(flow)
-    control.act(ActionId.FLEET_PAUSE, request_id, user)     # -> the reply for the person who clicked
-    control.act(ActionId.FLEET_TARGETS_FILE, request_id, user)   # uploads rollout-<id>-targets.csv
+    control.act(RolloutAction.PAUSE, request_id, user)          # -> the reply for the person who clicked
+    control.act(RolloutAction.TARGETS_FILE, request_id, user)   # uploads rollout-<id>-targets.csv
 """
 from __future__ import annotations
 
 import logging
 import uuid
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from bot.errors import PolicyDenied, TransitionConflict
 from bot.fleet import TABLE_COLUMNS, targets_table
 from bot.models import DbState, Request, RequestStatus
-from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import mention
 from bot.store import NewMigration
 
@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 ADVANCE_JOB = "fleet-advance"  # workers/fleet.advance
 FILE_KEY = "guardian:fleet-file:{}"  # held while one Targets file of the rollout is being uploaded
 FILE_HOLD_MS = 120_000               # the longest an upload may hold it (Slack's retries included)
+
+
+class RolloutAction(StrEnum):
+    """What a rollout's button asks for (bot/slack/listeners/actions.py maps Slack's action ids to these)."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY_FAILED = "retry failed"
+    SKIP_FAILED = "skip failed"
+    ABORT = "abort"
+    TARGETS_FILE = "targets file"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -38,31 +49,31 @@ class FleetControl:
         self.flow = flow
         self.store = flow.store
 
-    def act(self, action: ActionId, request_id: int, user: str) -> str:
+    def act(self, action: RolloutAction, request_id: int, user: str) -> str:
         request = self.store.get_request(request_id)
         env = self.flow.env(request.environment)
         rollout = self.store.get_rollout(request_id) if env.fleet is not None else None
         if rollout is None:
             raise PolicyDenied(f"request #{request_id} has no fleet rollout", code="not-a-rollout")
-        if action is ActionId.FLEET_TARGETS_FILE:  # read-only: anyone who sees the card may ask for it
+        if action is RolloutAction.TARGETS_FILE:  # read-only: anyone who sees the card may ask for it
             return self.targets_file(request, user)
-        words = {ActionId.FLEET_PAUSE: "pause", ActionId.FLEET_RESUME: "resume",
-                 ActionId.FLEET_RETRY_FAILED: "retry the failed targets of", ActionId.FLEET_SKIP_FAILED:
-                 "skip the failed targets of", ActionId.FLEET_ABORT: "abort"}[action]
+        words = {RolloutAction.PAUSE: "pause", RolloutAction.RESUME: "resume",
+                 RolloutAction.RETRY_FAILED: "retry the failed targets of", RolloutAction.SKIP_FAILED:
+                 "skip the failed targets of", RolloutAction.ABORT: "abort"}[action]
         self.flow.check_approver(request.environment, user, f"{words} a rollout")
         who = mention(user)
-        if action is ActionId.FLEET_PAUSE:
+        if action is RolloutAction.PAUSE:
             if not self.store.set_rollout_state(request_id, "paused", f"paused by {who}", only_from=("running",)):
                 return f"The rollout is {rollout.state}; only a running rollout can be paused."
             return self._done(request, f":double_vertical_bar: {who} paused the rollout: no new target starts; those "
                                        "in flight finish. Resume continues it.", "Paused.")
-        if action is ActionId.FLEET_RESUME:
+        if action is RolloutAction.RESUME:
             problem = self.store.resume_rollout(request_id, f"resumed by {who}", halt_after=env.fleet.halt_after_failures)
             if problem:
                 return f"Not resumed: {problem}."
             return self._done(request, f":arrow_forward: {who} resumed the rollout.", "Resumed.", advance=True)
-        if action in (ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED):
-            retry = action is ActionId.FLEET_RETRY_FAILED
+        if action in (RolloutAction.RETRY_FAILED, RolloutAction.SKIP_FAILED):
+            retry = action is RolloutAction.RETRY_FAILED
             moved = self.store.settle_failed_targets(request_id, "waiting" if retry else "skipped",
                                                      f"{'retried' if retry else 'skipped'} by {who}")
             if not moved:

@@ -241,6 +241,15 @@ def test_the_domain_imports_no_block_kit_builder():
     assert not found, "the domain builds Block Kit itself (ask the notifier instead): " + ", ".join(found)
 
 
+def test_the_domain_reaches_slack_only_through_the_notifier_and_the_escaping_rule():
+    """Besides the Notifier, the domain may use bot/slack/mrkdwn.py to escape what it quotes in its texts and
+    errors; Slack's action ids, retries and clients stay on the Slack side."""
+    edges = import_graph(module_files())
+    allowed = {"bot.slack.notifier", "bot.slack.mrkdwn"}
+    found = sorted(f"{m} -> {t}" for m in DOMAIN for t in edges[m] if t.startswith("bot.slack") and t not in allowed)
+    assert not found, "the domain reaches into bot/slack: " + ", ".join(found)
+
+
 def test_nothing_outside_bot_slack_imports_a_block_kit_builder():
     """The workers' reports go through the notifier as well (Notifier.step_report, failure_report, verify_report…):
     Block Kit is built in bot/slack only."""

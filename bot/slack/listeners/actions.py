@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 
 from bot.config import GuardianConfig
 from bot.errors import ConfirmationNeeded, GuardianError
-from bot.fleet_control import FleetControl
+from bot.fleet_control import FleetControl, RolloutAction
 from bot.flow import Flow
 from bot.incidents import IncidentService
 from bot.slack.blocks import build_not_available_message
@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 REQUEST_ACTIONS = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL)
 INCIDENT_ACTIONS = (ActionId.ROLL_BACK, ActionId.RESTORE_BACKUP, ActionId.RETRY, ActionId.MARK_FIXED_FORWARD,
                     ActionId.RESOLVE)
-FLEET_ACTIONS = (ActionId.FLEET_PAUSE, ActionId.FLEET_RESUME, ActionId.FLEET_RETRY_FAILED, ActionId.FLEET_SKIP_FAILED,
-                 ActionId.FLEET_ABORT, ActionId.FLEET_TARGETS_FILE)
+FLEET_ACTIONS = {ActionId.FLEET_PAUSE: RolloutAction.PAUSE, ActionId.FLEET_RESUME: RolloutAction.RESUME,
+                 ActionId.FLEET_RETRY_FAILED: RolloutAction.RETRY_FAILED,
+                 ActionId.FLEET_SKIP_FAILED: RolloutAction.SKIP_FAILED, ActionId.FLEET_ABORT: RolloutAction.ABORT,
+                 ActionId.FLEET_TARGETS_FILE: RolloutAction.TARGETS_FILE}  # the button -> what FleetControl does
 
 
 def _request_id(action: dict[str, Any]) -> int:
@@ -88,14 +90,14 @@ def register(app: App, config: GuardianConfig, flow: Flow | None = None) -> None
                    client: WebClient) -> None:
         user, request_id = body["user"]["id"], _request_id(action)
         logger.info("request %s: %s clicked by %s", request_id, action_id.value, user)
-        _tell(respond, FleetControl(flow).act(action_id, request_id, user))
+        _tell(respond, FleetControl(flow).act(FLEET_ACTIONS[action_id], request_id, user))
 
     def handle_not_yet(ack: Ack, action: dict[str, Any], respond: Respond) -> None:
         ack()
         _tell(respond, build_not_available_message(BUTTON_LABELS[ActionId(action["action_id"])])["text"])
 
     for action_id in ActionId:
-        if flow is not None and action_id in REQUEST_ACTIONS + INCIDENT_ACTIONS + FLEET_ACTIONS:
+        if flow is not None and action_id in (*REQUEST_ACTIONS, *INCIDENT_ACTIONS, *FLEET_ACTIONS):
             app.action(action_id.value)(handle_card_action)
         else:
             app.action(action_id.value)(handle_not_yet)
