@@ -351,9 +351,9 @@ class _Parts:
                 self.rows[i] = self.rows[i].model_copy(update={
                     "reason": f"changes server-wide objects ({what}): rehearsed, rolled back, not committed on the copy"})
             lines = ", ".join(str(self.rows[i].line) for i in ran)
-            self.warnings.append(f"{self.path}: the transaction of line{'s' if len(ran) > 1 else ''} {lines} changes "
-                                 f"server-wide objects ({what}), shared with the target's server: rehearsed, then rolled "
-                                 "back instead of committed on the copy; what follows ran without it")
+            self.warnings.append(f"{self.path} line{'s' if len(ran) > 1 else ''} {lines}: changes server-wide objects "
+                                 f"({what}): rehearsed, rolled back, not committed on the copy; what follows ran "
+                                 "without it")
             log.warning("rehearsal: %s", self.warnings[-1])
         self.rows[:] = _held_until(self.rows, self.starts, ended)
         self.starts.clear()
@@ -420,7 +420,7 @@ def rehearse(
                 refused = alone_refusal(piece) if alone else None  # committed at once on the target's server
                 if refused:
                     alone, reason = False, refused
-                    warnings.append(f"{path}:{piece.line}: {refused}")
+                    warnings.append(f"{path} line {piece.line}: {refused}")
                 is_tx = not alone and (reason is None or piece.node_type in ("TransactionStmt", None))
                 failed = None if stopped or not reason else _probe(conn, piece)
                 last = None if reason else last  # a probe's savepoint leaves scan counters behind
