@@ -216,7 +216,8 @@ def _orphan_session(env: Any, request: Request, t: RolloutTarget) -> bool:
     ft = FleetTarget(id=t.target, kind=t.kind, server=t.server, url_env=t.url_env)
     try:
         with open_target(env, ft, application_name=application_name(request.id, "reconcile")) as conn:
-            found = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            found = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                                 "AND datname = current_database()",  # not a same-named session elsewhere
                                  (fleet_session_name(request.id, t.target),)).fetchall()
     except (GuardianError, psycopg.Error) as exc:
         log.warning("request %s: target %s: its orphaned session could not be checked: %s", request.id, t.target,

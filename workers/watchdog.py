@@ -76,9 +76,11 @@ def lock_holder(conn: psycopg.Connection, key: int) -> tuple[int, str] | None:
 
 
 def ours(conn: psycopg.Connection, request_id: int) -> list[int]:
-    """Pids of sessions whose application_name marks them as this request's apply connection."""
+    """Pids of sessions whose application_name marks them as this request's apply connection, in ``conn``'s database
+    (another database on the server may hold another installation's, or test session's, request of the same id)."""
     rows = conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid() "
+        "AND datname = current_database()",
         (application_name(request_id),),
     ).fetchall()
     return [r[0] for r in rows]

@@ -80,9 +80,11 @@ def test_two_workers_share_a_rollout_under_per_server_and_survive_a_kill(harness
     def sample() -> None:  # concurrent applies on the one server, as PostgreSQL sees them
         with psycopg.connect(url, autocommit=True) as conn:
             while not stop.is_set():
-                samples.append(conn.execute(  # every fleet apply session, whatever its state
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
-                    (f"guardian-req{rid}-t%",)).fetchone()[0])
+                samples.append(conn.execute(  # every fleet apply session, whatever its state, in THIS database:
+                    # another test session on the same server (request 1 too, the same tenant names) has sessions
+                    # of the same names in its own tenants database
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                    "AND datname = current_database()", (f"guardian-req{rid}-t%",)).fetchone()[0])
                 time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
