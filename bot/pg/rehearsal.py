@@ -38,7 +38,7 @@ from bot.errors import GuardianError
 from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
-from bot.pg.serverwide import NOT_ON_COPY, SharedCatalogs, alone_refusal
+from bot.pg.serverwide import NOT_ON_COPY, SharedCatalogs, alone_refusal, shared_change
 from bot.risk import transaction_refusal, transactional
 from bot.risk.parse import Piece, split_statements
 
@@ -329,6 +329,7 @@ class _Parts:
                  path: str) -> None:
         self.conn, self.rows, self.starts, self.open, self.guard, self.path = conn, rows, {}, False, guard, path
         self.warnings: list[str] = []
+        self.named: set[str] = set()  # server-wide objects the part's statements change by their parse
 
     def begin(self) -> None:
         if not self.open:
@@ -341,7 +342,7 @@ class _Parts:
         committed but changed server-wide objects, so was rolled back (what follows runs without its effects)."""
         kept, ended = (), time.perf_counter()  # the guard's reading is ours, not the apply's: not in the hold time
         if self.open:
-            kept = self.guard.changed(self.conn) if commit else ()
+            kept = tuple(sorted(set(self.guard.changed(self.conn)) | self.named)) if commit else ()
             self.conn.execute("COMMIT" if commit and not kept else "ROLLBACK")
             self.open = False
         if kept:
@@ -357,6 +358,7 @@ class _Parts:
             log.warning("rehearsal: %s", self.warnings[-1])
         self.rows[:] = _held_until(self.rows, self.starts, ended)
         self.starts.clear()
+        self.named.clear()
         return bool(kept)
 
 
@@ -445,6 +447,7 @@ def rehearse(
                         if not parts.open:
                             last = None
                         parts.begin()
+                        parts.named |= {shared_change(piece)} - {None}
                     (parts.starts if commit and not alone else starts)[len(rows)] = time.perf_counter()
                     row, last = _run_one(conn, piece, expected, skipped, last or look(conn), alone=alone)
                     if alone:  # its locks ended with it: held as long as it ran

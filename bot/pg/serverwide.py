@@ -40,6 +40,14 @@ _WHOLE_SERVER = {
     "DropSubscriptionStmt": "DROP SUBSCRIPTION reaches the publisher's server",
 }
 NOT_ON_COPY = ": not rehearsed on a copy"
+_SHARED_CATALOGS = {"pg_authid", "pg_auth_members", "pg_database", "pg_db_role_setting", "pg_tablespace", "pg_shdepend",
+                    "pg_shdescription", "pg_shseclabel", "pg_replication_origin", "pg_subscription", "pg_parameter_acl"}
+_ROLE_DDL = {"CreateRoleStmt": "roles", "AlterRoleStmt": "roles", "DropRoleStmt": "roles",
+             "GrantRoleStmt": "role memberships", "AlterRoleSetStmt": "role and database settings",
+             "AlterDatabaseSetStmt": "role and database settings", "AlterDatabaseStmt": "databases",
+             "AlterDatabaseRefreshCollStmt": "databases", "AlterTableSpaceOptionsStmt": "tablespaces"}
+_SHARED_OBJECTS = {"OBJECT_DATABASE": "databases", "OBJECT_ROLE": "roles", "OBJECT_TABLESPACE": "tablespaces",
+                   "OBJECT_PARAMETER_ACL": "parameter privileges"}
 
 
 def alone_refusal(piece: Piece) -> str | None:
@@ -53,6 +61,13 @@ def alone_refusal(piece: Piece) -> str | None:
     'ALTER SYSTEM changes the whole server: not rehearsed on a copy'
     """
     kind, n = piece.node_type, piece.node or {}
+    if kind == "VacuumStmt" and "full" in {(o.get("DefElem") or {}).get("defname") for o in n.get("options") or ()}:
+        rels = [(r.get("VacuumRelation") or {}).get("relation") or {} for r in n.get("rels") or ()]
+        if not rels or any(r.get("relname") in _SHARED_CATALOGS for r in rels):  # ACCESS EXCLUSIVE on them
+            return "VACUUM FULL of the shared catalogs (pg_authid, pg_database, …) locks them for the whole server" + (
+                NOT_ON_COPY)
+    if kind == "ReindexStmt" and n.get("kind") == "REINDEX_OBJECT_SCHEMA" and n.get("name") == "pg_catalog":
+        return "REINDEX SCHEMA pg_catalog rebuilds the server's shared catalog indexes too" + NOT_ON_COPY
     if kind in ("IndexStmt", "VacuumStmt", "ClusterStmt", "AlterEnumStmt"):
         return None
     if kind == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
@@ -65,6 +80,23 @@ def alone_refusal(piece: Piece) -> str | None:
     named = re.sub(r"(?<!^)(?=[A-Z])", " ", (kind or "").removesuffix("Stmt")).upper() or "the statement"
     what = _WHOLE_SERVER.get(kind or "") or f"{named} is not known to stay inside the copy's database"
     return what + NOT_ON_COPY
+
+
+def shared_change(piece: Piece) -> str | None:
+    """The server-wide objects a statement names and changes by itself (its parse: roles, a database's settings,
+    owner, name or privileges, …), so a transaction holding it is never committed on a copy even where the shared
+    catalogs' check cannot see the change (a password in pg_authid, unreadable but to superusers); None for the
+    rest, whose hidden changes (a DO block, a function) the check finds.
+
+    >>> shared_change(Piece(index=0, line=1, text="CREATE ROLE app", node_type="CreateRoleStmt", node={}))
+    'roles'
+    """
+    kind, n = piece.node_type or "", piece.node or {}
+    if kind in _ROLE_DDL:
+        return _ROLE_DDL[kind]
+    what = {"RenameStmt": n.get("renameType"), "AlterOwnerStmt": n.get("objectType"), "GrantStmt": n.get("objtype"),
+            "CommentStmt": n.get("objtype"), "SecLabelStmt": n.get("objtype")}.get(kind)
+    return _SHARED_OBJECTS.get(what or "")
 
 
 # (what people call it, catalog, the columns fingerprinted: what DDL changes, not what the server updates itself)

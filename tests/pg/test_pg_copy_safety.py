@@ -15,7 +15,7 @@ from bot.config import EnvironmentConfig, RehearsalCopyConfig
 from bot.pg.connect import connect_target
 from bot.pg.copy import copy_of
 from bot.pg.rehearsal import rehearse
-from bot.pg.serverwide import alone_refusal
+from bot.pg.serverwide import alone_refusal, shared_change
 from bot.risk.parse import split_statements
 
 
@@ -28,7 +28,10 @@ def test_only_database_local_statements_run_alone_on_a_copy():
               "DROP DATABASE d": "DROP DATABASE", "CREATE TABLESPACE ts LOCATION '/x'": "CREATE TABLESPACE",
               "DROP TABLESPACE ts": "DROP TABLESPACE", "ALTER DATABASE d SET TABLESPACE ts": "ALTER DATABASE",
               "REINDEX SYSTEM d": "REINDEX SYSTEM", "REINDEX DATABASE d": "REINDEX SYSTEM/DATABASE",
-              "DROP SUBSCRIPTION s": "DROP SUBSCRIPTION", "DISCARD ALL": "DISCARD is not known"}
+              "DROP SUBSCRIPTION s": "DROP SUBSCRIPTION", "DISCARD ALL": "DISCARD is not known",
+              "VACUUM FULL": "VACUUM FULL of the shared catalogs", "VACUUM (FULL) pg_authid": "VACUUM FULL of the",
+              "REINDEX SCHEMA pg_catalog": "REINDEX SCHEMA pg_catalog"}
+    local.append("VACUUM FULL t")
     for sql in local:
         (p,) = split_statements(sql)
         assert alone_refusal(p) is None, sql
@@ -36,6 +39,25 @@ def test_only_database_local_statements_run_alone_on_a_copy():
         (p,) = split_statements(sql)
         reason = alone_refusal(p)
         assert reason and reason.startswith(start) and reason.endswith(": not rehearsed on a copy"), (sql, reason)
+
+
+def test_statements_naming_server_wide_objects_are_known_by_their_parse():
+    named = {"CREATE ROLE r": "roles", "ALTER ROLE r PASSWORD 'x'": "roles", "DROP ROLE r": "roles",
+             "ALTER USER u RENAME TO v": "roles", "GRANT r TO s": "role memberships", "REVOKE r FROM s": "role memberships",
+             "ALTER ROLE r SET work_mem = '7MB'": "role and database settings",
+             "ALTER DATABASE d SET work_mem = '7MB'": "role and database settings",
+             "ALTER DATABASE d OWNER TO r": "databases", "ALTER DATABASE d RENAME TO e": "databases",
+             "ALTER DATABASE d CONNECTION LIMIT 3": "databases", "GRANT CONNECT ON DATABASE d TO r": "databases",
+             "COMMENT ON ROLE r IS 'x'": "roles", "SECURITY LABEL ON DATABASE d IS 'x'": "databases",
+             "ALTER TABLESPACE t SET (seq_page_cost = 1)": "tablespaces",
+             "GRANT SET ON PARAMETER work_mem TO r": "parameter privileges"}
+    for sql, label in named.items():
+        (p,) = split_statements(sql)
+        assert shared_change(p) == label, sql
+    for sql in ("CREATE TABLE t (a int)", "GRANT SELECT ON t TO r", "COMMENT ON TABLE t IS 'x'", "ALTER TABLE t OWNER TO r",
+                "DO $$ BEGIN CREATE ROLE r; END $$", "REASSIGN OWNED BY a TO b"):
+        (p,) = split_statements(sql)
+        assert shared_change(p) is None, sql
 
 
 def _env(monkeypatch, url: str) -> EnvironmentConfig:
@@ -158,3 +180,29 @@ def test_a_plain_migration_still_commits_on_the_copy_and_is_measured(populated_d
     assert result.warnings == ()
     checked = [m for m in caplog.messages if "shared catalogs checked before" in m]
     assert checked and re.search(r"before [12] commit", checked[0])
+
+
+def test_a_password_change_the_catalog_check_cannot_see_is_rolled_back_by_its_parse(populated_db, pg_admin_url, role,
+                                                                                     monkeypatch):
+    """A rehearsal role that is not a superuser reads roles through pg_roles, without passwords: ALTER ROLE …
+    PASSWORD is kept off the copy's server by its parse."""
+    rehearser = f"{role}_rehearser"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'before-1'")
+        admin.execute(f"CREATE ROLE {rehearser} LOGIN CREATEROLE")
+        if admin.info.server_version >= 160000:  # PostgreSQL 16: CREATEROLE acts on roles it has ADMIN on
+            admin.execute(f"GRANT {role} TO {rehearser} WITH ADMIN OPTION")
+        password = "SELECT rolpassword FROM pg_authid WHERE rolname = %s"
+        before = admin.execute(password, (role,)).fetchone()[0]
+    try:
+        with copy_of(_env(monkeypatch, populated_db), 10_000_000 + uuid.uuid4().int % 80_000_000) as copy:
+            as_rehearser = conninfo.make_conninfo(copy.url.get_secret_value(), user=rehearser)
+            with connect_target(as_rehearser, "production (copy)") as conn:
+                result = rehearse(conn, [("001_x.sql", f"ALTER ROLE {role} PASSWORD 'after-2'")], commit=True)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            assert admin.execute(password, (role,)).fetchone()[0] == before
+        (row,) = _rows(result)
+        assert row.rehearsed and not row.error and "changes server-wide objects (roles)" in row.reason
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE IF EXISTS "{rehearser}"')
