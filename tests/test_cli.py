@@ -173,6 +173,13 @@ def test_plan_rehearse_copy_commits_on_a_copy_and_shows_data_failures_and_hold_t
     doc = json.loads(guardian("plan", "--target-url", url, "--rehearse-copy", "--format", "json", str(good), env=env).stdout)
     (st,) = doc["files"][0]["statements"]
     assert doc["rehearsal"]["rolled_back"] is False and doc["rehearsal"]["copy"]["kind"] == "template"
+    assert doc["rehearsal"]["warnings"] == []
+    system = tmp_path / "003_system.sql"  # never run on a copy: the copy shares the target's server (issue 19)
+    system.write_text("ALTER SYSTEM RESET guardian_test.copysafe;\n")  # were it run, a no-op
+    kept = json.loads(guardian("plan", "--target-url", url, "--rehearse-copy", "--format", "json", str(system), env=env).stdout)
+    (warning,) = kept["rehearsal"]["warnings"]
+    assert warning.endswith("003_system.sql line 1: ALTER SYSTEM changes the whole server: not rehearsed on a copy")
+    assert kept["files"][0]["statements"][0]["rehearsed"] is False
     assert st["held_ms"] >= st["duration_ms"] > 0 and st["rewrites"] == ["items"] and "held" in doc["headline"]
     with psycopg.connect(url) as conn:  # the target is unchanged and no copy is left
         assert conn.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'items' "

@@ -136,7 +136,8 @@ def merge(lint: list[dict], result: Rehearsal, copy=None) -> dict:
         "rehearsal": {"server_version": result.server_version, "lock_timeout": result.lock_timeout,
                       "statement_timeout": result.statement_timeout, "rolled_back": copy is None,
                       "copy": copy.summary() if copy is not None else None,
-                      "scans_counted": result.scans_counted, "timezone": result.timezone},
+                      "scans_counted": result.scans_counted, "timezone": result.timezone,
+                      "warnings": list(result.warnings)},
     }
 
 
