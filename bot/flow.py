@@ -98,27 +98,54 @@ class Flow:
         """Members of a Slack user group (cached by the notifier)."""
         return self.notifier.group_members(group_id)
 
-    def post_in_thread(self, request: Request, message: Message) -> None:
-        """A reply in the request's thread (nothing when there is no Slack or no thread yet); one Slack does
-        not take, after the client's own retries, is tried again later (post_later)."""
-        if not request.thread_ts:
-            return
-        sent = self.notifier.post(f"request {request.id}", request.channel, message, thread_ts=request.thread_ts)
-        if sent.error:
-            self.post_later(request.id, message, sent.error)
+    def post_in_thread(self, request: Request, message: Message, *, incident: Incident | None = None) -> str | None:
+        """A reply in the request's thread, or with ``incident`` in that incident's thread: the one way the domain
+        and the workers post into a thread. Nothing without Slack or a thread yet; a post Slack does not take,
+        after the client's own retries, is recorded and tried again later (post_later). Returns the reply's ts.
 
-    def post_later(self, request_id: int, message: Message, error: str, attempt: int = 1) -> None:
-        """A thread post Slack did not take: recorded (slack.post_failed) and, unless ``error`` says trying
-        again cannot help, queued as a ``slack-post`` job for late attempt ``attempt`` (bot/slack/retries.py)."""
+        Usage::
+
+            flow.post_in_thread(request, notifier.step_report(request.id, "run", "queued"))
+            flow.post_in_thread(request, notifier.thread_note("Restore finished"), incident=incident)
+        """
+        channel, thread_ts = (incident.channel, incident.thread_ts) if incident else (request.channel, request.thread_ts)
+        if not thread_ts:
+            return None
+        what = f"incident {incident.id}" if incident else f"request {request.id}"
+        sent = self.notifier.post(what, channel, message, thread_ts=thread_ts)
+        if sent.error:
+            self.post_later(request.id, message, sent.error, incident_id=incident.id if incident else None)
+        return sent.ts
+
+    def thread_of(self, request_id: int, incident_id: int | None) -> tuple[str | None, str | None, bool]:
+        """(channel, thread_ts, elsewhere) a thread post goes to: the request's thread, or the incident's, which
+        is ``elsewhere`` when it is not the request's own thread (an incident channel)."""
+        request = self.store.get_request(request_id)
+        if incident_id is None:
+            return request.channel, request.thread_ts, False
+        incident = self.store.get_incident(incident_id)
+        return (incident.channel, incident.thread_ts,
+                (incident.channel, incident.thread_ts) != (request.channel, request.thread_ts))
+
+    def post_later(self, request_id: int, message: Message, error: str, attempt: int = 1, *,
+                   incident_id: int | None = None) -> None:
+        """A thread post Slack did not take (in the request's thread, or ``incident_id``'s): recorded
+        (slack.post_failed) and, unless ``error`` says trying again cannot help, queued as a ``slack-post`` job
+        for late attempt ``attempt`` (bot/slack/retries.py)."""
         delay = self.notifier.late_post_delay(attempt, error)
-        log.error("request %s: could not post in the thread (%s); %s", request_id, error,
+        where = f"incident {incident_id}'s thread" if incident_id is not None else "the thread"
+        log.error("request %s: could not post in %s (%s); %s", request_id, where, error,
                   "giving up" if delay is None else f"a job tries again in {delay}s (late attempt {attempt})")
         try:  # like the post itself, recording it never fails the step that posted
+            detail = {"what": str(message.get("text") or "")[:200], "error": error, "retry_in": delay,
+                      "attempt": attempt}
+            if incident_id is not None:
+                detail["elsewhere"] = self.thread_of(request_id, incident_id)[2]
             self.store.record_event("slack.post_failed", actor="guardian", request_id=request_id,
-                                    detail={"what": str(message.get("text") or "")[:200], "error": error,
-                                            "retry_in": delay, "attempt": attempt})
+                                    incident_id=incident_id, detail=detail)
             if delay is not None:
-                self.store.enqueue_job(JobIntent(step=LATE_POST_STEP, args=(request_id, message, attempt),
+                args = (request_id, message, attempt) + ((incident_id,) if incident_id is not None else ())
+                self.store.enqueue_job(JobIntent(step=LATE_POST_STEP, args=args,
                                                  run_at=datetime.now(timezone.utc) + timedelta(seconds=delay)))
         except StoreError as exc:
             log.error("request %s: the post Slack refused is lost: the bot's database is unavailable (%s)",
@@ -177,8 +204,8 @@ class Flow:
     def thread_backlog(self, request_id: int) -> tuple[int, int]:
         """(thread messages waiting for a late attempt, messages given up on), from post_later's events:
         each late attempt ends in slack.post_delivered_late or in another slack.post_failed (attempt > 1)."""
-        events = [e for e in self.store.list_events(request_id=request_id)
-                  if e.kind in ("slack.post_failed", "slack.post_delivered_late")]
+        events = [e for e in self.store.list_events(request_id=request_id)  # not an incident channel's thread
+                  if e.kind in ("slack.post_failed", "slack.post_delivered_late") and not e.detail.get("elsewhere")]
         failed = [e.detail for e in events if e.kind == "slack.post_failed"]
         retrying = sum(1 for d in failed if d.get("retry_in") is not None)
         attempts_ended = (sum(1 for e in events if e.kind == "slack.post_delivered_late")

@@ -136,10 +136,10 @@ class IncidentService:
                              self.notifier.incident_card(incident, request, self._view(incident, request, note)))
 
     def say(self, incident: Incident, text: str) -> None:
-        """A note in the incident's thread (a refusal is logged by the notifier; the action goes on)."""
-        if incident.thread_ts:
-            self.notifier.post(f"incident {incident.id}", incident.channel, self.notifier.thread_note(text),
-                               thread_ts=incident.thread_ts)
+        """A note in the incident's thread, through Flow.post_in_thread: a post Slack refuses is recorded
+        (slack.post_failed) and tried again later, as in a request's thread; the action goes on."""
+        self.flow.post_in_thread(self.store.get_request(incident.request_id), self.notifier.thread_note(text),
+                                 incident=incident)
 
     # ------------------------------------------------------------- authorisation
     def _check_actor(self, incident: Incident, request: Request, user: str, what: str) -> None:

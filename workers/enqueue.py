@@ -41,7 +41,7 @@ OTHER_JOBS: dict[str, tuple[str, int, str]] = {
     "restore": ("workers.restore.run", 12 * 3600, QUEUE_NAME),
     "cleanup": ("workers.backup.cleanup", 3600, QUEUE_NAME),
     "ondemand-backup": ("workers.ondemand.backup", 6 * 3600, QUEUE_NAME),  # args: environment, user, channel
-    "slack-post": ("workers.slack_post.run", 300, QUEUE_NAME),  # args: request id, message, attempt
+    "slack-post": ("workers.slack_post.run", 300, QUEUE_NAME),  # args: request id, message, attempt[, incident id]
     "fleet-target": ("workers.fleet_target.run", 12 * 3600, QUEUE_NAME),  # args: request id, target, attempt
     "fleet-advance": ("workers.fleet.advance", 15 * 60, QUEUE_NAME),  # args: request id (the end of a pause)
 }

@@ -5,7 +5,8 @@ Usage::
     report.post(rt, request, rt.notifier.step_report(request.id, "backup", "succeeded", 1234))
     report.refresh_card(rt, request.id)
 
-Reporting never changes a step's outcome: a Slack error is logged and the pipeline goes on.
+Reporting never changes a step's outcome: a post Slack refuses is recorded (slack.post_failed) and tried again
+later by a job, as every thread post is (Flow.post_in_thread), and the pipeline goes on.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def post(rt: Any, request: Request, message: dict[str, Any]) -> str | None:
-    """Reply in the request's thread; None (and nothing sent) without Slack or without a thread."""
+    """Reply in the request's thread through Flow.post_in_thread (a post Slack refuses is recorded and tried
+    again later); the reply's ts, or None (and nothing sent) without Slack, a thread, or Slack's taking it."""
     if not request.thread_ts:
         log.debug("request %s: no Slack thread; message not posted", request.id)
         return None
-    return rt.notifier.post(f"request {request.id}", request.channel, message, thread_ts=request.thread_ts).ts
+    return rt.flow.post_in_thread(request, message)
 
 
 def refresh_card(rt: Any, request_id: int, note: str | None = None) -> None:

@@ -6,6 +6,7 @@ import json
 import time
 
 import psycopg
+import pytest
 
 from bot.models import DbState, IncidentStatus, RequestStatus as S
 from bot.pg.snapshot import take_snapshot
@@ -389,3 +390,40 @@ def test_restore_on_the_documenso_schema_with_data(harness):
         assert next_id > max(row[0] for row in original)  # the sequence came back with the table, past its rows
     done = next(t for t in _thread_texts(harness, incident) if "Restore finished" in t)
     assert f"Restored public.User ({len(original)} rows)" in done and f"{inbound} foreign keys into them" in done
+
+
+@pytest.mark.parametrize("incident_channel", [None, "C0INCIDENTS"])
+def test_a_note_slack_refuses_in_an_incident_thread_is_posted_later_like_a_request_thread_post(
+        harness, monkeypatch, incident_channel):
+    """Issue 16: IncidentService.say posted once and, refused, only logged; it now goes through
+    Flow.post_in_thread: recorded (slack.post_failed, with the incident) and posted later by a slack-post job."""
+    from bot.config import SlackConfig
+    from bot.incidents import IncidentService
+    from bot.slack import retries
+    from workers import runtime as runtime_module
+
+    monkeypatch.setattr(retries, "LATE_POST_DELAYS", (0, 0))  # due at once
+    if incident_channel:
+        config = harness.config.model_copy(update={"slack": SlackConfig(incident_channel=incident_channel)})
+        harness.flow.config = config
+        runtime_module.runtime().config = config
+    add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
+    rid = plan(harness)
+    approve_and_run(harness, rid, APPROVER_A)
+    incident = harness.store.find_incident(request_id=rid)
+    assert incident.thread_ts and (incident.channel == incident_channel if incident_channel else True)
+
+    harness.standin.fail_next("chat.postMessage", 1)  # Slack answers the note with a 503
+    IncidentService(harness.flow).say(incident, "an incident note Slack first refused")
+    assert not any("first refused" in t for t in _thread_texts(harness, incident))
+    failed = [e for e in harness.store.list_events(request_id=rid) if e.kind == "slack.post_failed"]
+    assert [(e.incident_id, e.detail["error"], e.detail["retry_in"]) for e in failed] == [
+        (incident.id, "service_unavailable", 0)]
+    # the request's card says its thread is behind only when the incident lives in that thread
+    assert ("The thread is behind: 1 message Slack" in str(harness.card(rid))) is (incident_channel is None)
+
+    harness.run_jobs()  # the late attempt posts it, in the incident's thread
+    assert sum("an incident note Slack first refused" in t for t in _thread_texts(harness, incident)) == 1
+    late = [e for e in harness.store.list_events(incident_id=incident.id) if e.kind == "slack.post_delivered_late"]
+    assert len(late) == 1 and late[0].request_id == rid
+    assert "thread is behind" not in str(harness.card(rid))
