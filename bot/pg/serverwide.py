@@ -99,47 +99,44 @@ def shared_change(piece: Piece) -> str | None:
     return _SHARED_OBJECTS.get(what or "")
 
 
-# (what people call it, catalog, the columns fingerprinted: what DDL changes, not what the server updates itself)
+# (what people call it, catalog): the shared catalogs DDL changes (not pg_shdepend, which every object owned by
+# a role other than the bootstrap superuser touches)
 _CATALOGS = (
-    ("roles", "pg_authid", "*"),
-    ("roles", "pg_roles", "*"),  # when pg_authid is not readable (not a superuser): all but the password
-    ("role memberships", "pg_auth_members", "*"),
-    ("databases", "pg_database", "oid, datname, datdba, datistemplate, datallowconn, datconnlimit, dattablespace, "
-                                 "datacl"),
-    ("tablespaces", "pg_tablespace", "*"),
-    ("role and database settings", "pg_db_role_setting", "*"),
-    ("comments on server-wide objects", "pg_shdescription", "*"),
-    ("security labels on server-wide objects", "pg_shseclabel", "*"),
-    ("subscriptions", "pg_subscription", "oid, subname, subowner, subenabled"),
-    ("parameter privileges", "pg_parameter_acl", "*"),  # PostgreSQL 15+
+    ("roles", "pg_authid"),
+    ("roles", "pg_roles"),  # when pg_authid is not readable (not a superuser): all but the password
+    ("role memberships", "pg_auth_members"),
+    ("databases", "pg_database"),
+    ("tablespaces", "pg_tablespace"),
+    ("role and database settings", "pg_db_role_setting"),
+    ("comments on server-wide objects", "pg_shdescription"),
+    ("security labels on server-wide objects", "pg_shseclabel"),
+    ("subscriptions", "pg_subscription"),  # readable whole by superusers only
+    ("parameter privileges", "pg_parameter_acl"),  # PostgreSQL 15+
 )
 
 
 class SharedCatalogs:
-    """A fingerprint per shared catalog the connecting role can read, compared between ``conn``'s open transaction
-    and a second session of ours (the committed state): a catalog that differs was changed by the transaction.
-    Other sessions committing meanwhile cannot pass for it: a difference must persist over three readings.
-    Without a second session, the committed state is the one read at ``begin`` (a concurrent change then rolls a
-    part back needlessly, never the reverse)."""
+    """Which shared catalogs ``conn``'s open transaction changed: the row versions it sees (their ctid; for the
+    pg_roles view, the row's text) are compared with those a second session of ours sees, the committed state. A
+    row only it sees was inserted or updated by it, one only the other sees was deleted or updated by it, unless
+    another session committed in between: so the rows that differ are read again from both sides, and only those
+    still differing the same way count (a row would have to change twice within milliseconds to pass for ours).
+    DO blocks and functions are seen through: the catalogs are read, not the SQL. Without a second session, the
+    transaction's view is compared with the state read at ``begin`` (a concurrent change then rolls a part back
+    needlessly, never the reverse)."""
 
     def __init__(self, conn: psycopg.Connection) -> None:
-        readable = conn.execute(
-            "SELECT " + ", ".join(
-                f"coalesce(has_table_privilege(to_regclass('pg_catalog.{rel}'), 'SELECT'), false)"
-                if rel != "pg_subscription" else  # its connection string is for superusers only: the other columns
-                f"coalesce(has_column_privilege(to_regclass('pg_catalog.{rel}'), 'subname', 'SELECT'), false)"
-                for _, rel, cols in _CATALOGS)).fetchone()
-        picked, roles = [], False
-        for (label, rel, cols), ok in zip(_CATALOGS, readable):
-            if ok and not (label == "roles" and roles):
-                picked.append((label, rel, cols))
-                roles = roles or label == "roles"
-        self.labels = [label for label, _, _ in picked]
-        self.unwatched = sorted({rel for (_, rel, _), ok in zip(_CATALOGS, readable) if not ok} - {"pg_authid"}
-                                if roles else {rel for (_, rel, _), ok in zip(_CATALOGS, readable) if not ok})
+        readable = conn.execute("SELECT " + ", ".join(
+            f"coalesce(has_table_privilege(to_regclass('pg_catalog.{rel}'), 'SELECT'), false)"
+            for _, rel in _CATALOGS)).fetchone()
+        picked = [(label, rel) for (label, rel), ok in zip(_CATALOGS, readable)
+                  if ok and not (rel == "pg_roles" and readable[0])]
+        self.unwatched = sorted(rel for (_, rel), ok in zip(_CATALOGS, readable)
+                                if not ok and not (rel == "pg_authid" and readable[1]))
+        self.labels = [label for label, _ in picked]
         self.sql = "SELECT " + ", ".join(
-            f"(SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM "
-            f"(SELECT {cols} FROM pg_catalog.{rel}) x)" for _, rel, cols in picked)
+            f"(SELECT coalesce(array_agg({'md5(x::text)' if rel == 'pg_roles' else 'ctid::text'}), '{{}}') "
+            f"FROM pg_catalog.{rel} x)" for _, rel in picked)
         self.costs_ms: list[float] = []
         self._before: tuple | None = None
         try:
@@ -156,32 +153,38 @@ class SharedCatalogs:
         if self._session is None:
             self._before = conn.execute(self.sql).fetchone()
 
-    def _committed(self) -> tuple:
-        return self._session.execute(self.sql).fetchone() if self._session is not None else self._before
+    def _inside(self, conn: psycopg.Connection) -> list[set[str]]:
+        """The rows the open transaction sees, read in a savepoint (a migration's SET ROLE may forbid it)."""
+        conn.execute("SAVEPOINT guardian_shared_catalogs")
+        try:
+            return [set(rows) for rows in conn.execute(self.sql).fetchone()]
+        finally:
+            conn.execute("ROLLBACK TO SAVEPOINT guardian_shared_catalogs")
+
+    def _outside(self) -> list[set[str]]:
+        rows = self._session.execute(self.sql).fetchone() if self._session is not None else self._before
+        return [set(r) for r in rows]
 
     def changed(self, conn: psycopg.Connection) -> tuple[str, ...]:
         """The shared catalogs ``conn``'s open transaction changed (their labels, e.g. ('roles',)); when they
         cannot be read inside it (a migration's SET ROLE), ('shared catalogs (unreadable)',)."""
         started = time.perf_counter()
-        differing: set[str] | None = None
         try:
-            for _ in range(3):
-                conn.execute("SAVEPOINT guardian_shared_catalogs")
-                try:
-                    inside = conn.execute(self.sql).fetchone()
-                finally:
-                    conn.execute("ROLLBACK TO SAVEPOINT guardian_shared_catalogs")
-                outside = self._committed()
-                now = {label for label, a, b in zip(self.labels, inside, outside) if a != b}
-                differing = now if differing is None else differing & now
-                if not differing or self._session is None:
-                    break
+            (top,) = conn.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL").fetchone()
+            if not top or not self.labels:  # no transaction id: it wrote nothing
+                return ()
+            inside, outside = self._inside(conn), self._outside()
+            differing = [(a - b, b - a) for a, b in zip(inside, outside)]
+            if any(ins or dels for ins, dels in differing) and self._session is not None:
+                inside, outside = self._inside(conn), self._outside()  # still the same way: ours
+                differing = [((ins & a) - b, (dels & b) - a) for (ins, dels), a, b in zip(differing, inside, outside)]
+            found = {label for label, (ins, dels) in zip(self.labels, differing) if ins or dels}
         except psycopg.Error as exc:
             log.warning("rehearsal: shared catalogs unreadable in the transaction: %s", describe_pg_error(exc))
-            differing = {"shared catalogs (unreadable)"}
+            found = {"shared catalogs (unreadable)"}
         finally:
             self.costs_ms.append(round((time.perf_counter() - started) * 1000, 3))
-        return tuple(sorted(differing or ()))
+        return tuple(sorted(found))
 
     def __enter__(self) -> "SharedCatalogs":
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 
 import psycopg
@@ -206,3 +207,29 @@ def test_a_password_change_the_catalog_check_cannot_see_is_rolled_back_by_its_pa
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{rehearser}"')
+
+
+def test_other_sessions_changing_roles_meanwhile_do_not_roll_a_plain_migration_back(populated_db, pg_admin_url, role,
+                                                                                    monkeypatch):
+    """The catalog check compares the transaction with the committed state: another session creating and dropping
+    a role all along (the production server's own life) must not pass for the migration's change."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        with psycopg.connect(pg_admin_url, autocommit=True) as other:
+            while not stop.is_set():
+                other.execute(f"CREATE ROLE {role}")
+                other.execute(f"DROP ROLE {role}")
+
+    sql = ";\n".join(f"CREATE TABLE copysafe_{i} (id int);\nCREATE INDEX CONCURRENTLY copysafe_{i}_idx ON copysafe_{i} (id)"
+                     for i in range(15))
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        result, seen = _on_copy(_env(monkeypatch, populated_db), sql,
+                                "SELECT count(*) FROM pg_class WHERE relname LIKE 'copysafe_%'")
+    finally:
+        stop.set()
+        worker.join()
+    assert result.warnings == () and seen == [(30,)]
+    assert all(s.rehearsed and not s.after_skip and s.reason is None for s in _rows(result))
