@@ -170,7 +170,8 @@ class SharedCatalogs:
         cannot be read inside it (a migration's SET ROLE), ('shared catalogs (unreadable)',)."""
         started = time.perf_counter()
         try:
-            (top,) = conn.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL").fetchone()
+            # txid_current_if_assigned: PostgreSQL 10+ (pg_current_xact_id_if_assigned from 13 on)
+            (top,) = conn.execute("SELECT txid_current_if_assigned() IS NOT NULL").fetchone()
             if not top or not self.labels:  # no transaction id: it wrote nothing
                 return ()
             inside, outside = self._inside(conn), self._outside()
