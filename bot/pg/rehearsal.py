@@ -123,6 +123,9 @@ class Rehearsal(_Frozen):
     # on a copy (commit): what was kept from the server the copy lives on (bot/pg/serverwide.py): statements not
     # run, transactions rolled back instead of committed
     warnings: tuple[str, ...] = ()
+    # time spent in our own observation between statements (looks, WAL positions, what we make of them): left out of
+    # every hold time
+    observed_ms: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -210,22 +213,53 @@ def _watch(conn: psycopg.Connection) -> "_LockWatch | nullcontext":
         return nullcontext()
 
 
+class _OwnTime:
+    """The time a run spends in Guardian's own observation (looks, WAL positions, the rows made of them), which the apply does not spend:
+    a clock that stops while we observe. A statement's hold is ``now()`` at its transaction's end minus ``now()``
+    at its start: the wall time between them less the observation made in between (our look after each later
+    statement would otherwise count in the hold of every earlier one: 1-6 ms each on a loaded server)."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0  # seconds
+
+    def now(self) -> float:
+        return time.perf_counter() - self.spent
+
+    def __enter__(self) -> "_OwnTime":
+        self._from = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spent += time.perf_counter() - self._from
+
+
 def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], after_skip: bool,
-             before: Look, *, alone: bool = False) -> tuple[StatementRehearsal, Look]:
+             before: Look | None, own: _OwnTime, *, alone: bool = False) -> tuple[StatementRehearsal, Look]:
     """The statement run and observed; ``before`` is a look taken since the previous statement ran (the
-    previous statement's look after it, when nothing ran in between), and the look after it is returned. A
-    statement run ``alone`` (autocommit) has its locks watched from a second session while it runs."""
-    wal = _lsn(conn)
+    previous statement's look after it, when nothing ran in between; taken here when None), and the look after it
+    is returned. Our looks and WAL readings are timed into ``own``. A statement run ``alone`` (autocommit) has its
+    locks watched from a second session while it runs."""
+    with own:
+        before = before or look(conn)
+        wal = _lsn(conn)
     with _watch(conn) if alone else nullcontext() as watch:
         started = time.perf_counter()
         cur = conn.execute(piece.text.encode("utf-8"))
         elapsed = (time.perf_counter() - started) * 1000
-    wal = _lsn(conn) - wal
-    changed = cur.rowcount if piece.node_type in _DML and cur.rowcount >= 0 else None
-    after = look(conn)
+    with own:  # the look and what we make of it (a few ms over many relations) are ours too
+        wal = _lsn(conn) - wal
+        after = look(conn)
+        changed = cur.rowcount if piece.node_type in _DML and cur.rowcount >= 0 else None
+        return _observed(piece, expected, after_skip, before, after, getattr(watch, "seen", ()), elapsed, changed,
+                         wal), after
+
+
+def _observed(piece: Piece, expected: frozenset[str], after_skip: bool, before: Look, after: Look,
+              watched: set, elapsed: float, changed: int | None, wal: int) -> StatementRehearsal:
+    """The statement's row from the looks before and after it (and the locks watched while it ran alone)."""
     rel = before.relations
     taken = {(oid, mode_name(mode)) for oid, mode in after.locks - before.locks if oid in rel}
-    taken |= {(oid, mode_name(mode)) for oid, mode in getattr(watch, "seen", ()) if oid in rel}
+    taken |= {(oid, mode_name(mode)) for oid, mode in watched if oid in rel}
     touched = {oid for oid, r in rel.items() if r.name in expected or r.qualified in expected}
     for oid in touched - {oid for oid, _ in taken}:
         held = _strongest(mode_name(mode) for o, mode in before.locks if o == oid)
@@ -239,7 +273,7 @@ def _run_one(conn: psycopg.Connection, piece: Piece, expected: frozenset[str], a
         observed_locks=tuple(ObservedLock(relation=r, mode=m) for r, m in observed), rewrites=_rewrites(before, after),
         rebuilt_indexes=rebuilt, built_indexes=built, scans=_scans(before, after), duration_ms=round(elapsed, 3),
         after_skip=after_skip, rows_changed=changed, wal_bytes=wal,
-    ), after
+    )
 
 
 def _lsn(conn: psycopg.Connection) -> int:
@@ -326,8 +360,9 @@ class _Parts:
     rolled back instead, its statements saying so."""
 
     def __init__(self, conn: psycopg.Connection, rows: list[StatementRehearsal], guard: SharedCatalogs,
-                 path: str) -> None:
+                 path: str, own: _OwnTime) -> None:
         self.conn, self.rows, self.starts, self.open, self.guard, self.path = conn, rows, {}, False, guard, path
+        self.own = own
         self.warnings: list[str] = []
         self.named: set[str] = set()  # server-wide objects the part's statements change by their parse
 
@@ -340,7 +375,7 @@ class _Parts:
     def end(self, *, commit: bool = True) -> bool:
         """Commit (or roll back) the open transaction; its statements' hold times end now. True when it was to be
         committed but changed server-wide objects, so was rolled back (what follows runs without its effects)."""
-        kept, ended = (), time.perf_counter()  # the guard's reading is ours, not the apply's: not in the hold time
+        kept, ended = (), self.own.now()  # the guard's reading is ours, not the apply's: not in the hold time
         if self.open:
             kept = tuple(sorted(set(self.guard.changed(self.conn)) | self.named)) if commit else ()
             self.conn.execute("COMMIT" if commit and not kept else "ROLLBACK")
@@ -403,12 +438,13 @@ def rehearse(
                 f"set_config('statement_timeout', %s, {'false' if commit else 'true'})")
     rows_by_file: list[tuple[str, list[StatementRehearsal], dict[int, float]]] = []
     warnings: list[str] = []
+    own = _OwnTime()  # a clock without our observation: what the hold times are read from
     with SharedCatalogs(conn) if commit else nullcontext() as guard, (
             nullcontext() if commit else conn.transaction(force_rollback=True)):
         for file_index, (path, sql) in enumerate(files):
             rows: list[StatementRehearsal] = []
             starts: dict[int, float] = {}  # row -> when the statement started (without commit)
-            parts = _Parts(conn, rows, guard, path)
+            parts = _Parts(conn, rows, guard, path, own)
             if file_index == 0:
                 conn.execute(timeouts, (lock_timeout, statement_timeout))
             for piece in split_statements(sql):
@@ -448,8 +484,8 @@ def rehearse(
                             last = None
                         parts.begin()
                         parts.named |= {shared_change(piece)} - {None}
-                    (parts.starts if commit and not alone else starts)[len(rows)] = time.perf_counter()
-                    row, last = _run_one(conn, piece, expected, skipped, last or look(conn), alone=alone)
+                    (parts.starts if commit and not alone else starts)[len(rows)] = own.now()
+                    row, last = _run_one(conn, piece, expected, skipped, last, own, alone=alone)
                     if alone:  # its locks ended with it: held as long as it ran
                         row, last = row.model_copy(update={"transactional": False, "held_ms": row.duration_ms}), None
                     rows.append(row)
@@ -468,7 +504,7 @@ def rehearse(
                 skipped = parts.end(commit=not stopped) or skipped
                 warnings += parts.warnings
             rows_by_file.append((path, rows, starts))
-    ended = time.perf_counter()
+    ended = own.now()
     if guard is not None:
         log.info("rehearsal: shared catalogs checked before %d commit(s), %.1f ms each at most%s", len(guard.costs_ms),
                  max(guard.costs_ms, default=0), f" (not readable: {', '.join(guard.unwatched)})" if guard.unwatched else "")
@@ -481,4 +517,5 @@ def rehearse(
         statements[row] = statements[row].model_copy(update={"offending": found})
         results[file_index] = f.model_copy(update={"statements": tuple(statements)})
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
-                     files=tuple(results), scans_counted=counted, timezone=timezone, warnings=tuple(warnings))
+                     files=tuple(results), scans_counted=counted, timezone=timezone, warnings=tuple(warnings),
+                     observed_ms=round(own.spent * 1000, 3))

@@ -256,3 +256,24 @@ def test_on_a_copy_a_subscription_is_still_never_run(populated_db):
     assert not sub.rehearsed and "publisher" in sub.reason and sub.error is None and add.rehearsed
     with psycopg.connect(populated_db) as conn:
         assert conn.execute("SELECT count(*) FROM pg_subscription WHERE subname = 'gt_sub'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("commit", [False, True])
+def test_our_own_looks_are_not_counted_in_the_hold_time(populated_db, commit):
+    """Issue 19: the look after each statement (locks, relfilenodes, scan counters: slow over many relations) is
+    ours, not the apply's; the first statement's locks are held as long as the statements after it really ran."""
+    with psycopg.connect(populated_db, autocommit=True) as conn:  # 600 relations make every look slow
+        conn.execute("DO $$ BEGIN FOR i IN 1..300 LOOP EXECUTE format('CREATE TABLE pad%s (id int PRIMARY KEY)', i); "
+                     "END LOOP; END $$")
+    sql = "".join(f"COMMENT ON TABLE items IS 'c{i}';\n" for i in range(40)) + "SELECT pg_sleep(0.2);\n"
+    with connect_target(populated_db, "copy") as conn:
+        result = rehearse(conn, [("001.sql", sql)], lock_timeout="2s", commit=commit)
+    statements = result.files[0].statements
+    assert len(statements) == 41 and all(s.rehearsed for s in statements)
+    ran = sum(s.duration_ms for s in statements)  # what the apply would spend from the first statement's start
+    first = statements[0]
+    assert ran >= 200 and first.held_ms >= ran * 0.99
+    assert first.held_ms <= ran * 1.2 + 15, (first.held_ms, ran, result.observed_ms)
+    # counted, the 41 looks (and WAL readings) would put it out of that bound
+    assert first.held_ms + result.observed_ms > ran * 1.2 + 15, (first.held_ms, ran, result.observed_ms)
+    assert statements[-1].held_ms <= statements[-1].duration_ms + 15
