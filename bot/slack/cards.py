@@ -237,11 +237,13 @@ def build_rehearsal_message(rehearsal: Any, headline: str | None = None, broken:
             rewrite = f" · :warning: rewrote {escape(', '.join(st.rewrites))}" if st.rewrites else ""
             took = f" · {st.duration_ms:.0f} ms" if st.duration_ms is not None else ""
             err = f" · :x: {escape(st.error)}" if st.error else ""
-            lines.append(f"  `#{st.index}` line {st.line} {escape(st.kind or '')}: {locks}{rewrite}{took}{err}")
+            why = f" · :warning: {escape(st.reason)}" if st.reason else ""  # e.g. rolled back: server-wide objects
+            lines.append(f"  `#{st.index}` line {st.line} {escape(st.kind or '')}: {locks}{rewrite}{took}{err}{why}")
         for st in f.statements:
             for found in st.offending:
                 shown = "; ".join(code(e) for e in found.examples)
                 lines.append(f"  :x: *data failure* at line {st.line}: {escape(found.summary)}" + (f", e.g. {shown}" if shown else ""))
+    lines += [f":warning: {escape(w)}" for w in rehearsal.warnings[:10]]
     lines += [f":x: *app query breaks*: {code(b[:300])}" for b in broken[:10]]
     text = "\n".join(lines)
     return {"text": "Rehearsal result", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}]}

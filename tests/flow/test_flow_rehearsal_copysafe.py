@@ -2,6 +2,7 @@
 in a DO block) is kept off the copy's server, and the request's rehearsal thread says so before approval."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -31,6 +32,10 @@ def test_the_thread_says_what_was_kept_off_the_copys_server(harness, pg_admin_ur
         assert "line 1: not rehearsed \\u2014 ALTER SYSTEM changes the whole server: not rehearsed on a copy" in thread
         assert ("kept off the copy's server: 20240101000000_roles line 1: changes server-wide objects (roles): "
                 "rehearsed, rolled back, not committed on the copy") in thread
+        # the rehearsal message: the rolled-back statement's own line says why, and each warning is listed
+        shown = thread.replace("\\n", "\n")
+        assert re.search(r"line 1 DoStmt: [^\n]*:warning: changes server-wide objects \(roles\): rehearsed, rolled back", shown)
+        assert re.search(r"^:warning: 20240101000001_system line 1: ALTER SYSTEM changes the whole server", shown, re.M)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -323,7 +323,7 @@ def test_every_builder_escapes_names_errors_and_what_postgresql_reports(harness)
     statement = SimpleNamespace(index=1, line=1, kind=HOSTILE, rehearsed=True, reason=HOSTILE, duration_ms=1.0,
                                 observed_locks=[SimpleNamespace(mode=HOSTILE, relation=HOSTILE)], rewrites=[HOSTILE],
                                 error=HOSTILE, offending=[SimpleNamespace(summary=HOSTILE, examples=[HOSTILE])])
-    rehearsal = SimpleNamespace(server_version=HOSTILE, lock_timeout="1s", statement_timeout="1s",
+    rehearsal = SimpleNamespace(server_version=HOSTILE, lock_timeout="1s", statement_timeout="1s", warnings=[HOSTILE],
                                 files=[SimpleNamespace(path=HOSTILE, statements=[statement])])
     messages = [
         build_request_card(request, view), *build_risk_messages(request), build_sql_message(HOSTILE, "0" * 64, HOSTILE),
