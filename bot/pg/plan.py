@@ -137,7 +137,8 @@ def merge(lint: list[dict], result: Rehearsal, copy=None) -> dict:
                       "statement_timeout": result.statement_timeout, "rolled_back": copy is None,
                       "copy": copy.summary() if copy is not None else None,
                       "scans_counted": result.scans_counted, "timezone": result.timezone,
-                      "warnings": list(result.warnings)},
+                      "warnings": list(result.warnings), "observed_ms": result.observed_ms,
+                      "warmed": result.warmed.model_dump() if result.warmed is not None else None},
     }
 
 

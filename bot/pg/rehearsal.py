@@ -39,6 +39,7 @@ from bot.pg.connect import describe_pg_error
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.pg.serverwide import NOT_ON_COPY, SharedCatalogs, alone_refusal, shared_change
+from bot.pg.warm import Warmed, warm
 from bot.risk import transaction_refusal, transactional
 from bot.risk.parse import Piece, split_statements
 
@@ -126,6 +127,7 @@ class Rehearsal(_Frozen):
     # time spent in our own observation between statements (looks, WAL positions, what we make of them): left out of
     # every hold time
     observed_ms: float = 0.0
+    warmed: Warmed | None = None  # on a copy (commit): the touched tables read into its buffers first (bot/pg/warm.py)
 
     @property
     def failed(self) -> bool:
@@ -438,6 +440,8 @@ def rehearse(
                 f"set_config('statement_timeout', %s, {'false' if commit else 'true'})")
     rows_by_file: list[tuple[str, list[StatementRehearsal], dict[int, float]]] = []
     warnings: list[str] = []
+    # a fresh copy's pages are not in shared_buffers, the target's busy ones are: read in what the files touch first
+    warmed = warm(conn, {name for _, names in hints.values() for name in names}) if commit else None
     own = _OwnTime()  # a clock without our observation: what the hold times are read from
     with SharedCatalogs(conn) if commit else nullcontext() as guard, (
             nullcontext() if commit else conn.transaction(force_rollback=True)):
@@ -518,4 +522,4 @@ def rehearse(
         results[file_index] = f.model_copy(update={"statements": tuple(statements)})
     return Rehearsal(server_version=version, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                      files=tuple(results), scans_counted=counted, timezone=timezone, warnings=tuple(warnings),
-                     observed_ms=round(own.spent * 1000, 3))
+                     observed_ms=round(own.spent * 1000, 3), warmed=warmed)

@@ -73,6 +73,9 @@ def rehearsal_headline(rehearsal: Any, copy: Any, app: Any, env_name: str) -> st
     parts.append(f"{failures} data failure{'s' if failures != 1 else ''}")
     if app is not None:
         parts.append(app.summary)
+    warmed = getattr(rehearsal, "warmed", None)  # the copy's touched tables read in first (bot/pg/warm.py)
+    if warmed is not None:
+        parts.append(warmed.summary)
     kept = getattr(rehearsal, "warnings", ())  # server-wide effects kept off the copy (bot/pg/serverwide.py)
     if kept:
         more = f"; and {len(kept) - 2} more" if len(kept) > 2 else ""
