@@ -134,7 +134,8 @@ def _predicted_vs_actual(rows: int) -> None:
             (st,) = result.files[0].statements
             duration, hold = _actual(url, sql)
             print(f"{label:<12} {st.duration_ms:9.0f} {duration:9.0f} {(st.duration_ms / duration - 1) * 100:+5.0f}%"
-                  f"   {st.held_ms:9.0f} {hold:9.0f} {(st.held_ms / hold - 1) * 100:+5.0f}%   {copy.made_s:6.1f} {adds:6.1f}")
+                  f"   {st.held_ms:9.0f} {hold:9.0f} {(st.held_ms / hold - 1) * 100:+5.0f}%   {copy.made_s:6.1f} {adds:6.1f}"
+                  + (f"   {result.warmed.summary}" if result.warmed is not None else ""))
     finally:
         drop_database(ADMIN, name)
 
@@ -259,6 +260,8 @@ def _documenso(rows: int, first: int, floor: float) -> None:
                 result = rehearse(conn, files, lock_timeout="3s", statement_timeout="15min", commit=True)
             rehearsed = time.perf_counter()
         adds = time.perf_counter() - started
+        if result.warmed is not None:
+            print(f"  {result.warmed.summary}; our looks left out of the hold times: {result.observed_ms / 1000:.1f} s")
         failed = [(f.path, s.line, s.error) for f in result.files for s in f.statements if s.error]
         if failed:
             print(f"  the rehearsal failed: {failed[:3]}")
