@@ -44,6 +44,16 @@ def approve_and_run(h, rid, *approvers):
     return h.store.get_request(rid)
 
 
+def use_incident_channel(h, channel):
+    """Incidents open their threads in ``channel``, for the flow and for the workers' runtime alike."""
+    from bot.config import SlackConfig
+    from workers import runtime as runtime_module
+
+    config = h.config.model_copy(update={"slack": SlackConfig(incident_channel=channel)})
+    h.flow.config = config
+    runtime_module.runtime().config = config
+
+
 def incident_card(h, incident):
     ts = h.store.list_events(incident_id=incident.id)
     card_ts = next(e.detail["ts"] for e in ts if e.kind == "incident.card")
@@ -181,12 +191,7 @@ def test_timeline_and_postmortem_from_what_happened(harness):
 
 
 def test_incident_channel_gets_the_thread_and_both_sides_link(harness):
-    from bot.config import SlackConfig
-    from workers import runtime as runtime_module
-
-    config = harness.config.model_copy(update={"slack": SlackConfig(incident_channel="C0INCIDENTS")})
-    harness.flow.config = config
-    runtime_module.runtime().config = config
+    use_incident_channel(harness, "C0INCIDENTS")
     add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
     rid = plan(harness)
     approve_and_run(harness, rid, APPROVER_A)
@@ -397,16 +402,12 @@ def test_a_note_slack_refuses_in_an_incident_thread_is_posted_later_like_a_reque
         harness, monkeypatch, incident_channel):
     """Issue 16: IncidentService.say posted once and, refused, only logged; it now goes through
     Flow.post_in_thread: recorded (slack.post_failed, with the incident) and posted later by a slack-post job."""
-    from bot.config import SlackConfig
     from bot.incidents import IncidentService
     from bot.slack import retries
-    from workers import runtime as runtime_module
 
     monkeypatch.setattr(retries, "LATE_POST_DELAYS", (0, 0))  # due at once
     if incident_channel:
-        config = harness.config.model_copy(update={"slack": SlackConfig(incident_channel=incident_channel)})
-        harness.flow.config = config
-        runtime_module.runtime().config = config
+        use_incident_channel(harness, incident_channel)
     add_with_companions(harness, "20240101000000_add_flag", FLAG, down=FLAG_DOWN, verify=FLAG_VERIFY)
     rid = plan(harness)
     approve_and_run(harness, rid, APPROVER_A)

@@ -37,6 +37,17 @@ def _copy_gone(pg_admin_url: str, rid: int) -> bool:
         return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid),)).fetchone()[0] == 0
 
 
+def _approve_and_run(harness, rid: int) -> None:
+    """As many approvals as the request's risk needs, then its jobs; the request must succeed."""
+    needed = harness.store.get_request(rid).risk
+    for approver in [APPROVER_A, APPROVER_B][: 2 if needed in ("high", "critical") else 1]:
+        _, reply = harness.click(ActionId.APPROVE.value, rid, approver)
+        harness.replies(reply)
+    harness.run_jobs()
+    done = harness.store.get_request(rid)
+    assert done.status.value == "succeeded", done.error
+
+
 def test_duplicates_fail_a_unique_index_on_the_copy_and_the_preview_says_so_before_approval(harness, pg_admin_url):
     rid, thread = _plan(harness, "20240101000000_unique_email", "CREATE UNIQUE INDEX users_email_key ON users (email);\n",
                         "UPDATE users SET email = 'shared@example.com' WHERE id % 500 = 0")  # 4 rows share one email
@@ -83,13 +94,7 @@ def test_after_the_apply_the_thread_compares_actual_with_the_rehearsal(harness):
     predicted = next(e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed")
     (st,) = predicted.detail["statements"]
     assert st["held_ms"] >= st["duration_ms"] > 0 and st["rewrites"] == ["users"]
-    needed = harness.store.get_request(rid).risk
-    for approver in [APPROVER_A, APPROVER_B][: 2 if needed in ("high", "critical") else 1]:
-        _, reply = harness.click(ActionId.APPROVE.value, rid, approver)
-        harness.replies(reply)
-    harness.run_jobs()
-    done = harness.store.get_request(rid)
-    assert done.status.value == "succeeded", done.error
+    _approve_and_run(harness, rid)
     (apply,) = [s for s in harness.store.list_steps(rid) if s.step == "apply"]
     (row,) = apply.outcome["prediction"]
     assert row["file"] == "20240101000000_email_bigger" and row["predicted_ms"] == round(st["duration_ms"], 1)
@@ -104,13 +109,7 @@ def test_the_apply_records_each_statement_and_the_thread_names_the_slowest_again
                                                   "CREATE INDEX users_nick_idx ON users (nick);\n")
     rid = harness.flow.start_plan("staging", REQUESTER, CHANNEL).id
     harness.flow.analyze(rid)
-    needed = harness.store.get_request(rid).risk
-    for approver in [APPROVER_A, APPROVER_B][: 2 if needed in ("high", "critical") else 1]:
-        _, reply = harness.click(ActionId.APPROVE.value, rid, approver)
-        harness.replies(reply)
-    harness.run_jobs()
-    done = harness.store.get_request(rid)
-    assert done.status.value == "succeeded", done.error
+    _approve_and_run(harness, rid)
     (apply,) = [s for s in harness.store.list_steps(rid) if s.step == "apply"]
     (applied,) = apply.outcome["files"]
     actual = applied["statements"]  # one entry per statement, in order, each held until the file's commit
