@@ -12,10 +12,11 @@ CONCURRENTLY, VACUUM, …) alone in autocommit, dropping the invalid index a fai
 `-- guardian: batch N` statements in short keyset batches. A file with such statements commits in
 parts: what precedes each of them commits first, the rest commits with the ledger rows.
 
-Each statement is sent alone and timed (a file that does not parse goes whole, timed as a file): the file's
-record in the step's outcome lists per statement its index, line, kind, duration and how long its locks were
-held (from its start until its transaction committed, as the rehearsal measures it), which the thread then
-compares with the rehearsal's prediction statement by statement.
+Each statement is timed (a file that does not parse goes whole, timed as a file): a transaction part's
+statements go as one query with `SELECT clock_timestamp()` between them (run_timed), a statement run alone
+goes alone. The file's record in the step's outcome lists per statement its index, line, kind, duration and
+how long its locks were held (from its start until its transaction committed, as the rehearsal measures it),
+which the thread then compares with the rehearsal's prediction statement by statement.
 """
 from __future__ import annotations
 
