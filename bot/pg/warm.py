@@ -5,7 +5,11 @@ buffers, while the target's busy tables sit there warm; rehearsed cold, the firs
 twice as long as on the target (bench/rehearsal.py, issue 19). So before the rehearsal the tables the risk analysis
 says the migration locks are read in, biggest first, then their indexes, within half of ``shared_buffers`` in
 all: with ``pg_prewarm`` where the server has the module (created in the copy for the warming and dropped again
-unless the copy already had it; never on the target), else by a sequential read of each relation that fits.
+unless the copy already had it; never on the target), else by a sequential read of each table that fits.
+
+The sequential read is weaker: PostgreSQL reads a table bigger than a quarter of ``shared_buffers`` through a
+small ring of buffers, so such a table ends up in the operating system's page cache, not in shared buffers (what
+the rehearsal then reads still skips the disk, but not the buffer lookup). Indexes are read only by pg_prewarm.
 
 Usage::
 
