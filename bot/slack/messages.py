@@ -108,3 +108,23 @@ class Messages:
     def incident_card(self, incident: Incident, request: Request, view: IncidentView) -> Message:
         """An incident's card with the actions its state allows."""
         return build_incident_card(incident, request, view)
+
+    # What the domain and the workers say in words: one method per event, each returning the mrkdwn text (a
+    # ``Mrkdwn``, whatever it quotes escaped here) that Flow.say / IncidentService.say / thread_note post, or
+    # that a PolicyDenied carries. The callers pass facts (ids, names, counts, reasons), never formatting.
+
+    # -- the request's flow (bot/flow.py) --
+
+    # -- the request's flow: end --
+
+    # -- incidents, rollouts and the post-mortem (bot/incidents.py, bot/fleet_control.py, bot/postmortem.py) --
+
+    # -- incidents, rollouts and the post-mortem: end --
+
+    # -- who may do what (bot/policy.py) --
+
+    # -- who may do what: end --
+
+    # -- the run's workers (workers/apply.py, backup.py, ondemand.py, fleet.py, reminders.py) --
+
+    # -- the run's workers: end --
