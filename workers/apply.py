@@ -49,7 +49,6 @@ from bot.sources.apply import (
 from bot.sources.ledgers import ensure_ledgers
 from bot.sources.models import Migration
 from bot.risk.parse import Piece
-from bot.slack.mrkdwn import code, escape
 from workers import fleet, pipeline, report, truth
 from workers.batch import plan_batch, run_batches
 from workers.refs import to_migration
@@ -177,16 +176,11 @@ def run(request_id: int) -> None:
                                           "state below is what had committed: report this with the request id",
                                           code="apply-crashed"))
         raise
-    lines = [f"{code(f['name'])} in {f['duration_ms']} ms" for f in progress.files[:20]]
-    if len(progress.files) > 20:
-        lines.append(f"… and {len(progress.files) - 20} more")
-    if progress.lock_retries:
-        lines.append(f"{progress.lock_retries} lock-timeout retr{'y' if progress.lock_retries == 1 else 'ies'}")
     compared = _against_rehearsal(rt, request_id, progress)
-    lines += [f"predicted vs actual: {escape(prediction_line(row))}" for row in compared[:20]]
     slowest = slowest_statement(compared)
-    if slowest:
-        lines.append(f"slowest statement, predicted vs actual: {escape(statement_prediction_line(*slowest))}")
+    lines = rt.notifier.migrations_applied([(f["name"], f["duration_ms"]) for f in progress.files],
+                                           progress.lock_retries, [prediction_line(row) for row in compared],
+                                           statement_prediction_line(*slowest) if slowest else None)
     pipeline.succeed(step, {**_outcome(progress), "prediction": compared}, lines)
 
 

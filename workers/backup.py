@@ -29,7 +29,6 @@ from bot.models import DbState, Request, RequestStatus
 from bot.pg.connect import connect_target, scrub
 from bot.pg.tools import BackupError, find_pg_dump, libpq_env
 from bot.pg.snapshot import take_snapshot
-from bot.slack.mrkdwn import code
 from workers import pipeline
 from workers.checks import dml_tables, rls_probe_results, row_counts, touched_tables
 from workers.runtime import runtime
@@ -71,13 +70,9 @@ def run(request_id: int) -> None:
                       db_state=DbState.UNTOUCHED, error=pipeline.step_error(exc, step.request.environment, secret),
                       step_id=step.step.id)
         return
-    lines = [f"{code(Path(outcome['path']).name)} ({_size(outcome['size_bytes'])}, {outcome['scope']}, "
-             f"pg_dump {outcome['pg_dump_major']}), sha256 `{outcome['sha256'][:12]}`, `pg_restore --list` OK"]
-    pipeline.succeed(step, outcome, lines)
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+    pipeline.succeed(step, outcome, rt.notifier.backup_taken(Path(outcome["path"]).name, outcome["size_bytes"],
+                                                             outcome["scope"], outcome["pg_dump_major"],
+                                                             outcome["sha256"]))
 
 
 def _url_or_empty(rt: Any, request: Request) -> str:

@@ -26,7 +26,6 @@ from rq.job import Job
 from bot.errors import GuardianError
 from bot.fleet import FleetTarget, current_targets, open_target
 from bot.models import Request
-from bot.slack.mrkdwn import code, escape
 from bot.store.fleet import RolloutTarget
 from bot.store.outbox import JobIntent
 from workers import pipeline, report
@@ -68,10 +67,7 @@ def start(rt: Runtime, step: pipeline.StepRun) -> None:
             {"target": t.id, "kind": t.kind, "url_env": t.url_env, "server": t.server,
              "note": "added after the approval: not migrated; plan the fleet again to include it"} for t in late])
         runs = sum(1 for r in rows if r["state"] == "waiting")
-        text = (f":rocket: Rollout started: {runs} target{'s' if runs != 1 else ''}, canary first"
-                + (f"; {len(late)} added after the approval, not migrated (they need their own approval): "
-                   + ", ".join(code(t.id) for t in late[:10]) + (" …" if len(late) > 10 else "") if late else ""))
-        report.post(rt, request, rt.notifier.thread_note(text))
+        report.post(rt, request, rt.notifier.thread_note(rt.notifier.rollout_started(runs, [t.id for t in late])))
     advance(request.id)
 
 
@@ -154,10 +150,8 @@ def health_problem(rt: Runtime, request: Request, wave: int) -> str | None:
 def halted(rt: Runtime, request: Request, reason: str) -> None:
     """One thread message per halt: why, and that nothing new starts while the targets in flight finish."""
     failed = [t for t in rt.store.list_fleet_targets(request.id) if t.state == "failed"]
-    lines = "\n".join(f"• {code(t.target)}: {escape(t.note or 'failed')[:200]}" for t in failed[:5])
     report.post(rt, request, rt.notifier.thread_note(
-        f":octagonal_sign: Rollout halted: {escape(reason)}. No new target starts; those in flight finish."
-        + (f"\n{lines}" if lines else "")))
+        rt.notifier.rollout_halted(reason, [(t.target, t.note) for t in failed])))
     report.refresh_card(rt, request.id)
 
 

@@ -10,7 +10,6 @@ import logging
 
 from bot.errors import GuardianError
 from bot.pg.connect import connect_target, scrub
-from bot.slack.mrkdwn import code, escape, mention
 from workers.backup import find_pg_dump, write_backup
 from workers.runtime import runtime
 
@@ -34,12 +33,11 @@ def backup(environment: str, user: str, channel: str | None) -> int | None:
     except GuardianError as exc:
         text = scrub(exc.message, url)
         log.warning("on-demand backup of %s failed: %s", environment, text)
-        _tell(rt, channel, f":x: Backup of *{escape(environment)}* requested by {mention(user)} failed: {escape(text)}")
+        _tell(rt, channel, rt.notifier.ondemand_backup_failed(environment, user, text))
         return None
     log.info("on-demand backup %s of %s: %s bytes in %s ms", saved.id, environment, size, duration_ms)
-    _tell(rt, channel, f":floppy_disk: Backup #{saved.id} of *{escape(environment)}* for {mention(user)}: {code(path.name)}, "
-                       f"{size / 2**20:.1f} MiB, pg_dump {major}, sha256 `{digest[:12]}`, checked with "
-                       f"`pg_restore --list`; kept {rt.config.backup.retention_days} days.")
+    _tell(rt, channel, rt.notifier.ondemand_backup_taken(saved.id, environment, user, path.name, size, major, digest,
+                                                         rt.config.backup.retention_days))
     return saved.id
 
 

@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 from bot.config import RemindersConfig, parse_duration
 from bot.errors import TransitionConflict
 from bot.models import Request, RequestStatus
-from bot.slack.mrkdwn import link, mention_any
 
 log = logging.getLogger(__name__)
 RESTART_KINDS = ("request.awaiting_approval", "decision.approve")
@@ -35,16 +34,6 @@ def in_quiet_hours(cfg: RemindersConfig, now: datetime) -> bool:
     start, end = clock.fromisoformat(start_s), clock.fromisoformat(end_s)
     local = now.astimezone(ZoneInfo(cfg.timezone)).time()
     return start <= local < end if start <= end else (local >= start or local < end)
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{int(seconds)} seconds"
-    if seconds < 2 * 3600:
-        return f"{int(seconds // 60)} minutes"
-    if seconds < 2 * 86400:
-        return f"{int(seconds // 3600)} hours"
-    return f"{int(seconds // 86400)} days"
 
 
 def remind(rt: Any, now: datetime | None = None) -> list[str]:
@@ -94,18 +83,15 @@ def _send_reminder(rt: Any, request: Request, waited: float, n: int) -> list[str
     rt.store.record_event("request.reminded", actor="guardian", request_id=request.id,
                           detail={"n": n, "waiting_for": list(waiting)})
     words = rt.flow.waiting_words(request, tally.approvers, tally.required)
-    rt.flow.say(request,
-        f":bell: Reminder: request #{request.id} on {request.environment} has waited {_ago(waited)} for approval "
-        f"({tally.count}/{tally.required}). {words}")
+    rt.flow.say(request, rt.flow.notifier.reminder(request.id, request.environment, waited, tally.count,
+                                                   tally.required, words))
     if rt.config.reminders.dm and rt.notifier.enabled:
-        where = rt.flow.card_link(request)
-        card = link(where, f"request #{request.id}") if where else f"request #{request.id}"
+        dm = rt.notifier.reminder_dm(request.id, request.environment, rt.flow.card_link(request), tally.count,
+                                     tally.required, waited)
         for user in waiting:
             if user.startswith("S"):
                 continue  # a group is mentioned in the thread; DMs go to people
-            rt.notifier.post(f"request {request.id}: reminder DM to {user}", user, rt.notifier.thread_note(
-                f":bell: {card} on *{request.environment}* is waiting for your review "
-                f"({tally.count}/{tally.required} approvals, {_ago(waited)})."))
+            rt.notifier.post(f"request {request.id}: reminder DM to {user}", user, rt.notifier.thread_note(dm))
     return [f"request {request.id}: reminder {n} sent"]
 
 
@@ -116,10 +102,7 @@ def _expire(rt: Any, request: Request, expiry: str) -> list[str]:
                             detail={"reason": f"no quorum within approval_expiry ({expiry})"})
     except TransitionConflict:
         return []  # approved, rejected or cancelled meanwhile
-    rt.flow.say(request,
-        f":hourglass: Request #{request.id} expired: it did not get its approvals within {expiry} (approval_expiry "
-        f"of {request.environment}). Nothing was run. Plan it again with `/migrate plan {request.environment}` "
-        "if it is still wanted.")
+    rt.flow.say(request, rt.flow.notifier.request_expired(request.id, request.environment, expiry))
     rt.flow.refresh_card(request.id)
     return [f"request {request.id}: expired"]
 
@@ -133,8 +116,6 @@ def _escalate(rt: Any, request: Request, waited: float) -> list[str]:
     if not targets:
         return []
     rt.store.record_event("request.escalated", actor="guardian", request_id=request.id, detail={"to": targets})
-    rt.flow.say(request,
-        f":rotating_light: Escalation: request #{request.id} on {request.environment} has waited {_ago(waited)} "
-        f"and still needs {tally.required - tally.count} approval{'s' if tally.required - tally.count != 1 else ''}. "
-        + " ".join(mention_any(t) for t in targets) + ", please review or reject it.")
+    rt.flow.say(request, rt.flow.notifier.escalation(request.id, request.environment, waited,
+                                                     tally.required - tally.count, targets))
     return [f"request {request.id}: escalated"]

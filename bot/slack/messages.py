@@ -20,7 +20,7 @@ from bot.models import Incident, Request
 from bot.slack.cards import Preview, build_preview, build_rehearsal_message, build_request_card, build_thread_note
 from bot.slack.fleet_blocks import build_fleet_preview_message, build_targets_file
 from bot.slack.incident_blocks import build_incident_card
-from bot.slack.mrkdwn import Message
+from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any
 from bot.slack.pipeline_blocks import (
     build_batch_message,
     build_blocker_message,
@@ -126,5 +126,87 @@ class Messages:
     # -- who may do what: end --
 
     # -- the run's workers (workers/apply.py, backup.py, ondemand.py, fleet.py, reminders.py) --
+
+    def migrations_applied(self, files: Sequence[tuple[str, int]], lock_retries: int, predictions: Sequence[str],
+                           slowest: str | None) -> tuple[Mrkdwn, ...]:
+        """The apply's report lines: each file's (name, ms), the lock-timeout retries, predicted vs actual."""
+        lines = [f"{code(name)} in {duration_ms} ms" for name, duration_ms in files[:20]]
+        if len(files) > 20:
+            lines.append(f"… and {len(files) - 20} more")
+        if lock_retries:
+            lines.append(f"{lock_retries} lock-timeout retr{'y' if lock_retries == 1 else 'ies'}")
+        lines += [f"predicted vs actual: {escape(line)}" for line in predictions[:20]]
+        if slowest:
+            lines.append(f"slowest statement, predicted vs actual: {escape(slowest)}")
+        return tuple(Mrkdwn(line) for line in lines)
+
+    def backup_taken(self, file_name: str, size_bytes: int, scope: str, pg_dump_major: int,
+                     sha256: str) -> tuple[Mrkdwn, ...]:
+        """The backup step's report line: the dump's file, size, scope, pg_dump version and checksum."""
+        size = f"{size_bytes / 2**20:.1f} MiB" if size_bytes >= 2**20 else f"{size_bytes / 1024:.1f} KiB"
+        return (Mrkdwn(f"{code(file_name)} ({size}, {escape(scope)}, pg_dump {pg_dump_major}), "
+                       f"sha256 {code(sha256[:12])}, `pg_restore --list` OK"),)
+
+    def ondemand_backup_taken(self, backup_id: int, environment: str, user: str, file_name: str, size_bytes: int,
+                              pg_dump_major: int, sha256: str, retention_days: int) -> Mrkdwn:
+        """`/migrate backup`: the backup ``user`` asked for is written, checked and kept."""
+        return Mrkdwn(f":floppy_disk: Backup #{backup_id} of *{escape(environment)}* for {mention(user)}: "
+                      f"{code(file_name)}, {size_bytes / 2**20:.1f} MiB, pg_dump {pg_dump_major}, "
+                      f"sha256 {code(sha256[:12])}, checked with `pg_restore --list`; kept {retention_days} days.")
+
+    def ondemand_backup_failed(self, environment: str, user: str, error: str) -> Mrkdwn:
+        """`/migrate backup`: the backup ``user`` asked for failed, and why (``error`` already scrubbed)."""
+        return Mrkdwn(f":x: Backup of *{escape(environment)}* requested by {mention(user)} failed: {escape(error)}")
+
+    def rollout_started(self, targets: int, late: Sequence[str]) -> Mrkdwn:
+        """A fleet rollout started on ``targets`` targets; ``late`` ones were added after the approval."""
+        text = f":rocket: Rollout started: {targets} target{'s' if targets != 1 else ''}, canary first"
+        if late:
+            text += (f"; {len(late)} added after the approval, not migrated (they need their own approval): "
+                     + ", ".join(code(t) for t in late[:10]) + (" …" if len(late) > 10 else ""))
+        return Mrkdwn(text)
+
+    def rollout_halted(self, reason: str, failed: Sequence[tuple[str, str | None]]) -> Mrkdwn:
+        """A fleet rollout halted: why, and the first failed (target, note) pairs."""
+        lines = "\n".join(f"• {code(target)}: {escape(note or 'failed')[:200]}" for target, note in failed[:5])
+        return Mrkdwn(f":octagonal_sign: Rollout halted: {escape(reason)}. No new target starts; those in flight "
+                      "finish." + (f"\n{lines}" if lines else ""))
+
+    def reminder(self, request_id: int, environment: str, waited_s: float, approvals: int, required: int,
+                 waiting_words: str) -> Mrkdwn:
+        """A request still waits for approval; ``waiting_words`` (mrkdwn) mentions who can approve."""
+        return Mrkdwn(f":bell: Reminder: request #{request_id} on {escape(environment)} has waited "
+                      f"{self._waited(waited_s)} for approval ({approvals}/{required}). {waiting_words}")
+
+    def reminder_dm(self, request_id: int, environment: str, card_url: str | None, approvals: int, required: int,
+                    waited_s: float) -> Mrkdwn:
+        """The reminder's DM to one approver, linking the request's card when Slack gave a permalink."""
+        card = link(card_url, f"request #{request_id}") if card_url else f"request #{request_id}"
+        return Mrkdwn(f":bell: {card} on *{escape(environment)}* is waiting for your review "
+                      f"({approvals}/{required} approvals, {self._waited(waited_s)}).")
+
+    def request_expired(self, request_id: int, environment: str, expiry: str) -> Mrkdwn:
+        """Nobody gave the approvals within the environment's approval_expiry: the request expired."""
+        return Mrkdwn(f":hourglass: Request #{request_id} expired: it did not get its approvals within "
+                      f"{escape(expiry)} (approval_expiry of {escape(environment)}). Nothing was run. Plan it again "
+                      f"with {code(f'/migrate plan {environment}')} if it is still wanted.")
+
+    def escalation(self, request_id: int, environment: str, waited_s: float, missing: int,
+                   targets: Sequence[str]) -> Mrkdwn:
+        """Nobody acted after the reminders: ``targets`` (user or user-group ids) are mentioned."""
+        return Mrkdwn(f":rotating_light: Escalation: request #{request_id} on {escape(environment)} has waited "
+                      f"{self._waited(waited_s)} and still needs {missing} approval{'s' if missing != 1 else ''}. "
+                      + " ".join(mention_any(t) for t in targets) + ", please review or reject it.")
+
+    @staticmethod
+    def _waited(seconds: float) -> str:
+        """How long a request has waited, in the unit a person would say ("90 seconds", "3 hours")."""
+        if seconds < 120:
+            return f"{int(seconds)} seconds"
+        if seconds < 2 * 3600:
+            return f"{int(seconds // 60)} minutes"
+        if seconds < 2 * 86400:
+            return f"{int(seconds // 3600)} hours"
+        return f"{int(seconds // 86400)} days"
 
     # -- the run's workers: end --
