@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from bot.errors import PolicyDenied, TransitionConflict
 from bot.fleet import TABLE_COLUMNS, targets_table
 from bot.models import DbState, Request, RequestStatus
-from bot.slack.mrkdwn import mention
 from bot.store import NewMigration
 
 if TYPE_CHECKING:
@@ -61,27 +60,27 @@ class FleetControl:
                  RolloutAction.RETRY_FAILED: "retry the failed targets of", RolloutAction.SKIP_FAILED:
                  "skip the failed targets of", RolloutAction.ABORT: "abort"}[action]
         self.flow.check_approver(request.environment, user, f"{words} a rollout")
-        who = mention(user)
+        notifier = self.flow.notifier
         if action is RolloutAction.PAUSE:
-            if not self.store.set_rollout_state(request_id, "paused", f"paused by {who}", only_from=("running",)):
+            if not self.store.set_rollout_state(request_id, "paused", notifier.rollout_reason("paused", user),
+                                                only_from=("running",)):
                 return f"The rollout is {rollout.state}; only a running rollout can be paused."
-            return self._done(request, f":double_vertical_bar: {who} paused the rollout: no new target starts; those "
-                                       "in flight finish. Resume continues it.", "Paused.")
+            return self._done(request, notifier.rollout_paused(user), "Paused.")
         if action is RolloutAction.RESUME:
-            problem = self.store.resume_rollout(request_id, f"resumed by {who}", halt_after=env.fleet.halt_after_failures)
+            problem = self.store.resume_rollout(request_id, notifier.rollout_reason("resumed", user),
+                                                halt_after=env.fleet.halt_after_failures)
             if problem:
                 return f"Not resumed: {problem}."
-            return self._done(request, f":arrow_forward: {who} resumed the rollout.", "Resumed.", advance=True)
+            return self._done(request, notifier.rollout_resumed(user), "Resumed.", advance=True)
         if action in (RolloutAction.RETRY_FAILED, RolloutAction.SKIP_FAILED):
             retry = action is RolloutAction.RETRY_FAILED
             moved = self.store.settle_failed_targets(request_id, "waiting" if retry else "skipped",
-                                                     f"{'retried' if retry else 'skipped'} by {who}")
+                                                     notifier.rollout_reason("retried" if retry else "skipped", user))
             if not moved:
                 return "No target is failed; nothing changed."
-            verb = "retries" if retry else "skips"
-            return self._done(request, f":repeat: {who} {verb} {moved} failed target{'s' if moved != 1 else ''}; the "
-                                       "rollout continues.", f"{moved} target(s) {'retried' if retry else 'skipped'}.",
-                              advance=True)
+            note = (notifier.failed_targets_retried(user, moved) if retry
+                    else notifier.failed_targets_skipped(user, moved))
+            return self._done(request, note, f"{moved} target(s) {'retried' if retry else 'skipped'}.", advance=True)
         return self.abort(request, user)
 
     def targets_file(self, request: Request, user: str) -> str:
@@ -103,8 +102,7 @@ class FleetControl:
                 f"request {request.id}: targets file", request.channel, request.thread_ts, content=content,
                 filename=f"rollout-{request.id}-targets.csv",
                 title=f"Rollout #{request.id}: {len(targets)} targets as of {at:%H:%M:%S} UTC",
-                initial_comment=f":page_facing_up: The rollout's {len(targets)} targets as of {at:%H:%M:%S} UTC, "
-                                f"asked for by {mention(user)}.")
+                initial_comment=self.flow.notifier.targets_file_uploaded(user, len(targets), at))
         finally:
             if redis is not None:
                 redis.eval(_RELEASE, 1, key, token)
@@ -117,8 +115,8 @@ class FleetControl:
     def abort(self, request: Request, user: str) -> str:
         """Stop the rollout for good (targets in flight finish), fail the request with what the fleet holds, and open
         a rollback request for the targets done: their down SQL, approved like any rollback, run as a rollout."""
-        who = mention(user)
-        if not self.store.set_rollout_state(request.id, "aborted", f"aborted by {who}",
+        notifier = self.flow.notifier
+        if not self.store.set_rollout_state(request.id, "aborted", notifier.rollout_reason("aborted", user),
                                             only_from=("running", "paused", "halted")):
             return "The rollout is already finished or aborted."
         done = [t for t in self.store.list_fleet_targets(request.id) if t.state == "succeeded"]
@@ -134,10 +132,9 @@ class FleetControl:
                 self.store.finish_step(step.id, "failed", error="rollout aborted")
         downs = [m for m in reversed(request.migrations) if m.down_sql]
         if not done:
-            return self._done(request, f":no_entry: {who} aborted the rollout; no target had been migrated.", "Aborted.")
+            return self._done(request, notifier.rollout_aborted(user, 0), "Aborted.")
         if not downs:
-            return self._done(request, f":no_entry: {who} aborted the rollout; {len(done)} target(s) were migrated and "
-                                       "the files have no down SQL: restore the backup or fix forward.", "Aborted.")
+            return self._done(request, notifier.rollout_aborted(user, len(done)), "Aborted.")
         rollback = self.store.create_request(
             request.environment, user,
             [NewMigration(name=f"{m.name}.down", version=m.version, ledger_name=m.ledger_name,
@@ -153,10 +150,8 @@ class FleetControl:
             if posted.ts:
                 self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=request.thread_ts)
         self.flow.enqueue("analyze", rollback.id)
-        return self._done(request, f":no_entry: {who} aborted the rollout. Rollback request #{rollback.id} rolls back "
-                                   f"the {len(done)} migrated target(s) with their down SQL once another approver "
-                                   "approves it on its card below.", f"Aborted; rollback request #{rollback.id} "
-                                                                     "needs another approver.")
+        return self._done(request, notifier.rollout_aborted(user, len(done), rollback.id),
+                          f"Aborted; rollback request #{rollback.id} needs another approver.")
 
     def _done(self, request: Request, note: str, reply: str, *, advance: bool = False) -> str:
         self.store.record_event("fleet.control", actor="guardian", request_id=request.id, detail={"note": note})

@@ -16,10 +16,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfirmationNeeded, NotFound, PolicyDenied, TransitionConflict
-from bot.models import Backup, DbState, Incident, IncidentStatus, Request, RequestStatus, database_words
+from bot.models import Backup, DbState, Incident, IncidentStatus, Request, RequestStatus
 from bot.postmortem import build_timeline, render_postmortem
 from bot.run import RUN
-from bot.slack.mrkdwn import escape, link, mention
 from bot.sources.apply import repository_paths, rollback_advice
 from bot.store import NewMigration
 from bot.store.outbox import JobIntent
@@ -58,15 +57,8 @@ class IncidentService:
         if opened_by != "guardian":
             self.flow.policy(request.environment).check_can_open_incident(request, opened_by,
                                                                           groups=self.flow.group_members)
-        failed = (f"request #{request.id} failed at {escape(request.failed_step or '?')}; "
-                  f"the database {database_words(request.db_state)}")
-        if opened_by == "guardian":
-            summary = f"{escape(request.environment)}: {failed}"
-        elif request.status is RequestStatus.SUCCEEDED:
-            summary = (f"{escape(request.environment)}: opened by {mention(opened_by)} on a succeeded request (#{request.id}): "
-                       "the run reported no failure; this incident is for a problem found afterwards")
-        else:
-            summary = f"{escape(request.environment)}: opened by {mention(opened_by)}; {failed}"
+        summary = self.notifier.incident_summary(request.environment, request.id, request.failed_step, request.db_state,
+                                                 opened_by, request.status is RequestStatus.SUCCEEDED)
         channel = self.flow.config.slack.incident_channel or request.channel
         incident, created = self.store.create_incident(request_id, opened_by=opened_by, summary=summary, channel=channel)
         if not created:
@@ -86,14 +78,13 @@ class IncidentService:
                                 incident_id=incident.id, detail={"ts": posted.ts})
         if not in_request_thread:
             permalink = self.notifier.permalink(f"incident {incident.id}'s card", channel, posted.ts)
-            where = link(permalink, permalink) if permalink else "(no link)"
-            self.flow.say(request, f":rotating_light: Incident #{incident.id} opened: {where}")
+            self.flow.say(request, self.notifier.incident_opened(incident.id, permalink))
         return incident
 
     def _view(self, incident: Incident, request: Request, note: str | None = None) -> IncidentView:
         approvers = tuple(d.user_id for d in self.store.list_decisions(request.id) if d.decision == "approve")
         if incident.opened_by != "guardian":  # a person opened it: say who and why, on every render of the card
-            note = f":information_source: {incident.summary}" + (f"\n{note}" if note else "")
+            note = self.notifier.incident_opened_note(incident.summary) + (f"\n{note}" if note else "")
         return IncidentView(approvers=approvers, backups=tuple(self.store.list_backups(request_id=request.id)),
                             request_link=self._request_link(request), note=note,
                             rollback_waiting=self._waiting_rollback(incident, request) is not None,
@@ -219,8 +210,7 @@ class IncidentService:
             if posted.ts:
                 self.store.update_request(rollback.id, message_ts=posted.ts, thread_ts=incident.thread_ts)
         self.flow.enqueue("analyze", rollback.id)
-        self.say(incident, f":rewind: {mention(user)} started rollback request #{rollback.id} (the down SQL). "
-                           "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
+        self.say(incident, self.notifier.rollback_started(user, rollback.id))
         self.refresh(incident.id)
         return f"Rollback request #{rollback.id} created; another approver must approve it."
 
@@ -247,8 +237,7 @@ class IncidentService:
             if busy:
                 return busy
         self.flow.enqueue("restore", request.id)
-        self.say(incident, f":floppy_disk: {mention(user)} is restoring backup #{backup.id}"
-                           + (f" instead of rollback request #{waiting.id}, which is cancelled." if waiting else "."))
+        self.say(incident, self.notifier.restore_started(user, backup.id, waiting.id if waiting else None))
         self.refresh(incident.id)
         return f"Restoring backup #{backup.id}; follow the incident thread."
 
@@ -265,7 +254,7 @@ class IncidentService:
         self.store.transition(request.id, RequestStatus.FAILED, RequestStatus.QUEUED, actor=user, detail={"retry": True},
                               enqueue=JobIntent(step=RUN.first.name, attempt=attempt))  # the run's intent, same commit
         self.flow.dispatch()
-        self.say(incident, f":repeat: {mention(user)} retried request #{request.id} (attempt {attempt}).")
+        self.say(incident, self.notifier.incident_retried(user, request.id, attempt))
         self.refresh(incident.id)
         return f"Retrying request #{request.id}."
 
@@ -277,7 +266,7 @@ class IncidentService:
                                            detail={"action": "fixed forward"})
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="incident-moved") from None
-        self.say(incident, f":wrench: {mention(user)} marked the incident fixed forward.")
+        self.say(incident, self.notifier.incident_fixed_forward(user))
         self.refresh(incident.id)
         return "Marked fixed forward."
 
@@ -319,15 +308,14 @@ class IncidentService:
             advice = rollback_advice(self.flow.config.project.layout,
                                      repository_paths(self.flow.config.project.layout,
                                                       self.store.get_request(request.parent_request_id).migrations))
-            self.say(incident, f":white_check_mark: Rollback request #{request_id} succeeded; the database is rolled "
-                               f"back. {advice}".rstrip())
+            self.say(incident, self.notifier.rollback_succeeded(request_id, advice))
         elif request.status in (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.REJECTED):
             try:
                 self.store.transition_incident(incident.id, I.MITIGATING, I.OPEN, actor="guardian",
                                                detail={"rollback_request": request_id, "status": request.status.value})
             except TransitionConflict:
                 pass
-            self.say(incident, f":x: Rollback request #{request_id} {request.status.value}; the incident is open again.")
+            self.say(incident, self.notifier.rollback_failed(request_id, request.status.value))
         self.refresh(incident.id)
 
     def on_restore_finished(self, request_id: int, ok: bool, detail: str) -> None:
@@ -339,7 +327,7 @@ class IncidentService:
                                            detail={"action": "restore", "ok": ok, "detail": detail[:500]})
         except TransitionConflict:
             pass
-        self.say(incident, (":white_check_mark: Restore finished: " if ok else ":x: Restore failed: ") + escape(detail))
+        self.say(incident, self.notifier.restore_finished(detail) if ok else self.notifier.restore_failed(detail))
         self.refresh(incident.id)
 
     # ------------------------------------------------------- timeline, notes
@@ -360,7 +348,8 @@ class IncidentService:
         for child in children:
             events += self.store.list_events(request_id=child.id)
         events = sorted({e.id: e for e in events}.values(), key=lambda e: e.id)
-        return build_timeline(events, self.store.list_incident_notes(incident_id))
+        return build_timeline(events, self.store.list_incident_notes(incident_id),
+                              note_text=self.notifier.postmortem_note)
 
     def postmortem(self, incident_id: int) -> str:
         incident = self.store.get_incident(incident_id)
@@ -371,7 +360,7 @@ class IncidentService:
         for entry in entries:  # people mentioned in notes too
             people.update(re.findall(r"<@([UW][A-Z0-9_]+)>", entry.text))
         return render_postmortem(incident, request, entries, self.store.list_backups(request_id=request.id), approvers,
-                                 names=self.notifier.names(people))
+                                 names=self.notifier.names(people), person=self.notifier.postmortem_person)
 
     def publish_postmortem(self, incident_id: int, user: str) -> str:
         """Store and post the post-mortem draft, if the environment's ``incident_managers`` allows ``user``."""

@@ -2,19 +2,18 @@
 
 Usage::
 
-    entries = build_timeline(request, events, notes)
-    markdown = render_postmortem(incident, request, entries, backups)
+    entries = build_timeline(events, notes, note_text=notifier.postmortem_note)
+    markdown = render_postmortem(incident, request, entries, backups, person=notifier.postmortem_person)
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
 
 from bot.models import Backup, Event, Incident, IncidentNote, Request
-from bot.slack.mrkdwn import mention, plain
 
 _EVENT_TEXT = {
     "request.created": "asked for the change",
@@ -79,25 +78,26 @@ def _describe(event: Event) -> str:
     return f"{base}" + (f" ({extra})" if extra and isinstance(extra, str) else "")
 
 
-def build_timeline(events: Sequence[Event], notes: Sequence[IncidentNote]) -> list[TimelineEntry]:
+def build_timeline(events: Sequence[Event], notes: Sequence[IncidentNote], *,
+                   note_text: Callable[[str], str]) -> list[TimelineEntry]:
     """Events (request, approvals, steps with timings, errors, retries) and people's notes, in time order:
-    one entry per thing that happened (bookkeeping events and Slack delivery left out)."""
+    one entry per thing that happened (bookkeeping events and Slack delivery left out). ``note_text``: a note as
+    Slack delivered it -> what the person wrote (Notifier.postmortem_note)."""
     entries = [TimelineEntry(at=e.created_at, actor=e.actor, text=_describe(e), source="event")
                for e in events if not e.kind.startswith(("incident.note", "slack."))
                and e.kind not in _NOT_IN_TIMELINE]
     # a note is kept as Slack delivered it; the timeline shows what the person wrote, whichever way it came
-    entries += [TimelineEntry(at=n.created_at, actor=n.author, text=plain(n.text), source=n.source) for n in notes]
+    entries += [TimelineEntry(at=n.created_at, actor=n.author, text=note_text(n.text), source=n.source) for n in notes]
     return sorted(entries, key=lambda t: t.at)
 
 
-def _who(actor: str, names: Mapping[str, str] | None = None) -> str:
-    """A person's name when Slack told us (users.info), else their id as a mention; Guardian as Guardian."""
+def _who(actor: str, names: Mapping[str, str], person: Callable[[str], str]) -> str:
+    """A person's name when Slack told us (users.info), else ``person(actor)``; Guardian as Guardian."""
     if actor == "guardian":
         return "Guardian"
-    if names and names.get(actor):
+    if names.get(actor):
         return names[actor]
-    shown = mention(actor)  # a Slack user id as <@U…>, as people's notes show mentions; anything else as written
-    return shown if shown.startswith("<@") else actor
+    return person(actor)
 
 
 def _named(text: str, names: Mapping[str, str]) -> str:
@@ -114,11 +114,12 @@ def _fenced(text: str, info: str = "") -> list[str]:
     return [fence + info, text, fence]
 
 
-def render_timeline(entries: Sequence[TimelineEntry], names: Mapping[str, str] | None = None) -> list[str]:
+def render_timeline(entries: Sequence[TimelineEntry], names: Mapping[str, str] | None = None, *,
+                    person: Callable[[str], str]) -> list[str]:
     marks = {"pin": "📌 ", "thread": "💬 ", "command": "📝 ", "event": ""}
     names = names or {}
-    return [f"- {e.at.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC — {_who(e.actor, names)}: "
-            f"{marks.get(e.source, '')}{_named(e.text, names)}" for e in entries]
+    return [f"- {e.at.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S')} UTC — "
+            f"{_who(e.actor, names, person)}: {marks.get(e.source, '')}{_named(e.text, names)}" for e in entries]
 
 
 _VERIFY_QUERY = re.compile(r"verify query `([^`]+)`")
@@ -152,9 +153,12 @@ def render_postmortem(
     backups: Sequence[Backup] = (),
     approvers: Sequence[str] = (),
     names: Mapping[str, str] | None = None,
+    *,
+    person: Callable[[str], str],
 ) -> str:
     """A Markdown draft people finish: every fact Guardian knows is filled in, judgement is left open.
-    ``names``: Slack user id -> the person's name (ids are shown as mentions without it)."""
+    ``names``: Slack user id -> the person's name; ``person`` shows anyone without one (Notifier.postmortem_person:
+    a user id as a mention)."""
     names = names or {}
     actions = [e.text.split(":", 1)[1].strip() for e in entries
                if e.source != "event" and e.text.lower().startswith("action:")]
@@ -168,8 +172,8 @@ def render_postmortem(
         "## Summary",
         f"- {'Migration' if len(request.migrations) == 1 else 'Migrations'}: {migrations}",
         f"- Failed at: **{request.failed_step or 'n/a'}**; database afterwards: **{(request.db_state.value if request.db_state else 'unknown').replace('_', ' ')}**",
-        f"- Requested by {_who(request.requester, names)}"
-        + (f"; approved by {', '.join(_who(a, names) for a in approvers)}" if approvers else ""),
+        f"- Requested by {_who(request.requester, names, person)}"
+        + (f"; approved by {', '.join(_who(a, names, person) for a in approvers)}" if approvers else ""),
         f"- Incident status: {incident.status.value}; opened {incident.created_at:%Y-%m-%d %H:%M} UTC"
         + (f", resolved {incident.resolved_at:%Y-%m-%d %H:%M} UTC" if incident.resolved_at else ""),
         "",
@@ -177,7 +181,7 @@ def render_postmortem(
         "_Who or what was affected, for how long? (fill in)_",
         "",
         "## Timeline (UTC)",
-        *render_timeline(entries, names),
+        *render_timeline(entries, names, person=person),
         "",
         "## Root cause",
         "_Why did it happen? (fill in)_ Guardian recorded:",
@@ -188,7 +192,7 @@ def render_postmortem(
         *_fenced(request.error or "-- none recorded"),
         "",
         "## What was done",
-        *([f"- {e.at:%H:%M:%S} {_who(e.actor, names)}: {e.text}" for e in done] or ["- nothing recorded yet"]),
+        *([f"- {e.at:%H:%M:%S} {_who(e.actor, names, person)}: {e.text}" for e in done] or ["- nothing recorded yet"]),
         *([f"- Backup available: #{b.id} `{b.path.rsplit('/', 1)[-1]}` ({(b.size_bytes or 0) / 2**20:.1f} MiB, "
            f"sha256 {str(b.sha256)[:12]})" for b in backups]),
         "",

@@ -14,13 +14,14 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from bot.models import Incident, Request
+from bot.models import DbState, Incident, Request, database_words
 from bot.slack.cards import Preview, build_preview, build_rehearsal_message, build_request_card, build_thread_note
 from bot.slack.fleet_blocks import build_fleet_preview_message, build_targets_file
 from bot.slack.incident_blocks import build_incident_card
-from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any
+from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any, plain
 from bot.slack.pipeline_blocks import (
     build_batch_message,
     build_blocker_message,
@@ -118,6 +119,112 @@ class Messages:
     # -- the request's flow: end --
 
     # -- incidents, rollouts and the post-mortem (bot/incidents.py, bot/fleet_control.py, bot/postmortem.py) --
+
+    def incident_summary(self, environment: str, request_id: int, failed_step: str | None, db_state: DbState | None,
+                         opened_by: str, succeeded: bool) -> Mrkdwn:
+        """An incident was opened (by Guardian on a failure, or by a person): the summary its card shows."""
+        failed = (f"request #{request_id} failed at {escape(failed_step or '?')}; "
+                  f"the database {database_words(db_state)}")
+        if opened_by == "guardian":
+            return Mrkdwn(f"{escape(environment)}: {failed}")
+        if succeeded:
+            return Mrkdwn(f"{escape(environment)}: opened by {mention(opened_by)} on a succeeded request "
+                          f"(#{request_id}): the run reported no failure; this incident is for a problem found "
+                          "afterwards")
+        return Mrkdwn(f"{escape(environment)}: opened by {mention(opened_by)}; {failed}")
+
+    def incident_opened_note(self, summary: str) -> Mrkdwn:
+        """A person opened the incident: its card's note saying who and why (``summary``: incident_summary's)."""
+        return Mrkdwn(f":information_source: {summary}")
+
+    def incident_opened(self, incident_id: int, permalink: str | None) -> Mrkdwn:
+        """An incident's card was posted in the incident channel: the request's thread links to it."""
+        where = link(permalink, permalink) if permalink else "(no link)"
+        return Mrkdwn(f":rotating_light: Incident #{incident_id} opened: {where}")
+
+    def rollback_started(self, user: str, rollback_id: int) -> Mrkdwn:
+        """A person started a rollback request from the incident."""
+        return Mrkdwn(f":rewind: {mention(user)} started rollback request #{rollback_id} (the down SQL). "
+                      "It needs another approver's Approve on its card below, then runs backup → apply → verify.")
+
+    def restore_started(self, user: str, backup_id: int, replaced_rollback_id: int | None = None) -> Mrkdwn:
+        """A person started restoring the backup, perhaps instead of a rollback request nobody approved yet."""
+        return Mrkdwn(f":floppy_disk: {mention(user)} is restoring backup #{backup_id}"
+                      + (f" instead of rollback request #{replaced_rollback_id}, which is cancelled."
+                         if replaced_rollback_id is not None else "."))
+
+    def incident_retried(self, user: str, request_id: int, attempt: int) -> Mrkdwn:
+        """A person retried the failed request from the incident."""
+        return Mrkdwn(f":repeat: {mention(user)} retried request #{request_id} (attempt {attempt}).")
+
+    def incident_fixed_forward(self, user: str) -> Mrkdwn:
+        """A person marked the incident fixed forward."""
+        return Mrkdwn(f":wrench: {mention(user)} marked the incident fixed forward.")
+
+    def rollback_succeeded(self, rollback_id: int, advice: str) -> Mrkdwn:
+        """The incident's rollback request succeeded; ``advice`` is mrkdwn (bot/sources/apply.py rollback_advice)."""
+        return Mrkdwn(f":white_check_mark: Rollback request #{rollback_id} succeeded; the database is rolled "
+                      f"back. {advice}".rstrip())
+
+    def rollback_failed(self, rollback_id: int, status: str) -> Mrkdwn:
+        """The incident's rollback request ended ``status`` (failed, cancelled, rejected): open again."""
+        return Mrkdwn(f":x: Rollback request #{rollback_id} {escape(status)}; the incident is open again.")
+
+    def restore_finished(self, detail: str) -> Mrkdwn:
+        """The restore of the backup succeeded: what it restored and what to do next."""
+        return Mrkdwn(":white_check_mark: Restore finished: " + escape(detail))
+
+    def restore_failed(self, error: str) -> Mrkdwn:
+        """The restore of the backup failed: why."""
+        return Mrkdwn(":x: Restore failed: " + escape(error))
+
+    def rollout_reason(self, done: str, user: str) -> Mrkdwn:
+        """Why a rollout's state or its failed targets changed, as recorded: ``paused by <@U…>``."""
+        return Mrkdwn(f"{escape(done)} by {mention(user)}")
+
+    def rollout_paused(self, user: str) -> Mrkdwn:
+        """A person paused the rollout."""
+        return Mrkdwn(f":double_vertical_bar: {mention(user)} paused the rollout: no new target starts; those "
+                      "in flight finish. Resume continues it.")
+
+    def rollout_resumed(self, user: str) -> Mrkdwn:
+        """A person resumed the rollout."""
+        return Mrkdwn(f":arrow_forward: {mention(user)} resumed the rollout.")
+
+    def failed_targets_retried(self, user: str, count: int) -> Mrkdwn:
+        """A person sent the rollout's ``count`` failed targets back to waiting."""
+        return Mrkdwn(f":repeat: {mention(user)} retries {count} failed target{'s' if count != 1 else ''}; the "
+                      "rollout continues.")
+
+    def failed_targets_skipped(self, user: str, count: int) -> Mrkdwn:
+        """A person skipped the rollout's ``count`` failed targets."""
+        return Mrkdwn(f":repeat: {mention(user)} skips {count} failed target{'s' if count != 1 else ''}; the "
+                      "rollout continues.")
+
+    def rollout_aborted(self, user: str, migrated: int, rollback_id: int | None = None) -> Mrkdwn:
+        """A person aborted the rollout: ``migrated`` targets were done, rolled back by ``rollback_id`` if any."""
+        if not migrated:
+            return Mrkdwn(f":no_entry: {mention(user)} aborted the rollout; no target had been migrated.")
+        if rollback_id is None:
+            return Mrkdwn(f":no_entry: {mention(user)} aborted the rollout; {migrated} target(s) were migrated and "
+                          "the files have no down SQL: restore the backup or fix forward.")
+        return Mrkdwn(f":no_entry: {mention(user)} aborted the rollout. Rollback request #{rollback_id} rolls back "
+                      f"the {migrated} migrated target(s) with their down SQL once another approver "
+                      "approves it on its card below.")
+
+    def targets_file_uploaded(self, user: str, count: int, at: datetime) -> Mrkdwn:
+        """A person asked for the rollout's Targets file: the comment it is uploaded with."""
+        return Mrkdwn(f":page_facing_up: The rollout's {count} targets as of {at:%H:%M:%S} UTC, "
+                      f"asked for by {mention(user)}.")
+
+    def postmortem_note(self, slack_text: str) -> str:
+        """A note in the post-mortem's timeline: what the person wrote, as plain text (mentions stay ``<@U…>``)."""
+        return plain(slack_text)
+
+    def postmortem_person(self, actor: str) -> str:
+        """Someone in the post-mortem Slack gave no name for: ``<@U…>`` for a user id, anything else as written."""
+        shown = mention(actor)
+        return shown if shown.startswith("<@") else actor
 
     # -- incidents, rollouts and the post-mortem: end --
 
