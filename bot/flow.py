@@ -37,7 +37,6 @@ from bot.models import TERMINAL, UNKNOWN_PREVIEW, DbState, Freeze, Incident, Req
 from bot.pg.connect import TargetInfo
 from bot.policy import Policy
 from bot.run import RUN
-from bot.slack.mrkdwn import Mrkdwn, code, escape, link, mention, mention_any
 from bot.slack.notifier import LATE_POST_STEP, Message, Notifier
 from bot.sources.layouts import load_snapshot
 from bot.sources.models import SourceSnapshot, StatusReport
@@ -92,7 +91,7 @@ class Flow:
         return self.config.environment(name)
 
     def policy(self, name: str) -> Policy:
-        return Policy(self.env(name))
+        return Policy(self.env(name), self.notifier)
 
     def group_members(self, group_id: str) -> tuple[str, ...]:
         """Members of a Slack user group (cached by the notifier)."""
@@ -156,7 +155,8 @@ class Flow:
         self.refresh_card(request_id)  # the card says the thread is behind (or lost a message)
 
     def say(self, request: Request, text: str) -> None:
-        """A note in the request's thread (``text`` is mrkdwn: escape what it quotes), through post_in_thread."""
+        """A note in the request's thread (``text`` is mrkdwn, e.g. from the notifier's Messages), through
+        post_in_thread."""
         self.post_in_thread(request, self.notifier.thread_note(text))
 
     def note(self, request_id: int, text: str) -> None:
@@ -164,12 +164,12 @@ class Flow:
 
     def card_view(self, request: Request, note: str | None = None) -> CardView:
         env = self.env(request.environment)
-        policy = Policy(env)
+        policy = Policy(env, self.notifier)
         tally = policy.tally(request, self.store.list_decisions(request.id), datetime.now(timezone.utc))
         met = self.store.succeeded_environments(request.sha256s) if env.requires and request.migrations else []
         gate = None
         if request.status is S.APPROVED and request.run_after:
-            gate = f"approved; the run waits until {request.run_after:%Y-%m-%d %H:%M} UTC"
+            gate = self.notifier.run_waits_until(request.run_after)
         behind, lost = self.thread_backlog(request.id)
         waiting = self.waiting_for(request, tally.approvers) if request.status is S.AWAITING_APPROVAL else ()
         return CardView(
@@ -188,18 +188,12 @@ class Flow:
 
     def waiting_words(self, request: Request, approved: Sequence[str], required: int) -> str:
         """'Waiting for <@B> or <!subteam^S1>.' (mentions: post it once per change), or '' when nobody is."""
-        waiting = self.waiting_for(request, approved)
-        if not waiting or len(approved) >= required:
-            return ""
-        missing = required - len(approved)
-        names = [mention_any(w) for w in waiting]
-        if missing == 1:
-            who = " or ".join(names)
-        elif missing >= len(names):  # everyone still listed is needed
-            who = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        else:
-            who = f"{missing} more of " + ", ".join(names)
-        return f"Waiting for {who}."
+        waiting = self._still_waiting(request, approved, required)
+        return self.notifier.waiting_for_approvals(waiting, required - len(approved)) if waiting else ""
+
+    def _still_waiting(self, request: Request, approved: Sequence[str], required: int) -> tuple[str, ...]:
+        """Who could still approve (waiting_for) while approvals are missing; nobody once ``required`` is reached."""
+        return self.waiting_for(request, approved) if len(approved) < required else ()
 
     def thread_backlog(self, request_id: int) -> tuple[int, int]:
         """(thread messages waiting for a late attempt, messages given up on), from post_later's events:
@@ -262,10 +256,7 @@ class Flow:
     def check_adhoc(self, environment: str) -> None:
         """ConfigError for an unknown environment, PolicyDenied where pasted SQL is not allowed (no I/O)."""
         if not self.env(environment).allow_adhoc_sql:
-            raise PolicyDenied(
-                f"pasted SQL is not allowed on {environment}; add the migration to the repository and use "
-                f"`/migrate plan {environment}`", code="adhoc-not-allowed",
-            )
+            raise PolicyDenied(self.notifier.adhoc_not_allowed(environment), code="adhoc-not-allowed")
 
     def _card_not_posted(self, request: Request, error: str) -> GuardianError:
         """A request whose card cannot be posted (Slack's ``error``) is cancelled at once (nothing was analysed
@@ -273,20 +264,7 @@ class Flow:
         self.store.transition(request.id, S.ANALYZING, S.CANCELLED, actor="guardian",
                               detail={"reason": f"the card could not be posted ({error})"})
         log.warning("request %s: card not posted in %s (%s); cancelled", request.id, request.channel, error)
-        channel, shown = request.channel or "", escape(error)
-        where = f"<#{channel}>" if channel[:1] in ("C", "G") and channel.isalnum() else "this conversation"
-        if channel.startswith("D"):
-            advice = ("Guardian posts requests in a channel, not in a direct message: run the command in your "
-                      "team's migrations channel")
-        elif error in ("not_in_channel", "channel_not_found"):
-            advice = (f"Guardian cannot post in {where} ({shown}; a private channel is invisible to it until "
-                      "it is invited): invite it with `/invite @Guardian`, or run the command in a channel it is in")
-        elif error == "is_archived":
-            advice = f"{where} is archived: run the command in an active channel"
-        else:
-            advice = f"Slack refused the request's card ({shown}); try again in a minute"
-        return PolicyDenied(Mrkdwn(f"{advice}. Request #{request.id} was cancelled; nothing was analysed or run."),
-                            code="card-not-posted")
+        return PolicyDenied(self.notifier.card_not_posted(request.id, request.channel, error), code="card-not-posted")
 
     def enqueue(self, step: str, request_id: int, *, attempt: int = 1, at: datetime | None = None) -> None:
         """Record the intent to run ``step`` in the job outbox (PostgreSQL); the worker's pump moves it to
@@ -315,7 +293,7 @@ class Flow:
             self.store.finish_step(step.id, "failed", error=exc.message)
             request = self.store.transition(request_id, S.ANALYZING, S.FAILED, actor="guardian",
                                             failed_step="analyze", db_state=DbState.UNTOUCHED, error=exc.message)
-            self.say(request, f":x: Analysis failed: {escape(exc.message)}")
+            self.say(request, self.notifier.analysis_failed(exc.message))
             self.refresh_card(request_id)
             return request
         if not result.migrations:
@@ -323,9 +301,7 @@ class Flow:
             request = self.store.transition(request_id, S.ANALYZING, S.CANCELLED, actor="guardian",
                                             detail={"reason": "nothing pending"}, target=result.target,
                                             git_commit=result.commit)
-            self.say(request,
-                f":white_check_mark: Nothing to do: {escape(request.environment)} already has every migration"
-                f" at {code((result.commit or '')[:10])}.")
+            self.say(request, self.notifier.nothing_to_do(request.environment, result.commit))
             self.refresh_card(request_id)
             return request
         self.store.replace_migrations(request_id, result.migrations)
@@ -351,11 +327,9 @@ class Flow:
         """Once, when a request starts waiting: who must approve, mentioned (a card update notifies nobody)."""
         tally = self.policy(request.environment).tally(request, self.store.list_decisions(request.id),
                                                        datetime.now(timezone.utc))
-        words = self.waiting_words(request, tally.approvers, tally.required)
-        if words:
-            self.say(request,
-                f":raised_hand: Needs {tally.required} approval{'s' if tally.required != 1 else ''} "
-                f"({tally.count}/{tally.required} so far). {words}")
+        waiting = self._still_waiting(request, tally.approvers, tally.required)
+        if waiting:
+            self.say(request, self.notifier.needs_approvals(tally.required, tally.count, waiting))
 
     def _post_fleet_preview(self, request: Request) -> None:
         """A fleet request: its targets grouped by ledger state, each file set's risk once, and the rollout."""
@@ -386,7 +360,7 @@ class Flow:
     def _post_rehearsal(self, request: Request, rehearsed: "CopyRehearsal | str | None") -> None:
         """The headline, the locks really taken, rewrites, timings, data failures and breaking app queries."""
         if isinstance(rehearsed, str):
-            self.say(request, f":warning: Rehearsal skipped: {escape(rehearsed)}")
+            self.say(request, self.notifier.rehearsal_skipped(rehearsed))
         elif rehearsed is not None:
             self.post_in_thread(request, self.notifier.rehearsal(
                 rehearsed.rehearsal, rehearsed.headline(request.environment),
@@ -429,22 +403,18 @@ class Flow:
         request = self.store.get_request(request_id)
         self.check_preview(request, user_id, decision, shown)
         env = self.env(request.environment)
-        policy = Policy(env)
+        policy = Policy(env, self.notifier)
         policy.check_can_decide(request, user_id, groups=self.group_members)
         if decision == "approve":
             if env.production and confirmed_environment != env.name:
-                raise ConfirmationNeeded(f"type {env.name} to confirm your approval")
+                raise ConfirmationNeeded(self.notifier.confirm_approval(env.name))
             voided = self.revalidate(request_id, actor=user_id)
             if voided:
-                return (f"Nothing was recorded: the approvals were voided because {escape(voided)}. "
-                        "The request is being re-analysed.")
+                return self.notifier.approval_not_recorded(voided)
             met = self.store.succeeded_environments(request.sha256s) if env.requires else []
             missing = policy.missing_prerequisites(met)
             if missing:
-                raise PolicyDenied(
-                    f"{env.name} requires the same SQL (same sha256) to succeed on {', '.join(missing)} first; "
-                    f"run `/migrate plan {missing[0]}` and come back", code="requires-unmet",
-                )
+                raise PolicyDenied(self.notifier.requires_unmet(env.name, missing), code="requires-unmet")
         try:
             saved, created = self.store.record_decision(request, user_id, decision, reason=reason,
                                                         shown=request.preview_fingerprint)
@@ -452,28 +422,26 @@ class Flow:
             raise self._outdated(self.store.get_request(request_id), user_id, decision, request.preview_fingerprint,
                                  recorded=True) from None
         except TransitionConflict as exc:
-            raise PolicyDenied(f"{exc.message}; nothing was recorded", code="not-awaiting-approval") from None
+            raise PolicyDenied(self.notifier.decision_not_recorded(exc.message),
+                               code="not-awaiting-approval") from None
         if not created:
-            return f"You already {'approved' if saved.decision == 'approve' else 'rejected'} request #{request_id}; nothing changed."
+            return self.notifier.already_decided(request_id, saved.decision)
         if decision == "reject":
-            self.say(request, f":no_entry: {mention(user_id)} rejected this request"
-                     + (f": {escape(reason)}" if reason else "."))
+            self.say(request, self.notifier.rejected(user_id, reason))
             try:
                 self.store.transition(request_id, S.AWAITING_APPROVAL, S.REJECTED, actor=user_id,
                                       detail={"reason": reason})
             except TransitionConflict:
                 pass
             self.refresh_card(request_id)
-            return f"You rejected request #{request_id}."
+            return self.notifier.you_rejected(request_id)
         tally = policy.tally(request, self.store.list_decisions(request_id), datetime.now(timezone.utc))
-        waiting = "" if tally.reached else self.waiting_words(request, tally.approvers, tally.required)
-        self.say(request,
-            f":white_check_mark: {mention(user_id)} approved ({tally.count}/{tally.required})."
-            + (f" {waiting}" if waiting else ""))
+        waiting = () if tally.reached else self._still_waiting(request, tally.approvers, tally.required)
+        self.say(request, self.notifier.approved(user_id, tally.count, tally.required, waiting))
         if tally.reached:
             self._on_quorum(request)
         self.refresh_card(request_id)
-        return f"You approved request #{request_id} ({tally.count}/{tally.required})."
+        return self.notifier.you_approved(request_id, tally.count, tally.required)
 
     def check_preview(self, request: Request, user_id: str, decision: str, shown: str | None) -> None:
         """PreviewOutdated when ``shown`` (a clicked card's fingerprint) is not ``request``'s current preview."""
@@ -497,13 +465,9 @@ class Flow:
                                             "current": request.preview_fingerprint})
         log.info("request %s: %s by %s refused, preview %s is outdated", request.id, decision, user_id, shown)
         voided = [e for e in self.store.list_events(request_id=request.id) if e.kind == "decision.voided"]
-        why = f" ({escape(voided[-1].detail.get('reason'))})" if voided and voided[-1].detail.get("reason") else ""
-        where, label = self.card_link(request), f"request #{request.id}'s card"
-        return PreviewOutdated(Mrkdwn(
-            f"this preview is outdated — request #{request.id} was re-analysed after it was posted{why}. "
-            f"Nothing was recorded; read the new preview and decide there"
-            + (f": {link(where, label)}" if where else " (the request's card and thread).")),
-            shown=shown, current=request.preview_fingerprint)
+        reason = voided[-1].detail.get("reason") if voided else None
+        return PreviewOutdated(self.notifier.preview_outdated(request.id, reason, self.card_link(request)),
+                               shown=shown, current=request.preview_fingerprint)
 
     def card_link(self, request: Request) -> str | None:
         """A permalink to the request's card (None without Slack or when Slack cannot make one)."""
@@ -520,7 +484,7 @@ class Flow:
                                             detail={"quorum": True})
         except TransitionConflict:
             return  # another click reached the quorum first and started the run
-        self.say(request, ":rocket: Approved. Guardian will back up, apply and verify.")
+        self.say(request, self.notifier.quorum_reached())
         self.schedule_run(request.id)
 
     def schedule_run(self, request_id: int) -> None:
@@ -534,7 +498,7 @@ class Flow:
         if not may_run:
             self.store.update_request(request_id, run_after=when,
                                       enqueue=JobIntent(step="start", attempt=int(when.timestamp()), run_at=when))
-            self.say(request, f":clock3: Not running yet: {why}.")
+            self.say(request, self.notifier.not_running_yet(why))
             self.refresh_card(request_id)
             return
         self.start_run(request_id)
@@ -585,11 +549,9 @@ class Flow:
             self.store.transition(request_id, current, S.ANALYZING, actor="guardian", detail={"reason": reason})
         except TransitionConflict:
             log.info("request %s: moved while voiding approvals", request_id)
-        self.say(request,
-            f":warning: {voided} approval{'' if voided == 1 else 's'} voided: {escape(reason)}. Re-analysing; approve again once the new preview "
-            "is posted.")
+        self.say(request, self.notifier.approvals_voided(voided, reason))
         self.enqueue("analyze", request_id, attempt=int(time.time()))
-        self.refresh_card(request_id, note=f":warning: Approvals voided: {escape(reason)}")
+        self.refresh_card(request_id, note=self.notifier.approvals_voided_note(reason))
         return reason
 
     def _rehearsal_expired(self, request: Request) -> str | None:
@@ -626,9 +588,7 @@ class Flow:
                     f"{outcome_change(approved.get('outcome') or {}, binding['outcome'])}")
         self.store.update_request(request.id, rehearsal=binding)
         log.info("request %s: rehearsed again before the run, same outcome %s", request.id, binding["digest"])
-        self.say(request,
-            f":repeat: {escape(stale[0].upper() + stale[1:])}, so it was rehearsed again before the run: "
-            f"{escape(rehearsed.headline(request.environment))}. Same result as approved; the approvals stand.")
+        self.say(request, self.notifier.rehearsed_again(stale, rehearsed.headline(request.environment)))
         return None
 
     # ------------------------------------------------------------ cancel etc.
@@ -639,25 +599,24 @@ class Flow:
             self.store.transition(request_id, request.status, S.CANCELLED, actor=user_id)
         except TransitionConflict as exc:
             raise PolicyDenied(exc.message, code="cancel-raced") from None
-        self.say(request, f":heavy_multiplication_x: {mention(user_id)} cancelled this request.")
+        self.say(request, self.notifier.cancelled(user_id))
         self.refresh_card(request_id)
-        return f"Request #{request_id} is cancelled."
+        return self.notifier.you_cancelled(request_id)
 
     def freeze(self, environment: str, seconds: float, reason: str, user_id: str) -> str:
         self.check_approver(environment, user_id, "freeze it")
         ends = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
         self.store.create_freeze(environment, reason=reason, created_by=user_id, ends_at=ends)
-        return (f":snowflake: {escape(environment)} is frozen until {ends:%Y-%m-%d %H:%M} UTC: {escape(reason)}. "
-                "Approved runs wait.")
+        return self.notifier.freeze_started(environment, ends, reason)
 
     def unfreeze(self, environment: str, user_id: str) -> str:
         self.check_approver(environment, user_id, "unfreeze it")
         lifted = self.store.lift_freezes(environment, lifted_by=user_id)
         if not lifted:
-            return f"{environment} was not frozen."
+            return self.notifier.not_frozen(environment)
         for request in self.store.list_requests(environment=environment, statuses=[S.APPROVED]):
             self.schedule_run(request.id)
-        return f":sunny: {environment} is no longer frozen."
+        return self.notifier.unfrozen(environment)
 
     def request_backup(self, environment: str, user_id: str, channel: str | None) -> str:
         """`/migrate backup <env>`: approvers of the environment may take a backup on demand (it changes nothing)."""
@@ -666,13 +625,12 @@ class Flow:
                                          args=(environment, user_id, self.config.slack.channel or channel)))
         self.dispatch()
         self.store.record_event("backup.requested", actor=user_id, detail={"environment": environment})
-        return f":floppy_disk: Backing up {environment}; the result is posted in the channel."
+        return self.notifier.backup_requested(environment)
 
     def check_approver(self, environment: str, user_id: str, what: str) -> None:
         """PolicyDenied unless ``user_id`` is an approver of ``environment`` (directly or by user group)."""
         if not self.policy(environment).is_approver(user_id, self.group_members):
-            names = " or ".join(mention_any(a) for a in self.env(environment).approvers) or "nobody (none are configured)"
-            raise PolicyDenied(Mrkdwn(f"only the {escape(environment)} approvers can {escape(what)}: ask {names}"),
+            raise PolicyDenied(self.notifier.only_approvers(environment, self.env(environment).approvers, what),
                                code="not-an-approver")
 
     # ------------------------------------------------------------ queries
@@ -719,4 +677,4 @@ class Flow:
         try:
             return self.store.get_request(request_id)
         except NotFound:
-            raise NotFound(f"there is no request #{request_id}; `/migrate history` lists recent ones") from None
+            raise NotFound(self.notifier.no_such_request(request_id)) from None

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.config import EnvironmentConfig, MaintenanceWindow, parse_duration
 from bot.errors import PolicyDenied
 from bot.models import Decision, Freeze, Request, RequestStatus
-from bot.slack.mrkdwn import Mrkdwn, escape, mention, mention_any
+from bot.slack.notifier import Notifier
 
 GroupResolver = Callable[[str], Sequence[str]]  # user-group id -> member user ids
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -48,10 +48,11 @@ class Tally(BaseModel):
 
 
 class Policy:
-    """The policy of one environment."""
+    """The policy of one environment; its refusals and reasons are worded by ``notifier`` (none: ``Notifier(None)``)."""
 
-    def __init__(self, env: EnvironmentConfig) -> None:
+    def __init__(self, env: EnvironmentConfig, notifier: Notifier | None = None) -> None:
         self.env = env
+        self.notifier = notifier if notifier is not None else Notifier(None)
 
     @property
     def version(self) -> str:
@@ -80,36 +81,21 @@ class Policy:
     def check_can_decide(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied (with what to do next) unless ``user_id`` may approve or reject now."""
         if request.status is not RequestStatus.AWAITING_APPROVAL:
-            raise PolicyDenied(
-                f"request {request.id} is {request.status.value.replace('_', ' ')}; only a request "
-                "awaiting approval can be approved or rejected",
-                code="not-awaiting-approval",
-            )
+            raise PolicyDenied(self.notifier.not_awaiting_approval(request.id, request.status),
+                               code="not-awaiting-approval")
         if user_id == request.requester:
-            raise PolicyDenied(
-                f"you requested #{request.id}, so you cannot approve or reject it; ask one of the "
-                f"{self.env.name} approvers",
-                code="self-approval",
-            )
+            raise PolicyDenied(self.notifier.self_approval(request.id, self.env.name), code="self-approval")
         if not self.is_approver(user_id, groups):
-            raise PolicyDenied(Mrkdwn(
-                f"you are not an approver for {escape(self.env.name)}; ask one of: "
-                + ", ".join(map(mention_any, self.env.approvers))),
-                code="not-an-approver",
-            )
+            raise PolicyDenied(self.notifier.not_an_approver(self.env.name, self.env.approvers),
+                               code="not-an-approver")
 
     def check_can_cancel(self, request: Request, user_id: str) -> None:
         if user_id != request.requester:
-            raise PolicyDenied(
-                Mrkdwn(f"only the requester ({mention(request.requester)}) can cancel #{request.id}; approvers can Reject"),
-                code="not-the-requester",
-            )
+            raise PolicyDenied(self.notifier.not_the_requester(request.id, request.requester),
+                               code="not-the-requester")
         if request.status not in (RequestStatus.ANALYZING, RequestStatus.AWAITING_APPROVAL,
                                   RequestStatus.APPROVED, RequestStatus.QUEUED):
-            raise PolicyDenied(
-                f"request {request.id} is {request.status.value.replace('_', ' ')} and can no longer be cancelled",
-                code="not-cancellable",
-            )
+            raise PolicyDenied(self.notifier.not_cancellable(request.id, request.status), code="not-cancellable")
 
     # ------------------------------------------------- incidents (not part of ``version``: no approval hangs on them)
     def is_incident_manager(self, request: Request, user_id: str, groups: GroupResolver,
@@ -126,40 +112,28 @@ class Policy:
     def check_can_note(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied unless ``user_id`` may add a note to an incident of ``request`` (``incident_notes``)."""
         if not self.is_incident_manager(request, user_id, groups, self.env.incident_notes):
-            raise PolicyDenied(Mrkdwn(
-                f"on {escape(self.env.name)}, only {self._who(request, self.env.incident_notes)} can add notes to the "
-                f"incident of request #{request.id}; ask one of them to add yours"),
-                code="not-allowed-to-note",
-            )
+            raise PolicyDenied(self.notifier.not_allowed_to_note(*self._who(request, self.env.incident_notes)),
+                               code="not-allowed-to-note")
 
     def check_can_publish_postmortem(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied unless ``user_id`` may publish the post-mortem of an incident of ``request``."""
         if not self.is_incident_manager(request, user_id, groups):
-            raise PolicyDenied(Mrkdwn(
-                f"on {escape(self.env.name)}, only {self._who(request, self.env.incident_managers)} can publish the "
-                f"post-mortem of the incident of request #{request.id}; ask one of them"),
-                code="not-allowed-to-publish",
-            )
+            raise PolicyDenied(self.notifier.not_allowed_to_publish(*self._who(request, self.env.incident_managers)),
+                               code="not-allowed-to-publish")
 
     def check_can_open_incident(self, request: Request, user_id: str, *, groups: GroupResolver) -> None:
         """Raise PolicyDenied unless ``user_id`` may open an incident on ``request``: anyone on a failed run,
         only ``incident_managers`` on a run that succeeded (the run itself reported nothing wrong)."""
         if request.status is RequestStatus.SUCCEEDED and not self.is_incident_manager(request, user_id, groups):
-            raise PolicyDenied(Mrkdwn(
-                f"request #{request.id} succeeded; on {escape(self.env.name)}, only "
-                f"{self._who(request, self.env.incident_managers)} can open an incident on it; ask one of them"),
-                code="not-allowed-to-open-incident",
-            )
+            raise PolicyDenied(
+                self.notifier.not_allowed_to_open_incident(*self._who(request, self.env.incident_managers)),
+                code="not-allowed-to-open-incident")
 
-    def _who(self, request: Request, audience: str) -> str:
-        """The people in ``audience``, as Slack mentions, for a refusal that says whom to ask (mrkdwn)."""
-        approvers = ", ".join(map(_mention, self.env.approvers)) or "none configured"
-        parts = [f"the {escape(self.env.name)} approvers ({approvers})"]
-        if self.env.incident_responders:
-            parts.append("the incident responders (" + ", ".join(map(_mention, self.env.incident_responders)) + ")")
-        if audience == "approvers_and_requester":
-            parts.append(f"the requester ({mention(request.requester)})")
-        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+    def _who(self, request: Request, audience: str) -> tuple[str, int, list[str], list[str], str | None]:
+        """For a refusal that says whom to ask: (environment, request id, approvers, incident responders, the
+        requester when ``audience`` includes them, else None)."""
+        requester = request.requester if audience == "approvers_and_requester" else None
+        return self.env.name, request.id, list(self.env.approvers), list(self.env.incident_responders), requester
 
     def binding_problem(self, decision: Decision, request: Request) -> str | None:
         """Why a decision no longer covers what the request holds now, or None."""
@@ -207,25 +181,22 @@ class Policy:
     def run_gate(self, now: datetime, freeze: Freeze | None) -> tuple[bool, datetime | None, str]:
         """(may run now, when it may run, why — mrkdwn). A freeze or a closed window holds the run."""
         if freeze is not None and freeze.ends_at > now:
-            return False, freeze.ends_at, Mrkdwn(
-                f"{escape(self.env.name)} is frozen until {freeze.ends_at:%Y-%m-%d %H:%M} UTC "
-                f"by {mention(freeze.created_by)}: {escape(freeze.reason)}"
-            )
+            return False, freeze.ends_at, self.notifier.frozen(self.env.name, freeze.ends_at, freeze.created_by,
+                                                               freeze.reason)
         if not self.env.maintenance_windows:
-            return True, now, "no maintenance window configured"
+            return True, now, self.notifier.no_window()
         if any(_in_window(w, now) for w in self.env.maintenance_windows):
-            return True, now, "inside the maintenance window"
-        start = min(_next_start(w, now) for w in self.env.maintenance_windows)
-        return False, start, f"waiting for the {self.env.name} maintenance window at {start:%a %Y-%m-%d %H:%M} UTC"
+            return True, now, self.notifier.in_window()
+        starts = [_next_start(w, now) for w in self.env.maintenance_windows]
+        if None in starts:
+            raise PolicyDenied(self.notifier.no_window_days(), code="no-window-days")
+        start = min(s for s in starts if s is not None)
+        return False, start, self.notifier.waiting_for_window(self.env.name, start)
 
 
 def _listed(entries: Iterable[str], user_id: str, groups: GroupResolver) -> bool:
     """Whether ``user_id`` is one of ``entries`` (user ids) or a member of one of them (user-group ids)."""
     return any(e == user_id or (e.startswith("S") and user_id in groups(e)) for e in entries)
-
-
-def _mention(entry: str) -> str:
-    return mention_any(entry)
 
 
 def _hhmm(text: str) -> time:
@@ -245,7 +216,8 @@ def _in_window(window: MaintenanceWindow, now: datetime) -> bool:
     return (day in window.days and t >= start) or (yesterday in window.days and t < end)
 
 
-def _next_start(window: MaintenanceWindow, now: datetime) -> datetime:
+def _next_start(window: MaintenanceWindow, now: datetime) -> datetime | None:
+    """When ``window`` next opens after ``now``; None when it has no days."""
     now = now.astimezone(timezone.utc)
     start = _hhmm(window.start)
     for offset in range(0, 8):
@@ -253,4 +225,4 @@ def _next_start(window: MaintenanceWindow, now: datetime) -> datetime:
         candidate = datetime.combine(day, start)
         if _DAYS[day.weekday()] in window.days and candidate > now:
             return candidate
-    raise PolicyDenied("the maintenance window has no days configured", code="no-window-days")
+    return None

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.models import DbState, Incident, Request, database_words
+from bot.models import DbState, Incident, Request, RequestStatus, database_words
 from bot.slack.cards import Preview, build_preview, build_rehearsal_message, build_request_card, build_thread_note
 from bot.slack.fleet_blocks import build_fleet_preview_message, build_targets_file
 from bot.slack.incident_blocks import build_incident_card
-from bot.slack.mrkdwn import Message, Mrkdwn, code, escape, link, mention, mention_any, plain
+from bot.slack.mrkdwn import Message, Mrkdwn, as_mrkdwn, code, escape, link, mention, mention_any, plain
 from bot.slack.pipeline_blocks import (
     build_batch_message,
     build_blocker_message,
@@ -115,6 +115,168 @@ class Messages:
     # that a PolicyDenied carries. The callers pass facts (ids, names, counts, reasons), never formatting.
 
     # -- the request's flow (bot/flow.py) --
+    # The errors that were plain text stay plain (``-> str``): Slack's edge escapes a GuardianError's message, and
+    # the SQL modal shows check_adhoc's as it is.
+
+    def waiting_for_approvals(self, entries: Sequence[str], missing: int) -> Mrkdwn:
+        """Who could still give the ``missing`` approvals (approver user and user-group ids), mentioned."""
+        names = [mention_any(e) for e in entries]
+        if missing == 1:
+            who = " or ".join(names)
+        elif missing >= len(names):  # everyone still listed is needed
+            who = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        else:
+            who = f"{missing} more of " + ", ".join(names)
+        return Mrkdwn(f"Waiting for {who}.")
+
+    def needs_approvals(self, required: int, count: int, waiting: Sequence[str]) -> Mrkdwn:
+        """A request starts waiting for approval: how many it needs, and who could give them."""
+        return Mrkdwn(f":raised_hand: Needs {required} approval{'s' if required != 1 else ''} "
+                      f"({count}/{required} so far). {self.waiting_for_approvals(waiting, required - count)}")
+
+    def run_waits_until(self, when: datetime) -> Mrkdwn:
+        """The card's note while an approved request waits for a freeze or a maintenance window."""
+        return Mrkdwn(f"approved; the run waits until {when:%Y-%m-%d %H:%M} UTC")
+
+    def adhoc_not_allowed(self, environment: str) -> str:
+        """Pasted SQL refused where the environment does not allow it (plain text)."""
+        return (f"pasted SQL is not allowed on {environment}; add the migration to the repository and use "
+                f"`/migrate plan {environment}`")
+
+    def card_not_posted(self, request_id: int, channel: str | None, error: str) -> Mrkdwn:
+        """Slack refused a new request's card (``error``), so the request was cancelled: what to do instead."""
+        channel, shown = channel or "", escape(error)
+        where = f"<#{channel}>" if channel[:1] in ("C", "G") and channel.isalnum() else "this conversation"
+        if channel.startswith("D"):
+            advice = ("Guardian posts requests in a channel, not in a direct message: run the command in your "
+                      "team's migrations channel")
+        elif error in ("not_in_channel", "channel_not_found"):
+            advice = (f"Guardian cannot post in {where} ({shown}; a private channel is invisible to it until "
+                      "it is invited): invite it with `/invite @Guardian`, or run the command in a channel it is in")
+        elif error == "is_archived":
+            advice = f"{where} is archived: run the command in an active channel"
+        else:
+            advice = f"Slack refused the request's card ({shown}); try again in a minute"
+        return Mrkdwn(f"{advice}. Request #{request_id} was cancelled; nothing was analysed or run.")
+
+    def analysis_failed(self, error: str) -> Mrkdwn:
+        """The analysis failed with ``error``."""
+        return Mrkdwn(f":x: Analysis failed: {escape(error)}")
+
+    def nothing_to_do(self, environment: str, commit: str | None) -> Mrkdwn:
+        """The analysis found nothing pending: the environment already has every migration at ``commit``."""
+        return Mrkdwn(f":white_check_mark: Nothing to do: {escape(environment)} already has every migration"
+                      f" at {code((commit or '')[:10])}.")
+
+    def rehearsal_skipped(self, why: str) -> Mrkdwn:
+        """The rehearsal could not run (``why``)."""
+        return Mrkdwn(f":warning: Rehearsal skipped: {escape(why)}")
+
+    def confirm_approval(self, environment: str) -> str:
+        """A production approval must be confirmed by typing the environment's name (plain text)."""
+        return f"type {environment} to confirm your approval"
+
+    def approval_not_recorded(self, reason: str) -> Mrkdwn:
+        """An approval clicked just as the approvals were voided (``reason``): nothing recorded."""
+        return Mrkdwn(f"Nothing was recorded: the approvals were voided because {escape(reason)}. "
+                      "The request is being re-analysed.")
+
+    def requires_unmet(self, environment: str, missing: Sequence[str]) -> str:
+        """An approval refused until the same SQL succeeds on the ``missing`` environments first (plain text)."""
+        return (f"{environment} requires the same SQL (same sha256) to succeed on {', '.join(missing)} first; "
+                f"run `/migrate plan {missing[0]}` and come back")
+
+    def decision_not_recorded(self, why: str) -> str:
+        """A decision that lost a race with another change (``why``): nothing recorded (plain text)."""
+        return f"{why}; nothing was recorded"
+
+    def already_decided(self, request_id: int, decision: str) -> Mrkdwn:
+        """A second click by who already approved or rejected (``decision``): nothing changed."""
+        return Mrkdwn(f"You already {'approved' if decision == 'approve' else 'rejected'} request #{request_id}; "
+                      "nothing changed.")
+
+    def rejected(self, user_id: str, reason: str | None) -> Mrkdwn:
+        """Someone rejected the request, with their reason if they gave one."""
+        return Mrkdwn(f":no_entry: {mention(user_id)} rejected this request"
+                      + (f": {escape(reason)}" if reason else "."))
+
+    def you_rejected(self, request_id: int) -> Mrkdwn:
+        """The reply to who rejected."""
+        return Mrkdwn(f"You rejected request #{request_id}.")
+
+    def approved(self, user_id: str, count: int, required: int, waiting: Sequence[str] = ()) -> Mrkdwn:
+        """Someone approved: the tally, and who could still approve (``waiting``, empty once the quorum is reached)."""
+        return Mrkdwn(f":white_check_mark: {mention(user_id)} approved ({count}/{required})."
+                      + (f" {self.waiting_for_approvals(waiting, required - count)}" if waiting else ""))
+
+    def you_approved(self, request_id: int, count: int, required: int) -> Mrkdwn:
+        """The reply to who approved, with the tally."""
+        return Mrkdwn(f"You approved request #{request_id} ({count}/{required}).")
+
+    def preview_outdated(self, request_id: int, voided_reason: str | None, card_url: str | None) -> Mrkdwn:
+        """A click under a preview that is no longer current: why, and where the new one is (the card's link)."""
+        why = f" ({escape(voided_reason)})" if voided_reason else ""
+        label = f"request #{request_id}'s card"
+        return Mrkdwn(
+            f"this preview is outdated — request #{request_id} was re-analysed after it was posted{why}. "
+            f"Nothing was recorded; read the new preview and decide there"
+            + (f": {link(card_url, label)}" if card_url else " (the request's card and thread)."))
+
+    def quorum_reached(self) -> Mrkdwn:
+        """The request has its approvals: the run starts (or waits for its gate)."""
+        return Mrkdwn(":rocket: Approved. Guardian will back up, apply and verify.")
+
+    def not_running_yet(self, why: str) -> Mrkdwn:
+        """An approved run held by a freeze or a maintenance window (``why``, from Policy.run_gate)."""
+        return Mrkdwn(f":clock3: Not running yet: {as_mrkdwn(why)}.")
+
+    def approvals_voided(self, count: int, reason: str) -> Mrkdwn:
+        """``count`` approvals no longer bind (``reason``): the request is re-analysed."""
+        return Mrkdwn(f":warning: {count} approval{'' if count == 1 else 's'} voided: {escape(reason)}. "
+                      "Re-analysing; approve again once the new preview is posted.")
+
+    def approvals_voided_note(self, reason: str) -> Mrkdwn:
+        """The card's note once the approvals were voided (``reason``)."""
+        return Mrkdwn(f":warning: Approvals voided: {escape(reason)}")
+
+    def rehearsed_again(self, stale: str, headline: str) -> Mrkdwn:
+        """At run time the stale rehearsal ran again on a fresh copy with the approved result: the approvals stand."""
+        return Mrkdwn(f":repeat: {escape(stale[0].upper() + stale[1:])}, so it was rehearsed again before the run: "
+                      f"{escape(headline)}. Same result as approved; the approvals stand.")
+
+    def cancelled(self, user_id: str) -> Mrkdwn:
+        """The requester cancelled the request."""
+        return Mrkdwn(f":heavy_multiplication_x: {mention(user_id)} cancelled this request.")
+
+    def you_cancelled(self, request_id: int) -> Mrkdwn:
+        """The reply to who cancelled."""
+        return Mrkdwn(f"Request #{request_id} is cancelled.")
+
+    def freeze_started(self, environment: str, until: datetime, reason: str) -> Mrkdwn:
+        """`/migrate freeze`: the environment is frozen until ``until``."""
+        return Mrkdwn(f":snowflake: {escape(environment)} is frozen until {until:%Y-%m-%d %H:%M} UTC: "
+                      f"{escape(reason)}. Approved runs wait.")
+
+    def not_frozen(self, environment: str) -> Mrkdwn:
+        """`/migrate unfreeze` on an environment that was not frozen."""
+        return Mrkdwn(f"{escape(environment)} was not frozen.")
+
+    def unfrozen(self, environment: str) -> Mrkdwn:
+        """`/migrate unfreeze`: the freeze is lifted."""
+        return Mrkdwn(f":sunny: {escape(environment)} is no longer frozen.")
+
+    def backup_requested(self, environment: str) -> Mrkdwn:
+        """`/migrate backup`: an on-demand backup is queued."""
+        return Mrkdwn(f":floppy_disk: Backing up {escape(environment)}; the result is posted in the channel.")
+
+    def only_approvers(self, environment: str, approvers: Sequence[str], what: str) -> Mrkdwn:
+        """Refused: only the environment's ``approvers`` (mentioned) may do ``what``."""
+        names = " or ".join(mention_any(a) for a in approvers) or "nobody (none are configured)"
+        return Mrkdwn(f"only the {escape(environment)} approvers can {escape(what)}: ask {names}")
+
+    def no_such_request(self, request_id: int) -> str:
+        """A request id that does not exist (plain text)."""
+        return f"there is no request #{request_id}; `/migrate history` lists recent ones"
 
     # -- the request's flow: end --
 
@@ -229,6 +391,83 @@ class Messages:
     # -- incidents, rollouts and the post-mortem: end --
 
     # -- who may do what (bot/policy.py) --
+    # As in the flow's section, the refusals that were plain text stay plain (``-> str``).
+
+    def not_awaiting_approval(self, request_id: int, status: RequestStatus) -> str:
+        """A decision on a request that no longer awaits approval (plain text)."""
+        return (f"request {request_id} is {status.value.replace('_', ' ')}; only a request awaiting approval can be "
+                "approved or rejected")
+
+    def self_approval(self, request_id: int, environment: str) -> str:
+        """The requester tried to approve or reject their own request (plain text)."""
+        return (f"you requested #{request_id}, so you cannot approve or reject it; ask one of the {environment} "
+                "approvers")
+
+    def not_an_approver(self, environment: str, approvers: Sequence[str]) -> Mrkdwn:
+        """A decision by someone who is not an approver: whom to ask (users and user groups, mentioned)."""
+        return Mrkdwn(f"you are not an approver for {escape(environment)}; ask one of: "
+                      + ", ".join(map(mention_any, approvers)))
+
+    def not_the_requester(self, request_id: int, requester: str) -> Mrkdwn:
+        """A cancel by someone other than the requester."""
+        return Mrkdwn(f"only the requester ({mention(requester)}) can cancel #{request_id}; approvers can Reject")
+
+    def not_cancellable(self, request_id: int, status: RequestStatus) -> str:
+        """A cancel of a request already past the point of cancelling (plain text)."""
+        return f"request {request_id} is {status.value.replace('_', ' ')} and can no longer be cancelled"
+
+    def not_allowed_to_note(self, environment: str, request_id: int, approvers: Sequence[str],
+                            responders: Sequence[str], requester: str | None) -> Mrkdwn:
+        """An incident note refused: who may add one (``requester`` None when the requester may not)."""
+        who = self._whom_to_ask(environment, approvers, responders, requester)
+        return Mrkdwn(f"on {escape(environment)}, only {who} can add notes to the incident of request #{request_id}; "
+                      "ask one of them to add yours")
+
+    def not_allowed_to_publish(self, environment: str, request_id: int, approvers: Sequence[str],
+                               responders: Sequence[str], requester: str | None) -> Mrkdwn:
+        """Publishing the post-mortem refused: who may publish it."""
+        who = self._whom_to_ask(environment, approvers, responders, requester)
+        return Mrkdwn(f"on {escape(environment)}, only {who} can publish the post-mortem of the incident of request "
+                      f"#{request_id}; ask one of them")
+
+    def not_allowed_to_open_incident(self, environment: str, request_id: int, approvers: Sequence[str],
+                                     responders: Sequence[str], requester: str | None) -> Mrkdwn:
+        """An incident on a run that succeeded refused: who may open one."""
+        who = self._whom_to_ask(environment, approvers, responders, requester)
+        return Mrkdwn(f"request #{request_id} succeeded; on {escape(environment)}, only {who} can open an incident "
+                      "on it; ask one of them")
+
+    def _whom_to_ask(self, environment: str, approvers: Sequence[str], responders: Sequence[str],
+                     requester: str | None) -> str:
+        """The approvers, the incident responders and the requester (unless None), mentioned, joined with "or"."""
+        listed = ", ".join(map(mention_any, approvers)) or "none configured"
+        parts = [f"the {escape(environment)} approvers ({listed})"]
+        if responders:
+            parts.append("the incident responders (" + ", ".join(map(mention_any, responders)) + ")")
+        if requester is not None:
+            parts.append(f"the requester ({mention(requester)})")
+        return ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else parts[0]
+
+    def frozen(self, environment: str, until: datetime, by: str, reason: str) -> Mrkdwn:
+        """The run is held: the environment is frozen until ``until`` by ``by`` for ``reason``."""
+        return Mrkdwn(f"{escape(environment)} is frozen until {until:%Y-%m-%d %H:%M} UTC "
+                      f"by {mention(by)}: {escape(reason)}")
+
+    def no_window(self) -> Mrkdwn:
+        """The run may start: the environment has no maintenance window."""
+        return Mrkdwn("no maintenance window configured")
+
+    def in_window(self) -> Mrkdwn:
+        """The run may start: the maintenance window is open."""
+        return Mrkdwn("inside the maintenance window")
+
+    def waiting_for_window(self, environment: str, start: datetime) -> Mrkdwn:
+        """The run is held until the next maintenance window opens at ``start``."""
+        return Mrkdwn(f"waiting for the {escape(environment)} maintenance window at {start:%a %Y-%m-%d %H:%M} UTC")
+
+    def no_window_days(self) -> str:
+        """A maintenance window without days never opens (plain text)."""
+        return "the maintenance window has no days configured"
 
     # -- who may do what: end --
 
