@@ -10,7 +10,6 @@ Usage::
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -358,7 +357,7 @@ class IncidentService:
         entries = self.timeline(incident_id)
         people = {request.requester, *approvers, *(e.actor for e in entries)}
         for entry in entries:  # people mentioned in notes too
-            people.update(re.findall(r"<@([UW][A-Z0-9_]+)>", entry.text))
+            people.update(self.notifier.people_mentioned(entry.text))
         return render_postmortem(incident, request, entries, self.store.list_backups(request_id=request.id), approvers,
                                  names=self.notifier.names(people), person=self.notifier.postmortem_person)
 

@@ -179,6 +179,13 @@ def connect_target(
         raise classify(exc, environment, secret) from None
 
 
+def second_session(conn: psycopg.Connection, application_name: str) -> psycopg.Connection:
+    """Another autocommit session to the database ``conn`` is connected to, as the same user (a lock sampler or
+    a catalog watcher beside a statement that runs): psycopg.Error when the server refuses it."""
+    return psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True, connect_timeout=5,
+                           application_name=application_name)
+
+
 def target_info(conn: psycopg.Connection, environment: str) -> TargetInfo:
     """Host, database, user and server version of an open connection."""
     with target_errors(environment):

@@ -35,7 +35,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from bot.errors import GuardianError
-from bot.pg.connect import describe_pg_error
+from bot.pg.connect import describe_pg_error, second_session
 from bot.pg.datafail import OffendingRows, offending_rows
 from bot.pg.locks import Look, look, mode_name
 from bot.pg.serverwide import NOT_ON_COPY, SharedCatalogs, alone_refusal, shared_change
@@ -184,8 +184,7 @@ class _LockWatch:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.pid, self.seen = conn.info.backend_pid, set()
         self._stop = threading.Event()
-        self._session = psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True,
-                                        application_name="guardian-rehearsal-locks")
+        self._session = second_session(conn, "guardian-rehearsal-locks")
         self._thread = threading.Thread(target=self._sample, name="rehearsal-lock-watch", daemon=True)
 
     def _sample(self) -> None:

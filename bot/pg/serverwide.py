@@ -22,7 +22,7 @@ import time
 
 import psycopg
 
-from bot.pg.connect import describe_pg_error
+from bot.pg.connect import describe_pg_error, second_session
 from bot.risk.parse import Piece
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,7 @@ class SharedCatalogs:
         self.costs_ms: list[float] = []
         self._before: tuple | None = None
         try:
-            self._session: psycopg.Connection | None = psycopg.connect(
-                conn.info.dsn, password=conn.info.password, autocommit=True,
-                application_name="guardian-rehearsal-shared")
+            self._session: psycopg.Connection | None = second_session(conn, "guardian-rehearsal-shared")
         except psycopg.Error as exc:
             log.warning("rehearsal: shared catalogs compared with the state before each part (no second session: %s)",
                         describe_pg_error(exc))

@@ -1,18 +1,22 @@
-"""What the domain tells Slack, in its own terms, rendered as Block Kit: the notifier's vocabulary (pure, no I/O).
+"""What the domain tells Slack, in its own terms, worded in mrkdwn and rendered as Block Kit: the notifier's
+vocabulary (pure, no I/O).
 
-Flow, IncidentService, FleetControl and the workers say what to tell (a request's card from its CardView, a
-thread note, the preview, a step's report, the incident card) through the Notifier, which is a ``Messages``;
-this module picks the builder for each (bot/slack/cards.py, pipeline_blocks.py, fleet_blocks.py,
-incident_blocks.py). A rendered ``Message`` is opaque to the caller: it posts it (Notifier.post, or
-Flow.post_in_thread, which tries a refused thread post again later).
+Flow, IncidentService, FleetControl, Policy and the workers say what to tell through the Notifier, which is a
+``Messages``: a request's card from its CardView, the preview, a step's report, the incident card (this module
+picks the builder for each: bot/slack/cards.py, pipeline_blocks.py, fleet_blocks.py, incident_blocks.py), and
+every event in words, one method per event, from facts (ids, names, counts, reasons), escaping what it quotes.
+Nothing outside bot/slack formats mrkdwn (tests/test_layering.py). A rendered ``Message`` is opaque to the
+caller: it posts it (Notifier.post, or Flow.post_in_thread, which tries a refused thread post again later).
 
 Usage::
 
+    flow.say(request, notifier.rejected(user_id, reason))    # ":no_entry: <@U…> rejected this request: …"
+    raise PolicyDenied(notifier.not_an_approver(env.name, env.approvers), code="not-an-approver")
     flow.post_in_thread(request, notifier.step_report(request.id, "run", "queued"))
-    notifier.update("request 7's card", channel, ts, notifier.request_card(request, flow.card_view(request)))
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -278,7 +282,6 @@ class Messages:
         """A request id that does not exist (plain text)."""
         return f"there is no request #{request_id}; `/migrate history` lists recent ones"
 
-    # -- the request's flow: end --
 
     # -- incidents, rollouts and the post-mortem (bot/incidents.py, bot/fleet_control.py, bot/postmortem.py) --
 
@@ -383,12 +386,15 @@ class Messages:
         """A note in the post-mortem's timeline: what the person wrote, as plain text (mentions stay ``<@U…>``)."""
         return plain(slack_text)
 
+    def people_mentioned(self, note: str) -> set[str]:
+        """The user ids a timeline note mentions (``<@U…>``), to name them in the post-mortem."""
+        return set(re.findall(r"<@([UW][A-Z0-9_]+)>", note))
+
     def postmortem_person(self, actor: str) -> str:
         """Someone in the post-mortem Slack gave no name for: ``<@U…>`` for a user id, anything else as written."""
         shown = mention(actor)
         return shown if shown.startswith("<@") else actor
 
-    # -- incidents, rollouts and the post-mortem: end --
 
     # -- who may do what (bot/policy.py) --
     # As in the flow's section, the refusals that were plain text stay plain (``-> str``).
@@ -469,7 +475,6 @@ class Messages:
         """A maintenance window without days never opens (plain text)."""
         return "the maintenance window has no days configured"
 
-    # -- who may do what: end --
 
     # -- the run's workers (workers/apply.py, backup.py, ondemand.py, fleet.py, reminders.py) --
 
@@ -555,4 +560,3 @@ class Messages:
             return f"{int(seconds // 3600)} hours"
         return f"{int(seconds // 86400)} days"
 
-    # -- the run's workers: end --

@@ -9,7 +9,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from bot.errors import TargetError
-from bot.pg.connect import connect_target, describe_pg_error, scrub, target_info
+from bot.pg.connect import connect_target, describe_pg_error, scrub, second_session, target_info
 from bot.sources.apply import apply_migration
 from bot.sources.models import Migration
 
@@ -117,3 +117,14 @@ def test_connect_target_takes_keepalives_as_an_option(make_database):
         assert params["application_name"] == "guardian-req7"
     with connect_target(url, "staging") as conn:
         assert "keepalives" not in conn.info.get_parameters()
+
+
+def test_second_session_is_another_backend_on_the_same_database_as_the_same_user(password_server_url):
+    url, user, _port, password = password_server_url
+    with connect_target(make_conninfo(url, password=password), "staging", autocommit=False) as conn:
+        with second_session(conn, "guardian-rehearsal-locks") as other:  # the password travels, not only the dsn
+            assert other.info.backend_pid != conn.info.backend_pid and other.autocommit
+            mine = conn.execute("SELECT current_database(), current_user").fetchone()
+            assert other.execute("SELECT current_database(), current_user").fetchone() == mine == (mine[0], user)
+            assert other.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+                                 (other.info.backend_pid,)).fetchone() == ("guardian-rehearsal-locks",)
