@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import ctypes
 import errno
+import faulthandler
 import logging
 import os
 import secrets
@@ -268,6 +269,7 @@ def run_dev(args: argparse.Namespace) -> int:
     opts = DevOptions.from_args(args)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     _quiet_logging(opts.workdir, opts.verbose)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: every thread's stack, on stderr
 
     def on_term(signum: int, frame: object) -> None:
         raise Stopped()

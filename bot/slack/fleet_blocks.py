@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 from bot.slack.ids import BUTTON_LABELS, ActionId
-from bot.slack.mrkdwn import Message, clip, code, escape
+from bot.slack.mrkdwn import Message, clip, code, escape, mention
 from bot.views import FleetView
 
 NAMES_SHOWN = 8  # names listed per group; the rest are counted
@@ -84,8 +85,16 @@ def build_fleet_preview_message(environment: str, fleet: dict[str, Any], risks: 
 
 
 _BAR = 20
+_CONTROL_REASON = re.compile(r"([a-z]+) by <@([UW][A-Z0-9_]+)>")  # Messages.rollout_reason's shape
 _STATE_WORDS = {"running": ":gear: running", "paused": ":double_vertical_bar: paused",
                 "halted": ":octagonal_sign: halted", "succeeded": ":tada: done", "aborted": ":no_entry: aborted"}
+
+
+def _reason(text: str) -> str:
+    """The rollout's recorded reason as mrkdwn: a person's control (Messages.rollout_reason: ``paused by <@U…>``)
+    with its mention, anything else (a halt's cause, a health gate's answer) escaped."""
+    control = _CONTROL_REASON.fullmatch(text)
+    return f"{escape(control[1])} by {mention(control[2])}" if control else escape(text)
 
 
 def build_rollout_blocks(request_id: int, view: FleetView) -> list[dict[str, Any]]:
@@ -105,7 +114,7 @@ def build_rollout_blocks(request_id: int, view: FleetView) -> list[dict[str, Any
              f"of {max(view.waves - 1, 0)} (0 = canary){eta}",
              f"`{bar}` {done}/{total}", ", ".join(parts)]
     if view.reason:
-        lines.append(f"_{escape(view.reason)}_")
+        lines.append(f"_{_reason(view.reason)}_")
     lines += [f"• {code(t)}: {escape(why)[:150]}" for t, why in view.failed]
     if counts.get("failed", 0) > len(view.failed):
         lines.append(f"… and {counts['failed'] - len(view.failed)} more failed")

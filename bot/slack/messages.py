@@ -327,9 +327,11 @@ class Messages:
         return Mrkdwn(f":wrench: {mention(user)} marked the incident fixed forward.")
 
     def rollback_succeeded(self, rollback_id: int, advice: str) -> Mrkdwn:
-        """The incident's rollback request succeeded; ``advice`` is mrkdwn (bot/sources/apply.py rollback_advice)."""
+        """The incident's rollback request succeeded; ``advice`` is bot/sources/apply.py's rollback_advice, text
+        whose repository paths sit in single backticks (escaped like a restore's detail: a path cannot make a
+        mention or a link)."""
         return Mrkdwn(f":white_check_mark: Rollback request #{rollback_id} succeeded; the database is rolled "
-                      f"back. {advice}".rstrip())
+                      f"back. {escape(advice)}".rstrip())
 
     def rollback_failed(self, rollback_id: int, status: str) -> Mrkdwn:
         """The incident's rollback request ended ``status`` (failed, cancelled, rejected): open again."""

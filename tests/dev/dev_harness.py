@@ -90,7 +90,18 @@ class DevRun:
         """SIGTERM, wait; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60) -> int:
+        """The exit code. A process still there after ``timeout`` fails the test with every thread's stack (it
+        prints them on SIGUSR1, bot/dev.py) and the end of what it printed: where the stop hung."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            raise AssertionError(f"`guardian dev` did not exit within {timeout:.0f} s; its threads and output:\n"
+                                 + self.output[-20000:]) from None
 
 
 def _redis_db(url: str) -> int:

@@ -93,7 +93,7 @@ def test_ctrl_c_stops_everything_too(tmp_path: Path, pg_admin_url: str, _redis_s
         children = descendants(run.proc.pid)
         assert children
         run.proc.send_signal(signal.SIGINT)
-        assert run.proc.wait(timeout=60) == 0, run.output
+        assert run.wait(60) == 0, run.output
         assert "stopped." in run.output
         assert not [pid for pid in children if alive(pid)]
     finally:
@@ -159,3 +159,17 @@ def test_a_taken_port_is_one_line_naming_the_option(tmp_path: Path, pg_admin_url
 def test_help_names_both_ports() -> None:
     out = subprocess.run([sys.executable, "-m", "bot.cli", "dev", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert "--port" in out.stdout and "--page-port" in out.stdout and "GUARDIAN_DEV_PAGE_PORT" in out.stdout
+
+
+def test_sigusr1_prints_every_threads_stack_and_keeps_running(tmp_path: Path, pg_admin_url: str,
+                                                              _redis_server_url: str) -> None:
+    """What a stop that hangs shows (DevRun.wait): `kill -USR1` prints each thread's stack and changes nothing."""
+    run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
+    try:
+        run.proc.send_signal(signal.SIGUSR1)
+        run.wait_for_line(r"^Current thread 0x|^Thread 0x", 30)
+        run.wait_for_line(r'File ".*bot/dev\.py", line \d+ in run_dev', 5)
+        assert run.proc.poll() is None
+        assert run.stop() == 0 and "stopped." in run.output
+    finally:
+        cleanup_dev(run, pg_admin_url)

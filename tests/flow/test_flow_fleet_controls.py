@@ -110,6 +110,7 @@ def test_pause_stops_new_targets_and_resume_continues(harness, tenants) -> None:
     stopped = sum(1 for t in rows.values() if t.state == "succeeded")
     assert stopped == done and harness.store.get_rollout(rid).state == "paused"
     assert "paused" in rollout_card(harness, rid) and "Resume" in rollout_card(harness, rid)
+    assert f"_paused by <@{APPROVER_A}>_" in rollout_card(harness, rid)  # a mention, not "&lt;@…&gt;" shown as text
     assert any("Resumed" in r for r in click(harness, ActionId.FLEET_RESUME, rid))
     harness.run_jobs()
     assert harness.store.get_request(rid).status.value == "succeeded"

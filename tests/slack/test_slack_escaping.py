@@ -345,3 +345,32 @@ def test_every_builder_escapes_names_errors_and_what_postgresql_reports(harness)
     fenced = [build_sql_message("20240101_x", "0" * 64, HOSTILE),  # what people wrote stays inside the block
               pb.build_failure_message(rid, "apply", "untouched", HOSTILE), pb.build_verify_message(rid, True, [HOSTILE], [], [])]
     assert all(MARK not in outside_fences(t) and t.count("```") % 2 == 0 for m in fenced for t in mrkdwn_texts(m))
+
+
+def test_a_rollout_reason_mentions_only_the_person_who_pressed_a_control():
+    """The rollout card shows the recorded reason: a control's ``paused by <@U…>`` (Messages.rollout_reason)
+    keeps its mention; a halt's cause or a health gate's answer that merely looks like one stays text."""
+    from bot.slack.fleet_blocks import build_rollout_blocks
+    from bot.slack.messages import Messages
+    from bot.views import FleetView
+
+    def card_line(reason: str) -> str:
+        view = FleetView(state="paused", counts={"waiting": 3}, wave=1, waves=3, reason=reason)
+        return build_rollout_blocks(7, view)[0]["text"]["text"].splitlines()[-1]
+
+    assert card_line(Messages().rollout_reason("paused", APPROVER_A)) == f"_paused by <@{APPROVER_A}>_"
+    assert card_line("gate said: paused by <@U0AAA> & <!channel>") == \
+        "_gate said: paused by &lt;@U0AAA&gt; &amp; &lt;!channel&gt;_"
+    assert card_line("paused by <@U0AAA> <!here>") == "_paused by &lt;@U0AAA&gt; &lt;!here&gt;_"
+
+
+def test_rollback_advice_quotes_repository_paths_without_making_tokens():
+    from bot.slack.messages import Messages
+    from bot.sources.apply import rollback_advice
+
+    said = Messages().rollback_succeeded(3, rollback_advice("sql", ["db/<!channel>&.sql"]))
+    assert "`db/&lt;!channel&gt;&amp;.sql`" in said and "<!channel>" not in said
+    normal = Messages().rollback_succeeded(3, rollback_advice("prisma", ["prisma/migrations/20240101000000_a"]))
+    assert normal.endswith("`prisma migrate deploy` would apply `prisma/migrations/20240101000000_a` again: delete "
+                           "the folder from the repository (or add a new migration that supersedes it) before "
+                           "anyone deploys.")
