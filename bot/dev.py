@@ -275,6 +275,9 @@ def run_dev(args: argparse.Namespace) -> int:
         raise Stopped()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C (or kill -INT) stops everything even when guardian dev was started with SIGINT ignored, as a shell
+    # script's background job is: Python then never installs its KeyboardInterrupt handler by itself
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         with contextlib.ExitStack() as stack:
@@ -295,6 +298,6 @@ def run_dev(args: argparse.Namespace) -> int:
                 print("stopping…", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_int)
     print("stopped.", flush=True)
     return code

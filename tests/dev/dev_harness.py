@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -130,12 +131,16 @@ def dev_command(tmp: Path, pg_admin_url: str, redis_server_url: str, *args: str)
         _drop_databases(pg_admin_url, prefix)
 
 
-def start_dev(tmp: Path, pg_admin_url: str, redis_server_url: str, **extra_env: str) -> DevRun:
-    """`python -m bot.cli dev --port 0 --no-browser` with its own workdir, database names and Redis database."""
+def start_dev(tmp: Path, pg_admin_url: str, redis_server_url: str, *, sigint: Any = signal.SIG_DFL,
+              **extra_env: str) -> DevRun:
+    """`python -m bot.cli dev --port 0 --no-browser` with its own workdir, database names and Redis database.
+    ``sigint``: the SIGINT disposition it starts with (SIG_IGN: as a shell script's background job), whatever
+    the test run's own is."""
     prefix = f"gdt{uuid.uuid4().hex[:8]}"
     env = _dev_env(tmp, prefix, pg_admin_url, redis_server_url, **extra_env)
     proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "dev", "--port", "0", "--no-browser"], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     run = DevRun(proc=proc, workdir=tmp, prefix=prefix)
 
     def pump() -> None:

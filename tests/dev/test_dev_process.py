@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from bot.local_services import with_database
 from dev_harness import ROOT, alive, cleanup_dev, descendants, dev_command, start_dev
@@ -87,8 +88,11 @@ def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path,
         cleanup_dev(run, pg_admin_url)
 
 
-def test_ctrl_c_stops_everything_too(tmp_path: Path, pg_admin_url: str, _redis_server_url: str) -> None:
-    run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "script-background-job"])
+def test_ctrl_c_stops_everything_too(tmp_path: Path, pg_admin_url: str, _redis_server_url: str, sigint) -> None:
+    """Also when started with SIGINT ignored (`guardian dev &` in a script): Python installs no KeyboardInterrupt
+    handler then, and guardian dev used to go on running, so the stop timed out."""
+    run = start_dev(tmp_path, pg_admin_url, _redis_server_url, sigint=sigint)
     try:
         children = descendants(run.proc.pid)
         assert children
