@@ -27,6 +27,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_S = 180
 REMIND_AFTER = "20s"
+BOT_REPLY_TIMEOUT_MS = 30_000  # how long a browser assertion waits for the bot (see the page fixture)
+DEV_LOG_TAIL = 150  # lines of each `guardian dev` log a failed scenario's report ends with
 
 
 def descendants(pid: int) -> set[int]:
@@ -82,6 +84,14 @@ class DevRun:
                 break
             time.sleep(0.1)
         raise AssertionError(f"`guardian dev` never printed /{pattern}/ (exit {self.proc.poll()}):\n{self.output}")
+
+    def logs(self) -> dict[str, str]:
+        """What it printed (``output``) and its bot's and worker's log files, by name."""
+        found = {"output": self.output}
+        for name in ("guardian.log", "worker.log"):
+            path = self.workdir / name
+            found[name] = path.read_text(errors="replace") if path.exists() else ""
+        return found
 
     @property
     def page_url(self) -> str:
@@ -167,8 +177,10 @@ def _drop_databases(pg_admin_url: str, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_server_url: str) -> Iterator[DevRun]:
-    """One `guardian dev` for a test module (the browser scenarios share it)."""
+def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_server_url: str,
+            request: pytest.FixtureRequest) -> Iterator[DevRun]:
+    """One `guardian dev` for a test module (the browser scenarios share it); what it printed is kept in
+    test-artifacts/dev/<module>-{output,guardian.log,worker.log}."""
     # reminders after 20 s instead of 4 h, so one arrives while a test watches (issue 17)
     run = start_dev(tmp_path_factory.mktemp("guardian-dev"), pg_admin_url, _redis_server_url,
                     GUARDIAN_DEV_REMIND_AFTER=REMIND_AFTER)
@@ -177,6 +189,9 @@ def dev_run(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str, _redis_
     finally:
         code = run.stop()
         cleanup_dev(run, pg_admin_url)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for name, text in run.logs().items():
+            (ARTIFACTS / f"{request.module.__name__}-{name}").write_text(text)
         assert code == 0, f"`guardian dev` exited with {code} on SIGTERM:\n{run.output}"
 
 
@@ -228,6 +243,13 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def page(browser, dev_run: DevRun, request: pytest.FixtureRequest) -> Iterator[object]:
     """A fresh tab on the dev page; a screenshot of how it ended is saved under test-artifacts/dev/."""
+    from playwright.sync_api import expect
+
+    # Slack paces posts to one channel at about one a second after a burst of ten, and the stand-in does too
+    # (bot/slack/standin_limits.py): a reply queued behind a run's posts can take several seconds, so every
+    # assertion waits up to BOT_REPLY_TIMEOUT_MS rather than Playwright's 5 s (CI once saw a rollback's
+    # "started" reply arrive later than that).
+    expect.set_options(timeout=BOT_REPLY_TIMEOUT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
