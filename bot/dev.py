@@ -170,6 +170,25 @@ def _worker_preexec(parent: int):
     return preexec
 
 
+OWN_KEYS = ("rq:*", "guardian:*")  # RQ's queues and jobs, and Guardian's own (leases, counters, fleet cards)
+
+
+def clear_own_keys(client: redis_lib.Redis) -> int:
+    """Delete the keys RQ and Guardian keep in this Redis database, and nothing else (never FLUSHDB: the database
+    may hold someone else's data). Returns how many were deleted."""
+    deleted = 0
+    for pattern in OWN_KEYS:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.delete(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.delete(*batch)
+    return deleted
+
+
 def _stop_worker(worker: subprocess.Popen) -> None:
     """SIGTERM the worker's process group (it and its job processes), SIGKILL what is left after 10 s."""
     if worker.poll() is not None:
@@ -199,8 +218,10 @@ def _start(opts: DevOptions, stack: contextlib.ExitStack) -> tuple[str, subproce
     demo_mode = opts.config is None
     if demo_mode:
         client = redis_lib.Redis.from_url(redis_url)
-        client.flushdb()  # a fresh demo: no job left over from the last run
-        client.close()
+        try:  # a fresh demo: no job left over from the last run; anyone else's keys in this database stay
+            clear_own_keys(client)
+        finally:
+            client.close()
     _step(3, "the bot's own database and schema")
     state_db = f"{opts.db_prefix}_dev{'_demo' if demo_mode else ''}"
     state_url = _fresh_database(admin, state_db, reset=demo_mode)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from bot.local_services import with_database
 from dev_harness import ROOT, alive, cleanup_dev, descendants, dev_command, start_dev
@@ -30,10 +31,17 @@ def get(url: str) -> tuple[int, str]:
 
 def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path, pg_admin_url: str,
                                                                  _redis_server_url: str) -> None:
+    # the Redis database it is given may hold someone else's keys: the demo clears only RQ's and Guardian's
+    shared = redis.Redis.from_url(_redis_server_url)
+    shared.set("someone-else:keep", "theirs")
+    shared.set("guardian:lease:left-over", "1")
+    shared.hset("rq:job:left-over", "status", "queued")
     run = start_dev(tmp_path, pg_admin_url, _redis_server_url)
     try:
         for n in range(1, 9):
             assert f"[{n}/8]" in run.output
+        assert shared.get("someone-else:keep") == b"theirs"
+        assert not shared.exists("guardian:lease:left-over", "rq:job:left-over")
         page = run.page_url
         status, html = get(page)
         assert status == 200
@@ -86,6 +94,8 @@ def test_dev_starts_serves_the_page_and_stops_cleanly_on_sigterm(tmp_path: Path,
             raise AssertionError("the page still answers after SIGTERM")
     finally:
         cleanup_dev(run, pg_admin_url)
+        shared.delete("someone-else:keep")
+        shared.close()
 
 
 @pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "script-background-job"])
