@@ -184,4 +184,4 @@ def test_plan_rehearse_copy_commits_on_a_copy_and_shows_data_failures_and_hold_t
     with psycopg.connect(url) as conn:  # the target is unchanged and no copy is left
         assert conn.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'items' "
                             "AND column_name = 'id'").fetchone()[0] == "integer"
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'guardian_copy_req2%'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'guardian_copy_adhoc_req2%'").fetchone()[0] == 0

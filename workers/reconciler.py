@@ -82,7 +82,8 @@ def reconcile(rt: Any, *, redis: Redis | None = None, min_age_s: float = RECONCI
 
 def sweep_rehearsal_copies(rt: Any, *, grace_s: float = COPY_GRACE_S) -> list[str]:
     """Rehearsal copies whose worker died, dropped (bot/pg/copy.py): those recorded at least ``grace_s`` ago (a
-    command's branch too; their records cleared), then any ``guardian_copy_req<id>`` database. One line per copy."""
+    command's branch too; their records cleared), then any database of this installation's copies
+    (``guardian_copy_<install>_req<id>``). One line per copy."""
     actions = []
     records = rt.store.list_copies(older_than_s=grace_s)
     for env in rt.config.environments.values():
@@ -90,7 +91,7 @@ def sweep_rehearsal_copies(rt: Any, *, grace_s: float = COPY_GRACE_S) -> list[st
             for name in sweep_recorded(env, records):
                 rt.store.clear_copy(name)
                 actions.append(f"{env.name}: rehearsal copy {name} left by a dead worker: dropped")
-            actions += [f"{env.name}: rehearsal copy {name} left by a dead worker: dropped" for name in sweep_copies(env)]
+            actions += [f"{env.name}: rehearsal copy {name} left by a dead worker: dropped" for name in sweep_copies(env, rt.store.install_id)]
         except GuardianError as exc:
             log.warning("environment %s: rehearsal copies not swept: %s", env.name, exc.message)
     return actions

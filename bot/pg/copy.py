@@ -4,19 +4,24 @@ latest verified backup, or a configured command (a Neon branch, an Aurora clone)
 While a copy lives, the process that made it holds a session advisory lock on the target server's maintenance
 database, keyed by the request, and (given a registry: the store) the copy is recorded before it is made and
 forgotten once dropped. `sweep_recorded` drops the recorded copies whose lock nobody holds (their worker died),
-made by any means, a command's branch included; `sweep_copies` drops every ``guardian_copy_req<id>`` database
-whose lock nobody holds, recorded or not. So no copy outlives its rehearsal.
+made by any means, a command's branch included; `sweep_copies` drops every ``guardian_copy_<install>_req<id>``
+database of this installation whose lock nobody holds, recorded or not. So no copy outlives its rehearsal.
+
+A copy's name and lock carry the installation's id (the store's ``install_id``): two Guardians on one PostgreSQL
+server, each with a request #5, make two copies and never wait for or sweep each other's. A copy made without a
+store (``guardian plan --rehearse-copy``, the benches) is of installation ``adhoc``.
 
 Usage::
 
-    with copy_of(env, request.id, backups=store.list_backups(), registry=store) as copy:
+    with copy_of(env, request.id, backups=store.list_backups(), registry=store) as copy:   # guardian_copy_<id>_req<n>
         with connect_target(copy.url, f"{env.name} (copy)") as conn:
             ...
     sweep_recorded(env, store.list_copies(older_than_s=COPY_GRACE_S))   # the reconciler, on every pass
-    sweep_copies(env)
+    sweep_copies(env, store.install_id)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -42,15 +47,20 @@ from bot.pg.tools import find_pg_dump, libpq_env
 
 log = logging.getLogger(__name__)
 
-COPY_PREFIX = "guardian_copy_req"
-_COPY_NAME = re.compile(rf"^{COPY_PREFIX}(\d+)$")
-_LOCK_CLASS = 0x67436F70  # pg_advisory_lock(class, request id) while a copy lives; ASCII "gCop"
+COPY_PREFIX = "guardian_copy_"
+ADHOC_INSTALL = "adhoc"  # copies made without a store: their request ids come from the process id
+_INSTALL = re.compile(r"^[0-9a-z]{1,16}$")
+_COPY_NAME = re.compile(rf"^{COPY_PREFIX}(?:(?P<install>[0-9a-z]{{1,16}})_)?req(?P<request>\d+)$")
+_LOCK_CLASS = 0x67436F70  # pg_advisory_lock(class, request id): the lock of a copy named before installations; "gCop"
 _MAINTENANCE_DB = "postgres"
 COPY_GRACE_S = 60.0  # a recorded copy younger than this is left alone by the sweep, whoever holds its lock
 
 
 class CopyRegistry(Protocol):
-    """Where copies are recorded while they live (the store: bot/store/copies.py)."""
+    """Where copies are recorded while they live (the store: bot/store/copies.py), and whose they are."""
+
+    @property
+    def install_id(self) -> str: ...
 
     def record_copy(self, name: str, request_id: int, environment: str, kind: str, owner: str) -> None: ...
 
@@ -86,8 +96,33 @@ class Copy(BaseModel):
                 "size_bytes": self.size_bytes, "made_s": round(self.made_s, 3), "stale": self.stale}
 
 
-def copy_name(request_id: int) -> str:
-    return f"{COPY_PREFIX}{int(request_id)}"
+def copy_name(request_id: int, install: str) -> str:
+    """``guardian_copy_<install>_req<id>``: the database (or a command's branch) of one request's copy."""
+    if not _INSTALL.match(install):
+        raise ValueError(f"an installation id is 1-16 lowercase letters or digits, not {install!r}")
+    return f"{COPY_PREFIX}{install}_req{int(request_id)}"
+
+
+class CopyLock:
+    """The session advisory lock held on the server while a copy lives, keyed by its name: one bigint from the
+    name's sha256 (copies of this version), or (class, request id) for a copy named before installations."""
+
+    def __init__(self, name: str, request_id: int) -> None:
+        match = _COPY_NAME.match(name)
+        if match is not None and match.group("install") is None:
+            self._args, self._params = "%s, %s", (_LOCK_CLASS, request_id)
+        else:
+            self._args, self._params = "%s", (int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big",
+                                                               signed=True),)
+
+    def take(self, admin: psycopg.Connection) -> None:
+        admin.execute(f"SELECT pg_advisory_lock({self._args})", self._params)
+
+    def try_take(self, admin: psycopg.Connection) -> bool:
+        return bool(admin.execute(f"SELECT pg_try_advisory_lock({self._args})", self._params).fetchone()[0])
+
+    def release(self, admin: psycopg.Connection) -> None:
+        admin.execute(f"SELECT pg_advisory_unlock({self._args})", self._params)
 
 
 def _with_db(url: str, dbname: str) -> str:
@@ -98,16 +133,18 @@ def _with_db(url: str, dbname: str) -> str:
 def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup] = (),
             url: str | None = None, registry: CopyRegistry | None = None) -> Iterator[Copy]:
     """A fresh copy of ``env``'s target (or of ``url``) for ``request_id``, dropped on leaving (also when the body
-    raises); recorded in ``registry`` before it is made and cleared once dropped."""
+    raises); recorded in ``registry`` before it is made and cleared once dropped, and named after its installation
+    (``adhoc`` without a registry)."""
     spec = env.rehearsal
     if spec is None:
         raise CopyError(f"environment {env.name!r} has no [environments.{env.name}.rehearsal] copy configured",
                         code="no-copy")
     url = url or env.database_url().get_secret_value()
-    name = copy_name(request_id)
+    name = copy_name(request_id, registry.install_id if registry is not None else ADHOC_INSTALL)
+    lock = CopyLock(name, request_id)
     with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
                         application_name=f"guardian-req{request_id}-copy") as admin:
-        admin.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_CLASS, request_id))
+        lock.take(admin)
         started = time.monotonic()
         try:
             if registry is not None:  # before anything exists: a worker killed from here on leaves a record
@@ -139,7 +176,7 @@ def copy_of(env: EnvironmentConfig, request_id: int, *, backups: Sequence[Backup
                     registry.clear_copy(name)
                 log.info("request %s: copy %s dropped", request_id, name)
             finally:
-                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
+                lock.release(admin)
 
 
 def _by_template(admin: psycopg.Connection, env: EnvironmentConfig, url: str, name: str) -> tuple[str, datetime]:
@@ -212,8 +249,9 @@ def _size(url: str, label: str) -> int | None:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
 
 
-def sweep_copies(env: EnvironmentConfig) -> list[str]:
-    """Drop the copies on ``env``'s server whose maker is gone (nobody holds their lock); their names."""
+def sweep_copies(env: EnvironmentConfig, install: str) -> list[str]:
+    """Drop installation ``install``'s copies on ``env``'s server whose maker is gone (nobody holds their lock), and
+    those named before installations (``guardian_copy_req<id>``); their names. Other installations' are left."""
     if env.rehearsal is None or env.rehearsal.kind == "command":
         return []
     url = env.database_url().get_secret_value()
@@ -224,17 +262,18 @@ def sweep_copies(env: EnvironmentConfig) -> list[str]:
             "SELECT datname FROM pg_database WHERE datname LIKE %s", (COPY_PREFIX.replace("_", r"\_") + "%",))]
         for name in names:
             match = _COPY_NAME.match(name)
-            if not match:
+            if not match or match.group("install") not in (install, None):
                 continue
-            request_id = int(match.group(1))
-            if not admin.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, request_id)).fetchone()[0]:
+            request_id = int(match.group("request"))
+            lock = CopyLock(name, request_id)
+            if not lock.try_take(admin):
                 continue  # its rehearsal is running
             try:
                 _drop_database(admin, name)
                 dropped.append(name)
                 log.warning("request %s: copy %s left by a worker that died: dropped", request_id, name)
             finally:
-                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, request_id))
+                lock.release(admin)
     return dropped
 
 
@@ -251,7 +290,8 @@ def sweep_recorded(env: EnvironmentConfig, records: Iterable[RehearsalCopyRecord
     with connect_target(_with_db(url, _MAINTENANCE_DB), f"{env.name} (server)",
                         application_name="guardian-copy-sweep") as admin:
         for record in mine:
-            if not admin.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, record.request_id)).fetchone()[0]:
+            lock = CopyLock(record.name, record.request_id)
+            if not lock.try_take(admin):
                 continue  # its rehearsal is running
             try:
                 if record.kind == "command":
@@ -265,5 +305,5 @@ def sweep_recorded(env: EnvironmentConfig, records: Iterable[RehearsalCopyRecord
                 log.warning("request %s: copy %s left by a dead worker could not be dropped yet: %s",
                             record.request_id, record.name, getattr(exc, "message", None) or describe_pg_error(exc))
             finally:
-                admin.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, record.request_id))
+                lock.release(admin)
     return dropped

@@ -7,7 +7,17 @@ from bot.store.base import StoreBase
 
 
 class CopiesStore(StoreBase):
-    """guardian_bot.rehearsal_copies: one row per live copy, by name."""
+    """guardian_bot.rehearsal_copies: one row per live copy, by name; guardian_bot.installation: this install's id."""
+
+    _install_id: str | None = None
+
+    @property
+    def install_id(self) -> str:
+        """This installation's id (8 hex digits, made once by schema file 0011): part of its copies' names."""
+        if self._install_id is None:
+            with self._tx() as conn:
+                self._install_id = conn.execute("SELECT id FROM guardian_bot.installation").fetchone()["id"]
+        return self._install_id
 
     def record_copy(self, name: str, request_id: int, environment: str, kind: str, owner: str) -> None:
         """Note a copy about to be made (a leftover row of the same name is taken over: one copy per name)."""

@@ -146,7 +146,7 @@ def test_rehearsal_on_a_copy_of_the_target_is_posted_with_its_source_and_the_cop
     copy = next(e for e in harness.store.list_events(request_id=rid) if e.kind == "request.rehearsed").detail["copy"]
     assert copy["kind"] == "template" and copy["size_bytes"] > 0 and copy["stale"] is False
     with psycopg.connect(pg_admin_url) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid),)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid, harness.store.install_id),)).fetchone()[0] == 0
 
 
 def test_card_header_is_plain_text_with_an_emoji_code_slack_renders(harness):

@@ -32,9 +32,10 @@ def _plan(harness, name: str, sql: str, dirty: str) -> tuple[int, str]:
     return rid, "\n".join(harness.thread_texts(rid))
 
 
-def _copy_gone(pg_admin_url: str, rid: int) -> bool:
+def _copy_gone(harness, pg_admin_url: str, rid: int) -> bool:
+    name = copy_name(rid, harness.store.install_id)
     with psycopg.connect(pg_admin_url) as conn:
-        return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (copy_name(rid),)).fetchone()[0] == 0
+        return conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)).fetchone()[0] == 0
 
 
 def _approve_and_run(harness, rid: int) -> None:
@@ -56,7 +57,7 @@ def test_duplicates_fail_a_unique_index_on_the_copy_and_the_preview_says_so_befo
     request = harness.store.get_request(rid)
     assert request.status.value == "awaiting_approval" and request.risk == "critical"
     assert request.risk_reasons[0].startswith("rehearsal: 20240101000000_unique_email")
-    assert _copy_gone(pg_admin_url, rid)
+    assert _copy_gone(harness, pg_admin_url, rid)
     with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:  # the target never saw the index
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email_key'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM users WHERE email = 'shared@example.com'").fetchone()[0] == 4
@@ -72,7 +73,7 @@ def test_nulls_fail_set_not_null_on_the_copy_the_same_way(harness, pg_admin_url)
                         "UPDATE users SET email = NULL WHERE id IN (7, 8, 9)")
     assert "data failure* at line 1: 3 rows of users with email NULL" in thread and "`id=7, email=NULL`" in thread
     assert harness.store.get_request(rid).risk == "critical"
-    assert _copy_gone(pg_admin_url, rid)
+    assert _copy_gone(harness, pg_admin_url, rid)
     with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE email IS NULL").fetchone()[0] == 3
         assert conn.execute("SELECT is_nullable FROM information_schema.columns WHERE table_name = 'users' "
@@ -147,7 +148,7 @@ def test_a_unique_index_built_concurrently_over_duplicates_fails_on_the_copy_and
                         "UPDATE users SET email = 'shared@example.com' WHERE id % 500 = 0")
     assert "data failure* at line 1: 1 duplicated (email) in users, 4 rows" in thread
     assert "it left the INVALID index users_email_key (the apply drops it)" in thread
-    assert harness.store.get_request(rid).risk == "critical" and _copy_gone(pg_admin_url, rid)
+    assert harness.store.get_request(rid).risk == "critical" and _copy_gone(harness, pg_admin_url, rid)
     with psycopg.connect(os.environ["GT_STAGING_URL"]) as conn:  # the target never saw the index
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email_key'").fetchone()[0] == 0
 

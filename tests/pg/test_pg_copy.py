@@ -3,7 +3,9 @@ target's data, are dropped afterwards (and swept when their worker died), and ne
 from __future__ import annotations
 
 import random
+import re
 import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -12,9 +14,10 @@ from psycopg import conninfo
 
 from bot.config import EnvironmentConfig, RehearsalCopyConfig
 from bot.models import Backup
-from bot.pg.copy import CopyError, copy_name, copy_of, sweep_copies
+from bot.pg.copy import ADHOC_INSTALL, CopyError, CopyLock, copy_name, copy_of, sweep_copies
 from bot.pg.summary import copy_line
 from bot.pg.tools import find_pg_dump, libpq_env
+from bot.store import Store
 
 
 def _env(monkeypatch, url: str, **rehearsal) -> EnvironmentConfig:
@@ -42,7 +45,7 @@ def test_template_copy_holds_the_data_is_dropped_and_leaves_the_target_unchanged
     rid = _rid()
     with copy_of(env, rid) as copy:
         url = copy.url.get_secret_value()
-        assert copy.name == copy_name(rid) and copy.kind == "template" and copy.source.startswith("template of gt_target")
+        assert copy.name == copy_name(rid, ADHOC_INSTALL) and copy.kind == "template" and copy.source.startswith("template of gt_target")
         assert copy.size_bytes > 1_000_000 and not copy.stale
         with psycopg.connect(url, autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 20000
@@ -63,7 +66,7 @@ def test_template_copy_refused_while_another_session_uses_the_target_says_why(po
                 pass
     assert err.value.code == "copy-template-busy"
     assert "other sessions are connected" in err.value.message and "copy = \"backup\"" in err.value.message
-    assert not _exists(pg_admin_url, copy_name(rid))
+    assert not _exists(pg_admin_url, copy_name(rid, ADHOC_INSTALL))
 
 
 def _dump(url: str, tmp_path) -> Backup:
@@ -123,21 +126,67 @@ def test_command_copy_that_fails_shows_its_error_without_secrets(populated_db, m
 
 def test_sweep_drops_copies_whose_worker_died_and_keeps_live_ones(populated_db, pg_admin_url, monkeypatch):
     env = _env(monkeypatch, populated_db, copy="template")
-    dead, live = _rid(), _rid()
+    dead, live = copy_name(_rid(), ADHOC_INSTALL), copy_name(_rid(), ADHOC_INSTALL)
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        for rid in (dead, live):
-            conn.execute(f"CREATE DATABASE {copy_name(rid)}")
+        for name in (dead, live):
+            conn.execute(f"CREATE DATABASE {name}")
     try:
         holder = psycopg.connect(conninfo.make_conninfo(pg_admin_url, dbname="postgres"), autocommit=True)
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", (0x67436F70, live))  # the live copy's worker
-        assert copy_name(dead) in sweep_copies(env)
-        assert not _exists(pg_admin_url, copy_name(dead)) and _exists(pg_admin_url, copy_name(live))
+        CopyLock(live, int(live.rsplit("req", 1)[1])).take(holder)  # the live copy's worker
+        assert dead in sweep_copies(env, ADHOC_INSTALL)
+        assert not _exists(pg_admin_url, dead) and _exists(pg_admin_url, live)
         holder.close()  # that worker dies too
-        assert sweep_copies(env) == [copy_name(live)]
+        assert sweep_copies(env, ADHOC_INSTALL) == [live]
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            for rid in (dead, live):
-                conn.execute(f"DROP DATABASE IF EXISTS {copy_name(rid)}")
+            for name in (dead, live):
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_two_installations_copy_the_same_request_at_once_and_each_sweeps_only_its_own(
+        populated_db, pg_admin_url, state_db_url, monkeypatch):
+    """Two Guardians on one server, each with a request of the same number: neither waits for the other's copy,
+    and a sweep drops its own dead copies and those named before installations, never the other's."""
+    env = _env(monkeypatch, populated_db, copy="template")
+    rid = _rid()
+    store = Store(state_db_url, max_size=2)
+    mine = store.install_id
+    assert re.fullmatch(r"[0-9a-f]{8}", mine) and store.install_id == mine
+    dead = {"mine": copy_name(_rid(), mine), "theirs": copy_name(_rid(), "0ther1d5"),
+            "unnamed": f"guardian_copy_req{_rid()}"}  # as a worker of an earlier version left it
+    try:
+        with copy_of(env, rid, registry=store) as first:
+            assert first.name == copy_name(rid, mine) and [r.name for r in store.list_copies()] == [first.name]
+            seen: list[tuple[str, bool]] = []
+
+            def other_installation() -> None:
+                with copy_of(env, rid) as second:  # the same request number, made while the first copy lives
+                    seen.append((second.name, _exists(pg_admin_url, first.name)))
+
+            worker = threading.Thread(target=other_installation, daemon=True)
+            worker.start()
+            worker.join(timeout=60)
+            assert seen == [(copy_name(rid, ADHOC_INSTALL), True)], "the second installation waited for the first"
+        assert store.list_copies() == []
+
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            for name in dead.values():
+                conn.execute(f"CREATE DATABASE {name}")
+        assert sorted(sweep_copies(env, mine)) == sorted([dead["mine"], dead["unnamed"]])
+        assert _exists(pg_admin_url, dead["theirs"]) and not _exists(pg_admin_url, dead["mine"])
+        assert sweep_copies(env, "0ther1d5") == [dead["theirs"]]
+    finally:
+        store.close()
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            for name in [copy_name(rid, mine), copy_name(rid, ADHOC_INSTALL), *dead.values()]:
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_copy_names_refuse_an_installation_id_that_is_not_a_plain_word():
+    assert copy_name(7, "ab12cd34") == "guardian_copy_ab12cd34_req7"
+    for bad in ("", "AB", "a-b", "x" * 17, 'a"; DROP DATABASE x; --'):
+        with pytest.raises(ValueError, match="installation id"):
+            copy_name(7, bad)
 
 
 def test_copy_config_checks_its_keys():

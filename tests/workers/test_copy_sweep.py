@@ -14,7 +14,7 @@ from psycopg import conninfo
 from redis import Redis
 
 from bot.config import BackupConfig, EnvironmentConfig, GuardianConfig, ProjectConfig, RehearsalCopyConfig, Settings
-from bot.pg.copy import copy_name
+from bot.pg.copy import CopyLock, copy_name
 from workers.reconciler import reconcile
 from workers.runtime import Runtime
 
@@ -71,13 +71,13 @@ def test_a_command_copy_whose_worker_was_killed_is_dropped_by_its_drop_command_a
         _killed_mid_rehearsal(state_db_url, rid, "command", make, drop)
         assert _exists(pg_admin_url, branch)
         (record,) = rt.store.list_copies()
-        assert (record.name, record.request_id, record.kind) == (copy_name(rid), rid, "command")
+        assert (record.name, record.request_id, record.kind) == (copy_name(rid, rt.store.install_id), rid, "command")
         assert reconcile(rt, redis=Redis.from_url(redis_url), min_age_s=0) == []  # within the grace period
         assert _exists(pg_admin_url, branch)
         with psycopg.connect(state_db_url, autocommit=True) as state:  # the record is older than the grace period now
             state.execute("UPDATE guardian_bot.rehearsal_copies SET created_at = now() - interval '2 minutes'")
         assert reconcile(rt, redis=Redis.from_url(redis_url), min_age_s=0) == [
-            f"staging: rehearsal copy {copy_name(rid)} left by a dead worker: dropped"]
+            f"staging: rehearsal copy {copy_name(rid, rt.store.install_id)} left by a dead worker: dropped"]
         assert not _exists(pg_admin_url, branch) and rt.store.list_copies() == []
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
@@ -92,20 +92,22 @@ def test_a_live_copy_is_left_alone_and_a_template_copy_of_a_killed_worker_is_dro
     rid = random.randint(10_000_000, 99_999_999)
     rt = _runtime(state_db_url, redis_url, RehearsalCopyConfig(copy="template"), tmp_path)
     holder = psycopg.connect(conninfo.make_conninfo(pg_admin_url, dbname="postgres"), autocommit=True)
+    name = copy_name(rid, rt.store.install_id)
+    lock = CopyLock(name, rid)
     try:
         _killed_mid_rehearsal(state_db_url, rid, "template")
-        assert _exists(pg_admin_url, copy_name(rid))
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", (0x67436F70, rid))  # as if its worker were alive
+        assert _exists(pg_admin_url, name)
+        lock.take(holder)  # as if its worker were alive
         from workers.reconciler import sweep_rehearsal_copies
         assert sweep_rehearsal_copies(rt, grace_s=0) == []
-        assert _exists(pg_admin_url, copy_name(rid)) and len(rt.store.list_copies()) == 1
-        holder.execute("SELECT pg_advisory_unlock(%s, %s)", (0x67436F70, rid))  # it is dead after all
-        assert f"staging: rehearsal copy {copy_name(rid)} left by a dead worker: dropped" in sweep_rehearsal_copies(
+        assert _exists(pg_admin_url, name) and len(rt.store.list_copies()) == 1
+        lock.release(holder)  # it is dead after all
+        assert f"staging: rehearsal copy {name} left by a dead worker: dropped" in sweep_rehearsal_copies(
             rt, grace_s=0)
-        assert not _exists(pg_admin_url, copy_name(rid))
+        assert not _exists(pg_admin_url, name)
         assert rt.store.list_copies() == []
     finally:
         holder.close()
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {copy_name(rid)}")
+            conn.execute(f"DROP DATABASE IF EXISTS {name}")
         rt.store.close()
