@@ -74,6 +74,19 @@ class Pipeline:
     def target(self) -> psycopg.Connection:
         return psycopg.connect(self.target_url, autocommit=True)
 
+    @staticmethod
+    def session(conn: psycopg.Connection, application_name: str, *, running: str | None = None) -> int | None:
+        """The pid of a session named ``application_name`` in ``conn``'s database (running a query containing
+        ``running``), or None. Only that database's: a test session beside this one on the same server has its
+        own request 1, with sessions of the same names."""
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+        params = [application_name]
+        if running is not None:
+            query += " AND query LIKE %s"
+            params.append(f"%{running}%")
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
 
 @pytest.fixture
 def make_pipeline(state_db_url: str, target_db_url: str, redis_url: str, standin: SlackStandIn,

@@ -35,9 +35,8 @@ def test_sigkill_between_parts_reads_as_p3009_for_prisma_and_guardian(make_pipel
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with p.target() as conn:
-            _wait_for(lambda: conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
-                (f"guardian-req{req.id}",)).fetchone(), 30, "the apply to reach its second part")
+            _wait_for(lambda: p.session(conn, f"guardian-req{req.id}", running="pg_sleep"), 30,
+                      "the apply to reach its second part")
     finally:
         horses = _children(worker.pid)
         os.killpg(worker.pid, signal.SIGKILL)
@@ -45,8 +44,7 @@ def test_sigkill_between_parts_reads_as_p3009_for_prisma_and_guardian(make_pipel
             os.killpg(pid, signal.SIGKILL)
         worker.wait(timeout=10)
     with p.target() as conn:
-        _wait_for(lambda: not conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                                           (f"guardian-req{req.id}",)).fetchone(), 10, "the orphaned query to die")
+        _wait_for(lambda: not p.session(conn, f"guardian-req{req.id}"), 10, "the orphaned query to die")
     reconcile(p.rt, redis=p.redis, min_age_s=0)
     failed = p.store.get_request(req.id)
     assert failed.status is RequestStatus.FAILED and failed.db_state is DbState.PARTIALLY_APPLIED

@@ -56,14 +56,25 @@ def _exists(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, state=None):
+    """``predicate()``'s first true value within ``timeout`` s; else fail, saying ``state()`` when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"; {state()}" if state else ""))
+
+
+def _request_state(p, request_id: int, worker_log: Path | None = None) -> str:
+    """Where a request stands (status, step, error, its last events) and the tail of a worker's log: what a
+    timed-out wait shows."""
+    request = p.store.get_request(request_id)
+    events = [f"{e.kind} {e.detail}" for e in p.store.list_events(request_id=request_id)[-8:]]
+    tail = worker_log.read_text(errors="replace")[-3000:] if worker_log and worker_log.exists() else ""
+    return (f"request {request_id} is {request.status.value} (step {request.failed_step}, error {request.error!r}); "
+            f"events: {events}; worker log tail:\n{tail}")
 
 
 def _dying_worker(p) -> None:
@@ -182,7 +193,8 @@ def test_a_worker_key_redis_lost_under_a_worker_proves_no_life(make_pipeline):
     assert p.store.get_request(req.id).status is RequestStatus.FAILED
 
 
-def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_settles_the_request(make_pipeline):
+def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_settles_the_request(make_pipeline,
+                                                                                               tmp_path):
     p = make_pipeline()
     req = p.request([("001_slow", "CREATE TABLE killed_t (id int);\nSELECT pg_sleep(30);\n")])
     env = {**os.environ, **p.settings_env, "GUARDIAN_RECONCILE_EVERY_S": "1"}
@@ -192,9 +204,8 @@ def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_sett
     try:
         start_run(p.rt, req.id)
         with p.target() as conn:
-            _wait_for(lambda: conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
-                (f"guardian-req{req.id}",)).fetchone(), 60, "the apply to reach pg_sleep")
+            _wait_for(lambda: p.session(conn, f"guardian-req{req.id}", running="pg_sleep"), 60,
+                      "the apply to reach pg_sleep")
         horses = _children(first.pid)
         assert horses, "the worker runs the job in a forked process"
         first.kill()  # SIGKILL of the worker only, as `kill -9 <guardian worker>`
@@ -202,21 +213,24 @@ def test_worker_killed_with_9_takes_its_job_process_along_and_a_live_worker_sett
         _wait_for(lambda: not any(_exists(pid) for pid in horses), 10, "the job process to die with its worker")
 
         killed_at = time.monotonic()
-        second = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(lambda: p.store.get_request(req.id).status is RequestStatus.FAILED, 60, "the request to be settled")
+        second_log = tmp_path / "second-worker.log"
+        with second_log.open("w") as log:
+            second = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT)
+        _wait_for(lambda: p.store.get_request(req.id).status is RequestStatus.FAILED, 60, "the request to be settled",
+                  state=lambda: _request_state(p, req.id, second_log))
         print(f"settled {time.monotonic() - killed_at:.1f} s after the kill")
         failed = p.store.get_request(req.id)
         assert failed.failed_step == "apply" and failed.db_state is DbState.UNTOUCHED
         assert "worker running the apply died" in failed.error
         with p.target() as conn:
             assert conn.execute("SELECT to_regclass('killed_t')").fetchone()[0] is None
-            assert not conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                                    (f"guardian-req{req.id}",)).fetchone()
+            assert not p.session(conn, f"guardian-req{req.id}")
 
         after = p.request([("002_after", "CREATE TABLE after_kill (id int);")])
         start_run(p.rt, after.id)
-        _wait_for(lambda: p.store.get_request(after.id).status is RequestStatus.SUCCEEDED, 60, "the next request")
+        _wait_for(lambda: p.store.get_request(after.id).status is RequestStatus.SUCCEEDED, 60, "the next request",
+                  state=lambda: _request_state(p, after.id, second_log))
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -237,9 +251,8 @@ def test_an_analysis_runs_in_its_own_process_while_an_apply_holds_the_worker(mak
     try:
         start_run(p.rt, slow.id)
         with p.target() as conn:
-            _wait_for(lambda: conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
-                (f"guardian-req{slow.id}",)).fetchone(), 60, "the apply to reach pg_sleep")
+            _wait_for(lambda: p.session(conn, f"guardian-req{slow.id}", running="pg_sleep"), 60,
+                      "the apply to reach pg_sleep")
         planned = _analysing(p, "t_beside")
         p.rt.flow.enqueue("analyze", planned.id)
         _wait_for(lambda: p.store.get_request(planned.id).status is RequestStatus.AWAITING_APPROVAL, 60,
@@ -264,9 +277,8 @@ def test_redis_flushed_under_a_running_apply_does_not_fail_it(make_pipeline):
     try:
         start_run(p.rt, req.id)
         with p.target() as conn:
-            _wait_for(lambda: conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
-                (f"guardian-req{req.id}",)).fetchone(), 60, "the apply to reach pg_sleep")
+            _wait_for(lambda: p.session(conn, f"guardian-req{req.id}", running="pg_sleep"), 60,
+                      "the apply to reach pg_sleep")
         p.redis.flushdb()  # RQ forgets the running job; its work horse rewrites its lease
         done = _wait_for(lambda: (r := p.store.get_request(req.id)).status in (RequestStatus.SUCCEEDED,
                                                                              RequestStatus.FAILED) and r, 90, "the run")

@@ -14,17 +14,16 @@ from workers.pipeline import start_run
 from workers.watchdog import application_name, lock_holder, target_lock_key
 
 
-def _terminate_when_sleeping(p, request_id: int) -> threading.Thread:
-    """A thread that pg_terminate_backend's the apply session once it sits in pg_sleep."""
+def _terminate_when_sleeping(p, name: str) -> threading.Thread:
+    """A thread that pg_terminate_backend's the target's session ``name`` once it sits in pg_sleep."""
 
     def kill() -> None:
         with p.target() as conn:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
-                                   "AND query LIKE '%%pg_sleep%%'", (application_name(request_id),)).fetchone()
-                if row:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                pid = p.session(conn, name, running="pg_sleep")
+                if pid:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
                     return
                 time.sleep(0.02)
 
@@ -42,7 +41,7 @@ def test_a_terminated_apply_session_is_infrastructure_not_the_files_fault(make_p
     p = make_pipeline()
     req = p.request(files)
     start_run(p.rt, req.id)
-    killer = _terminate_when_sleeping(p, req.id)
+    killer = _terminate_when_sleeping(p, application_name(req.id))
     try:
         p.work()
     finally:
@@ -75,19 +74,7 @@ def test_a_terminated_verify_session_is_infrastructure(make_pipeline):
     req = p.request([("001_t", "CREATE TABLE term_v (id int);")], verify_sql={"001_t": "SELECT true FROM pg_sleep(30)"})
     start_run(p.rt, req.id)
 
-    def kill() -> None:
-        with p.target() as conn:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND "
-                                   "query LIKE '%%pg_sleep%%'", (application_name(req.id, "verify"),)).fetchone()
-                if row:
-                    conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-                    return
-                time.sleep(0.02)
-
-    killer = threading.Thread(target=kill)
-    killer.start()
+    killer = _terminate_when_sleeping(p, application_name(req.id, "verify"))
     try:
         p.work()
     finally:

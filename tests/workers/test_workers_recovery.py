@@ -54,9 +54,8 @@ def test_sigkilled_worker_mid_apply_is_settled_with_the_truth(make_pipeline):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with p.target() as conn:
-            _wait_for(lambda: conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND query LIKE '%%pg_sleep%%'",
-                (f"guardian-req{req.id}",)).fetchone(), 30, "the apply to reach pg_sleep")
+            _wait_for(lambda: p.session(conn, f"guardian-req{req.id}", running="pg_sleep"), 30,
+                      "the apply to reach pg_sleep")
     finally:  # the worker and its work horse (rq puts the horse in its own process group), as when a machine dies
         horses = _children(worker.pid)
         os.killpg(worker.pid, signal.SIGKILL)
@@ -65,8 +64,7 @@ def test_sigkilled_worker_mid_apply_is_settled_with_the_truth(make_pipeline):
         worker.wait(timeout=10)
     assert p.store.get_request(req.id).status is RequestStatus.APPLYING
     with p.target() as conn:  # client_connection_check_interval: the server notices the dead client by itself
-        _wait_for(lambda: not conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                                           (f"guardian-req{req.id}",)).fetchone(), 10, "the orphaned query to die")
+        _wait_for(lambda: not p.session(conn, f"guardian-req{req.id}"), 10, "the orphaned query to die")
     assert not step_alive(p.redis, "apply", req.id)  # the job still says "started"; its worker is dead
 
     actions = reconcile(p.rt, redis=p.redis, min_age_s=0)
@@ -80,8 +78,7 @@ def test_sigkilled_worker_mid_apply_is_settled_with_the_truth(make_pipeline):
     with p.target() as conn:
         assert conn.execute("SELECT to_regclass('crash_t')").fetchone()[0] is None  # the transaction aborted
         assert lock_holder(conn, target_lock_key("staging")) is None
-        assert not conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
-                                (f"guardian-req{req.id}",)).fetchone()
+        assert not p.session(conn, f"guardian-req{req.id}")
     assert any("failed at *apply*" in t for t in p.thread_texts(failed))
 
     after = p.request([("002_after_crash", "CREATE TABLE after_crash (id int);")])
