@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 
 COPY_PREFIX = "guardian_copy_"
 ADHOC_INSTALL = "adhoc"  # copies made without a store: their request ids come from the process id
-_INSTALL = re.compile(r"^[0-9a-z]{1,16}$")
-_COPY_NAME = re.compile(rf"^{COPY_PREFIX}(?:(?P<install>[0-9a-z]{{1,16}})_)?req(?P<request>\d+)$")
+_INSTALL_ID = "[0-9a-z]{1,16}"  # an installation id: the store's 8 hex digits, or ADHOC_INSTALL
+_INSTALL = re.compile(rf"^{_INSTALL_ID}$")
+_COPY_NAME = re.compile(rf"^{COPY_PREFIX}(?:(?P<install>{_INSTALL_ID})_)?req(?P<request>\d+)$")
 _LOCK_CLASS = 0x67436F70  # pg_advisory_lock(class, request id): the lock of a copy named before installations; "gCop"
 _MAINTENANCE_DB = "postgres"
 COPY_GRACE_S = 60.0  # a recorded copy younger than this is left alone by the sweep, whoever holds its lock
